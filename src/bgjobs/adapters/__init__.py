@@ -1,0 +1,1 @@
+"""Bundled adapters: console and memory for development and tests, SMTP and local files for real use."""

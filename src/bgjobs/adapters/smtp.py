@@ -1,0 +1,85 @@
+"""Mail over SMTP with the standard library: plain, STARTTLS or implicit TLS, with auth.
+
+The Message-ID is derived from the idempotency key, so a message re-sent after
+a crash carries the same id and mail systems that deduplicate on it drop the copy.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import smtplib
+import socket
+import ssl
+from email.message import EmailMessage as MimeMessage
+
+from ..errors import PermanentError, TransientError
+from ..ports import DeliveryReceipt, EmailMessage, Mailer
+from ..settings import SmtpSettings
+
+__all__ = ["SmtpMailer", "message_id_for"]
+
+
+def message_id_for(key: str, domain: str) -> str:
+    """The deterministic Message-ID for an idempotency key."""
+    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
+
+
+class SmtpMailer(Mailer):
+    def __init__(self, settings: SmtpSettings | None = None) -> None:
+        self.settings = settings or SmtpSettings()
+
+    @classmethod
+    def from_settings(cls, settings: object) -> SmtpMailer:
+        return cls(getattr(settings, "smtp", None))
+
+    def build(self, message: EmailMessage) -> MimeMessage:
+        """The MIME message that would be sent; public so tests and previews can inspect it."""
+        mime = MimeMessage()
+        mime["From"] = message.sender or self.settings.sender
+        mime["To"] = ", ".join(message.to)
+        mime["Subject"] = message.subject
+        mime["Date"] = email.utils.formatdate(localtime=False)
+        if message.reply_to:
+            mime["Reply-To"] = message.reply_to
+        key = message.idempotency_key
+        mime["Message-ID"] = (
+            message_id_for(key, self.settings.message_id_domain)
+            if key
+            else email.utils.make_msgid(domain=self.settings.message_id_domain)
+        )
+        for name, value in message.headers.items():
+            mime[name] = value
+        mime.set_content(message.text)
+        if message.html is not None:
+            mime.add_alternative(message.html, subtype="html")
+        return mime
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        context = ssl.create_default_context()
+        if s.security == "ssl":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s, context=context)
+        else:
+            client = smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
+            if s.security == "starttls":
+                client.starttls(context=context)
+        if s.username:
+            client.login(s.username, s.password.get_secret_value() if s.password else "")
+        return client
+
+    def _send(self, *, message: EmailMessage) -> DeliveryReceipt:
+        mime = self.build(message)
+        try:
+            with self._connect() as client:
+                client.send_message(mime)
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPNotSupportedError) as exc:
+            raise PermanentError(f"SMTP server refused the message: {exc}") from exc
+        except smtplib.SMTPAuthenticationError as exc:
+            raise PermanentError(f"SMTP authentication failed (code {exc.smtp_code})") from exc
+        except smtplib.SMTPResponseException as exc:
+            cls = PermanentError if 500 <= exc.smtp_code < 600 else TransientError
+            raise cls(f"SMTP error {exc.smtp_code}: {exc.smtp_error!r}") from exc
+        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+            raise TransientError(f"SMTP server unreachable: {exc}") from exc
+        return DeliveryReceipt(provider_message_id=mime["Message-ID"])

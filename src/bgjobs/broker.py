@@ -1,0 +1,95 @@
+"""Builds the one broker bgjobs uses, from settings, before any actor is bound to it.
+
+``redis://``, ``rediss://`` and ``unix://`` URLs give :class:`BgjobsRedisBroker`;
+``amqp://`` gives Dramatiq's RabbitMQ broker (``pip install 'bgjobs[rabbitmq]'``);
+``stub://`` gives Dramatiq's in-memory StubBroker, for tests.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import default_middleware
+
+from .errors import ConfigurationError
+from .middleware import DeadLetterReasons, Maintenance
+from .redis_broker import BgjobsRedisBroker
+from .settings import Settings, get_settings
+from .typed import QUEUES, registered
+
+__all__ = ["build_broker", "current", "get_broker", "set_broker"]
+
+_lock = threading.RLock()
+_broker: dramatiq.Broker | None = None
+
+
+def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
+    stack: list[Any] = [m() for m in default_middleware]
+    stack.append(DeadLetterReasons())
+    if worker and settings.metrics.enabled:
+        from .observability import Metrics
+
+        stack.append(Metrics())
+    return stack
+
+
+def build_broker(settings: Settings, *, worker: bool = False) -> dramatiq.Broker:
+    """A new broker for ``settings.broker_url`` with bgjobs's middleware and family queues.
+
+    Args:
+        worker: add what only a worker process needs (maintenance, metrics).
+
+    Raises:
+        ConfigurationError: the URL scheme is not supported, or its extra is missing.
+    """
+    url = settings.broker_url
+    middleware = _middleware(settings, worker=worker)
+    broker: dramatiq.Broker
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        if worker:
+            middleware.append(Maintenance())
+        broker = BgjobsRedisBroker(url=url, worker=settings.worker, middleware=middleware)
+    elif url.startswith(("amqp://", "amqps://")):
+        try:
+            from dramatiq.brokers.rabbitmq import RabbitmqBroker
+        except ImportError:
+            raise ConfigurationError(
+                "BGJOBS_BROKER_URL is amqp:// but pika is missing: pip install 'bgjobs[rabbitmq]'"
+            ) from None
+        broker = RabbitmqBroker(url=url, middleware=middleware)
+    elif url.startswith("stub://"):
+        broker = StubBroker(middleware=middleware)
+        broker.emit_after("process_boot")
+    else:
+        raise ConfigurationError(f"BGJOBS_BROKER_URL={url!r}: use redis://, rediss://, unix://, amqp:// or stub://")
+    broker.bgjobs_settings = settings
+    for queue in QUEUES:
+        broker.declare_queue(queue)
+    return broker
+
+
+def set_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
+    """Make ``broker`` the one bgjobs (and Dramatiq) use, and bind every typed actor to it."""
+    global _broker
+    with _lock:
+        _broker = broker
+        dramatiq.set_broker(broker)
+        for typed in registered().values():
+            typed.bind(broker)
+    return broker
+
+
+def current() -> dramatiq.Broker | None:
+    """The broker, if one was built or set; never builds one."""
+    return _broker
+
+
+def get_broker() -> dramatiq.Broker:
+    """The broker, built from settings on first use (in host apps, on the first send)."""
+    with _lock:
+        if _broker is None:
+            return set_broker(build_broker(get_settings()))
+        return _broker

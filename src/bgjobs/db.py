@@ -1,0 +1,67 @@
+"""The database bgjobs keeps its state in: SQLite by default, PostgreSQL supported.
+
+Engines are created on first use, never at import. Every bgjobs table is
+prefixed ``bgjobs_``; :func:`upgrade` creates only those.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlmodel import Session, SQLModel, create_engine
+
+from .settings import get_settings
+
+__all__ = ["bgjobs_tables", "engine_for", "get_engine", "session", "upgrade"]
+
+TABLE_PREFIX = "bgjobs_"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the one writer; busy_timeout makes worker
+    # processes wait for the write lock instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+@functools.cache
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def get_engine() -> Engine:
+    """The engine for ``BGJOBS_DATABASE_URL``."""
+    return engine_for(get_settings().database_url)
+
+
+@contextmanager
+def session(engine: Engine | None = None) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on any exception."""
+    with Session(engine or get_engine(), expire_on_commit=False) as s, s.begin():
+        yield s
+
+
+def bgjobs_tables() -> list[Any]:
+    """The tables bgjobs owns (its modules must be imported first)."""
+    return [t for name, t in SQLModel.metadata.tables.items() if name.startswith(TABLE_PREFIX)]
+
+
+def upgrade(engine: Engine | None = None) -> list[str]:
+    """Create any missing bgjobs table; returns the names of all bgjobs tables."""
+    from . import idempotency  # noqa: F401  (registers its table)
+
+    tables = bgjobs_tables()
+    SQLModel.metadata.create_all(engine or get_engine(), tables=tables)
+    return sorted(t.name for t in tables)

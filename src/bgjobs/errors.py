@@ -1,0 +1,73 @@
+"""The errors bgjobs raises, and how the worker treats each.
+
+    BgjobsError
+    ├── ConfigurationError   a setting or a wired adapter is missing or wrong; dead-lettered
+    ├── PermanentError       retrying cannot help; dead-lettered at once
+    │   └── InvalidPayload   a payload failed validation (names the field)
+    └── TransientError       a vendor or network hiccup; retried with backoff
+
+Anything else an actor raises is treated like a TransientError: it is retried
+until the actor's retry limit, then dead-lettered with the exception as reason.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+__all__ = [
+    "BgjobsError",
+    "ConfigurationError",
+    "InvalidPayload",
+    "PermanentError",
+    "TransientError",
+]
+
+
+class BgjobsError(Exception):
+    """Raised by bgjobs; the root of every bgjobs error."""
+
+
+class ConfigurationError(BgjobsError):
+    """Raised when a setting does not parse or a needed adapter is not wired.
+
+    A worker never retries it: the message is dead-lettered with this error as
+    its reason, so fixing the configuration and requeueing loses nothing.
+    """
+
+
+class PermanentError(BgjobsError):
+    """Raised when an operation can never succeed as asked (a 4xx, a refused recipient).
+
+    The message goes straight to the dead-letter queue with this error as its reason.
+    """
+
+
+class TransientError(BgjobsError):
+    """Raised when an operation may succeed later (a timeout, a 5xx, a dropped connection).
+
+    The message is retried with exponential backoff and jitter up to the actor's limit.
+    """
+
+
+class InvalidPayload(PermanentError):
+    """Raised when a job payload does not validate, at the sender or in the worker.
+
+    The message names every offending field, so the reason kept with a
+    dead-lettered message says what to fix.
+    """
+
+    @classmethod
+    def from_validation_error(cls, what: str, error: ValidationError) -> InvalidPayload:
+        """Build one readable line from pydantic's error list."""
+        parts = []
+        for item in error.errors():
+            field = ".".join(str(p) for p in item["loc"]) or "<payload>"
+            parts.append(f"{field}: {item['msg']}")
+        return cls(f"invalid payload for {what}: " + "; ".join(parts))
+
+
+#: Errors that dead-letter a message at once (Dramatiq's ``throws`` option).
+PERMANENT: tuple[type[BaseException], ...] = (PermanentError, ConfigurationError)

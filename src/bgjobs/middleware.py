@@ -1,0 +1,98 @@
+"""bgjobs's Dramatiq middleware: maintenance on a timer, and reasons for dead letters."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from dramatiq.middleware import Middleware
+from pydantic import ValidationError
+
+from .errors import ConfigurationError, InvalidPayload, PermanentError
+from .redis_broker import BgjobsRedisBroker
+
+__all__ = ["DeadLetterReasons", "Maintenance", "describe_failure"]
+
+logger = logging.getLogger("bgjobs.worker")
+
+
+class Maintenance(Middleware):  # type: ignore[misc]
+    """Runs the broker's maintenance every ``maintenance_interval_ms`` in each worker process.
+
+    Besides recovering dead peers' messages, the pass is this process's
+    heartbeat, so a process whose threads are all busy on long jobs is never
+    mistaken for a dead one.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        if not isinstance(broker, BgjobsRedisBroker):
+            return
+        broker.register_queues()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(broker,), name="bgjobs-maintenance", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self, broker: BgjobsRedisBroker) -> None:
+        interval = broker.worker_settings.maintenance_interval_ms / 1000
+        while not self._stop.is_set():
+            try:
+                report = broker.run_maintenance()
+                if report.recovered or report.dead_lettered:
+                    logger.warning(
+                        "recovered %d message(s) from dead workers; dead-lettered %d poison message(s)",
+                        report.recovered,
+                        report.dead_lettered,
+                    )
+            except Exception:
+                logger.exception("maintenance pass failed; retrying in %.1fs", interval)
+            self._stop.wait(interval)
+
+
+def describe_failure(message: Any, exception: BaseException | None) -> dict[str, Any]:
+    """Why a message is being dead-lettered, as stored beside it."""
+    # Retries counts the failed attempt before giving up, but not before a ``throws`` abort.
+    retries = message.options.get("retries", 0)
+    if isinstance(exception, InvalidPayload | ValidationError):
+        kind = "invalid"
+    elif isinstance(exception, ConfigurationError):
+        kind = "configuration"
+    elif isinstance(exception, PermanentError):
+        kind = "permanent"
+    else:
+        kind = "exhausted"
+    attempts = max(retries, 1) if kind == "exhausted" else retries + 1
+    text = f"{type(exception).__name__}: {exception}" if exception is not None else "failed"
+    if kind == "exhausted":
+        text = f"retries exhausted after {attempts} attempt(s); last error {text}"
+    return {"kind": kind, "reason": text, "failed_at": int(time.time() * 1000), "attempts": attempts}
+
+
+class DeadLetterReasons(Middleware):  # type: ignore[misc]
+    """Keeps the reason next to every dead-lettered message.
+
+    Dramatiq moves the stored message to ``<queue>.XQ`` unchanged, so the reason
+    (validation error, permanent error, exhausted retries) would otherwise be lost.
+    Brokers other than bgjobs's Redis broker keep reasons in :attr:`reasons`.
+    """
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, dict[str, Any]] = {}
+
+    def before_nack(self, broker: Any, message: Any) -> None:
+        reason = describe_failure(message, getattr(message, "_exception", None))
+        logger.error("dead-lettering %s (%s): %s", message.message_id, message.actor_name, reason["reason"])
+        if isinstance(broker, BgjobsRedisBroker):
+            broker.record_dead_letter_reason(message.queue_name, message.options["redis_message_id"], reason)
+        else:
+            self.reasons[message.message_id] = reason

@@ -1,0 +1,21 @@
+"""Masking for logs: recipients are shown enough to debug, never in full."""
+
+from __future__ import annotations
+
+__all__ = ["mask_email", "mask_phone", "mask_token"]
+
+
+def mask_email(address: str) -> str:
+    """``jane.doe@example.com`` -> ``j***@example.com``."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def mask_phone(number: str) -> str:
+    """``+447700900123`` -> ``+44*******23``."""
+    return number[:3] + "*" * max(len(number) - 5, 0) + number[-2:] if len(number) > 5 else "***"
+
+
+def mask_token(token: str) -> str:
+    """Device tokens and keys: the first four characters only."""
+    return token[:4] + "…" if len(token) > 4 else "…"

@@ -1,0 +1,164 @@
+"""bgjobs settings: one class, read from ``BGJOBS_*`` variables and ``.env``.
+
+Nested sections use ``__`` (``BGJOBS_WORKER__HEARTBEAT_TIMEOUT_MS=30000``). A value that
+does not parse raises :class:`~bgjobs.errors.ConfigurationError` naming the variable, so
+the worker stops at boot with one line instead of failing on its first message.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "ActorSettings",
+    "FamilySettings",
+    "LocalStorageSettings",
+    "MetricsSettings",
+    "Settings",
+    "SmtpSettings",
+    "WorkerSettings",
+    "get_settings",
+]
+
+ENV_PREFIX = "BGJOBS_"
+_SECRETISH = re.compile("PASSWORD|SECRET|TOKEN|KEY")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkerSettings(_Section):
+    """How the worker finds dead peers and poison messages."""
+
+    #: A worker silent for this long is dead; its unacked messages go back to their queue.
+    heartbeat_timeout_ms: int = Field(default=30_000, ge=1_000)
+    #: How often each worker process heartbeats and recovers dead peers' messages.
+    maintenance_interval_ms: int = Field(default=5_000, ge=100)
+    #: A message handed out this many times without finishing is dead-lettered.
+    max_deliveries: int = Field(default=5, ge=1)
+    #: How long dead-lettered messages are kept.
+    dead_message_ttl_ms: int = Field(default=7 * 86_400_000, ge=60_000)
+    #: Redis key prefix (Dramatiq's namespace).
+    namespace: str = "dramatiq"
+
+
+class ActorSettings(_Section):
+    """Retry and time limits; set per family, overridden per actor."""
+
+    max_retries: int | None = Field(default=None, ge=0)
+    min_backoff_ms: int | None = Field(default=None, ge=0)
+    max_backoff_ms: int | None = Field(default=None, ge=0)
+    time_limit_ms: int | None = Field(default=None, ge=1)
+
+
+class FamilySettings(ActorSettings):
+    """Defaults for every actor of one family (its queue)."""
+
+
+class MetricsSettings(_Section):
+    enabled: bool = True
+    #: Dramatiq's ``dramatiq_prom_host`` / ``dramatiq_prom_port`` variables win when set.
+    host: str = "127.0.0.1"
+    port: int = Field(default=9191, ge=0, le=65535)
+
+
+class SmtpSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(default=25, ge=1, le=65535)
+    security: Literal["none", "starttls", "ssl"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    sender: str = "bgjobs@localhost"
+    #: The domain of generated Message-IDs; stable ids let receivers drop duplicates.
+    message_id_domain: str = "bgjobs.local"
+
+
+class LocalStorageSettings(_Section):
+    root: str = "bgjobs-storage"
+    base_url: str | None = None
+
+
+class Settings(BaseSettings):
+    """Everything bgjobs reads from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+    )
+
+    broker_url: str = "redis://localhost:6379/0"
+    database_url: str = "sqlite:///bgjobs.db"
+
+    #: Adapters by name (``console``, ``memory``, ``smtp``, ``localfs``) or ``pkg.mod:Class``.
+    mailer: str | None = None
+    sms: str | None = None
+    push: str | None = None
+    payment: str | None = None
+    storage: str | None = None
+    #: ``pkg.mod:function`` called once when a worker boots, to wire adapters and jobs.
+    setup: str | None = None
+    #: Host modules the worker imports so their jobs are declared.
+    jobs: list[str] = Field(default_factory=list)
+
+    worker: WorkerSettings = WorkerSettings()
+    retries: ActorSettings = ActorSettings(
+        max_retries=10, min_backoff_ms=1_000, max_backoff_ms=3_600_000, time_limit_ms=600_000
+    )
+    notifications: FamilySettings = FamilySettings()
+    webhooks: FamilySettings = FamilySettings()
+    payouts: FamilySettings = FamilySettings()
+    exports: FamilySettings = FamilySettings(time_limit_ms=3_600_000)
+    cleanup: FamilySettings = FamilySettings(time_limit_ms=3_600_000)
+    #: Per-actor overrides: ``BGJOBS_ACTORS__<actor_name>__MAX_RETRIES=3``.
+    actors: dict[str, ActorSettings] = Field(default_factory=dict)
+
+    metrics: MetricsSettings = MetricsSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    localfs: LocalStorageSettings = LocalStorageSettings()
+
+    def limits_for(self, actor_name: str, queue: str) -> ActorSettings:
+        """Resolve an actor's limits: actor override, then family, then global default."""
+        layers = [self.actors.get(actor_name), getattr(self, queue, None), self.retries]
+        merged: dict[str, int | None] = {}
+        for field in ActorSettings.model_fields:
+            merged[field] = next(
+                (v for layer in layers if isinstance(layer, ActorSettings) and (v := getattr(layer, field))
+                 is not None),
+                None,
+            )
+        return ActorSettings(**merged)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings now, turning a parse failure into one line that names the variable.
+
+    Raises:
+        ConfigurationError: a variable does not parse.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ENV_PREFIX + "__".join(str(p) for p in first["loc"]).upper()
+        value = first.get("input")
+        shown = f"={value!r}" if isinstance(value, str | int) and not _SECRETISH.search(name) else ""
+        raise ConfigurationError(f"{name}{shown}: {first['msg']}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once on first use (never at import)."""
+    return load_settings()

@@ -1,0 +1,104 @@
+"""Run bgjobs jobs in your own tests: a StubBroker, a worker thread pool, memory adapters.
+
+Example::
+
+    from bgjobs.testing import stub_jobs
+
+    def test_welcome_email():
+        with stub_jobs() as jobs:
+            welcome.send({"user_id": 1, "email": "a@example.com"})
+            jobs.drain()
+            assert jobs.mailer.sent[0].to == ("a@example.com",)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+from dramatiq import Worker
+from dramatiq.brokers.stub import StubBroker
+
+from . import broker as _broker
+from . import wiring
+from .adapters.memory import MemoryMailer, MemoryPaymentGateway, MemoryPushSender, MemorySmsSender, MemoryStorage
+from .broker import build_broker, set_broker
+from .middleware import DeadLetterReasons
+from .settings import Settings
+
+__all__ = [
+    "JobsHarness",
+    "MemoryMailer",
+    "MemoryPaymentGateway",
+    "MemoryPushSender",
+    "MemorySmsSender",
+    "MemoryStorage",
+    "stub_jobs",
+]
+
+
+@dataclass
+class JobsHarness:
+    """What :func:`stub_jobs` gives a test: the broker, the worker and the memory adapters."""
+
+    broker: StubBroker
+    worker: Worker
+    mailer: MemoryMailer = field(default_factory=MemoryMailer)
+    sms: MemorySmsSender = field(default_factory=MemorySmsSender)
+    push: MemoryPushSender = field(default_factory=MemoryPushSender)
+    payment: MemoryPaymentGateway = field(default_factory=MemoryPaymentGateway)
+    storage: MemoryStorage = field(default_factory=MemoryStorage)
+
+    def drain(self, timeout_ms: int = 10_000) -> None:
+        """Wait until every queue is empty and every worker thread idle (retries included)."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            for queue in self.broker.get_declared_queues():
+                self.broker.join(queue, timeout=timeout_ms, fail_fast=False)
+            self.worker.join()
+            if all(q.unfinished_tasks == 0 for q in self.broker.queues.values()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"queues not drained within {timeout_ms} ms")
+
+    @property
+    def dead_letters(self) -> list[dramatiq.Message[Any]]:
+        return list(self.broker.dead_letters)
+
+    def reason(self, message: dramatiq.Message[Any]) -> str:
+        """Why a dead-lettered message failed."""
+        middleware = next(m for m in self.broker.middleware if isinstance(m, DeadLetterReasons))
+        return str(middleware.reasons[message.message_id]["reason"])
+
+
+@contextmanager
+def stub_jobs(*, settings: Settings | None = None, worker_threads: int = 2) -> Iterator[JobsHarness]:
+    """Point bgjobs at a fresh StubBroker with memory adapters and a running worker.
+
+    Retries keep their configured backoff; pass settings with small
+    ``retries.min_backoff_ms`` to make retrying tests fast.
+    """
+    settings = settings or Settings(broker_url="stub://")
+    previous = _broker.current()
+    broker = build_broker(settings)
+    assert isinstance(broker, StubBroker)
+    set_broker(broker)
+    worker = Worker(broker, worker_timeout=50, worker_threads=worker_threads)
+    harness = JobsHarness(broker=broker, worker=worker)
+    wiring.reset()
+    wiring.configure(
+        mailer=harness.mailer, sms=harness.sms, push=harness.push, payment=harness.payment, storage=harness.storage
+    )
+    worker.start()
+    try:
+        yield harness
+    finally:
+        worker.stop()
+        broker.close()
+        wiring.reset()
+        if previous is not None:
+            set_broker(previous)

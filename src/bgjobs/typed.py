@@ -1,0 +1,188 @@
+"""Typed actors: one pydantic payload in, validated at the sender and again in the worker.
+
+Declaring a typed actor needs no broker: it is recorded here and bound to the
+broker when :func:`bgjobs.broker.get_broker` builds it (or at once, if it is
+already built). So importing a module that declares actors never creates a
+broker by accident, and the worker builds its broker before any actor exists.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
+from typing import Any, Generic, TypeVar, get_type_hints
+
+import dramatiq
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import PERMANENT, ConfigurationError, InvalidPayload
+
+__all__ = ["Payload", "TypedActor", "actor", "registered"]
+
+M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
+
+#: One queue per family, so operators can run separate pools with ``-Q``.
+QUEUES = ("default", "notifications", "webhooks", "payouts", "exports", "cleanup")
+
+
+class Payload(BaseModel):
+    """Base for job payloads: frozen, JSON-only, and unknown fields are an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+_lock = threading.Lock()
+_registry: dict[str, TypedActor[Any, Any]] = {}
+
+
+def registered() -> dict[str, TypedActor[Any, Any]]:
+    """Every typed actor declared so far, by name."""
+    with _lock:
+        return dict(_registry)
+
+
+class TypedActor(Generic[M, R]):
+    """A job with one payload model. Call :meth:`send` to enqueue it."""
+
+    def __init__(self, fn: Callable[[M], R], *, name: str, queue: str, payload: type[M], options: dict[str, Any]):
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.payload = payload
+        self.options = options
+        self._bound: tuple[dramatiq.Broker, dramatiq.Actor[Any, Any]] | None = None
+
+    def __repr__(self) -> str:
+        return f"TypedActor({self.name!r}, queue={self.queue!r}, payload={self.payload.__name__})"
+
+    def validate(self, payload: M | Mapping[str, Any]) -> M:
+        """Return the payload as the model, or raise :class:`InvalidPayload` naming each bad field."""
+        if isinstance(payload, self.payload):
+            return payload
+        if isinstance(payload, BaseModel):
+            payload = payload.model_dump(mode="json")
+        try:
+            return self.payload.model_validate(payload)
+        except ValidationError as exc:
+            raise InvalidPayload.from_validation_error(self.name, exc) from None
+
+    def _run(self, data: Any) -> R:
+        return self.fn(self.validate(data))
+
+    def bind(self, broker: dramatiq.Broker) -> dramatiq.Actor[Any, Any]:
+        """Declare this job on ``broker`` with limits from settings (idempotent per broker)."""
+        if self._bound is not None and self._bound[0] is broker:
+            return self._bound[1]
+        from .settings import get_settings
+
+        settings = getattr(broker, "bgjobs_settings", None) or get_settings()
+        limits = settings.limits_for(self.name, self.queue)
+        options: dict[str, Any] = {"throws": PERMANENT}
+        if limits.max_retries is not None:
+            options["max_retries"] = limits.max_retries
+        if limits.min_backoff_ms is not None:
+            options["min_backoff"] = limits.min_backoff_ms
+        if limits.max_backoff_ms is not None:
+            options["max_backoff"] = limits.max_backoff_ms
+        if limits.time_limit_ms is not None:
+            options["time_limit"] = limits.time_limit_ms
+        options.update(self.options)
+        if self.name in broker.actors:
+            broker.actors.pop(self.name)
+
+        def run(data: Any) -> R:
+            return self._run(data)
+
+        run.__module__ = getattr(self.fn, "__module__", __name__)
+        run.__qualname__ = run.__name__ = self.name
+        bound = dramatiq.Actor(
+            run, broker=broker, actor_name=self.name, queue_name=self.queue, priority=0, options=options
+        )
+        self._bound = (broker, bound)
+        return bound
+
+    @property
+    def actor(self) -> dramatiq.Actor[Any, Any]:
+        """The Dramatiq actor on the current broker."""
+        from .broker import get_broker
+
+        return self.bind(get_broker())
+
+    def message(self, payload: M | Mapping[str, Any], **options: Any) -> dramatiq.Message[Any]:
+        """Validate and build a message without sending it (for pipelines and batches)."""
+        model = self.validate(payload)
+        return self.actor.message_with_options(args=(model.model_dump(mode="json"),), **options)
+
+    def send(
+        self, payload: M | Mapping[str, Any], *, delay: timedelta | int | None = None, **options: Any
+    ) -> dramatiq.Message[Any]:
+        """Validate the payload and enqueue it.
+
+        Raises:
+            InvalidPayload: the payload does not validate; nothing is enqueued.
+        """
+        message = self.message(payload, **options)
+        if isinstance(delay, timedelta):
+            delay = int(delay.total_seconds() * 1000)
+        return self.actor.broker.enqueue(message, delay=delay)
+
+    def send_many(self, payloads: Iterable[M | Mapping[str, Any]], **options: Any) -> list[dramatiq.Message[Any]]:
+        """Validate every payload first, then enqueue them all; none is sent if any is invalid."""
+        messages = [self.message(p, **options) for p in payloads]
+        broker = self.actor.broker
+        return [broker.enqueue(m) for m in messages]
+
+    def __call__(self, payload: M | Mapping[str, Any]) -> R:
+        """Run the job in this thread (for tests and scripts), validating like the worker."""
+        return self._run(payload)
+
+
+def _payload_type(fn: Callable[..., Any]) -> type[BaseModel]:
+    params = list(inspect.signature(fn).parameters)
+    hints = get_type_hints(fn)
+    if len(params) != 1 or not (isinstance(hints.get(params[0]), type) and issubclass(hints[params[0]], BaseModel)):
+        raise ConfigurationError(f"{fn.__qualname__} must take exactly one parameter annotated with a pydantic model")
+    return hints[params[0]]  # type: ignore[no-any-return]
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def actor(
+    *, name: str | None = None, queue: str = "default", **options: Any
+) -> Callable[[Callable[[M], R]], TypedActor[M, R]]:
+    """Declare a typed job.
+
+    Args:
+        name: the actor name (defaults to the function name); unique across the app.
+        queue: the queue, usually the family's (``notifications``, ``webhooks``, ...).
+        **options: Dramatiq actor options; they win over settings.
+
+    Example::
+
+        @bgjobs.actor(queue="notifications")
+        def welcome(payload: Welcome) -> None: ...
+
+        welcome.send(Welcome(user_id=1))
+    """
+
+    def decorate(fn: Callable[[M], R]) -> TypedActor[M, R]:
+        typed: TypedActor[M, R] = TypedActor(
+            fn, name=name or fn.__name__, queue=queue, payload=_payload_type(fn), options=options  # type: ignore[arg-type]
+        )
+        with _lock:
+            known = _registry.get(typed.name)
+            if known is not None and _origin(known.fn) != _origin(fn):
+                raise ConfigurationError(f"an actor named {typed.name!r} is already declared")
+            _registry[typed.name] = typed
+        from . import broker as _broker
+
+        if _broker.current() is not None:
+            typed.bind(_broker.current())  # type: ignore[arg-type]
+        return typed
+
+    return decorate

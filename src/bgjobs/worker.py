@@ -1,0 +1,49 @@
+"""Worker boot: settings, broker, families, host jobs, setup hook, adapter checks.
+
+Everything that can be wrong in configuration is found here, once, so a bad
+setting stops the worker at boot with one line instead of failing message by message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import dramatiq
+
+from .broker import build_broker, set_broker
+from .errors import ConfigurationError
+from .settings import Settings, get_settings
+from .wiring import PORTS, load_object, port
+
+__all__ = ["FAMILY_MODULES", "boot"]
+
+logger = logging.getLogger("bgjobs.worker")
+
+#: Modules whose import declares the bundled families' actors.
+FAMILY_MODULES: tuple[str, ...] = ()
+
+
+def _boot(settings: Settings) -> dramatiq.Broker:
+    broker = set_broker(build_broker(settings, worker=True))
+    for module in (*FAMILY_MODULES, *settings.jobs):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigurationError(f"BGJOBS_JOBS: cannot import {module!r}: {exc}") from None
+    if settings.setup:
+        load_object(settings.setup)()
+    for name, kind in PORTS.items():
+        if getattr(settings, name):
+            port(kind, settings=settings)
+    return broker
+
+
+def boot() -> dramatiq.Broker:
+    """Build the worker's broker and declare every actor; exit with one line on bad configuration."""
+    try:
+        return _boot(get_settings())
+    except ConfigurationError as exc:
+        print(f"bgjobs: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

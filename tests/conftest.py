@@ -1,0 +1,67 @@
+"""Real parts for the suite: a redis-server, SQLite files, a PostgreSQL cluster.
+
+A missing server makes its tests fail loudly, never skip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bgjobs import broker as bgjobs_broker
+from bgjobs import settings as bgjobs_settings
+from bgjobs import wiring
+from bgjobs.embedded import RedisServer
+from tests.support.postgres import PostgresCluster
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _clean_bgjobs_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Each test starts with no BGJOBS_* variables, no cached settings, no broker, no adapters."""
+    for name in list(os.environ):
+        if name.startswith("BGJOBS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # so no stray .env or bgjobs.db is read or written
+    bgjobs_settings.get_settings.cache_clear()
+    wiring.reset()
+    bgjobs_broker._broker = None
+    yield
+    bgjobs_settings.get_settings.cache_clear()
+    wiring.reset()
+    bgjobs_broker._broker = None
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A Redis URL with an empty database."""
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database: a SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bgjobs.db'}"
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.create_database(f"bgjobs_test_{os.getpid()}_{next(_db_counter)}")

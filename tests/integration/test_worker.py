@@ -1,0 +1,197 @@
+"""The real worker command on a real Redis: processing, crash recovery, poison messages, bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bgjobs import broker as bgjobs_broker
+from bgjobs import settings as bgjobs_settings
+from tests.support import worker_jobs
+from tests.support.workers import WorkerProcess, wait_for
+
+HEARTBEAT_TIMEOUT_S = 2
+
+
+@pytest.fixture
+def worker_env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = {
+        "BGJOBS_BROKER_URL": redis_url,
+        "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "BGJOBS_JOBS": '["tests.support.worker_jobs"]',
+        "BGJOBS_WORKER__HEARTBEAT_TIMEOUT_MS": str(HEARTBEAT_TIMEOUT_S * 1000),
+        "BGJOBS_WORKER__MAINTENANCE_INTERVAL_MS": "500",
+        "BGJOBS_WORKER__MAX_DELIVERIES": "3",
+        "BGJOBS_RETRIES__MIN_BACKOFF_MS": "100",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    bgjobs_settings.get_settings.cache_clear()
+    bgjobs_broker._broker = None
+    worker_jobs.create_tables()
+    return env
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        w.kill()
+
+
+def start(workers: list[WorkerProcess], env: dict[str, str], **kwargs: object) -> WorkerProcess:
+    w = WorkerProcess(env, **kwargs)  # type: ignore[arg-type]
+    workers.append(w)
+    return w.start()
+
+
+def scrape(port: int) -> str:
+    """One scrape; the exposition process starts just after the workers, so wait for it to listen."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
+                return str(response.read().decode())
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of every sample of ``name`` whose labels include ``labels``."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+            found = True
+    assert found, f"no {name}{labels} in scrape"
+    return total
+
+
+def test_two_worker_processes_process_messages_sent_from_the_test(
+    worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    # Given a worker with two processes
+    w = start(workers, worker_env, processes=2, threads=2)
+    # When the test sends 40 jobs
+    for i in range(40):
+        worker_jobs.record.send({"key": f"k{i}", "sleep_s": 0.1})
+    # Then every one is done once, by both processes
+    wait_for(lambda: worker_jobs.effect_count() == 40, timeout=60, what="40 effects")
+    effects = worker_jobs.effects()
+    assert sorted(effects) == sorted(f"k{i}" for i in range(40))
+    assert len(set(effects.values())) == 2, "both worker processes should have taken work"
+    text = scrape(w.metrics_port)
+    assert metric(text, "bgjobs_jobs_total", family="default", actor="record", outcome="succeeded") == 40
+    assert metric(text, "dramatiq_messages_total", actor_name="record") == 40
+
+
+def test_a_fresh_worker_already_exposes_queue_gauges(worker_env: dict[str, str], workers: list[WorkerProcess]) -> None:
+    # Given messages waiting in a queue no process consumes
+    for i in range(3):
+        worker_jobs.mail.send({"key": f"m{i}"})
+    # When a worker that only consumes "default" boots
+    w = start(workers, worker_env, processes=1, args=("-Q", "default"))
+    text = scrape(w.metrics_port)
+    # Then the first scrape already reports every family's queue
+    assert metric(text, "bgjobs_queue_depth", queue="notifications") == 3
+    for queue in ("default", "webhooks", "payouts", "exports", "cleanup"):
+        assert metric(text, "bgjobs_queue_depth", queue=queue) == 0
+        assert metric(text, "bgjobs_dead_letters", queue=queue) == 0
+
+
+def test_a_killed_worker_s_message_is_redelivered_within_the_bound_and_takes_effect_once(
+    worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    # Given a worker in the middle of a slow job
+    first = start(workers, worker_env, processes=2)
+    worker_jobs.record.send({"key": "slow", "sleep_s": 3})
+    wait_for(lambda: worker_jobs.starts("slow") == 1, timeout=30, what="the job to start")
+    # When the whole worker is SIGKILLed mid-job and a new one starts
+    first.kill()
+    killed_at = time.monotonic()
+    start(workers, worker_env, processes=2)
+    # Then the message is handed out again within heartbeat timeout + 15 s
+    wait_for(lambda: worker_jobs.starts("slow") == 2, timeout=HEARTBEAT_TIMEOUT_S + 15, what="redelivery")
+    redelivered_after = time.monotonic() - killed_at
+    assert redelivered_after < HEARTBEAT_TIMEOUT_S + 15
+    # And its effect happens exactly once
+    wait_for(lambda: worker_jobs.effect_count() == 1, timeout=30, what="the effect")
+    time.sleep(1)
+    assert worker_jobs.effects().keys() == {"slow"}
+    assert worker_jobs.starts("slow") == 2
+    client = redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"])
+    assert client.hlen("dramatiq:default.msgs") == 0
+
+
+def test_a_message_that_kills_its_worker_every_time_is_dead_lettered_with_the_reason(
+    worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    client = redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"])
+    message = worker_jobs.die.send({"key": "poison"})
+    # Given a supervisor that restarts the worker whenever it dies (max_deliveries=3)
+    deadline = time.monotonic() + 90
+    while client.zcard("dramatiq:default.XQ") == 0:
+        assert time.monotonic() < deadline, "the poison message was never dead-lettered"
+        w = start(workers, worker_env, processes=1)
+        while w.proc is not None and w.proc.poll() is None and client.zcard("dramatiq:default.XQ") == 0:
+            assert time.monotonic() < deadline, "the poison message was never dead-lettered"
+            time.sleep(0.1)
+        w.kill()
+    # Then it was handed out exactly max_deliveries times, and dead-lettered with the reason
+    assert worker_jobs.starts("poison") == 3
+    (redis_id,) = client.zrange("dramatiq:default.XQ", 0, -1)
+    stored = json.loads(client.hget("dramatiq:default.XQ.msgs", redis_id))
+    assert stored["message_id"] == message.message_id
+    reason = json.loads(client.hget("dramatiq:default.XQ.reasons", redis_id))
+    assert reason["kind"] == "poison"
+    assert "delivered 3 times without finishing" in reason["reason"]
+    assert client.llen("dramatiq:default") == 0
+
+
+def test_bad_input_is_dead_lettered_on_redis_with_the_field_named_and_never_retried(
+    worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    client = redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"])
+    start(workers, worker_env, processes=1)
+    # Messages built by hand, around the sender's validation
+    worker_jobs.record.actor.send({"key": 1, "sleep_s": "slow"})
+    worker_jobs.record.actor.send({"key": "x", "colour": "red"})
+    # A job whose port is not wired
+    worker_jobs.mail.send({"key": "unwired"})
+    wait_for(
+        lambda: client.zcard("dramatiq:default.XQ") == 2 and client.zcard("dramatiq:notifications.XQ") == 1,
+        timeout=30,
+        what="three dead letters",
+    )
+    reasons = " | ".join(json.loads(r)["reason"] for r in client.hvals("dramatiq:default.XQ.reasons"))
+    assert "key: Input should be a valid string; sleep_s: Input should be a valid number" in reasons
+    assert "colour: Extra inputs are not permitted" in reasons
+    (unwired,) = [json.loads(r) for r in client.hvals("dramatiq:notifications.XQ.reasons")]
+    assert unwired["kind"] == "configuration"
+    assert "BGJOBS_MAILER" in unwired["reason"]
+    assert {json.loads(r)["attempts"] for r in client.hvals("dramatiq:default.XQ.reasons")} == {1}
+    assert worker_jobs.effect_count() == 0
+
+
+def test_an_unparsable_setting_stops_the_worker_at_boot_naming_the_variable(
+    worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    w = WorkerProcess({**worker_env, "BGJOBS_WORKER__MAX_DELIVERIES": "many"}, processes=1)
+    workers.append(w)
+    w.start(wait=False)
+    assert w.wait_exit(timeout=60) != 0
+    lines = [line for line in w.output().splitlines() if "BGJOBS_WORKER__MAX_DELIVERIES" in line]
+    assert lines == ["bgjobs: configuration error: BGJOBS_WORKER__MAX_DELIVERIES='many': "
+                     "Input should be a valid integer, unable to parse string as an integer"]  # fmt: skip

@@ -1,0 +1,77 @@
+"""Jobs the integration tests run in a real ``dramatiq bgjobs.actors`` worker.
+
+Loaded by the worker through ``BGJOBS_JOBS=tests.support.worker_jobs``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import redis
+from sqlmodel import Field, SQLModel, func, select
+
+import bgjobs
+from bgjobs import db, idempotency
+from bgjobs.ports import EmailMessage, Mailer
+from bgjobs.settings import get_settings
+from bgjobs.wiring import port
+
+
+class Effect(SQLModel, table=True):
+    __tablename__ = "test_effects"
+
+    key: str = Field(primary_key=True)
+    pid: int
+
+
+class Work(bgjobs.Payload):
+    key: str
+    sleep_s: float = 0.0
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().broker_url)
+
+
+def starts(key: str) -> int:
+    """How many times a worker began ``record`` for ``key``."""
+    return int(_redis().get(f"test:starts:{key}") or 0)
+
+
+@bgjobs.actor(queue="default")
+def record(payload: Work) -> None:
+    """The effect is a row, written once per key in the same transaction as its idempotency record."""
+    _redis().incr(f"test:starts:{payload.key}")
+    time.sleep(payload.sleep_s)
+    with db.session() as session:
+        if idempotency.claim(session, f"effect:{payload.key}", scope="test"):
+            session.add(Effect(key=payload.key, pid=os.getpid()))
+
+
+@bgjobs.actor(queue="default")
+def die(payload: Work) -> None:
+    """Kills its own worker process, every time: a poison message."""
+    _redis().incr(f"test:starts:{payload.key}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@bgjobs.actor(queue="notifications")
+def mail(payload: Work) -> None:
+    port(Mailer).send(message=EmailMessage(to=("ops@example.com",), subject=payload.key, text="-"))
+
+
+def effects() -> dict[str, int]:
+    with db.session() as session:
+        return {e.key: e.pid for e in session.exec(select(Effect))}
+
+
+def effect_count() -> int:
+    with db.session() as session:
+        return int(session.exec(select(func.count()).select_from(Effect)).one())
+
+
+def create_tables() -> None:
+    db.upgrade()
+    SQLModel.metadata.create_all(db.get_engine(), tables=[Effect.__table__])  # type: ignore[attr-defined]

@@ -1,0 +1,78 @@
+"""Start and stop real ``dramatiq bgjobs.actors`` workers for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from bgjobs.embedded import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str = "condition") -> float:
+    """Poll until ``predicate()`` is truthy; returns the seconds it took."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic() - start
+
+
+class WorkerProcess:
+    """One ``dramatiq bgjobs.actors`` command (its main process and children, in their own session)."""
+
+    def __init__(self, env: dict[str, str], *, processes: int = 2, threads: int = 2, args: tuple[str, ...] = ()):
+        self.env = {**os.environ, **env, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        self.env.setdefault("dramatiq_prom_port", str(free_port()))
+        self.env.setdefault("dramatiq_prom_db", tempfile.mkdtemp(prefix="bgjobs-prom-"))
+        self.processes = processes
+        self.metrics_port = int(self.env["dramatiq_prom_port"])
+        self.log = tempfile.NamedTemporaryFile(prefix="bgjobs-worker-", suffix=".log", delete=False)  # noqa: SIM115
+        self.argv = [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", str(processes), "-t", str(threads), *args]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait: bool = True) -> WorkerProcess:
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        if wait:
+            client = redis.Redis.from_url(self.env["BGJOBS_BROKER_URL"])
+            before = set(client.zrange("dramatiq:__heartbeats__", 0, -1))
+
+            def booted() -> bool:
+                assert self.proc is not None and self.proc.poll() is None, self.output()
+                return len(set(client.zrange("dramatiq:__heartbeats__", 0, -1)) - before) >= self.processes
+
+            wait_for(booted, timeout=60, what="worker processes to heartbeat")
+        return self
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole command, as a crash or an OOM kill would."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
