@@ -1,6 +1,6 @@
 """bgjobs: ready background jobs on Dramatiq, with ports for your vendors."""
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from .broker import get_broker, set_broker
 from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
@@ -10,8 +10,8 @@ from .typed import Payload, TypedActor, actor
 from .wiring import configure
 
 try:
-    __version__ = version("bgjobs")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = _metadata.version("bgjobs")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
 __all__ = [

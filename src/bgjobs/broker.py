@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 import dramatiq
@@ -20,10 +21,16 @@ from .redis_broker import BgjobsRedisBroker
 from .settings import Settings, get_settings
 from .typed import QUEUES, registered
 
-__all__ = ["build_broker", "current", "get_broker", "set_broker"]
+__all__ = ["build_broker", "current", "get_broker", "set_broker", "settings_for"]
 
 _lock = threading.RLock()
 _broker: dramatiq.Broker | None = None
+_settings: weakref.WeakKeyDictionary[dramatiq.Broker, Settings] = weakref.WeakKeyDictionary()
+
+
+def settings_for(broker: dramatiq.Broker) -> Settings:
+    """The settings a broker was built from (the process's settings for a broker built elsewhere)."""
+    return _settings.get(broker) or get_settings()
 
 
 def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
@@ -64,8 +71,10 @@ def build_broker(settings: Settings, *, worker: bool = False) -> dramatiq.Broker
         broker = StubBroker(middleware=middleware)
         broker.emit_after("process_boot")
     else:
-        raise ConfigurationError(f"BGJOBS_BROKER_URL={url!r}: use redis://, rediss://, unix://, amqp:// or stub://")
-    broker.bgjobs_settings = settings
+        raise ConfigurationError(
+            f"BGJOBS_BROKER_URL={url!r}: use redis://, rediss://, unix://, amqp:// or stub://"
+        )
+    _settings[broker] = settings
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker

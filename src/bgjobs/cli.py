@@ -20,6 +20,12 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    from .dev import run
+
+    return run(keep=args.keep)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bgjobs",
@@ -31,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="manage bgjobs's tables")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="create missing bgjobs_* tables").set_defaults(func=_db_upgrade)
+
+    dev = commands.add_parser("dev", help="run a worker on an embedded Redis and SQLite with sample jobs")
+    dev.add_argument("--keep", action="store_true", help="keep running after the sample work (Ctrl-C stops)")
+    dev.set_defaults(func=_dev)
     return parser
 
 

@@ -18,7 +18,7 @@ __all__ = ["DeadLetterReasons", "Maintenance", "describe_failure"]
 logger = logging.getLogger("bgjobs.worker")
 
 
-class Maintenance(Middleware):  # type: ignore[misc]
+class Maintenance(Middleware):
     """Runs the broker's maintenance every ``maintenance_interval_ms`` in each worker process.
 
     Besides recovering dead peers' messages, the pass is this process's
@@ -35,7 +35,9 @@ class Maintenance(Middleware):  # type: ignore[misc]
             return
         broker.register_queues()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, args=(broker,), name="bgjobs-maintenance", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(broker,), name="bgjobs-maintenance", daemon=True
+        )
         self._thread.start()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
@@ -78,7 +80,7 @@ def describe_failure(message: Any, exception: BaseException | None) -> dict[str,
     return {"kind": kind, "reason": text, "failed_at": int(time.time() * 1000), "attempts": attempts}
 
 
-class DeadLetterReasons(Middleware):  # type: ignore[misc]
+class DeadLetterReasons(Middleware):
     """Keeps the reason next to every dead-lettered message.
 
     Dramatiq moves the stored message to ``<queue>.XQ`` unchanged, so the reason

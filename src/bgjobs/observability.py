@@ -19,7 +19,7 @@ from typing import Any
 
 from dramatiq.middleware import prometheus as dramatiq_prometheus
 
-__all__ = ["Metrics", "QueueCollector", "clear_stale_files", "serve_metrics"]
+__all__ = ["Metrics", "QueueCollector", "clear_stale_files", "scrape", "serve_metrics"]
 
 logger = logging.getLogger("bgjobs.metrics")
 
@@ -60,7 +60,7 @@ def outcome(message: Any, *, acked: bool) -> str:
     return "retried" if getattr(message, "_exception", None) is not None else "succeeded"
 
 
-class Metrics(dramatiq_prometheus.Prometheus):  # type: ignore[misc]
+class Metrics(dramatiq_prometheus.Prometheus):
     """Dramatiq's Prometheus middleware plus bgjobs's series and its own exposition server."""
 
     def __init__(self) -> None:
@@ -75,7 +75,7 @@ class Metrics(dramatiq_prometheus.Prometheus):  # type: ignore[misc]
         os.makedirs(DB_PATH, exist_ok=True)
         clear_stale_files()
         _use_multiprocess_dir()
-        super().after_process_boot(broker)
+        super().after_process_boot(broker)  # type: ignore[no-untyped-call]
         import prometheus_client as prom
 
         self.jobs_total = prom.Counter(
@@ -94,7 +94,7 @@ class Metrics(dramatiq_prometheus.Prometheus):  # type: ignore[misc]
         self._count(message, acked=True)
 
     def after_nack(self, broker: Any, message: Any) -> None:
-        super().after_nack(broker, message)
+        super().after_nack(broker, message)  # type: ignore[no-untyped-call]
         self._count(message, acked=False)
 
 
@@ -116,12 +116,16 @@ class QueueCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         families = {
-            "ready": GaugeMetricFamily("bgjobs_queue_depth", "Messages waiting in the queue.", labels=["queue"]),
+            "ready": GaugeMetricFamily(
+                "bgjobs_queue_depth", "Messages waiting in the queue.", labels=["queue"]
+            ),
             "delayed": GaugeMetricFamily(
                 "bgjobs_queue_delayed", "Delayed messages (retries, ETAs) of the queue.", labels=["queue"]
             ),
             "in_flight": GaugeMetricFamily(
-                "bgjobs_queue_in_flight", "Messages fetched by workers and not yet finished.", labels=["queue"]
+                "bgjobs_queue_in_flight",
+                "Messages fetched by workers and not yet finished.",
+                labels=["queue"],
             ),
             "dead": GaugeMetricFamily(
                 "bgjobs_dead_letters", "Dead-lettered messages kept for the queue.", labels=["queue"]
@@ -146,6 +150,23 @@ class QueueCollector:
         yield from families.values()
 
 
+def scrape(port: int, *, host: str = "127.0.0.1", timeout: float = 15.0) -> str:
+    """Fetch ``/metrics``, waiting for the exposition process (it starts just after the workers)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
+                return str(response.read().decode())
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def _registry() -> Any:
     _use_multiprocess_dir()
     import prometheus_client as prom
@@ -156,7 +177,7 @@ def _registry() -> Any:
 
     settings = get_settings()
     registry = prom.CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=DB_PATH)
+    multiprocess.MultiProcessCollector(registry, path=DB_PATH)  # type: ignore[no-untyped-call]
     if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
         import redis
 

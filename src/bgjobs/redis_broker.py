@@ -42,9 +42,9 @@ class MaintenanceReport(tuple[int, int, int]):
         return self[1]
 
 
-class BgjobsRedisBroker(RedisBroker):  # type: ignore[misc]
+class BgjobsRedisBroker(RedisBroker):
     def __init__(self, *, url: str, worker: WorkerSettings, middleware: list[Any] | None = None) -> None:
-        super().__init__(
+        super().__init__(  # type: ignore[no-untyped-call]
             url=url,
             middleware=middleware,
             namespace=worker.namespace,
@@ -66,7 +66,7 @@ class BgjobsRedisBroker(RedisBroker):  # type: ignore[misc]
     def run_maintenance(self, *, heartbeat: bool = True) -> MaintenanceReport:
         """Heartbeat for this process, recover dead workers' messages, expire old dead letters."""
         ws = self.worker_settings
-        args = [
+        args: list[str | int] = [
             int(time.time() * 1000),
             ws.heartbeat_timeout_ms,
             ws.dead_message_ttl_ms,
@@ -82,6 +82,8 @@ class BgjobsRedisBroker(RedisBroker):  # type: ignore[misc]
         if queues:
             self.client.sadd(self.key(QUEUES_KEY), *queues)
 
-    def record_dead_letter_reason(self, queue_name: str, redis_message_id: str, reason: dict[str, Any]) -> None:
+    def record_dead_letter_reason(
+        self, queue_name: str, redis_message_id: str, reason: dict[str, Any]
+    ) -> None:
         canonical = queue_name.removesuffix(".DQ")
         self.client.hset(self.key(f"{canonical}.XQ.reasons"), redis_message_id, json.dumps(reason))

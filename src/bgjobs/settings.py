@@ -135,8 +135,11 @@ class Settings(BaseSettings):
         merged: dict[str, int | None] = {}
         for field in ActorSettings.model_fields:
             merged[field] = next(
-                (v for layer in layers if isinstance(layer, ActorSettings) and (v := getattr(layer, field))
-                 is not None),
+                (
+                    v
+                    for layer in layers
+                    if isinstance(layer, ActorSettings) and (v := getattr(layer, field)) is not None
+                ),
                 None,
             )
         return ActorSettings(**merged)

@@ -19,13 +19,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import dramatiq
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 
 from . import broker as _broker
 from . import wiring
-from .adapters.memory import MemoryMailer, MemoryPaymentGateway, MemoryPushSender, MemorySmsSender, MemoryStorage
+from .adapters.memory import (
+    MemoryMailer,
+    MemoryPaymentGateway,
+    MemoryPushSender,
+    MemorySmsSender,
+    MemoryStorage,
+)
 from .broker import build_broker, set_broker
 from .middleware import DeadLetterReasons
 from .settings import Settings
@@ -66,10 +71,10 @@ class JobsHarness:
                 raise TimeoutError(f"queues not drained within {timeout_ms} ms")
 
     @property
-    def dead_letters(self) -> list[dramatiq.Message[Any]]:
+    def dead_letters(self) -> list[Any]:
         return list(self.broker.dead_letters)
 
-    def reason(self, message: dramatiq.Message[Any]) -> str:
+    def reason(self, message: Any) -> str:
         """Why a dead-lettered message failed."""
         middleware = next(m for m in self.broker.middleware if isinstance(m, DeadLetterReasons))
         return str(middleware.reasons[message.message_id]["reason"])
@@ -91,7 +96,11 @@ def stub_jobs(*, settings: Settings | None = None, worker_threads: int = 2) -> I
     harness = JobsHarness(broker=broker, worker=worker)
     wiring.reset()
     wiring.configure(
-        mailer=harness.mailer, sms=harness.sms, push=harness.push, payment=harness.payment, storage=harness.storage
+        mailer=harness.mailer,
+        sms=harness.sms,
+        push=harness.push,
+        payment=harness.payment,
+        storage=harness.storage,
     )
     worker.start()
     try:

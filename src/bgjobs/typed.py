@@ -47,7 +47,9 @@ def registered() -> dict[str, TypedActor[Any, Any]]:
 class TypedActor(Generic[M, R]):
     """A job with one payload model. Call :meth:`send` to enqueue it."""
 
-    def __init__(self, fn: Callable[[M], R], *, name: str, queue: str, payload: type[M], options: dict[str, Any]):
+    def __init__(
+        self, fn: Callable[[M], R], *, name: str, queue: str, payload: type[M], options: dict[str, Any]
+    ):
         self.fn = fn
         self.name = name
         self.queue = queue
@@ -76,10 +78,9 @@ class TypedActor(Generic[M, R]):
         """Declare this job on ``broker`` with limits from settings (idempotent per broker)."""
         if self._bound is not None and self._bound[0] is broker:
             return self._bound[1]
-        from .settings import get_settings
+        from .broker import settings_for
 
-        settings = getattr(broker, "bgjobs_settings", None) or get_settings()
-        limits = settings.limits_for(self.name, self.queue)
+        limits = settings_for(broker).limits_for(self.name, self.queue)
         options: dict[str, Any] = {"throws": PERMANENT}
         if limits.max_retries is not None:
             options["max_retries"] = limits.max_retries
@@ -129,7 +130,9 @@ class TypedActor(Generic[M, R]):
             delay = int(delay.total_seconds() * 1000)
         return self.actor.broker.enqueue(message, delay=delay)
 
-    def send_many(self, payloads: Iterable[M | Mapping[str, Any]], **options: Any) -> list[dramatiq.Message[Any]]:
+    def send_many(
+        self, payloads: Iterable[M | Mapping[str, Any]], **options: Any
+    ) -> list[dramatiq.Message[Any]]:
         """Validate every payload first, then enqueue them all; none is sent if any is invalid."""
         messages = [self.message(p, **options) for p in payloads]
         broker = self.actor.broker
@@ -143,8 +146,12 @@ class TypedActor(Generic[M, R]):
 def _payload_type(fn: Callable[..., Any]) -> type[BaseModel]:
     params = list(inspect.signature(fn).parameters)
     hints = get_type_hints(fn)
-    if len(params) != 1 or not (isinstance(hints.get(params[0]), type) and issubclass(hints[params[0]], BaseModel)):
-        raise ConfigurationError(f"{fn.__qualname__} must take exactly one parameter annotated with a pydantic model")
+    if len(params) != 1 or not (
+        isinstance(hints.get(params[0]), type) and issubclass(hints[params[0]], BaseModel)
+    ):
+        raise ConfigurationError(
+            f"{fn.__qualname__} must take exactly one parameter annotated with a pydantic model"
+        )
     return hints[params[0]]  # type: ignore[no-any-return]
 
 
@@ -172,7 +179,11 @@ def actor(
 
     def decorate(fn: Callable[[M], R]) -> TypedActor[M, R]:
         typed: TypedActor[M, R] = TypedActor(
-            fn, name=name or fn.__name__, queue=queue, payload=_payload_type(fn), options=options  # type: ignore[arg-type]
+            fn,
+            name=name or fn.__name__,
+            queue=queue,
+            payload=_payload_type(fn),  # type: ignore[arg-type]
+            options=options,
         )
         with _lock:
             known = _registry.get(typed.name)

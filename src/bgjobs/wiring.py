@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import importlib
 import threading
-from typing import Any, TypeVar
+from typing import Any, cast
 
 from .errors import ConfigurationError
 from .ports import Mailer, PaymentGateway, PushSender, SmsSender, Storage
 from .settings import Settings, get_settings
 
-__all__ = ["configure", "load_object", "port", "reset"]
-
-P = TypeVar("P")
+__all__ = ["configure", "load_object", "mailer", "payment", "push", "reset", "resolve", "sms", "storage"]
 
 #: Port name (the setting and the ``configure`` keyword) -> the ABC it must implement.
 PORTS: dict[str, type] = {
@@ -103,23 +101,25 @@ def _check(name: str, adapter: Any) -> Any:
 def _build(name: str, path: str, settings: Settings) -> Any:
     path = BUNDLED.get(path, {}).get(name, path)
     if path in BUNDLED:
-        raise ConfigurationError(f"BGJOBS_{name.upper()}={path!r}: the {path} adapters do not include a {name}")
+        raise ConfigurationError(
+            f"BGJOBS_{name.upper()}={path!r}: the {path} adapters do not include a {name}"
+        )
     factory = load_object(path)
     if isinstance(factory, type) and hasattr(factory, "from_settings"):
         return factory.from_settings(settings)
     return factory() if callable(factory) else factory
 
 
-def port(kind: type[P], *, settings: Settings | None = None) -> P:
-    """The adapter wired for a port, built from settings on first use.
+def resolve(name: str, *, settings: Settings | None = None) -> Any:
+    """The adapter wired for port ``name``, built from settings on first use.
 
     Raises:
         ConfigurationError: no adapter is wired for this port; the message names the setting.
     """
-    name = next(n for n, cls in PORTS.items() if cls is kind)
+    kind = PORTS[name]
     with _lock:
         if name in _wired:
-            return _wired[name]  # type: ignore[no-any-return]
+            return _wired[name]
         settings = settings or get_settings()
         path = getattr(settings, name)
         if not path:
@@ -128,4 +128,29 @@ def port(kind: type[P], *, settings: Settings | None = None) -> P:
                 f"or set BGJOBS_{name.upper()}=pkg.module:Class"
             )
         _wired[name] = adapter = _check(name, _build(name, path, settings))
-        return adapter  # type: ignore[no-any-return]
+        return adapter
+
+
+def mailer() -> Mailer:
+    """The wired :class:`~bgjobs.ports.Mailer`."""
+    return cast(Mailer, resolve("mailer"))
+
+
+def sms() -> SmsSender:
+    """The wired :class:`~bgjobs.ports.SmsSender`."""
+    return cast(SmsSender, resolve("sms"))
+
+
+def push() -> PushSender:
+    """The wired :class:`~bgjobs.ports.PushSender`."""
+    return cast(PushSender, resolve("push"))
+
+
+def payment() -> PaymentGateway:
+    """The wired :class:`~bgjobs.ports.PaymentGateway`."""
+    return cast(PaymentGateway, resolve("payment"))
+
+
+def storage() -> Storage:
+    """The wired :class:`~bgjobs.ports.Storage`."""
+    return cast(Storage, resolve("storage"))

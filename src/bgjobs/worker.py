@@ -15,7 +15,7 @@ import dramatiq
 from .broker import build_broker, set_broker
 from .errors import ConfigurationError
 from .settings import Settings, get_settings
-from .wiring import PORTS, load_object, port
+from .wiring import PORTS, load_object, resolve
 
 __all__ = ["FAMILY_MODULES", "boot"]
 
@@ -34,9 +34,9 @@ def _boot(settings: Settings) -> dramatiq.Broker:
             raise ConfigurationError(f"BGJOBS_JOBS: cannot import {module!r}: {exc}") from None
     if settings.setup:
         load_object(settings.setup)()
-    for name, kind in PORTS.items():
+    for name in PORTS:
         if getattr(settings, name):
-            port(kind, settings=settings)
+            resolve(name, settings=settings)
     return broker
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import redis
 
 from bgjobs import broker as bgjobs_broker
 from bgjobs import settings as bgjobs_settings
+from bgjobs.observability import scrape
 from tests.support import worker_jobs
 from tests.support.workers import WorkerProcess, wait_for
 
@@ -53,19 +52,6 @@ def start(workers: list[WorkerProcess], env: dict[str, str], **kwargs: object) -
     return w.start()
 
 
-def scrape(port: int) -> str:
-    """One scrape; the exposition process starts just after the workers, so wait for it to listen."""
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
-                return str(response.read().decode())
-        except urllib.error.URLError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def metric(text: str, name: str, **labels: str) -> float:
     """Sum of every sample of ``name`` whose labels include ``labels``."""
     total, found = 0.0, False
@@ -97,7 +83,9 @@ def test_two_worker_processes_process_messages_sent_from_the_test(
     assert metric(text, "dramatiq_messages_total", actor_name="record") == 40
 
 
-def test_a_fresh_worker_already_exposes_queue_gauges(worker_env: dict[str, str], workers: list[WorkerProcess]) -> None:
+def test_a_fresh_worker_already_exposes_queue_gauges(
+    worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
     # Given messages waiting in a queue no process consumes
     for i in range(3):
         worker_jobs.mail.send({"key": f"m{i}"})

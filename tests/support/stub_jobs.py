@@ -6,9 +6,9 @@ import threading
 from collections import Counter
 
 import bgjobs
+from bgjobs import wiring
 from bgjobs.errors import PermanentError, TransientError
-from bgjobs.ports import EmailMessage, Mailer
-from bgjobs.wiring import port
+from bgjobs.ports import EmailMessage
 
 calls: Counter[str] = Counter()
 _lock = threading.Lock()
@@ -27,9 +27,12 @@ class Attempt(bgjobs.Payload):
 
 @bgjobs.actor(queue="notifications")
 def greet(payload: Greeting) -> None:
-    port(Mailer).send(
+    wiring.mailer().send(
         message=EmailMessage(
-            to=(payload.email,), subject="Hello", text=f"user {payload.user_id}", idempotency_key=f"greet:{payload.user_id}"
+            to=(payload.email,),
+            subject="Hello",
+            text=f"user {payload.user_id}",
+            idempotency_key=f"greet:{payload.user_id}",
         )
     )
 

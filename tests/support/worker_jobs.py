@@ -13,10 +13,9 @@ import redis
 from sqlmodel import Field, SQLModel, func, select
 
 import bgjobs
-from bgjobs import db, idempotency
-from bgjobs.ports import EmailMessage, Mailer
+from bgjobs import db, idempotency, wiring
+from bgjobs.ports import EmailMessage
 from bgjobs.settings import get_settings
-from bgjobs.wiring import port
 
 
 class Effect(SQLModel, table=True):
@@ -59,7 +58,7 @@ def die(payload: Work) -> None:
 
 @bgjobs.actor(queue="notifications")
 def mail(payload: Work) -> None:
-    port(Mailer).send(message=EmailMessage(to=("ops@example.com",), subject=payload.key, text="-"))
+    wiring.mailer().send(message=EmailMessage(to=("ops@example.com",), subject=payload.key, text="-"))
 
 
 def effects() -> dict[str, int]:

@@ -18,7 +18,9 @@ from bgjobs.embedded import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str = "condition") -> float:
+def wait_for(
+    predicate: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str = "condition"
+) -> float:
     """Poll until ``predicate()`` is truthy; returns the seconds it took."""
     start = time.monotonic()
     while not predicate():
@@ -31,19 +33,40 @@ def wait_for(predicate: Callable[[], object], *, timeout: float, interval: float
 class WorkerProcess:
     """One ``dramatiq bgjobs.actors`` command (its main process and children, in their own session)."""
 
-    def __init__(self, env: dict[str, str], *, processes: int = 2, threads: int = 2, args: tuple[str, ...] = ()):
-        self.env = {**os.environ, **env, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    def __init__(
+        self, env: dict[str, str], *, processes: int = 2, threads: int = 2, args: tuple[str, ...] = ()
+    ):
+        self.env = {
+            **os.environ,
+            **env,
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        }
         self.env.setdefault("dramatiq_prom_port", str(free_port()))
         self.env.setdefault("dramatiq_prom_db", tempfile.mkdtemp(prefix="bgjobs-prom-"))
         self.processes = processes
         self.metrics_port = int(self.env["dramatiq_prom_port"])
         self.log = tempfile.NamedTemporaryFile(prefix="bgjobs-worker-", suffix=".log", delete=False)  # noqa: SIM115
-        self.argv = [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", str(processes), "-t", str(threads), *args]
+        self.argv = [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "bgjobs.actors",
+            "-p",
+            str(processes),
+            "-t",
+            str(threads),
+            *args,
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait: bool = True) -> WorkerProcess:
         self.proc = subprocess.Popen(
-            self.argv, env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         if wait:
             client = redis.Redis.from_url(self.env["BGJOBS_BROKER_URL"])

@@ -57,7 +57,9 @@ def test_memory_adapters_fail_on_demand() -> None:
 
 def test_memory_gateway_pays_once_per_key() -> None:
     gateway = MemoryPaymentGateway()
-    request = PayoutRequest(payee_id="v1", amount=Money.from_minor(5000, "USD"), idempotency_key="payout:r1:v1:USD")
+    request = PayoutRequest(
+        payee_id="v1", amount=Money.from_minor(5000, "USD"), idempotency_key="payout:r1:v1:USD"
+    )
     a = gateway.payout(request=request)
     b = gateway.payout(request=request)
     assert a.transaction_id == b.transaction_id
@@ -89,7 +91,10 @@ def test_localfs_streams_in_and_out_atomically(tmp_path: Path) -> None:
     assert stored.size == len(data)
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     assert b"".join(storage.open(key="exports/2025/report.csv")) == data
-    assert storage.url(key="exports/2025/report.csv") == "https://files.example.com/exports/exports/2025/report.csv"
+    assert (
+        storage.url(key="exports/2025/report.csv")
+        == "https://files.example.com/exports/exports/2025/report.csv"
+    )
     storage.delete(key="exports/2025/report.csv")
     with pytest.raises(PermanentError):
         storage.open(key="exports/2025/report.csv")

@@ -28,9 +28,14 @@ def test_a_job_runs_with_its_payload_and_the_wired_port() -> None:
 
 @pytest.mark.parametrize(
     ("payload", "field"),
-    [({"user_id": "seven", "email": "a@example.com"}, "user_id"), ({"user_id": 1, "email": "a@b.c", "x": 1}, "x")],
+    [
+        ({"user_id": "seven", "email": "a@example.com"}, "user_id"),
+        ({"user_id": 1, "email": "a@b.c", "x": 1}, "x"),
+    ],
 )
-def test_the_sender_refuses_a_bad_payload_and_enqueues_nothing(payload: dict[str, object], field: str) -> None:
+def test_the_sender_refuses_a_bad_payload_and_enqueues_nothing(
+    payload: dict[str, object], field: str
+) -> None:
     with stub_jobs(settings=FAST) as h:
         with pytest.raises(InvalidPayload, match=f"invalid payload for greet: {field}: "):
             jobs.greet.send(payload)
@@ -78,7 +83,9 @@ def test_unknown_errors_retry_up_to_the_limit_then_dead_letter() -> None:
         jobs.flaky.send({"key": "u", "failures": 99, "error": "unknown"})
         h.drain()
     assert jobs.calls["u"] == 4  # the first attempt and max_retries=3 retries
-    assert h.reason(h.dead_letters[0]).startswith("retries exhausted after 4 attempt(s); last error RuntimeError")
+    assert h.reason(h.dead_letters[0]).startswith(
+        "retries exhausted after 4 attempt(s); last error RuntimeError"
+    )
 
 
 def test_per_actor_settings_override_the_family_and_global_limits() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from decimal import Decimal
 
+from ..money import Money
 from ..ports import (
     Balance,
     ChargeRequest,
@@ -19,7 +21,6 @@ from ..ports import (
     SmsMessage,
     SmsSender,
 )
-from ..money import Money
 from ..redact import mask_email, mask_phone
 
 logger = logging.getLogger("bgjobs.console")
@@ -55,11 +56,15 @@ class ConsolePaymentGateway(PaymentGateway):
 
     def _payout(self, *, request: PayoutRequest) -> PaymentResult:
         logger.info("payout %s %s to %s", request.amount.amount, request.amount.currency, request.payee_id)
-        return PaymentResult(transaction_id=f"po_{request.idempotency_key}", status="succeeded", amount=request.amount)
+        return PaymentResult(
+            transaction_id=f"po_{request.idempotency_key}", status="succeeded", amount=request.amount
+        )
 
     def _charge(self, *, request: ChargeRequest) -> PaymentResult:
         logger.info("charge %s %s to %s", request.amount.amount, request.amount.currency, request.customer_id)
-        return PaymentResult(transaction_id=f"ch_{request.idempotency_key}", status="succeeded", amount=request.amount)
+        return PaymentResult(
+            transaction_id=f"ch_{request.idempotency_key}", status="succeeded", amount=request.amount
+        )
 
     def _balance(self, *, currency: str) -> Balance:
-        return Balance(available=Money(amount=self._balance_amount, currency=currency))  # type: ignore[arg-type]
+        return Balance(available=Money(amount=Decimal(self._balance_amount), currency=currency))

@@ -110,7 +110,9 @@ class MemoryPaymentGateway(_Failing, PaymentGateway):
         self._maybe_fail()
         with self._lock:
             first = self.payouts.setdefault(request.idempotency_key, request)
-        return PaymentResult(transaction_id=f"po_{request.idempotency_key}", status="succeeded", amount=first.amount)
+        return PaymentResult(
+            transaction_id=f"po_{request.idempotency_key}", status="succeeded", amount=first.amount
+        )
 
     def _charge(self, *, request: ChargeRequest) -> PaymentResult:
         self._maybe_fail()
@@ -118,7 +120,9 @@ class MemoryPaymentGateway(_Failing, PaymentGateway):
             raise PermanentError(f"customer {request.customer_id} has no payment method")
         with self._lock:
             first = self.charges.setdefault(request.idempotency_key, request)
-        return PaymentResult(transaction_id=f"ch_{request.idempotency_key}", status="succeeded", amount=first.amount)
+        return PaymentResult(
+            transaction_id=f"ch_{request.idempotency_key}", status="succeeded", amount=first.amount
+        )
 
     def _balance(self, *, currency: str) -> Balance:
         self._maybe_fail()
@@ -135,7 +139,9 @@ class MemoryStorage(_Failing, Storage):
         data = b"".join(chunks)
         with self._lock:
             self.objects[key] = data
-        return StoredObject(key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest(), content_type=content_type)
+        return StoredObject(
+            key=key, size=len(data), sha256=hashlib.sha256(data).hexdigest(), content_type=content_type
+        )
 
     def _open(self, *, key: str) -> Iterator[bytes]:
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import smtplib
-import socket
 import ssl
 from email.message import EmailMessage as MimeMessage
 
@@ -55,31 +54,36 @@ class SmtpMailer(Mailer):
             mime.add_alternative(message.html, subtype="html")
         return mime
 
-    def _connect(self) -> smtplib.SMTP:
+    def _deliver(self, mime: MimeMessage) -> None:
         s = self.settings
         context = ssl.create_default_context()
-        if s.security == "ssl":
-            client: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s, context=context)
-        else:
-            client = smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
+        client = (
+            smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s, context=context)
+            if s.security == "ssl"
+            else smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
+        )
+        with client:
             if s.security == "starttls":
                 client.starttls(context=context)
-        if s.username:
-            client.login(s.username, s.password.get_secret_value() if s.password else "")
-        return client
+            if s.username:
+                client.login(s.username, s.password.get_secret_value() if s.password else "")
+            client.send_message(mime)
 
     def _send(self, *, message: EmailMessage) -> DeliveryReceipt:
         mime = self.build(message)
         try:
-            with self._connect() as client:
-                client.send_message(mime)
-        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPNotSupportedError) as exc:
+            self._deliver(mime)
+        except (
+            smtplib.SMTPRecipientsRefused,
+            smtplib.SMTPSenderRefused,
+            smtplib.SMTPNotSupportedError,
+        ) as exc:
             raise PermanentError(f"SMTP server refused the message: {exc}") from exc
         except smtplib.SMTPAuthenticationError as exc:
             raise PermanentError(f"SMTP authentication failed (code {exc.smtp_code})") from exc
         except smtplib.SMTPResponseException as exc:
             cls = PermanentError if 500 <= exc.smtp_code < 600 else TransientError
             raise cls(f"SMTP error {exc.smtp_code}: {exc.smtp_error!r}") from exc
-        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             raise TransientError(f"SMTP server unreachable: {exc}") from exc
         return DeliveryReceipt(provider_message_id=mime["Message-ID"])

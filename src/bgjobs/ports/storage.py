@@ -29,7 +29,13 @@ def check_key(key: str) -> str:
         PermanentError: the key is empty, absolute, or climbs out with ``..``.
     """
     parts = key.split("/")
-    if not key or key.startswith("/") or "\\" in key or "\x00" in key or any(p in ("", ".", "..") for p in parts):
+    if (
+        not key
+        or key.startswith("/")
+        or "\\" in key
+        or "\x00" in key
+        or any(p in ("", ".", "..") for p in parts)
+    ):
         raise PermanentError(f"storage key {key!r} is not a clean relative path")
     return key
 
@@ -37,7 +43,9 @@ def check_key(key: str) -> str:
 class Storage(abc.ABC):
     """Stores objects by key. Subclass it and implement the protected methods."""
 
-    def put(self, *, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream") -> StoredObject:
+    def put(
+        self, *, key: str, chunks: Iterable[bytes], content_type: str = "application/octet-stream"
+    ) -> StoredObject:
         """Write an object from an iterable of chunks, never holding it whole in memory.
 
         The object appears under ``key`` only once completely written.

@@ -1,0 +1,100 @@
+"""``bgjobs dev``: an embedded Redis, SQLite in a temp dir, a real worker, and sample work.
+
+Everything it starts listens on 127.0.0.1 and is stopped when it exits (Ctrl-C included).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .embedded import RedisServer, free_port
+from .observability import scrape
+
+__all__ = ["run"]
+
+
+def _env(redis_url: str, workdir: Path, metrics_port: int) -> dict[str, str]:
+    return {
+        "BGJOBS_BROKER_URL": redis_url,
+        "BGJOBS_DATABASE_URL": f"sqlite:///{workdir / 'bgjobs.db'}",
+        "BGJOBS_JOBS": '["bgjobs.demo"]',
+        "BGJOBS_MAILER": "console",
+        "BGJOBS_PAYMENT": "console",
+        "BGJOBS_STORAGE": "localfs",
+        "BGJOBS_LOCALFS__ROOT": str(workdir / "storage"),
+        "dramatiq_prom_port": str(metrics_port),
+        "dramatiq_prom_db": str(workdir / "prometheus"),
+    }
+
+
+def _wait(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _jobs_done(port: int) -> float:
+    lines = scrape(port).splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("bgjobs_jobs_total{"))
+
+
+def run(*, keep: bool = False, processes: int = 2) -> int:
+    """Start the stack, drive sample work, print a summary; with ``keep`` run until Ctrl-C."""
+    workdir = Path(tempfile.mkdtemp(prefix="bgjobs-dev-"))
+    metrics_port = free_port()
+    with RedisServer() as redis_server:
+        env = _env(redis_server.url, workdir, metrics_port)
+        os.environ.update(env)
+        from . import broker, db, demo, settings
+
+        settings.get_settings.cache_clear()
+        db.upgrade()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", str(processes), "-t", "4"],
+            env={**os.environ, **env},
+        )
+        try:
+            print(
+                f"bgjobs dev: redis {redis_server.url}, sqlite {workdir / 'bgjobs.db'}, "
+                f"{processes} worker processes"
+            )
+            broker.get_broker()
+            for user_id in range(1, 6):
+                demo.demo_welcome.send({"user_id": user_id, "email": f"user{user_id}@example.com"})
+            demo.demo_welcome.send(
+                {"user_id": 1, "email": "user1@example.com"}
+            )  # a duplicate: no second email
+            for vendor in ("v1", "v2", "v3"):
+                demo.demo_payout.send({"vendor_id": vendor, "amount": "520.00", "currency": "USD"})
+            receipts = workdir / "storage" / "receipts"
+            done = _wait(lambda: receipts.is_dir() and len(list(receipts.iterdir())) == 3, timeout=60)
+            done = done and _wait(lambda: _jobs_done(metrics_port) >= 9, timeout=30)
+            jobs = [
+                line for line in scrape(metrics_port).splitlines() if line.startswith("bgjobs_jobs_total{")
+            ]
+            print("\nWhat happened:")
+            print(f"  receipts written: {sorted(p.name for p in receipts.glob('*.csv'))}")
+            print("  " + "\n  ".join(jobs or ["(no jobs counted yet)"]))
+            print(f"  metrics: http://127.0.0.1:{metrics_port}/metrics")
+            if keep:
+                print("Running; Ctrl-C stops everything.")
+                worker.wait()
+            return 0 if done else 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            shutil.rmtree(workdir, ignore_errors=True)

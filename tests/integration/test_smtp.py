@@ -1,0 +1,123 @@
+"""The SMTP adapter against a real aiosmtpd server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Iterator
+from email.message import EmailMessage as MimeMessage
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from bgjobs.adapters.smtp import SmtpMailer
+from bgjobs.embedded import free_port
+from bgjobs.errors import PermanentError, TransientError
+from bgjobs.ports import EmailMessage
+from bgjobs.settings import SmtpSettings
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[tuple[Envelope, MimeMessage]] = []
+        self.refuse: str | None = None
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if self.refuse and address == self.refuse:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)  # type: ignore[arg-type]
+        self.messages.append((envelope, parsed))  # type: ignore[arg-type]
+        return "250 Message accepted"
+
+
+def _authenticate(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+) -> AuthResult:
+    ok = isinstance(data, LoginPassword) and data.login == b"mailer" and data.password == b"s3cret"
+    return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535 itself
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Controller, Recorder]]:
+    recorder = Recorder()
+    controller = Controller(
+        recorder, hostname="127.0.0.1", port=free_port(), authenticator=_authenticate, auth_require_tls=False
+    )
+    controller.start()
+    yield controller, recorder
+    controller.stop()
+
+
+def mailer_for(controller: Controller, **overrides: Any) -> SmtpMailer:
+    return SmtpMailer(
+        SmtpSettings(host="127.0.0.1", port=controller.port, sender="shop@example.com", **overrides)
+    )
+
+
+def test_an_email_arrives_with_headers_and_both_bodies(smtp_server: tuple[Controller, Recorder]) -> None:
+    controller, recorder = smtp_server
+    mailer = mailer_for(controller, username="mailer", password="s3cret")
+    receipt = mailer.send(
+        message=EmailMessage(
+            to=("ann@example.com",),
+            subject="Booking confirmed",
+            text="Your booking 123 is confirmed.",
+            html="<p>Your booking <b>123</b> is confirmed.</p>",
+            idempotency_key="booking:123:confirmed:email",
+            headers={"X-Booking": "123"},
+        )
+    )
+    ((envelope, mime),) = recorder.messages
+    assert envelope.mail_from == "shop@example.com"
+    assert envelope.rcpt_tos == ["ann@example.com"]
+    assert mime["Subject"] == "Booking confirmed"
+    assert mime["X-Booking"] == "123"
+    assert mime["Message-ID"] == receipt.provider_message_id
+    plain = mime.get_body(preferencelist=("plain",))
+    html = mime.get_body(preferencelist=("html",))
+    assert plain is not None and plain.get_content().strip() == "Your booking 123 is confirmed."
+    assert html is not None and "<b>123</b>" in html.get_content()
+
+
+def test_the_message_id_is_stable_across_a_retry(smtp_server: tuple[Controller, Recorder]) -> None:
+    controller, recorder = smtp_server
+    mailer = mailer_for(controller)
+    message = EmailMessage(to=("ann@example.com",), subject="s", text="t", idempotency_key="k-1")
+    mailer.send(message=message)
+    mailer.send(message=message)
+    ids = [mime["Message-ID"] for _, mime in recorder.messages]
+    assert len(ids) == 2 and ids[0] == ids[1]
+    other = mailer.send(message=message.model_copy(update={"idempotency_key": "k-2"}))
+    assert other.provider_message_id != ids[0]
+
+
+def test_a_refused_recipient_is_permanent(smtp_server: tuple[Controller, Recorder]) -> None:
+    controller, recorder = smtp_server
+    recorder.refuse = "ghost@example.com"
+    with pytest.raises(PermanentError, match="refused"):
+        mailer_for(controller).send(message=EmailMessage(to=("ghost@example.com",), subject="s", text="t"))
+
+
+def test_wrong_credentials_are_permanent_and_the_password_is_not_in_the_error(
+    smtp_server: tuple[Controller, Recorder],
+) -> None:
+    controller, _ = smtp_server
+    mailer = mailer_for(controller, username="mailer", password="wrong-password")
+    with pytest.raises(PermanentError) as info:
+        mailer.send(message=EmailMessage(to=("a@example.com",), subject="s", text="t"))
+    assert "wrong-password" not in str(info.value)
+    assert "wrong-password" not in repr(mailer.settings)
+
+
+def test_an_unreachable_server_is_transient() -> None:
+    mailer = SmtpMailer(SmtpSettings(host="127.0.0.1", port=free_port(), timeout_s=2))
+    with pytest.raises(TransientError, match="unreachable"):
+        mailer.send(message=EmailMessage(to=("a@example.com",), subject="s", text="t"))

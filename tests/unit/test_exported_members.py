@@ -1,0 +1,40 @@
+"""Every public name is exported, and every export exists (as httpx checks its own)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import bgjobs
+
+
+def test_all_is_sorted_and_complete() -> None:
+    public = {
+        n for n in dir(bgjobs) if not n.startswith("_") and not isinstance(getattr(bgjobs, n), type(bgjobs))
+    }
+    assert public <= set(bgjobs.__all__) | {"annotations"}
+    assert bgjobs.__all__ == sorted(bgjobs.__all__, key=str.casefold) or bgjobs.__all__ == sorted(
+        bgjobs.__all__
+    )
+
+
+@pytest.mark.parametrize(
+    "module", ["bgjobs", "bgjobs.ports", "bgjobs.errors", "bgjobs.testing", "bgjobs.settings", "bgjobs.money"]
+)
+def test_every_exported_name_exists(module: str) -> None:
+    mod = importlib.import_module(module)
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.{name}"
+
+
+def test_importing_bgjobs_creates_nothing() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bgjobs, bgjobs.testing, bgjobs.ports, bgjobs.adapters.smtp, bgjobs.adapters.localfs;"
+        "import bgjobs.broker as b; assert b.current() is None;"
+        "bad = [m for m in sys.modules if m.startswith(('prometheus_client', 'django'))]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
