@@ -1,0 +1,102 @@
+"""bgjobs typed actors vs bare Dramatiq: the same no-op workload on one real Redis, in one run.
+
+Sending: N messages sent one by one from this process.
+Processing: a backlog of N messages drained by ``dramatiq <app> -p 2 -t 8`` (the real CLI);
+the rate is measured from the first message taken to the last one finished.
+
+    python benchmarks/overhead.py [--messages 20000] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bgjobs.embedded import RedisServer, free_port  # noqa: E402
+
+
+def send_rate(variant: str, n: int) -> float:
+    payloads = [{"id": i, "name": f"job-{i}"} for i in range(n)]
+    if variant == "bare":
+        app = importlib.import_module("benchmarks.apps.bare")
+        start = time.perf_counter()
+        for p in payloads:
+            app.noop.send(p)
+    else:
+        app = importlib.import_module("benchmarks.apps.typed")
+        start = time.perf_counter()
+        for p in payloads:
+            app.noop.send(p)
+    return n / (time.perf_counter() - start)
+
+
+def process_rate(variant: str, n: int, env: dict[str, str], client: redis.Redis) -> float:
+    module = "benchmarks.apps.bare" if variant == "bare" else "bgjobs.actors"
+    worker_env = {
+        **env,
+        "PYTHONPATH": str(ROOT),
+        "BGJOBS_JOBS": '["benchmarks.apps.typed"]',
+        "dramatiq_prom_port": str(free_port()),
+        "dramatiq_prom_db": tempfile.mkdtemp(prefix="bgjobs-bench-prom-"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", module, "-p", "2", "-t", "8"],
+        env=worker_env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        key = "dramatiq:default.msgs"
+        while client.hlen(key) >= n:  # wait for the first message to be taken
+            time.sleep(0.001)
+            if time.perf_counter() > 0 and proc.poll() is not None:
+                raise RuntimeError("worker exited")
+        start, remaining_at_start = time.perf_counter(), client.hlen(key)
+        while client.hlen(key) > 0:
+            time.sleep(0.005)
+        return remaining_at_start / (time.perf_counter() - start)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    with RedisServer() as server:
+        env = {**os.environ, "BGJOBS_BROKER_URL": server.url}
+        os.environ["BGJOBS_BROKER_URL"] = server.url
+        client = redis.Redis.from_url(server.url)
+        results: dict[str, dict[str, list[float]]] = {v: {"send": [], "process": []} for v in ("bare", "bgjobs")}
+        for _ in range(args.rounds):
+            for variant in ("bare", "bgjobs"):
+                client.flushall()
+                results[variant]["send"].append(send_rate(variant, args.messages))
+                results[variant]["process"].append(process_rate(variant, args.messages, env, client))
+
+    med = {v: {k: statistics.median(x) for k, x in r.items()} for v, r in results.items()}
+    print(f"overhead: {args.messages} no-op messages, median of {args.rounds} rounds, worker -p 2 -t 8")
+    print(f"{'':12}{'bare dramatiq':>16}{'bgjobs':>12}{'ratio':>8}")
+    for phase, goal in (("send", 0.85), ("process", 0.90)):
+        b, g = med["bare"][phase], med["bgjobs"][phase]
+        print(f"{phase + ' msg/s':12}{b:16,.0f}{g:12,.0f}{g / b:8.2f}  (goal >= {goal:.2f})")
+
+
+if __name__ == "__main__":
+    main()
