@@ -62,8 +62,8 @@ def process_rate(variant: str, n: int, env: dict[str, str], client: redis.Redis)
         key = "dramatiq:default.msgs"
         while client.hlen(key) >= n:  # wait for the first message to be taken
             time.sleep(0.001)
-            if time.perf_counter() > 0 and proc.poll() is not None:
-                raise RuntimeError("worker exited")
+            if proc.poll() is not None:
+                raise RuntimeError("worker exited before taking a message")
         start, remaining_at_start = time.perf_counter(), client.hlen(key)
         while client.hlen(key) > 0:
             time.sleep(0.005)
@@ -74,7 +74,9 @@ def process_rate(variant: str, n: int, env: dict[str, str], client: redis.Redis)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
@@ -83,7 +85,9 @@ def main() -> None:
         env = {**os.environ, "BGJOBS_BROKER_URL": server.url}
         os.environ["BGJOBS_BROKER_URL"] = server.url
         client = redis.Redis.from_url(server.url)
-        results: dict[str, dict[str, list[float]]] = {v: {"send": [], "process": []} for v in ("bare", "bgjobs")}
+        results: dict[str, dict[str, list[float]]] = {
+            v: {"send": [], "process": []} for v in ("bare", "bgjobs")
+        }
         for _ in range(args.rounds):
             for variant in ("bare", "bgjobs"):
                 client.flushall()

@@ -41,7 +41,9 @@ def test_the_reference_names_no_setting_that_does_not_exist() -> None:
     known = variables()
     mentioned = set(re.findall(r"BGJOBS_[A-Z_]+[A-Z]", DOC.read_text()))
     sections = {n.rpartition("__")[0] for n in known if "__" in n}
-    unknown = {m for m in mentioned if m not in known and m.rstrip("_") not in sections and not m.endswith("__")}
+    unknown = {
+        m for m in mentioned if m not in known and m.rstrip("_") not in sections and not m.endswith("__")
+    }
     # A family row names its section and its leaves separately; the per-actor form is a pattern.
     unknown -= {"BGJOBS_ACTORS__deliver__MAX_RETRIES".upper()}
     assert {u for u in unknown if not u.startswith("BGJOBS_ACTORS__")} == set()
