@@ -11,13 +11,15 @@
 --   $ns:__bgjobs_deliveries__        hash "$queue|$id" -> times delivered without finishing
 --
 -- KEYS[1] = namespace
--- ARGV = now_ms, heartbeat_timeout_ms, dead_message_ttl_ms, max_deliveries, own_worker_id, queue...
+-- ARGV = now_ms, heartbeat_timeout_ms, dead_message_ttl_ms, max_deliveries, own_worker_id, wake_cap, queue...
 local ns = KEYS[1]
 local now = tonumber(ARGV[1])
 local heartbeat_timeout = tonumber(ARGV[2])
 local dead_message_ttl = tonumber(ARGV[3])
 local max_deliveries = tonumber(ARGV[4])
 local own_id = ARGV[5]
+local wake_cap = tonumber(ARGV[6])
+local FIRST_QUEUE = 7
 
 local heartbeats = ns .. ":__heartbeats__"
 local deliveries = ns .. ":__bgjobs_deliveries__"
@@ -36,7 +38,7 @@ local recovered, dead_lettered, expired = 0, 0, 0
 local dead_workers = redis.call("zrangebyscore", heartbeats, 0, now - heartbeat_timeout)
 for _, worker in ipairs(dead_workers) do
     local prefix = ns .. ":__acks__." .. worker .. "."
-    for i = 6, #ARGV do
+    for i = FIRST_QUEUE, #ARGV do
         local queue = ARGV[i]
         local acks = prefix .. queue
         local queue_key = ns .. ":" .. queue
@@ -60,6 +62,10 @@ for _, worker in ipairs(dead_workers) do
                     dead_lettered = dead_lettered + 1
                 else
                     redis.call("rpush", queue_key, id)
+                    if canonical(queue) == queue then
+                        redis.call("lpush", queue_key .. ".wake", "1")
+                        redis.call("ltrim", queue_key .. ".wake", 0, wake_cap - 1)
+                    end
                     recovered = recovered + 1
                 end
             end
@@ -82,7 +88,7 @@ for _, field in ipairs(counted) do
 end
 
 -- Expire old dead letters with their reasons, as Dramatiq's maintenance does.
-for i = 6, #ARGV do
+for i = FIRST_QUEUE, #ARGV do
     local queue = ARGV[i]
     if canonical(queue) == queue then
         local xq = ns .. ":" .. queue .. ".XQ"

@@ -1,10 +1,14 @@
-"""Dramatiq's Redis broker with deterministic maintenance and dead-letter reasons.
+"""Dramatiq's Redis broker with timed maintenance, dead-letter reasons, wake-on-enqueue and batches.
 
 Stock Dramatiq recovers a dead worker's unacked messages only during a
 maintenance pass that runs on a random 1-in-1000 command, and counts nothing
 about messages that kill their worker. This subclass turns the random pass off
 and runs ``maintenance.lua`` on a timer instead (see :mod:`bgjobs.middleware`),
 which also heartbeats, counts deliveries, and dead-letters poison messages.
+
+Enqueueing goes through ``enqueue.lua``, which writes Dramatiq's own layout and pushes a
+wake token for idle consumers (:mod:`bgjobs.consumer`); :meth:`enqueue_many` sends a
+whole fan-out in one round trip.
 
 Relies on Dramatiq's Redis key layout (``__heartbeats__``, ``__acks__.<id>.<queue>``,
 ``<queue>.msgs``, ``<queue>.XQ``); ``tests/integration/test_dramatiq_internals.py``
@@ -15,16 +19,27 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from importlib import resources
 from typing import Any
+from uuid import uuid4
 
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis, dq_name
+from dramatiq.message import Message
 
+from .consumer import WakingConsumer
 from .settings import WorkerSettings
 
 __all__ = ["BgjobsRedisBroker", "MaintenanceReport"]
 
 _SCRIPT = resources.files("bgjobs").joinpath("maintenance.lua").read_text()
+_ENQUEUE = resources.files("bgjobs").joinpath("enqueue.lua").read_text()
+
+#: At most this many wake tokens wait per queue: enough for every idle consumer of a deployment.
+WAKE_CAP = 64
+#: Messages per script call in :meth:`BgjobsRedisBroker.enqueue_many`.
+BATCH = 500
 
 #: A Redis set of every queue a bgjobs worker has declared; the metrics collector reads it.
 QUEUES_KEY = "__bgjobs_queues__"
@@ -54,6 +69,54 @@ class BgjobsRedisBroker(RedisBroker):
         )
         self.worker_settings = worker
         self._maintenance = self.client.register_script(_SCRIPT)
+        self._enqueue = self.client.register_script(_ENQUEUE)
+
+    @property
+    def consumer_class(self) -> type[WakingConsumer]:
+        return WakingConsumer
+
+    def _prepare(self, message: Message[Any], delay: int | None) -> Message[Any]:
+        # As Dramatiq's enqueue: a fresh Redis id per enqueue (retries re-enqueue the same message),
+        # and delayed messages go to the delay queue with their eta.
+        message = message.copy(options={"redis_message_id": str(uuid4())})
+        if delay is not None:
+            message = message.copy(
+                queue_name=dq_name(message.queue_name), options={"eta": current_millis() + delay}
+            )
+        self.emit_before("enqueue", message, delay)
+        return message
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """Enqueue one message and wake an idle consumer of its queue."""
+        message = self._prepare(message, delay)
+        args = [message.queue_name, WAKE_CAP, message.options["redis_message_id"], message.encode()]
+        self._enqueue(keys=[self.namespace], args=args)
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def enqueue_many(
+        self, messages: Iterable[Message[Any]], *, delay: int | None = None
+    ) -> list[Message[Any]]:
+        """Enqueue many messages in one round trip: one script call per queue and batch of 500.
+
+        Middleware sees ``before_enqueue`` for every message before anything is written and
+        ``after_enqueue`` for each once all are written, as if they were sent one by one.
+        """
+        prepared = [self._prepare(m, delay) for m in messages]
+        by_queue: dict[str, list[Message[Any]]] = {}
+        for message in prepared:
+            by_queue.setdefault(message.queue_name, []).append(message)
+        pipe = self.client.pipeline(transaction=False)
+        for queue, group in by_queue.items():
+            for start in range(0, len(group), BATCH):
+                args: list[str | int | bytes] = [queue, WAKE_CAP]
+                for message in group[start : start + BATCH]:
+                    args += [message.options["redis_message_id"], message.encode()]
+                self._enqueue(keys=[self.namespace], args=args, client=pipe)
+        pipe.execute()
+        for message in prepared:
+            self.emit_after("enqueue", message, delay)
+        return prepared
 
     def key(self, *parts: str) -> str:
         """A key in this broker's namespace."""
@@ -72,6 +135,7 @@ class BgjobsRedisBroker(RedisBroker):
             ws.dead_message_ttl_ms,
             ws.max_deliveries,
             self.broker_id if heartbeat else "",
+            WAKE_CAP,
             *self.all_queue_names(),
         ]
         return MaintenanceReport(self._maintenance(keys=[self.namespace], args=args))

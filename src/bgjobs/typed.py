@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import PERMANENT, ConfigurationError, InvalidPayload
 
-__all__ = ["Payload", "TypedActor", "actor", "registered"]
+__all__ = ["Payload", "TypedActor", "actor", "registered", "send_messages"]
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -133,14 +133,27 @@ class TypedActor(Generic[M, R]):
     def send_many(
         self, payloads: Iterable[M | Mapping[str, Any]], **options: Any
     ) -> list[dramatiq.Message[Any]]:
-        """Validate every payload first, then enqueue them all; none is sent if any is invalid."""
+        """Validate every payload, then enqueue them all in pipelined batches.
+
+        Raises:
+            InvalidPayload: a payload does not validate; nothing is enqueued.
+        """
         messages = [self.message(p, **options) for p in payloads]
-        broker = self.actor.broker
-        return [broker.enqueue(m) for m in messages]
+        return send_messages(self.actor.broker, messages)
 
     def __call__(self, payload: M | Mapping[str, Any]) -> R:
         """Run the job in this thread (for tests and scripts), validating like the worker."""
         return self._run(payload)
+
+
+def send_messages(
+    broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]]
+) -> list[dramatiq.Message[Any]]:
+    """Enqueue prepared messages (of any actors) in one round trip where the broker can."""
+    enqueue_many = getattr(broker, "enqueue_many", None)
+    if enqueue_many is not None:
+        return enqueue_many(messages)  # type: ignore[no-any-return]
+    return [broker.enqueue(m) for m in messages]
 
 
 def _payload_type(fn: Callable[..., Any]) -> type[BaseModel]:

@@ -34,3 +34,32 @@ def test_bgjobs_broker_turns_random_maintenance_off(redis_url: str) -> None:
     broker = BgjobsRedisBroker(url=redis_url, worker=WorkerSettings())
     assert broker.maintenance_chance == 0
     assert broker._should_do_maintenance("fetch") == 0
+
+
+def test_the_consumer_internals_wake_on_enqueue_relies_on_are_there(redis_url: str) -> None:
+    import inspect
+
+    from dramatiq.brokers.redis import _RedisConsumer
+
+    assert list(inspect.signature(_RedisConsumer.__init__).parameters) == [
+        "self", "broker", "queue_name", "prefetch", "timeout",
+    ]  # fmt: skip
+    consumer = RedisBroker(url=redis_url).consume("q", prefetch=3, timeout=100)
+    for attribute in ("message_cache", "queued_message_ids", "misses", "prefetch", "timeout"):
+        assert hasattr(consumer, attribute), attribute
+    assert consumer.outstanding_message_count == 0
+    assert isinstance(consumer, _RedisConsumer)
+
+
+def test_bgjobs_enqueue_writes_what_dramatiq_reads(redis_url: str) -> None:
+    bgjobs_broker = BgjobsRedisBroker(url=redis_url, worker=WorkerSettings())
+    bgjobs_broker.declare_queue("q")
+    sent = bgjobs_broker.enqueue(
+        dramatiq.Message(queue_name="q", actor_name="a", args=(1,), kwargs={}, options={})
+    )
+    stock = RedisBroker(url=redis_url)
+    stock.declare_queue("q")
+    received = next(stock.consume("q", prefetch=1, timeout=100))
+    assert received is not None
+    assert received.message_id == sent.message_id
+    assert received.options["redis_message_id"] == sent.options["redis_message_id"]

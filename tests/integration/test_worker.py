@@ -132,7 +132,10 @@ def test_a_message_that_kills_its_worker_every_time_is_dead_lettered_with_the_re
     deadline = time.monotonic() + 90
     while client.zcard("dramatiq:default.XQ") == 0:
         assert time.monotonic() < deadline, "the poison message was never dead-lettered"
-        w = start(workers, worker_env, processes=1)
+        # Not waiting for its heartbeat: the new worker may take the message and die at once.
+        w = WorkerProcess(worker_env, processes=1)
+        workers.append(w)
+        w.start(wait=False)
         while w.proc is not None and w.proc.poll() is None and client.zcard("dramatiq:default.XQ") == 0:
             assert time.monotonic() < deadline, "the poison message was never dead-lettered"
             time.sleep(0.1)

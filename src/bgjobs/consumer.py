@@ -1,0 +1,71 @@
+"""A Redis consumer that blocks on a wake list instead of sleeping when its queue is empty.
+
+Stock Dramatiq polls an empty queue with exponential backoff up to the worker
+timeout (1 s), so a job sent to an idle worker can wait most of a second. Here an
+idle consumer waits in ``BLPOP <queue>.wake`` (up to the same timeout), and every
+enqueue pushes a token there, so it fetches within a round trip. Tokens are only
+hints: when none arrives the consumer fetches again after the timeout, exactly as
+Dramatiq would, so nothing depends on a wake-up being delivered.
+
+Relies on ``dramatiq.brokers.redis._RedisConsumer``'s attributes (``message_cache``,
+``queued_message_ids``, ``misses``, ``prefetch``, ``timeout``); the Dramatiq range is pinned in
+pyproject.toml and ``tests/integration/test_dramatiq_internals.py`` fails if they change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import _RedisConsumer
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
+
+__all__ = ["WakingConsumer"]
+
+#: The longest one BLPOP may block; the worker timeout (1 s by default) is usually shorter.
+MAX_BLOCK_S = 2.0
+
+
+class WakingConsumer(_RedisConsumer):
+    def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        # Delay queues keep polling: their consumer thread releases due messages between polls.
+        self.wake_key = None if queue_name.endswith(".DQ") else f"{broker.namespace}:{queue_name}.wake"
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            while True:
+                if self.message_cache:
+                    data = self.message_cache.pop(0)
+                    if data is None:
+                        continue
+                    self.misses = 0
+                    message = Message.decode(data)
+                    self.queued_message_ids.add(message.message_id)
+                    return MessageProxy(message)
+
+                free = self.prefetch - self.outstanding_message_count
+                if free > 0:
+                    self.message_cache = self.broker.do_fetch(self.queue_name, free)
+                    if self.message_cache:
+                        continue
+                    if self.wake_key is not None:
+                        # Idle with room for work: sleep in Redis until an enqueue wakes us.
+                        # Capped below redis-py's default 5 s socket timeout.
+                        with contextlib.suppress(redis.TimeoutError):
+                            self.broker.client.blpop(
+                                [self.wake_key], timeout=min(self.timeout / 1000, MAX_BLOCK_S)
+                            )
+                        return None
+                # Full (every prefetched message still in flight) or a delay queue: back off like
+                # Dramatiq, without taking wake tokens an idle consumer elsewhere should get.
+                self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                time.sleep(backoff_ms / 1000)
+                return None
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
