@@ -2,11 +2,13 @@
 
 import importlib.metadata as _metadata
 
+from . import events, outbox
 from .broker import get_broker, set_broker
 from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
+from .jobs import JobContext, job, trigger
 from .money import Money
 from .settings import Settings, get_settings
-from .typed import Payload, TypedActor, actor
+from .typed import Payload, TypedActor, actor, delivery_key
 from .wiring import configure
 
 try:
@@ -18,6 +20,7 @@ __all__ = [
     "BgjobsError",
     "ConfigurationError",
     "InvalidPayload",
+    "JobContext",
     "Money",
     "Payload",
     "PermanentError",
@@ -27,7 +30,12 @@ __all__ = [
     "__version__",
     "actor",
     "configure",
+    "delivery_key",
+    "events",
     "get_broker",
     "get_settings",
+    "job",
+    "outbox",
     "set_broker",
+    "trigger",
 ]

@@ -13,10 +13,10 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import default_middleware
+from dramatiq.middleware import CurrentMessage, default_middleware
 
 from .errors import ConfigurationError
-from .middleware import DeadLetterReasons, Maintenance
+from .middleware import DeadLetterReasons, Maintenance, OutboxRelay
 from .redis_broker import BgjobsRedisBroker
 from .settings import Settings, get_settings
 from .typed import QUEUES, registered
@@ -35,11 +35,13 @@ def settings_for(broker: dramatiq.Broker) -> Settings:
 
 def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
     stack: list[Any] = [m() for m in default_middleware]
-    stack.append(DeadLetterReasons())
+    stack += [CurrentMessage(), DeadLetterReasons()]
     if worker and settings.metrics.enabled:
         from .observability import Metrics
 
         stack.append(Metrics())
+    if worker and settings.outbox.relay_in_worker:
+        stack.append(OutboxRelay())
     return stack
 
 

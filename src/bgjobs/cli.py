@@ -20,6 +20,62 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load() -> None:
+    from .settings import get_settings
+    from .worker import load_modules
+
+    load_modules(get_settings())
+
+
+def _scheduler(args: argparse.Namespace) -> int:
+    from .scheduling import run_scheduler
+    from .settings import get_settings
+
+    _load()
+    return run_scheduler(get_settings())
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    from .jobs import trigger
+
+    _load()
+    pairs = dict(item.split("=", 1) for item in args.arg)
+    print(trigger(args.job, **pairs).message_id)
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from .runs import recent
+
+    print(f"{'started (UTC)':20} {'job':28} {'trigger':8} {'outcome':10} {'seconds':>8}  counts / error")
+    for run in recent(job=args.job, limit=args.limit):
+        seconds = f"{run.duration_s:.1f}" if run.duration_s is not None else "-"
+        detail = run.error or run.counts
+        started = f"{run.started_at:%Y-%m-%d %H:%M:%S}"
+        print(f"{started:20} {run.job:28} {run.trigger:8} {run.outcome:10} {seconds:>8}  {detail}")
+    return 0
+
+
+def _outbox_relay(args: argparse.Namespace) -> int:
+    from .outbox import Relay
+    from .settings import get_settings
+
+    _load()
+    settings = get_settings().outbox
+    relay = Relay(interval_s=settings.poll_interval_ms / 1000, batch_size=args.batch or settings.batch_size)
+    try:
+        print(f"relayed {relay.run(until_empty=args.once)} row(s)")
+    except KeyboardInterrupt:
+        relay.stopped.set()
+    return 0
+
+
+def _arg(value: str) -> str:
+    if "=" not in value:
+        raise argparse.ArgumentTypeError(f"expected k=v, got {value!r}")
+    return value
+
+
 def _dev(args: argparse.Namespace) -> int:
     from .dev import run
 
@@ -37,6 +93,26 @@ def _parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="manage bgjobs's tables")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="create missing bgjobs_* tables").set_defaults(func=_db_upgrade)
+
+    commands.add_parser(
+        "scheduler", help="run the cron table (one per deployment; others wait)"
+    ).set_defaults(func=_scheduler)
+    trigger = commands.add_parser("trigger", help="enqueue a batch job now and print its message id")
+    trigger.add_argument("job")
+    trigger.add_argument(
+        "--arg", action="append", default=[], type=_arg, metavar="K=V", help="a job argument"
+    )
+    trigger.set_defaults(func=_trigger)
+    runs = commands.add_parser("runs", help="recent batch runs with their counts")
+    runs.add_argument("--job")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.set_defaults(func=_runs)
+    outbox = commands.add_parser("outbox", help="the transactional outbox")
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    relay = outbox_commands.add_parser("relay", help="relay committed rows to the broker (until Ctrl-C)")
+    relay.add_argument("--once", action="store_true", help="stop when no row is left")
+    relay.add_argument("--batch", type=int, default=0, help="rows per transaction")
+    relay.set_defaults(func=_outbox_relay)
 
     dev = commands.add_parser("dev", help="run a worker on an embedded Redis and SQLite with sample jobs")
     dev.add_argument("--keep", action="store_true", help="keep running after the sample work (Ctrl-C stops)")

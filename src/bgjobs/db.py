@@ -60,7 +60,7 @@ def bgjobs_tables() -> list[Any]:
 
 def upgrade(engine: Engine | None = None) -> list[str]:
     """Create any missing bgjobs table; returns the names of all bgjobs tables."""
-    from . import idempotency  # noqa: F401  (registers its table)
+    from . import idempotency, outbox, runs  # noqa: F401  (registers their tables)
 
     tables = bgjobs_tables()
     SQLModel.metadata.create_all(engine or get_engine(), tables=tables)

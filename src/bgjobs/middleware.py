@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from .errors import ConfigurationError, InvalidPayload, PermanentError
 from .redis_broker import BgjobsRedisBroker
 
-__all__ = ["DeadLetterReasons", "Maintenance", "describe_failure"]
+__all__ = ["DeadLetterReasons", "Maintenance", "OutboxRelay", "describe_failure"]
 
 logger = logging.getLogger("bgjobs.worker")
 
@@ -59,6 +59,25 @@ class Maintenance(Middleware):
             except Exception:
                 logger.exception("maintenance pass failed; retrying in %.1fs", interval)
             self._stop.wait(interval)
+
+
+class OutboxRelay(Middleware):
+    """Relays committed outbox rows from every worker process, polling at idle."""
+
+    def __init__(self) -> None:
+        self._relay: Any = None
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        from .broker import settings_for
+        from .outbox import Relay
+
+        settings = settings_for(broker).outbox
+        self._relay = Relay(interval_s=settings.poll_interval_ms / 1000, batch_size=settings.batch_size)
+        self._relay.start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        if self._relay is not None:
+            self._relay.stopped.set()
 
 
 def describe_failure(message: Any, exception: BaseException | None) -> dict[str, Any]:

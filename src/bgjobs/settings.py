@@ -17,10 +17,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_SCHEDULE",
     "ActorSettings",
+    "EventSettings",
     "FamilySettings",
     "LocalStorageSettings",
     "MetricsSettings",
+    "OutboxSettings",
+    "SchedulerSettings",
     "Settings",
     "SmtpSettings",
     "WorkerSettings",
@@ -68,6 +72,42 @@ class MetricsSettings(_Section):
     #: Dramatiq's ``dramatiq_prom_host`` / ``dramatiq_prom_port`` variables win when set.
     host: str = "127.0.0.1"
     port: int = Field(default=9191, ge=0, le=65535)
+
+
+class SchedulerSettings(_Section):
+    """One scheduler per deployment, under a Redis lock."""
+
+    #: The lock expires this long after its holder stops refreshing it (a killed scheduler).
+    lock_timeout_s: int = Field(default=10, ge=2)
+    #: How often the leader refreshes the lock; well under the timeout.
+    lock_refresh_s: int = Field(default=3, ge=1)
+    #: A batch job triggered while a run of it is in progress: wait (retry later) or skip (logged).
+    overlap: Literal["wait", "skip"] = "wait"
+
+
+class EventSettings(_Section):
+    #: ``publish(..., key=K)`` twice within this window delivers once per subscriber.
+    dedupe_window_s: int = Field(default=86_400, ge=1)
+
+
+class OutboxSettings(_Section):
+    #: Each worker process relays committed outbox rows to the broker.
+    relay_in_worker: bool = True
+    poll_interval_ms: int = Field(default=200, ge=10)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+
+
+#: Cron entries for the bundled families' jobs, by job name with dots as underscores.
+DEFAULT_SCHEDULE: dict[str, str] = {
+    "payouts_weekly": "0 8 * * mon",
+    "payouts_monthly": "0 0 1 * *",
+    "cleanup_daily": "0 2 * * *",
+    "notifications_appointment_reminders": "0 * * * *",
+    "notifications_payment_reminders": "0 9 * * *",
+    "notifications_dunning": "0 10 * * *",
+    "webhooks_endpoint_health": "*/5 * * * *",
+    "outbox_relay": "* * * * *",
+}
 
 
 class SmtpSettings(_Section):
@@ -125,9 +165,26 @@ class Settings(BaseSettings):
     #: Per-actor overrides: ``BGJOBS_ACTORS__<actor_name>__MAX_RETRIES=3``.
     actors: dict[str, ActorSettings] = Field(default_factory=dict)
 
+    #: Cron strings by job (``BGJOBS_SCHEDULE__PAYOUTS_WEEKLY="0 8 * * mon"``); empty disables a job.
+    #: ``@every 30s`` runs a job on an interval instead.
+    schedule: dict[str, str] = Field(default_factory=dict)
+    #: The time zone cron strings are read in.
+    timezone: str = "UTC"
+    scheduler: SchedulerSettings = SchedulerSettings()
+    events: EventSettings = EventSettings()
+    outbox: OutboxSettings = OutboxSettings()
+
     metrics: MetricsSettings = MetricsSettings()
     smtp: SmtpSettings = SmtpSettings()
     localfs: LocalStorageSettings = LocalStorageSettings()
+
+    def schedule_for(self, job: str, default: str | None) -> str | None:
+        """A job's cron string: settings, then the job's own default, then bgjobs's; None if disabled."""
+        key = schedule_key(job)
+        value = self.schedule.get(key, default if default is not None else DEFAULT_SCHEDULE.get(key))
+        if value is None or not value.strip():
+            return None
+        return value.strip()
 
     def limits_for(self, actor_name: str, queue: str) -> ActorSettings:
         """Resolve an actor's limits: actor override, then family, then global default."""
@@ -143,6 +200,11 @@ class Settings(BaseSettings):
                 None,
             )
         return ActorSettings(**merged)
+
+
+def schedule_key(job: str) -> str:
+    """The settings key of a job: ``payouts.weekly`` -> ``payouts_weekly``."""
+    return re.sub(r"[^a-z0-9]+", "_", job.lower()).strip("_")
 
 
 def load_settings(**overrides: object) -> Settings:

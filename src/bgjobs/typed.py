@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import PERMANENT, ConfigurationError, InvalidPayload
 
-__all__ = ["Payload", "TypedActor", "actor", "registered", "send_messages"]
+__all__ = ["Payload", "TypedActor", "actor", "delivery_key", "registered", "send_messages"]
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -144,6 +144,23 @@ class TypedActor(Generic[M, R]):
     def __call__(self, payload: M | Mapping[str, Any]) -> R:
         """Run the job in this thread (for tests and scripts), validating like the worker."""
         return self._run(payload)
+
+
+def delivery_key() -> str | None:
+    """The key of the message being processed, when it has one (``outbox:<id>``, an event key).
+
+    Guard an effect with it to drop the duplicates at-least-once delivery can bring::
+
+        with db.session() as s:
+            if key := bgjobs.delivery_key():
+                if not idempotency.claim(s, key):
+                    return
+            ...
+    """
+    from dramatiq.middleware import CurrentMessage
+
+    message = CurrentMessage.get_current_message()
+    return None if message is None else message.options.get("bgjobs_key")
 
 
 def send_messages(

@@ -17,16 +17,16 @@ from .errors import ConfigurationError
 from .settings import Settings, get_settings
 from .wiring import PORTS, load_object, resolve
 
-__all__ = ["FAMILY_MODULES", "boot"]
+__all__ = ["FAMILY_MODULES", "boot", "load_modules"]
 
 logger = logging.getLogger("bgjobs.worker")
 
 #: Modules whose import declares the bundled families' actors.
-FAMILY_MODULES: tuple[str, ...] = ()
+FAMILY_MODULES: tuple[str, ...] = ("bgjobs.outbox",)
 
 
-def _boot(settings: Settings) -> dramatiq.Broker:
-    broker = set_broker(build_broker(settings, worker=True))
+def load_modules(settings: Settings) -> None:
+    """Import the families, the host's job modules, and run the setup hook: every actor is declared."""
     for module in (*FAMILY_MODULES, *settings.jobs):
         try:
             importlib.import_module(module)
@@ -34,6 +34,11 @@ def _boot(settings: Settings) -> dramatiq.Broker:
             raise ConfigurationError(f"BGJOBS_JOBS: cannot import {module!r}: {exc}") from None
     if settings.setup:
         load_object(settings.setup)()
+
+
+def _boot(settings: Settings) -> dramatiq.Broker:
+    broker = set_broker(build_broker(settings, worker=True))
+    load_modules(settings)
     for name in PORTS:
         if getattr(settings, name):
             resolve(name, settings=settings)

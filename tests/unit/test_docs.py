@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from bgjobs.settings import Settings
+from bgjobs.settings import DEFAULT_SCHEDULE, Settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -44,6 +44,8 @@ def test_the_reference_names_no_setting_that_does_not_exist() -> None:
     unknown = {
         m for m in mentioned if m not in known and m.rstrip("_") not in sections and not m.endswith("__")
     }
-    # A family row names its section and its leaves separately; the per-actor form is a pattern.
-    unknown -= {"BGJOBS_ACTORS__deliver__MAX_RETRIES".upper()}
-    assert {u for u in unknown if not u.startswith("BGJOBS_ACTORS__")} == set()
+    # Dict settings: per-actor overrides are a pattern; schedule entries must be bgjobs's jobs.
+    unknown = {u for u in unknown if not u.startswith("BGJOBS_ACTORS__")}
+    scheduled = {f"BGJOBS_SCHEDULE__{k.upper()}" for k in DEFAULT_SCHEDULE}
+    assert unknown - scheduled == set()
+    assert scheduled <= mentioned

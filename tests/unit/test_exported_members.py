@@ -38,3 +38,18 @@ def test_importing_bgjobs_creates_nothing() -> None:
         "bad = [m for m in sys.modules if m.startswith(('prometheus_client', 'django'))]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_worker_entry_module_never_imports_django() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bgjobs.actors;"
+        "assert 'outbox.relay' in bgjobs.actors.broker.actors;"
+        "bad = [m for m in sys.modules if m.startswith(('django', 'dramatiq_crontab', 'apscheduler'))];"
+        "assert not bad, bad"
+    )
+    env = {**os.environ, "BGJOBS_BROKER_URL": "stub://", "BGJOBS_METRICS__ENABLED": "false"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -1,0 +1,175 @@
+"""Batch jobs: host functions (and the families' runs) as scheduled, locked, audited actors.
+
+``@bgjobs.job("stock.reconcile", schedule="*/5 * * * *")`` turns a function taking a
+:class:`JobContext` and returning a dict of counts into a typed actor that:
+
+- holds a per-job lock (Dramatiq's ``ConcurrentRateLimiter``), so a manual trigger never
+  overlaps a scheduled run: the second waits (is retried later) or is skipped, by setting;
+- writes a ``bgjobs_runs`` row with the trigger, the outcome, the counts and any error;
+- tells the function how much of its time budget is left, so long sweeps stop cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import dramatiq
+from dramatiq.rate_limits import ConcurrentRateLimiter
+from dramatiq.rate_limits.backends import RedisBackend, StubBackend
+from pydantic import Field
+
+from . import runs
+from .errors import ConfigurationError
+from .typed import Payload, TypedActor, actor
+
+__all__ = ["Job", "JobContext", "JobRun", "job", "registered_jobs", "trigger"]
+
+logger = logging.getLogger("bgjobs.jobs")
+
+
+class JobRun(Payload):
+    """The payload of every batch job message."""
+
+    trigger: Literal["cron", "manual", "event"] = "manual"
+    args: dict[str, str] = Field(default_factory=dict)
+    scheduled_for: datetime | None = None
+
+
+@dataclass
+class JobContext:
+    """What a job function is given: its run, its arguments, and the time it has left."""
+
+    job: str
+    run_id: str
+    trigger: str
+    args: dict[str, str]
+    deadline: float | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    def time_left(self) -> float:
+        """Seconds left in the time budget (infinity without a budget)."""
+        return float("inf") if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    @property
+    def out_of_time(self) -> bool:
+        """True once the budget is spent: stop at the next safe point and report what remains."""
+        return self.time_left() <= 0
+
+
+JobFunction = Callable[[JobContext], Mapping[str, Any] | None]
+
+_lock = threading.Lock()
+_jobs: dict[str, Job] = {}
+#: How long a trigger that found its job running waits before looking again.
+OVERLAP_RECHECK_MS = 1_000
+_stub_backend = StubBackend()  # type: ignore[no-untyped-call]
+
+
+@dataclass
+class Job:
+    name: str
+    fn: JobFunction
+    schedule: str | None
+    queue: str
+    time_budget: float | None
+    typed: TypedActor[JobRun, None]
+
+    def send(self, *, trigger: str = "manual", **args: str) -> dramatiq.Message[Any]:
+        return self.typed.send(JobRun(trigger=trigger, args=args))
+
+
+def registered_jobs() -> dict[str, Job]:
+    """Every batch job declared so far, by name."""
+    with _lock:
+        return dict(_jobs)
+
+
+def _mutex(broker: dramatiq.Broker, name: str, ttl_ms: int) -> ConcurrentRateLimiter:
+    client = getattr(broker, "client", None)
+    backend = RedisBackend(client=client) if client is not None else _stub_backend
+    return ConcurrentRateLimiter(backend, f"bgjobs-job:{name}", limit=1, ttl=ttl_ms)  # type: ignore[no-untyped-call]
+
+
+def _run_job(spec: Job, payload: JobRun) -> None:
+    from .broker import get_broker, settings_for
+
+    broker = get_broker()
+    settings = settings_for(broker)
+    limits = settings.limits_for(spec.name, spec.queue)
+    mutex = _mutex(broker, spec.name, ttl_ms=limits.time_limit_ms or 600_000)
+    with mutex.acquire(raise_on_failure=False) as acquired:
+        if not acquired:
+            if settings.scheduler.overlap == "skip":
+                run = runs.start(spec.name, payload.trigger)
+                runs.finish(run, "skipped", error="another run of this job was in progress")
+                logger.warning("skipped %s (%s): another run is in progress", spec.name, payload.trigger)
+                return
+            # Wait without spending the retry budget: a fresh message, due a little later.
+            spec.typed.send(payload, delay=OVERLAP_RECHECK_MS)
+            logger.info("%s is already running; %s trigger rechecks in %d ms", spec.name, payload.trigger,
+                        OVERLAP_RECHECK_MS)  # fmt: skip
+            return
+        run = runs.start(spec.name, payload.trigger)
+        budget = spec.time_budget
+        ctx = JobContext(
+            job=spec.name, run_id=run.id, trigger=payload.trigger, args=dict(payload.args),
+            deadline=time.monotonic() + budget if budget else None,
+        )  # fmt: skip
+        try:
+            result = spec.fn(ctx)
+        except BaseException as exc:
+            runs.finish(run, "failed", counts=ctx.counts, error=f"{type(exc).__name__}: {exc}")
+            raise
+        counts = {**ctx.counts, **(result or {})}
+        runs.finish(run, "stopped" if ctx.out_of_time else "succeeded", counts=counts)
+
+
+def job(
+    name: str, *, schedule: str | None = None, queue: str = "default", time_budget: float | None = None,
+    **options: Any,
+) -> Callable[[JobFunction], Job]:  # fmt: skip
+    """Declare a batch job.
+
+    Args:
+        name: the job name (``stock.reconcile``); its schedule setting is
+            ``BGJOBS_SCHEDULE__STOCK_RECONCILE``.
+        schedule: a 5-field cron string with literal weekdays (``0 8 * * mon``) or ``@every 30s``;
+            settings override it, an empty setting disables it, None means manual only.
+        queue: the queue its messages go to.
+        time_budget: seconds the function may use; it reads ``ctx.time_left()``.
+        **options: Dramatiq actor options (``max_retries`` ...), winning over settings.
+    """
+
+    def decorate(fn: JobFunction) -> Job:
+        spec: Job
+
+        def run(payload: JobRun) -> None:
+            _run_job(spec, payload)
+
+        run.__module__ = fn.__module__
+        typed = actor(name=name, queue=queue, **options)(run)
+        spec = Job(name=name, fn=fn, schedule=schedule, queue=queue, time_budget=time_budget, typed=typed)
+        with _lock:
+            _jobs[name] = spec
+        return spec
+
+    return decorate
+
+
+def trigger(job_name: str, **args: str) -> dramatiq.Message[Any]:
+    """Enqueue a batch job now, as ``bgjobs trigger`` does.
+
+    Raises:
+        ConfigurationError: no job has that name; the message lists the known ones.
+    """
+    known = registered_jobs()
+    if job_name not in known:
+        names = ", ".join(sorted(known)) or "none are declared"
+        raise ConfigurationError(f"unknown job {job_name!r}; known jobs: {names}")
+    return known[job_name].send(trigger="manual", **args)

@@ -1,0 +1,175 @@
+"""The transactional outbox: a job exists if and only if the host's transaction commits.
+
+``defer(session, target, payload)`` adds a row in the caller's own SQLAlchemy/SQLModel
+session. A relay moves committed rows to the broker in id order, in batches, and marks
+them sent. At-least-once: a relay killed between enqueue and mark-sent sends those rows
+again, so every message carries its row's key (``outbox:<id>``); receivers guard their
+effect with ``idempotency.claim(session, delivery_key())`` to drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+from pydantic import BaseModel
+from sqlalchemy import Engine
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from . import db, events
+from .errors import ConfigurationError
+from .jobs import JobContext, job
+from .typed import TypedActor, registered, send_messages
+
+__all__ = ["OutboxRow", "Relay", "defer", "pending", "relay_once", "relay_sweep"]
+
+logger = logging.getLogger("bgjobs.outbox")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class OutboxRow(SQLModel, table=True):
+    __tablename__ = "bgjobs_outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=8)  # "actor" or "event"
+    target: str = Field(max_length=200)
+    payload: str
+    key: str | None = Field(default=None, max_length=255)
+    created_at: datetime = Field(default_factory=_now)
+    sent_at: datetime | None = Field(default=None, index=True)
+
+
+def defer(
+    session: Session, target: TypedActor[Any, Any] | str, payload: BaseModel | Mapping[str, Any], *,
+    key: str | None = None,
+) -> OutboxRow:  # fmt: skip
+    """Queue a job (a typed actor) or an event (its name) inside the caller's transaction.
+
+    The payload is validated now, so a bad one fails the host's request, not the relay.
+    """
+    if isinstance(target, TypedActor):
+        data = target.validate(payload).model_dump(mode="json")
+        row = OutboxRow(kind="actor", target=target.name, payload=json.dumps(data), key=key)
+    else:
+        data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else dict(payload)
+        row = OutboxRow(kind="event", target=target, payload=json.dumps(data), key=key)
+    session.add(row)
+    return row
+
+
+def _messages(row: OutboxRow) -> list[dramatiq.Message[Any]]:
+    data = json.loads(row.payload)
+    delivery_key = f"outbox:{row.id}"
+    if row.kind == "actor":
+        typed = registered().get(row.target)
+        if typed is None:
+            raise ConfigurationError(f"outbox row {row.id} targets unknown actor {row.target!r}")
+        return [typed.message(data, bgjobs_key=delivery_key)]
+    return [
+        t.message(data, bgjobs_key=f"{delivery_key}:{t.name}", bgjobs_event=row.target)
+        for t in events.subscribers(row.target)
+    ]
+
+
+def relay_once(*, engine: Engine | None = None, batch_size: int = 500) -> int:
+    """Send one batch of committed, unsent rows; returns how many rows were sent.
+
+    On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED``, so relays running
+    in parallel never send the same row. SQLite has one writer at a time.
+    """
+    from .broker import get_broker
+
+    engine = engine or db.get_engine()
+    with db.session(engine) as s:
+        query = select(OutboxRow).where(col(OutboxRow.sent_at).is_(None)).order_by(col(OutboxRow.id))
+        query = query.limit(batch_size)
+        if engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = list(s.exec(query))
+        if not rows:
+            return 0
+        messages = [m for row in rows for m in _messages(row)]
+        send_messages(get_broker(), messages)
+        now = _now()
+        for row in rows:
+            row.sent_at = now
+            s.add(row)
+    return len(rows)
+
+
+def pending(*, engine: Engine | None = None) -> int:
+    """Rows committed and not yet relayed."""
+    from sqlalchemy import func
+
+    with db.session(engine) as s:
+        return int(s.exec(select(func.count()).where(col(OutboxRow.sent_at).is_(None))).one())
+
+
+@job("outbox.relay", schedule="* * * * *")
+def relay_sweep(ctx: JobContext) -> dict[str, int]:
+    """The scheduled sweep behind the in-worker relay: drains whatever is left."""
+    from .broker import get_broker, settings_for
+
+    relay = Relay(interval_s=0, batch_size=settings_for(get_broker()).outbox.batch_size)
+    return {"sent": relay.run(until_empty=True)}
+
+
+class Relay:
+    """The relay loop a worker process runs in a thread (and ``bgjobs outbox relay`` in the foreground)."""
+
+    def __init__(self, *, interval_s: float, batch_size: int, engine: Engine | None = None) -> None:
+        self.interval_s = interval_s
+        self.batch_size = batch_size
+        self.engine = engine
+        self.stopped = threading.Event()
+
+    def _once(self) -> int:
+        from .broker import get_broker
+
+        engine = self.engine or db.get_engine()
+        client = getattr(get_broker(), "client", None)
+        if engine.dialect.name == "postgresql" or client is None:
+            return relay_once(engine=engine, batch_size=self.batch_size)
+        # SQLite cannot skip locked rows: let one relay at a time read the batch.
+        lock = client.lock("bgjobs-outbox-relay", timeout=60, blocking=False)
+        if not lock.acquire(blocking=False):
+            return 0
+        try:
+            return relay_once(engine=engine, batch_size=self.batch_size)
+        finally:
+            with contextlib.suppress(Exception):
+                lock.release()
+
+    def run(self, *, until_empty: bool = False) -> int:
+        sent, failures = 0, 0
+        while not self.stopped.is_set():
+            try:
+                n = self._once()
+                failures = 0
+            except Exception:
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    logger.exception("outbox relay failed (%d in a row); retrying", failures)
+                self.stopped.wait(min(self.interval_s * 2**failures, 30))
+                continue
+            sent += n
+            if n:
+                continue
+            if until_empty:
+                break
+            self.stopped.wait(self.interval_s)
+        return sent
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="bgjobs-outbox-relay", daemon=True)
+        thread.start()
+        return thread

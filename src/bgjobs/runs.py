@@ -1,0 +1,80 @@
+"""``bgjobs_runs``: one row per batch run, with its own counts, so every run can be audited."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Field, SQLModel, col, select
+
+from . import db
+
+__all__ = ["Run", "finish", "recent", "start"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "bgjobs_runs"
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
+    job: str = Field(index=True, max_length=200)
+    trigger: str = Field(max_length=16)
+    started_at: datetime = Field(default_factory=_now, index=True)
+    finished_at: datetime | None = None
+    outcome: str = Field(default="running", max_length=16)
+    counts: str = "{}"
+    error: str | None = None
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        return dict(json.loads(self.counts))
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (_aware(self.finished_at) - _aware(self.started_at)).total_seconds()
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands datetimes back naive; they were written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def start(job: str, trigger: str, *, engine: Engine | None = None) -> Run:
+    """Record that a run began, in its own short transaction."""
+    run = Run(job=job, trigger=trigger)
+    with db.session(engine) as s:
+        s.add(run)
+    return run
+
+
+def finish(
+    run: Run, outcome: str, *, counts: dict[str, Any] | None = None, error: str | None = None,
+    engine: Engine | None = None,
+) -> Run:  # fmt: skip
+    """Record how a run ended."""
+    with db.session(engine) as s:
+        stored = s.get(Run, run.id)
+        assert stored is not None, f"run {run.id} vanished"
+        stored.finished_at = _now()
+        stored.outcome = outcome
+        stored.counts = json.dumps(counts or {}, default=str, sort_keys=True)
+        stored.error = error
+        s.add(stored)
+    return stored
+
+
+def recent(*, job: str | None = None, limit: int = 20, engine: Engine | None = None) -> list[Run]:
+    """The latest runs, newest first."""
+    with db.session(engine) as s:
+        query = select(Run).order_by(col(Run.started_at).desc()).limit(limit)
+        if job:
+            query = query.where(Run.job == job)
+        return list(s.exec(query))

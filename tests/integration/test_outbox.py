@@ -1,0 +1,159 @@
+"""The transactional outbox on real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bgjobs import db, outbox
+from bgjobs import settings as bgjobs_settings
+from bgjobs.broker import build_broker, set_broker
+from bgjobs.errors import InvalidPayload
+from bgjobs.settings import Settings
+from bgjobs.testing import JobsHarness, stub_jobs
+from tests.support import batch_jobs
+
+
+@pytest.fixture
+def database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("BGJOBS_DATABASE_URL", database_url)
+    bgjobs_settings.get_settings.cache_clear()
+    batch_jobs.create_tables()
+    return database_url
+
+
+@pytest.fixture
+def jobs(database: str) -> Iterator[JobsHarness]:
+    batch_jobs.seen.clear()
+    with stub_jobs(settings=Settings(broker_url="stub://")) as harness:
+        yield harness
+
+
+def test_a_rolled_back_transaction_enqueues_nothing(jobs: JobsHarness) -> None:
+    with pytest.raises(RuntimeError), db.session() as s:
+        outbox.defer(s, batch_jobs.record_note, {"text": "never"})
+        raise RuntimeError("the host's request failed")
+    assert outbox.relay_once() == 0
+    jobs.drain()
+    assert batch_jobs.delivery_count() == 0
+
+
+def test_a_committed_job_and_event_are_delivered_once_each(jobs: JobsHarness) -> None:
+    with db.session() as s:
+        outbox.defer(s, batch_jobs.record_note, {"text": "hello"})
+        outbox.defer(s, "booking.created", {"booking_id": 9, "email": "a@example.com"})
+    assert outbox.pending() == 2
+    assert outbox.relay_once() == 2
+    assert outbox.relay_once() == 0
+    jobs.drain()
+    (delivery,) = batch_jobs.deliveries()
+    assert delivery.what == "hello"
+    assert delivery.key is not None and delivery.key.startswith("outbox:")
+    assert sorted(batch_jobs.seen) == ["confirm:9", "webhook:9"]
+
+
+def test_a_row_relayed_twice_takes_effect_once(jobs: JobsHarness) -> None:
+    # Given a relay that sent a batch and died before marking it sent
+    with db.session() as s:
+        row = outbox.defer(s, batch_jobs.record_note, {"text": "once"})
+    messages = outbox._messages(row)
+    jobs.broker.enqueue(messages[0])
+    # When the next relay sends it again
+    assert outbox.relay_once() == 1
+    jobs.drain()
+    # Then the receiving actor's idempotency check dropped the duplicate
+    assert [d.what for d in batch_jobs.deliveries()] == ["once"]
+
+
+def test_defer_validates_the_payload_in_the_host_request(jobs: JobsHarness) -> None:
+    with pytest.raises(InvalidPayload, match="text"), db.session() as s:
+        outbox.defer(s, batch_jobs.record_note, {"text": 5})
+    assert outbox.pending() == 0
+
+
+def test_two_relays_in_parallel_never_send_a_row_twice_on_postgresql(
+    postgres: object, monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path
+) -> None:
+    from tests.support.postgres import PostgresCluster
+
+    assert isinstance(postgres, PostgresCluster)
+    url = postgres.create_database(f"bgjobs_relay_{id(tmp_path)}")
+    monkeypatch.setenv("BGJOBS_DATABASE_URL", url)
+    bgjobs_settings.get_settings.cache_clear()
+    batch_jobs.create_tables()
+    set_broker(build_broker(Settings(broker_url=redis_url)))
+    with db.session() as s:
+        for i in range(2_000):
+            outbox.defer(s, batch_jobs.record_note, {"text": f"n{i}"})
+    barrier = threading.Barrier(2)
+
+    def relay() -> None:
+        barrier.wait()
+        while outbox.relay_once(batch_size=50):
+            pass
+
+    threads = [threading.Thread(target=relay) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    client = redis.Redis.from_url(redis_url)
+    assert outbox.pending() == 0
+    assert client.llen("dramatiq:default") == 2_000
+    assert client.hlen("dramatiq:default.msgs") == 2_000
+
+
+def test_a_relay_killed_mid_batch_loses_nothing_and_duplicates_take_no_effect(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.workers import ROOT, WorkerProcess, wait_for
+
+    env = {
+        "BGJOBS_BROKER_URL": redis_url,
+        "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'outbox.db'}",
+        "BGJOBS_JOBS": '["tests.support.batch_jobs"]',
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    bgjobs_settings.get_settings.cache_clear()
+    batch_jobs.create_tables()
+    rows = 3_000
+    with db.session() as s:
+        for i in range(rows):
+            outbox.defer(s, batch_jobs.record_note, {"text": f"row{i}"})
+    client = redis.Redis.from_url(redis_url)
+    # Given relays SIGKILLed at random points, again and again
+    rng = random.Random(7)
+    for _ in range(6):
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "bgjobs.cli", "outbox", "relay", "--batch", "200"],
+            env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.8 + rng.random() * 0.4)
+        relay.send_signal(signal.SIGKILL)
+        relay.wait()
+    sent_while_killing = client.hlen("dramatiq:default.msgs")
+    # When a worker (which relays too) finishes the job
+    worker = WorkerProcess(env, processes=2).start()
+    try:
+        wait_for(lambda: outbox.pending() == 0 and client.hlen("dramatiq:default.msgs") == 0, timeout=120,
+                 what="the outbox and queue to drain")  # fmt: skip
+    finally:
+        worker.kill()
+    # Then every row took effect exactly once
+    texts = [d.what for d in batch_jobs.deliveries()]
+    assert len(texts) == rows
+    assert sorted(texts) == sorted(f"row{i}" for i in range(rows))
+    assert sent_while_killing > 0

@@ -1,0 +1,134 @@
+"""The scheduler as real processes on a real Redis: one leader, exactly-once ticks, failover."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.workers import ROOT, wait_for
+
+LOCK_TIMEOUT_S = 2
+
+
+class Scheduler:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="bgjobs-scheduler-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bgjobs.cli", "scheduler"],
+            env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def scheduler_env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "BGJOBS_BROKER_URL": redis_url,
+        "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "BGJOBS_JOBS": '["tests.support.batch_jobs"]',
+        "BGJOBS_SCHEDULER__LOCK_TIMEOUT_S": str(LOCK_TIMEOUT_S),
+        "BGJOBS_SCHEDULER__LOCK_REFRESH_S": "1",
+        "BGJOBS_SCHEDULE__OUTBOX_RELAY": "",
+        "BGJOBS_LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture
+def schedulers() -> Iterator[list[Scheduler]]:
+    started: list[Scheduler] = []
+    yield started
+    for s in started:
+        s.kill()
+
+
+def ticks(client: redis.Redis) -> list[str]:
+    """The scheduled_for second of every tests.tick message waiting in the queue."""
+    found = []
+    for raw in client.hvals("dramatiq:default.msgs"):
+        message = json.loads(raw)
+        if message["actor_name"] == "tests.tick":
+            payload = message["args"][0]
+            assert payload["trigger"] == "cron"
+            found.append(payload["scheduled_for"])
+    return sorted(found)
+
+
+def test_two_schedulers_fire_each_tick_once_and_the_follower_takes_over(
+    scheduler_env: dict[str, str], schedulers: list[Scheduler], redis_url: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    # Given a leader and a follower
+    leader = Scheduler(scheduler_env)
+    schedulers.append(leader)
+    wait_for(lambda: len(ticks(client)) >= 1, timeout=30, what="the leader's first tick")
+    follower = Scheduler(scheduler_env)
+    schedulers.append(follower)
+    # When both run for several ticks
+    time.sleep(5)
+    before_kill = ticks(client)
+    # Then each tick was sent once: one message per second, never two for the same second
+    assert max(Counter(before_kill).values()) == 1
+    assert len(before_kill) >= 5
+    # When the leader is killed
+    leader.kill()
+    killed_at = time.time()
+    count_at_kill = len(ticks(client))
+    # Then the follower schedules the next ticks within the lock timeout
+    took_over = wait_for(
+        lambda: len(ticks(client)) > count_at_kill + 1, timeout=LOCK_TIMEOUT_S + 10, what="takeover"
+    )
+    assert took_over <= LOCK_TIMEOUT_S + 3
+    time.sleep(2)
+    after = ticks(client)
+    assert max(Counter(after).values()) == 1
+    assert follower.proc.poll() is None
+    assert killed_at > 0
+
+
+def test_a_bad_cron_string_stops_the_scheduler_naming_the_job(scheduler_env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bgjobs.cli", "scheduler"],
+        env={**os.environ, **scheduler_env, "PYTHONPATH": str(ROOT),
+             "BGJOBS_SCHEDULE__TESTS_TICK": "0 8 * * 1"},
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "schedule of 'tests.tick' is '0 8 * * 1': use literal weekdays" in proc.stderr
+
+
+def test_trigger_and_runs_commands(scheduler_env: dict[str, str], redis_url: str) -> None:
+    env = {**os.environ, **scheduler_env, "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-m", "bgjobs.cli"]
+    unknown = subprocess.run([*cli, "trigger", "nope"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert unknown.returncode == 2
+    assert "known jobs:" in unknown.stderr and "tests.count_things" in unknown.stderr
+    done = subprocess.run(
+        [*cli, "trigger", "tests.count_things", "--arg", "n=4"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    message_id = done.stdout.strip()
+    stored = [json.loads(m) for m in redis.Redis.from_url(redis_url).hvals("dramatiq:default.msgs")]
+    assert [(m["message_id"], m["args"][0]["args"]) for m in stored] == [(message_id, {"n": "4"})]

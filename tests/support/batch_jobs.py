@@ -1,0 +1,97 @@
+"""Batch jobs, events and outbox targets used by the tests."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import redis
+from sqlmodel import Field, SQLModel, func, select
+
+import bgjobs
+from bgjobs import db, events, idempotency
+from bgjobs.jobs import JobContext, job
+from bgjobs.settings import get_settings
+
+seen: list[str] = []
+_lock = threading.Lock()
+
+
+class Delivery(SQLModel, table=True):
+    """One row per effect; the outbox and event tests count them."""
+
+    __tablename__ = "test_deliveries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    what: str
+    key: str | None = None
+
+
+class BookingCreated(bgjobs.Payload):
+    booking_id: int
+    email: str
+
+
+events.declare("booking.created", BookingCreated)
+
+
+@events.on("booking.created")
+@bgjobs.actor(queue="notifications")
+def confirm_booking(payload: BookingCreated) -> None:
+    with _lock:
+        seen.append(f"confirm:{payload.booking_id}")
+
+
+@events.on("booking.*")
+@bgjobs.actor(queue="webhooks")
+def booking_webhook(payload: BookingCreated) -> None:
+    with _lock:
+        seen.append(f"webhook:{payload.booking_id}")
+
+
+class Note(bgjobs.Payload):
+    text: str
+
+
+@bgjobs.actor(queue="default")
+def record_note(payload: Note) -> None:
+    """The effect is guarded by the delivery key, in the same transaction."""
+    with db.session() as s:
+        key = bgjobs.delivery_key()
+        if key is not None and not idempotency.claim(s, key, scope="test"):
+            return
+        s.add(Delivery(what=payload.text, key=key))
+
+
+def deliveries() -> list[Delivery]:
+    with db.session() as s:
+        return list(s.exec(select(Delivery)))
+
+
+def delivery_count() -> int:
+    with db.session() as s:
+        return int(s.exec(select(func.count()).select_from(Delivery)).one())
+
+
+@job("tests.count_things", time_budget=5)
+def count_things(ctx: JobContext) -> dict[str, int]:
+    n = int(ctx.args.get("n", "3"))
+    ctx.counts["seen"] = n
+    if ctx.args.get("fail"):
+        raise RuntimeError("the reconciliation source is down")
+    if ctx.args.get("sleep"):
+        time.sleep(float(ctx.args["sleep"]))
+    return {"processed": n, "remaining": 0}
+
+
+@job("tests.tick", schedule="@every 1s")
+def tick(ctx: JobContext) -> dict[str, int]:
+    client = redis.Redis.from_url(get_settings().broker_url)
+    client.rpush("test:ticks", f"{ctx.trigger}:{os.getpid()}")
+    return {"ticks": 1}
+
+
+def create_tables() -> None:
+    db.upgrade()
+    SQLModel.metadata.create_all(db.get_engine(), tables=[Delivery.__table__])  # type: ignore[attr-defined]

@@ -1,0 +1,127 @@
+"""Batch jobs, events and schedules on the stub broker and a real SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import bgjobs
+from bgjobs import events, runs
+from bgjobs import settings as bgjobs_settings
+from bgjobs.errors import ConfigurationError, InvalidPayload
+from bgjobs.jobs import trigger
+from bgjobs.scheduling import cron_table, validate
+from bgjobs.settings import ActorSettings, SchedulerSettings, Settings
+from bgjobs.testing import JobsHarness, stub_jobs
+from tests.support import batch_jobs
+
+FAST = Settings(
+    broker_url="stub://", retries=ActorSettings(max_retries=2, min_backoff_ms=10, max_backoff_ms=20)
+)
+
+
+@pytest.fixture
+def jobs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[JobsHarness]:
+    monkeypatch.setenv("BGJOBS_DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
+    bgjobs_settings.get_settings.cache_clear()
+    batch_jobs.create_tables()
+    batch_jobs.seen.clear()
+    with stub_jobs(settings=FAST) as harness:
+        yield harness
+
+
+def test_a_triggered_job_runs_and_records_its_counts(jobs: JobsHarness) -> None:
+    message = trigger("tests.count_things", n="7")
+    jobs.drain()
+    (run,) = runs.recent(job="tests.count_things")
+    assert message.message_id
+    assert (run.trigger, run.outcome) == ("manual", "succeeded")
+    assert run.figures == {"processed": 7, "remaining": 0, "seen": 7}
+    assert run.duration_s is not None and run.duration_s >= 0
+
+
+def test_a_failing_job_records_the_error_and_the_counts_so_far(jobs: JobsHarness) -> None:
+    bgjobs.jobs.trigger("tests.count_things", n="2", fail="yes")
+    jobs.drain()
+    recorded = runs.recent(job="tests.count_things")
+    assert [r.outcome for r in recorded] == ["failed"] * 3  # first attempt and max_retries=2
+    assert recorded[0].error == "RuntimeError: the reconciliation source is down"
+    assert recorded[0].figures == {"seen": 2}
+
+
+def test_an_unknown_job_lists_the_known_ones(jobs: JobsHarness) -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown job 'nope'; known jobs: .*tests\.count_things"):
+        trigger("nope")
+
+
+def test_an_overlapping_trigger_is_skipped_with_a_reason_when_set_to_skip(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BGJOBS_DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
+    bgjobs_settings.get_settings.cache_clear()
+    batch_jobs.create_tables()
+    settings = FAST.model_copy(update={"scheduler": SchedulerSettings(overlap="skip")})
+    with stub_jobs(settings=settings, worker_threads=2) as harness:
+        trigger("tests.count_things", sleep="1")
+        trigger("tests.count_things", sleep="1")
+        harness.drain()
+    outcomes = sorted(r.outcome for r in runs.recent(job="tests.count_things"))
+    assert outcomes == ["skipped", "succeeded"]
+    (skipped,) = [r for r in runs.recent(job="tests.count_things") if r.outcome == "skipped"]
+    assert skipped.error == "another run of this job was in progress"
+
+
+def test_an_overlapping_trigger_waits_its_turn_by_default(jobs: JobsHarness) -> None:
+    trigger("tests.count_things", sleep="0.5")
+    trigger("tests.count_things", sleep="0.5")
+    jobs.drain()
+    outcomes = [r.outcome for r in runs.recent(job="tests.count_things")]
+    assert outcomes == ["succeeded", "succeeded"]
+    first, second = sorted(runs.recent(job="tests.count_things"), key=lambda r: r.started_at)
+    assert first.finished_at is not None and second.started_at >= first.finished_at
+
+
+def test_an_event_reaches_exact_and_pattern_subscribers_once_each(jobs: JobsHarness) -> None:
+    sent = events.publish("booking.created", {"booking_id": 1, "email": "a@example.com"})
+    jobs.drain()
+    assert len(sent) == 2
+    assert sorted(batch_jobs.seen) == ["confirm:1", "webhook:1"]
+
+
+def test_an_event_key_deduplicates_within_the_window(jobs: JobsHarness) -> None:
+    first = events.publish("booking.created", {"booking_id": 2, "email": "a@example.com"}, key="b2")
+    again = events.publish("booking.created", {"booking_id": 2, "email": "a@example.com"}, key="b2")
+    jobs.drain()
+    assert (len(first), again) == (2, [])
+    assert sorted(batch_jobs.seen) == ["confirm:2", "webhook:2"]
+
+
+def test_an_event_payload_is_validated_against_its_declared_model(jobs: JobsHarness) -> None:
+    with pytest.raises(InvalidPayload, match=r"event booking\.created: booking_id"):
+        events.publish("booking.created", {"booking_id": "x", "email": "a@example.com"})
+    assert events.publish("nobody.listens", {"anything": 1}) == []
+
+
+def test_schedules_come_from_the_job_then_settings_and_can_be_disabled() -> None:
+    settings = Settings(schedule={"tests_tick": "*/5 * * * *", "outbox_relay": ""})
+    names = {e.job.name: e.schedule for e in cron_table(settings)}
+    assert names["tests.tick"] == "*/5 * * * *"
+    assert "outbox.relay" not in names
+    assert "tests.count_things" not in names  # manual only
+    assert {e.job.name: e.schedule for e in cron_table(Settings())}["outbox.relay"] == "* * * * *"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "fragment"),
+    [("0 8 * * 1", "literal weekdays"), ("0 8 * *", "5 cron fields"), ("99 * * * *", "schedule of 'x'")],
+)
+def test_a_bad_schedule_names_the_job(schedule: str, fragment: str) -> None:
+    with pytest.raises(ConfigurationError, match=fragment):
+        validate("x", schedule)
+
+
+def test_a_bad_schedule_in_settings_fails_the_table_naming_the_job() -> None:
+    with pytest.raises(ConfigurationError, match=r"schedule of 'tests\.tick'"):
+        cron_table(Settings(schedule={"tests_tick": "0 8 * * 1"}))
