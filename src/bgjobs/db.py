@@ -24,11 +24,20 @@ TABLE_PREFIX = "bgjobs_"
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the one writer; busy_timeout makes worker
     # processes wait for the write lock instead of failing with "database is locked".
+    # pysqlite's own deferred BEGIN is turned off: see _sqlite_begin.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # A deferred transaction that reads and then writes must upgrade its lock, and SQLite
+    # answers "database is locked" at once (no busy wait) when another writer is pending.
+    # Taking the write lock at BEGIN makes concurrent workers queue on busy_timeout instead.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @functools.cache
@@ -37,6 +46,7 @@ def engine_for(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
 

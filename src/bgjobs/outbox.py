@@ -31,6 +31,9 @@ __all__ = ["OutboxRow", "Relay", "defer", "pending", "relay_once", "relay_sweep"
 
 logger = logging.getLogger("bgjobs.outbox")
 
+#: Seconds a SQLite relay's Redis lock outlives a relay that died holding it.
+RELAY_LOCK_TIMEOUT_S = 5
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -139,8 +142,9 @@ class Relay:
         client = getattr(get_broker(), "client", None)
         if engine.dialect.name == "postgresql" or client is None:
             return relay_once(engine=engine, batch_size=self.batch_size)
-        # SQLite cannot skip locked rows: let one relay at a time read the batch.
-        lock = client.lock("bgjobs-outbox-relay", timeout=60, blocking=False)
+        # SQLite cannot skip locked rows: let one relay at a time read the batch. The lock is
+        # short-lived so a killed relay holds up the others for seconds, not minutes.
+        lock = client.lock("bgjobs-outbox-relay", timeout=RELAY_LOCK_TIMEOUT_S, blocking=False)
         if not lock.acquire(blocking=False):
             return 0
         try:

@@ -128,16 +128,16 @@ def test_a_relay_killed_mid_batch_loses_nothing_and_duplicates_take_no_effect(
         monkeypatch.setenv(name, value)
     bgjobs_settings.get_settings.cache_clear()
     batch_jobs.create_tables()
-    rows = 3_000
+    rows = 1_000
     with db.session() as s:
         for i in range(rows):
             outbox.defer(s, batch_jobs.record_note, {"text": f"row{i}"})
     client = redis.Redis.from_url(redis_url)
     # Given relays SIGKILLed at random points, again and again
     rng = random.Random(7)
-    for _ in range(6):
+    for _ in range(4):
         relay = subprocess.Popen(
-            [sys.executable, "-m", "bgjobs.cli", "outbox", "relay", "--batch", "200"],
+            [sys.executable, "-m", "bgjobs.cli", "outbox", "relay", "--batch", "1"],
             env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
