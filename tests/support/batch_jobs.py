@@ -95,3 +95,13 @@ def tick(ctx: JobContext) -> dict[str, int]:
 def create_tables() -> None:
     db.upgrade()
     SQLModel.metadata.create_all(db.get_engine(), tables=[Delivery.__table__])  # type: ignore[attr-defined]
+
+
+@job("tests.sweep", time_budget=0.3)
+def sweep(ctx: JobContext) -> dict[str, int]:
+    """Works through 1,000 items at 10 ms each, stopping when its budget is spent."""
+    done = 0
+    while done < 1_000 and not ctx.out_of_time:
+        time.sleep(0.01)
+        done += 1
+    return {"swept": done, "remaining": 1_000 - done}

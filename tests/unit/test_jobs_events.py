@@ -125,3 +125,24 @@ def test_a_bad_schedule_names_the_job(schedule: str, fragment: str) -> None:
 def test_a_bad_schedule_in_settings_fails_the_table_naming_the_job() -> None:
     with pytest.raises(ConfigurationError, match=r"schedule of 'tests\.tick'"):
         cron_table(Settings(schedule={"tests_tick": "0 8 * * 1"}))
+
+
+def test_a_job_stops_cleanly_when_its_time_budget_is_spent(jobs: JobsHarness) -> None:
+    trigger("tests.sweep")
+    jobs.drain()
+    (run,) = runs.recent(job="tests.sweep")
+    assert run.outcome == "stopped"
+    assert 0 < run.figures["swept"] < 1_000
+    assert run.figures["swept"] + run.figures["remaining"] == 1_000
+
+
+def test_the_runs_command_lists_recent_runs(jobs: JobsHarness, capsys: pytest.CaptureFixture[str]) -> None:
+    from bgjobs.cli import main
+
+    trigger("tests.count_things", n="5")
+    jobs.drain()
+    assert main(["runs", "--job", "tests.count_things"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:2] == ["started", "(UTC)"]
+    assert "tests.count_things" in out[1] and "manual" in out[1] and "succeeded" in out[1]
+    assert '"processed": 5' in out[1]
