@@ -13,9 +13,7 @@ import argparse
 import importlib
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,15 +22,11 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bgjobs.embedded import RedisServer, free_port  # noqa: E402
+from benchmarks.common import percentile, worker  # noqa: E402
+from bgjobs.embedded import RedisServer  # noqa: E402
 
 APPS = {"bare dramatiq": ("benchmarks.apps.latency_bare", "benchmarks.apps.latency_bare"),
         "bgjobs": ("bgjobs.actors", "benchmarks.apps.latency_typed")}  # fmt: skip
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def pace(send: object, run: str, rate: float, count: int) -> None:
@@ -46,14 +40,9 @@ def pace(send: object, run: str, rate: float, count: int) -> None:
 
 def measure(variant: str, seconds: float, url: str, client: redis.Redis) -> dict[str, list[float]]:
     worker_module, app_module = APPS[variant]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BGJOBS_BROKER_URL": url,
-           "BGJOBS_JOBS": f'["{app_module}"]', "dramatiq_prom_port": str(free_port()),
-           "dramatiq_prom_db": tempfile.mkdtemp(prefix="bgjobs-bench-prom-")}  # fmt: skip
-    argv = [sys.executable, "-m", "dramatiq", worker_module, "-p", "2", "-t", "8"]
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     app = importlib.import_module(app_module)
     send = app.probe.send
-    try:
+    with worker(worker_module, {"BGJOBS_BROKER_URL": url, "BGJOBS_JOBS": f'["{app_module}"]'}):
         time.sleep(3)  # boot
         pace(send, f"{variant}:warmup", 50, 20)
         results: dict[str, list[float]] = {}
@@ -67,9 +56,6 @@ def measure(variant: str, seconds: float, url: str, client: redis.Redis) -> dict
         time.sleep(1.5)
         results["after 5 s idle"] = [float(x) for x in client.lrange(f"latency:{variant}:idle", 0, -1)]
         return results
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,12 +23,8 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bgjobs.embedded import RedisServer, free_port  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from benchmarks.common import percentile, worker  # noqa: E402
+from bgjobs.embedded import RedisServer  # noqa: E402
 
 
 def main() -> None:
@@ -66,13 +61,7 @@ def main() -> None:
         client.flushall()
 
         # 2. Latency at idle, through a real worker
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", "2", "-t", "8"],
-            env={**os.environ, **env, "PYTHONPATH": str(ROOT), "dramatiq_prom_port": str(free_port()),
-                 "dramatiq_prom_db": str(workdir / "prom")},
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
+        with worker("bgjobs.actors", env):
             time.sleep(3)
             for i in range(args.jobs):
                 probe.send({"run": "direct", "sent_at": time.time()})
@@ -83,9 +72,6 @@ def main() -> None:
             time.sleep(2)
             direct = [float(x) * 1000 for x in client.lrange("latency:direct", 0, -1)]
             via_outbox = [float(x) * 1000 for x in client.lrange("latency:outbox", 0, -1)]
-        finally:
-            worker.terminate()
-            worker.wait(timeout=60)
 
     print(f"outbox relay: {relayed:,} rows in batches of 500 from SQLite: {relay_rate:,.0f} rows/s")
     print(f"latency at idle, milliseconds ({args.jobs} jobs each; worker -p 2 -t 8, relay poll 200 ms)")

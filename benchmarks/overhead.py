@@ -13,52 +13,39 @@ import argparse
 import importlib
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bgjobs.embedded import RedisServer, free_port  # noqa: E402
+from benchmarks.common import worker  # noqa: E402
+from bgjobs.embedded import RedisServer  # noqa: E402
 
 
-def send_rate(variant: str, n: int) -> float:
-    payloads = [{"id": i, "name": f"job-{i}"} for i in range(n)]
-    if variant == "bare":
-        app = importlib.import_module("benchmarks.apps.bare")
-        start = time.perf_counter()
-        for p in payloads:
-            app.noop.send(p)
-    else:
-        app = importlib.import_module("benchmarks.apps.typed")
-        start = time.perf_counter()
-        for p in payloads:
-            app.noop.send(p)
+def app_for(variant: str) -> Any:
+    return importlib.import_module("benchmarks.apps.bare" if variant == "bare" else "benchmarks.apps.typed")
+
+
+def send_rate(variant: str, n: int, client: redis.Redis) -> float:
+    """Messages sent per second, one by one, after a warm-up; leaves exactly ``n`` queued."""
+    app = app_for(variant)
+    for i in range(500):  # imports, script loading, connections
+        app.noop.send({"id": i, "name": f"job-{i}"})
+    client.flushall()
+    start = time.perf_counter()
+    for i in range(n):
+        app.noop.send({"id": i, "name": f"job-{i}"})
     return n / (time.perf_counter() - start)
 
 
 def process_rate(variant: str, n: int, env: dict[str, str], client: redis.Redis) -> float:
     module = "benchmarks.apps.bare" if variant == "bare" else "bgjobs.actors"
-    worker_env = {
-        **env,
-        "PYTHONPATH": str(ROOT),
-        "BGJOBS_JOBS": '["benchmarks.apps.typed"]',
-        "dramatiq_prom_port": str(free_port()),
-        "dramatiq_prom_db": tempfile.mkdtemp(prefix="bgjobs-bench-prom-"),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", module, "-p", "2", "-t", "8"],
-        env=worker_env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with worker(module, {**env, "BGJOBS_JOBS": '["benchmarks.apps.typed"]'}) as proc:
         key = "dramatiq:default.msgs"
         while client.hlen(key) >= n:  # wait for the first message to be taken
             time.sleep(0.001)
@@ -68,9 +55,6 @@ def process_rate(variant: str, n: int, env: dict[str, str], client: redis.Redis)
         while client.hlen(key) > 0:
             time.sleep(0.005)
         return remaining_at_start / (time.perf_counter() - start)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def main() -> None:
@@ -82,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with RedisServer() as server:
-        env = {**os.environ, "BGJOBS_BROKER_URL": server.url}
+        env = {"BGJOBS_BROKER_URL": server.url}
         os.environ["BGJOBS_BROKER_URL"] = server.url
         client = redis.Redis.from_url(server.url)
         results: dict[str, dict[str, list[float]]] = {
@@ -90,8 +74,7 @@ def main() -> None:
         }
         for _ in range(args.rounds):
             for variant in ("bare", "bgjobs"):
-                client.flushall()
-                results[variant]["send"].append(send_rate(variant, args.messages))
+                results[variant]["send"].append(send_rate(variant, args.messages, client))
                 results[variant]["process"].append(process_rate(variant, args.messages, env, client))
 
     med = {v: {k: statistics.median(x) for k, x in r.items()} for v, r in results.items()}

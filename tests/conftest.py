@@ -31,11 +31,11 @@ def _clean_bgjobs_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iter
     monkeypatch.chdir(tmp_path)  # so no stray .env or bgjobs.db is read or written
     bgjobs_settings.get_settings.cache_clear()
     wiring.reset()
-    bgjobs_broker._broker = None
+    bgjobs_broker.forget()
     yield
     bgjobs_settings.get_settings.cache_clear()
     wiring.reset()
-    bgjobs_broker._broker = None
+    bgjobs_broker.forget()
 
 
 @pytest.fixture(scope="session")

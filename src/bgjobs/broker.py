@@ -21,7 +21,7 @@ from .redis_broker import BgjobsRedisBroker
 from .settings import Settings, get_settings
 from .typed import QUEUES, registered
 
-__all__ = ["build_broker", "current", "get_broker", "set_broker", "settings_for"]
+__all__ = ["build_broker", "current", "forget", "get_broker", "set_broker", "settings_for"]
 
 _lock = threading.RLock()
 _broker: dramatiq.Broker | None = None
@@ -91,6 +91,13 @@ def set_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
         for typed in registered().values():
             typed.bind(broker)
     return broker
+
+
+def forget() -> None:
+    """Drop the broker, so the next send builds one from settings again (for tests)."""
+    global _broker
+    with _lock:
+        _broker = None
 
 
 def current() -> dramatiq.Broker | None:

@@ -111,3 +111,5 @@ def stub_jobs(*, settings: Settings | None = None, worker_threads: int = 2) -> I
         wiring.reset()
         if previous is not None:
             set_broker(previous)
+        else:
+            _broker.forget()

@@ -33,7 +33,7 @@ def worker_env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     bgjobs_settings.get_settings.cache_clear()
-    bgjobs_broker._broker = None
+    bgjobs_broker.forget()
     worker_jobs.create_tables()
     return env
 

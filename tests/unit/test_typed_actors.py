@@ -93,8 +93,8 @@ def test_per_actor_settings_override_the_family_and_global_limits() -> None:
     with stub_jobs(settings=settings) as h:
         jobs.flaky.send({"key": "o", "failures": 99, "error": "unknown"})
         h.drain()
+        assert jobs.flaky.actor.options["time_limit"] == 10_000
     assert jobs.calls["o"] == 2
-    assert jobs.flaky.actor.options["time_limit"] == 10_000
 
 
 def test_a_job_needing_an_unwired_port_is_dead_lettered_naming_the_setting() -> None:
@@ -126,3 +126,11 @@ def test_declaring_an_actor_without_a_payload_model_is_refused() -> None:
 
         @bgjobs.actor()
         def bad(a: int, b: int) -> None: ...
+
+
+def test_leaving_stub_jobs_restores_no_broker() -> None:
+    from bgjobs import broker
+
+    with stub_jobs(settings=FAST):
+        assert broker.current() is not None
+    assert broker.current() is None

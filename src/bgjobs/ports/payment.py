@@ -15,20 +15,19 @@ from ..money import Money
 from ._base import PortModel
 
 
-class PayoutRequest(PortModel):
+class _MoneyMovement(PortModel):
+    amount: Money
+    idempotency_key: str = Field(min_length=1)
+    description: str = ""
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class PayoutRequest(_MoneyMovement):
     payee_id: str = Field(min_length=1)
-    amount: Money
-    idempotency_key: str = Field(min_length=1)
-    description: str = ""
-    metadata: dict[str, str] = Field(default_factory=dict)
 
 
-class ChargeRequest(PortModel):
+class ChargeRequest(_MoneyMovement):
     customer_id: str = Field(min_length=1)
-    amount: Money
-    idempotency_key: str = Field(min_length=1)
-    description: str = ""
-    metadata: dict[str, str] = Field(default_factory=dict)
 
 
 class PaymentResult(PortModel):

@@ -1,0 +1,40 @@
+"""What the benchmarks share: a real worker process and percentiles."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bgjobs.embedded import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@contextmanager
+def worker(
+    module: str, env: dict[str, str], *, processes: int = 2, threads: int = 8
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``dramatiq <module> -p 2 -t 8`` with its own metrics port, stopped on exit."""
+    full_env = {
+        **os.environ, **env, "PYTHONPATH": str(ROOT), "dramatiq_prom_port": str(free_port()),
+        "dramatiq_prom_db": tempfile.mkdtemp(prefix="bgjobs-bench-prom-"),
+    }  # fmt: skip
+    argv = [sys.executable, "-m", "dramatiq", module, "-p", str(processes), "-t", str(threads)]
+    proc = subprocess.Popen(
+        argv, env=full_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
