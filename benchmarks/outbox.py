@@ -1,8 +1,8 @@
 """The transactional outbox: relay throughput, and commit-to-start latency beside a direct send.
 
 1. Relay: N rows committed to SQLite, then relayed in batches by ``relay_once`` (rows/s).
-2. Latency at idle: a real worker (``dramatiq bgjobs.actors -p 2``, relaying in-process every
-   200 ms); jobs committed through the outbox one at a time, and the same jobs sent directly
+2. Latency at idle: a real worker (``dramatiq bgjobs.actors -p 2``, relaying in-process, woken
+   by each commit); jobs committed through the outbox one at a time, and the same jobs sent directly
    with ``.send()``; each records start time minus commit (or send) time.
 
     python benchmarks/outbox.py [--rows 20000] [--jobs 100]
@@ -74,7 +74,10 @@ def main() -> None:
             via_outbox = [float(x) * 1000 for x in client.lrange("latency:outbox", 0, -1)]
 
     print(f"outbox relay: {relayed:,} rows in batches of 500 from SQLite: {relay_rate:,.0f} rows/s")
-    print(f"latency at idle, milliseconds ({args.jobs} jobs each; worker -p 2 -t 8, relay poll 200 ms)")
+    print(
+        f"latency at idle, milliseconds ({args.jobs} jobs each; worker -p 2 -t 8; "
+        "relay woken on commit, polling every 1 s)"
+    )
     print(f"{'':22}{'n':>5}{'p50':>9}{'p99':>9}")
     for label, values in (("direct .send()", direct), ("outbox commit", via_outbox)):
         print(f"{label:22}{len(values):5d}{statistics.median(values):9.1f}{percentile(values, 0.99):9.1f}")

@@ -93,7 +93,8 @@ class EventSettings(_Section):
 class OutboxSettings(_Section):
     #: Each worker process relays committed outbox rows to the broker.
     relay_in_worker: bool = True
-    poll_interval_ms: int = Field(default=200, ge=10)
+    #: The relay is woken by each commit that deferred work; this poll is only the fallback.
+    poll_interval_ms: int = Field(default=1_000, ge=10)
     batch_size: int = Field(default=500, ge=1, le=10_000)
 
 

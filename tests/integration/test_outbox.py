@@ -157,3 +157,20 @@ def test_a_relay_killed_mid_batch_loses_nothing_and_duplicates_take_no_effect(
     assert len(texts) == rows
     assert sorted(texts) == sorted(f"row{i}" for i in range(rows))
     assert sent_while_killing > 0
+
+
+def test_a_commit_that_deferred_work_wakes_the_relay_and_a_rollback_does_not(
+    database: str, redis_url: str
+) -> None:
+    set_broker(build_broker(Settings(broker_url=redis_url)))
+    client = redis.Redis.from_url(redis_url)
+    with pytest.raises(RuntimeError), db.session() as s:
+        outbox.defer(s, batch_jobs.record_note, {"text": "rolled back"})
+        raise RuntimeError("abort")
+    assert client.llen("dramatiq:__bgjobs_outbox_wake__") == 0
+    with db.session() as s:
+        outbox.defer(s, batch_jobs.record_note, {"text": "a"})
+        outbox.defer(s, batch_jobs.record_note, {"text": "b"})
+    assert client.llen("dramatiq:__bgjobs_outbox_wake__") == 1
+    relay = outbox.Relay(interval_s=5, batch_size=10)
+    assert relay.run(until_empty=True) == 2

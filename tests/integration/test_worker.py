@@ -78,9 +78,17 @@ def test_two_worker_processes_process_messages_sent_from_the_test(
     effects = worker_jobs.effects()
     assert sorted(effects) == sorted(f"k{i}" for i in range(40))
     assert len(set(effects.values())) == 2, "both worker processes should have taken work"
+    # Metrics are applied once a second: wait for the tallies to land, then check both families of series.
+    wait_for(
+        lambda: "bgjobs_jobs_total{" in (text := scrape(w.metrics_port))
+        and metric(text, "bgjobs_jobs_total", family="default", actor="record", outcome="succeeded") == 40,
+        timeout=10, interval=0.2, what="bgjobs_jobs_total to reach 40",
+    )  # fmt: skip
     text = scrape(w.metrics_port)
     assert metric(text, "bgjobs_jobs_total", family="default", actor="record", outcome="succeeded") == 40
     assert metric(text, "dramatiq_messages_total", actor_name="record") == 40
+    assert metric(text, "dramatiq_message_duration_milliseconds_count", actor_name="record") == 40
+    assert metric(text, "dramatiq_messages_inprogress", actor_name="record") == 0
 
 
 def test_a_fresh_worker_already_exposes_queue_gauges(
