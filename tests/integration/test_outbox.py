@@ -141,7 +141,10 @@ def test_a_relay_killed_mid_batch_loses_nothing_and_duplicates_take_no_effect(
             env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(0.8 + rng.random() * 0.4)
+        # Kill it while it is sending: once its first messages reach Redis, at a random moment.
+        already = client.hlen("dramatiq:default.msgs")
+        wait_for(lambda: client.hlen("dramatiq:default.msgs") > already, timeout=60, what="the relay to send")  # noqa: B023
+        time.sleep(rng.random() * 0.2)
         relay.send_signal(signal.SIGKILL)
         relay.wait()
     sent_while_killing = client.hlen("dramatiq:default.msgs")
