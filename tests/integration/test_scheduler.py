@@ -87,21 +87,21 @@ def test_two_schedulers_fire_each_tick_once_and_the_follower_takes_over(
     before_kill = ticks(client)
     # Then each tick was sent once: one message per second, never two for the same second
     assert max(Counter(before_kill).values()) == 1
-    assert len(before_kill) >= 5
+    assert len(before_kill) >= 4  # about one a second (a tick late past the grace time is skipped)
     # When the leader is killed
     leader.kill()
-    killed_at = time.time()
     count_at_kill = len(ticks(client))
-    # Then the follower schedules the next ticks within the lock timeout
+    # Then the follower fires within the lock timeout: the lock expires, the follower's 0.5 s
+    # poll takes it, and its 1 s interval fires.
     took_over = wait_for(
-        lambda: len(ticks(client)) > count_at_kill + 1, timeout=LOCK_TIMEOUT_S + 10, what="takeover"
+        lambda: len(ticks(client)) > count_at_kill, timeout=LOCK_TIMEOUT_S + 10, what="takeover"
     )
     assert took_over <= LOCK_TIMEOUT_S + 3
     time.sleep(2)
     after = ticks(client)
     assert max(Counter(after).values()) == 1
+    assert len(after) > count_at_kill + 1  # and it keeps ticking
     assert follower.proc.poll() is None
-    assert killed_at > 0
 
 
 def test_a_bad_cron_string_stops_the_scheduler_naming_the_job(scheduler_env: dict[str, str]) -> None:
