@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from . import db, idempotency, wiring
+from sqlalchemy import func
+from sqlmodel import select
+
+from . import db, events, idempotency, wiring
+from .jobs import JobContext, job
 from .money import Money
 from .ports import EmailMessage, PayoutRequest
 from .typed import Payload, actor
@@ -25,6 +29,7 @@ class Receipt(Payload):
     currency: str
 
 
+@events.on("user.signed_up")
 @actor(queue="notifications")
 def demo_welcome(payload: Welcome) -> None:
     """Email once per user, guarded by an idempotency record."""
@@ -51,3 +56,12 @@ def demo_payout(payload: Receipt) -> None:
     wiring.storage().put(
         key=f"receipts/{payload.vendor_id}.csv", chunks=[line.encode()], content_type="text/csv"
     )
+
+
+@job("demo.report")
+def demo_report(ctx: JobContext) -> dict[str, int]:
+    """A batch job: counts the welcome emails, and leaves a bgjobs_runs row."""
+    record = idempotency.IdempotencyRecord
+    with db.session() as s:
+        welcomed = s.exec(select(func.count()).select_from(record).where(record.scope == "demo")).one()
+    return {"welcome_emails": int(welcomed)}

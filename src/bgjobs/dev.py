@@ -47,6 +47,36 @@ def _jobs_done(port: int) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("bgjobs_jobs_total{"))
 
 
+def _drive(workdir: Path, metrics_port: int) -> bool:
+    """Send the sample work, wait for it, print what happened; True if all of it was done."""
+    from . import demo, events, jobs, outbox, runs
+    from .db import session
+
+    for user_id in range(1, 5):
+        demo.demo_welcome.send({"user_id": user_id, "email": f"user{user_id}@example.com"})
+    demo.demo_welcome.send({"user_id": 1, "email": "user1@example.com"})  # a duplicate: no second email
+    events.publish("user.signed_up", {"user_id": 5, "email": "user5@example.com"})  # an event
+    with session() as s:  # jobs born in a transaction go through the outbox
+        for vendor in ("v1", "v2", "v3"):
+            outbox.defer(s, demo.demo_payout, {"vendor_id": vendor, "amount": "520.00", "currency": "USD"})
+    receipts = workdir / "storage" / "receipts"
+    done = _wait(lambda: receipts.is_dir() and len(list(receipts.glob("*.csv"))) == 3, timeout=60)
+    done = done and _wait(lambda: _jobs_done(metrics_port) >= 9, timeout=30)
+    jobs.trigger("demo.report")
+    done = done and _wait(lambda: any(r.outcome == "succeeded" for r in runs.recent(job="demo.report")), 30)
+
+    counted = [line for line in scrape(metrics_port).splitlines() if line.startswith("bgjobs_jobs_total{")]
+    print("\nWhat happened:")
+    print("  4 welcome emails sent + 1 duplicate skipped, 1 sent through the user.signed_up event")
+    print("  3 payouts deferred through the outbox in one transaction, each with a receipt")
+    print(f"  receipts written: {sorted(p.name for p in receipts.glob('*.csv'))}")
+    print("  " + "\n  ".join(counted or ["(no jobs counted yet)"]))
+    for run in runs.recent(job="demo.report"):
+        print(f"  batch run {run.job}: {run.outcome}, counts {run.counts}")
+    print(f"  metrics: http://127.0.0.1:{metrics_port}/metrics")
+    return done
+
+
 def run(*, keep: bool = False, processes: int = 2) -> int:
     """Start the stack, drive sample work, print a summary; with ``keep`` run until Ctrl-C."""
     workdir = Path(tempfile.mkdtemp(prefix="bgjobs-dev-"))
@@ -54,7 +84,7 @@ def run(*, keep: bool = False, processes: int = 2) -> int:
     with RedisServer() as redis_server:
         env = _env(redis_server.url, workdir, metrics_port)
         os.environ.update(env)
-        from . import broker, db, demo, settings
+        from . import db, settings
 
         settings.get_settings.cache_clear()
         db.upgrade()
@@ -67,24 +97,7 @@ def run(*, keep: bool = False, processes: int = 2) -> int:
                 f"bgjobs dev: redis {redis_server.url}, sqlite {workdir / 'bgjobs.db'}, "
                 f"{processes} worker processes"
             )
-            broker.get_broker()
-            for user_id in range(1, 6):
-                demo.demo_welcome.send({"user_id": user_id, "email": f"user{user_id}@example.com"})
-            demo.demo_welcome.send(
-                {"user_id": 1, "email": "user1@example.com"}
-            )  # a duplicate: no second email
-            for vendor in ("v1", "v2", "v3"):
-                demo.demo_payout.send({"vendor_id": vendor, "amount": "520.00", "currency": "USD"})
-            receipts = workdir / "storage" / "receipts"
-            done = _wait(lambda: receipts.is_dir() and len(list(receipts.iterdir())) == 3, timeout=60)
-            done = done and _wait(lambda: _jobs_done(metrics_port) >= 9, timeout=30)
-            jobs = [
-                line for line in scrape(metrics_port).splitlines() if line.startswith("bgjobs_jobs_total{")
-            ]
-            print("\nWhat happened:")
-            print(f"  receipts written: {sorted(p.name for p in receipts.glob('*.csv'))}")
-            print("  " + "\n  ".join(jobs or ["(no jobs counted yet)"]))
-            print(f"  metrics: http://127.0.0.1:{metrics_port}/metrics")
+            done = _drive(workdir, metrics_port)
             if keep:
                 print("Running; Ctrl-C stops everything.")
                 worker.wait()
