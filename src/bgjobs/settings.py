@@ -118,6 +118,8 @@ class SmtpSettings(_Section):
     username: str | None = None
     password: SecretStr | None = None
     timeout_s: float = Field(default=30.0, gt=0)
+    #: A PEM bundle to trust instead of the system's, for servers with a private CA.
+    ca_file: str | None = None
     sender: str = "bgjobs@localhost"
     #: The domain of generated Message-IDs; stable ids let receivers drop duplicates.
     message_id_domain: str = "bgjobs.local"

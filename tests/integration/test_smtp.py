@@ -121,3 +121,60 @@ def test_an_unreachable_server_is_transient() -> None:
     mailer = SmtpMailer(SmtpSettings(host="127.0.0.1", port=free_port(), timeout_s=2))
     with pytest.raises(TransientError, match="unreachable"):
         mailer.send(message=EmailMessage(to=("a@example.com",), subject="s", text="t"))
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A throwaway self-signed certificate for 127.0.0.1, made with the machine's openssl."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", key, "-out", cert],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def _server_context(certificate: tuple[str, str]) -> Any:
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_tls_modes_deliver_with_auth_and_verify_the_server(
+    security: str, certificate: tuple[str, str]
+) -> None:
+    recorder = Recorder()
+    tls = _server_context(certificate)
+    # aiosmtpd only counts STARTTLS as TLS when deciding to offer AUTH, so under implicit TLS it
+    # must be told to offer it anyway; the connection is encrypted from the first byte either way.
+    extra: dict[str, Any] = (
+        {"tls_context": tls, "require_starttls": True, "auth_require_tls": True}
+        if security == "starttls"
+        else {"ssl_context": tls, "auth_require_tls": False}
+    )
+    controller = Controller(
+        recorder, hostname="127.0.0.1", port=free_port(), authenticator=_authenticate, **extra
+    )
+    controller.start()
+    try:
+        message = EmailMessage(to=("ann@example.com",), subject="Over TLS", text="t")
+        # Trusting the server's certificate: delivered, authenticated inside TLS.
+        trusted = mailer_for(
+            controller, security=security, ca_file=certificate[0], username="mailer", password="s3cret"
+        )
+        trusted.send(message=message)
+        assert [m["Subject"] for _, m in recorder.messages] == ["Over TLS"]
+        # Not trusting it: refused before any credential is sent, as a transient error (fix the trust, retry).
+        untrusted = mailer_for(controller, security=security, username="mailer", password="s3cret")
+        with pytest.raises(TransientError, match="CERTIFICATE_VERIFY_FAILED"):
+            untrusted.send(message=message)
+        assert len(recorder.messages) == 1
+    finally:
+        controller.stop()

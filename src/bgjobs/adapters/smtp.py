@@ -56,7 +56,7 @@ class SmtpMailer(Mailer):
 
     def _deliver(self, mime: MimeMessage) -> None:
         s = self.settings
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=s.ca_file)
         client = (
             smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s, context=context)
             if s.security == "ssl"
