@@ -61,8 +61,7 @@ def _outbox_relay(args: argparse.Namespace) -> int:
     from .settings import get_settings
 
     _load()
-    settings = get_settings().outbox
-    relay = Relay(interval_s=settings.poll_interval_ms / 1000, batch_size=args.batch or settings.batch_size)
+    relay = Relay.from_settings(get_settings().outbox, batch_size=args.batch)
     try:
         print(f"relayed {relay.run(until_empty=args.once)} row(s)")
     except KeyboardInterrupt:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from .errors import InvalidPayload
 from .typed import TypedActor, send_messages
 
-__all__ = ["declare", "on", "publish", "subscribe", "subscribers"]
+__all__ = ["declare", "on", "publish", "subscribe", "subscribers", "validate"]
 
 A = TypeVar("A", bound=TypedActor[Any, Any])
 
@@ -76,6 +76,21 @@ def _first_time(broker: dramatiq.Broker, name: str, key: str, window_s: int) -> 
         return True
 
 
+def validate(name: str, payload: BaseModel | Mapping[str, Any]) -> BaseModel | Mapping[str, Any]:
+    """The payload checked against the event's declared model, if it has one.
+
+    Raises:
+        InvalidPayload: names each field that does not fit.
+    """
+    model = _models.get(name)
+    if model is None or isinstance(payload, model):
+        return payload
+    try:
+        return model.model_validate(payload.model_dump() if isinstance(payload, BaseModel) else payload)
+    except ValidationError as exc:
+        raise InvalidPayload.from_validation_error(f"event {name}", exc) from None
+
+
 def publish(
     name: str, payload: BaseModel | Mapping[str, Any], *, key: str | None = None
 ) -> list[dramatiq.Message[Any]]:
@@ -92,14 +107,7 @@ def publish(
     """
     from .broker import get_broker, settings_for
 
-    model = _models.get(name)
-    if model is not None and not isinstance(payload, model):
-        try:
-            payload = model.model_validate(
-                payload.model_dump() if isinstance(payload, BaseModel) else payload
-            )
-        except ValidationError as exc:
-            raise InvalidPayload.from_validation_error(f"event {name}", exc) from None
+    payload = validate(name, payload)
     targets = subscribers(name)
     messages = [
         t.message(

@@ -71,8 +71,7 @@ class OutboxRelay(Middleware):
         from .broker import settings_for
         from .outbox import Relay
 
-        settings = settings_for(broker).outbox
-        self._relay = Relay(interval_s=settings.poll_interval_ms / 1000, batch_size=settings.batch_size)
+        self._relay = Relay.from_settings(settings_for(broker).outbox)
         self._relay.start()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:

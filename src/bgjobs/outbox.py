@@ -25,6 +25,8 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from . import db, events
 from .errors import ConfigurationError
 from .jobs import JobContext, job
+from .redis_broker import WAKE_CAP
+from .settings import OutboxSettings
 from .typed import TypedActor, registered, send_messages
 
 __all__ = ["OutboxRow", "Relay", "defer", "pending", "relay_once", "relay_sweep"]
@@ -48,25 +50,28 @@ class OutboxRow(SQLModel, table=True):
     kind: str = Field(max_length=8)  # "actor" or "event"
     target: str = Field(max_length=200)
     payload: str
-    key: str | None = Field(default=None, max_length=255)
     created_at: datetime = Field(default_factory=_now)
     sent_at: datetime | None = Field(default=None, index=True)
 
 
 def defer(
-    session: Session, target: TypedActor[Any, Any] | str, payload: BaseModel | Mapping[str, Any], *,
-    key: str | None = None,
-) -> OutboxRow:  # fmt: skip
+    session: Session, target: TypedActor[Any, Any] | str, payload: BaseModel | Mapping[str, Any]
+) -> OutboxRow:
     """Queue a job (a typed actor) or an event (its name) inside the caller's transaction.
 
-    The payload is validated now, so a bad one fails the host's request, not the relay.
+    The payload is validated now (against the actor's model, or the event's declared one), so a
+    bad one fails the host's request, not the relay.
+
+    Raises:
+        InvalidPayload: the payload does not validate; nothing is added.
     """
     if isinstance(target, TypedActor):
         data = target.validate(payload).model_dump(mode="json")
-        row = OutboxRow(kind="actor", target=target.name, payload=json.dumps(data), key=key)
+        row = OutboxRow(kind="actor", target=target.name, payload=json.dumps(data))
     else:
-        data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else dict(payload)
-        row = OutboxRow(kind="event", target=target, payload=json.dumps(data), key=key)
+        checked = events.validate(target, payload)
+        data = checked.model_dump(mode="json") if isinstance(checked, BaseModel) else dict(checked)
+        row = OutboxRow(kind="event", target=target, payload=json.dumps(data))
     session.add(row)
     if not session.info.get(_WAKE_HOOKED):
         session.info[_WAKE_HOOKED] = True
@@ -82,11 +87,11 @@ def _wake_relay(session: Session) -> None:
     from .broker import get_broker
 
     try:
-        client = getattr(get_broker(), "client", None)
+        broker = get_broker()
+        client = getattr(broker, "client", None)
         if client is not None:
-            client.pipeline(transaction=False).lpush(_wake_key(get_broker()), "1").ltrim(
-                _wake_key(get_broker()), 0, 63
-            ).execute()
+            key = _wake_key(broker)
+            client.pipeline(transaction=False).lpush(key, "1").ltrim(key, 0, WAKE_CAP - 1).execute()
     except Exception:
         logger.warning(
             "could not wake the outbox relay; it will find the rows on its next poll", exc_info=True
@@ -150,8 +155,7 @@ def relay_sweep(ctx: JobContext) -> dict[str, int]:
     """The scheduled sweep behind the in-worker relay: drains whatever is left."""
     from .broker import get_broker, settings_for
 
-    relay = Relay(interval_s=0, batch_size=settings_for(get_broker()).outbox.batch_size)
-    return {"sent": relay.run(until_empty=True)}
+    return {"sent": Relay.from_settings(settings_for(get_broker()).outbox).run(until_empty=True)}
 
 
 class Relay:
@@ -162,6 +166,10 @@ class Relay:
         self.batch_size = batch_size
         self.engine = engine
         self.stopped = threading.Event()
+
+    @classmethod
+    def from_settings(cls, settings: OutboxSettings, *, batch_size: int | None = None) -> Relay:
+        return cls(interval_s=settings.poll_interval_ms / 1000, batch_size=batch_size or settings.batch_size)
 
     def _once(self) -> int:
         from .broker import get_broker

@@ -177,3 +177,9 @@ def test_a_commit_that_deferred_work_wakes_the_relay_and_a_rollback_does_not(
     assert client.llen("dramatiq:__bgjobs_outbox_wake__") == 1
     relay = outbox.Relay(interval_s=5, batch_size=10)
     assert relay.run(until_empty=True) == 2
+
+
+def test_defer_checks_an_event_against_its_declared_model(jobs: JobsHarness) -> None:
+    with pytest.raises(InvalidPayload, match=r"event booking\.created: booking_id"), db.session() as s:
+        outbox.defer(s, "booking.created", {"booking_id": "nine", "email": "a@example.com"})
+    assert outbox.pending() == 0
