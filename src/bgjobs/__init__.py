@@ -2,7 +2,7 @@
 
 import importlib.metadata as _metadata
 
-from . import events, outbox
+from . import events, notifications, outbox
 from .broker import get_broker, set_broker
 from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
 from .jobs import JobContext, job, trigger
@@ -35,6 +35,7 @@ __all__ = [
     "get_broker",
     "get_settings",
     "job",
+    "notifications",
     "outbox",
     "set_broker",
     "trigger",

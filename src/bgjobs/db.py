@@ -12,11 +12,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel, create_engine
 
+from .errors import ConfigurationError
 from .settings import get_settings
 
-__all__ = ["bgjobs_tables", "engine_for", "get_engine", "session", "upgrade"]
+__all__ = ["bgjobs_tables", "engine_for", "get_engine", "insert_new", "session", "upgrade"]
 
 TABLE_PREFIX = "bgjobs_"
 
@@ -52,8 +55,11 @@ def engine_for(url: str) -> Engine:
 
 
 def get_engine() -> Engine:
-    """The engine for ``BGJOBS_DATABASE_URL``."""
-    return engine_for(get_settings().database_url)
+    """The engine for the database URL of the current broker's settings (or the environment's)."""
+    from .broker import current, settings_for
+
+    broker = current()
+    return engine_for((settings_for(broker) if broker is not None else get_settings()).database_url)
 
 
 @contextmanager
@@ -61,6 +67,26 @@ def session(engine: Engine | None = None) -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on any exception."""
     with Session(engine or get_engine(), expire_on_commit=False) as s, s.begin():
         yield s
+
+
+def insert_new(session: Session, model: type[SQLModel], values: dict[str, Any]) -> bool:
+    """Insert a row unless one with the same primary key exists; True if this call inserted it.
+
+    One statement (``INSERT ... ON CONFLICT DO NOTHING RETURNING``), so two transactions racing
+    on the same key never both win and neither fails.
+    """
+    table: Any = model.__table__  # type: ignore[attr-defined]
+    keys = [c.name for c in table.primary_key.columns]
+    dialect = session.get_bind().dialect.name
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = pg_insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
+    elif dialect == "sqlite":
+        stmt = sqlite_insert(table).values(values).on_conflict_do_nothing(index_elements=keys)
+    else:
+        raise ConfigurationError(f"bgjobs supports SQLite and PostgreSQL, not {dialect}")
+    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
+    return session.execute(stmt.returning(table.c[keys[0]])).first() is not None
 
 
 def bgjobs_tables() -> list[Any]:
@@ -71,6 +97,7 @@ def bgjobs_tables() -> list[Any]:
 def upgrade(engine: Engine | None = None) -> list[str]:
     """Create any missing bgjobs table; returns the names of all bgjobs tables."""
     from . import idempotency, outbox, runs  # noqa: F401  (registers their tables)
+    from .notifications import models  # noqa: F401
 
     tables = bgjobs_tables()
     SQLModel.metadata.create_all(engine or get_engine(), tables=tables)

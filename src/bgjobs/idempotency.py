@@ -8,13 +8,10 @@ worker dies), the key is free again and a retry does the work.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, select
 
-from .errors import ConfigurationError
+from . import db
 
 __all__ = ["IdempotencyRecord", "claim", "lookup"]
 
@@ -39,17 +36,8 @@ def claim(session: Session, key: str, *, scope: str = "", result: str | None = N
         True if this transaction took the key (go on and make the change);
         False if it was already taken (the effect happened; do nothing).
     """
-    values = {"key": key, "scope": scope, "result": result, "created_at": _now()}
-    dialect = session.get_bind().dialect.name
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = pg_insert(IdempotencyRecord).values(values).on_conflict_do_nothing(index_elements=["key"])
-    elif dialect == "sqlite":
-        stmt = sqlite_insert(IdempotencyRecord).values(values).on_conflict_do_nothing(index_elements=["key"])
-    else:
-        raise ConfigurationError(f"bgjobs supports SQLite and PostgreSQL, not {dialect}")
-    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
-    return session.execute(stmt.returning(IdempotencyRecord.__table__.c.key)).first() is not None  # type: ignore[attr-defined]
+    return db.insert_new(session, IdempotencyRecord, {"key": key, "scope": scope, "result": result,
+                                                      "created_at": _now()})  # fmt: skip
 
 
 def lookup(session: Session, key: str) -> IdempotencyRecord | None:

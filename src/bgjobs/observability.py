@@ -22,9 +22,29 @@ from typing import Any
 from dramatiq.common import current_millis
 from dramatiq.middleware import prometheus as dramatiq_prometheus
 
-__all__ = ["Metrics", "QueueCollector", "clear_stale_files", "scrape", "serve_metrics"]
+__all__ = ["Metrics", "QueueCollector", "clear_stale_files", "counter", "scrape", "serve_metrics"]
 
 logger = logging.getLogger("bgjobs.metrics")
+
+_counters_lock = threading.Lock()
+_counters: dict[str, Any] = {}
+
+
+def counter(name: str, documentation: str, labels: tuple[str, ...]) -> Any:
+    """A family's ``bgjobs_*`` counter, made on first use (after the worker chose multiprocess mode).
+
+    In a worker its values go to the multiprocess files the exposition process reads; in a host
+    process they stay in memory and are never exported.
+    """
+    with _counters_lock:
+        found = _counters.get(name)
+        if found is None:
+            import prometheus_client as prom
+
+            found = prom.Counter(name, documentation, list(labels), registry=prom.CollectorRegistry())
+            _counters[name] = found
+        return found
+
 
 DB_PATH = dramatiq_prometheus.DB_PATH
 _PID_FILE = re.compile(r"_(\d+)\.db$")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import time
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -21,8 +22,10 @@ __all__ = [
     "ActorSettings",
     "EventSettings",
     "FamilySettings",
+    "HttpVendorSettings",
     "LocalStorageSettings",
     "MetricsSettings",
+    "NotificationSettings",
     "OutboxSettings",
     "SchedulerSettings",
     "Settings",
@@ -65,6 +68,46 @@ class ActorSettings(_Section):
 
 class FamilySettings(ActorSettings):
     """Defaults for every actor of one family (its queue)."""
+
+
+class HttpVendorSettings(_Section):
+    """A JSON-over-HTTP vendor (the bundled ``http`` SMS and push adapters)."""
+
+    url: str | None = None
+    #: Sent as ``Authorization: Bearer <token>``.
+    token: SecretStr | None = None
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=15.0, gt=0)
+
+
+class NotificationSettings(FamilySettings):
+    """Templates, consent, quiet hours and the reminder sweeps."""
+
+    #: A directory of the host's templates (``<locale>/<template>/<part>``); they win over bgjobs's.
+    templates_dir: str | None = None
+    #: The last locale of every fallback chain (``pt-BR`` -> ``pt`` -> this).
+    default_locale: str = "en"
+    #: An SMS may use at most this many segments (160 GSM-7 / 70 UCS-2 characters for one).
+    sms_max_segments: int = Field(default=1, ge=1, le=10)
+    #: Non-urgent SMS and push wait until the end of these hours in the recipient's time zone.
+    #: Equal start and end turn quiet hours off.
+    quiet_hours_start: time = time(21, 0)
+    quiet_hours_end: time = time(8, 0)
+    #: ``pkg.mod:function(user_id=, category=, channel=) -> bool``; without it reminders go and
+    #: marketing is skipped.
+    consent: str | None = None
+    #: ``pkg.mod:function(start=, end=)`` yielding :class:`~bgjobs.notifications.AppointmentDue`.
+    appointments: str | None = None
+    #: ``pkg.mod:function(trip_date=)`` yielding :class:`~bgjobs.notifications.TripDue`.
+    unpaid_trips: str | None = None
+    #: ``pkg.mod:function()`` yielding :class:`~bgjobs.notifications.PastDueAccount`.
+    past_due: str | None = None
+    #: Days before a trip on which an unpaid booking gets a payment reminder.
+    payment_reminder_days: list[int] = Field(default_factory=lambda: [7, 3, 1])
+    #: A past-due account gets at most one dunning email per this many hours.
+    dunning_interval_h: int = Field(default=72, ge=1)
+    #: ``booking.created``, ``booking.cancelled`` and ``payment.succeeded`` send their messages.
+    on_events: bool = True
 
 
 class MetricsSettings(_Section):
@@ -160,7 +203,7 @@ class Settings(BaseSettings):
     retries: ActorSettings = ActorSettings(
         max_retries=10, min_backoff_ms=1_000, max_backoff_ms=3_600_000, time_limit_ms=600_000
     )
-    notifications: FamilySettings = FamilySettings()
+    notifications: NotificationSettings = NotificationSettings(time_limit_ms=60_000)
     webhooks: FamilySettings = FamilySettings()
     payouts: FamilySettings = FamilySettings()
     exports: FamilySettings = FamilySettings(time_limit_ms=3_600_000)
@@ -179,6 +222,8 @@ class Settings(BaseSettings):
 
     metrics: MetricsSettings = MetricsSettings()
     smtp: SmtpSettings = SmtpSettings()
+    http_sms: HttpVendorSettings = HttpVendorSettings()
+    http_push: HttpVendorSettings = HttpVendorSettings()
     localfs: LocalStorageSettings = LocalStorageSettings()
 
     def schedule_for(self, job: str, default: str | None) -> str | None:

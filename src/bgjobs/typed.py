@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import PERMANENT, ConfigurationError, InvalidPayload
 
-__all__ = ["Payload", "TypedActor", "actor", "delivery_key", "registered", "send_messages"]
+__all__ = ["Payload", "TypedActor", "actor", "delivery_key", "final_attempt", "registered", "send_messages"]
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -161,6 +161,23 @@ def delivery_key() -> str | None:
 
     message = CurrentMessage.get_current_message()
     return None if message is None else message.options.get("bgjobs_key")
+
+
+def final_attempt() -> bool:
+    """True while running the last attempt the retry policy allows: failing now dead-letters.
+
+    Families use it to record a failure as final (``dead``) rather than ``failed``.
+    """
+    from dramatiq.middleware import CurrentMessage
+
+    from .broker import get_broker
+
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return True
+    actor = get_broker().get_actor(message.actor_name)
+    max_retries = message.options.get("max_retries", actor.options.get("max_retries", 20))
+    return max_retries is not None and int(message.options.get("retries", 0)) >= int(max_retries)
 
 
 def send_messages(

@@ -41,6 +41,7 @@ BUNDLED: dict[str, dict[str, str]] = {
         "storage": "bgjobs.adapters.memory:MemoryStorage",
     },
     "smtp": {"mailer": "bgjobs.adapters.smtp:SmtpMailer"},
+    "http": {"sms": "bgjobs.adapters.http:HttpSmsSender", "push": "bgjobs.adapters.http:HttpPushSender"},
     "localfs": {"storage": "bgjobs.adapters.localfs:LocalFileStorage"},
 }
 

@@ -46,7 +46,7 @@ def test_a_rolled_back_transaction_enqueues_nothing(jobs: JobsHarness) -> None:
 def test_a_committed_job_and_event_are_delivered_once_each(jobs: JobsHarness) -> None:
     with db.session() as s:
         outbox.defer(s, batch_jobs.record_note, {"text": "hello"})
-        outbox.defer(s, "booking.created", {"booking_id": 9, "email": "a@example.com"})
+        outbox.defer(s, "order.placed", {"booking_id": 9, "email": "a@example.com"})
     assert outbox.pending() == 2
     assert outbox.relay_once() == 2
     assert outbox.relay_once() == 0
@@ -180,6 +180,6 @@ def test_a_commit_that_deferred_work_wakes_the_relay_and_a_rollback_does_not(
 
 
 def test_defer_checks_an_event_against_its_declared_model(jobs: JobsHarness) -> None:
-    with pytest.raises(InvalidPayload, match=r"event booking\.created: booking_id"), db.session() as s:
-        outbox.defer(s, "booking.created", {"booking_id": "nine", "email": "a@example.com"})
+    with pytest.raises(InvalidPayload, match=r"event order\.placed: booking_id"), db.session() as s:
+        outbox.defer(s, "order.placed", {"booking_id": "nine", "email": "a@example.com"})
     assert outbox.pending() == 0

@@ -33,17 +33,17 @@ class BookingCreated(bgjobs.Payload):
     email: str
 
 
-events.declare("booking.created", BookingCreated)
+events.declare("order.placed", BookingCreated)
 
 
-@events.on("booking.created")
+@events.on("order.placed")
 @bgjobs.actor(queue="notifications")
 def confirm_booking(payload: BookingCreated) -> None:
     with _lock:
         seen.append(f"confirm:{payload.booking_id}")
 
 
-@events.on("booking.*")
+@events.on("order.*")
 @bgjobs.actor(queue="webhooks")
 def booking_webhook(payload: BookingCreated) -> None:
     with _lock:

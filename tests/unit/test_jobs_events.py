@@ -17,9 +17,12 @@ from bgjobs.settings import ActorSettings, SchedulerSettings, Settings
 from bgjobs.testing import JobsHarness, stub_jobs
 from tests.support import batch_jobs
 
-FAST = Settings(
-    broker_url="stub://", retries=ActorSettings(max_retries=2, min_backoff_ms=10, max_backoff_ms=20)
-)
+FAST_RETRIES = ActorSettings(max_retries=2, min_backoff_ms=10, max_backoff_ms=20)
+
+
+def fast(**overrides: object) -> Settings:
+    """Stub-broker settings with quick retries, read after the test set its database."""
+    return Settings(broker_url="stub://", retries=FAST_RETRIES, **overrides)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -28,7 +31,7 @@ def jobs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[JobsHarnes
     bgjobs_settings.get_settings.cache_clear()
     batch_jobs.create_tables()
     batch_jobs.seen.clear()
-    with stub_jobs(settings=FAST) as harness:
+    with stub_jobs(settings=fast()) as harness:
         yield harness
 
 
@@ -62,7 +65,7 @@ def test_an_overlapping_trigger_is_skipped_with_a_reason_when_set_to_skip(
     monkeypatch.setenv("BGJOBS_DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
     bgjobs_settings.get_settings.cache_clear()
     batch_jobs.create_tables()
-    settings = FAST.model_copy(update={"scheduler": SchedulerSettings(overlap="skip")})
+    settings = fast(scheduler=SchedulerSettings(overlap="skip"))
     with stub_jobs(settings=settings, worker_threads=2) as harness:
         trigger("tests.count_things", sleep="1")
         trigger("tests.count_things", sleep="1")
@@ -84,23 +87,23 @@ def test_an_overlapping_trigger_waits_its_turn_by_default(jobs: JobsHarness) -> 
 
 
 def test_an_event_reaches_exact_and_pattern_subscribers_once_each(jobs: JobsHarness) -> None:
-    sent = events.publish("booking.created", {"booking_id": 1, "email": "a@example.com"})
+    sent = events.publish("order.placed", {"booking_id": 1, "email": "a@example.com"})
     jobs.drain()
     assert len(sent) == 2
     assert sorted(batch_jobs.seen) == ["confirm:1", "webhook:1"]
 
 
 def test_an_event_key_deduplicates_within_the_window(jobs: JobsHarness) -> None:
-    first = events.publish("booking.created", {"booking_id": 2, "email": "a@example.com"}, key="b2")
-    again = events.publish("booking.created", {"booking_id": 2, "email": "a@example.com"}, key="b2")
+    first = events.publish("order.placed", {"booking_id": 2, "email": "a@example.com"}, key="b2")
+    again = events.publish("order.placed", {"booking_id": 2, "email": "a@example.com"}, key="b2")
     jobs.drain()
     assert (len(first), again) == (2, [])
     assert sorted(batch_jobs.seen) == ["confirm:2", "webhook:2"]
 
 
 def test_an_event_payload_is_validated_against_its_declared_model(jobs: JobsHarness) -> None:
-    with pytest.raises(InvalidPayload, match=r"event booking\.created: booking_id"):
-        events.publish("booking.created", {"booking_id": "x", "email": "a@example.com"})
+    with pytest.raises(InvalidPayload, match=r"event order\.placed: booking_id"):
+        events.publish("order.placed", {"booking_id": "x", "email": "a@example.com"})
     assert events.publish("nobody.listens", {"anything": 1}) == []
 
 

@@ -63,6 +63,8 @@ M = TypeVar("M", EmailMessage, SmsMessage, PushMessage)
 
 
 class _Outbox(_Failing, Generic[M]):
+    honours_idempotency_key = True
+
     def __init__(self) -> None:
         super().__init__()
         self.sent: list[M] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 from pydantic import EmailStr, Field
 
@@ -23,6 +24,11 @@ class EmailMessage(PortModel):
 
 class Mailer(abc.ABC):
     """Sends email. Subclass it and implement :meth:`_send`."""
+
+    #: True when the provider drops a second message with a key it has seen, so a retry after
+    #: a crash mid-call cannot reach the person twice. bgjobs records a possible duplicate
+    #: when it had to retry such a call through an adapter that cannot promise this.
+    honours_idempotency_key: ClassVar[bool] = False
 
     def send(self, *, message: EmailMessage) -> DeliveryReceipt:
         """Send one email.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -19,6 +20,11 @@ class PushMessage(PortModel):
 
 class PushSender(abc.ABC):
     """Sends push notifications to device tokens. Subclass it and implement :meth:`_send`."""
+
+    #: True when the provider drops a second message with a key it has seen, so a retry after
+    #: a crash mid-call cannot reach the person twice. bgjobs records a possible duplicate
+    #: when it had to retry such a call through an adapter that cannot promise this.
+    honours_idempotency_key: ClassVar[bool] = False
 
     def send(self, *, message: PushMessage) -> DeliveryReceipt:
         """Send one push notification to every token in it.

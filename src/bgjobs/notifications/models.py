@@ -1,0 +1,225 @@
+"""What notifications are made of: recipients, channel messages, the delivery log, event payloads."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from sqlmodel import Field as Column
+from sqlmodel import SQLModel
+
+from ..money import Money
+from ..ports.sms import E164
+from ..typed import Payload
+
+__all__ = [
+    "AppointmentDue",
+    "BookingCancelled",
+    "BookingCreated",
+    "Category",
+    "Channel",
+    "ChannelMessage",
+    "NotificationRecord",
+    "PastDueAccount",
+    "PaymentSucceeded",
+    "Recipient",
+    "Status",
+    "SweepMark",
+    "TripDue",
+]
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+
+
+class Category(StrEnum):
+    """Why a message is sent; consent is asked per category and channel."""
+
+    #: The user's own action (a booking, a payment): sent without asking.
+    TRANSACTIONAL = "transactional"
+    #: Reminders and dunning: sent if the host's consent callback agrees.
+    REMINDERS = "reminders"
+    #: Promotions: sent only with the user's consent.
+    MARKETING = "marketing"
+    #: Alerts to the platform's own operators: never asked.
+    OPERATIONAL = "operational"
+
+
+Status = Literal["queued", "sent", "skipped", "failed", "dead"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Recipient(BaseModel):
+    """One person, with whichever addresses the host has for them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=100)
+    email: EmailStr | None = None
+    #: E.164: ``+447700900123``.
+    phone: str | None = None
+    push_tokens: tuple[str, ...] = ()
+    name: str | None = None
+    #: ``pt-BR``; templates fall back to ``pt`` and then to the default locale.
+    locale: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+    #: An IANA zone (``Europe/Lisbon``) for quiet hours and the times shown in messages.
+    timezone: str | None = None
+
+    @field_validator("phone")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(E164, value):
+            raise ValueError(
+                "must be an E.164 number: a plus, the country code and the number, +447700900123"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    def can_receive(self, channel: Channel) -> bool:
+        return bool(
+            {Channel.EMAIL: self.email, Channel.SMS: self.phone, Channel.PUSH: self.push_tokens}[channel]
+        )
+
+
+class ChannelMessage(Payload):
+    """One rendered message for one channel: what the channel actors receive.
+
+    Rendered at ``send()`` so a bad template or an oversize SMS fails in the caller, and
+    every retry delivers exactly the same content under the same key.
+    """
+
+    key: str = Field(max_length=240)
+    notification_id: str
+    template: str
+    category: Category
+    urgent: bool
+    recipient: Recipient
+    subject: str = ""
+    text: str = ""
+    html: str | None = None
+    sms_segments: int = 0
+
+
+class NotificationRecord(SQLModel, table=True):
+    """``bgjobs_notifications``: one row per channel message, keyed by its idempotency key."""
+
+    __tablename__ = "bgjobs_notifications"
+
+    key: str = Column(primary_key=True, max_length=255)
+    notification_id: str = Column(index=True, max_length=64)
+    template: str = Column(max_length=100)
+    channel: str = Column(max_length=8)
+    category: str = Column(max_length=16)
+    user_id: str = Column(index=True, max_length=100)
+    #: Masked (``j***@example.com``, ``+44*******23``): the log never holds a full address.
+    recipient_ref: str = Column(max_length=200)
+    status: str = Column(default="queued", max_length=8, index=True)
+    reason: str | None = None
+    provider_message_id: str | None = Column(default=None, max_length=255)
+    attempts: int = 0
+    #: Copies that arrived after this message was sent (a second ``send()``, a redelivery).
+    duplicates: int = 0
+    #: An earlier attempt died after calling the provider, so the provider may hold two copies;
+    #: True unless the provider said it dropped the second on the idempotency key.
+    possible_duplicate: bool = False
+    #: While set and in the future, a worker is calling the provider; others wait for it.
+    lease_until: datetime | None = None
+    created_at: datetime = Column(default_factory=_now, index=True)
+    updated_at: datetime = Column(default_factory=_now)
+    sent_at: datetime | None = None
+
+
+class SweepMark(SQLModel, table=True):
+    """``bgjobs_notification_marks``: how far a sweep got, and when an account was last dunned."""
+
+    __tablename__ = "bgjobs_notification_marks"
+
+    name: str = Column(primary_key=True, max_length=255)
+    at: datetime
+    #: The notification key sent at ``at``, so an interrupted sweep re-sends the same one.
+    key: str | None = Column(default=None, max_length=240)
+
+
+class _EventModel(BaseModel):
+    """Event payloads accept the host's extra fields; bgjobs reads only its own."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class BookingCreated(_EventModel):
+    """``booking.created`` -> the booking confirmation."""
+
+    booking_id: str
+    recipient: Recipient
+    trip_date: date
+    total: Money
+    destination: str | None = None
+
+
+class BookingCancelled(_EventModel):
+    """``booking.cancelled`` -> the cancellation, with the refund and when it arrives."""
+
+    booking_id: str
+    recipient: Recipient
+    trip_date: date
+    refund: Money
+    refund_days: int = Field(default=7, ge=0)
+    reason: str | None = None
+
+
+class PaymentSucceeded(_EventModel):
+    """``payment.succeeded`` -> the payment confirmation."""
+
+    payment_id: str
+    booking_id: str | None = None
+    recipient: Recipient
+    amount: Money
+
+
+class AppointmentDue(BaseModel):
+    """An appointment the host's source reports as starting in the reminder window."""
+
+    appointment_id: str
+    recipient: Recipient
+    starts_at: datetime
+    service: str
+    location: str | None = None
+
+
+class TripDue(BaseModel):
+    """An unpaid booking whose trip is on the date the sweep asked about."""
+
+    booking_id: str
+    recipient: Recipient
+    trip_date: date
+    amount_due: Money
+    pay_url: str | None = None
+
+
+class PastDueAccount(BaseModel):
+    """An account (a team) whose payment method failed; its admins get the dunning email."""
+
+    account_id: str
+    account_name: str
+    recipients: list[Recipient] = Field(min_length=1)
+    update_url: str
+    amount_due: Money | None = None

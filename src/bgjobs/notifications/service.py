@@ -1,0 +1,399 @@
+"""Notifications' logic: one ``send()`` fans out to channel messages; each is delivered once.
+
+Delivery of one channel message (``deliver``), with any worker killable at any line:
+
+1. Quiet hours and consent are checked first; a postponed message is re-sent with a delay,
+   a refused one is recorded ``skipped`` with its reason.
+2. A short transaction takes the message's row in ``bgjobs_notifications`` (created on
+   first sight) and sets a lease. A row already ``sent``/``skipped`` means this copy is a
+   duplicate (a second ``send()``, a redelivery): it is counted and nothing is sent. A live
+   lease means another worker is calling the provider now: this copy looks again later.
+   An expired lease means an attempt died while calling the provider.
+3. The provider is called, outside any transaction, with the idempotency key.
+4. A second short transaction records ``sent`` (with the provider's id) or the failure.
+
+A crash between 3 and 4 is the one window where the provider may have sent already; the
+retry passes the same key, so a provider that honours keys drops the copy, and for one
+that cannot the row is marked ``possible_duplicate``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from .. import db, observability, wiring
+from ..errors import PERMANENT, InvalidPayload
+from ..ports import EmailMessage, PushMessage, SmsMessage
+from ..redact import mask_email, mask_phone, mask_token
+from ..settings import NotificationSettings, Settings
+from ..typed import final_attempt, send_messages
+from . import sources
+from .models import Category, Channel, ChannelMessage, NotificationRecord, Recipient
+from .segments import count_segments
+from .templates import get_template, render
+
+__all__ = ["Queued", "current_settings", "deliver", "deliveries", "quiet_until", "send"]
+
+logger = logging.getLogger("bgjobs.notifications")
+
+MAX_KEY_LENGTH = 200
+#: How often a copy that found another worker sending looks again (sooner if the lease ends).
+LEASE_RECHECK = timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What :func:`send` enqueued: one key per channel, and the channels held for quiet hours."""
+
+    notification_id: str
+    keys: dict[Channel, str]
+    delayed_until: dict[Channel, datetime] = field(default_factory=dict)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands datetimes back naive; bgjobs writes them in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def current_settings() -> Settings:
+    from ..broker import current, settings_for
+
+    broker = current()
+    if broker is not None:
+        return settings_for(broker)
+    from ..settings import get_settings
+
+    return get_settings()
+
+
+def quiet_until(now: datetime, zone: str, start: time, end: time) -> datetime | None:
+    """When the quiet hours around ``now`` end in ``zone``, or None outside them."""
+    if start == end:
+        return None
+    local = now.astimezone(ZoneInfo(zone))
+    clock = local.time().replace(tzinfo=None)
+    if start < end:
+        inside, day = start <= clock < end, local.date()
+    else:  # the hours wrap past midnight (21:00-08:00)
+        inside = clock >= start or clock < end
+        day = local.date() + timedelta(days=1) if clock >= start else local.date()
+    if not inside:
+        return None
+    return datetime.combine(day, end, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+def _hold_until(
+    message: ChannelMessage, channel: Channel, settings: Settings, now: datetime
+) -> datetime | None:
+    if channel is Channel.EMAIL or message.urgent:
+        return None
+    n = settings.notifications
+    zone = message.recipient.timezone or settings.timezone
+    return quiet_until(now, zone, n.quiet_hours_start, n.quiet_hours_end)
+
+
+def _actor(channel: Channel) -> Any:
+    from . import actors
+
+    return actors.CHANNEL_ACTORS[channel]
+
+
+def _recipient(recipient: Recipient | Mapping[str, Any]) -> Recipient:
+    if isinstance(recipient, Recipient):
+        return recipient
+    try:
+        return Recipient.model_validate(recipient)
+    except ValidationError as exc:
+        raise InvalidPayload.from_validation_error("recipient", exc) from None
+
+
+def _channels(template: Any, recipient: Recipient, channels: Sequence[Channel | str] | None) -> list[Channel]:
+    if channels is None:
+        chosen = [c for c in template.channels if recipient.can_receive(c)]
+        if not chosen:
+            wanted = ", ".join(template.channels)
+            raise InvalidPayload(f"recipient {recipient.user_id} has no address for any of {template.name}'s "
+                                 f"channels ({wanted})")  # fmt: skip
+        return chosen
+    chosen = []
+    for name in channels:
+        try:
+            channel = Channel(name)
+        except ValueError:
+            raise InvalidPayload(f"unknown channel {name!r}; channels are email, sms and push") from None
+        if channel not in template.channels:
+            raise InvalidPayload(f"template {template.name} has no {channel} version")
+        if not recipient.can_receive(channel):
+            address = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.PUSH: "push_tokens"}[channel]
+            raise InvalidPayload(f"recipient.{address}: required to send {template.name} by {channel}")
+        chosen.append(channel)
+    return list(dict.fromkeys(chosen))
+
+
+def send(
+    template: str,
+    recipient: Recipient | Mapping[str, Any],
+    context: BaseModel | Mapping[str, Any],
+    *,
+    channels: Sequence[Channel | str] | None = None,
+    key: str | None = None,
+    session: Session | None = None,
+) -> Queued:
+    """Render ``template`` for each channel and enqueue one message per channel.
+
+    Args:
+        recipient: a :class:`Recipient` or a mapping of its fields.
+        context: the template's variables (its model, or a mapping).
+        channels: defaults to the template's channels the recipient has an address for.
+        key: the business key (``booking:123:confirmed``); with the channel it is the idempotency
+            key, so sending the same key again delivers nothing new.
+        session: the host's SQLAlchemy/SQLModel session: the messages are written to the outbox
+            and exist only if that transaction commits.
+
+    Raises:
+        InvalidPayload: unknown template or channel, a bad address, a missing or wrong variable,
+            an SMS over its segment budget; the message names the template and field.
+    """
+    settings = current_settings()
+    n = settings.notifications
+    tpl = get_template(template)
+    who = _recipient(recipient)
+    variables = tpl.check(context)
+    chosen = _channels(tpl, who, channels)
+    if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
+        raise InvalidPayload(f"key: must be 1 to {MAX_KEY_LENGTH} characters")
+    notification_id = uuid.uuid4().hex
+    base = key or notification_id
+    payloads: dict[Channel, ChannelMessage] = {}
+    for channel in chosen:
+        content = render(
+            tpl, channel, variables, who, host_dir=n.templates_dir, default_locale=n.default_locale
+        )
+        segments = 0
+        if channel is Channel.SMS:
+            counted = count_segments(content.text)
+            if counted.segments > n.sms_max_segments:
+                raise InvalidPayload(
+                    f"template {tpl.name}: the SMS is {counted.units} {counted.encoding} characters, "
+                    f"{counted.segments} segments; the budget is {n.sms_max_segments} "
+                    f"({counted.per_segment} characters each; BGJOBS_NOTIFICATIONS__SMS_MAX_SEGMENTS)"
+                )
+            segments = counted.segments
+        payloads[channel] = ChannelMessage(
+            key=f"notif:{base}:{channel}", notification_id=notification_id, template=tpl.name,
+            category=tpl.category, urgent=tpl.urgent, recipient=who, subject=content.subject,
+            text=content.text, html=content.html, sms_segments=segments,
+        )  # fmt: skip
+    keys = {c: p.key for c, p in payloads.items()}
+    if session is not None:
+        from .. import outbox
+
+        for channel, payload in payloads.items():
+            outbox.defer(session, _actor(channel), payload)
+        return Queued(notification_id, keys)
+    now = _now()
+    held = {c: t for c, p in payloads.items() if (t := _hold_until(p, c, settings, now)) is not None}
+    ready = [_actor(c).message(p) for c, p in payloads.items() if c not in held]
+    if ready:
+        send_messages(_broker(), ready)
+    for channel, until in held.items():
+        _actor(channel).send(payloads[channel], delay=_ms_until(until, now))
+    return Queued(notification_id, keys, held)
+
+
+def _broker() -> Any:
+    from ..broker import get_broker
+
+    return get_broker()
+
+
+def _ms_until(moment: datetime, now: datetime) -> int:
+    return max(0, int((moment - now).total_seconds() * 1000))
+
+
+# Delivery, in the worker.
+
+
+def _reference(message: ChannelMessage, channel: Channel) -> str:
+    who = message.recipient
+    if channel is Channel.EMAIL:
+        return mask_email(str(who.email))
+    if channel is Channel.SMS:
+        return mask_phone(str(who.phone))
+    return f"{len(who.push_tokens)} device(s) {mask_token(who.push_tokens[0])}"
+
+
+def _new_row(message: ChannelMessage, channel: Channel, now: datetime) -> dict[str, Any]:
+    return {
+        "key": message.key, "notification_id": message.notification_id, "template": message.template,
+        "channel": str(channel), "category": str(message.category), "user_id": message.recipient.user_id,
+        "recipient_ref": _reference(message, channel), "status": "queued", "attempts": 0, "duplicates": 0,
+        "possible_duplicate": False, "created_at": now, "updated_at": now,
+    }  # fmt: skip
+
+
+def _row(s: Session, message: ChannelMessage, channel: Channel, now: datetime) -> NotificationRecord:
+    db.insert_new(s, NotificationRecord, _new_row(message, channel, now))
+    query = select(NotificationRecord).where(NotificationRecord.key == message.key)
+    if s.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return s.exec(query).one()
+
+
+def _set(key: str, **values: Any) -> None:
+    with db.session() as s:
+        s.execute(update(NotificationRecord).where(col(NotificationRecord.key) == key).values(**values))
+
+
+def _count(channel: Channel, outcome: str) -> None:
+    observability.counter(
+        "bgjobs_notifications_total", "Channel messages by outcome.", ("channel", "outcome")
+    ).labels(str(channel), outcome).inc()
+
+
+def _refusal(message: ChannelMessage, channel: Channel, settings: NotificationSettings) -> str | None:
+    """Why consent stops this message, or None when it may go."""
+    if message.category in (Category.TRANSACTIONAL, Category.OPERATIONAL):
+        return None
+    ask = sources.hook("consent", settings)
+    if ask is None:
+        if message.category is Category.MARKETING:
+            return "marketing needs consent and no consent hook is configured"
+        return None
+    if ask(user_id=message.recipient.user_id, category=message.category, channel=channel):
+        return None
+    return f"user {message.recipient.user_id} does not accept {message.category} by {channel}"
+
+
+def _finalise_without_sending(message: ChannelMessage, channel: Channel, status: str, reason: str) -> str:
+    now = _now()
+    with db.session() as s:
+        row = _row(s, message, channel, now)
+        if row.status in ("sent", "skipped"):
+            row.duplicates += 1
+            outcome = "duplicate"
+        else:
+            row.status, row.reason, row.updated_at = status, reason, now
+            outcome = status
+        s.add(row)
+    return outcome
+
+
+def _port_message(message: ChannelMessage, channel: Channel) -> Any:
+    who = message.recipient
+    if channel is Channel.EMAIL:
+        return EmailMessage(
+            to=(str(who.email),), subject=message.subject, text=message.text, html=message.html,
+            idempotency_key=message.key,
+        )  # fmt: skip
+    if channel is Channel.SMS:
+        return SmsMessage(to=str(who.phone), body=message.text, idempotency_key=message.key)
+    return PushMessage(
+        tokens=who.push_tokens, title=message.subject, body=message.text, idempotency_key=message.key,
+        data={"notification_id": message.notification_id, "template": message.template},
+    )  # fmt: skip
+
+
+def _port(channel: Channel) -> Any:
+    return {Channel.EMAIL: wiring.mailer, Channel.SMS: wiring.sms, Channel.PUSH: wiring.push}[channel]()
+
+
+def deliver(message: ChannelMessage, channel: Channel) -> str:
+    """Deliver one channel message at most once; returns what happened.
+
+    Outcomes: ``sent``, ``duplicate`` (already sent; nothing done), ``skipped`` (no consent),
+    ``postponed`` (quiet hours; re-sent for later), ``busy`` (another worker is sending it).
+    Provider errors propagate after being recorded, so the actor retries or dead-letters.
+    """
+    settings = current_settings()
+    now = _now()
+    until = _hold_until(message, channel, settings, now)
+    if until is not None:
+        _actor(channel).send(message, delay=_ms_until(until, now))
+        with db.session() as s:
+            row = _row(s, message, channel, now)
+            if row.status not in ("sent", "skipped"):
+                row.reason, row.updated_at = f"quiet hours until {until.isoformat()}", now
+                s.add(row)
+        return "postponed"
+    refusal = _refusal(message, channel, settings.notifications)
+    if refusal is not None:
+        outcome = _finalise_without_sending(message, channel, "skipped", refusal)
+        _count(channel, outcome)
+        return outcome
+
+    actor = _actor(channel)
+    lease = timedelta(milliseconds=settings.limits_for(actor.name, actor.queue).time_limit_ms or 60_000)
+    busy_until: datetime | None = None
+    with db.session() as s:
+        row = _row(s, message, channel, now)
+        if row.status in ("sent", "skipped"):
+            row.duplicates += 1
+            s.add(row)
+            _count(channel, "duplicate")
+            return "duplicate"
+        busy_until = _aware(row.lease_until) if row.lease_until is not None else None
+        in_doubt = busy_until is not None  # an expired lease: an attempt died calling the provider
+        if busy_until is None or busy_until <= now:
+            row.attempts += 1
+            row.status, row.lease_until, row.updated_at = "queued", now + lease, now
+            s.add(row)
+    if busy_until is not None and busy_until > now:
+        actor.send(message, delay=_ms_until(min(busy_until, now + LEASE_RECHECK), now) + 100)
+        return "busy"
+
+    port = _port(channel)
+    try:
+        receipt = port.send(message=_port_message(message, channel))
+    except BaseException as exc:
+        status = "dead" if isinstance(exc, PERMANENT) or final_attempt() else "failed"
+        _set(message.key, status=status, reason=f"{type(exc).__name__}: {exc}"[:1000], lease_until=None,
+             updated_at=_now())  # fmt: skip
+        _count(channel, status)
+        raise
+    done = _now()
+    _set(
+        message.key, status="sent", reason=None, provider_message_id=receipt.provider_message_id[:255],
+        sent_at=done, updated_at=done, lease_until=None,
+        possible_duplicate=in_doubt and not receipt.duplicate and not port.honours_idempotency_key,
+    )  # fmt: skip
+    _count(channel, "sent")
+    if channel is Channel.SMS:
+        observability.counter(
+            "bgjobs_sms_segments_total", "SMS segments handed to the provider, by template.", ("template",)
+        ).labels(message.template).inc(message.sms_segments)
+    logger.info("sent %s %s to %s", message.template, channel, _reference(message, channel))
+    return "sent"
+
+
+def deliveries(
+    *,
+    notification_id: str | None = None,
+    user_id: str | None = None,
+    key: str | None = None,
+    limit: int = 100,
+) -> list[NotificationRecord]:
+    """Rows of the delivery log, newest first, filtered by any of the arguments."""
+    query = select(NotificationRecord)
+    if notification_id is not None:
+        query = query.where(NotificationRecord.notification_id == notification_id)
+    if user_id is not None:
+        query = query.where(NotificationRecord.user_id == user_id)
+    if key is not None:
+        query = query.where(col(NotificationRecord.key).startswith(f"notif:{key}:"))
+    with db.session() as s:
+        return list(s.exec(query.order_by(col(NotificationRecord.created_at).desc()).limit(limit)))
