@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from bgjobs import broker as bgjobs_broker
+from bgjobs import db, wiring
 from bgjobs import settings as bgjobs_settings
-from bgjobs import wiring
 from bgjobs.embedded import RedisServer
+from bgjobs.notifications import sources
+from bgjobs.settings import ActorSettings, NotificationSettings, Settings
+from bgjobs.testing import JobsHarness, stub_jobs
 from tests.support.postgres import PostgresCluster
 
 _db_counter = itertools.count()
@@ -65,3 +69,25 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'bgjobs.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     return cluster.create_database(f"bgjobs_test_{os.getpid()}_{next(_db_counter)}")
+
+
+@pytest.fixture
+def harness(database_url: str) -> Iterator[Callable[..., JobsHarness]]:
+    """Start a stub worker with memory adapters on a fresh database; notification settings by keyword."""
+    stack: list[Any] = []
+
+    def start(**notification_settings: Any) -> JobsHarness:
+        settings = Settings(
+            broker_url="stub://", database_url=database_url,
+            retries=ActorSettings(max_retries=3, min_backoff_ms=10, max_backoff_ms=20, time_limit_ms=60_000),
+            notifications=NotificationSettings(**notification_settings),
+        )  # fmt: skip
+        db.upgrade(db.engine_for(database_url))
+        context = stub_jobs(settings=settings)
+        stack.append(context)
+        return context.__enter__()
+
+    yield start
+    sources.reset()
+    for context in reversed(stack):
+        context.__exit__(None, None, None)

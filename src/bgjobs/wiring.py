@@ -88,9 +88,14 @@ def configure(
 
 
 def reset() -> None:
-    """Forget every wired adapter (for tests)."""
+    """Forget every wired adapter, closing those that hold connections (for tests)."""
     with _lock:
+        adapters = list(_wired.values())
         _wired.clear()
+    for adapter in adapters:
+        close = getattr(adapter, "close", None)
+        if callable(close):
+            close()
 
 
 def _check(name: str, adapter: Any) -> Any:

@@ -4,7 +4,7 @@ retries per channel, consent, quiet hours, the sweeps and the event triggers."""
 from __future__ import annotations
 
 import time as clock
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,10 @@ from bgjobs.notifications import (
     deliveries,
     send,
     service,
-    sources,
 )
 from bgjobs.notifications.models import ChannelMessage, SweepMark
 from bgjobs.ports import Mailer
-from bgjobs.settings import ActorSettings, NotificationSettings, Settings
-from bgjobs.testing import JobsHarness, stub_jobs
+from bgjobs.testing import JobsHarness
 from bgjobs.wiring import configure as wire
 from tests.support.workers import wait_for
 
@@ -45,28 +43,6 @@ REMINDER = {
 }  # fmt: skip
 
 Harness = Callable[..., JobsHarness]
-
-
-@pytest.fixture
-def harness(database_url: str) -> Iterator[Harness]:
-    """Start a stub worker with memory adapters on a fresh database; notification settings by keyword."""
-    stack: list[Any] = []
-
-    def start(**notification_settings: Any) -> JobsHarness:
-        settings = Settings(
-            broker_url="stub://", database_url=database_url,
-            retries=ActorSettings(max_retries=3, min_backoff_ms=10, max_backoff_ms=20, time_limit_ms=60_000),
-            notifications=NotificationSettings(**notification_settings),
-        )  # fmt: skip
-        db.upgrade(db.engine_for(database_url))
-        context = stub_jobs(settings=settings)
-        stack.append(context)
-        return context.__enter__()
-
-    yield start
-    sources.reset()
-    for context in reversed(stack):
-        context.__exit__(None, None, None)
 
 
 def rows(**filters: Any) -> dict[str, NotificationRecord]:

@@ -81,6 +81,9 @@ class HttpSmsSender(SmsSender):
     def from_settings(cls, settings: Any) -> HttpSmsSender:
         return cls(settings.http_sms)
 
+    def close(self) -> None:
+        self.vendor.close()
+
     def _send(self, *, message: SmsMessage) -> DeliveryReceipt:
         body = {"to": message.to, "body": message.body, "sender_id": message.sender_id}
         return self.vendor.post(body, key=message.idempotency_key)
@@ -97,6 +100,9 @@ class HttpPushSender(PushSender):
     @classmethod
     def from_settings(cls, settings: Any) -> HttpPushSender:
         return cls(settings.http_push)
+
+    def close(self) -> None:
+        self.vendor.close()
 
     def _send(self, *, message: PushMessage) -> DeliveryReceipt:
         body = {"tokens": list(message.tokens), "title": message.title, "body": message.body,

@@ -1,0 +1,164 @@
+"""Real receiving servers on 127.0.0.1: an SMTP server (aiosmtpd) and an HTTP vendor API.
+
+Both record what reaches them, so tests and benchmarks can count deliveries the way a
+provider would, and both can be told to misbehave.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage as MimeMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from bgjobs.embedded import free_port
+
+
+class SmtpReceiver:
+    """Accepts mail and keeps each parsed message; ``fail_next_data`` answers 451 to the next DATA."""
+
+    def __init__(self) -> None:
+        self.messages: list[MimeMessage] = []
+        self.refused: list[MimeMessage] = []
+        self._lock = threading.Lock()
+        self._failures = 0
+        self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
+
+    def fail_next_data(self, times: int = 1) -> None:
+        with self._lock:
+            self._failures += times
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        parsed: Any = email.message_from_bytes(envelope.content, policy=email.policy.default)  # type: ignore[arg-type]
+        with self._lock:
+            if self._failures:
+                self._failures -= 1
+                self.refused.append(parsed)
+                return "451 4.3.0 try again later"
+            self.messages.append(parsed)
+        return "250 Message accepted"
+
+    @property
+    def port(self) -> int:
+        return int(self.controller.port)
+
+    def message_ids(self) -> Counter[str]:
+        with self._lock:
+            return Counter(str(m["Message-ID"]) for m in self.messages)
+
+    def __enter__(self) -> SmtpReceiver:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()
+
+
+@dataclass
+class VendorRequest:
+    path: str
+    key: str | None
+    body: dict[str, Any]
+    authorization: str | None
+
+
+@dataclass
+class HttpVendor:
+    """A JSON vendor API that honours ``Idempotency-Key`` like a real provider.
+
+    ``script`` holds responses to give before behaving: ``500``, ``400``, or ``"sleep:<s>"``.
+    """
+
+    requests: list[VendorRequest] = field(default_factory=list)
+    script: list[int | str] = field(default_factory=list)
+    #: Idempotency key -> (path, body) of the request that was accepted as new.
+    accepted: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    #: Requests answered from the idempotency store: copies a real provider would drop.
+    replays: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def delivered(self, path: str) -> dict[str, dict[str, Any]]:
+        """Messages the vendor accepted as new, by idempotency key: what would reach a phone."""
+        with self.lock:
+            return {k: body for k, (p, body) in self.accepted.items() if p == path}
+
+    def handle(
+        self, path: str, key: str | None, body: dict[str, Any], auth: str | None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        request = VendorRequest(path, key, body, auth)
+        with self.lock:
+            self.requests.append(request)
+            step = self.script.pop(0) if self.script else None
+        if isinstance(step, str) and step.startswith("sleep:"):
+            time.sleep(float(step.split(":", 1)[1]))
+            return 200, {"id": "too-late"}, {}
+        if isinstance(step, int):
+            return step, {"error": f"scripted {step}"}, {}
+        message_id = f"{path}:{key}"
+        with self.lock:
+            if key is not None and key in self.accepted:
+                self.replays += 1
+                return 200, {"id": message_id}, {"Idempotent-Replayed": "true"}
+            if key is not None:
+                self.accepted[key] = (path, body)
+        return 200, {"id": message_id}, {}
+
+
+@contextmanager
+def http_vendor() -> Iterator[HttpVendor]:
+    vendor = HttpVendor()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            status, payload, headers = vendor.handle(
+                self.path, self.headers.get("Idempotency-Key"), body, self.headers.get("Authorization")
+            )
+            data = json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a killed worker resets its connections; that is the test, not an error
+
+    server = Server(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    vendor.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield vendor
+    finally:
+        server.shutdown()
+        server.server_close()
