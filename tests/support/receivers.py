@@ -126,6 +126,7 @@ def http_vendor() -> Iterator[HttpVendor]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go in two writes; without it, 40 ms each
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))

@@ -255,8 +255,9 @@ def _row(s: Session, message: ChannelMessage, channel: Channel, now: datetime) -
 
 
 def _set(key: str, **values: Any) -> None:
-    with db.session() as s:
-        s.execute(update(NotificationRecord).where(col(NotificationRecord.key) == key).values(**values))
+    # A Core statement on a plain connection: no ORM session to build for one UPDATE.
+    with db.get_engine().begin() as conn:
+        conn.execute(update(NotificationRecord).where(col(NotificationRecord.key) == key).values(**values))
 
 
 def _count(channel: Channel, outcome: str) -> None:
