@@ -25,6 +25,8 @@ def _env(redis_url: str, workdir: Path, metrics_port: int) -> dict[str, str]:
         "BGJOBS_DATABASE_URL": f"sqlite:///{workdir / 'bgjobs.db'}",
         "BGJOBS_JOBS": '["bgjobs.demo"]',
         "BGJOBS_MAILER": "console",
+        "BGJOBS_SMS": "console",
+        "BGJOBS_PUSH": "console",
         "BGJOBS_PAYMENT": "console",
         "BGJOBS_STORAGE": "localfs",
         "BGJOBS_LOCALFS__ROOT": str(workdir / "storage"),
@@ -47,6 +49,12 @@ def _jobs_done(port: int) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("bgjobs_jobs_total{"))
 
 
+def _sent_notifications() -> list[str]:
+    from .notifications import deliveries
+
+    return sorted(r.channel for r in deliveries(key="booking:B1:confirmed") if r.status == "sent")
+
+
 def _drive(workdir: Path, metrics_port: int) -> bool:
     """Send the sample work, wait for it, print what happened; True if all of it was done."""
     from . import demo, events, jobs, outbox, runs
@@ -59,15 +67,24 @@ def _drive(workdir: Path, metrics_port: int) -> bool:
     with session() as s:  # jobs born in a transaction go through the outbox
         for vendor in ("v1", "v2", "v3"):
             outbox.defer(s, demo.demo_payout, {"vendor_id": vendor, "amount": "520.00", "currency": "USD"})
+    booking = {  # the notifications family: one event, three channels
+        "booking_id": "B1", "trip_date": "2025-06-15", "total": {"amount": "500.00", "currency": "USD"},
+        "recipient": {"user_id": "u1", "email": "ann@example.com", "phone": "+447700900123",
+                      "push_tokens": ["demo-device-token"]},
+    }  # fmt: skip
+    events.publish("booking.created", booking)
     receipts = workdir / "storage" / "receipts"
     done = _wait(lambda: receipts.is_dir() and len(list(receipts.glob("*.csv"))) == 3, timeout=60)
     done = done and _wait(lambda: _jobs_done(metrics_port) >= 9, timeout=30)
     jobs.trigger("demo.report")
     done = done and _wait(lambda: any(r.outcome == "succeeded" for r in runs.recent(job="demo.report")), 30)
 
+    done = done and _wait(lambda: len(_sent_notifications()) == 3, timeout=30)
+
     counted = [line for line in scrape(metrics_port).splitlines() if line.startswith("bgjobs_jobs_total{")]
     print("\nWhat happened:")
     print("  4 welcome emails sent + 1 duplicate skipped, 1 sent through the user.signed_up event")
+    print(f"  booking.created -> booking_confirmation sent by {', '.join(_sent_notifications())}")
     print("  3 payouts deferred through the outbox in one transaction, each with a receipt")
     print(f"  receipts written: {sorted(p.name for p in receipts.glob('*.csv'))}")
     print("  " + "\n  ".join(counted or ["(no jobs counted yet)"]))

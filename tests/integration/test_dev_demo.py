@@ -23,6 +23,7 @@ def test_bgjobs_dev_does_real_work_of_every_shipped_kind_and_exits_cleanly() -> 
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "receipts written: ['v1.csv', 'v2.csv', 'v3.csv']" in out
+    assert "booking.created -> booking_confirmation sent by email, push, sms" in out
     assert 'bgjobs_jobs_total{actor="demo_welcome",family="notifications",outcome="succeeded"} 6.0' in out
     assert 'bgjobs_jobs_total{actor="demo_payout",family="payouts",outcome="succeeded"} 3.0' in out
     assert 'batch run demo.report: succeeded, counts {"welcome_emails": 5}' in out
