@@ -102,8 +102,11 @@ def test_the_message_id_is_stable_across_a_retry(smtp_server: tuple[Controller, 
 def test_a_refused_recipient_is_permanent(smtp_server: tuple[Controller, Recorder]) -> None:
     controller, recorder = smtp_server
     recorder.refuse = "ghost@example.com"
-    with pytest.raises(PermanentError, match="refused"):
+    with pytest.raises(PermanentError, match="refused") as raised:
         mailer_for(controller).send(message=EmailMessage(to=("ghost@example.com",), subject="s", text="t"))
+    # The reason is stored and logged: the address is masked.
+    assert str(raised.value) == "SMTP server refused the recipient(s): g***@example.com: 550 5.1.1 no such user"
+    assert "ghost" not in repr(raised.value.__cause__ or "")
 
 
 def test_wrong_credentials_are_permanent_and_the_password_is_not_in_the_error(

@@ -14,9 +14,14 @@ from email.message import EmailMessage as MimeMessage
 
 from ..errors import PermanentError, TransientError
 from ..ports import DeliveryReceipt, EmailMessage, Mailer
+from ..redact import mask_email
 from ..settings import SmtpSettings
 
 __all__ = ["SmtpMailer", "message_id_for"]
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else reply
 
 
 def message_id_for(key: str, domain: str) -> str:
@@ -80,11 +85,13 @@ class SmtpMailer(Mailer):
         mime = self.build(message)
         try:
             self._deliver(mime)
-        except (
-            smtplib.SMTPRecipientsRefused,
-            smtplib.SMTPSenderRefused,
-            smtplib.SMTPNotSupportedError,
-        ) as exc:
+        except smtplib.SMTPRecipientsRefused as exc:
+            # The reason is stored and logged: name the recipients masked, never in full.
+            refused = "; ".join(
+                f"{mask_email(str(a))}: {code} {_text(reply)}" for a, (code, reply) in exc.recipients.items()
+            )
+            raise PermanentError(f"SMTP server refused the recipient(s): {refused}") from None
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPNotSupportedError) as exc:
             raise PermanentError(f"SMTP server refused the message: {exc}") from exc
         except smtplib.SMTPAuthenticationError as exc:
             raise PermanentError(f"SMTP authentication failed (code {exc.smtp_code})") from exc
