@@ -105,7 +105,8 @@ def test_a_refused_recipient_is_permanent(smtp_server: tuple[Controller, Recorde
     with pytest.raises(PermanentError, match="refused") as raised:
         mailer_for(controller).send(message=EmailMessage(to=("ghost@example.com",), subject="s", text="t"))
     # The reason is stored and logged: the address is masked.
-    assert str(raised.value) == "SMTP server refused the recipient(s): g***@example.com: 550 5.1.1 no such user"
+    reason = "SMTP server refused the recipient(s): g***@example.com: 550 5.1.1 no such user"
+    assert str(raised.value) == reason
     assert "ghost" not in repr(raised.value.__cause__ or "")
 
 
