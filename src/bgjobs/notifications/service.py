@@ -49,6 +49,8 @@ __all__ = ["Queued", "current_settings", "deliver", "deliveries", "quiet_until",
 logger = logging.getLogger("bgjobs.notifications")
 
 MAX_KEY_LENGTH = 200
+#: Statuses after which a copy of the message is a duplicate and nothing more is done.
+FINAL = ("sent", "skipped")
 #: How often a copy that found another worker sending looks again (sooner if the lease ends).
 LEASE_RECHECK = timedelta(seconds=2)
 
@@ -248,14 +250,6 @@ def _new_row(message: ChannelMessage, channel: Channel, now: datetime) -> dict[s
     }  # fmt: skip
 
 
-def _row(s: Session, message: ChannelMessage, channel: Channel, now: datetime) -> NotificationRecord:
-    db.insert_new(s, NotificationRecord, _new_row(message, channel, now))
-    query = select(NotificationRecord).where(NotificationRecord.key == message.key)
-    if s.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    return s.exec(query).one()
-
-
 class _Statements:
     """The delivery path's statements, built once: building them costs more CPU than running them.
 
@@ -310,10 +304,20 @@ _ROW_COLUMNS = (
 _statements = _Statements()
 
 
-def _set(key: str, **values: Any) -> None:
+def _update(conn: Any, key: str, **values: Any) -> None:
     columns = tuple(sorted(values))
+    conn.execute(_statements.set(columns), {"k": key, **{f"v_{c}": values[c] for c in columns}})
+
+
+def _set(key: str, **values: Any) -> None:
     with db.get_engine().begin() as conn:
-        conn.execute(_statements.set(columns), {"k": key, **{f"v_{c}": values[c] for c in columns}})
+        _update(conn, key, **values)
+
+
+def _take(conn: Any, message: ChannelMessage, channel: Channel, now: datetime) -> tuple[str, datetime | None]:
+    """The row's status and lease, creating the row on first sight (locked until commit on PostgreSQL)."""
+    status, leased = conn.execute(_statements.take(conn.dialect.name), _new_row(message, channel, now)).one()
+    return status, leased
 
 
 def _count(channel: Channel, outcome: str) -> None:
@@ -338,16 +342,12 @@ def _refusal(message: ChannelMessage, channel: Channel, settings: NotificationSe
 
 def _finalise_without_sending(message: ChannelMessage, channel: Channel, status: str, reason: str) -> str:
     now = _now()
-    with db.session() as s:
-        row = _row(s, message, channel, now)
-        if row.status in ("sent", "skipped"):
-            row.duplicates += 1
-            outcome = "duplicate"
-        else:
-            row.status, row.reason, row.updated_at = status, reason, now
-            outcome = status
-        s.add(row)
-    return outcome
+    with db.get_engine().begin() as conn:
+        if _take(conn, message, channel, now)[0] in FINAL:
+            conn.execute(_statements.duplicate, {"k": message.key})
+            return "duplicate"
+        _update(conn, message.key, status=status, reason=reason, updated_at=now)
+    return status
 
 
 def _port_message(message: ChannelMessage, channel: Channel) -> Any:
@@ -381,11 +381,9 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
     until = _hold_until(message, channel, settings, now)
     if until is not None:
         _actor(channel).send(message, delay=_ms_until(until, now))
-        with db.session() as s:
-            row = _row(s, message, channel, now)
-            if row.status not in ("sent", "skipped"):
-                row.reason, row.updated_at = f"quiet hours until {until.isoformat()}", now
-                s.add(row)
+        with db.get_engine().begin() as conn:
+            if _take(conn, message, channel, now)[0] not in FINAL:
+                _update(conn, message.key, reason=f"quiet hours until {until.isoformat()}", updated_at=now)
         return "postponed"
     refusal = _refusal(message, channel, settings.notifications)
     if refusal is not None:
@@ -395,12 +393,9 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
 
     actor = _actor(channel)
     lease = timedelta(milliseconds=settings.limits_for(actor.name, actor.queue).time_limit_ms or 60_000)
-    engine = db.get_engine()
-    with engine.begin() as conn:
-        status, leased = conn.execute(
-            _statements.take(engine.dialect.name), _new_row(message, channel, now)
-        ).one()
-        if status in ("sent", "skipped"):
+    with db.get_engine().begin() as conn:
+        status, leased = _take(conn, message, channel, now)
+        if status in FINAL:
             conn.execute(_statements.duplicate, {"k": message.key})
             _count(channel, "duplicate")
             return "duplicate"
