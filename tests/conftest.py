@@ -19,8 +19,10 @@ from bgjobs import db, wiring
 from bgjobs import settings as bgjobs_settings
 from bgjobs.embedded import RedisServer
 from bgjobs.notifications import sources
-from bgjobs.settings import ActorSettings, NotificationSettings, Settings
+from bgjobs.settings import ActorSettings, NotificationSettings, Settings, WebhookSettings
 from bgjobs.testing import JobsHarness, stub_jobs
+from bgjobs.webhooks import actors as webhooks
+from bgjobs.webhooks import transport as webhook_transport
 from tests.support.postgres import PostgresCluster
 
 _db_counter = itertools.count()
@@ -73,14 +75,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def harness(database_url: str) -> Iterator[Callable[..., JobsHarness]]:
-    """Start a stub worker with memory adapters on a fresh database; notification settings by keyword."""
+    """Start a stub worker with memory adapters on a fresh database; notification settings by keyword,
+    webhook settings as ``webhooks=``."""
     stack: list[Any] = []
 
-    def start(**notification_settings: Any) -> JobsHarness:
+    def start(*, webhooks: WebhookSettings | None = None, **notification_settings: Any) -> JobsHarness:
         settings = Settings(
             broker_url="stub://", database_url=database_url,
             retries=ActorSettings(max_retries=3, min_backoff_ms=10, max_backoff_ms=20, time_limit_ms=60_000),
             notifications=NotificationSettings(**notification_settings),
+            webhooks=webhooks or WebhookSettings(),
         )  # fmt: skip
         db.upgrade(db.engine_for(database_url))
         context = stub_jobs(settings=settings)
@@ -89,5 +93,7 @@ def harness(database_url: str) -> Iterator[Callable[..., JobsHarness]]:
 
     yield start
     sources.reset()
+    webhooks.reset()
+    webhook_transport.close()
     for context in reversed(stack):
         context.__exit__(None, None, None)

@@ -2,7 +2,7 @@
 
 import importlib.metadata as _metadata
 
-from . import events, notifications, outbox
+from . import events, notifications, outbox, webhooks
 from .broker import get_broker, set_broker
 from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
 from .jobs import JobContext, job, trigger
@@ -39,4 +39,5 @@ __all__ = [
     "outbox",
     "set_broker",
     "trigger",
+    "webhooks",
 ]

@@ -98,6 +98,7 @@ def upgrade(engine: Engine | None = None) -> list[str]:
     """Create any missing bgjobs table; returns the names of all bgjobs tables."""
     from . import idempotency, outbox, runs  # noqa: F401  (registers their tables)
     from .notifications import models  # noqa: F401
+    from .webhooks import models as _webhooks  # noqa: F401
 
     tables = bgjobs_tables()
     SQLModel.metadata.create_all(engine or get_engine(), tables=tables)

@@ -30,6 +30,7 @@ __all__ = [
     "SchedulerSettings",
     "Settings",
     "SmtpSettings",
+    "WebhookSettings",
     "WorkerSettings",
     "get_settings",
 ]
@@ -108,6 +109,46 @@ class NotificationSettings(FamilySettings):
     dunning_interval_h: int = Field(default=72, ge=1)
     #: ``booking.created``, ``booking.cancelled`` and ``payment.succeeded`` send their messages.
     on_events: bool = True
+
+
+class WebhookSettings(FamilySettings):
+    """Delivery to subscriber endpoints: timeouts, the retry schedule, auto-disable, the SSRF guard."""
+
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: Each read or write may take this long; the response is cut off once the attempt has run this long.
+    timeout_s: float = Field(default=15.0, gt=0)
+    #: Seconds to wait before each retry after a failed attempt: 8 attempts in all by default.
+    #: Five retries with exponential backoff is ``[30, 60, 120, 240, 480]``.
+    retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    #: Each retry delay is spread by up to this fraction either way, so retries do not arrive in step.
+    jitter: float = Field(default=0.2, ge=0, lt=1)
+    #: ``Retry-After`` on a 429, 502, 503 or 504 sets the next delay, up to this many seconds.
+    retry_after_max_s: int = Field(default=3_600, ge=0)
+    #: An endpoint failing for this long, with at least ``disable_min_failures`` failed attempts
+    #: and no success, is disabled.
+    disable_after_h: float = Field(default=120.0, gt=0)
+    disable_min_failures: int = Field(default=10, ge=1)
+    #: Deliveries one endpoint may have in flight at once, across all workers.
+    endpoint_concurrency: int = Field(default=4, ge=1)
+    #: Bodies above this size are refused at ``publish``.
+    max_payload_bytes: int = Field(default=256 * 1024, ge=1)
+    #: How much of each response body the attempt log keeps.
+    response_excerpt_bytes: int = Field(default=1_024, ge=0, le=65_536)
+    #: Endpoints must use HTTPS.
+    require_https: bool = True
+    #: Hosts or CIDRs exempt from the SSRF guard (``127.0.0.1/32``, ``hooks.internal``).
+    allow: list[str] = Field(default_factory=list)
+    #: Events published through ``bgjobs.events`` are delivered to endpoints subscribed to them.
+    from_events: bool = True
+    #: The field of an event's payload that names its owner (``merchant_id``); None means no owner.
+    event_owner_field: str | None = None
+    #: ``pkg.mod:function(owner=)`` returning the owner's :class:`~bgjobs.notifications.Recipient`
+    #: (or None), told when their endpoint is disabled.
+    owner_contact: str | None = None
+    #: The health sweep re-sends a delivery this overdue (its message was lost in a crash).
+    sweep_grace_s: int = Field(default=300, ge=1)
 
 
 class MetricsSettings(_Section):
@@ -204,7 +245,7 @@ class Settings(BaseSettings):
         max_retries=10, min_backoff_ms=1_000, max_backoff_ms=3_600_000, time_limit_ms=600_000
     )
     notifications: NotificationSettings = NotificationSettings(time_limit_ms=60_000)
-    webhooks: FamilySettings = FamilySettings()
+    webhooks: WebhookSettings = WebhookSettings(time_limit_ms=60_000)
     payouts: FamilySettings = FamilySettings()
     exports: FamilySettings = FamilySettings(time_limit_ms=3_600_000)
     cleanup: FamilySettings = FamilySettings(time_limit_ms=3_600_000)

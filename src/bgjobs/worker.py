@@ -22,7 +22,7 @@ __all__ = ["FAMILY_MODULES", "boot", "load_modules"]
 logger = logging.getLogger("bgjobs.worker")
 
 #: Modules whose import declares the bundled families' actors.
-FAMILY_MODULES: tuple[str, ...] = ("bgjobs.outbox", "bgjobs.notifications")
+FAMILY_MODULES: tuple[str, ...] = ("bgjobs.outbox", "bgjobs.notifications", "bgjobs.webhooks")
 
 
 def load_modules(settings: Settings) -> None:

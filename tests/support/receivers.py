@@ -163,3 +163,102 @@ def http_vendor() -> Iterator[HttpVendor]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class WebhookReceiver:
+    """Subscriber endpoints on 127.0.0.1: every path answers 200 unless scripted.
+
+    ``script(path, *steps)`` queues answers for a path: a status (``500``), a status with
+    headers (``(503, {"Retry-After": "1"})``), or ``"sleep:<s>"`` to hang before answering.
+    ``always(path, step)`` repeats one answer for ever.
+    """
+
+    requests: list[Received] = field(default_factory=list)
+    scripts: dict[str, list[Any]] = field(default_factory=dict)
+    forever: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    port: int = 0
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def script(self, path: str, *steps: Any) -> None:
+        with self.lock:
+            self.scripts.setdefault(path, []).extend(steps)
+
+    def always(self, path: str, step: Any) -> None:
+        with self.lock:
+            self.forever[path] = step
+
+    def received(self, path: str | None = None) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def answer(self, received: Received) -> tuple[int, dict[str, str]]:
+        with self.lock:
+            self.requests.append(received)
+            queued = self.scripts.get(received.path)
+            step = queued.pop(0) if queued else self.forever.get(received.path)
+        if isinstance(step, str) and step.startswith("sleep:"):
+            time.sleep(float(step.split(":", 1)[1]))
+            return 200, {}
+        if isinstance(step, tuple):
+            return step[0], step[1]
+        if isinstance(step, int):
+            return step, {}
+        return 200, {}
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            body = self.rfile.read(length)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, extra = receiver.answer(Received(self.path, headers, body, time.monotonic()))
+            data = b'{"ok": true}'
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 256
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass
+
+    server = Server(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    receiver.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()

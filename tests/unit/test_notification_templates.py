@@ -37,6 +37,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "dunning": {"account_name": "Acme", "update_url": "https://example.com/billing"},
     "low_balance_alert": {"balance": {"amount": "900", "currency": "JPY"},
                           "threshold": {"amount": "1000", "currency": "JPY"}, "direction": "below"},
+    "webhook_endpoint_disabled": {"endpoint_id": "ep_1", "url": "https://hooks.example.com/in",
+                                  "reason": "the endpoint answered 410 Gone",
+                                  "disabled_at": datetime(2025, 6, 15, 9, 30, tzinfo=UTC)},
 }  # fmt: skip
 
 

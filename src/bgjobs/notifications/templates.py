@@ -271,6 +271,13 @@ class LowBalanceAlert(_Variables):
         return abs(self.balance.amount - self.threshold.amount)
 
 
+class WebhookEndpointDisabled(_Variables):
+    endpoint_id: str
+    url: str
+    reason: str
+    disabled_at: datetime
+
+
 for _t in (
     Template("booking_confirmation", Category.TRANSACTIONAL, _ALL, BookingConfirmation, urgent=True),
     Template("booking_cancellation", Category.TRANSACTIONAL, _ALL, BookingCancellation, urgent=True),
@@ -281,6 +288,13 @@ for _t in (
     Template("dunning", Category.REMINDERS, (Channel.EMAIL,), Dunning),
     Template(
         "low_balance_alert", Category.OPERATIONAL, (Channel.EMAIL, Channel.SMS), LowBalanceAlert, urgent=True
+    ),
+    Template(
+        "webhook_endpoint_disabled",
+        Category.OPERATIONAL,
+        (Channel.EMAIL,),
+        WebhookEndpointDisabled,
+        urgent=True,
     ),
 ):
     register_template(_t)

@@ -1,0 +1,111 @@
+"""Webhooks' actors: the delivery attempt, the bridge from domain events, the health sweep,
+and telling an owner their endpoint was disabled."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from dramatiq.middleware import CurrentMessage
+from pydantic import BaseModel, ConfigDict
+
+from .. import events
+from ..jobs import JobContext, job
+from ..typed import actor, delivery_key
+from ..wiring import load_object
+from . import operations, service
+from .endpoints import current
+from .models import DeliveryJob, EndpointDisabled, WebhookDeliveryExhausted
+
+__all__ = ["configure", "deliver_webhook", "endpoint_health", "reset"]
+
+logger = logging.getLogger("bgjobs.webhooks")
+
+QUEUE = "webhooks"
+
+events.declare("webhook.delivery.exhausted", WebhookDeliveryExhausted)
+events.declare("webhook.endpoint.disabled", EndpointDisabled)
+
+
+@actor(name="webhooks.deliver", queue=QUEUE)
+def deliver_webhook(job: DeliveryJob) -> None:
+    service.deliver(job)
+
+
+class AnyEvent(BaseModel):
+    """Whatever an event carries: webhooks forward its payload as the message's data."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+@events.on("*")
+@actor(name="webhooks.from_event", queue=QUEUE)
+def from_event(event: AnyEvent) -> None:
+    """Publish a domain event to the endpoints subscribed to it (bgjobs's own ``webhook.*`` excepted)."""
+    message = CurrentMessage.get_current_message()
+    name = None if message is None else message.options.get("bgjobs_event")
+    settings = current()
+    if not name or name.startswith("webhook.") or not settings.from_events:
+        return
+    data = event.model_dump(mode="json")
+    field = settings.event_owner_field
+    owner = None if field is None or data.get(field) is None else str(data[field])
+    key = delivery_key() or (message.message_id if message is not None else None)
+    service.publish(name, data, owner=owner, key=key)
+
+
+@job("webhooks.endpoint_health", schedule="*/5 * * * *", queue=QUEUE, time_budget=240)
+def endpoint_health(ctx: JobContext) -> dict[str, int]:
+    """Resend deliveries whose job was lost in a crash (see ``operations.resend_overdue``)."""
+    resent = 0
+    while not ctx.out_of_time:
+        n = operations.resend_overdue()
+        resent += n
+        if n < 1_000:
+            break
+    return {"resent": resent}
+
+
+# Telling the owner.
+
+_lock = threading.Lock()
+_owner_contact: Callable[..., Any] | None = None
+
+
+def configure(*, owner_contact: Callable[..., Any] | None = None) -> None:
+    """Set in code ``owner_contact(owner=) -> Recipient | mapping | None`` (wins over the setting)."""
+    global _owner_contact
+    with _lock:
+        _owner_contact = owner_contact
+
+
+def reset() -> None:
+    configure(owner_contact=None)
+
+
+def _contact() -> Callable[..., Any] | None:
+    with _lock:
+        if _owner_contact is not None:
+            return _owner_contact
+    path = current().owner_contact
+    return None if path is None else load_object(path)
+
+
+@events.on("webhook.endpoint.disabled")
+@actor(name="webhooks.notify_owner", queue=QUEUE)
+def notify_owner(event: EndpointDisabled) -> None:
+    """Email the endpoint's owner through the notifications family, once per disabling."""
+    from .. import notifications
+
+    lookup = _contact()
+    recipient = None if lookup is None or event.owner is None else lookup(owner=event.owner)
+    if recipient is None:
+        logger.warning("endpoint %s was disabled and its owner %r has no contact (%s)", event.endpoint_id,
+                       event.owner, "BGJOBS_WEBHOOKS__OWNER_CONTACT")  # fmt: skip
+        return
+    notifications.send(
+        "webhook_endpoint_disabled", recipient, event.model_dump(), channels=["email"],
+        key=f"webhook:{event.endpoint_id}:disabled:{event.disabled_at:%Y%m%dT%H%M%S}",
+    )  # fmt: skip
