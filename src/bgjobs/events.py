@@ -25,7 +25,7 @@ A = TypeVar("A", bound=TypedActor[Any, Any])
 
 _lock = threading.Lock()
 _models: dict[str, type[BaseModel]] = {}
-_subscriptions: list[tuple[str, TypedActor[Any, Any]]] = []
+_subscriptions: list[tuple[str, TypedActor[Any, Any], Callable[[str], bool] | None]] = []
 _seen: dict[str, float] = {}  # dedupe keys for brokers without Redis (the stub broker)
 
 
@@ -35,18 +35,25 @@ def declare(name: str, model: type[BaseModel]) -> None:
         _models[name] = model
 
 
-def subscribe(pattern: str, subscriber: TypedActor[Any, Any]) -> None:
-    """Deliver every event matching ``pattern`` (``booking.created``, ``booking.*``) to ``subscriber``."""
+def subscribe(
+    pattern: str, subscriber: TypedActor[Any, Any], *, when: Callable[[str], bool] | None = None
+) -> None:
+    """Deliver every event matching ``pattern`` (``booking.created``, ``booking.*``) to ``subscriber``.
+
+    Args:
+        when: asked with the event name at publish time; False skips this subscriber (a
+            setting that turns it off costs no message).
+    """
     with _lock:
-        if (pattern, subscriber) not in _subscriptions:
-            _subscriptions.append((pattern, subscriber))
+        if not any(p == pattern and s is subscriber for p, s, _ in _subscriptions):
+            _subscriptions.append((pattern, subscriber, when))
 
 
-def on(pattern: str) -> Callable[[A], A]:
+def on(pattern: str, *, when: Callable[[str], bool] | None = None) -> Callable[[A], A]:
     """Decorator form of :func:`subscribe`: put it above ``@bgjobs.actor``."""
 
     def decorate(subscriber: A) -> A:
-        subscribe(pattern, subscriber)
+        subscribe(pattern, subscriber, when=when)
         return subscriber
 
     return decorate
@@ -54,12 +61,13 @@ def on(pattern: str) -> Callable[[A], A]:
 
 def subscribers(name: str) -> list[TypedActor[Any, Any]]:
     """The actors an event called ``name`` goes to, each once."""
+    found: list[TypedActor[Any, Any]] = []
     with _lock:
-        found: list[TypedActor[Any, Any]] = []
-        for pattern, subscriber in _subscriptions:
-            if fnmatch.fnmatchcase(name, pattern) and subscriber not in found:
-                found.append(subscriber)
-        return found
+        matching = [(s, w) for p, s, w in _subscriptions if fnmatch.fnmatchcase(name, p)]
+    for subscriber, when in matching:
+        if subscriber not in found and (when is None or when(name)):
+            found.append(subscriber)
+    return found
 
 
 def _first_time(broker: dramatiq.Broker, name: str, key: str, window_s: int) -> bool:

@@ -13,16 +13,20 @@ from bgjobs import settings as bgjobs_settings
 from bgjobs.errors import ConfigurationError, InvalidPayload
 from bgjobs.jobs import trigger
 from bgjobs.scheduling import cron_table, validate
-from bgjobs.settings import ActorSettings, SchedulerSettings, Settings
+from bgjobs.settings import ActorSettings, SchedulerSettings, Settings, WebhookSettings
 from bgjobs.testing import JobsHarness, stub_jobs
 from tests.support import batch_jobs
 
 FAST_RETRIES = ActorSettings(max_retries=2, min_backoff_ms=10, max_backoff_ms=20)
+NO_BRIDGE = WebhookSettings(from_events=False)
 
 
 def fast(**overrides: object) -> Settings:
-    """Stub-broker settings with quick retries, read after the test set its database."""
-    return Settings(broker_url="stub://", retries=FAST_RETRIES, **overrides)  # type: ignore[arg-type]
+    """Stub-broker settings with quick retries, read after the test set its database.
+
+    Events are not bridged to webhooks here, so each test sees only its own subscribers.
+    """
+    return Settings(broker_url="stub://", retries=FAST_RETRIES, webhooks=NO_BRIDGE, **overrides)  # type: ignore[arg-type]
 
 
 @pytest.fixture

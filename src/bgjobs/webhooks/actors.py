@@ -40,14 +40,20 @@ class AnyEvent(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
-@events.on("*")
+def _bridged(name: str) -> bool:
+    # bgjobs's own webhook.* events are not sent as webhooks: a failing endpoint subscribed to
+    # them would feed itself.
+    return not name.startswith("webhook.") and current().from_events
+
+
+@events.on("*", when=_bridged)
 @actor(name="webhooks.from_event", queue=QUEUE)
 def from_event(event: AnyEvent) -> None:
-    """Publish a domain event to the endpoints subscribed to it (bgjobs's own ``webhook.*`` excepted)."""
+    """Publish a domain event to the endpoints subscribed to it."""
     message = CurrentMessage.get_current_message()
     name = None if message is None else message.options.get("bgjobs_event")
     settings = current()
-    if not name or name.startswith("webhook.") or not settings.from_events:
+    if not name or not _bridged(name):
         return
     data = event.model_dump(mode="json")
     field = settings.event_owner_field
