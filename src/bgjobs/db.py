@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel, create_engine
@@ -19,7 +19,7 @@ from sqlmodel import Session, SQLModel, create_engine
 from .errors import ConfigurationError
 from .settings import get_settings
 
-__all__ = ["bgjobs_tables", "engine_for", "get_engine", "insert_new", "session", "upgrade"]
+__all__ = ["bgjobs_tables", "engine_for", "get_engine", "insert_new", "read", "session", "upgrade"]
 
 TABLE_PREFIX = "bgjobs_"
 
@@ -40,7 +40,9 @@ def _sqlite_begin(connection: Any) -> None:
     # A deferred transaction that reads and then writes must upgrade its lock, and SQLite
     # answers "database is locked" at once (no busy wait) when another writer is pending.
     # Taking the write lock at BEGIN makes concurrent workers queue on busy_timeout instead.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Reads (see read()) need no write lock: in WAL mode they run beside the writer.
+    read_only = connection.get_execution_options().get(_READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 @functools.cache
@@ -60,6 +62,16 @@ def get_engine() -> Engine:
 
     broker = current()
     return engine_for((settings_for(broker) if broker is not None else get_settings()).database_url)
+
+
+_READ_ONLY = "bgjobs_read_only"
+
+
+@contextmanager
+def read(engine: Engine | None = None) -> Iterator[Connection]:
+    """A connection for reads only: on SQLite it does not queue for the write lock."""
+    with (engine or get_engine()).connect() as conn:
+        yield conn.execution_options(**{_READ_ONLY: True})
 
 
 @contextmanager

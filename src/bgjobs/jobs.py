@@ -21,11 +21,11 @@ from typing import Any, Literal
 
 import dramatiq
 from dramatiq.rate_limits import ConcurrentRateLimiter
-from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 from pydantic import Field
 
 from . import runs
 from .errors import ConfigurationError
+from .ratelimits import backend_for
 from .typed import Payload, TypedActor, actor
 
 __all__ = ["Job", "JobContext", "JobRun", "job", "registered_jobs", "trigger"]
@@ -68,7 +68,6 @@ _lock = threading.Lock()
 _jobs: dict[str, Job] = {}
 #: How long a trigger that found its job running waits before looking again.
 OVERLAP_RECHECK_MS = 1_000
-_stub_backend = StubBackend()  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -91,9 +90,7 @@ def registered_jobs() -> dict[str, Job]:
 
 
 def _mutex(broker: dramatiq.Broker, name: str, ttl_ms: int) -> ConcurrentRateLimiter:
-    client = getattr(broker, "client", None)
-    backend = RedisBackend(client=client) if client is not None else _stub_backend
-    return ConcurrentRateLimiter(backend, f"bgjobs-job:{name}", limit=1, ttl=ttl_ms)  # type: ignore[no-untyped-call]
+    return ConcurrentRateLimiter(backend_for(broker), f"bgjobs-job:{name}", limit=1, ttl=ttl_ms)  # type: ignore[no-untyped-call]
 
 
 def _run_job(spec: Job, payload: JobRun) -> None:

@@ -35,13 +35,13 @@ from typing import Any
 
 import pydantic_core
 from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
-from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 from pydantic import BaseModel
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlmodel import col
 
 from .. import db, events, observability
 from ..errors import InvalidPayload, PermanentError, TransientError
+from ..ratelimits import backend_for
 from ..settings import WebhookSettings
 from ..typed import send_messages
 from .endpoints import current
@@ -66,7 +66,6 @@ MAX_KEY_LENGTH = 200
 _EVENT_TYPE_LENGTH = 100
 #: A copy that found the attempt in progress looks again this soon (or when the lease ends).
 LEASE_RECHECK = timedelta(seconds=5)
-_stub_backend = StubBackend()  # type: ignore[no-untyped-call]
 
 
 class DeliveryExhausted(PermanentError):
@@ -176,7 +175,7 @@ def publish(
                 if matches(event_type, types)
             ]
             if rows:
-                s.execute(insert(WebhookDelivery), rows)
+                s.connection().execute(insert(WebhookDelivery.__table__), rows)  # type: ignore[attr-defined]
             jobs = [
                 DeliveryJob(delivery_id=r["id"], endpoint_id=r["endpoint_id"], attempt=1)
                 for r in rows
@@ -291,15 +290,10 @@ def _count(name: str, outcome: str) -> None:
     observability.counter(name, docs[name], ("outcome",)).labels(outcome).inc()
 
 
-def _backend(broker: Any) -> Any:
-    client = getattr(broker, "client", None)
-    return RedisBackend(client=client) if client is not None else _stub_backend
-
-
 @contextmanager
 def _limits(row: _Row, settings: WebhookSettings, lease_ms: int) -> Iterator[bool]:
     """Hold one of the endpoint's concurrency slots and one request of its rate; False when full."""
-    backend = _backend(_actor().actor.broker)
+    backend = backend_for(_actor().actor.broker)
     with ExitStack() as stack:
         slot = ConcurrentRateLimiter(  # type: ignore[no-untyped-call]
             backend, f"bgjobs-webhook:{row.endpoint_id}", limit=settings.endpoint_concurrency, ttl=lease_ms
@@ -382,7 +376,7 @@ def deliver(job: DeliveryJob) -> str:
     settings = current()
     now = _now()
     engine = db.get_engine()
-    with engine.connect() as conn:
+    with db.read(engine) as conn:
         row = _read(conn, job.delivery_id)
     if row is None:
         logger.warning("delivery %s no longer exists (its endpoint was deleted)", job.delivery_id)

@@ -1,0 +1,133 @@
+"""Webhooks end to end: bgjobs's worker against a bare httpx loop posting the same signed requests.
+
+M messages fanned out to 50 endpoints (10,000 deliveries by default), all paths of one HTTP
+receiver on 127.0.0.1 in this process.
+
+1. bare loop: one thread signs and POSTs every delivery with a pooled ``httpx.Client``;
+2. bare pool: the same from 16 threads (the worker's concurrency);
+3. bgjobs: ``webhooks.publish()`` per message (stores it and its 50 deliveries, enqueues 50
+   jobs), and ``dramatiq bgjobs.actors -p 2 -t 8`` delivers them: SSRF check, signature,
+   POST, attempt log and delivery state on SQLite. Timed from the first ``publish()`` until
+   the receiver holds every delivery; latency is each delivery's publish-to-receipt time.
+
+    python benchmarks/webhooks.py [--messages 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import cpu_seconds, percentile, worker  # noqa: E402
+from bgjobs.embedded import RedisServer  # noqa: E402
+from tests.support.receivers import WebhookReceiver, webhook_receiver  # noqa: E402
+
+ENDPOINTS = 50
+
+
+def wait_until(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting for deliveries")
+        time.sleep(0.01)
+
+
+def bare(messages: int, receiver: WebhookReceiver, *, threads: int, run: str) -> float:
+    import httpx
+
+    from bgjobs.webhooks import generate_secret
+    from bgjobs.webhooks.signing import sign
+
+    secret = generate_secret()
+    client = httpx.Client(timeout=httpx.Timeout(15, connect=5), follow_redirects=False,
+                          limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))  # fmt: skip
+
+    def one(i: int) -> None:
+        message, endpoint = divmod(i, ENDPOINTS)
+        body = b'{"type":"order.placed","timestamp":"2025-06-01T00:00:00.000Z","data":{"n":%d}}' % message
+        stamp = int(time.time())
+        message_id = f"msg_{run}_{message}"
+        signature = sign(message_id, stamp, body, [secret])
+        headers = {"content-type": "application/json", "webhook-id": message_id,
+                   "webhook-timestamp": str(stamp), "webhook-signature": signature}  # fmt: skip
+        response = client.post(receiver.url(f"/e{endpoint}"), content=body, headers=headers)
+        assert response.status_code == 200
+
+    start = time.perf_counter()
+    if threads == 1:
+        for i in range(messages * ENDPOINTS):
+            one(i)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, range(messages * ENDPOINTS)))
+    elapsed = time.perf_counter() - start
+    client.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=200)
+    args, _ = parser.parse_known_args()
+    m = args.messages
+    n = m * ENDPOINTS
+    workdir = Path(tempfile.mkdtemp(prefix="bgjobs-bench-webhooks-"))
+    with RedisServer() as server, webhook_receiver() as receiver:
+        env = {
+            "BGJOBS_BROKER_URL": server.url,
+            "BGJOBS_DATABASE_URL": f"sqlite:///{workdir / 'webhooks.db'}",
+            "BGJOBS_WEBHOOKS__REQUIRE_HTTPS": "false",
+            "BGJOBS_WEBHOOKS__ALLOW": '["127.0.0.1/32"]',
+        }
+        os.environ.update(env)
+        from bgjobs import db, webhooks
+
+        db.upgrade()
+        for e in range(ENDPOINTS):
+            webhooks.add_endpoint(receiver.url(f"/e{e}"), event_types=["order.*"])
+
+        loop_s = bare(m, receiver, threads=1, run="loop")
+        pool_s = bare(m, receiver, threads=16, run="pool")
+        base = len(receiver.received())
+
+        with worker("bgjobs.actors", env, processes=2, threads=8) as proc:
+            time.sleep(3)  # boot
+            cpu_before = cpu_seconds(proc.pid)
+            published: dict[str, float] = {}
+            start = time.perf_counter()
+            for i in range(m):
+                at = time.monotonic()
+                published[webhooks.publish("order.placed", {"n": i})] = at
+            publish_s = time.perf_counter() - start
+            wait_until(lambda: len(receiver.received()) - base >= n, timeout=900)
+            bgjobs_s = time.perf_counter() - start
+            worker_cpu = cpu_seconds(proc.pid) - cpu_before
+        latencies = [r.at - published[r.headers["webhook-id"]] for r in receiver.received()[base:]]
+
+    rate = {"loop": n / loop_s, "pool": n / pool_s, "bgjobs": n / bgjobs_s}
+    print(f"webhooks: {m} messages x {ENDPOINTS} endpoints = {n} signed deliveries to 127.0.0.1")
+    print(f"  bare httpx loop, 1 thread   {rate['loop']:8.0f} deliveries/s")
+    print(f"  bare httpx pool, 16 threads {rate['pool']:8.0f} deliveries/s")
+    print(f"  bgjobs worker -p 2 -t 8     {rate['bgjobs']:8.0f} deliveries/s "
+          f"(publish() {m / publish_s:.0f} messages/s in the host)")  # fmt: skip
+    print(f"  publish-to-receipt through the worker: p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+          f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms (all {n} published at once)")  # fmt: skip
+    print(f"  worker CPU per delivery (guard, signature, POST, attempt log, state): "
+          f"{worker_cpu / n * 1000:.1f} ms")  # fmt: skip
+    print(f"  bgjobs / bare loop {rate['bgjobs'] / rate['loop']:.2f}x, "
+          f"bgjobs / bare pool {rate['bgjobs'] / rate['pool']:.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
