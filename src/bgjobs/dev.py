@@ -10,7 +10,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from .embedded import RedisServer, free_port
@@ -30,9 +32,37 @@ def _env(redis_url: str, workdir: Path, metrics_port: int) -> dict[str, str]:
         "BGJOBS_PAYMENT": "console",
         "BGJOBS_STORAGE": "localfs",
         "BGJOBS_LOCALFS__ROOT": str(workdir / "storage"),
+        # The demo's webhook endpoint is a plain-HTTP server on loopback, which the guard refuses.
+        "BGJOBS_WEBHOOKS__REQUIRE_HTTPS": "false",
+        "BGJOBS_WEBHOOKS__ALLOW": '["127.0.0.1/32"]',
         "dramatiq_prom_port": str(metrics_port),
         "dramatiq_prom_db": str(workdir / "prometheus"),
     }
+
+
+class _Endpoint:
+    """A webhook subscriber for the demo: a loopback HTTP server keeping each request it gets."""
+
+    def __init__(self) -> None:
+        received = self.received = []  # type: list[tuple[bytes, dict[str, str]]]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((body, dict(self.headers.items())))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _wait(predicate: object, timeout: float) -> bool:
@@ -57,8 +87,11 @@ def _sent_notifications() -> list[str]:
 
 def _drive(workdir: Path, metrics_port: int) -> bool:
     """Send the sample work, wait for it, print what happened; True if all of it was done."""
-    from . import demo, events, jobs, outbox, runs
+    from . import demo, events, jobs, outbox, runs, webhooks
     from .db import session
+
+    subscriber = _Endpoint()
+    endpoint = webhooks.add_endpoint(subscriber.url, event_types=["booking.*"], description="bgjobs dev")
 
     for user_id in range(1, 5):
         demo.demo_welcome.send({"user_id": user_id, "email": f"user{user_id}@example.com"})
@@ -80,11 +113,18 @@ def _drive(workdir: Path, metrics_port: int) -> bool:
     done = done and _wait(lambda: any(r.outcome == "succeeded" for r in runs.recent(job="demo.report")), 30)
 
     done = done and _wait(lambda: len(_sent_notifications()) == 3, timeout=30)
+    done = done and _wait(lambda: bool(subscriber.received), timeout=30)
+    subscriber.close()
+    hooks = []
+    for body, headers in subscriber.received:
+        payload = webhooks.verify(body, headers, endpoint.secret.get_secret_value())
+        hooks.append(f"{payload['type']} ({headers.get('webhook-id')}, signature verified)")
 
     counted = [line for line in scrape(metrics_port).splitlines() if line.startswith("bgjobs_jobs_total{")]
     print("\nWhat happened:")
     print("  4 welcome emails sent + 1 duplicate skipped, 1 sent through the user.signed_up event")
     print(f"  booking.created -> booking_confirmation sent by {', '.join(_sent_notifications())}")
+    print(f"  booking.created -> webhook to {subscriber.url}: {'; '.join(hooks) or 'none arrived'}")
     print("  3 payouts deferred through the outbox in one transaction, each with a receipt")
     print(f"  receipts written: {sorted(p.name for p in receipts.glob('*.csv'))}")
     print("  " + "\n  ".join(counted or ["(no jobs counted yet)"]))

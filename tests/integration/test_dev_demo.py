@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ def test_bgjobs_dev_does_real_work_of_every_shipped_kind_and_exits_cleanly() -> 
     out = done.stdout
     assert "receipts written: ['v1.csv', 'v2.csv', 'v3.csv']" in out
     assert "booking.created -> booking_confirmation sent by email, push, sms" in out
+    assert re.search(r"booking.created -> webhook to http://127\.0\.0\.1:\d+/hooks: booking.created "
+                     r"\(msg_\w+, signature verified\)\n", out), out  # fmt: skip
     assert 'bgjobs_jobs_total{actor="demo_welcome",family="notifications",outcome="succeeded"} 6.0' in out
     assert 'bgjobs_jobs_total{actor="demo_payout",family="payouts",outcome="succeeded"} 3.0' in out
     assert 'batch run demo.report: succeeded, counts {"welcome_emails": 5}' in out
