@@ -252,6 +252,10 @@ class _Statements:
                     last_error=bindparam("error"), next_attempt_at=bindparam("next"), lease_until=None,
                     delivered_at=bindparam("delivered"), updated_at=bindparam("now"))
         )  # fmt: skip
+        self.postpone = (
+            update(d).where(d.c.id == bindparam("k"), d.c.status == "pending")
+            .values(next_attempt_at=bindparam("next"))
+        )  # fmt: skip
         self.log = insert(WebhookAttempt.__table__)  # type: ignore[attr-defined]
         self.healthy = update(e).where(e.c.id == bindparam("k")).values(failing_since=None, failures=0)
         self.disable = (
@@ -355,6 +359,9 @@ def _delay(job: DeliveryJob, result: AttemptResult, settings: WebhookSettings) -
 
 def _defer(job: DeliveryJob, why: str) -> str:
     delay = min(30.0, 0.25 * 2**job.deferrals) * random.uniform(0.5, 1.5)
+    due = _now() + timedelta(seconds=delay)
+    with db.get_engine().begin() as conn:  # so the health sweep does not take it for lost
+        conn.execute(_statements.postpone, {"k": job.delivery_id, "next": due})
     _actor().send(job.model_copy(update={"deferrals": job.deferrals + 1}), delay=int(delay * 1000))
     _count("bgjobs_webhook_deliveries_total", "deferred")
     logger.debug("delivery %s waits %.1fs for %s's %s", job.delivery_id, delay, job.endpoint_id, why)
