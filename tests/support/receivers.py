@@ -120,49 +120,64 @@ class HttpVendor:
         return 200, {"id": message_id}, {}
 
 
+class _JsonHandler(BaseHTTPRequestHandler):
+    """Answers each POST with ``answer(path, headers, body) -> (status, payload, extra headers)``."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in two writes; without it, 40 ms each
+
+    def answer(self, body: bytes) -> tuple[int, Any, dict[str, str]]:
+        raise NotImplementedError
+
+    def do_POST(self) -> None:
+        status, payload, headers = self.answer(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout test)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a killed worker resets its connections; that is the test, not an error
+
+
+@contextmanager
+def _serving(handler: type[_JsonHandler]) -> Iterator[int]:
+    """Serve ``handler`` on 127.0.0.1 in a thread; yields the port."""
+    server = _Server(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @contextmanager
 def http_vendor() -> Iterator[HttpVendor]:
     vendor = HttpVendor()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body go in two writes; without it, 40 ms each
+    class Handler(_JsonHandler):
+        def answer(self, body: bytes) -> tuple[int, Any, dict[str, str]]:
+            return vendor.handle(self.path, self.headers.get("Idempotency-Key"), json.loads(body or b"{}"),
+                                 self.headers.get("Authorization"))  # fmt: skip
 
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", 0))
-            body = json.loads(self.rfile.read(length) or b"{}")
-            status, payload, headers = vendor.handle(
-                self.path, self.headers.get("Idempotency-Key"), body, self.headers.get("Authorization")
-            )
-            data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (a timeout test)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            pass  # a killed worker resets its connections; that is the test, not an error
-
-    server = Server(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    vendor.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serving(Handler) as vendor.port:
         yield vendor
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass
@@ -222,43 +237,11 @@ class WebhookReceiver:
 def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", 0))
-            body = self.rfile.read(length)
+    class Handler(_JsonHandler):
+        def answer(self, body: bytes) -> tuple[int, Any, dict[str, str]]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, extra = receiver.answer(Received(self.path, headers, body, time.monotonic()))
-            data = b'{"ok": true}'
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+            return status, {"ok": True}, extra
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    class Server(ThreadingHTTPServer):
-        request_queue_size = 256
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            pass
-
-    server = Server(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    receiver.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serving(Handler) as receiver.port:
         yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
