@@ -15,11 +15,17 @@ import pytest
 import redis
 
 from bgjobs import broker as bgjobs_broker
-from bgjobs import db, wiring
+from bgjobs import db, payouts, wiring
 from bgjobs import settings as bgjobs_settings
 from bgjobs.embedded import RedisServer
 from bgjobs.notifications import sources
-from bgjobs.settings import ActorSettings, NotificationSettings, Settings, WebhookSettings
+from bgjobs.settings import (
+    ActorSettings,
+    NotificationSettings,
+    PayoutSettings,
+    Settings,
+    WebhookSettings,
+)
 from bgjobs.testing import JobsHarness, stub_jobs
 from bgjobs.webhooks import actors as webhooks
 from bgjobs.webhooks import transport as webhook_transport
@@ -76,15 +82,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def harness(database_url: str) -> Iterator[Callable[..., JobsHarness]]:
     """Start a stub worker with memory adapters on a fresh database; notification settings by keyword,
-    webhook settings as ``webhooks=``."""
+    webhook and payout settings as ``webhooks=`` and ``payouts=``."""
     stack: list[Any] = []
 
-    def start(*, webhooks: WebhookSettings | None = None, **notification_settings: Any) -> JobsHarness:
+    def start(
+        *, webhooks: WebhookSettings | None = None, payouts: PayoutSettings | None = None,
+        **notification_settings: Any,
+    ) -> JobsHarness:  # fmt: skip
         settings = Settings(
             broker_url="stub://", database_url=database_url,
             retries=ActorSettings(max_retries=3, min_backoff_ms=10, max_backoff_ms=20, time_limit_ms=60_000),
             notifications=NotificationSettings(**notification_settings),
-            webhooks=webhooks or WebhookSettings(),
+            webhooks=webhooks or WebhookSettings(), payouts=payouts or PayoutSettings(),
         )  # fmt: skip
         db.upgrade(db.engine_for(database_url))
         context = stub_jobs(settings=settings)
@@ -94,6 +103,7 @@ def harness(database_url: str) -> Iterator[Callable[..., JobsHarness]]:
     yield start
     sources.reset()
     webhooks.reset()
+    payouts.configure(vendor_contact=None)
     webhook_transport.close()
     for context in reversed(stack):
         context.__exit__(None, None, None)

@@ -2,7 +2,7 @@
 
 import importlib.metadata as _metadata
 
-from . import events, notifications, outbox, webhooks
+from . import events, notifications, outbox, payouts, webhooks
 from .broker import get_broker, set_broker
 from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
 from .jobs import JobContext, job, trigger
@@ -37,6 +37,7 @@ __all__ = [
     "job",
     "notifications",
     "outbox",
+    "payouts",
     "set_broker",
     "trigger",
     "webhooks",

@@ -96,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "scheduler", help="run the cron table (one per deployment; others wait)"
     ).set_defaults(func=_scheduler)
-    trigger = commands.add_parser("trigger", help="enqueue a batch job now and print its message id")
+    trigger = commands.add_parser(
+        "trigger", help="enqueue a batch job now and print its message id (job arguments as --name value)"
+    )
     trigger.add_argument("job")
     trigger.add_argument(
         "--arg", action="append", default=[], type=_arg, metavar="K=V", help="a job argument"
@@ -123,8 +125,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _job_options(extra: list[str]) -> list[str]:
+    """``bgjobs trigger JOB --period 2025-W23`` (or ``--period=2025-W23``): ``period=2025-W23``."""
+    pairs, rest = [], list(extra)
+    while rest:
+        flag = rest.pop(0)
+        if not flag.startswith("--") or len(flag) < 3:
+            raise SystemExit(f"bgjobs trigger: unexpected {flag!r}; job arguments look like --name value")
+        name, sep, value = flag[2:].partition("=")
+        if not sep:
+            if not rest:
+                raise SystemExit(f"bgjobs trigger: {flag} needs a value")
+            value = rest.pop(0)
+        pairs.append(f"{name.replace('-', '_')}={value}")
+    return pairs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "trigger":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.arg = [*args.arg, *_job_options(extra)]
     try:
         return int(args.func(args))
     except BgjobsError as exc:

@@ -7,7 +7,7 @@ prefixed ``bgjobs_``; :func:`upgrade` creates only those.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -81,14 +81,21 @@ def session(engine: Engine | None = None) -> Iterator[Session]:
         yield s
 
 
-def insert_new(session: Session, model: type[SQLModel], values: dict[str, Any]) -> bool:
-    """Insert a row unless one with the same primary key exists; True if this call inserted it.
+def insert_new(
+    session: Session, model: type[SQLModel], values: dict[str, Any], *, unique: Sequence[str] | None = None
+) -> bool:
+    """Insert a row unless one with the same key exists; True if this call inserted it.
 
     One statement (``INSERT ... ON CONFLICT DO NOTHING RETURNING``), so two transactions racing
     on the same key never both win and neither fails.
+
+    Args:
+        unique: the columns of the unique constraint that makes a row the same; the primary key
+            by default.
     """
     table: Any = model.__table__  # type: ignore[attr-defined]
-    keys = [c.name for c in table.primary_key.columns]
+    primary = [c.name for c in table.primary_key.columns]
+    keys = list(unique) if unique is not None else primary
     dialect = session.get_bind().dialect.name
     stmt: Any
     if dialect == "postgresql":
@@ -98,7 +105,7 @@ def insert_new(session: Session, model: type[SQLModel], values: dict[str, Any]) 
     else:
         raise ConfigurationError(f"bgjobs supports SQLite and PostgreSQL, not {dialect}")
     # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
-    return session.execute(stmt.returning(table.c[keys[0]])).first() is not None
+    return session.execute(stmt.returning(table.c[primary[0]])).first() is not None
 
 
 def bgjobs_tables() -> list[Any]:
@@ -110,6 +117,7 @@ def upgrade(engine: Engine | None = None) -> list[str]:
     """Create any missing bgjobs table; returns the names of all bgjobs tables."""
     from . import idempotency, outbox, runs  # noqa: F401  (registers their tables)
     from .notifications import models  # noqa: F401
+    from .payouts import models as _payouts  # noqa: F401
     from .webhooks import models as _webhooks  # noqa: F401
 
     tables = bgjobs_tables()

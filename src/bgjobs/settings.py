@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from datetime import time
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -27,6 +28,7 @@ __all__ = [
     "MetricsSettings",
     "NotificationSettings",
     "OutboxSettings",
+    "PayoutSettings",
     "SchedulerSettings",
     "Settings",
     "SmtpSettings",
@@ -109,6 +111,28 @@ class NotificationSettings(FamilySettings):
     dunning_interval_h: int = Field(default=72, ge=1)
     #: ``booking.created``, ``booking.cancelled`` and ``payment.succeeded`` send their messages.
     on_events: bool = True
+
+
+class PayoutSettings(FamilySettings):
+    """Commission, payout minimums, receipts and the balance check."""
+
+    #: The platform's share of each earning (0.20: the vendor gets 80%); per vendor with
+    #: ``bgjobs.payouts.set_commission_rate``.
+    commission_rate: Decimal = Field(default=Decimal("0.20"), ge=0, le=1)
+    #: Below this balance (in each currency) nothing is paid and the balance carries forward.
+    minimum: Decimal = Field(default=Decimal("50.00"), ge=0)
+    #: Per-currency minimums that override ``minimum`` (``{"JPY": "5000"}``).
+    minimums: dict[str, Decimal] = Field(default_factory=dict)
+    #: ``pkg.mod:function(vendor_id=)`` returning the vendor's
+    #: :class:`~bgjobs.notifications.Recipient` (or None): receipts are emailed to it.
+    vendor_contact: str | None = None
+    #: Currencies whose platform balance the balance check reads from the gateway.
+    balance_currencies: list[str] = Field(default_factory=list)
+    #: An alert goes out once when a balance falls below ``balance_min`` or rises above ``balance_max``.
+    balance_min: Decimal = Field(default=Decimal("1000"), ge=0)
+    balance_max: Decimal = Field(default=Decimal("10000"), ge=0)
+    #: Where operator alerts go (an email address); without it alerts are only logged and counted.
+    alert_email: str | None = None
 
 
 class WebhookSettings(FamilySettings):
@@ -246,7 +270,7 @@ class Settings(BaseSettings):
     )
     notifications: NotificationSettings = NotificationSettings(time_limit_ms=60_000)
     webhooks: WebhookSettings = WebhookSettings(time_limit_ms=60_000)
-    payouts: FamilySettings = FamilySettings()
+    payouts: PayoutSettings = PayoutSettings()
     exports: FamilySettings = FamilySettings(time_limit_ms=3_600_000)
     cleanup: FamilySettings = FamilySettings(time_limit_ms=3_600_000)
     #: Per-actor overrides: ``BGJOBS_ACTORS__<actor_name>__MAX_RETRIES=3``.
@@ -265,6 +289,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     http_sms: HttpVendorSettings = HttpVendorSettings()
     http_push: HttpVendorSettings = HttpVendorSettings()
+    http_payment: HttpVendorSettings = HttpVendorSettings()
     localfs: LocalStorageSettings = LocalStorageSettings()
 
     def schedule_for(self, job: str, default: str | None) -> str | None:

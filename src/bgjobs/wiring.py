@@ -41,7 +41,11 @@ BUNDLED: dict[str, dict[str, str]] = {
         "storage": "bgjobs.adapters.memory:MemoryStorage",
     },
     "smtp": {"mailer": "bgjobs.adapters.smtp:SmtpMailer"},
-    "http": {"sms": "bgjobs.adapters.http:HttpSmsSender", "push": "bgjobs.adapters.http:HttpPushSender"},
+    "http": {
+        "sms": "bgjobs.adapters.http:HttpSmsSender",
+        "push": "bgjobs.adapters.http:HttpPushSender",
+        "payment": "bgjobs.adapters.http:HttpPaymentGateway",
+    },
     "localfs": {"storage": "bgjobs.adapters.localfs:LocalFileStorage"},
 }
 

@@ -22,7 +22,12 @@ __all__ = ["FAMILY_MODULES", "boot", "load_modules"]
 logger = logging.getLogger("bgjobs.worker")
 
 #: Modules whose import declares the bundled families' actors.
-FAMILY_MODULES: tuple[str, ...] = ("bgjobs.outbox", "bgjobs.notifications", "bgjobs.webhooks")
+FAMILY_MODULES: tuple[str, ...] = (
+    "bgjobs.outbox",
+    "bgjobs.notifications",
+    "bgjobs.webhooks",
+    "bgjobs.payouts",
+)
 
 
 def load_modules(settings: Settings) -> None:

@@ -143,6 +143,8 @@ class _JsonHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test)
 
+    do_GET = do_POST
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -245,3 +247,72 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 
     with _serving(Handler) as receiver.port:
         yield receiver
+
+
+@dataclass
+class PaymentGatewayServer:
+    """A payment provider's JSON API that stores idempotency keys as a real provider does.
+
+    ``POST /payouts`` and ``POST /charges`` with an ``Idempotency-Key``: a key seen before gets the
+    first answer again and moves no money. ``script`` holds answers to give first (``500``,
+    ``"sleep:<s>"``); ``no_method`` customers are refused with 402.
+    """
+
+    payouts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    balances: dict[str, str] = field(default_factory=dict)
+    no_method: set[str] = field(default_factory=set)
+    script: list[Any] = field(default_factory=list)
+    requests: int = 0
+    replays: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def paid(self) -> Counter[str]:
+        """How many payouts each payee received (money moved, replays excluded)."""
+        with self.lock:
+            return Counter(p["payee_id"] for p in self.payouts.values())
+
+    def handle(self, method: str, path: str, key: str | None, body: dict[str, Any]) -> tuple[int, Any]:
+        with self.lock:
+            self.requests += 1
+            step = self.script.pop(0) if self.script else None
+        if isinstance(step, str) and step.startswith("sleep:"):
+            time.sleep(float(step.split(":", 1)[1]))
+        elif isinstance(step, int):
+            return step, {"error": f"scripted {step}"}
+        if method == "GET" and path.startswith("/balance"):
+            currency = path.rsplit("=", 1)[1]
+            return 200, {"available": self.balances.get(currency, "0"), "currency": currency}
+        store = {"/payouts": self.payouts, "/charges": self.charges}.get(path)
+        if store is None or not key:
+            return 400, {"error": "unknown path or missing Idempotency-Key"}
+        if path == "/charges" and body.get("customer_id") in self.no_method:
+            return 402, {"error": "the customer has no payment method"}
+        with self.lock:
+            if key in store:
+                self.replays += 1
+                return 200, store[key]["answer"]
+            answer = {"id": f"tx_{len(store) + 1}", "status": "succeeded", "amount": body["amount"],
+                      "currency": body["currency"]}  # fmt: skip
+            store[key] = {**body, "answer": answer}
+        return 200, answer
+
+
+@contextmanager
+def payment_gateway() -> Iterator[PaymentGatewayServer]:
+    gateway = PaymentGatewayServer()
+
+    class Handler(_JsonHandler):
+        def answer(self, body: bytes) -> tuple[int, Any, dict[str, str]]:
+            status, payload = gateway.handle(
+                self.command, self.path, self.headers.get("Idempotency-Key"), json.loads(body or b"{}")
+            )
+            return status, payload, {}
+
+    with _serving(Handler) as gateway.port:
+        yield gateway

@@ -1,4 +1,4 @@
-"""SMS and push through a JSON-over-HTTP vendor API, with the idempotency key as a header.
+"""SMS, push and payments through a JSON-over-HTTP vendor API, with the idempotency key as a header.
 
 Many vendors (and most in-house gateways) take one POST per message and honour an
 ``Idempotency-Key`` header: a second request with a key they have seen returns the first
@@ -12,15 +12,29 @@ with the status and the start of the body). Redirects are not followed.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from ..errors import ConfigurationError, PermanentError, TransientError
-from ..ports import DeliveryReceipt, PushMessage, PushSender, SmsMessage, SmsSender
+from ..money import Money
+from ..ports import (
+    Balance,
+    ChargeRequest,
+    DeliveryReceipt,
+    PaymentGateway,
+    PaymentResult,
+    PayoutRequest,
+    PushMessage,
+    PushSender,
+    SmsMessage,
+    SmsSender,
+)
 from ..settings import HttpVendorSettings
 
-__all__ = ["HttpPushSender", "HttpSmsSender", "JsonVendor"]
+__all__ = ["HttpPaymentGateway", "HttpPushSender", "HttpSmsSender", "JsonVendor"]
 
 _RETRYABLE = {408, 425, 429}
 EXCERPT = 200
@@ -42,28 +56,37 @@ class JsonVendor:
             follow_redirects=False,
         )
 
-    def post(self, body: dict[str, Any], *, key: str | None) -> DeliveryReceipt:
+    def request(
+        self, method: str, path: str = "", *, body: dict[str, Any] | None = None, key: str | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:  # fmt: skip
+        """One call, its failures mapped: 2xx returns; 408/425/429/5xx and network errors are
+        transient; any other status is permanent."""
         headers = {"Idempotency-Key": key} if key else {}
         try:
-            response = self.client.post(self.url, json=body, headers=headers)
+            response = self.client.request(method, self.url + path, json=body, headers=headers, params=params)
         except httpx.TimeoutException as exc:
             raise TransientError(f"vendor timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
             raise TransientError(f"vendor unreachable: {type(exc).__name__}: {exc}") from exc
         status = response.status_code
         if 200 <= status < 300:
-            try:
-                provider_id = str(response.json().get("id") or "")
-            except ValueError:
-                provider_id = ""
-            return DeliveryReceipt(
-                provider_message_id=provider_id or response.headers.get("x-request-id", "") or "unknown",
-                duplicate=response.headers.get("idempotent-replayed", "").lower() == "true",
-            )
+            return response
         excerpt = response.text[:EXCERPT]
         if status in _RETRYABLE or status >= 500:
             raise TransientError(f"vendor answered {status}: {excerpt}")
-        raise PermanentError(f"vendor refused the message with {status}: {excerpt}")
+        raise PermanentError(f"vendor refused the request with {status}: {excerpt}")
+
+    def post(self, body: dict[str, Any], *, key: str | None) -> DeliveryReceipt:
+        response = self.request("POST", body=body, key=key)
+        try:
+            provider_id = str(response.json().get("id") or "")
+        except ValueError:
+            provider_id = ""
+        return DeliveryReceipt(
+            provider_message_id=provider_id or response.headers.get("x-request-id", "") or "unknown",
+            duplicate=response.headers.get("idempotent-replayed", "").lower() == "true",
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -108,3 +131,43 @@ class HttpPushSender(PushSender):
         body = {"tokens": list(message.tokens), "title": message.title, "body": message.body,
                 "data": message.data}  # fmt: skip
         return self.vendor.post(body, key=message.idempotency_key)
+
+
+class HttpPaymentGateway(PaymentGateway):
+    """A JSON payment API at ``BGJOBS_HTTP_PAYMENT__URL`` that honours ``Idempotency-Key``.
+
+    ``POST /payouts`` ``{"payee_id", "amount", "currency", "description", "metadata"}`` and
+    ``POST /charges`` ``{"customer_id", ...}`` answer ``{"id", "status", "amount", "currency"}``,
+    the first answer again for a key seen before; ``GET /balance?currency=USD`` answers
+    ``{"available": "1234.56", "currency": "USD"}``. Amounts are decimal strings, never floats.
+    """
+
+    def __init__(self, settings: HttpVendorSettings) -> None:
+        self.vendor = JsonVendor(settings, what="http_payment")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> HttpPaymentGateway:
+        return cls(settings.http_payment)
+
+    def close(self) -> None:
+        self.vendor.close()
+
+    def _move(self, path: str, body: dict[str, Any], request: PayoutRequest | ChargeRequest) -> PaymentResult:
+        body = {**body, "amount": str(request.amount.amount), "currency": request.amount.currency,
+                "description": request.description, "metadata": request.metadata}  # fmt: skip
+        answer = self.vendor.request("POST", path, body=body, key=request.idempotency_key).json()
+        try:
+            amount = Money(amount=Decimal(str(answer["amount"])), currency=answer["currency"])
+            return PaymentResult(transaction_id=str(answer["id"]), status=answer["status"], amount=amount)
+        except (KeyError, ValueError, ValidationError) as exc:
+            raise TransientError(f"the gateway's answer is not understood: {exc}") from None
+
+    def _payout(self, *, request: PayoutRequest) -> PaymentResult:
+        return self._move("/payouts", {"payee_id": request.payee_id}, request)
+
+    def _charge(self, *, request: ChargeRequest) -> PaymentResult:
+        return self._move("/charges", {"customer_id": request.customer_id}, request)
+
+    def _balance(self, *, currency: str) -> Balance:
+        answer = self.vendor.request("GET", "/balance", params={"currency": currency}).json()
+        return Balance(available=Money(amount=Decimal(str(answer["available"])), currency=currency))

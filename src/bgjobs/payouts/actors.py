@@ -1,0 +1,67 @@
+"""Payouts' actors: the weekly and monthly runs, one payout per job, and ledger writes through
+the outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from ..jobs import JobContext, job
+from ..typed import Payload, actor
+from . import ledger, service
+from .models import PayoutJob
+from .periods import period_for
+
+__all__ = ["monthly", "pay_vendor", "record_entry", "weekly"]
+
+QUEUE = "payouts"
+
+
+@actor(name="payouts.pay", queue=QUEUE)
+def pay_vendor(job: PayoutJob) -> None:
+    service.pay(job)
+
+
+def _run(kind: str, ctx: JobContext) -> dict[str, Any]:
+    from ..notifications.service import current_settings
+
+    period = period_for(kind, ctx.args.get("period"), timezone=current_settings().timezone)
+    return service.plan(period, run_id=ctx.run_id)
+
+
+@job("payouts.weekly", schedule="0 8 * * mon", queue=QUEUE)
+def weekly(ctx: JobContext) -> dict[str, Any]:
+    """Pay every vendor's balance up to the end of last week (Monday to Sunday); ``period=2025-W23``."""
+    return _run("weekly", ctx)
+
+
+@job("payouts.monthly", schedule="0 0 1 * *", queue=QUEUE)
+def monthly(ctx: JobContext) -> dict[str, Any]:
+    """Pay every vendor's balance up to the end of last month; ``period=2025-06``."""
+    return _run("monthly", ctx)
+
+
+class LedgerWrite(Payload):
+    """A ledger entry deferred through the outbox (``outbox.defer(session, record_entry, ...)``)."""
+
+    kind: Literal["earning", "adjustment"]
+    vendor_id: str
+    amount: Decimal
+    currency: str
+    source_id: str
+    occurred_at: datetime
+    description: str | None = None
+    split_commission: bool = False
+
+
+@actor(name="payouts.record", queue=QUEUE)
+def record_entry(write: LedgerWrite) -> None:
+    """Record the entry; a redelivered copy finds its source id taken and changes nothing."""
+    if write.kind == "earning":
+        ledger.record_earning(write.vendor_id, write.amount, write.currency, source_id=write.source_id,
+                              occurred_at=write.occurred_at, description=write.description)  # fmt: skip
+    else:
+        ledger.record_adjustment(write.vendor_id, write.amount, write.currency, source_id=write.source_id,
+                                 occurred_at=write.occurred_at, description=write.description,
+                                 split_commission=write.split_commission)  # fmt: skip

@@ -1,0 +1,154 @@
+"""Payouts' tables and payloads.
+
+Money is stored as integer minor units with its currency; ``Decimal`` appears only at the
+edges (the API and the gateway). An entry's ``payout_id`` is the only link between the ledger
+and the payouts: an unlinked entry is balance, a linked one belongs to exactly one payout.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from ..money import Money
+from ..typed import Payload
+
+__all__ = [
+    "CommissionRate",
+    "LedgerEntry",
+    "Payout",
+    "PayoutJob",
+    "PayoutReceipt",
+    "PayoutRun",
+    "VendorEarnings",
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LedgerEntry(SQLModel, table=True):
+    __tablename__ = "bgjobs_ledger_entries"
+    __table_args__ = (
+        UniqueConstraint("kind", "source_id"),
+        # The run's aggregation reads unpaid entries by vendor and currency.
+        Index("ix_bgjobs_ledger_unpaid", "payout_id", "vendor_id", "currency"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    vendor_id: str = Field(max_length=200, index=True)
+    currency: str = Field(max_length=3)
+    #: ``earning`` (a sale, split by commission) or ``adjustment`` (a refund, a clawback, a bonus).
+    kind: str = Field(max_length=16)
+    source_id: str = Field(max_length=200)
+    gross_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    vendor_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    platform_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    #: The platform rate the split used, as a decimal string.
+    rate: str = Field(max_length=20)
+    description: str | None = Field(default=None, max_length=500)
+    occurred_at: datetime
+    created_at: datetime = Field(default_factory=_now)
+    payout_id: str | None = Field(default=None, max_length=300)
+
+    @property
+    def gross(self) -> Money:
+        return Money.from_minor(self.gross_minor, self.currency)
+
+    @property
+    def vendor_share(self) -> Money:
+        return Money.from_minor(self.vendor_minor, self.currency)
+
+    @property
+    def platform_share(self) -> Money:
+        return Money.from_minor(self.platform_minor, self.currency)
+
+
+class CommissionRate(SQLModel, table=True):
+    __tablename__ = "bgjobs_commission_rates"
+
+    vendor_id: str = Field(primary_key=True, max_length=200)
+    rate: str = Field(max_length=20)
+    updated_at: datetime = Field(default_factory=_now)
+
+
+class PayoutRun(SQLModel, table=True):
+    """One payout period's run: planned once, however often it is triggered."""
+
+    __tablename__ = "bgjobs_payout_runs"
+
+    key: str = Field(primary_key=True, max_length=40)
+    period_start: datetime
+    period_end: datetime
+    #: The ``bgjobs_runs`` row that planned it, whose counts are completed as payouts settle.
+    run_id: str = Field(max_length=32)
+    payouts: int = 0
+    pending: int = 0
+    paid: int = 0
+    failed: int = 0
+    carried: int = 0
+    created_at: datetime = Field(default_factory=_now)
+
+
+class Payout(SQLModel, table=True):
+    __tablename__ = "bgjobs_payouts"
+    __table_args__ = (UniqueConstraint("run_key", "vendor_id", "currency"),)
+
+    #: ``payout:{run}:{vendor}:{currency}``, also the gateway's idempotency key.
+    id: str = Field(primary_key=True, max_length=300)
+    run_key: str = Field(max_length=40, index=True)
+    vendor_id: str = Field(max_length=200)
+    currency: str = Field(max_length=3)
+    amount_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    entries: int
+    #: ``pending`` (the gateway has not confirmed), ``paid``, ``failed`` (refused; entries unlinked).
+    status: str = Field(default="pending", max_length=16)
+    transaction_id: str | None = Field(default=None, max_length=200)
+    error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = Field(default_factory=_now)
+    settled_at: datetime | None = None
+
+    @property
+    def amount(self) -> Money:
+        return Money.from_minor(self.amount_minor, self.currency)
+
+
+class PayoutReceipt(SQLModel, table=True):
+    __tablename__ = "bgjobs_payout_receipts"
+
+    id: str = Field(primary_key=True, max_length=40)
+    payout_id: str = Field(max_length=300, unique=True)
+    vendor_id: str = Field(max_length=200, index=True)
+    amount_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(max_length=3)
+    period: str = Field(max_length=40)
+    booking_count: int
+    booking_ids: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    transaction_id: str = Field(max_length=200)
+    issued_at: datetime = Field(default_factory=_now)
+
+    @property
+    def amount(self) -> Money:
+        return Money.from_minor(self.amount_minor, self.currency)
+
+
+class PayoutJob(Payload):
+    payout_id: str
+
+
+class VendorEarnings(BaseModel):
+    """What a vendor earned in a period (``calculate_vendor_earnings``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    vendor_id: str
+    amount: Money
+    total_revenue: Money
+    commission_rate: Decimal
+    booking_count: int
+    booking_ids: tuple[str, ...]

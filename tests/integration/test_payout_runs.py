@@ -1,0 +1,177 @@
+"""Payout runs on SQLite and PostgreSQL, paying through the HTTP payment adapter to a local gateway
+that stores idempotency keys like a real provider."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from bgjobs import cli, db, outbox, payouts, runs, wiring
+from bgjobs.adapters.http import HttpPaymentGateway
+from bgjobs.jobs import trigger
+from bgjobs.money import Money
+from bgjobs.settings import HttpVendorSettings, PayoutSettings
+from bgjobs.testing import JobsHarness
+from tests.support.receivers import PaymentGatewayServer, payment_gateway
+
+Start = Callable[..., JobsHarness]
+W23 = datetime(2025, 6, 3, 12, 0, tzinfo=UTC)  # a Tuesday in ISO week 2025-W23
+W24 = W23 + timedelta(days=7)
+
+
+@pytest.fixture
+def gateway() -> Iterator[PaymentGatewayServer]:
+    with payment_gateway() as g:
+        yield g
+
+
+def start(harness: Start, gateway: PaymentGatewayServer, **settings: Any) -> JobsHarness:
+    jobs = harness(payouts=PayoutSettings(**settings))
+    wiring.configure(payment=HttpPaymentGateway(HttpVendorSettings(url=gateway.url)))
+    return jobs
+
+
+def earn(vendor: str, gross: str, source: str, when: datetime, currency: str = "USD") -> None:
+    payouts.record_earning(vendor, Decimal(gross), currency, source_id=source, occurred_at=when)
+
+
+def all_payouts() -> list[payouts.Payout]:
+    with db.session() as s:
+        return list(s.exec(select(payouts.Payout)))
+
+
+def paid_amounts(gateway: PaymentGatewayServer) -> dict[str, tuple[str, str]]:
+    return {
+        p["payee_id"] + ":" + p["currency"]: (p["amount"], p["currency"]) for p in gateway.payouts.values()
+    }
+
+
+def test_a_weekly_run_pays_each_balance_once_and_carries_the_rest(
+    harness: Start, gateway: PaymentGatewayServer
+) -> None:
+    jobs = start(harness, gateway)
+    payouts.configure(
+        vendor_contact=lambda vendor_id: {"user_id": vendor_id, "email": f"{vendor_id}@example.com"}
+    )
+    # v1: the seeds' week (520.00 after commission); v2: 40.00 (below the 50.00 minimum);
+    # v3: a clawback bigger than its sale; v4: in two currencies; v5: a sale after the period
+    for n, gross in enumerate(["200.00", "150.00", "300.00"]):
+        earn("v1", gross, f"b1-{n}", W23 + timedelta(hours=n))
+    earn("v2", "50.00", "b2", W23)
+    earn("v3", "100.00", "b3", W23)
+    payouts.record_adjustment("v3", "-120.00", "USD", source_id="claw3", occurred_at=W23)
+    earn("v4", "100.00", "b4-usd", W23)
+    earn("v4", "10000", "b4-jpy", W23, currency="JPY")
+    earn("v5", "500.00", "b5", W24)
+
+    # When the week's run is triggered twice
+    trigger("payouts.weekly", period="2025-W23")
+    jobs.drain()
+    trigger("payouts.weekly", period="2025-W23")
+    jobs.drain()
+
+    # Then v1 and v4 (both currencies) were paid once, with the right amounts
+    assert paid_amounts(gateway) == {"v1:USD": ("520.00", "USD"), "v4:USD": ("80.00", "USD"),
+                                     "v4:JPY": ("8000", "JPY")}  # fmt: skip
+    assert gateway.replays == 0
+    assert {p.id: p.status for p in all_payouts()} == {
+        "payout:weekly:2025-W23:v1:USD": "paid", "payout:weekly:2025-W23:v4:USD": "paid",
+        "payout:weekly:2025-W23:v4:JPY": "paid",
+    }  # fmt: skip
+    # v2's 40.00, v3's -40.00 and v5's later sale carry forward
+    assert payouts.balances() == {
+        ("v2", "USD"): Money(amount=Decimal("40.00"), currency="USD"),
+        ("v3", "USD"): Money(amount=Decimal("-40.00"), currency="USD"),
+        ("v5", "USD"): Money(amount=Decimal("400.00"), currency="USD"),
+    }
+    # A receipt per payout, emailed through notifications
+    with db.session() as s:
+        receipt = s.exec(select(payouts.PayoutReceipt).where(payouts.PayoutReceipt.vendor_id == "v1")).one()
+    assert (receipt.amount, receipt.booking_count, receipt.period) == (
+        Money(amount=Decimal("520.00"), currency="USD"),
+        3,
+        "2025-W23",
+    )
+    assert receipt.booking_ids == ["b1-0", "b1-1", "b1-2"]
+    # The receipt emails were deferred through the outbox in the transaction that recorded the payment
+    outbox.relay_once()
+    jobs.drain()
+    assert sorted(m.to[0] for m in jobs.mailer.sent) == ["v1@example.com", "v4@example.com", "v4@example.com"]
+    # The run's report in bgjobs_runs is complete once the last payout settled
+    (second, first) = runs.recent(job="payouts.weekly")
+    report = first.figures
+    # carried forward: v2 and v3 (v5's sale falls after the period)
+    assert (report["paid"], report["failed"], report["pending"], report["carried_forward"]) == (3, 0, 0, 2)
+    assert report["total_paid"] == {"USD": "600.00", "JPY": "8000"}
+    assert second.figures["planned_now"] is False
+
+
+def test_a_carried_balance_is_paid_once_it_reaches_the_minimum(
+    harness: Start, gateway: PaymentGatewayServer
+) -> None:
+    jobs = start(harness, gateway)
+    earn("v2", "50.00", "b1", W23)  # 40.00 to the vendor
+    trigger("payouts.weekly", period="2025-W23")
+    jobs.drain()
+    assert gateway.payouts == {}
+    earn("v2", "25.00", "b2", W24)  # 20.00 more: 60.00
+    trigger("payouts.weekly", period="2025-W24")
+    jobs.drain()
+    assert paid_amounts(gateway) == {"v2:USD": ("60.00", "USD")}
+    assert payouts.balances() == {}
+
+
+def test_a_refused_payout_returns_its_entries_to_the_balance(
+    harness: Start, gateway: PaymentGatewayServer
+) -> None:
+    jobs = start(harness, gateway, minimums={"USD": Decimal("10.00")})
+    earn("v1", "100.00", "b1", W23)
+    gateway.script.append(403)  # the provider refuses (a closed account)
+    trigger("payouts.weekly", period="2025-W23")
+    jobs.drain()
+
+    (payout,) = all_payouts()
+    assert payout.status == "failed" and "403" in (payout.error or "")
+    assert payouts.balances() == {("v1", "USD"): Money(amount=Decimal("80.00"), currency="USD")}
+    assert jobs.dead_letters == []
+    # the next period pays it
+    trigger("payouts.weekly", period="2025-W24")
+    jobs.drain()
+    assert paid_amounts(gateway) == {"v1:USD": ("80.00", "USD")}
+
+
+def test_a_gateway_outage_retries_with_the_same_key_and_pays_once(
+    harness: Start, gateway: PaymentGatewayServer
+) -> None:
+    jobs = start(harness, gateway)
+    earn("v1", "100.00", "b1", W23)
+    gateway.script.extend([503, 503])
+    trigger("payouts.weekly", period="2025-W23")
+    jobs.drain()
+    assert paid_amounts(gateway) == {"v1:USD": ("80.00", "USD")}
+    assert [p.status for p in all_payouts()] == ["paid"]
+
+
+def test_the_cli_triggers_a_given_period(
+    harness: Start, gateway: PaymentGatewayServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = start(harness, gateway)
+    earn("v1", "100.00", "b1", W23)
+    assert cli.main(["trigger", "payouts.weekly", "--period", "2025-W23"]) == 0
+    jobs.drain()
+    assert paid_amounts(gateway) == {"v1:USD": ("80.00", "USD")}
+    assert cli.main(["trigger", "payouts.weekly", "--period", "June"]) == 0
+    jobs.drain()
+    failed = runs.recent(job="payouts.weekly")[0]
+    assert failed.outcome == "failed" and "period: 'June' is not an ISO week" in (failed.error or "")
+    assert json.loads(first_run_counts()).get("paid") == 1
+
+
+def first_run_counts() -> str:
+    return runs.recent(job="payouts.weekly")[-1].counts
