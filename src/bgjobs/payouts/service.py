@@ -40,7 +40,7 @@ from .ledger import current
 from .models import LedgerEntry, Payout, PayoutJob, PayoutReceipt, PayoutRun
 from .periods import Period
 
-__all__ = ["configure", "pay", "plan", "report", "resend_pending"]
+__all__ = ["configure", "pay", "plan", "plan_payouts", "report", "resend_pending"]
 
 logger = logging.getLogger("bgjobs.payouts")
 
@@ -63,7 +63,14 @@ def _range(prefix: str) -> tuple[str, str]:
 
 
 def plan(period: Period, *, run_id: str) -> dict[str, Any]:
-    """Plan ``period`` once and return what was planned (or what an earlier planning did)."""
+    """Plan ``period`` once, send its payouts' jobs, and return the run's report so far."""
+    first = plan_payouts(period, run_id=run_id)
+    sent = resend_pending(period.key)
+    return {**report(period.key), "planned_now": first, "jobs_sent": sent}
+
+
+def plan_payouts(period: Period, *, run_id: str) -> bool:
+    """The planning transaction; True if this call planned the period, False if it was planned before."""
     e: Any = LedgerEntry.__table__  # type: ignore[attr-defined]
     p: Any = Payout.__table__  # type: ignore[attr-defined]
     now = _now()
@@ -108,8 +115,7 @@ def plan(period: Period, *, run_id: str) -> dict[str, Any]:
                 .where(PayoutRun.__table__.c.key == period.key)  # type: ignore[attr-defined]
                 .values(payouts=planned, pending=planned, carried=carried)
             )
-    sent = resend_pending(period.key)
-    return {**report(period.key), "planned_now": first, "jobs_sent": sent}
+    return first
 
 
 def resend_pending(run_key: str) -> int:
