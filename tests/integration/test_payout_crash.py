@@ -60,8 +60,9 @@ def test_sigkilled_workers_pay_each_vendor_exactly_once_and_the_ledger_balances(
         share = 0
         for n in range(rng.randint(1, 3)):
             cents = rng.randint(1_000, 50_000)
-            entry = payouts.record_earning(vendor, Decimal(cents).scaleb(-2), "USD",
-                                           source_id=f"{vendor}-b{n}", occurred_at=W23 + timedelta(minutes=n))  # fmt: skip
+            when = W23 + timedelta(minutes=n)
+            gross = Decimal(cents).scaleb(-2)
+            entry = payouts.record_earning(vendor, gross, "USD", source_id=f"{vendor}-b{n}", occurred_at=when)
             share += entry.vendor_minor
             gross_total += cents
         if v % 50 == 0:
