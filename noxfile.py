@@ -31,7 +31,7 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Every benchmark, each comparing bgjobs with the obvious alternative in the same run."""
     session.install("-e", ".[dev]")
-    for script in ("overhead", "latency", "fanout", "outbox", "notifications", "webhooks"):
+    for script in ("overhead", "latency", "fanout", "outbox", "notifications", "webhooks", "payouts"):
         session.run("python", f"benchmarks/{script}.py", *session.posargs)
 
 

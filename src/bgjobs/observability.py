@@ -22,7 +22,7 @@ from typing import Any
 from dramatiq.common import current_millis
 from dramatiq.middleware import prometheus as dramatiq_prometheus
 
-__all__ = ["Metrics", "QueueCollector", "clear_stale_files", "counter", "scrape", "serve_metrics"]
+__all__ = ["Metrics", "QueueCollector", "clear_stale_files", "counter", "gauge", "scrape", "serve_metrics"]
 
 logger = logging.getLogger("bgjobs.metrics")
 
@@ -42,6 +42,24 @@ def counter(name: str, documentation: str, labels: tuple[str, ...]) -> Any:
             import prometheus_client as prom
 
             found = prom.Counter(name, documentation, list(labels), registry=prom.CollectorRegistry())
+            _counters[name] = found
+        return found
+
+
+def gauge(name: str, documentation: str, labels: tuple[str, ...]) -> Any:
+    """A family's ``bgjobs_*`` gauge, made on first use; across worker processes the latest value wins."""
+    with _counters_lock:
+        found = _counters.get(name)
+        if found is None:
+            import prometheus_client as prom
+
+            found = prom.Gauge(
+                name,
+                documentation,
+                list(labels),
+                registry=prom.CollectorRegistry(),
+                multiprocess_mode="mostrecent",
+            )
             _counters[name] = found
         return found
 

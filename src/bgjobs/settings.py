@@ -133,6 +133,8 @@ class PayoutSettings(FamilySettings):
     balance_max: Decimal = Field(default=Decimal("10000"), ge=0)
     #: Where operator alerts go (an email address); without it alerts are only logged and counted.
     alert_email: str | None = None
+    #: A deferred charge still failing this many minutes after its first failure expires.
+    charge_ttl_min: int = Field(default=30, ge=1)
 
 
 class WebhookSettings(FamilySettings):
@@ -210,6 +212,8 @@ class OutboxSettings(_Section):
 DEFAULT_SCHEDULE: dict[str, str] = {
     "payouts_weekly": "0 8 * * mon",
     "payouts_monthly": "0 0 1 * *",
+    "payouts_charges": "*/5 * * * *",
+    "payouts_balance_check": "*/5 * * * *",
     "cleanup_daily": "0 2 * * *",
     "notifications_appointment_reminders": "0 * * * *",
     "notifications_payment_reminders": "0 9 * * *",

@@ -24,6 +24,7 @@ from ..ports import (
     Balance,
     ChargeRequest,
     DeliveryReceipt,
+    NoPaymentMethod,
     PaymentGateway,
     PaymentResult,
     PayoutRequest,
@@ -34,10 +35,18 @@ from ..ports import (
 )
 from ..settings import HttpVendorSettings
 
-__all__ = ["HttpPaymentGateway", "HttpPushSender", "HttpSmsSender", "JsonVendor"]
+__all__ = ["HttpPaymentGateway", "HttpPushSender", "HttpSmsSender", "JsonVendor", "VendorRefused"]
 
 _RETRYABLE = {408, 425, 429}
 EXCERPT = 200
+
+
+class VendorRefused(PermanentError):
+    """Raised when a vendor answers a 4xx that retrying cannot change; ``status`` is that answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class JsonVendor:
@@ -75,7 +84,7 @@ class JsonVendor:
         excerpt = response.text[:EXCERPT]
         if status in _RETRYABLE or status >= 500:
             raise TransientError(f"vendor answered {status}: {excerpt}")
-        raise PermanentError(f"vendor refused the request with {status}: {excerpt}")
+        raise VendorRefused(status, f"vendor refused the request with {status}: {excerpt}")
 
     def post(self, body: dict[str, Any], *, key: str | None) -> DeliveryReceipt:
         response = self.request("POST", body=body, key=key)
@@ -138,7 +147,8 @@ class HttpPaymentGateway(PaymentGateway):
 
     ``POST /payouts`` ``{"payee_id", "amount", "currency", "description", "metadata"}`` and
     ``POST /charges`` ``{"customer_id", ...}`` answer ``{"id", "status", "amount", "currency"}``,
-    the first answer again for a key seen before; ``GET /balance?currency=USD`` answers
+    the first answer again for a key seen before (a charge answered 402 means the customer has
+    no payment method); ``GET /balance?currency=USD`` answers
     ``{"available": "1234.56", "currency": "USD"}``. Amounts are decimal strings, never floats.
     """
 
@@ -166,7 +176,12 @@ class HttpPaymentGateway(PaymentGateway):
         return self._move("/payouts", {"payee_id": request.payee_id}, request)
 
     def _charge(self, *, request: ChargeRequest) -> PaymentResult:
-        return self._move("/charges", {"customer_id": request.customer_id}, request)
+        try:
+            return self._move("/charges", {"customer_id": request.customer_id}, request)
+        except VendorRefused as exc:
+            if exc.status == 402:  # Payment Required: nothing to charge
+                raise NoPaymentMethod(f"customer {request.customer_id} has no payment method") from exc
+            raise
 
     def _balance(self, *, currency: str) -> Balance:
         answer = self.vendor.request("GET", "/balance", params={"currency": currency}).json()

@@ -22,6 +22,7 @@ from ..ports import (
     DeliveryReceipt,
     EmailMessage,
     Mailer,
+    NoPaymentMethod,
     PaymentGateway,
     PaymentResult,
     PayoutRequest,
@@ -119,7 +120,7 @@ class MemoryPaymentGateway(_Failing, PaymentGateway):
     def _charge(self, *, request: ChargeRequest) -> PaymentResult:
         self._maybe_fail()
         if request.customer_id in self.customers_without_method:
-            raise PermanentError(f"customer {request.customer_id} has no payment method")
+            raise NoPaymentMethod(f"customer {request.customer_id} has no payment method")
         with self._lock:
             first = self.charges.setdefault(request.idempotency_key, request)
         return PaymentResult(

@@ -7,6 +7,8 @@ minimum, each vendor exactly once per period. See docs/payouts.md.
 
 from . import actors
 from .actors import LedgerWrite, record_entry
+from .balance import check_balances
+from .charges import ChargeExpired, ChargeSucceeded, defer_charge, sweep_charges
 from .ledger import (
     balances,
     calculate_vendor_earnings,
@@ -16,11 +18,14 @@ from .ledger import (
     set_commission_rate,
     split,
 )
-from .models import CommissionRate, LedgerEntry, Payout, PayoutReceipt, PayoutRun, VendorEarnings
+from .models import Charge, CommissionRate, LedgerEntry, Payout, PayoutReceipt, PayoutRun, VendorEarnings
 from .periods import Period, period_for
 from .service import configure, report
 
 __all__ = [
+    "Charge",
+    "ChargeExpired",
+    "ChargeSucceeded",
     "CommissionRate",
     "LedgerEntry",
     "LedgerWrite",
@@ -32,8 +37,10 @@ __all__ = [
     "actors",
     "balances",
     "calculate_vendor_earnings",
+    "check_balances",
     "commission_rate",
     "configure",
+    "defer_charge",
     "period_for",
     "record_adjustment",
     "record_earning",
@@ -41,4 +48,5 @@ __all__ = [
     "report",
     "set_commission_rate",
     "split",
+    "sweep_charges",
 ]

@@ -13,7 +13,7 @@ from . import ledger, service
 from .models import PayoutJob
 from .periods import period_for
 
-__all__ = ["monthly", "pay_vendor", "record_entry", "weekly"]
+__all__ = ["balance_check", "charges", "monthly", "pay_vendor", "record_entry", "weekly"]
 
 QUEUE = "payouts"
 
@@ -40,6 +40,22 @@ def weekly(ctx: JobContext) -> dict[str, Any]:
 def monthly(ctx: JobContext) -> dict[str, Any]:
     """Pay every vendor's balance up to the end of last month; ``period=2025-06``."""
     return _run("monthly", ctx)
+
+
+@job("payouts.charges", schedule="*/5 * * * *", queue=QUEUE, time_budget=240)
+def charges(ctx: JobContext) -> dict[str, int]:
+    """Charge the deferred charges; see ``bgjobs.payouts.charges``."""
+    from .charges import sweep_charges
+
+    return sweep_charges(deadline=ctx.deadline)
+
+
+@job("payouts.balance_check", schedule="*/5 * * * *", queue=QUEUE)
+def balance_check(ctx: JobContext) -> dict[str, int]:
+    """Read the platform's balances and alert once per threshold crossing."""
+    from .balance import check_balances
+
+    return check_balances()
 
 
 class LedgerWrite(Payload):

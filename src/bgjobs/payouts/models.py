@@ -18,6 +18,8 @@ from ..money import Money
 from ..typed import Payload
 
 __all__ = [
+    "BalanceState",
+    "Charge",
     "CommissionRate",
     "LedgerEntry",
     "Payout",
@@ -135,6 +137,42 @@ class PayoutReceipt(SQLModel, table=True):
     @property
     def amount(self) -> Money:
         return Money.from_minor(self.amount_minor, self.currency)
+
+
+class Charge(SQLModel, table=True):
+    __tablename__ = "bgjobs_charges"
+
+    id: str = Field(primary_key=True, max_length=40)
+    #: The host's key; the gateway's idempotency key is ``charge:{key}``.
+    key: str = Field(max_length=200, unique=True)
+    customer_id: str = Field(max_length=200, index=True)
+    amount_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(max_length=3)
+    description: str = Field(max_length=500)
+    on_success_event: str | None = Field(default=None, max_length=200)
+    #: ``pending``, ``succeeded`` or ``expired`` (failing past the TTL).
+    status: str = Field(default="pending", max_length=16, index=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=1000)
+    transaction_id: str | None = Field(default=None, max_length=200)
+    first_failed_at: datetime | None = None
+    created_at: datetime = Field(default_factory=_now)
+    settled_at: datetime | None = None
+
+    @property
+    def amount(self) -> Money:
+        return Money.from_minor(self.amount_minor, self.currency)
+
+
+class BalanceState(SQLModel, table=True):
+    """The last state the balance check saw per currency, so an alert goes once per crossing."""
+
+    __tablename__ = "bgjobs_balance_states"
+
+    currency: str = Field(primary_key=True, max_length=3)
+    state: str = Field(max_length=8)  # "ok", "below" or "above"
+    amount_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = Field(default_factory=_now)
 
 
 class PayoutJob(Payload):

@@ -2,7 +2,7 @@
 
 from ._base import DeliveryReceipt, PortModel
 from .mail import EmailMessage, Mailer
-from .payment import Balance, ChargeRequest, PaymentGateway, PaymentResult, PayoutRequest
+from .payment import Balance, ChargeRequest, NoPaymentMethod, PaymentGateway, PaymentResult, PayoutRequest
 from .push import PushMessage, PushSender
 from .sms import SmsMessage, SmsSender
 from .storage import Storage, StoredObject, check_key
@@ -13,6 +13,7 @@ __all__ = [
     "DeliveryReceipt",
     "EmailMessage",
     "Mailer",
+    "NoPaymentMethod",
     "PaymentGateway",
     "PaymentResult",
     "PayoutRequest",

@@ -11,8 +11,16 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..errors import PermanentError
 from ..money import Money
 from ._base import PortModel
+
+
+class NoPaymentMethod(PermanentError):
+    """Raised by a gateway's ``charge`` when the customer has no payment method to charge.
+
+    Deferred charges treat it as "skip this customer for now", not as a refusal.
+    """
 
 
 class _MoneyMovement(PortModel):
@@ -57,7 +65,8 @@ class PaymentGateway(abc.ABC):
 
         Raises:
             TransientError: try again later with the same key.
-            PermanentError: the charge can never succeed (no payment method, card refused).
+            NoPaymentMethod: the customer has no stored payment method (yet).
+            PermanentError: the charge can never succeed as asked (the card was refused).
         """
         return self._charge(request=request)
 

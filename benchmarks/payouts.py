@@ -1,0 +1,197 @@
+"""Payout runs at scale: 1,000,000 ledger entries across 10,000 vendors, on SQLite and PostgreSQL.
+
+For each database, in fresh child processes (so each phase's peak RSS is its own):
+
+1. naive: load every unpaid entry and sum per vendor in Python, what a hand-written worker does;
+2. bgjobs: ``plan_payouts()``, the run's planning transaction: link every entry to its payout and
+   insert 10,000 payouts, in two set-based statements;
+
+then ``dramatiq bgjobs.actors -p 2 -t 8`` pays the first N payouts through the HTTP payment
+adapter to a local gateway (payouts/s).
+
+    python benchmarks/payouts.py [--entries 1000000] [--vendors 10000] [--pay 2000] [--db sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import worker  # noqa: E402
+
+PERIOD = "2025-W23"
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def populate(url: str, entries: int, vendors: int) -> float:
+    """Insert the ledger with Core executemany in batches (setup, not measured against anything)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert
+
+    from bgjobs import db
+    from bgjobs.payouts.ledger import split
+    from bgjobs.payouts.models import LedgerEntry
+
+    engine = db.engine_for(url)
+    db.upgrade(engine)
+    start = time.perf_counter()
+    base = datetime(2025, 6, 2, tzinfo=UTC)
+    rate = __import__("decimal").Decimal("0.20")
+    batch: list[dict[str, object]] = []
+    with engine.begin() as conn:
+        for i in range(entries):
+            gross = 1_000 + (i * 7919) % 49_000
+            vendor_share, platform = split(gross, rate)
+            batch.append({
+                "vendor_id": f"vendor-{i % vendors:05d}", "currency": "USD", "kind": "earning",
+                "source_id": f"booking-{i}", "gross_minor": gross, "vendor_minor": vendor_share,
+                "platform_minor": platform, "rate": "0.20", "description": None,
+                "occurred_at": base + timedelta(seconds=i % 500_000), "created_at": base,
+            })  # fmt: skip
+            if len(batch) == 10_000:
+                conn.execute(insert(LedgerEntry.__table__), batch)  # type: ignore[attr-defined]
+                batch = []
+        if batch:
+            conn.execute(insert(LedgerEntry.__table__), batch)  # type: ignore[attr-defined]
+    return time.perf_counter() - start
+
+
+def phase(name: str, url: str) -> dict[str, float]:
+    """One measured phase, in this (child) process."""
+    os.environ["BGJOBS_DATABASE_URL"] = url
+    os.environ["BGJOBS_BROKER_URL"] = "stub://"
+    from sqlmodel import col, select
+
+    from bgjobs import db
+    from bgjobs.payouts.models import LedgerEntry
+    from bgjobs.payouts.periods import period_for
+    from bgjobs.payouts.service import plan_payouts
+
+    period = period_for("weekly", PERIOD, timezone="UTC")
+    start = time.perf_counter()
+    if name == "naive":
+        totals: dict[tuple[str, str], int] = {}
+        with db.session(db.engine_for(url)) as s:
+            unpaid = select(LedgerEntry).where(col(LedgerEntry.payout_id).is_(None),
+                                               col(LedgerEntry.occurred_at) < period.end)  # fmt: skip
+            for entry in s.exec(unpaid).all():
+                key = (entry.vendor_id, entry.currency)
+                totals[key] = totals.get(key, 0) + entry.vendor_minor
+        groups = len(totals)
+    else:
+        plan_payouts(period, run_id="bench")
+        from sqlalchemy import func
+
+        from bgjobs.payouts.models import Payout
+
+        with db.session(db.engine_for(url)) as s:
+            groups = int(s.exec(select(func.count()).select_from(Payout)).one())
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "groups": groups}
+
+
+def child(name: str, url: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--phase", name, "--url", url], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def pay(url: str, count: int) -> float:
+    """Pay the first ``count`` planned payouts through a real worker; payouts/s."""
+    from bgjobs.embedded import RedisServer
+    from tests.support.receivers import payment_gateway
+
+    with RedisServer() as server, payment_gateway() as gateway:
+        env = {"BGJOBS_BROKER_URL": server.url, "BGJOBS_DATABASE_URL": url, "BGJOBS_PAYMENT": "http",
+               "BGJOBS_HTTP_PAYMENT__URL": gateway.url}  # fmt: skip
+        os.environ.update(env)
+        from bgjobs import broker, settings
+
+        settings.get_settings.cache_clear()
+        broker.forget()
+        from sqlmodel import col, select
+
+        from bgjobs import db
+        from bgjobs.payouts.actors import pay_vendor
+        from bgjobs.payouts.models import Payout, PayoutJob
+        from bgjobs.typed import send_messages
+
+        with db.session(db.engine_for(url)) as s:
+            ids = list(s.exec(select(Payout.id).order_by(col(Payout.id)).limit(count)))
+        with worker("bgjobs.actors", env, processes=2, threads=8):
+            time.sleep(3)
+            start = time.perf_counter()
+            send_messages(pay_vendor.actor.broker, [pay_vendor.message(PayoutJob(payout_id=i)) for i in ids])
+            deadline = time.monotonic() + 600
+            while len(gateway.payouts) < len(ids):
+                if time.monotonic() > deadline:
+                    raise SystemExit("timed out paying")
+                time.sleep(0.01)
+            elapsed = time.perf_counter() - start
+    return len(ids) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--vendors", type=int, default=10_000)
+    parser.add_argument("--pay", type=int, default=2_000)
+    parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args, _ = parser.parse_known_args()
+    if args.phase:
+        print(json.dumps(phase(args.phase, args.url)))
+        return
+
+    print(f"payouts: {args.entries:,} ledger entries across {args.vendors:,} vendors")
+    for kind in args.db.split(","):
+        cluster = None
+        if kind == "sqlite":
+            url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='bgjobs-bench-payouts-')) / 'ledger.db'}"
+        else:
+            from tests.support.postgres import PostgresCluster
+
+            cluster = PostgresCluster().start()
+            url = cluster.create_database("bgjobs_bench_payouts")
+        try:
+            loaded = populate(url, args.entries, args.vendors)
+            naive = child("naive", url)
+            ours = child("bgjobs", url)
+            rate = pay(url, args.pay)
+        finally:
+            if cluster is not None:
+                cluster.stop()
+        print(f"  {kind} (ledger loaded in {loaded:.0f} s)")
+        for label, got, what in (
+            ("naive: load all, sum in Python", naive, "balances"),
+            ("bgjobs: plan in SQL", ours, "payouts planned, every entry linked"),
+        ):
+            print(f"    {label:32} {got['seconds']:6.2f} s  peak RSS {got['peak_rss_mb']:6.0f} MB"
+                  f"  ({got['groups']:.0f} {what})")  # fmt: skip
+        print(f"    bgjobs / naive: time {ours['seconds'] / naive['seconds']:.2f}x, "
+              f"peak RSS {ours['peak_rss_mb'] / naive['peak_rss_mb']:.2f}x")  # fmt: skip
+        print(f"    paying through the HTTP adapter, -p 2 -t 8: {rate:.0f} payouts/s ({args.pay} payouts)")
+
+
+if __name__ == "__main__":
+    main()
