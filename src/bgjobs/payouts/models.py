@@ -87,23 +87,23 @@ class PayoutRun(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=40)
     period_start: datetime
     period_end: datetime
-    #: The ``bgjobs_runs`` row that planned it, whose counts are completed as payouts settle.
+    #: The ``bgjobs_runs`` row that planned it, whose counts are completed once every payout settled.
     run_id: str = Field(max_length=32)
     payouts: int = 0
-    pending: int = 0
-    paid: int = 0
-    failed: int = 0
     carried: int = 0
     created_at: datetime = Field(default_factory=_now)
 
 
 class Payout(SQLModel, table=True):
     __tablename__ = "bgjobs_payouts"
-    __table_args__ = (UniqueConstraint("run_key", "vendor_id", "currency"),)
+    __table_args__ = (
+        UniqueConstraint("run_key", "vendor_id", "currency"),
+        Index("ix_bgjobs_payouts_run_status", "run_key", "status"),
+    )
 
     #: ``payout:{run}:{vendor}:{currency}``, also the gateway's idempotency key.
     id: str = Field(primary_key=True, max_length=300)
-    run_key: str = Field(max_length=40, index=True)
+    run_key: str = Field(max_length=40)
     vendor_id: str = Field(max_length=200)
     currency: str = Field(max_length=3)
     amount_minor: int = Field(sa_column=Column(BigInteger, nullable=False))

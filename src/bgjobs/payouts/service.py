@@ -78,7 +78,7 @@ def plan_payouts(period: Period, *, run_id: str) -> bool:
     with db.session() as s:
         first = db.insert_new(s, PayoutRun, {
             "key": period.key, "period_start": period.start, "period_end": period.end, "run_id": run_id,
-            "payouts": 0, "pending": 0, "paid": 0, "failed": 0, "carried": 0, "created_at": now,
+            "payouts": 0, "carried": 0, "created_at": now,
         })  # fmt: skip
         if first:
             unpaid = and_(e.c.payout_id.is_(None), e.c.occurred_at < period.end)
@@ -113,7 +113,7 @@ def plan_payouts(period: Period, *, run_id: str) -> bool:
             s.execute(
                 update(PayoutRun.__table__)  # type: ignore[attr-defined]
                 .where(PayoutRun.__table__.c.key == period.key)  # type: ignore[attr-defined]
-                .values(payouts=planned, pending=planned, carried=carried)
+                .values(payouts=planned, carried=carried)
             )
     return first
 
@@ -137,22 +137,22 @@ def report(run_key: str) -> dict[str, Any]:
         run = s.get(PayoutRun, run_key)
         if run is None:
             return {}
+        by_status = {"pending": 0, "paid": 0, "failed": 0}
         totals: dict[str, str] = {}
         query = (
-            select(col(Payout.currency), func.sum(col(Payout.amount_minor)), func.count())
-            .where(col(Payout.run_key) == run_key, col(Payout.status) == "paid")
-            .group_by(col(Payout.currency))
+            select(col(Payout.status), col(Payout.currency), func.sum(col(Payout.amount_minor)), func.count())
+            .where(col(Payout.run_key) == run_key)
+            .group_by(col(Payout.status), col(Payout.currency))
         )
-        vendors_paid = 0
-        for currency, total, count in s.execute(query):
-            totals[currency] = str(Money.from_minor(int(total), currency).amount)
-            vendors_paid += int(count)
+        for status, currency, total, count in s.execute(query):
+            by_status[status] = by_status.get(status, 0) + int(count)
+            if status == "paid":
+                totals[currency] = str(Money.from_minor(int(total), currency).amount)
         started = run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=UTC)
         return {
             "period": run_key, "period_start": run.period_start.isoformat(),
-            "period_end": run.period_end.isoformat(),
-            "payouts": run.payouts, "paid": run.paid, "failed": run.failed, "pending": run.pending,
-            "vendors_paid": vendors_paid, "total_paid": totals, "carried_forward": run.carried,
+            "period_end": run.period_end.isoformat(), "payouts": run.payouts, **by_status,
+            "vendors_paid": by_status["paid"], "total_paid": totals, "carried_forward": run.carried,
             "duration_s": round((_now() - started).total_seconds(), 3),
         }  # fmt: skip
 
@@ -182,16 +182,20 @@ def _count(outcome: str) -> None:
     observability.counter("bgjobs_payouts_total", "Payouts by outcome.", ("outcome",)).labels(outcome).inc()
 
 
-def _settle(s: Any, payout: Payout, column: str) -> str | None:
-    """Move the run's counters for one settled payout; returns the run's ``bgjobs_runs`` id once
-    the last of its payouts settles (its report is then complete), else None."""
-    t: Any = PayoutRun.__table__  # type: ignore[attr-defined]
-    stmt = (
-        update(t).where(t.c.key == payout.run_key)
-        .values({"pending": t.c.pending - 1, column: t.c[column] + 1}).returning(t.c.pending, t.c.run_id)
-    )  # fmt: skip
-    pending, run_id = s.execute(stmt).one()
-    return str(run_id) if pending == 0 else None
+def _finish_if_last(run_key: str) -> None:
+    """Once no payout of the run is pending, complete its ``bgjobs_runs`` row with the report.
+
+    No counter row is updated per payout: under concurrent payouts that one row would serialise
+    every payment's transaction. The check is an index probe; two payouts settling last at the
+    same time both write the same report.
+    """
+    with db.read() as conn:
+        pending = conn.execute(
+            select(literal(1)).where(col(Payout.run_key) == run_key, col(Payout.status) == "pending").limit(1)
+        ).first()
+        run_id = conn.execute(select(col(PayoutRun.run_id)).where(col(PayoutRun.key) == run_key)).scalar()
+    if pending is None and run_id is not None:
+        runs.update_counts(run_id, report(run_key))
 
 
 def pay(job: PayoutJob) -> str:
@@ -231,11 +235,9 @@ def _fail(payout: Payout, error: str) -> str:
         if done.rowcount != 1:
             return "duplicate"
         s.execute(update(e).where(e.c.payout_id == payout.id).values(payout_id=None))
-        last = _settle(s, payout, "failed")
     logger.warning("payout %s refused; its entries return to the balance: %s", payout.id, error)
     _count("failed")
-    if last is not None:
-        runs.update_counts(last, report(payout.run_key))
+    _finish_if_last(payout.run_key)
     return "failed"
 
 
@@ -259,7 +261,6 @@ def _paid(payout: Payout, transaction_id: str) -> str:
             transaction_id=transaction_id[:200], issued_at=now,
         )  # fmt: skip
         s.add(receipt)
-        last = _settle(s, payout, "paid")
         recipient = _contact(payout.vendor_id)
         if recipient is not None:
             from .. import notifications
@@ -272,6 +273,5 @@ def _paid(payout: Payout, transaction_id: str) -> str:
     observability.counter(
         "bgjobs_payout_minor_units_total", "Paid out, in minor units, by currency.", ("currency",)
     ).labels(payout.currency).inc(payout.amount_minor)
-    if last is not None:
-        runs.update_counts(last, report(payout.run_key))
+    _finish_if_last(payout.run_key)
     return "paid"
