@@ -214,6 +214,7 @@ DEFAULT_SCHEDULE: dict[str, str] = {
     "payouts_monthly": "0 0 1 * *",
     "payouts_charges": "*/5 * * * *",
     "payouts_balance_check": "*/5 * * * *",
+    "payouts_settlement": "0 8 * * *",
     "cleanup_daily": "0 2 * * *",
     "notifications_appointment_reminders": "0 * * * *",
     "notifications_payment_reminders": "0 9 * * *",

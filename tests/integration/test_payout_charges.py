@@ -143,3 +143,34 @@ def test_the_balance_check_alerts_once_per_crossing(harness: Start, gateway: Pay
     subjects = [m.subject for m in jobs.mailer.sent]
     assert len(subjects) == 2 and all(m.to == ("ops@example.com",) for m in jobs.mailer.sent)
     assert "900.00" in jobs.mailer.sent[0].text and "below" in jobs.mailer.sent[0].text
+
+
+def test_the_settlement_report_covers_the_day_and_is_stored_and_sent(
+    harness: Start, gateway: PaymentGatewayServer
+) -> None:
+    from datetime import date
+
+    jobs = start(harness, gateway, balance_currencies=["USD"], alert_email="ops@example.com")
+    gateway.balances["USD"] = "4321.00"
+    # Given a day with one sale, one succeeded charge and one still pending
+    day = datetime.now(UTC).date()
+    payouts.record_earning("v1", "200.00", "USD", source_id="b1", occurred_at=datetime.now(UTC))
+    payouts.defer_charge("c1", "9.99", "USD", description="page", key="p1")
+    gateway.no_method.add("c2")
+    payouts.defer_charge("c2", "5.00", "USD", description="page", key="p2")
+    sweep(jobs)
+
+    trigger("payouts.settlement", day=day.isoformat())
+    jobs.drain()
+
+    stored = jobs.storage.objects[f"reports/settlement/{day.isoformat()}.csv"].decode()
+    assert stored.splitlines() == [
+        "day,currency,payments,completed_payments,payments_amount,payouts,completed_payouts,payouts_amount,"
+        "net_revenue,balance",
+        f"{day.isoformat()},USD,2,1,9.99,0,0,0.00,40.00,4321.00",
+    ]
+    (mail,) = jobs.mailer.sent
+    assert mail.to == ("ops@example.com",) and mail.subject == f"Settlement report {day.isoformat()}"
+    # another day has nothing but the balance
+    other = date(2020, 1, 1)
+    assert payouts.settlement_report(other)["rows"][0]["payments"] == 0

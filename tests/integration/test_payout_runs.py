@@ -175,3 +175,17 @@ def test_the_cli_triggers_a_given_period(
 
 def first_run_counts() -> str:
     return runs.recent(job="payouts.weekly")[-1].counts
+
+
+def test_an_earning_deferred_through_the_outbox_is_recorded_once(
+    harness: Start, gateway: PaymentGatewayServer
+) -> None:
+    jobs = start(harness, gateway)
+    write = payouts.LedgerWrite(kind="earning", vendor_id="v1", amount=Decimal("100.00"), currency="USD",
+                                source_id="b1", occurred_at=W23)  # fmt: skip
+    for _ in range(2):  # the host's request retried: two transactions, one sale
+        with db.session() as s:
+            outbox.defer(s, payouts.record_entry, write)
+    outbox.relay_once()
+    jobs.drain()
+    assert payouts.balances() == {("v1", "USD"): Money(amount=Decimal("80.00"), currency="USD")}

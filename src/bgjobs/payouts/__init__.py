@@ -21,6 +21,7 @@ from .ledger import (
 from .models import Charge, CommissionRate, LedgerEntry, Payout, PayoutReceipt, PayoutRun, VendorEarnings
 from .periods import Period, period_for
 from .service import configure, report
+from .settlement import settlement_report
 
 __all__ = [
     "Charge",
@@ -47,6 +48,7 @@ __all__ = [
     "record_entry",
     "report",
     "set_commission_rate",
+    "settlement_report",
     "split",
     "sweep_charges",
 ]

@@ -13,7 +13,7 @@ from . import ledger, service
 from .models import PayoutJob
 from .periods import period_for
 
-__all__ = ["balance_check", "charges", "monthly", "pay_vendor", "record_entry", "weekly"]
+__all__ = ["balance_check", "charges", "monthly", "pay_vendor", "record_entry", "settlement", "weekly"]
 
 QUEUE = "payouts"
 
@@ -56,6 +56,23 @@ def balance_check(ctx: JobContext) -> dict[str, int]:
     from .balance import check_balances
 
     return check_balances()
+
+
+@job("payouts.settlement", schedule="0 8 * * *", queue=QUEUE)
+def settlement(ctx: JobContext) -> dict[str, Any]:
+    """Yesterday's settlement report, stored and emailed; ``day=2025-06-01`` for another day."""
+    from datetime import date
+
+    from ..errors import InvalidPayload
+    from .settlement import settlement_report
+
+    label = ctx.args.get("day")
+    try:
+        day = date.fromisoformat(label) if label else None
+    except ValueError:
+        raise InvalidPayload(f"day: {label!r} is not a date like 2025-06-01") from None
+    report = settlement_report(day)
+    return {"key": report["key"], "currencies": len(report["rows"])}
 
 
 class LedgerWrite(Payload):

@@ -1,0 +1,110 @@
+"""The daily settlement report: yesterday's charges, payouts, net revenue and the current balance.
+
+One CSV row per currency, written through the ``Storage`` port under
+``reports/settlement/<day>.csv`` and emailed to the operators. Every figure is computed in SQL
+from bgjobs's own tables, so the report needs nothing from the host.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, case, func, select
+
+from .. import db, wiring
+from ..errors import PermanentError, TransientError
+from ..money import Money
+from .ledger import current
+from .models import Charge, LedgerEntry, Payout
+
+__all__ = ["COLUMNS", "settlement_report"]
+
+COLUMNS = (
+    "day", "currency", "payments", "completed_payments", "payments_amount", "payouts", "completed_payouts",
+    "payouts_amount", "net_revenue", "balance",
+)  # fmt: skip
+
+
+def _day_bounds(day: date, zone: str) -> tuple[datetime, datetime]:
+    tz = ZoneInfo(zone)
+    start = datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+    return start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
+
+
+def _by_currency(rows: Any) -> dict[str, tuple[int, ...]]:
+    return {currency: tuple(int(v or 0) for v in values) for currency, *values in rows}
+
+
+def settlement_report(day: date | None = None) -> dict[str, Any]:
+    """Write and send the report for ``day`` (yesterday by default); returns its key and figures."""
+    from ..notifications.service import current_settings
+
+    zone = current_settings().timezone
+    day = day or (datetime.now(ZoneInfo(zone)).date() - timedelta(days=1))
+    start, end = _day_bounds(day, zone)
+    c: Any = Charge.__table__  # type: ignore[attr-defined]
+    p: Any = Payout.__table__  # type: ignore[attr-defined]
+    e: Any = LedgerEntry.__table__  # type: ignore[attr-defined]
+    with db.read() as conn:
+        charges = _by_currency(conn.execute(
+            select(c.c.currency, func.count(), func.sum(case((c.c.status == "succeeded", 1), else_=0)),
+                   func.sum(case((c.c.status == "succeeded", c.c.amount_minor), else_=0)))
+            .where(and_(c.c.created_at >= start, c.c.created_at < end)).group_by(c.c.currency)
+        ))  # fmt: skip
+        payouts = _by_currency(conn.execute(
+            select(p.c.currency, func.count(), func.sum(case((p.c.status == "paid", 1), else_=0)),
+                   func.sum(case((p.c.status == "paid", p.c.amount_minor), else_=0)))
+            .where(and_(p.c.created_at >= start, p.c.created_at < end)).group_by(p.c.currency)
+        ))  # fmt: skip
+        revenue = _by_currency(conn.execute(
+            select(e.c.currency, func.sum(e.c.platform_minor))
+            .where(and_(e.c.occurred_at >= start, e.c.occurred_at < end)).group_by(e.c.currency)
+        ))  # fmt: skip
+    currencies = sorted({*charges, *payouts, *revenue, *current().balance_currencies})
+    rows = []
+    for currency in currencies:
+        paid_in = charges.get(currency, (0, 0, 0))
+        paid_out = payouts.get(currency, (0, 0, 0))
+        rows.append({
+            "day": day.isoformat(), "currency": currency, "payments": paid_in[0],
+            "completed_payments": paid_in[1], "payments_amount": _amount(paid_in[2], currency),
+            "payouts": paid_out[0], "completed_payouts": paid_out[1],
+            "payouts_amount": _amount(paid_out[2], currency),
+            "net_revenue": _amount(revenue.get(currency, (0,))[0], currency), "balance": _balance(currency),
+        })  # fmt: skip
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    key = f"reports/settlement/{day.isoformat()}.csv"
+    wiring.storage().put(key=key, chunks=[text.getvalue().encode()], content_type="text/csv")
+    _send(day, key, text.getvalue())
+    return {"key": key, "rows": rows}
+
+
+def _amount(minor: int, currency: str) -> str:
+    return str(Money.from_minor(minor, currency).amount)
+
+
+def _balance(currency: str) -> str:
+    try:
+        return str(wiring.payment().balance(currency=currency).available.amount)
+    except (TransientError, PermanentError):
+        return ""  # the report goes out without it rather than not at all
+
+
+def _send(day: date, key: str, body: str) -> None:
+    to = current().alert_email
+    if to is None:
+        return
+    from ..ports import EmailMessage
+
+    wiring.mailer().send(message=EmailMessage(
+        to=(to,), subject=f"Settlement report {day.isoformat()}",
+        text=f"The settlement report for {day.isoformat()} is stored at {key}.\n\n{body}",
+        idempotency_key=f"settlement:{day.isoformat()}",
+    ))  # fmt: skip
