@@ -37,7 +37,7 @@ def _now() -> datetime:
 class LedgerEntry(SQLModel, table=True):
     __tablename__ = "bgjobs_ledger_entries"
     __table_args__ = (
-        UniqueConstraint("kind", "source_id"),
+        UniqueConstraint("source_id", "kind"),
         # The run's aggregation reads unpaid entries by vendor and currency.
         Index("ix_bgjobs_ledger_unpaid", "payout_id", "vendor_id", "currency"),
     )

@@ -252,8 +252,10 @@ def _paid(payout: Payout, transaction_id: str) -> str:
         )
         if done.rowcount != 1:
             return "duplicate"
-        earnings = select(e.c.source_id).where(e.c.payout_id == payout.id, e.c.kind == "earning")
-        bookings = [b for (b,) in s.execute(earnings.order_by(e.c.occurred_at, e.c.id))]
+        # Only the payout_id index: a planner with stale statistics may AND it with a scan of
+        # every earning's kind (100 ms per payout at 1M entries on PostgreSQL).
+        linked = select(e.c.source_id, e.c.kind).where(e.c.payout_id == payout.id)
+        bookings = [b for b, kind in s.execute(linked.order_by(e.c.occurred_at, e.c.id)) if kind == "earning"]
         receipt = PayoutReceipt(
             id=f"rcpt_{uuid.uuid4().hex[:24]}", payout_id=payout.id, vendor_id=payout.vendor_id,
             amount_minor=payout.amount_minor, currency=payout.currency,
