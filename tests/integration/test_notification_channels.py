@@ -123,7 +123,7 @@ def test_a_vendor_4xx_dead_letters_that_channel_with_the_reason(
     jobs.drain()
     (dead,) = jobs.dead_letters
     assert dead.actor_name == "notifications.sms" or dead.actor_name == "notifications.push"
-    assert "vendor refused the message with 400" in jobs.reason(dead)
+    assert "vendor refused the request with 400" in jobs.reason(dead)
     log = {r.channel: r for r in deliveries(key="booking:B4:confirmed")}
     failed = dead.actor_name.rsplit(".", 1)[1]
     other = "push" if failed == "sms" else "sms"
