@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from bgjobs import broker as bgjobs_broker
 from bgjobs import db
-from bgjobs import settings as bgjobs_settings
 from bgjobs.adapters.smtp import message_id_for
 from bgjobs.notifications import NotificationRecord, Recipient, send
 from tests.support.receivers import HttpVendor, SmtpReceiver, http_vendor
-from tests.support.workers import WorkerProcess, wait_for
+from tests.support.workers import WorkerProcess, use_environment, wait_for
 
 N = 500
 CHANNELS = ("email", "sms", "push")
@@ -54,11 +52,7 @@ def test_sigkilled_workers_deliver_each_channel_message_exactly_once(
         "BGJOBS_RETRIES__MIN_BACKOFF_MS": "100",
         "BGJOBS_METRICS__ENABLED": "false",
     }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    bgjobs_settings.get_settings.cache_clear()
-    bgjobs_broker.forget()
-    db.upgrade()
+    use_environment(monkeypatch, env)
 
     keys = [f"booking:{i}:confirmed" for i in range(N)]
     for i, key in enumerate(keys):

@@ -15,12 +15,10 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import select
 
-from bgjobs import broker as bgjobs_broker
 from bgjobs import db, payouts
-from bgjobs import settings as bgjobs_settings
 from bgjobs.jobs import trigger
 from tests.support.receivers import PaymentGatewayServer, payment_gateway
-from tests.support.workers import WorkerProcess, wait_for
+from tests.support.workers import WorkerProcess, use_environment, wait_for
 
 VENDORS = 1_000
 W23 = datetime(2025, 6, 3, 12, 0, tzinfo=UTC)
@@ -45,11 +43,7 @@ def test_sigkilled_workers_pay_each_vendor_exactly_once_and_the_ledger_balances(
         "BGJOBS_RETRIES__MIN_BACKOFF_MS": "100",
         "BGJOBS_METRICS__ENABLED": "false",
     }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    bgjobs_settings.get_settings.cache_clear()
-    bgjobs_broker.forget()
-    db.upgrade()
+    use_environment(monkeypatch, env)
 
     # Given 1,000 vendors with one to three sales each (some below the minimum), and a clawback
     rng = random.Random(23)

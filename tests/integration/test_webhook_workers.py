@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from bgjobs import broker as bgjobs_broker
 from bgjobs import db, webhooks
-from bgjobs import settings as bgjobs_settings
 from tests.support.receivers import WebhookReceiver, webhook_receiver
-from tests.support.workers import WorkerProcess, wait_for
+from tests.support.workers import WorkerProcess, use_environment, wait_for
 
 
 @pytest.fixture
@@ -36,11 +34,7 @@ def environment(
         "BGJOBS_METRICS__ENABLED": "false",
         **extra,
     }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    bgjobs_settings.get_settings.cache_clear()
-    bgjobs_broker.forget()
-    db.upgrade()
+    use_environment(monkeypatch, env)
     return env
 
 

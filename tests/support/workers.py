@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -28,6 +29,17 @@ def wait_for(
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
     return time.monotonic() - start
+
+
+def use_environment(monkeypatch: Any, env: dict[str, str]) -> None:
+    """Point this test process at ``env`` (the workers' settings), with fresh settings, broker and tables."""
+    from bgjobs import broker, db, settings
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings.get_settings.cache_clear()
+    broker.forget()
+    db.upgrade()
 
 
 class WorkerProcess:

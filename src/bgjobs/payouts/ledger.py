@@ -95,6 +95,15 @@ def _aware(moment: datetime, field: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _values(
+    vendor_id: str, money: Money, rate: Decimal, occurred_at: datetime, description: str | None
+) -> dict[str, Any]:
+    vendor, platform = split(money.minor_units, rate)
+    return {"vendor_id": vendor_id, "currency": money.currency, "gross_minor": money.minor_units,
+            "vendor_minor": vendor, "platform_minor": platform, "rate": str(rate), "description": description,
+            "occurred_at": _aware(occurred_at, "occurred_at"), "created_at": datetime.now(UTC)}  # fmt: skip
+
+
 def _record(session: Session | None, values: dict[str, Any], *, kind: str, source_id: str) -> LedgerEntry:
     if not source_id or len(source_id) > 200:
         raise InvalidPayload("source_id: 1 to 200 characters, the sale's own id (a booking id)")
@@ -137,12 +146,8 @@ def record_earning(
     money = _money("gross", gross, currency)
     if money.amount <= 0:
         raise InvalidPayload(f"gross: an earning must be positive, got {money.amount}; use record_adjustment")
-    when = _aware(occurred_at, "occurred_at")
     rate = commission_rate(vendor_id, session=session)
-    vendor, platform = split(money.minor_units, rate)
-    values = {"vendor_id": vendor_id, "currency": currency, "gross_minor": money.minor_units,
-              "vendor_minor": vendor, "platform_minor": platform, "rate": str(rate),
-              "description": description, "occurred_at": when, "created_at": datetime.now(UTC)}  # fmt: skip
+    values = _values(vendor_id, money, rate, occurred_at, description)
     return _record(session, values, kind="earning", source_id=source_id)
 
 
@@ -170,12 +175,8 @@ def record_adjustment(
     money = _money("amount", amount, currency)
     if money.amount == 0:
         raise InvalidPayload("amount: an adjustment cannot be zero")
-    when = _aware(occurred_at, "occurred_at")
     rate = commission_rate(vendor_id, session=session) if split_commission else Decimal(0)
-    vendor, platform = split(money.minor_units, rate)
-    values = {"vendor_id": vendor_id, "currency": currency, "gross_minor": money.minor_units,
-              "vendor_minor": vendor, "platform_minor": platform, "rate": str(rate),
-              "description": description, "occurred_at": when, "created_at": datetime.now(UTC)}  # fmt: skip
+    values = _values(vendor_id, money, rate, occurred_at, description)
     return _record(session, values, kind="adjustment", source_id=source_id)
 
 
