@@ -87,13 +87,13 @@ def harness(database_url: str) -> Iterator[Callable[..., JobsHarness]]:
 
     def start(
         *, webhooks: WebhookSettings | None = None, payouts: PayoutSettings | None = None,
-        **notification_settings: Any,
+        actors: dict[str, ActorSettings] | None = None, **notification_settings: Any,
     ) -> JobsHarness:  # fmt: skip
         settings = Settings(
             broker_url="stub://", database_url=database_url,
             retries=ActorSettings(max_retries=3, min_backoff_ms=10, max_backoff_ms=20, time_limit_ms=60_000),
             notifications=NotificationSettings(**notification_settings),
-            webhooks=webhooks or WebhookSettings(), payouts=payouts or PayoutSettings(),
+            webhooks=webhooks or WebhookSettings(), payouts=payouts or PayoutSettings(), actors=actors or {},
         )  # fmt: skip
         db.upgrade(db.engine_for(database_url))
         context = stub_jobs(settings=settings)

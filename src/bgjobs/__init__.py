@@ -2,7 +2,7 @@
 
 import importlib.metadata as _metadata
 
-from . import events, notifications, outbox, payouts, webhooks
+from . import events, exports, notifications, outbox, payouts, webhooks
 from .broker import get_broker, set_broker
 from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
 from .jobs import JobContext, job, trigger
@@ -32,6 +32,7 @@ __all__ = [
     "configure",
     "delivery_key",
     "events",
+    "exports",
     "get_broker",
     "get_settings",
     "job",

@@ -116,6 +116,7 @@ def bgjobs_tables() -> list[Any]:
 def upgrade(engine: Engine | None = None) -> list[str]:
     """Create any missing bgjobs table; returns the names of all bgjobs tables."""
     from . import idempotency, outbox, runs  # noqa: F401  (registers their tables)
+    from .exports import models as _exports  # noqa: F401
     from .notifications import models  # noqa: F401
     from .payouts import models as _payouts  # noqa: F401
     from .webhooks import models as _webhooks  # noqa: F401

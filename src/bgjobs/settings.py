@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_SCHEDULE",
     "ActorSettings",
     "EventSettings",
+    "ExportSettings",
     "FamilySettings",
     "HttpVendorSettings",
     "LocalStorageSettings",
@@ -135,6 +136,19 @@ class PayoutSettings(FamilySettings):
     alert_email: str | None = None
     #: A deferred charge still failing this many minutes after its first failure expires.
     charge_ttl_min: int = Field(default=30, ge=1)
+
+
+class ExportSettings(FamilySettings):
+    """Where exports go and how they are named."""
+
+    #: Every export's storage key starts with this; no dataset, period or id can leave it.
+    prefix: str = "exports"
+    #: The key below the prefix: ``{dataset}``, ``{period}``, ``{id}`` and ``{ext}``.
+    filename: str = "{dataset}/{period}/{dataset}-{period}-{id}.{ext}"
+    #: Rows fetched per round trip from the database's server-side cursor.
+    batch_size: int = Field(default=1_000, ge=1, le=100_000)
+    #: How long the link in the "export ready" email stays valid (where the adapter signs links).
+    url_expiry_s: int = Field(default=7 * 86_400, ge=60)
 
 
 class WebhookSettings(FamilySettings):
@@ -276,7 +290,7 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = NotificationSettings(time_limit_ms=60_000)
     webhooks: WebhookSettings = WebhookSettings(time_limit_ms=60_000)
     payouts: PayoutSettings = PayoutSettings()
-    exports: FamilySettings = FamilySettings(time_limit_ms=3_600_000)
+    exports: ExportSettings = ExportSettings(time_limit_ms=3_600_000)
     cleanup: FamilySettings = FamilySettings(time_limit_ms=3_600_000)
     #: Per-actor overrides: ``BGJOBS_ACTORS__<actor_name>__MAX_RETRIES=3``.
     actors: dict[str, ActorSettings] = Field(default_factory=dict)

@@ -278,6 +278,23 @@ class WebhookEndpointDisabled(_Variables):
     disabled_at: datetime
 
 
+class ExportReady(_Variables):
+    export_id: str
+    dataset: str
+    period: str | None = None
+    fmt: str
+    rows: int = Field(ge=0)
+    size: int = Field(ge=0)
+    url: str
+
+
+class ExportFailed(_Variables):
+    export_id: str
+    dataset: str
+    period: str | None = None
+    error: str
+
+
 for _t in (
     Template("booking_confirmation", Category.TRANSACTIONAL, _ALL, BookingConfirmation, urgent=True),
     Template("booking_cancellation", Category.TRANSACTIONAL, _ALL, BookingCancellation, urgent=True),
@@ -289,6 +306,8 @@ for _t in (
     Template(
         "low_balance_alert", Category.OPERATIONAL, (Channel.EMAIL, Channel.SMS), LowBalanceAlert, urgent=True
     ),
+    Template("export_ready", Category.TRANSACTIONAL, (Channel.EMAIL,), ExportReady, urgent=True),
+    Template("export_failed", Category.TRANSACTIONAL, (Channel.EMAIL,), ExportFailed, urgent=True),
     Template(
         "webhook_endpoint_disabled",
         Category.OPERATIONAL,
