@@ -30,6 +30,7 @@ __all__ = [
     "NotificationSettings",
     "OutboxSettings",
     "PayoutSettings",
+    "S3Settings",
     "SchedulerSettings",
     "Settings",
     "SmtpSettings",
@@ -252,6 +253,20 @@ class SmtpSettings(_Section):
     message_id_domain: str = "bgjobs.local"
 
 
+class S3Settings(_Section):
+    """The ``s3`` storage adapter (``pip install 'bgjobs[s3]'``)."""
+
+    bucket: str | None = None
+    #: Every key is stored under this prefix in the bucket.
+    prefix: str = ""
+    region: str | None = None
+    #: For S3-compatible services (MinIO, R2); None means AWS.
+    endpoint_url: str | None = None
+    #: Without these, boto3 finds credentials itself (environment, profile, instance role).
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+
+
 class LocalStorageSettings(_Section):
     root: str = "bgjobs-storage"
     base_url: str | None = None
@@ -310,6 +325,7 @@ class Settings(BaseSettings):
     http_push: HttpVendorSettings = HttpVendorSettings()
     http_payment: HttpVendorSettings = HttpVendorSettings()
     localfs: LocalStorageSettings = LocalStorageSettings()
+    s3: S3Settings = S3Settings()
 
     def schedule_for(self, job: str, default: str | None) -> str | None:
         """A job's cron string: settings, then the job's own default, then bgjobs's; None if disabled."""

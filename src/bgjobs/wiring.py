@@ -47,6 +47,7 @@ BUNDLED: dict[str, dict[str, str]] = {
         "payment": "bgjobs.adapters.http:HttpPaymentGateway",
     },
     "localfs": {"storage": "bgjobs.adapters.localfs:LocalFileStorage"},
+    "s3": {"storage": "bgjobs.adapters.s3:S3Storage"},
 }
 
 _lock = threading.Lock()
