@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import select
 
-from bgjobs import db, events, outbox, payouts, wiring
+from bgjobs import db, events, exports, outbox, payouts, wiring
 from bgjobs.adapters.http import HttpPaymentGateway
 from bgjobs.errors import InvalidPayload
 from bgjobs.jobs import trigger
@@ -148,7 +148,6 @@ def test_the_balance_check_alerts_once_per_crossing(harness: Start, gateway: Pay
 def test_the_settlement_report_covers_the_day_and_is_stored_and_sent(
     harness: Start, gateway: PaymentGatewayServer
 ) -> None:
-    from datetime import date
 
     jobs = start(harness, gateway, balance_currencies=["USD"], alert_email="ops@example.com")
     gateway.balances["USD"] = "4321.00"
@@ -163,14 +162,19 @@ def test_the_settlement_report_covers_the_day_and_is_stored_and_sent(
     trigger("payouts.settlement", day=day.isoformat())
     jobs.drain()
 
-    stored = jobs.storage.objects[f"reports/settlement/{day.isoformat()}.csv"].decode()
+    # It is an export: stored, tracked, and the operators get the "ready" email with its link
+    (export,) = exports.exports(dataset="payouts.settlement")
+    assert export.status == "done" and export.rows == 1
+    stored = jobs.storage.objects[export.storage_key].decode()
     assert stored.splitlines() == [
         "day,currency,payments,completed_payments,payments_amount,payouts,completed_payouts,payouts_amount,"
         "net_revenue,balance",
         f"{day.isoformat()},USD,2,1,9.99,0,0,0.00,40.00,4321.00",
     ]
     (mail,) = jobs.mailer.sent
-    assert mail.to == ("ops@example.com",) and mail.subject == f"Settlement report {day.isoformat()}"
-    # another day has nothing but the balance
-    other = date(2020, 1, 1)
-    assert payouts.settlement_report(other)["rows"][0]["payments"] == 0
+    assert mail.to == ("ops@example.com",) and "payouts.settlement" in mail.subject
+    assert f"memory://{export.storage_key}" in mail.text
+    # another day has nothing but the balance; the same day again is the same export
+    other = payouts.settlement_rows(period="2020-01-01", filters={})
+    assert other[0]["payments"] == 0
+    assert payouts.settlement_report(day) == export.id

@@ -21,7 +21,7 @@ from .ledger import (
 from .models import Charge, CommissionRate, LedgerEntry, Payout, PayoutReceipt, PayoutRun, VendorEarnings
 from .periods import Period, period_for
 from .service import configure, report
-from .settlement import settlement_report
+from .settlement import settlement_report, settlement_rows
 
 __all__ = [
     "Charge",
@@ -49,6 +49,7 @@ __all__ = [
     "report",
     "set_commission_rate",
     "settlement_report",
+    "settlement_rows",
     "split",
     "sweep_charges",
 ]

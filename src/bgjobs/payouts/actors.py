@@ -60,7 +60,7 @@ def balance_check(ctx: JobContext) -> dict[str, int]:
 
 @job("payouts.settlement", schedule="0 8 * * *", queue=QUEUE)
 def settlement(ctx: JobContext) -> dict[str, Any]:
-    """Yesterday's settlement report, stored and emailed; ``day=2025-06-01`` for another day."""
+    """Yesterday's settlement report as a CSV export; ``day=2025-06-01`` for another day."""
     from datetime import date
 
     from ..errors import InvalidPayload
@@ -71,8 +71,7 @@ def settlement(ctx: JobContext) -> dict[str, Any]:
         day = date.fromisoformat(label) if label else None
     except ValueError:
         raise InvalidPayload(f"day: {label!r} is not a date like 2025-06-01") from None
-    report = settlement_report(day)
-    return {"key": report["key"], "currencies": len(report["rows"])}
+    return {"export_id": settlement_report(day)}
 
 
 class LedgerWrite(Payload):

@@ -1,14 +1,13 @@
 """The daily settlement report: yesterday's charges, payouts, net revenue and the current balance.
 
-One CSV row per currency, written through the ``Storage`` port under
-``reports/settlement/<day>.csv`` and emailed to the operators. Every figure is computed in SQL
-from bgjobs's own tables, so the report needs nothing from the host.
+A dataset of the exports family (``payouts.settlement``, one row per currency, the period being
+the day), so the report is streamed, stored, tracked and announced like any export. Every figure
+is computed in SQL from bgjobs's own tables: the report needs nothing from the host.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,12 +15,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, case, func, select
 
 from .. import db, wiring
-from ..errors import PermanentError, TransientError
+from ..errors import InvalidPayload, PermanentError, TransientError
+from ..exports.datasets import register_dataset
 from ..money import Money
 from .ledger import current
 from .models import Charge, LedgerEntry, Payout
 
-__all__ = ["COLUMNS", "settlement_report"]
+__all__ = ["COLUMNS", "settlement_report", "settlement_rows"]
 
 COLUMNS = (
     "day", "currency", "payments", "completed_payments", "payments_amount", "payouts", "completed_payouts",
@@ -39,12 +39,17 @@ def _by_currency(rows: Any) -> dict[str, tuple[int, ...]]:
     return {currency: tuple(int(v or 0) for v in values) for currency, *values in rows}
 
 
-def settlement_report(day: date | None = None) -> dict[str, Any]:
-    """Write and send the report for ``day`` (yesterday by default); returns its key and figures."""
+def settlement_rows(*, period: str | None, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The report's rows for the day ``period`` (``2025-06-01``; yesterday when None)."""
     from ..notifications.service import current_settings
 
     zone = current_settings().timezone
-    day = day or (datetime.now(ZoneInfo(zone)).date() - timedelta(days=1))
+    try:
+        day = (
+            date.fromisoformat(period) if period else datetime.now(ZoneInfo(zone)).date() - timedelta(days=1)
+        )
+    except ValueError:
+        raise InvalidPayload(f"period: {period!r} is not a day like 2025-06-01") from None
     start, end = _day_bounds(day, zone)
     c: Any = Charge.__table__  # type: ignore[attr-defined]
     p: Any = Payout.__table__  # type: ignore[attr-defined]
@@ -64,9 +69,8 @@ def settlement_report(day: date | None = None) -> dict[str, Any]:
             select(e.c.currency, func.sum(e.c.platform_minor))
             .where(and_(e.c.occurred_at >= start, e.c.occurred_at < end)).group_by(e.c.currency)
         ))  # fmt: skip
-    currencies = sorted({*charges, *payouts, *revenue, *current().balance_currencies})
     rows = []
-    for currency in currencies:
+    for currency in sorted({*charges, *payouts, *revenue, *current().balance_currencies}):
         paid_in = charges.get(currency, (0, 0, 0))
         paid_out = payouts.get(currency, (0, 0, 0))
         rows.append({
@@ -76,14 +80,26 @@ def settlement_report(day: date | None = None) -> dict[str, Any]:
             "payouts_amount": _amount(paid_out[2], currency),
             "net_revenue": _amount(revenue.get(currency, (0,))[0], currency), "balance": _balance(currency),
         })  # fmt: skip
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    key = f"reports/settlement/{day.isoformat()}.csv"
-    wiring.storage().put(key=key, chunks=[text.getvalue().encode()], content_type="text/csv")
-    _send(day, key, text.getvalue())
-    return {"key": key, "rows": rows}
+    return rows
+
+
+register_dataset("payouts.settlement", settlement_rows, columns=COLUMNS,
+                 description="the day's charges, payouts, net revenue and balance, per currency")  # fmt: skip
+
+
+def settlement_report(day: date | None = None) -> str:
+    """Request the report for ``day`` (yesterday by default) as a CSV export; returns the export id.
+
+    The operators (``BGJOBS_PAYOUTS__ALERT_EMAIL``) get the "export ready" email with its link.
+    """
+    from ..exports import request
+    from ..notifications.service import current_settings
+
+    day = day or (datetime.now(ZoneInfo(current_settings().timezone)).date() - timedelta(days=1))
+    to = current().alert_email
+    who = {"user_id": "operators", "email": to} if to else None
+    return request("payouts.settlement", fmt="csv", period=day.isoformat(), requested_by=who,
+                   key=f"payouts.settlement:{day.isoformat()}")  # fmt: skip
 
 
 def _amount(minor: int, currency: str) -> str:
@@ -95,16 +111,3 @@ def _balance(currency: str) -> str:
         return str(wiring.payment().balance(currency=currency).available.amount)
     except (TransientError, PermanentError):
         return ""  # the report goes out without it rather than not at all
-
-
-def _send(day: date, key: str, body: str) -> None:
-    to = current().alert_email
-    if to is None:
-        return
-    from ..ports import EmailMessage
-
-    wiring.mailer().send(message=EmailMessage(
-        to=(to,), subject=f"Settlement report {day.isoformat()}",
-        text=f"The settlement report for {day.isoformat()} is stored at {key}.\n\n{body}",
-        idempotency_key=f"settlement:{day.isoformat()}",
-    ))  # fmt: skip
