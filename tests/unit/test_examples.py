@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bgjobs import InvalidPayload
@@ -21,3 +23,52 @@ def test_quickstart_sends_one_welcome_per_user_even_when_sent_twice() -> None:
 def test_quickstart_refuses_a_bad_email_at_the_sender() -> None:
     with stub_jobs(settings=Settings(broker_url="stub://")), pytest.raises(InvalidPayload, match="email"):
         app.sign_up(1, "not an email")
+
+
+def test_the_financial_export_example_exports_a_month_of_three_tables(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from sqlmodel import SQLModel
+
+    from bgjobs import db, exports
+    from examples.financial_export.app import CreditNote, Invoice, Transaction
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = db.engine_for(url)
+    db.upgrade(engine)
+    SQLModel.metadata.create_all(
+        engine, tables=[Invoice.__table__, Transaction.__table__, CreditNote.__table__]
+    )  # type: ignore[attr-defined]
+    june = datetime(2025, 6, 10, 9, 0, tzinfo=UTC)
+    with db.session(engine) as s:
+        s.add(Invoice(customer="acme", total=Decimal("120.00"), currency="EUR", issued_at=june))
+        s.add(
+            Invoice(
+                customer="acme",
+                total=Decimal("99.00"),
+                currency="EUR",
+                issued_at=datetime(2025, 7, 1, tzinfo=UTC),
+            )
+        )
+        s.add(
+            Transaction(
+                customer="acme", amount=Decimal("120.00"), currency="EUR", settled_at=june.replace(hour=10)
+            )
+        )
+        s.add(
+            CreditNote(
+                customer="acme", amount=Decimal("20.00"), currency="EUR", issued_at=june.replace(hour=11)
+            )
+        )
+
+    with stub_jobs(settings=Settings(broker_url="stub://", database_url=url)) as jobs:
+        export_id = exports.request("financial", fmt="csv", period="2025-06")
+        jobs.drain()
+        info = exports.get(export_id)
+        text = jobs.storage.objects[info.storage_key].decode()
+    assert info.status == "done" and info.rows == 3
+    lines = text.splitlines()
+    assert lines[0] == "kind,id,customer,amount,currency,at"
+    assert [line.split(",")[0] for line in lines[1:]] == ["invoice", "transaction", "credit_note"]
+    assert lines[3].split(",")[3] == "-20.00"

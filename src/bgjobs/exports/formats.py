@@ -41,6 +41,11 @@ def _value(value: Any) -> Any:
 
 
 def _cell(value: Any) -> str:
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is str:
+        return "'" + value if value.startswith(_FORMULA) and not _numeric(value) else value  # type: ignore[no-any-return]
     if value is None:
         return ""
     if isinstance(value, bool):
