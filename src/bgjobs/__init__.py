@@ -2,7 +2,7 @@
 
 import importlib.metadata as _metadata
 
-from . import events, exports, notifications, outbox, payouts, webhooks
+from . import cleanup, events, exports, notifications, outbox, payouts, webhooks
 from .broker import get_broker, set_broker
 from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
 from .jobs import JobContext, job, trigger
@@ -29,6 +29,7 @@ __all__ = [
     "TypedActor",
     "__version__",
     "actor",
+    "cleanup",
     "configure",
     "delivery_key",
     "events",

@@ -115,11 +115,13 @@ def _parser() -> argparse.ArgumentParser:
     relay.add_argument("--batch", type=int, default=0, help="rows per transaction")
     relay.set_defaults(func=_outbox_relay)
 
+    from .cleanup.cli import register as register_cleanup
     from .exports.cli import register as register_exports
     from .webhooks.cli import register as register_webhooks
 
     register_webhooks(commands)
     register_exports(commands)
+    register_cleanup(commands)
 
     dev = commands.add_parser("dev", help="run a worker on an embedded Redis and SQLite with sample jobs")
     dev.add_argument("--keep", action="store_true", help="keep running after the sample work (Ctrl-C stops)")

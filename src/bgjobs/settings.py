@@ -21,6 +21,7 @@ from .errors import ConfigurationError
 __all__ = [
     "DEFAULT_SCHEDULE",
     "ActorSettings",
+    "CleanupSettings",
     "EventSettings",
     "ExportSettings",
     "FamilySettings",
@@ -30,6 +31,7 @@ __all__ = [
     "NotificationSettings",
     "OutboxSettings",
     "PayoutSettings",
+    "PolicySettings",
     "S3Settings",
     "SchedulerSettings",
     "Settings",
@@ -150,6 +152,40 @@ class ExportSettings(FamilySettings):
     batch_size: int = Field(default=1_000, ge=1, le=100_000)
     #: How long the link in the "export ready" email stays valid (where the adapter signs links).
     url_expiry_s: int = Field(default=7 * 86_400, ge=60)
+
+
+class PolicySettings(_Section):
+    """A retention policy declared in settings (``BGJOBS_CLEANUP__POLICIES`` as a JSON list)."""
+
+    name: str
+    table: str
+    column: str
+    older_than: str
+    action: Literal["delete", "archive", "export-then-delete"] = "delete"
+    #: Column -> value equalities, all of which must hold (``{"status": "completed"}``).
+    where: dict[str, str | int | bool] = Field(default_factory=dict)
+    archive_table: str | None = None
+    order: int = 100
+
+
+class CleanupSettings(FamilySettings):
+    """Retention policies, batch size, log compression and bgjobs's own retention."""
+
+    #: Rows per batch; each batch is its own short transaction.
+    batch_size: int = Field(default=5_000, ge=1, le=50_000)
+    #: A policy younger than this is refused when declared.
+    min_age_days: float = Field(default=1.0, gt=0)
+    policies: list[PolicySettings] = Field(default_factory=list)
+    #: bgjobs's own tables; 0 keeps rows for ever.
+    runs_days: int = Field(default=90, ge=0)
+    notifications_days: int = Field(default=90, ge=0)
+    webhooks_days: int = Field(default=30, ge=0)
+    outbox_days: int = Field(default=7, ge=0)
+    idempotency_days: int = Field(default=30, ge=0)
+    #: Directories whose old files matching ``log_glob`` are gzip-compressed.
+    log_dirs: list[str] = Field(default_factory=list)
+    log_glob: str = "*.log"
+    compress_after_days: int = Field(default=90, ge=1)
 
 
 class WebhookSettings(FamilySettings):
@@ -306,7 +342,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings(time_limit_ms=60_000)
     payouts: PayoutSettings = PayoutSettings()
     exports: ExportSettings = ExportSettings(time_limit_ms=3_600_000)
-    cleanup: FamilySettings = FamilySettings(time_limit_ms=3_600_000)
+    cleanup: CleanupSettings = CleanupSettings(time_limit_ms=3_600_000)
     #: Per-actor overrides: ``BGJOBS_ACTORS__<actor_name>__MAX_RETRIES=3``.
     actors: dict[str, ActorSettings] = Field(default_factory=dict)
 

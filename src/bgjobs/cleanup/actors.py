@@ -1,0 +1,56 @@
+"""Cleanup's scheduled job: every policy, then log compression, in one audited run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..jobs import JobContext, job
+from .compress import compress_logs
+from .policies import policies
+from .service import run_policy
+
+__all__ = ["cleanup_daily", "run_cleanup"]
+
+
+def run_cleanup(
+    *, policy: str | None = None, dry_run: bool = False, deadline: float | None = None
+) -> dict[str, Any]:
+    """Run the policies (or one) and the log compression; returns the report, task by task."""
+    from ..errors import ConfigurationError
+    from ..notifications.service import current_settings
+
+    settings = current_settings()
+    chosen = [p for p in policies(settings) if policy is None or p.name == policy]
+    if policy is not None and not chosen:
+        raise ConfigurationError(f"no cleanup policy named {policy!r}")
+    tasks: dict[str, Any] = {}
+    for p in chosen:
+        tasks[p.name] = run_policy(
+            p, dry_run=dry_run, batch_size=settings.cleanup.batch_size, deadline=deadline
+        )
+    report: dict[str, Any] = {"tasks": tasks, "dry_run": dry_run}
+    if policy is None and settings.cleanup.log_dirs:
+        c = settings.cleanup
+        report["logs"] = compress_logs(c.log_dirs, pattern=c.log_glob, older_than_days=c.compress_after_days,
+                                       dry_run=dry_run, deadline=deadline)  # fmt: skip
+    statuses = [t["status"] for t in tasks.values()] + [report.get("logs", {}).get("status", "done")]
+    report["status"] = "stopped" if "stopped" in statuses else "dry-run" if dry_run else "done"
+    return report
+
+
+@job("cleanup.daily", schedule="0 2 * * *", queue="cleanup")
+def cleanup_daily(ctx: JobContext) -> dict[str, Any]:
+    """Apply every retention policy in batches; stop cleanly at the time budget (the next run goes on)."""
+    from ..notifications.service import current_settings
+
+    limit_ms = current_settings().limits_for("cleanup.daily", "cleanup").time_limit_ms or 3_600_000
+    deadline = ctx.deadline or time.monotonic() + max(1.0, limit_ms / 1000 - 60)
+    report = run_cleanup(
+        policy=ctx.args.get("policy"), dry_run=ctx.args.get("dry_run") == "true", deadline=deadline
+    )
+    if report["status"] == "stopped":
+        from ..jobs import trigger
+
+        trigger("cleanup.daily", **ctx.args)  # continue in a follow-up message
+    return report
