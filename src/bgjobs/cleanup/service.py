@@ -75,6 +75,9 @@ def run_policy(
 ) -> dict[str, Any]:
     """Apply one policy until no eligible row is left or ``deadline`` (monotonic) passes.
 
+    A row that becomes eligible during the run with a key below the batches' position waits for
+    the next run.
+
     Returns the policy's report: status (``done``, ``stopped`` at the deadline, ``dry-run``), the
     cutoff, rows archived/deleted (or that would be), batches, and the longest transaction in ms.
     """
@@ -98,18 +101,23 @@ def run_policy(
     if policy.action == "archive":
         archive = _archive(engine, table, policy.archive_table or f"{policy.table}_archive")
     report["status"] = "done"
+    # Keyset pagination: each batch starts after the last key, so no batch rescans the index
+    # entries of rows the previous batches deleted (still there until PostgreSQL vacuums).
+    last: Any = None
     while True:
         if deadline is not None and time.monotonic() > deadline:
             report["status"] = "stopped"
             break
         if policy.action == "export-then-delete":
-            ids = _export_batch(engine, policy, table, pk, eligible, batch_size)
+            remaining = eligible if last is None else and_(eligible, pk > last)
+            ids = _export_batch(engine, policy, table, pk, remaining, batch_size)
             if not ids:
                 break
         started = time.perf_counter()
         with engine.begin() as conn:
             if policy.action != "export-then-delete":
-                ids = [r[0] for r in conn.execute(select(pk).where(eligible).order_by(pk).limit(batch_size))]
+                after = eligible if last is None else and_(eligible, pk > last)
+                ids = [r[0] for r in conn.execute(select(pk).where(after).order_by(pk).limit(batch_size))]
                 if not ids:
                     break
             if archive is not None:
@@ -117,6 +125,7 @@ def run_policy(
                                                          select(table).where(pk.in_(ids))))  # fmt: skip
             removed = conn.execute(delete(table).where(pk.in_(ids), eligible)).rowcount
         elapsed = int((time.perf_counter() - started) * 1000)
+        last = ids[-1]
         report["rows"] += removed
         report["batches"] += 1
         report["longest_transaction_ms"] = max(report["longest_transaction_ms"], elapsed)

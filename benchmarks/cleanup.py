@@ -1,0 +1,144 @@
+"""Cleanup at scale: 1,000,000 eligible rows (and 1,000,000 that must stay), SQLite and PostgreSQL.
+
+Each run is a fresh child process on a freshly loaded table:
+
+- bgjobs archive: the policy in batches of 5,000, each one transaction (copy to the archive, delete);
+- bgjobs delete: the same without the archive;
+- naive: one ``DELETE ... WHERE`` for everything.
+
+Reported: rows/s, the longest single transaction (ms), peak RSS. Goal: longest transaction under
+250 ms at the default batch size, memory flat in the row count.
+
+    python benchmarks/cleanup.py [--rows 1000000] [--db sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlmodel import Field, SQLModel  # noqa: E402
+
+
+class BenchEvent(SQLModel, table=True):
+    __tablename__ = "bench_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    payload: str
+    happened_at: datetime
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load(url: str, rows: int) -> None:
+    from sqlalchemy import insert, text
+
+    from bgjobs import db
+
+    engine = db.engine_for(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS bench_events_archive"))
+        conn.execute(text("DROP TABLE IF EXISTS bench_events"))
+    SQLModel.metadata.create_all(engine, tables=[BenchEvent.__table__])  # type: ignore[attr-defined]
+    now, batch = datetime.now(UTC), []
+    with engine.begin() as conn:
+        for n in range(1, 2 * rows + 1):
+            batch.append({"id": n, "kind": "click", "payload": "x" * 40,
+                          "happened_at": now - timedelta(days=400 if n % 2 else 1)})  # fmt: skip
+            if len(batch) == 10_000:
+                conn.execute(insert(BenchEvent.__table__), batch)  # type: ignore[attr-defined]
+                batch = []
+
+
+def phase(kind: str, url: str) -> dict[str, float]:
+    os.environ.update({"BGJOBS_DATABASE_URL": url, "BGJOBS_BROKER_URL": "stub://"})
+    from sqlalchemy import text
+
+    from bgjobs import db
+    from bgjobs.cleanup import register_policy, run_policy
+
+    start = time.perf_counter()
+    if kind == "naive":
+        cutoff = datetime.now(UTC) - timedelta(days=365)
+        t0 = time.perf_counter()
+        with db.engine_for(url).begin() as conn:
+            rows = conn.execute(text("DELETE FROM bench_events WHERE happened_at < :c"),
+                                {"c": cutoff.replace(tzinfo=None)}).rowcount  # fmt: skip
+        longest = (time.perf_counter() - t0) * 1000
+    else:
+        action = "archive" if kind == "archive" else "delete"
+        policy = register_policy(
+            "bench", "bench_events", column="happened_at", older_than="365d", action=action
+        )
+        report = run_policy(policy, batch_size=5_000)
+        rows, longest = report["rows"], report["longest_transaction_ms"]
+    return {
+        "seconds": time.perf_counter() - start,
+        "rows": rows,
+        "longest_ms": longest,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def child(kind: str, url: str) -> dict[str, float]:
+    done = subprocess.run([sys.executable, __file__, "--phase", kind, "--url", url], capture_output=True,
+                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args, _ = parser.parse_known_args()
+    if args.phase:
+        print(json.dumps(phase(args.phase, args.url)))
+        return
+    print(f"cleanup: {args.rows:,} eligible rows beside {args.rows:,} that stay")
+    for kind in args.db.split(","):
+        cluster = None
+        if kind == "sqlite":
+            url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='bgjobs-bench-cleanup-')) / 'events.db'}"
+        else:
+            from tests.support.postgres import PostgresCluster
+
+            cluster = PostgresCluster().start()
+            url = cluster.create_database("bgjobs_bench_cleanup")
+        try:
+            print(f"  {kind}")
+            for phase_name in ("archive", "delete", "naive"):
+                load(url, args.rows)
+                got = child(phase_name, url)
+                assert got["rows"] == args.rows, got
+                label = {"archive": "bgjobs archive, batches of 5,000",
+                         "delete": "bgjobs delete, batches of 5,000",
+                         "naive": "one DELETE ... WHERE"}[phase_name]  # fmt: skip
+                print(f"    {label:34} {got['rows'] / got['seconds']:9.0f} rows/s  longest transaction "
+                      f"{got['longest_ms']:8.0f} ms  peak RSS {got['peak_rss_mb']:4.0f} MB")  # fmt: skip
+        finally:
+            if cluster is not None:
+                cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
