@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from bgjobs import broker as bgjobs_broker
-from bgjobs import db, payouts, wiring
+from bgjobs import cleanup, db, payouts, wiring
 from bgjobs import settings as bgjobs_settings
 from bgjobs.embedded import RedisServer
 from bgjobs.notifications import sources
@@ -44,6 +44,7 @@ def _clean_bgjobs_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iter
     bgjobs_settings.get_settings.cache_clear()
     wiring.reset()
     bgjobs_broker.forget()
+    cleanup.reset()
     yield
     bgjobs_settings.get_settings.cache_clear()
     wiring.reset()

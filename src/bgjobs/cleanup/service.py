@@ -15,7 +15,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, Engine, MetaData, Table, and_, delete, func, insert, select
+from sqlalchemy import Column, Engine, MetaData, Table, and_, any_, bindparam, delete, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from .. import db, wiring
 from ..errors import ConfigurationError
@@ -104,6 +105,8 @@ def run_policy(
     # Keyset pagination: each batch starts after the last key, so no batch rescans the index
     # entries of rows the previous batches deleted (still there until PostgreSQL vacuums).
     last: Any = None
+    # One array parameter instead of 5,000: PostgreSQL plans it in a fraction of the time.
+    postgres = engine.dialect.name == "postgresql"
     while True:
         if deadline is not None and time.monotonic() > deadline:
             report["status"] = "stopped"
@@ -117,13 +120,19 @@ def run_policy(
         with engine.begin() as conn:
             if policy.action != "export-then-delete":
                 after = eligible if last is None else and_(eligible, pk > last)
-                ids = [r[0] for r in conn.execute(select(pk).where(after).order_by(pk).limit(batch_size))]
+                batch = select(pk).where(after).order_by(pk).limit(batch_size)
+                if postgres:
+                    # Lock the batch: a row the host changes meanwhile waits for the next run, and
+                    # the copy and the delete see exactly the same rows.
+                    batch = batch.with_for_update(skip_locked=True)
+                ids = [r[0] for r in conn.execute(batch)]
                 if not ids:
                     break
+            chosen = pk == any_(bindparam("ids", ids, type_=ARRAY(pk.type))) if postgres else pk.in_(ids)
             if archive is not None:
-                conn.execute(insert(archive).from_select([c.name for c in table.columns],
-                                                         select(table).where(pk.in_(ids))))  # fmt: skip
-            removed = conn.execute(delete(table).where(pk.in_(ids), eligible)).rowcount
+                columns = [c.name for c in table.columns]
+                conn.execute(insert(archive).from_select(columns, select(table).where(chosen)))
+            removed = conn.execute(delete(table).where(chosen, eligible)).rowcount
         elapsed = int((time.perf_counter() - started) * 1000)
         last = ids[-1]
         report["rows"] += removed
