@@ -102,11 +102,27 @@ def run_policy(
     if policy.action == "archive":
         archive = _archive(engine, table, policy.archive_table or f"{policy.table}_archive")
     report["status"] = "done"
+    postgres = engine.dialect.name == "postgresql"
+    # Statements are built once and run with parameters: statements rebuilt per batch with their
+    # values inside filled SQLAlchemy's compiled cache, and memory grew with the row count.
     # Keyset pagination: each batch starts after the last key, so no batch rescans the index
     # entries of rows the previous batches deleted (still there until PostgreSQL vacuums).
+    first_batch = select(pk).where(eligible).order_by(pk).limit(batch_size)
+    next_batch = select(pk).where(eligible, pk > bindparam("last")).order_by(pk).limit(batch_size)
+    if postgres:
+        # Lock the batch: a row the host changes meanwhile waits for the next run, and the copy
+        # and the delete see exactly the same rows. The keys go as one array parameter.
+        first_batch, next_batch = (q.with_for_update(skip_locked=True) for q in (first_batch, next_batch))
+        chosen = pk == any_(bindparam("ids", type_=ARRAY(pk.type)))
+    else:
+        # SQLite has one writer (the batch holds it since BEGIN IMMEDIATE): the eligible rows
+        # between the batch's first and last key are exactly the batch.
+        chosen = and_(pk >= bindparam("lo"), pk <= bindparam("hi"), eligible)
+    copy = None
+    if archive is not None:
+        copy = insert(archive).from_select([c.name for c in table.columns], select(table).where(chosen))
+    remove = delete(table).where(chosen, eligible)
     last: Any = None
-    # One array parameter instead of 5,000: PostgreSQL plans it in a fraction of the time.
-    postgres = engine.dialect.name == "postgresql"
     while True:
         if deadline is not None and time.monotonic() > deadline:
             report["status"] = "stopped"
@@ -119,20 +135,14 @@ def run_policy(
         started = time.perf_counter()
         with engine.begin() as conn:
             if policy.action != "export-then-delete":
-                after = eligible if last is None else and_(eligible, pk > last)
-                batch = select(pk).where(after).order_by(pk).limit(batch_size)
-                if postgres:
-                    # Lock the batch: a row the host changes meanwhile waits for the next run, and
-                    # the copy and the delete see exactly the same rows.
-                    batch = batch.with_for_update(skip_locked=True)
-                ids = [r[0] for r in conn.execute(batch)]
+                batch = first_batch if last is None else next_batch
+                ids = [r[0] for r in conn.execute(batch, {} if last is None else {"last": last})]
                 if not ids:
                     break
-            chosen = pk == any_(bindparam("ids", ids, type_=ARRAY(pk.type))) if postgres else pk.in_(ids)
-            if archive is not None:
-                columns = [c.name for c in table.columns]
-                conn.execute(insert(archive).from_select(columns, select(table).where(chosen)))
-            removed = conn.execute(delete(table).where(chosen, eligible)).rowcount
+            params = {"ids": ids} if postgres else {"lo": ids[0], "hi": ids[-1]}
+            if copy is not None:
+                conn.execute(copy, params)
+            removed = conn.execute(remove, params).rowcount
         elapsed = int((time.perf_counter() - started) * 1000)
         last = ids[-1]
         report["rows"] += removed
