@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlmodel import Field, SQLModel  # noqa: E402
 
+from benchmarks.common import child, database, peak_rss_mb  # noqa: E402
+
 
 class BenchEvent(SQLModel, table=True):
     __tablename__ = "bench_events"
@@ -37,13 +37,6 @@ class BenchEvent(SQLModel, table=True):
     kind: str
     payload: str
     happened_at: datetime
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def load(url: str, rows: int) -> None:
@@ -106,12 +99,6 @@ def phase(kind: str, url: str) -> dict[str, float]:
     }
 
 
-def child(kind: str, url: str) -> dict[str, float]:
-    done = subprocess.run([sys.executable, __file__, "--phase", kind, "--url", url], capture_output=True,
-                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -126,28 +113,17 @@ def main() -> None:
         return
     print(f"cleanup: {args.rows:,} eligible rows beside {args.rows:,} that stay")
     for kind in args.db.split(","):
-        cluster = None
-        if kind == "sqlite":
-            url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='bgjobs-bench-cleanup-')) / 'events.db'}"
-        else:
-            from tests.support.postgres import PostgresCluster
-
-            cluster = PostgresCluster().start()
-            url = cluster.create_database("bgjobs_bench_cleanup")
-        try:
+        with database(kind, "cleanup") as url:
             print(f"  {kind}")
             for phase_name in ("archive", "delete", "naive"):
                 load(url, args.rows)
-                got = child(phase_name, url)
+                got = child(__file__, "--phase", phase_name, "--url", url)
                 assert got["rows"] == args.rows, got
                 label = {"archive": "bgjobs archive, batches of 5,000",
                          "delete": "bgjobs delete, batches of 5,000",
                          "naive": "one DELETE ... WHERE"}[phase_name]  # fmt: skip
                 print(f"    {label:34} {got['rows'] / got['seconds']:9.0f} rows/s  longest transaction "
                       f"{got['longest_ms']:8.0f} ms  peak RSS {got['peak_rss_mb']:4.0f} MB")  # fmt: skip
-        finally:
-            if cluster is not None:
-                cluster.stop()
 
 
 if __name__ == "__main__":

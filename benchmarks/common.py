@@ -52,3 +52,35 @@ def worker(
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def database(kind: str, name: str) -> Iterator[str]:
+    """A fresh database URL: a SQLite file in a temp dir, or a throwaway PostgreSQL cluster."""
+    if kind == "sqlite":
+        yield f"sqlite:///{Path(tempfile.mkdtemp(prefix=f'bgjobs-bench-{name}-')) / f'{name}.db'}"
+        return
+    from tests.support.postgres import PostgresCluster
+
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster.create_database(f"bgjobs_bench_{name}")
+    finally:
+        cluster.stop()
+
+
+def child(script: str, *args: str) -> dict[str, float]:
+    """Run ``script --phase ...`` in a fresh process (so its peak RSS is its own); its last line is JSON."""
+    import json
+
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import Numeric  # noqa: E402
 from sqlmodel import Field, SQLModel, col, select  # noqa: E402
 
+from benchmarks.common import child, database, peak_rss_mb  # noqa: E402
+
 COLUMNS = ("id", "customer", "amount", "currency", "created_at", "note")
 
 
@@ -43,13 +44,6 @@ class BenchRow(SQLModel, table=True):
     currency: str
     created_at: datetime
     note: str
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def populate(url: str, rows: int) -> float:
@@ -110,15 +104,6 @@ def phase(kind: str, url: str, rows: int, out: str) -> dict[str, float]:
     return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
 
 
-def child(kind: str, url: str, rows: int) -> dict[str, float]:
-    out = tempfile.mkdtemp(prefix="bgjobs-bench-exports-out-")
-    done = subprocess.run(
-        [sys.executable, __file__, "--phase", kind, "--url", url, "--rows", str(rows), "--out", out],
-        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -135,28 +120,19 @@ def main() -> None:
     sizes = (args.rows // 10, args.rows)
     print(f"exports: {sizes[0]:,} and {sizes[1]:,} rows (6 columns) to local storage")
     for kind in args.db.split(","):
-        cluster = None
-        if kind == "sqlite":
-            url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='bgjobs-bench-exports-')) / 'rows.db'}"
-        else:
-            from tests.support.postgres import PostgresCluster
-
-            cluster = PostgresCluster().start()
-            url = cluster.create_database("bgjobs_bench_exports")
-        try:
+        with database(kind, "exports") as url:
             loaded = populate(url, args.rows)
             print(f"  {kind} (table loaded in {loaded:.0f} s)")
             for fmt in ("baseline", "csv", "jsonl"):
-                got = {n: child(fmt, url, n) for n in sizes}
+                out = tempfile.mkdtemp(prefix="bgjobs-bench-exports-out-")
+                got = {n: child(__file__, "--phase", fmt, "--url", url, "--rows", str(n), "--out", out)
+                       for n in sizes}  # fmt: skip
                 small, large = got[sizes[0]], got[sizes[1]]
                 label = "plain csv.writer loop" if fmt == "baseline" else f"bgjobs export, {fmt}"
                 print(f"    {label:24} {sizes[0] / small['seconds']:9.0f} rows/s at {sizes[0]:,}, "
                       f"{sizes[1] / large['seconds']:9.0f} rows/s at {sizes[1]:,};  peak RSS "
                       f"{small['peak_rss_mb']:5.0f} MB -> {large['peak_rss_mb']:5.0f} MB "
                       f"({large['peak_rss_mb'] / small['peak_rss_mb']:.2f}x)")  # fmt: skip
-        finally:
-            if cluster is not None:
-                cluster.stop()
 
 
 if __name__ == "__main__":

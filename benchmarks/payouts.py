@@ -17,25 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import worker  # noqa: E402
+from benchmarks.common import child, database, peak_rss_mb, worker  # noqa: E402
 
 PERIOD = "2025-W23"
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def populate(url: str, entries: int, vendors: int) -> float:
@@ -105,14 +96,6 @@ def phase(name: str, url: str) -> dict[str, float]:
     return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb(), "groups": groups}
 
 
-def child(name: str, url: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--phase", name, "--url", url], capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
 def pay(url: str, count: int) -> float:
     """Pay the first ``count`` planned payouts through a real worker; payouts/s."""
     from bgjobs.embedded import RedisServer
@@ -165,22 +148,11 @@ def main() -> None:
 
     print(f"payouts: {args.entries:,} ledger entries across {args.vendors:,} vendors")
     for kind in args.db.split(","):
-        cluster = None
-        if kind == "sqlite":
-            url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='bgjobs-bench-payouts-')) / 'ledger.db'}"
-        else:
-            from tests.support.postgres import PostgresCluster
-
-            cluster = PostgresCluster().start()
-            url = cluster.create_database("bgjobs_bench_payouts")
-        try:
+        with database(kind, "payouts") as url:
             loaded = populate(url, args.entries, args.vendors)
-            naive = child("naive", url)
-            ours = child("bgjobs", url)
+            naive = child(__file__, "--phase", "naive", "--url", url)
+            ours = child(__file__, "--phase", "bgjobs", "--url", url)
             rate = pay(url, args.pay)
-        finally:
-            if cluster is not None:
-                cluster.stop()
         print(f"  {kind} (ledger loaded in {loaded:.0f} s)")
         for label, got, what in (
             ("naive: load all, sum in Python", naive, "balances"),
