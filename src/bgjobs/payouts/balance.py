@@ -32,8 +32,9 @@ def check_balances() -> dict[str, int]:
     counts = {"checked": 0, "alerts": 0}
     for currency in settings.balance_currencies:
         available = gateway.balance(currency=currency).available
+        # The Decimal goes to the metrics library as it is; Prometheus's own values are floats.
         observability.gauge("bgjobs_balance", "The platform's available balance, by currency.",
-                            ("currency",)).labels(currency).set(float(available.amount))  # fmt: skip
+                            ("currency",)).labels(currency).set(available.amount)  # fmt: skip
         state = _state(available.amount, settings.balance_min, settings.balance_max)
         now = datetime.now(UTC)
         with db.session() as s:
