@@ -21,7 +21,15 @@ from .redis_broker import BgjobsRedisBroker
 from .settings import Settings, get_settings
 from .typed import QUEUES, registered
 
-__all__ = ["build_broker", "current", "forget", "get_broker", "set_broker", "settings_for"]
+__all__ = [
+    "build_broker",
+    "current",
+    "current_settings",
+    "forget",
+    "get_broker",
+    "set_broker",
+    "settings_for",
+]
 
 _lock = threading.RLock()
 _broker: dramatiq.Broker | None = None
@@ -103,6 +111,20 @@ def forget() -> None:
 def current() -> dramatiq.Broker | None:
     """The broker, if one was built or set; never builds one."""
     return _broker
+
+
+def current_settings() -> Settings:
+    """The settings of the current broker (a worker's, a test's), else the environment's.
+
+    Every family reads its settings here, so a stub broker built with its own settings is
+    honoured everywhere, not only where the broker is at hand.
+    """
+    broker = current()
+    if broker is not None:
+        return settings_for(broker)
+    from .settings import get_settings
+
+    return get_settings()
 
 
 def get_broker() -> dramatiq.Broker:

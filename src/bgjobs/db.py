@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
@@ -17,9 +18,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel, create_engine
 
 from .errors import ConfigurationError
-from .settings import get_settings
 
-__all__ = ["bgjobs_tables", "engine_for", "get_engine", "insert_new", "read", "session", "upgrade"]
+__all__ = ["aware", "bgjobs_tables", "engine_for", "get_engine", "insert_new", "read", "session", "upgrade"]
 
 TABLE_PREFIX = "bgjobs_"
 
@@ -58,10 +58,15 @@ def engine_for(url: str) -> Engine:
 
 def get_engine() -> Engine:
     """The engine for the database URL of the current broker's settings (or the environment's)."""
-    from .broker import current, settings_for
+    from .broker import current_settings
 
-    broker = current()
-    return engine_for((settings_for(broker) if broker is not None else get_settings()).database_url)
+    return engine_for(current_settings().database_url)
+
+
+def aware(moment: datetime) -> datetime:
+    """A datetime read back from the database, with its zone: SQLite returns them naive, and
+    bgjobs writes them in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 _READ_ONLY = "bgjobs_read_only"

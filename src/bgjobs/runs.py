@@ -39,12 +39,7 @@ class Run(SQLModel, table=True):
     def duration_s(self) -> float | None:
         if self.finished_at is None:
             return None
-        return (_aware(self.finished_at) - _aware(self.started_at)).total_seconds()
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands datetimes back naive; they were written in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return (db.aware(self.finished_at) - db.aware(self.started_at)).total_seconds()
 
 
 def start(job: str, trigger: str, *, engine: Engine | None = None) -> Run:

@@ -17,8 +17,8 @@ def run_cleanup(
     *, policy: str | None = None, dry_run: bool = False, deadline: float | None = None
 ) -> dict[str, Any]:
     """Run the policies (or one) and the log compression; returns the report, task by task."""
+    from ..broker import current_settings
     from ..errors import ConfigurationError
-    from ..notifications.service import current_settings
 
     settings = current_settings()
     chosen = [p for p in policies(settings) if policy is None or p.name == policy]
@@ -42,7 +42,7 @@ def run_cleanup(
 @job("cleanup.daily", schedule="0 2 * * *", queue="cleanup")
 def cleanup_daily(ctx: JobContext) -> dict[str, Any]:
     """Apply every retention policy in batches; stop cleanly at the time budget (the next run goes on)."""
-    from ..notifications.service import current_settings
+    from ..broker import current_settings
 
     limit_ms = current_settings().limits_for("cleanup.daily", "cleanup").time_limit_ms or 3_600_000
     deadline = ctx.deadline or time.monotonic() + max(1.0, limit_ms / 1000 - 60)

@@ -97,7 +97,7 @@ def register_policy(
     """
     age = parse_age(older_than, name=name)
     if min_age is None:
-        from ..notifications.service import current_settings
+        from ..broker import current_settings
 
         min_age = timedelta(days=current_settings().cleanup.min_age_days)
     if age < min_age:
@@ -125,7 +125,7 @@ def policies(settings: Any = None) -> list[Policy]:
     from .defaults import bgjobs_policies
 
     if settings is None:
-        from ..notifications.service import current_settings
+        from ..broker import current_settings
 
         settings = current_settings()
     found = {p.name: p for p in bgjobs_policies(settings)}

@@ -45,7 +45,7 @@ def _now() -> datetime:
 
 
 def _settings() -> Any:
-    from ..notifications.service import current_settings
+    from ..broker import current_settings
 
     return current_settings()
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlmodel import col, select
 
 from .. import db, events
+from ..broker import current_settings
 from ..errors import InvalidPayload
 from ..jobs import JobContext, job
 from ..typed import TypedActor, actor
@@ -63,7 +64,7 @@ events.declare("payment.succeeded", PaymentSucceeded)
 
 
 def _on_events() -> bool:
-    return service.current_settings().notifications.on_events
+    return current_settings().notifications.on_events
 
 
 @events.on("booking.created")
@@ -97,10 +98,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _send_each(ctx: JobContext, items: Any, build: Any) -> dict[str, int]:
     """Send one notification per item; a bad item is counted and logged, never stops the sweep."""
     counts = {"sent": 0, "invalid": 0}
@@ -124,7 +121,7 @@ def appointment_reminders(ctx: JobContext) -> dict[str, Any]:
     The window starts where the previous sweep's ended, so a late or skipped sweep leaves
     no appointment out; the key ``appointment:<id>:reminder`` makes a second look harmless.
     """
-    settings = service.current_settings().notifications
+    settings = current_settings().notifications
     source = sources.hook("appointments", settings)
     if source is None:
         return {"skipped": "no appointments source (BGJOBS_NOTIFICATIONS__APPOINTMENTS)"}
@@ -135,7 +132,7 @@ def appointment_reminders(ctx: JobContext) -> dict[str, Any]:
         mark = s.get(SweepMark, name)
         start = now + timedelta(hours=23)
         if mark is not None:
-            start = max(now, min(start, _aware(mark.at)))
+            start = max(now, min(start, db.aware(mark.at)))
 
     def remind(due: Any) -> None:
         service.send("appointment_reminder", due.recipient, due.model_dump(),
@@ -151,7 +148,7 @@ def appointment_reminders(ctx: JobContext) -> dict[str, Any]:
 @job("notifications.payment_reminders", schedule="0 9 * * *", queue=QUEUE, time_budget=300)
 def payment_reminders(ctx: JobContext) -> dict[str, Any]:
     """Remind unpaid bookings whose trip is N days away, for each N in the settings, once per N."""
-    settings = service.current_settings()
+    settings = current_settings()
     source = sources.hook("unpaid_trips", settings.notifications)
     if source is None:
         return {"skipped": "no unpaid trips source (BGJOBS_NOTIFICATIONS__UNPAID_TRIPS)"}
@@ -180,7 +177,7 @@ def dunning(ctx: JobContext) -> dict[str, Any]:
     sweep dies in between, the next sweep finds no delivery for that key and sends it again
     under the same key, so nothing is lost and nothing goes twice.
     """
-    settings = service.current_settings().notifications
+    settings = current_settings().notifications
     source = sources.hook("past_due", settings)
     if source is None:
         return {"skipped": "no past-due source (BGJOBS_NOTIFICATIONS__PAST_DUE)"}
@@ -194,7 +191,7 @@ def dunning(ctx: JobContext) -> dict[str, Any]:
         name = f"dunning:{account.account_id}"
         with db.session() as s:
             mark = s.get(SweepMark, name)
-            if mark is not None and now - _aware(mark.at) < interval:
+            if mark is not None and now - db.aware(mark.at) < interval:
                 pending = (
                     mark.key is not None
                     and s.exec(

@@ -34,6 +34,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from .. import db, observability, wiring
+from ..broker import current_settings
 from ..errors import PERMANENT, InvalidPayload
 from ..ports import EmailMessage, PushMessage, SmsMessage
 from ..redact import mask_email, mask_phone, mask_token
@@ -44,7 +45,7 @@ from .models import Category, Channel, ChannelMessage, NotificationRecord, Recip
 from .segments import count_segments
 from .templates import get_template, render
 
-__all__ = ["Queued", "current_settings", "deliver", "deliveries", "quiet_until", "send"]
+__all__ = ["Queued", "deliver", "deliveries", "quiet_until", "send"]
 
 logger = logging.getLogger("bgjobs.notifications")
 
@@ -66,22 +67,6 @@ class Queued:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands datetimes back naive; bgjobs writes them in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def current_settings() -> Settings:
-    from ..broker import current, settings_for
-
-    broker = current()
-    if broker is not None:
-        return settings_for(broker)
-    from ..settings import get_settings
-
-    return get_settings()
 
 
 def quiet_until(now: datetime, zone: str, start: time, end: time) -> datetime | None:
@@ -399,7 +384,7 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
             conn.execute(_statements.duplicate, {"k": message.key})
             _count(channel, "duplicate")
             return "duplicate"
-        busy_until = _aware(leased) if leased is not None else None
+        busy_until = db.aware(leased) if leased is not None else None
         in_doubt = busy_until is not None  # an expired lease: an attempt died calling the provider
         if busy_until is None or busy_until <= now:
             conn.execute(_statements.lease, {"k": message.key, "lease": now + lease, "now": now})

@@ -24,7 +24,7 @@ def pay_vendor(job: PayoutJob) -> None:
 
 
 def _run(kind: str, ctx: JobContext) -> dict[str, Any]:
-    from ..notifications.service import current_settings
+    from ..broker import current_settings
 
     period = period_for(kind, ctx.args.get("period"), timezone=current_settings().timezone)
     return service.plan(period, run_id=ctx.run_id)

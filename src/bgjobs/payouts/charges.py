@@ -128,8 +128,7 @@ def _record(charge: Charge, **values: Any) -> bool:
 
 
 def _failed(charge: Charge, error: str, now: datetime, ttl: timedelta) -> str:
-    since = charge.first_failed_at or now
-    since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    since = db.aware(charge.first_failed_at or now)
     if now - since >= ttl:
         _record(
             charge, status="expired", last_error=error[:1000], attempts=charge.attempts + 1, settled_at=now

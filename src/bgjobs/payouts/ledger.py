@@ -33,7 +33,7 @@ __all__ = [
 
 
 def current() -> PayoutSettings:
-    from ..notifications.service import current_settings
+    from ..broker import current_settings
 
     return current_settings().payouts
 

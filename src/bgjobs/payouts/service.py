@@ -148,7 +148,7 @@ def report(run_key: str) -> dict[str, Any]:
             by_status[status] = by_status.get(status, 0) + int(count)
             if status == "paid":
                 totals[currency] = str(Money.from_minor(int(total), currency).amount)
-        started = run.created_at if run.created_at.tzinfo else run.created_at.replace(tzinfo=UTC)
+        started = db.aware(run.created_at)
         return {
             "period": run_key, "period_start": run.period_start.isoformat(),
             "period_end": run.period_end.isoformat(), "payouts": run.payouts, **by_status,

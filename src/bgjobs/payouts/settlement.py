@@ -41,7 +41,7 @@ def _by_currency(rows: Any) -> dict[str, tuple[int, ...]]:
 
 def settlement_rows(*, period: str | None, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The report's rows for the day ``period`` (``2025-06-01``; yesterday when None)."""
-    from ..notifications.service import current_settings
+    from ..broker import current_settings
 
     zone = current_settings().timezone
     try:
@@ -92,8 +92,8 @@ def settlement_report(day: date | None = None) -> str:
 
     The operators (``BGJOBS_PAYOUTS__ALERT_EMAIL``) get the "export ready" email with its link.
     """
+    from ..broker import current_settings
     from ..exports import request
-    from ..notifications.service import current_settings
 
     day = day or (datetime.now(ZoneInfo(current_settings().timezone)).date() - timedelta(days=1))
     to = current().alert_email

@@ -37,7 +37,7 @@ def _now() -> datetime:
 
 
 def current() -> WebhookSettings:
-    from ..notifications.service import current_settings
+    from ..broker import current_settings
 
     return current_settings().webhooks
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from .. import db
 from ..typed import Payload
 
 __all__ = [
@@ -142,9 +143,7 @@ class Endpoint(BaseModel):
     @classmethod
     def from_row(cls, row: EndpointRow, now: datetime | None = None) -> Endpoint:
         until = row.previous_secret_until
-        rotating = until is not None and (until if until.tzinfo else until.replace(tzinfo=UTC)) > (
-            now or _now()
-        )
+        rotating = until is not None and db.aware(until) > (now or _now())
         return cls(
             id=row.id, url=row.url, owner=row.owner, event_types=tuple(row.event_types),
             secret=SecretStr(row.secret), description=row.description, rate_limit=row.rate_limit,

@@ -76,10 +76,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def matches(event_type: str, patterns: list[str]) -> bool:
     """True if ``event_type`` is one of ``patterns`` (exact, ``prefix.*``, or ``*``)."""
     for pattern in patterns:
@@ -325,7 +321,7 @@ def _user_agent() -> str:
 def _headers(row: _Row, body: bytes, now: datetime) -> dict[str, str]:
     secrets = [row.secret]
     until = row.previous_secret_until
-    if row.previous_secret and until is not None and _aware(until) > now:
+    if row.previous_secret and until is not None and db.aware(until) > now:
         secrets.append(row.previous_secret)
     timestamp = int(time.time())
     return {
@@ -389,7 +385,7 @@ def deliver(job: DeliveryJob) -> str:
         logger.warning("delivery %s no longer exists (its endpoint was deleted)", job.delivery_id)
         return "duplicate"
     if job.attempt <= row.attempts:
-        lease = _aware(row.lease_until) if row.lease_until is not None else None
+        lease = db.aware(row.lease_until) if row.lease_until is not None else None
         if row.status != "delivering" or lease is None:
             _count("bgjobs_webhook_deliveries_total", "duplicate")
             return "duplicate"
@@ -408,7 +404,7 @@ def deliver(job: DeliveryJob) -> str:
         _count("bgjobs_webhook_deliveries_total", "failed")
         return "failed"
 
-    from ..notifications.service import current_settings
+    from ..broker import current_settings
 
     time_limit = current_settings().limits_for(_actor().name, "webhooks").time_limit_ms or 60_000
     with _limits(row, settings, time_limit) as acquired:
@@ -446,7 +442,7 @@ def _record(
                 conn.execute(_statements.healthy, {"k": row.endpoint_id})
         else:
             failures, since = conn.execute(_statements.failing, {"k": row.endpoint_id, "now": now}).one()
-            reason = _disable_reason(result, failures, _aware(since), settings, now)
+            reason = _disable_reason(result, failures, db.aware(since), settings, now)
             if reason is not None:
                 found = conn.execute(
                     _statements.disable, {"k": row.endpoint_id, "reason": reason, "now": now}
