@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from . import __version__
 from .errors import BgjobsError
 
@@ -45,14 +47,15 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    from .operator_cli import table
     from .runs import recent
 
-    print(f"{'started (UTC)':20} {'job':28} {'trigger':8} {'outcome':10} {'seconds':>8}  counts / error")
-    for run in recent(job=args.job, limit=args.limit):
-        seconds = f"{run.duration_s:.1f}" if run.duration_s is not None else "-"
-        detail = run.error or run.counts
-        started = f"{run.started_at:%Y-%m-%d %H:%M:%S}"
-        print(f"{started:20} {run.job:28} {run.trigger:8} {run.outcome:10} {seconds:>8}  {detail}")
+    rows = [
+        (f"{run.started_at:%Y-%m-%d %H:%M:%S}", run.job, run.trigger, run.outcome,
+         None if run.duration_s is None else round(run.duration_s, 1), run.error or run.counts)
+        for run in recent(job=args.job, limit=args.limit)
+    ]  # fmt: skip
+    print(table(("started (UTC)", "job", "trigger", "outcome", "seconds", "counts / error"), rows))
     return 0
 
 
@@ -117,8 +120,10 @@ def _parser() -> argparse.ArgumentParser:
 
     from .cleanup.cli import register as register_cleanup
     from .exports.cli import register as register_exports
+    from .operator_cli import register as register_operator
     from .webhooks.cli import register as register_webhooks
 
+    register_operator(commands)
     register_webhooks(commands)
     register_exports(commands)
     register_cleanup(commands)
@@ -149,13 +154,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
-        if args.command != "trigger":
+        if args.command == "worker":
+            args.dramatiq_args = [*extra, *args.dramatiq_args]
+        elif args.command == "trigger":
+            args.arg = [*args.arg, *_job_options(extra)]
+        else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.arg = [*args.arg, *_job_options(extra)]
     try:
         return int(args.func(args))
     except BgjobsError as exc:
         print(f"bgjobs: {exc}", file=sys.stderr)
+        return 2
+    except RedisConnectionError as exc:
+        print(f"bgjobs: cannot reach Redis ({exc}); check BGJOBS_BROKER_URL", file=sys.stderr)
         return 2
 
 

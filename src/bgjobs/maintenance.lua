@@ -9,6 +9,7 @@
 -- and bgjobs's own:
 --   $ns:$queue.XQ.reasons            hash id -> JSON reason for the dead letter
 --   $ns:__bgjobs_deliveries__        hash "$queue|$id" -> times delivered without finishing
+--   $ns:__bgjobs_workers__           hash worker_id -> JSON description for `bgjobs status`
 --
 -- KEYS[1] = namespace
 -- ARGV = now_ms, heartbeat_timeout_ms, dead_message_ttl_ms, max_deliveries, own_worker_id, wake_cap, queue...
@@ -74,6 +75,7 @@ for _, worker in ipairs(dead_workers) do
     end
     if next(redis.call("keys", prefix .. "*")) == nil then
         redis.call("zrem", heartbeats, worker)
+        redis.call("hdel", ns .. ":__bgjobs_workers__", worker)
     end
 end
 

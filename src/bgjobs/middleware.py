@@ -34,6 +34,7 @@ class Maintenance(Middleware):
         if not isinstance(broker, BgjobsRedisBroker):
             return
         broker.register_queues()
+        broker.announce(worker)
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._loop, args=(broker,), name="bgjobs-maintenance", daemon=True
@@ -44,6 +45,11 @@ class Maintenance(Middleware):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if isinstance(broker, BgjobsRedisBroker):
+            try:
+                broker.retire()
+            except Exception:  # Redis gone at shutdown: the next maintenance pass forgets this worker
+                logger.warning("could not unregister this worker from Redis", exc_info=True)
 
     def _loop(self, broker: BgjobsRedisBroker) -> None:
         interval = broker.worker_settings.maintenance_interval_ms / 1000

@@ -18,6 +18,8 @@ fails if a Dramatiq release changes it.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Iterable
 from importlib import resources
@@ -31,7 +33,7 @@ from dramatiq.message import Message
 from .consumer import WakingConsumer
 from .settings import WorkerSettings
 
-__all__ = ["BgjobsRedisBroker", "MaintenanceReport"]
+__all__ = ["QUEUES_KEY", "WORKERS_KEY", "BgjobsRedisBroker", "MaintenanceReport"]
 
 _SCRIPT = resources.files("bgjobs").joinpath("maintenance.lua").read_text()
 _ENQUEUE = resources.files("bgjobs").joinpath("enqueue.lua").read_text()
@@ -43,6 +45,8 @@ BATCH = 500
 
 #: A Redis set of every queue a bgjobs worker has declared; the metrics collector reads it.
 QUEUES_KEY = "__bgjobs_queues__"
+#: A Redis hash: worker id -> what ``bgjobs status`` shows about the process (host, pid, queues).
+WORKERS_KEY = "__bgjobs_workers__"
 
 
 class MaintenanceReport(tuple[int, int, int]):
@@ -145,6 +149,21 @@ class BgjobsRedisBroker(RedisBroker):
         queues = self.get_declared_queues()
         if queues:
             self.client.sadd(self.key(QUEUES_KEY), *queues)
+
+    def announce(self, worker: Any) -> None:
+        """Describe this worker process for ``bgjobs status``; the maintenance pass forgets dead ones."""
+        consumed = sorted({name.removesuffix(".DQ") for name in worker.consumers})
+        info = {
+            "host": socket.gethostname(), "pid": os.getpid(), "queues": consumed,
+            "threads": worker.worker_threads, "started": int(time.time() * 1000),
+        }  # fmt: skip
+        self.client.hset(self.key(WORKERS_KEY), self.broker_id, json.dumps(info))
+
+    def retire(self) -> None:
+        """Mark this process as stopping: its heartbeat lingers until the timeout, but it is not live."""
+        self.client.hset(
+            self.key(WORKERS_KEY), self.broker_id, json.dumps({"stopped": int(time.time() * 1000)})
+        )
 
     def record_dead_letter_reason(
         self, queue_name: str, redis_message_id: str, reason: dict[str, Any]

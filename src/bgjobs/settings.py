@@ -25,6 +25,7 @@ __all__ = [
     "EventSettings",
     "ExportSettings",
     "FamilySettings",
+    "HealthSettings",
     "HttpVendorSettings",
     "LocalStorageSettings",
     "MetricsSettings",
@@ -228,6 +229,17 @@ class WebhookSettings(FamilySettings):
     sweep_grace_s: int = Field(default=300, ge=1)
 
 
+class HealthSettings(_Section):
+    """When ``bgjobs status`` exits non-zero: a health check for orchestrators and alerts."""
+
+    #: Unhealthy when dead letters (all queues together) exceed this.
+    max_dead_letters: int = Field(default=1_000, ge=0)
+    #: Unhealthy when a queue's oldest ready message has waited longer than this.
+    max_age_s: int = Field(default=600, ge=1)
+    #: Unhealthy with fewer live worker processes than this.
+    min_workers: int = Field(default=1, ge=0)
+
+
 class MetricsSettings(_Section):
     enabled: bool = True
     #: Dramatiq's ``dramatiq_prom_host`` / ``dramatiq_prom_port`` variables win when set.
@@ -356,6 +368,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
 
     metrics: MetricsSettings = MetricsSettings()
+    health: HealthSettings = HealthSettings()
     smtp: SmtpSettings = SmtpSettings()
     http_sms: HttpVendorSettings = HttpVendorSettings()
     http_push: HttpVendorSettings = HttpVendorSettings()

@@ -56,6 +56,16 @@ def die(payload: Work) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@bgjobs.actor(queue="default")
+def refused(payload: Work) -> None:
+    """Refused by its vendor while ``test:refusing`` is set; takes effect once it is cleared."""
+    if _redis().get("test:refusing"):
+        raise bgjobs.PermanentError(f"vendor refused {payload.key}")
+    with db.session() as session:
+        if idempotency.claim(session, f"effect:{payload.key}", scope="test"):
+            session.add(Effect(key=payload.key, pid=os.getpid()))
+
+
 @bgjobs.actor(queue="notifications")
 def mail(payload: Work) -> None:
     wiring.mailer().send(message=EmailMessage(to=("ops@example.com",), subject=payload.key, text="-"))

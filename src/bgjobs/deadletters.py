@@ -1,0 +1,210 @@
+"""Dead letters in the Redis broker: list, show, requeue, purge.
+
+Dramatiq keeps a queue's dead letters in ``<queue>.XQ`` (a sorted set of Redis
+message ids by the time they failed) and ``<queue>.XQ.msgs`` (the messages) for
+``worker.dead_message_ttl_ms``, and has no API to read or revive them; bgjobs adds
+``<queue>.XQ.reasons`` (why each one failed). This module works on those keys, so
+it sees dead letters of every worker of the deployment, running or not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, cast
+from uuid import uuid4
+
+import dramatiq
+
+from .errors import ConfigurationError, InvalidPayload
+from .redis_broker import QUEUES_KEY, WAKE_CAP, BgjobsRedisBroker
+
+__all__ = ["DeadLetter", "dead_letters", "find", "purge", "queues", "redis_broker", "requeue"]
+
+_REQUEUE = resources.files("bgjobs").joinpath("deadletters.lua").read_text()
+#: Messages per Redis round trip when requeueing or purging.
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead-lettered message and why it failed."""
+
+    queue: str
+    #: The id Redis stores it under (a new one each time the message is enqueued).
+    redis_id: str
+    #: Dramatiq's message id: the one ``send()`` returned and the logs show.
+    message_id: str
+    actor: str
+    failed_at: datetime
+    #: invalid, permanent, configuration, exhausted, poison, or unknown (failed before bgjobs kept reasons).
+    kind: str
+    reason: str
+    attempts: int
+    message: dict[str, Any]
+
+
+def redis_broker(broker: dramatiq.Broker | None = None) -> BgjobsRedisBroker:
+    """The deployment's Redis broker, or a clear error for other brokers.
+
+    Raises:
+        ConfigurationError: the configured broker is not Redis.
+    """
+    from .broker import get_broker
+
+    found = broker or get_broker()
+    if not isinstance(found, BgjobsRedisBroker):
+        raise ConfigurationError(
+            f"dead letters and status read the Redis broker's keys; the broker is {type(found).__name__} "
+            "(set BGJOBS_BROKER_URL=redis://...)"
+        )
+    return found
+
+
+def queues(broker: BgjobsRedisBroker) -> list[str]:
+    """Every queue the deployment uses: declared here, registered by a worker, or holding dead letters."""
+    client, ns = cast(Any, broker.client), broker.namespace
+    found = {q.decode() for q in client.smembers(f"{ns}:{QUEUES_KEY}")}
+    found |= {q.removesuffix(".DQ") for q in broker.get_declared_queues()}
+    for key in client.scan_iter(match=f"{ns}:*.XQ", count=1_000):
+        found.add(key.decode()[len(ns) + 1 : -3].removesuffix(".DQ"))
+    return sorted(found)
+
+
+def _letter(queue: str, redis_id: str, score: float, data: bytes | None, why: bytes | None) -> DeadLetter:
+    message: dict[str, Any] = json.loads(data) if data else {}
+    options = message.get("options", {})
+    reason: dict[str, Any] = json.loads(why) if why else {}
+    if not reason:  # dead-lettered without bgjobs's middleware: the traceback's last line is the reason
+        lines = str(options.get("traceback", "")).strip().splitlines()
+        reason = {"kind": "unknown", "reason": lines[-1] if lines else "no reason recorded"}
+    return DeadLetter(
+        queue=queue,
+        redis_id=redis_id,
+        message_id=str(message.get("message_id", redis_id)),
+        actor=str(message.get("actor_name", "?")),
+        failed_at=datetime.fromtimestamp(score / 1000, UTC),
+        kind=str(reason.get("kind", "unknown")),
+        reason=str(reason.get("reason", "")),
+        attempts=int(reason.get("attempts", options.get("retries", 0)) or 0),
+        message=message,
+    )
+
+
+def _scan(broker: BgjobsRedisBroker, queue: str, *, page: int = BATCH) -> Iterator[DeadLetter]:
+    """A queue's dead letters, newest first, read a page at a time."""
+    key = f"{broker.namespace}:{queue}.XQ"
+    start = 0
+    while True:
+        ids = cast(Any, broker.client).zrevrange(key, start, start + page - 1, withscores=True)
+        if not ids:
+            return
+        names = [i for i, _ in ids]
+        pipe = broker.client.pipeline(transaction=False)
+        pipe.hmget(f"{key}.msgs", names)
+        pipe.hmget(f"{key}.reasons", names)
+        datas, reasons = pipe.execute()
+        for (rid, score), data, why in zip(ids, datas, reasons, strict=True):
+            if data is not None:  # purged or requeued between the two reads
+                yield _letter(queue, rid.decode(), score, data, why)
+        start += page
+
+
+def dead_letters(
+    *, queue: str | None = None, actor: str | None = None, limit: int | None = 50,
+    broker: dramatiq.Broker | None = None,
+) -> list[DeadLetter]:  # fmt: skip
+    """Dead letters, newest first, of one queue or all, optionally of one actor."""
+    found = redis_broker(broker)
+    chosen: list[DeadLetter] = []
+    for name in [queue] if queue else queues(found):
+        taken = 0
+        for letter in _scan(found, name):
+            if actor is None or letter.actor == actor:
+                chosen.append(letter)
+                taken += 1
+                if limit is not None and taken >= limit:
+                    break
+    chosen.sort(key=lambda letter: letter.failed_at, reverse=True)
+    return chosen if limit is None else chosen[:limit]
+
+
+def find(ids: Iterable[str], *, broker: dramatiq.Broker | None = None) -> list[DeadLetter]:
+    """Dead letters by message id or Redis id.
+
+    Raises:
+        InvalidPayload: an id that is not a dead letter (any more); the message names it.
+    """
+    wanted = list(dict.fromkeys(ids))
+    by_id: dict[str, DeadLetter] = {}
+    for letter in dead_letters(limit=None, broker=broker):
+        by_id.setdefault(letter.message_id, letter)
+        by_id.setdefault(letter.redis_id, letter)
+    missing = [i for i in wanted if i not in by_id]
+    if missing:
+        raise InvalidPayload(f"id: no dead letter {', '.join(missing)} (requeued, purged or expired?)")
+    return list({by_id[i].redis_id: by_id[i] for i in wanted}.values())
+
+
+def _fresh(letter: DeadLetter) -> tuple[str, str]:
+    """The message as new: a new Redis id, no retries spent, no leftover traceback or eta."""
+    message = dict(letter.message)
+    options = {k: v for k, v in message.get("options", {}).items() if k not in ("traceback", "eta")}
+    options["retries"] = 0
+    options["redis_message_id"] = new_id = str(uuid4())
+    message["options"] = options
+    message["queue_name"] = letter.queue
+    return new_id, json.dumps(message, separators=(",", ":"))
+
+
+def requeue(
+    letters: Iterable[DeadLetter], *, broker: dramatiq.Broker | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:  # fmt: skip
+    """Put dead letters back on their queues with a fresh retry count; returns how many moved.
+
+    Each message leaves the dead-letter set and joins its queue in one Redis script, so a
+    crash mid-way loses none, and one requeued meanwhile by someone else is not doubled.
+    """
+    found = redis_broker(broker)
+    script = found.client.register_script(_REQUEUE)
+    by_queue: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        by_queue.setdefault(letter.queue, []).append(letter)
+    moved = 0
+    for queue, group in by_queue.items():
+        for start in range(0, len(group), BATCH):
+            args: list[str | int] = [queue, WAKE_CAP]
+            for letter in group[start : start + BATCH]:
+                args += [letter.redis_id, *_fresh(letter)]
+            n = int(script(keys=[found.namespace], args=args))
+            moved += n
+            if progress:
+                progress(len(group[start : start + BATCH]))
+    return moved
+
+
+def purge(
+    *, queue: str | None = None, older_than: timedelta | None = None, broker: dramatiq.Broker | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:  # fmt: skip
+    """Delete dead letters (of one queue, or failed more than ``older_than`` ago); returns how many."""
+    found = redis_broker(broker)
+    cutoff = "+inf"
+    if older_than is not None:
+        cutoff = str(int((datetime.now(UTC) - older_than).timestamp() * 1000))
+    removed = 0
+    for name in [queue] if queue else queues(found):
+        key = f"{found.namespace}:{name}.XQ"
+        while ids := found.client.zrangebyscore(key, "-inf", cutoff, start=0, num=BATCH):
+            pipe = found.client.pipeline(transaction=True)
+            pipe.zrem(key, *ids)
+            pipe.hdel(f"{key}.msgs", *ids)
+            pipe.hdel(f"{key}.reasons", *ids)
+            removed += int(pipe.execute()[0])
+            if progress:
+                progress(len(ids))
+    return removed

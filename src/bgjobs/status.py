@@ -1,0 +1,128 @@
+"""``bgjobs status``: queue sizes, waiting times and live workers, read from the broker's Redis.
+
+Everything comes from keys every worker already keeps (Dramatiq's queues and
+heartbeats, bgjobs's worker descriptions), so status needs no running worker to
+answer, and reports the ones it finds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, cast
+
+import dramatiq
+
+from .deadletters import queues, redis_broker
+from .redis_broker import WORKERS_KEY, BgjobsRedisBroker
+from .scheduling import LOCK_NAME
+from .settings import HealthSettings
+
+__all__ = ["QueueStatus", "Status", "WorkerStatus", "status"]
+
+#: Messages read from the head of each queue to find the one waiting longest.
+_HEAD = 20
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    name: str
+    ready: int
+    delayed: int
+    in_flight: int
+    dead_letters: int
+    #: Seconds the oldest ready message has waited since it became ready; None when the queue is empty.
+    oldest_age_s: float | None
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    id: str
+    #: Seconds since its last heartbeat.
+    seen_s: float
+    host: str | None = None
+    pid: int | None = None
+    queues: list[str] = field(default_factory=list)
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    queues: list[QueueStatus]
+    workers: list[WorkerStatus]
+    scheduler: bool
+    #: One line per crossed threshold; empty when healthy.
+    problems: list[str]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "healthy": self.healthy}
+
+
+def _ready_since(data: bytes | None) -> float | None:
+    """When a message became ready: enqueued, or its eta for one released from the delay queue."""
+    if data is None:
+        return None
+    message = json.loads(data)
+    eta = message.get("options", {}).get("eta")
+    return max(float(message.get("message_timestamp", 0)), float(eta or 0)) / 1000
+
+
+def _queue(broker: BgjobsRedisBroker, name: str, now: float) -> QueueStatus:
+    key, client = f"{broker.namespace}:{name}", cast(Any, broker.client)
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(key).hlen(f"{key}.msgs").hlen(f"{key}.DQ.msgs").zcard(f"{key}.XQ").lrange(key, 0, _HEAD - 1)
+    ready, stored, delayed, dead, head = pipe.execute()
+    since = [t for t in map(_ready_since, client.hmget(f"{key}.msgs", head) if head else []) if t]
+    oldest = round(max(now - min(since), 0.0), 1) if since else None
+    return QueueStatus(name, ready, delayed, max(stored - ready, 0), dead, oldest)
+
+
+def _workers(broker: BgjobsRedisBroker, now: float) -> list[WorkerStatus]:
+    client = cast(Any, broker.client)
+    timeout = broker.worker_settings.heartbeat_timeout_ms / 1000
+    beats = client.zrangebyscore(
+        broker.key("__heartbeats__"), (now - timeout) * 1000, "+inf", withscores=True
+    )
+    infos = client.hmget(broker.key(WORKERS_KEY), [worker for worker, _ in beats]) if beats else []
+    found = []
+    for (worker, seen), info in zip(beats, infos, strict=True):
+        described = json.loads(info) if info else {}
+        if "stopped" in described:  # shut down cleanly; its heartbeat has not expired yet
+            continue
+        described.pop("started", None)
+        seen_s = round(max(now - seen / 1000, 0.0), 1)
+        found.append(WorkerStatus(id=worker.decode(), seen_s=seen_s, **described))
+    return sorted(found, key=lambda w: (w.host or "", w.pid or 0, w.id))
+
+
+def status(*, health: HealthSettings | None = None, broker: dramatiq.Broker | None = None) -> Status:
+    """The deployment's queues and workers now, judged against ``health`` (settings by default).
+
+    Raises:
+        ConfigurationError: the broker is not Redis.
+        redis.exceptions.ConnectionError: Redis does not answer.
+    """
+    from .broker import current_settings
+
+    found = redis_broker(broker)
+    limits = health or current_settings().health
+    now = time.time()
+    queue_list = [_queue(found, name, now) for name in queues(found)]
+    workers = _workers(found, now)
+    scheduler = bool(found.client.exists(LOCK_NAME))
+    problems = []
+    dead = sum(q.dead_letters for q in queue_list)
+    if dead > limits.max_dead_letters:
+        problems.append(f"{dead} dead letters (more than {limits.max_dead_letters})")
+    for q in queue_list:
+        if q.oldest_age_s is not None and q.oldest_age_s > limits.max_age_s:
+            problems.append(f"queue {q.name}: oldest message waited {q.oldest_age_s:.0f}s "
+                            f"(more than {limits.max_age_s}s)")  # fmt: skip
+    if len(workers) < limits.min_workers:
+        problems.append(f"{len(workers)} live worker process(es) (fewer than {limits.min_workers})")
+    return Status(queues=queue_list, workers=workers, scheduler=scheduler, problems=problems)
