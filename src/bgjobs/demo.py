@@ -1,4 +1,4 @@
-"""Sample jobs for ``bgjobs dev``: real work through the ports on a real worker.
+"""Sample jobs and host hooks for ``bgjobs dev``: real work through the ports on a real worker.
 
 Loaded by the demo worker through ``BGJOBS_JOBS=bgjobs.demo``; nothing here
 runs in production workers.
@@ -6,27 +6,20 @@ runs in production workers.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import select
 
 from . import db, events, idempotency, wiring
 from .jobs import JobContext, job
-from .money import Money
-from .ports import EmailMessage, PayoutRequest
+from .ports import EmailMessage
 from .typed import Payload, actor
 
 
 class Welcome(Payload):
     user_id: int
     email: str
-
-
-class Receipt(Payload):
-    vendor_id: str
-    amount: Decimal
-    currency: str
 
 
 @events.on("user.signed_up")
@@ -44,24 +37,15 @@ def demo_welcome(payload: Welcome) -> None:
         )
 
 
-@actor(queue="payouts")
-def demo_payout(payload: Receipt) -> None:
-    """Pay a vendor with an idempotency key, then store a receipt file."""
-    key = f"demo:payout:{payload.vendor_id}"
-    money = Money(amount=payload.amount, currency=payload.currency)
-    result = wiring.payment().payout(
-        request=PayoutRequest(payee_id=payload.vendor_id, amount=money, idempotency_key=key)
-    )
-    line = f"{payload.vendor_id},{money.amount},{money.currency},{result.transaction_id}\n"
-    wiring.storage().put(
-        key=f"receipts/{payload.vendor_id}.csv", chunks=[line.encode()], content_type="text/csv"
-    )
-
-
 @job("demo.report")
 def demo_report(ctx: JobContext) -> dict[str, int]:
-    """A batch job: counts the welcome emails, and leaves a bgjobs_runs row."""
+    """A batch job the scheduler fires every few seconds: counts the welcome emails."""
     record = idempotency.IdempotencyRecord
     with db.session() as s:
         welcomed = s.exec(select(func.count()).select_from(record).where(record.scope == "demo")).one()
     return {"welcome_emails": int(welcomed)}
+
+
+def vendor_contact(*, vendor_id: str) -> dict[str, Any]:
+    """Where payout receipts go (``BGJOBS_PAYOUTS__VENDOR_CONTACT=bgjobs.demo:vendor_contact``)."""
+    return {"user_id": vendor_id, "email": f"{vendor_id}@vendors.example.com"}

@@ -1,10 +1,12 @@
-"""``bgjobs dev``: an embedded Redis, SQLite in a temp dir, a real worker, and sample work.
+"""``bgjobs dev``: an embedded Redis, SQLite in a temp dir, workers, the scheduler, and sample work
+through every family.
 
 Everything it starts listens on 127.0.0.1 and is stopped when it exits (Ctrl-C included).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,10 +14,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from .embedded import RedisServer, free_port
+from .money import Money
 from .observability import scrape
 
 __all__ = ["run"]
@@ -32,6 +39,9 @@ def _env(redis_url: str, workdir: Path, metrics_port: int) -> dict[str, str]:
         "BGJOBS_PAYMENT": "console",
         "BGJOBS_STORAGE": "localfs",
         "BGJOBS_LOCALFS__ROOT": str(workdir / "storage"),
+        "BGJOBS_PAYOUTS__VENDOR_CONTACT": "bgjobs.demo:vendor_contact",
+        "BGJOBS_PAYOUTS__ALERT_EMAIL": "ops@example.com",
+        "BGJOBS_SCHEDULE__DEMO_REPORT": "@every 5s",
         # The demo's webhook endpoint is a plain-HTTP server on loopback, which the guard refuses.
         "BGJOBS_WEBHOOKS__REQUIRE_HTTPS": "false",
         "BGJOBS_WEBHOOKS__ALLOW": '["127.0.0.1/32"]',
@@ -40,17 +50,25 @@ def _env(redis_url: str, workdir: Path, metrics_port: int) -> dict[str, str]:
     }
 
 
-class _Endpoint:
-    """A webhook subscriber for the demo: a loopback HTTP server keeping each request it gets."""
+class _Receiver:
+    """A merchant's webhook endpoint on loopback: verifies each request's signature, 401 if it fails."""
 
     def __init__(self) -> None:
-        received = self.received = []  # type: list[tuple[bytes, dict[str, str]]]
+        self.secret = ""
+        received = self.received = []  # type: list[tuple[str, str, bool]]
+        receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                from .webhooks import InvalidSignature, verify
+
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append((body, dict(self.headers.items())))
-                self.send_response(204)
+                try:
+                    kind, ok = str(verify(body, dict(self.headers.items()), receiver.secret)["type"]), True
+                except InvalidSignature:
+                    kind, ok = "?", False
+                received.append((kind, self.headers.get("webhook-id", "?"), ok))
+                self.send_response(204 if ok else 401)
                 self.end_headers()
 
             def log_message(self, format: str, *args: object) -> None:
@@ -65,79 +83,176 @@ class _Endpoint:
         self.server.server_close()
 
 
-def _wait(predicate: object, timeout: float) -> bool:
+def _wait(predicate: Callable[[], object], timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return True
         time.sleep(0.1)
     return False
 
 
-def _jobs_done(port: int) -> float:
-    lines = scrape(port).splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("bgjobs_jobs_total{"))
+def _last_run(job: str, trigger: str | None = None) -> Any:
+    from . import runs
+
+    return next((r for r in runs.recent(job=job) if trigger in (None, r.trigger)
+                 and r.outcome != "running"), None)  # fmt: skip
 
 
-def _sent_notifications() -> list[str]:
-    from .notifications import deliveries
+def _old_runs(n: int) -> None:
+    """Rows from four months ago, for the cleanup family's bundled retention policy to delete."""
+    from . import db, runs
 
-    return sorted(r.channel for r in deliveries(key="booking:B1:confirmed") if r.status == "sent")
+    long_ago = datetime.now(UTC) - timedelta(days=120)
+    with db.session() as s:
+        for i in range(n):
+            s.add(runs.Run(job="demo.old", trigger="manual", started_at=long_ago, finished_at=long_ago,
+                           outcome="succeeded", counts=json.dumps({"i": i})))  # fmt: skip
+
+
+def _receipts() -> list[Any]:
+    from sqlmodel import select
+
+    from . import db, payouts
+
+    with db.session() as s:
+        return list(s.exec(select(payouts.PayoutReceipt).order_by(payouts.PayoutReceipt.vendor_id)))
+
+
+class _Summary:
+    def __init__(self) -> None:
+        self.ok = True
+
+    def line(self, done: bool, text: str) -> None:
+        self.ok = self.ok and done
+        print(f"  {'ok ' if done else 'NOT'} {text}")
 
 
 def _drive(workdir: Path, metrics_port: int) -> bool:
-    """Send the sample work, wait for it, print what happened; True if all of it was done."""
-    from . import demo, events, jobs, outbox, runs, webhooks
-    from .db import session
+    """Send a realistic sample through every family, wait for it, print what happened; True if all done."""
+    from . import db, demo, events, exports, jobs, notifications, outbox, payouts, webhooks
 
-    subscriber = _Endpoint()
-    endpoint = webhooks.add_endpoint(subscriber.url, event_types=["booking.*"], description="bgjobs dev")
+    receiver = _Receiver()
+    endpoint = webhooks.add_endpoint(receiver.url, event_types=["booking.*"], description="bgjobs dev")
+    receiver.secret = endpoint.secret.get_secret_value()
+    _old_runs(3)
 
     for user_id in range(1, 5):
         demo.demo_welcome.send({"user_id": user_id, "email": f"user{user_id}@example.com"})
     demo.demo_welcome.send({"user_id": 1, "email": "user1@example.com"})  # a duplicate: no second email
-    events.publish("user.signed_up", {"user_id": 5, "email": "user5@example.com"})  # an event
-    with session() as s:  # jobs born in a transaction go through the outbox
-        for vendor in ("v1", "v2", "v3"):
-            outbox.defer(s, demo.demo_payout, {"vendor_id": vendor, "amount": "520.00", "currency": "USD"})
-    booking = {  # the notifications family: one event, three channels
+    events.publish("user.signed_up", {"user_id": 5, "email": "user5@example.com"})
+    booking = {
         "booking_id": "B1", "trip_date": "2025-06-15", "total": {"amount": "500.00", "currency": "USD"},
         "recipient": {"user_id": "u1", "email": "ann@example.com", "phone": "+447700900123",
                       "push_tokens": ["demo-device-token"]},
     }  # fmt: skip
     events.publish("booking.created", booking)
-    receipts = workdir / "storage" / "receipts"
-    done = _wait(lambda: receipts.is_dir() and len(list(receipts.glob("*.csv"))) == 3, timeout=60)
-    done = done and _wait(lambda: _jobs_done(metrics_port) >= 9, timeout=30)
-    jobs.trigger("demo.report")
-    done = done and _wait(lambda: any(r.outcome == "succeeded" for r in runs.recent(job="demo.report")), 30)
+    last_week = datetime.now(UTC) - timedelta(days=8)
+    with db.session() as s:  # earnings born in the host's transaction go through the outbox
+        for vendor, gross in (("v1", "600.00"), ("v2", "300.00"), ("v3", "40.00")):
+            outbox.defer(s, payouts.record_entry, payouts.LedgerWrite(
+                kind="earning", vendor_id=vendor, amount=Decimal(gross), currency="USD",
+                source_id=f"booking:{vendor}", occurred_at=last_week))  # fmt: skip
 
-    done = done and _wait(lambda: len(_sent_notifications()) == 3, timeout=30)
-    done = done and _wait(lambda: bool(subscriber.received), timeout=30)
-    subscriber.close()
-    hooks = []
-    for body, headers in subscriber.received:
-        payload = webhooks.verify(body, headers, endpoint.secret.get_secret_value())
-        hooks.append(f"{payload['type']} ({headers.get('webhook-id')}, signature verified)")
-
-    counted = [line for line in scrape(metrics_port).splitlines() if line.startswith("bgjobs_jobs_total{")]
     print("\nWhat happened:")
-    print("  4 welcome emails sent + 1 duplicate skipped, 1 sent through the user.signed_up event")
-    print(f"  booking.created -> booking_confirmation sent by {', '.join(_sent_notifications())}")
-    print(f"  booking.created -> webhook to {subscriber.url}: {'; '.join(hooks) or 'none arrived'}")
-    print("  3 payouts deferred through the outbox in one transaction, each with a receipt")
-    print(f"  receipts written: {sorted(p.name for p in receipts.glob('*.csv'))}")
-    print("  " + "\n  ".join(counted or ["(no jobs counted yet)"]))
-    for run in runs.recent(job="demo.report"):
-        print(f"  batch run {run.job}: {run.outcome}, counts {run.counts}")
-    print(f"  metrics: http://127.0.0.1:{metrics_port}/metrics")
-    return done
+    out = _Summary()
+
+    def sent(key: str) -> list[str]:
+        return sorted(r.channel for r in notifications.deliveries(key=key) if r.status == "sent")
+
+    out.line(
+        _wait(lambda: len(sent("booking:B1:confirmed")) == 3),
+        "notifications: booking.created -> booking_confirmation by "
+        + ", ".join(sent("booking:B1:confirmed")),
+    )
+    out.line(
+        _wait(lambda: bool(receiver.received)),
+        f"webhooks: booking.created -> {receiver.url}: "
+        + "; ".join(
+            f"{kind} ({msg}, signature {'verified' if ok else 'INVALID'})"
+            for kind, msg, ok in receiver.received
+        ),
+    )
+    out.line(
+        _wait(lambda: len(payouts.balances()) == 3),
+        "outbox: 3 earnings recorded in one transaction, relayed to payouts.record",
+    )
+    jobs.trigger("payouts.weekly")
+
+    def settled() -> Any:
+        run = _last_run("payouts.weekly")
+        return run if run is not None and run.figures.get("pending") == 0 else None
+
+    run = settled() if _wait(settled) else None
+    paid = run.figures if run else {}
+    out.line(
+        run is not None and run.outcome == "succeeded" and paid.get("paid") == 2,
+        f"payouts: payouts.weekly {paid.get('period')}: {paid.get('paid')} vendors paid "
+        f"{paid.get('total_paid')}, {paid.get('carried_forward')} carried forward below the minimum",
+    )
+    emailed = _wait(
+        lambda: len(rs := _receipts()) == 2 and all(sent(f"payout-receipt:{r.payout_id}") for r in rs)
+    )
+    receipts = _receipts()
+    out.line(
+        emailed,
+        "payouts: receipts emailed to "
+        + ", ".join(
+            f"{r.vendor_id} ({r.id}, {Money.from_minor(r.amount_minor, r.currency).amount} {r.currency})"
+            for r in receipts
+        ),
+    )
+    jobs.trigger("payouts.settlement", day=datetime.now(UTC).date().isoformat())
+
+    def exported() -> Any:
+        found = exports.exports(dataset="payouts.settlement")
+        return found[0] if found and found[0].status in ("done", "failed") else None
+
+    _wait(exported)
+    export = exported()
+    where = workdir / "storage" / export.storage_key if export else None
+    told = _wait(lambda: any(r.status == "sent" for r in notifications.deliveries(user_id="operators")), 15)
+    out.line(
+        told and export is not None and export.status == "done" and where is not None and where.is_file(),
+        f"exports: payouts.settlement -> {where} ({getattr(export, 'rows', '?')} rows, "
+        f"{getattr(export, 'size', '?')} bytes); ops@example.com told",
+    )
+    jobs.trigger("cleanup.daily")
+    _wait(lambda: _last_run("cleanup.daily"))
+    cleaned = _last_run("cleanup.daily")
+    rows = cleaned.figures.get("tasks", {}).get("bgjobs.runs", {}).get("rows") if cleaned else None
+    out.line(rows == 3, f"cleanup: cleanup.daily deleted {rows} bgjobs_runs rows older than 90 days")
+
+    def counted_five() -> Any:
+        run = _last_run("demo.report", "cron")
+        return run is not None and run.figures.get("welcome_emails") == 5
+
+    out.line(
+        _wait(counted_five, 20),
+        "scheduler + events: demo.report (cron, @every 5s) counts 5 welcome emails: 4 sent directly "
+        "(a duplicate skipped) and 1 through the user.signed_up event",
+    )
+    counted = [line for line in scrape(metrics_port).splitlines() if line.startswith("bgjobs_jobs_total{")]
+    print("\n  " + "\n  ".join(counted))
+    print(f"\n  metrics: http://127.0.0.1:{metrics_port}/metrics")
+    receiver.close()
+    return out.ok
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def run(*, keep: bool = False, processes: int = 2) -> int:
     """Start the stack, drive sample work, print a summary; with ``keep`` run until Ctrl-C."""
     workdir = Path(tempfile.mkdtemp(prefix="bgjobs-dev-"))
     metrics_port = free_port()
+    started: list[subprocess.Popen[bytes]] = []
     with RedisServer() as redis_server:
         env = _env(redis_server.url, workdir, metrics_port)
         os.environ.update(env)
@@ -145,26 +260,24 @@ def run(*, keep: bool = False, processes: int = 2) -> int:
 
         settings.get_settings.cache_clear()
         db.upgrade()
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", str(processes), "-t", "4"],
-            env={**os.environ, **env},
-        )
         try:
-            print(
-                f"bgjobs dev: redis {redis_server.url}, sqlite {workdir / 'bgjobs.db'}, "
-                f"{processes} worker processes"
+            started.append(subprocess.Popen(
+                [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", str(processes), "-t", "4"],
+                env=os.environ,
+            ))  # fmt: skip
+            started.append(
+                subprocess.Popen([sys.executable, "-m", "bgjobs.cli", "scheduler"], env=os.environ)
             )
+            print(f"bgjobs dev: redis {redis_server.url}, sqlite {workdir / 'bgjobs.db'}, {processes} "
+                  f"worker processes, the scheduler, storage in {workdir / 'storage'}")  # fmt: skip
             done = _drive(workdir, metrics_port)
             if keep:
                 print("Running; Ctrl-C stops everything.")
-                worker.wait()
+                started[0].wait()
             return 0 if done else 1
         except KeyboardInterrupt:
             return 0
         finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            for process in reversed(started):
+                _stop(process)
             shutil.rmtree(workdir, ignore_errors=True)
