@@ -168,7 +168,7 @@ def test_the_cli_manages_endpoints_and_shows_attempts_replays_and_recovers(
     missed = webhooks.publish("a.c", {"n": 2}, owner="m1")
     assert run_cli(capsys, "webhooks", "endpoints", "enable", endpoint_id).startswith("enabled")
     recovered = run_cli(capsys, "webhooks", "recover", "--endpoint", endpoint_id, "--since", since)
-    assert "... queued 1" in recovered and "queued 1 delivery" in recovered
+    assert recovered.strip() == "queued 1 delivery(ies)"  # no progress line when not on a terminal
     jobs.drain()
     assert missed in {r.headers["webhook-id"] for r in receiver.received("/in")}
 

@@ -112,9 +112,11 @@ def _since(value: str) -> datetime:
 
 
 def _recover(args: argparse.Namespace) -> int:
+    from ..progress import Progress
     from .operations import recover
 
-    result = recover(args.endpoint, since=args.since, progress=lambda n: print(f"... queued {n}", flush=True))
+    with Progress("recover") as bar:
+        result = recover(args.endpoint, since=args.since, progress=lambda n: bar.advance(n - bar.done))
     _report(result)
     return 0
 
