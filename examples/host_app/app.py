@@ -1,0 +1,119 @@
+"""A travel marketplace's web app that hands its background work to bgjobs.
+
+Request handlers do three kinds of enqueueing:
+
+* work born in a database transaction (a booking and its consequences) goes through the
+  **outbox**: the booking row, its ``booking.created`` event and the vendor's earning commit
+  together, or not at all; the worker's relay sends them once committed;
+* work with no transaction of its own (an export) is sent directly;
+* bad input is refused in the request, with the field named, before anything is written.
+
+Run it (with a worker beside it, on the same settings):
+
+    pip install -r examples/host_app/requirements.txt
+    BGJOBS_BROKER_URL=redis://localhost:6379/0 flask --app examples.host_app.app:create_app run
+    BGJOBS_JOBS='["examples.host_app.app"]' dramatiq bgjobs.actors
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from flask import Flask, jsonify, request
+from pydantic import ValidationError
+from sqlalchemy import Numeric
+from sqlmodel import Field, SQLModel, select
+
+import bgjobs
+from bgjobs import db, exports, outbox, payouts
+from bgjobs.exports import register_dataset
+from bgjobs.money import Money
+
+
+class Booking(SQLModel, table=True):
+    """The host's own table; bgjobs never writes it."""
+
+    __tablename__ = "host_bookings"
+
+    id: str = Field(primary_key=True)
+    vendor_id: str
+    email: str
+    phone: str | None = None
+    trip_date: date
+    total: Decimal = Field(sa_type=Numeric(12, 2))
+    currency: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class NewBooking(bgjobs.Payload):
+    """The request body of ``POST /bookings``; money arrives as a string, never a float."""
+
+    vendor_id: str
+    email: str
+    phone: str | None = None
+    trip_date: date
+    total: Money
+
+
+def _bookings(*, period: str | None, filters: Mapping[str, Any]) -> Any:
+    """The ``host.bookings`` dataset: one select, streamed by the export worker."""
+    query: Any = select(Booking.id, Booking.vendor_id, Booking.trip_date, Booking.total, Booking.currency)  # type: ignore[call-overload]
+    if filters.get("vendor_id"):
+        query = query.where(Booking.vendor_id == filters["vendor_id"])
+    return query.order_by(Booking.id)
+
+
+register_dataset("host.bookings", _bookings, columns=["id", "vendor_id", "trip_date", "total", "currency"],
+                 filters=["vendor_id"], description="the marketplace's bookings")  # fmt: skip
+
+
+def _refuse(error: Exception) -> tuple[Any, int]:
+    if isinstance(error, ValidationError):
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        return jsonify(error=fields), 422
+    return jsonify(error=str(error)), 422
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.register_error_handler(ValidationError, _refuse)
+    app.register_error_handler(bgjobs.InvalidPayload, _refuse)
+
+    @app.post("/bookings")
+    def create_booking() -> tuple[Any, int]:
+        new = NewBooking.model_validate(request.get_json(force=True))
+        booking_id = f"bk_{uuid.uuid4().hex[:12]}"
+        with db.session() as s:  # one transaction: the row, the event and the earning, or nothing
+            s.add(Booking(id=booking_id, vendor_id=new.vendor_id, email=new.email, phone=new.phone,
+                          trip_date=new.trip_date, total=new.total.amount,
+                          currency=new.total.currency))  # fmt: skip
+            outbox.defer(s, "booking.created", {
+                "booking_id": booking_id, "trip_date": new.trip_date.isoformat(),
+                "total": new.total.model_dump(mode="json"),
+                "recipient": {"user_id": new.email, "email": new.email, "phone": new.phone},
+            })  # fmt: skip
+            outbox.defer(s, payouts.record_entry, payouts.LedgerWrite(
+                kind="earning", vendor_id=new.vendor_id, amount=new.total.amount, currency=new.total.currency,
+                source_id=booking_id, occurred_at=datetime.now(UTC)))  # fmt: skip
+        return jsonify(booking_id=booking_id), 201
+
+    @app.post("/exports")
+    def request_export() -> tuple[Any, int]:
+        body = request.get_json(force=True)
+        export_id = exports.request("host.bookings", fmt=body.get("format", "csv"),
+                                    filters=body.get("filters"), key=body.get("key"))  # fmt: skip
+        return jsonify(export_id=export_id), 202
+
+    @app.get("/exports/<export_id>")
+    def show_export(export_id: str) -> tuple[Any, int]:
+        try:
+            info = exports.get(export_id)
+        except bgjobs.InvalidPayload as exc:
+            return jsonify(error=str(exc)), 404
+        return jsonify(info.model_dump(mode="json")), 200
+
+    return app

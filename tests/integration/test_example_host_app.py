@@ -1,0 +1,97 @@
+"""examples/host_app: a Flask app on a real HTTP server on 127.0.0.1, its jobs through the outbox."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from sqlmodel import SQLModel, func, select
+from werkzeug.serving import make_server
+
+from bgjobs import db, outbox, payouts
+from bgjobs.testing import JobsHarness
+from examples.host_app.app import Booking, create_app
+
+
+@pytest.fixture
+def served(harness: Callable[..., JobsHarness]) -> Iterator[tuple[httpx.Client, JobsHarness]]:
+    from datetime import time
+
+    jobs = harness(quiet_hours_start=time(0, 0), quiet_hours_end=time(0, 0))
+    SQLModel.metadata.create_all(db.get_engine(), tables=[Booking.__table__])  # type: ignore[attr-defined]
+    server = make_server("127.0.0.1", 0, create_app(), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}", timeout=10) as client:
+            yield client, jobs
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def _count(model: type[SQLModel]) -> int:
+    with db.session() as s:
+        return int(s.exec(select(func.count()).select_from(model)).one())
+
+
+BOOKING = {"vendor_id": "v1", "email": "ann@example.com", "phone": "+447700900123",
+           "trip_date": "2025-06-15", "total": {"amount": "500.00", "currency": "USD"}}  # fmt: skip
+
+
+def test_a_booking_commits_its_row_event_and_earning_together_and_the_relay_sends_them(
+    served: tuple[httpx.Client, JobsHarness],
+) -> None:
+    client, jobs = served
+    response = client.post("/bookings", json=BOOKING)
+    assert response.status_code == 201
+    booking_id = response.json()["booking_id"]
+    assert _count(Booking) == 1 and _count(outbox.OutboxRow) == 2
+    assert jobs.mailer.sent == []  # nothing left the transaction before the relay
+
+    assert outbox.relay_once() == 2
+    jobs.drain()
+    (mail,) = jobs.mailer.sent
+    assert mail.to == ("ann@example.com",) and booking_id in mail.text
+    assert [m.to for m in jobs.sms.sent] == ["+447700900123"]
+    balance = payouts.balances("v1")[("v1", "USD")]
+    assert str(balance.amount) == "400.00"  # 500.00 less the default 20% commission
+
+
+def test_bad_input_is_refused_with_the_field_named_and_writes_nothing(
+    served: tuple[httpx.Client, JobsHarness],
+) -> None:
+    client, _ = served
+    floated = client.post("/bookings", json={**BOOKING, "total": {"amount": 500.0, "currency": "USD"}})
+    assert floated.status_code == 422 and "total.amount" in floated.json()["error"]
+    assert "floats are not accepted" in floated.json()["error"]
+    missing = client.post("/bookings", json={k: v for k, v in BOOKING.items() if k != "trip_date"})
+    assert missing.status_code == 422 and missing.json()["error"].startswith("trip_date: Field required")
+    assert _count(Booking) == 0 and _count(outbox.OutboxRow) == 0
+
+
+def test_an_export_is_requested_from_a_handler_and_its_status_read_back(
+    served: tuple[httpx.Client, JobsHarness],
+) -> None:
+    client, jobs = served
+    for vendor in ("v1", "v2", "v1"):
+        assert client.post("/bookings", json={**BOOKING, "vendor_id": vendor}).status_code == 201
+    asked = client.post("/exports", json={"filters": {"vendor_id": "v1"}, "key": "v1-bookings"})
+    assert asked.status_code == 202
+    export_id = asked.json()["export_id"]
+    again = client.post("/exports", json={"filters": {"vendor_id": "v1"}, "key": "v1-bookings"})
+    assert again.json()["export_id"] == export_id  # the same key: the same export
+    jobs.drain()
+    info = client.get(f"/exports/{export_id}").json()
+    assert info["status"] == "done" and info["rows"] == 2
+    body = b"".join(jobs.storage.open(key=info["storage_key"])).decode()
+    assert body.splitlines()[0] == "id,vendor_id,trip_date,total,currency"
+    assert [line.split(",")[1] for line in body.splitlines()[1:]] == ["v1", "v1"]
+    assert (
+        client.post("/exports", json={"filters": {"city": "Oslo"}})
+        .json()["error"]
+        .startswith("filters: city")
+    )
+    assert client.get("/exports/exp_nope").status_code == 404
