@@ -18,7 +18,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "docs/hooks", "noxfile.py")
 
 
 @nox.session
@@ -35,6 +35,13 @@ def bench(session: nox.Session) -> None:
                "cleanup")  # fmt: skip
     for script in scripts:
         session.run("python", f"benchmarks/{script}.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The docs site in build/site; fails on broken links or anchors and on undocumented settings."""
+    session.install("-e", ".[dev]")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

@@ -1,51 +1,104 @@
-"""The configuration reference lists every setting, and nothing that does not exist."""
+"""The docs site builds strictly, and what it says about settings, the CLI and the families is what
+the code has: the build itself (docs/hooks/bgjobs_docs.py) checks the settings and generates the rest."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-from pydantic import BaseModel
+import pytest
 
-from bgjobs.settings import DEFAULT_SCHEDULE, Settings
-
-DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
-
-
-def variables(model: type[BaseModel] = Settings, prefix: str = "BGJOBS_", value: object = None) -> set[str]:
-    names: set[str] = set()
-    instance = value if value is not None else Settings()
-    for field in model.model_fields:
-        default = getattr(instance, field)
-        if isinstance(default, BaseModel):
-            names |= variables(type(default), f"{prefix}{field.upper()}__", default)
-        else:
-            names.add(f"{prefix}{field.upper()}")
-    return names
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("bgjobs_docs", ROOT / "docs" / "hooks" / "bgjobs_docs.py")
+assert _spec is not None and _spec.loader is not None
+hooks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(hooks)
 
 
-def test_every_setting_is_documented() -> None:
-    lines = DOC.read_text().splitlines()
-    missing = []
-    for name in sorted(variables()):
-        section, _, leaf = name.rpartition("__")
-        documented = any(name in line for line in lines) or any(
-            f"{section}__" in line and f"__{leaf}" in line for line in lines if section
-        )
-        if not documented:
-            missing.append(name)
-    assert missing == []
+def test_every_setting_is_documented_and_nothing_else() -> None:
+    assert hooks.undocumented() == []
+    assert hooks.unknown() == []
+    from bgjobs.settings import DEFAULT_SCHEDULE
+
+    text = hooks.CONFIGURATION.read_text()
+    assert [k for k in DEFAULT_SCHEDULE if f"BGJOBS_SCHEDULE__{k.upper()}" not in text] == []
 
 
-def test_the_reference_names_no_setting_that_does_not_exist() -> None:
-    known = variables()
-    mentioned = set(re.findall(r"BGJOBS_[A-Z_]+[A-Z]", DOC.read_text()))
-    sections = {n.rpartition("__")[0] for n in known if "__" in n}
-    unknown = {
-        m for m in mentioned if m not in known and m.rstrip("_") not in sections and not m.endswith("__")
-    }
-    # Dict settings: per-actor overrides are a pattern; schedule entries must be bgjobs's jobs.
-    unknown = {u for u in unknown if not u.startswith("BGJOBS_ACTORS__")}
-    scheduled = {f"BGJOBS_SCHEDULE__{k.upper()}" for k in DEFAULT_SCHEDULE}
-    assert unknown - scheduled == set()
-    assert scheduled <= mentioned
+def test_the_settings_check_notices_a_missing_or_made_up_setting() -> None:
+    text = hooks.CONFIGURATION.read_text()
+    without = "\n".join(line for line in text.splitlines() if "BGJOBS_HEALTH__MIN_WORKERS" not in line)
+    assert hooks.undocumented(without) == ["BGJOBS_HEALTH__MIN_WORKERS"]
+    assert hooks.unknown(text + "\n| `BGJOBS_HEALTH__MAX_COLOUR` | | |\n") == ["BGJOBS_HEALTH__MAX_COLOUR"]
+
+
+def test_each_family_page_has_failure_modes_and_its_generated_reference() -> None:
+    for family in hooks.FAMILIES:
+        page = (ROOT / "docs" / f"{family}.md").read_text()
+        assert re.search(r"^## Failure modes", page, re.M), family
+        rendered = hooks.render(page)
+        for part in ("### Settings", "### Cron entries", "### Events", "### Metrics"):
+            assert part in rendered, (family, part)
+        assert f"BGJOBS_{family.upper()}__" in rendered.split("### Settings", 1)[1]
+    assert "`payouts.weekly` | `0 8 * * mon`" in hooks.family_reference("payouts")
+    assert "`booking.created` -> `notifications.on_booking_created`" in hooks.family_reference(
+        "notifications"
+    )
+
+
+def test_the_cli_reference_covers_every_command() -> None:
+    reference = hooks.render("<!-- bgjobs:cli -->")
+    commands = (
+        "status", "dead-letters requeue", "dead-letters purge", "worker", "runs", "trigger", "scheduler",
+        "db upgrade", "webhooks replay", "exports list", "cleanup run", "dev",
+    )  # fmt: skip
+    for command in (f"bgjobs {c}" for c in commands):
+        assert f"### `{command}`" in reference, command
+
+
+def _build(root: Path, site: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_the_site_builds_strictly(tmp_path: Path) -> None:
+    built = _build(ROOT, tmp_path / "site")
+    assert built.returncode == 0, built.stderr
+    cli = (tmp_path / "site" / "cli" / "index.html").read_text()
+    assert "bgjobs dead-letters requeue" in cli
+    assert "Unreleased" in (tmp_path / "site" / "changelog" / "index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("page", "old", "new", "complaint"),
+    [
+        ("index.md", "Where to go next:", "[gone](nowhere.md)", "nowhere.md"),
+        ("index.md", "Where to go next:", "[x](cli.md#no-such-part)", "no-such-part"),
+        (
+            "configuration.md",
+            "BGJOBS_HEALTH__MAX_AGE_S",
+            "BGJOBS_HEALTH__MAX_AGE",
+            "BGJOBS_HEALTH__MAX_AGE_S",
+        ),
+    ],
+)
+def test_the_build_fails_on_a_broken_link_or_anchor_or_an_undocumented_setting(
+    tmp_path: Path, page: str, old: str, new: str, complaint: str
+) -> None:
+    copy = tmp_path / "repo"
+    shutil.copytree(ROOT / "docs", copy / "docs")
+    for name in ("mkdocs.yml", "CHANGELOG.md"):
+        shutil.copy(ROOT / name, copy / name)
+    for family in hooks.FAMILIES:  # the metrics tables read the families' source
+        shutil.copytree(ROOT / "src" / "bgjobs" / family, copy / "src" / "bgjobs" / family)
+    broken = copy / "docs" / page
+    assert old in broken.read_text()
+    broken.write_text(broken.read_text().replace(old, new))
+    built = _build(copy, tmp_path / "site")
+    assert built.returncode != 0
+    assert complaint in built.stderr
