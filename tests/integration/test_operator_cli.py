@@ -6,8 +6,6 @@ import io
 import json
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import dramatiq
 import pytest
@@ -15,42 +13,9 @@ import redis
 
 from bgjobs import broker as bgjobs_broker
 from bgjobs import cli, deadletters
-from bgjobs import settings as bgjobs_settings
 from bgjobs.progress import Progress
 from tests.support import worker_jobs
-from tests.support.workers import WorkerProcess, wait_for
-
-
-@pytest.fixture
-def worker_env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {
-        "BGJOBS_BROKER_URL": redis_url,
-        "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
-        "BGJOBS_JOBS": '["tests.support.worker_jobs"]',
-        "BGJOBS_WORKER__HEARTBEAT_TIMEOUT_MS": "2000",
-        "BGJOBS_WORKER__MAINTENANCE_INTERVAL_MS": "500",
-        "BGJOBS_RETRIES__MIN_BACKOFF_MS": "100",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    bgjobs_settings.get_settings.cache_clear()
-    bgjobs_broker.forget()
-    worker_jobs.create_tables()
-    return env
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.kill()
-
-
-def start(workers: list[WorkerProcess], env: dict[str, str], **kwargs: object) -> WorkerProcess:
-    w = WorkerProcess(env, **kwargs)  # type: ignore[arg-type]
-    workers.append(w)
-    return w.start()
+from tests.support.workers import WorkerProcess, start_worker, wait_for
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -63,7 +28,7 @@ def test_dead_letters_are_listed_with_reasons_shown_requeued_fresh_and_purged(
 ) -> None:
     client = redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"])
     client.set("test:refusing", "1")
-    w = start(workers, worker_env, processes=1)
+    w = start_worker(workers, worker_env, processes=1)
     sent = [worker_jobs.refused.send({"key": f"r{i}"}).message_id for i in range(3)]
     bad = worker_jobs.record.actor.send({"key": "x", "colour": "red"}).message_id
     wait_for(lambda: client.zcard("dramatiq:default.XQ") == 4, timeout=30, what="four dead letters")
@@ -107,7 +72,7 @@ def test_dead_letters_are_listed_with_reasons_shown_requeued_fresh_and_purged(
         assert m["options"]["redis_message_id"] not in {d.redis_id for d in stale}
 
     client.delete("test:refusing")  # the vendor is fixed: requeued work now takes effect, once
-    start(workers, worker_env, processes=1)
+    start_worker(workers, worker_env, processes=1)
     wait_for(lambda: set(worker_jobs.effects()) == {"r0", "r1"}, timeout=30, what="requeued work")
     code, out = run(capsys, "dead-letters", "requeue", "--all", "--queue", "default")
     assert out.strip() == "requeued 2 message(s)"
@@ -186,8 +151,8 @@ def test_a_killed_worker_leaves_status_after_its_heartbeat_timeout(
 ) -> None:
     from bgjobs.status import status
 
-    survivor = start(workers, worker_env, processes=1)
-    doomed = start(workers, worker_env, processes=1)
+    survivor = start_worker(workers, worker_env, processes=1)
+    doomed = start_worker(workers, worker_env, processes=1)
     assert len(status().workers) == 2
     doomed.kill()
     wait_for(lambda: len(status().workers) == 1, timeout=10, what="the dead worker to drop out")

@@ -4,52 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import redis
 
-from bgjobs import broker as bgjobs_broker
-from bgjobs import settings as bgjobs_settings
 from bgjobs.observability import scrape
 from tests.support import worker_jobs
-from tests.support.workers import WorkerProcess, wait_for
-
-HEARTBEAT_TIMEOUT_S = 2
-
-
-@pytest.fixture
-def worker_env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {
-        "BGJOBS_BROKER_URL": redis_url,
-        "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
-        "BGJOBS_JOBS": '["tests.support.worker_jobs"]',
-        "BGJOBS_WORKER__HEARTBEAT_TIMEOUT_MS": str(HEARTBEAT_TIMEOUT_S * 1000),
-        "BGJOBS_WORKER__MAINTENANCE_INTERVAL_MS": "500",
-        "BGJOBS_WORKER__MAX_DELIVERIES": "3",
-        "BGJOBS_RETRIES__MIN_BACKOFF_MS": "100",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    bgjobs_settings.get_settings.cache_clear()
-    bgjobs_broker.forget()
-    worker_jobs.create_tables()
-    return env
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.kill()
-
-
-def start(workers: list[WorkerProcess], env: dict[str, str], **kwargs: object) -> WorkerProcess:
-    w = WorkerProcess(env, **kwargs)  # type: ignore[arg-type]
-    workers.append(w)
-    return w.start()
+from tests.support.workers import HEARTBEAT_TIMEOUT_S, WorkerProcess, start_worker, wait_for
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -69,7 +29,7 @@ def test_two_worker_processes_process_messages_sent_from_the_test(
     worker_env: dict[str, str], workers: list[WorkerProcess]
 ) -> None:
     # Given a worker with two processes
-    w = start(workers, worker_env, processes=2, threads=2)
+    w = start_worker(workers, worker_env, processes=2, threads=2)
     # When the test sends 40 jobs
     for i in range(40):
         worker_jobs.record.send({"key": f"k{i}", "sleep_s": 0.1})
@@ -98,7 +58,7 @@ def test_a_fresh_worker_already_exposes_queue_gauges(
     for i in range(3):
         worker_jobs.mail.send({"key": f"m{i}"})
     # When a worker that only consumes "default" boots
-    w = start(workers, worker_env, processes=1, args=("-Q", "default"))
+    w = start_worker(workers, worker_env, processes=1, args=("-Q", "default"))
     text = scrape(w.metrics_port)
     # Then the first scrape already reports every family's queue
     assert metric(text, "bgjobs_queue_depth", queue="notifications") == 3
@@ -111,13 +71,13 @@ def test_a_killed_worker_s_message_is_redelivered_within_the_bound_and_takes_eff
     worker_env: dict[str, str], workers: list[WorkerProcess]
 ) -> None:
     # Given a worker in the middle of a slow job
-    first = start(workers, worker_env, processes=2)
+    first = start_worker(workers, worker_env, processes=2)
     worker_jobs.record.send({"key": "slow", "sleep_s": 3})
     wait_for(lambda: worker_jobs.starts("slow") == 1, timeout=30, what="the job to start")
     # When the whole worker is SIGKILLed mid-job and a new one starts
     first.kill()
     killed_at = time.monotonic()
-    start(workers, worker_env, processes=2)
+    start_worker(workers, worker_env, processes=2)
     # Then the message is handed out again within heartbeat timeout + 15 s
     wait_for(lambda: worker_jobs.starts("slow") == 2, timeout=HEARTBEAT_TIMEOUT_S + 15, what="redelivery")
     redelivered_after = time.monotonic() - killed_at
@@ -163,7 +123,7 @@ def test_bad_input_is_dead_lettered_on_redis_with_the_field_named_and_never_retr
     worker_env: dict[str, str], workers: list[WorkerProcess]
 ) -> None:
     client = redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"])
-    start(workers, worker_env, processes=1)
+    start_worker(workers, worker_env, processes=1)
     # Messages built by hand, around the sender's validation
     worker_jobs.record.actor.send({"key": 1, "sleep_s": "slow"})
     worker_jobs.record.actor.send({"key": "x", "colour": "red"})

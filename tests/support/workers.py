@@ -17,6 +17,8 @@ import redis
 from bgjobs.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Workers started with the ``worker_env`` fixture declare a silent peer dead after this long.
+HEARTBEAT_TIMEOUT_S = 2
 
 
 def wait_for(
@@ -111,3 +113,10 @@ class WorkerProcess:
     def wait_exit(self, timeout: float) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout)
+
+
+def start_worker(workers: list[WorkerProcess], env: dict[str, str], **kwargs: Any) -> WorkerProcess:
+    """Start a worker (waiting for its processes to heartbeat) and hand it to the ``workers`` fixture."""
+    w = WorkerProcess(env, **kwargs)
+    workers.append(w)
+    return w.start()

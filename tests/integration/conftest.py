@@ -1,0 +1,42 @@
+"""Fixtures for tests that run real ``dramatiq bgjobs.actors`` workers on the session's Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bgjobs import broker as bgjobs_broker
+from bgjobs import settings as bgjobs_settings
+from tests.support import worker_jobs
+from tests.support.workers import HEARTBEAT_TIMEOUT_S, WorkerProcess
+
+
+@pytest.fixture
+def worker_env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Settings for workers running ``tests.support.worker_jobs``, applied to this process too."""
+    env = {
+        "BGJOBS_BROKER_URL": redis_url,
+        "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "BGJOBS_JOBS": '["tests.support.worker_jobs"]',
+        "BGJOBS_WORKER__HEARTBEAT_TIMEOUT_MS": str(HEARTBEAT_TIMEOUT_S * 1000),
+        "BGJOBS_WORKER__MAINTENANCE_INTERVAL_MS": "500",
+        "BGJOBS_WORKER__MAX_DELIVERIES": "3",
+        "BGJOBS_RETRIES__MIN_BACKOFF_MS": "100",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    bgjobs_settings.get_settings.cache_clear()
+    bgjobs_broker.forget()
+    worker_jobs.create_tables()
+    return env
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """Workers started by the test (``start_worker``), killed at its end."""
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        w.kill()
