@@ -48,8 +48,9 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found.as_dict(), indent=2))
         return 0 if found.healthy else 1
-    rows = [(q.name, q.ready, q.delayed, q.in_flight, q.dead_letters, q.oldest_age_s) for q in found.queues]
-    print(table(("queue", "ready", "delayed", "in flight", "dead letters", "oldest (s)"), rows))
+    rows = [(q.name, q.ready, q.delayed, q.in_flight, q.dead_letters, q.oldest_age_s, q.workers)
+            for q in found.queues]  # fmt: skip
+    print(table(("queue", "ready", "delayed", "in flight", "dead letters", "oldest (s)", "workers"), rows))
     print()
     if found.workers:
         print(table(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
 
 import dramatiq
@@ -34,6 +34,8 @@ class QueueStatus:
     dead_letters: int
     #: Seconds the oldest ready message has waited since it became ready; None when the queue is empty.
     oldest_age_s: float | None
+    #: Live worker processes consuming the queue (those that describe themselves; see WorkerStatus).
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,9 @@ def status(*, health: HealthSettings | None = None, broker: dramatiq.Broker | No
     found = redis_broker(broker)
     limits = health or current_settings().health
     now = time.time()
-    queue_list = [_queue(found, name, now) for name in queues(found)]
     workers = _workers(found, now)
+    queue_list = [_queue(found, name, now) for name in queues(found)]
+    queue_list = [replace(q, workers=sum(q.name in w.queues for w in workers)) for q in queue_list]
     scheduler = bool(found.client.exists(LOCK_NAME))
     problems = []
     dead = sum(q.dead_letters for q in queue_list)

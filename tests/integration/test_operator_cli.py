@@ -114,8 +114,9 @@ def test_status_reports_queues_workers_and_crossed_thresholds(
     (worker,) = report["workers"]
     assert worker["queues"] == ["default"] and worker["threads"] == 2 and worker["pid"] > 0
     assert worker["seen_s"] < 2
-    names = {q["name"] for q in report["queues"]}
-    assert {"default", "notifications", "webhooks", "payouts"} <= names
+    names = {q["name"]: q["workers"] for q in report["queues"]}
+    assert {"default", "notifications", "webhooks", "payouts"} <= set(names)
+    assert names["default"] == 1 and names["notifications"] == 0  # -Q default: one consumer of one queue
 
     # A message nobody consumes (the worker only takes `default`), enqueued an hour ago.
     broker = bgjobs_broker.get_broker()
@@ -125,7 +126,7 @@ def test_status_reports_queues_workers_and_crossed_thresholds(
     code, out = run(capsys, "status")
     assert code == 1
     row = next(line.split() for line in out.splitlines() if line.startswith("notifications "))
-    assert row[1] == "1" and 3590 <= float(row[5]) <= 3700
+    assert row[1] == "1" and 3590 <= float(row[5]) <= 3700 and row[6] == "0"
     assert "UNHEALTHY: queue notifications: oldest message waited 36" in out
     assert "scheduler: not running" in out
     assert run(capsys, "status", "--max-age", "7200")[0] == 0
@@ -136,8 +137,8 @@ def test_status_reports_queues_workers_and_crossed_thresholds(
     code, out = run(capsys, "status", "--max-age", "7200", "--max-dead-letters", "1", "--json")
     assert code == 1 and json.loads(out)["problems"] == ["2 dead letters (more than 1)"]
 
-    # No live worker once it stops (it marks itself stopped before its heartbeat expires).
-    w.stop()
+    # No live worker once it stops cleanly (it marks itself stopped before its heartbeat expires).
+    w.terminate()
     code, out = run(capsys, "status", "--max-age", "7200", "--json")
     report = json.loads(out)
     assert code == 1 and report["workers"] == []

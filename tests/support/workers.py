@@ -110,6 +110,16 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def terminate(self) -> None:
+        """SIGTERM to the main process only, as a supervisor sends it: a clean shutdown.
+
+        (SIGTERM to the whole group reaches each worker process twice, directly and forwarded by
+        the main process, and Dramatiq takes the second as "stop now".)
+        """
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
     def wait_exit(self, timeout: float) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout)
