@@ -95,8 +95,8 @@ def _wait(predicate: Callable[[], object], timeout: float = 60) -> bool:
 def _last_run(job: str, trigger: str | None = None) -> Any:
     from . import runs
 
-    return next((r for r in runs.recent(job=job) if trigger in (None, r.trigger)
-                 and r.outcome != "running"), None)  # fmt: skip
+    finished = (r for r in runs.recent(job=job) if r.outcome != "running")
+    return next((r for r in finished if trigger is None or r.trigger == trigger), None)
 
 
 def _old_runs(n: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 import dramatiq
@@ -35,7 +35,7 @@ class QueueStatus:
     #: Seconds the oldest ready message has waited since it became ready; None when the queue is empty.
     oldest_age_s: float | None
     #: Live worker processes consuming the queue (those that describe themselves; see WorkerStatus).
-    workers: int = 0
+    workers: int
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,14 @@ def _ready_since(data: bytes | None) -> float | None:
     return max(float(message.get("message_timestamp", 0)), float(eta or 0)) / 1000
 
 
-def _queue(broker: BgjobsRedisBroker, name: str, now: float) -> QueueStatus:
+def _queue(broker: BgjobsRedisBroker, name: str, now: float, consumers: int) -> QueueStatus:
     key, client = f"{broker.namespace}:{name}", cast(Any, broker.client)
     pipe = client.pipeline(transaction=False)
     pipe.llen(key).hlen(f"{key}.msgs").hlen(f"{key}.DQ.msgs").zcard(f"{key}.XQ").lrange(key, 0, _HEAD - 1)
     ready, stored, delayed, dead, head = pipe.execute()
     since = [t for t in map(_ready_since, client.hmget(f"{key}.msgs", head) if head else []) if t]
     oldest = round(max(now - min(since), 0.0), 1) if since else None
-    return QueueStatus(name, ready, delayed, max(stored - ready, 0), dead, oldest)
+    return QueueStatus(name, ready, delayed, max(stored - ready, 0), dead, oldest, consumers)
 
 
 def _workers(broker: BgjobsRedisBroker, now: float) -> list[WorkerStatus]:
@@ -115,8 +115,7 @@ def status(*, health: HealthSettings | None = None, broker: dramatiq.Broker | No
     limits = health or current_settings().health
     now = time.time()
     workers = _workers(found, now)
-    queue_list = [_queue(found, name, now) for name in queues(found)]
-    queue_list = [replace(q, workers=sum(q.name in w.queues for w in workers)) for q in queue_list]
+    queue_list = [_queue(found, name, now, sum(name in w.queues for w in workers)) for name in queues(found)]
     scheduler = bool(found.client.exists(LOCK_NAME))
     problems = []
     dead = sum(q.dead_letters for q in queue_list)
