@@ -20,7 +20,7 @@ from uuid import uuid4
 import dramatiq
 
 from .errors import ConfigurationError, InvalidPayload
-from .redis_broker import QUEUES_KEY, WAKE_CAP, BgjobsRedisBroker
+from .redis_broker import WAKE_CAP, BgjobsRedisBroker, registered_queues
 
 __all__ = ["DeadLetter", "dead_letters", "find", "purge", "queues", "redis_broker", "requeue"]
 
@@ -65,13 +65,12 @@ def redis_broker(broker: dramatiq.Broker | None = None) -> BgjobsRedisBroker:
 
 
 def queues(broker: BgjobsRedisBroker) -> list[str]:
-    """Every queue the deployment uses: declared here, registered by a worker, or holding dead letters."""
-    client, ns = cast(Any, broker.client), broker.namespace
-    found = {q.decode() for q in client.smembers(f"{ns}:{QUEUES_KEY}")}
-    found |= {q.removesuffix(".DQ") for q in broker.get_declared_queues()}
-    for key in client.scan_iter(match=f"{ns}:*.XQ", count=1_000):
-        found.add(key.decode()[len(ns) + 1 : -3].removesuffix(".DQ"))
-    return sorted(found)
+    """Every queue of the deployment: each worker records the queues it declared when it boots.
+
+    (Not a SCAN for ``*.XQ`` keys: the namespace also holds a key per deduplicated event, so
+    scanning would grow with traffic.)
+    """
+    return registered_queues(broker.client, broker.namespace, broker.get_declared_queues())
 
 
 def _letter(queue: str, redis_id: str, score: float, data: bytes | None, why: bytes | None) -> DeadLetter:

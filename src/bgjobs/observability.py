@@ -231,12 +231,6 @@ class QueueCollector:
         self.namespace = namespace
         self.queues = queues
 
-    def _queues(self) -> list[str]:
-        from .redis_broker import QUEUES_KEY
-
-        found = {q.decode() for q in self.client.smembers(f"{self.namespace}:{QUEUES_KEY}")}
-        return sorted(found | set(self.queues))
-
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
@@ -256,22 +250,20 @@ class QueueCollector:
                 "bgjobs_dead_letters", "Dead-lettered messages kept for the queue.", labels=["queue"]
             ),
         }
+        from .redis_broker import queue_sizes, registered_queues
+
         try:
-            queues = self._queues()
-            pipe = self.client.pipeline(transaction=False)
-            for q in queues:
-                key = f"{self.namespace}:{q}"
-                pipe.llen(key).hlen(f"{key}.msgs").hlen(f"{key}.DQ.msgs").zcard(f"{key}.XQ")
-            values = pipe.execute()
+            sizes = queue_sizes(
+                self.client, self.namespace, registered_queues(self.client, self.namespace, self.queues)
+            )
         except Exception:
             logger.exception("could not read queue sizes from Redis")
             return
-        for i, q in enumerate(queues):
-            ready, stored, delayed, dead = values[4 * i : 4 * i + 4]
-            families["ready"].add_metric([q], ready)
-            families["delayed"].add_metric([q], delayed)
-            families["in_flight"].add_metric([q], max(stored - ready, 0))
-            families["dead"].add_metric([q], dead)
+        for q, size in sizes.items():
+            families["ready"].add_metric([q], size.ready)
+            families["delayed"].add_metric([q], size.delayed)
+            families["in_flight"].add_metric([q], size.in_flight)
+            families["dead"].add_metric([q], size.dead)
         yield from families.values()
 
 

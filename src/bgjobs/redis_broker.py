@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Iterable
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import uuid4
 
 from dramatiq.brokers.redis import RedisBroker
@@ -33,7 +33,10 @@ from dramatiq.message import Message
 from .consumer import WakingConsumer
 from .settings import WorkerSettings
 
-__all__ = ["QUEUES_KEY", "WORKERS_KEY", "BgjobsRedisBroker", "MaintenanceReport"]
+__all__ = [
+    "QUEUES_KEY", "WORKERS_KEY", "BgjobsRedisBroker", "MaintenanceReport", "QueueSizes", "queue_sizes",
+    "registered_queues",
+]  # fmt: skip
 
 _SCRIPT = resources.files("bgjobs").joinpath("maintenance.lua").read_text()
 _ENQUEUE = resources.files("bgjobs").joinpath("enqueue.lua").read_text()
@@ -47,6 +50,34 @@ BATCH = 500
 QUEUES_KEY = "__bgjobs_queues__"
 #: A Redis hash: worker id -> what ``bgjobs status`` shows about the process (host, pid, queues).
 WORKERS_KEY = "__bgjobs_workers__"
+
+
+class QueueSizes(NamedTuple):
+    ready: int
+    delayed: int
+    #: Fetched by a worker (in its ack set, or prefetched) and not finished yet.
+    in_flight: int
+    dead: int
+
+
+def registered_queues(client: Any, namespace: str, declared: Iterable[str] = ()) -> list[str]:
+    """Every queue a bgjobs worker of the deployment declared (recorded at boot), plus ``declared``."""
+    found = {q.decode() for q in client.smembers(f"{namespace}:{QUEUES_KEY}")}
+    return sorted(found | {q.removesuffix(".DQ") for q in declared})
+
+
+def queue_sizes(client: Any, namespace: str, queues: list[str]) -> dict[str, QueueSizes]:
+    """Each queue's sizes from Dramatiq's keys, all queues in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        key = f"{namespace}:{q}"
+        pipe.llen(key).hlen(f"{key}.msgs").hlen(f"{key}.DQ.msgs").zcard(f"{key}.XQ")
+    values = pipe.execute()
+    sizes = {}
+    for i, q in enumerate(queues):
+        ready, stored, delayed, dead = values[4 * i : 4 * i + 4]
+        sizes[q] = QueueSizes(ready, delayed, max(stored - ready, 0), dead)
+    return sizes
 
 
 class MaintenanceReport(tuple[int, int, int]):

@@ -15,7 +15,7 @@ from typing import Any, cast
 import dramatiq
 
 from .deadletters import queues, redis_broker
-from .redis_broker import WORKERS_KEY, BgjobsRedisBroker
+from .redis_broker import WORKERS_KEY, BgjobsRedisBroker, queue_sizes
 from .scheduling import LOCK_NAME
 from .settings import HealthSettings
 
@@ -74,14 +74,32 @@ def _ready_since(data: bytes | None) -> float | None:
     return max(float(message.get("message_timestamp", 0)), float(eta or 0)) / 1000
 
 
-def _queue(broker: BgjobsRedisBroker, name: str, now: float, consumers: int) -> QueueStatus:
-    key, client = f"{broker.namespace}:{name}", cast(Any, broker.client)
+def _oldest(client: Any, namespace: str, heads: dict[str, list[bytes]], now: float) -> dict[str, float]:
+    """Seconds the oldest of each queue's first messages has waited since it became ready."""
     pipe = client.pipeline(transaction=False)
-    pipe.llen(key).hlen(f"{key}.msgs").hlen(f"{key}.DQ.msgs").zcard(f"{key}.XQ").lrange(key, 0, _HEAD - 1)
-    ready, stored, delayed, dead, head = pipe.execute()
-    since = [t for t in map(_ready_since, client.hmget(f"{key}.msgs", head) if head else []) if t]
-    oldest = round(max(now - min(since), 0.0), 1) if since else None
-    return QueueStatus(name, ready, delayed, max(stored - ready, 0), dead, oldest, consumers)
+    for name, head in heads.items():
+        pipe.hmget(f"{namespace}:{name}.msgs", head)
+    found = {}
+    for name, datas in zip(heads, pipe.execute(), strict=True):
+        since = [t for t in map(_ready_since, datas) if t]
+        if since:
+            found[name] = round(max(now - min(since), 0.0), 1)
+    return found
+
+
+def _queues(broker: BgjobsRedisBroker, workers: list[WorkerStatus], now: float) -> list[QueueStatus]:
+    client, ns = cast(Any, broker.client), broker.namespace
+    names = queues(broker)
+    sizes = queue_sizes(client, ns, names)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.lrange(f"{ns}:{name}", 0, _HEAD - 1)
+    heads = {name: head for name, head in zip(names, pipe.execute(), strict=True) if head}
+    oldest = _oldest(client, ns, heads, now) if heads else {}
+    return [
+        QueueStatus(name, *sizes[name], oldest.get(name), sum(name in w.queues for w in workers))
+        for name in names
+    ]
 
 
 def _workers(broker: BgjobsRedisBroker, now: float) -> list[WorkerStatus]:
@@ -115,7 +133,7 @@ def status(*, health: HealthSettings | None = None, broker: dramatiq.Broker | No
     limits = health or current_settings().health
     now = time.time()
     workers = _workers(found, now)
-    queue_list = [_queue(found, name, now, sum(name in w.queues for w in workers)) for name in queues(found)]
+    queue_list = _queues(found, workers, now)
     scheduler = bool(found.client.exists(LOCK_NAME))
     problems = []
     dead = sum(q.dead_letters for q in queue_list)
