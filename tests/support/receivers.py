@@ -158,7 +158,7 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def _serving(handler: type[_JsonHandler]) -> Iterator[int]:
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
     """Serve ``handler`` on 127.0.0.1 in a thread; yields the port."""
     server = _Server(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

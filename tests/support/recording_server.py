@@ -10,8 +10,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.receivers import _serving
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,6 @@ def recording_server() -> Iterator[RecordingServer]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    holder["server"] = RecordingServer(server.server_address[1])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serving(Handler) as port:
+        holder["server"] = RecordingServer(port)
         yield holder["server"]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
