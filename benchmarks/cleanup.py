@@ -14,7 +14,6 @@ Reported: rows/s, the longest single transaction (ms), peak RSS. Goal: longest t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlmodel import Field, SQLModel  # noqa: E402
 
-from benchmarks.common import child, database, peak_rss_mb  # noqa: E402
+from benchmarks.common import child, database, peak_rss_mb, phased_parser  # noqa: E402
 
 
 class BenchEvent(SQLModel, table=True):
@@ -100,13 +99,8 @@ def phase(kind: str, url: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = phased_parser(__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--db", default="sqlite,postgresql")
-    parser.add_argument("--phase", help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args()
     if args.phase:
         print(json.dumps(phase(args.phase, args.url)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -75,6 +76,16 @@ def database(kind: str, name: str) -> Iterator[str]:
         yield cluster.create_database(f"bgjobs_bench_{name}")
     finally:
         cluster.stop()
+
+
+def phased_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments of a benchmark on both databases: ``--db``, and the hidden ``--phase``/``--url``
+    with which :func:`child` runs one measurement in a fresh process."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    return parser
 
 
 def child(script: str, *args: str) -> dict[str, float]:

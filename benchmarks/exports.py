@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import Numeric  # noqa: E402
 from sqlmodel import Field, SQLModel, col, select  # noqa: E402
 
-from benchmarks.common import child, database, peak_rss_mb  # noqa: E402
+from benchmarks.common import child, database, peak_rss_mb, phased_parser  # noqa: E402
 
 COLUMNS = ("id", "customer", "amount", "currency", "created_at", "note")
 
@@ -105,13 +105,8 @@ def phase(kind: str, url: str, rows: int, out: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = phased_parser(__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--db", default="sqlite,postgresql")
-    parser.add_argument("--phase", help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args()
     if args.phase:

@@ -14,7 +14,6 @@ adapter to a local gateway (payouts/s).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import child, database, peak_rss_mb, worker  # noqa: E402
+from benchmarks.common import child, database, peak_rss_mb, phased_parser, worker  # noqa: E402
 
 PERIOD = "2025-W23"
 
@@ -132,15 +131,10 @@ def pay(url: str, count: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = phased_parser(__doc__)
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--vendors", type=int, default=10_000)
     parser.add_argument("--pay", type=int, default=2_000)
-    parser.add_argument("--db", default="sqlite,postgresql")
-    parser.add_argument("--phase", help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args()
     if args.phase:
         print(json.dumps(phase(args.phase, args.url)))
