@@ -53,7 +53,7 @@ def load(url: str, rows: int) -> None:
         for n in range(1, 2 * rows + 1):
             batch.append({"id": n, "kind": "click", "payload": "x" * 40,
                           "happened_at": now - timedelta(days=400 if n % 2 else 1)})  # fmt: skip
-            if len(batch) == 10_000:
+            if len(batch) == 10_000 or n == 2 * rows:
                 conn.execute(insert(BenchEvent.__table__), batch)  # type: ignore[attr-defined]
                 batch = []
     if engine.dialect.name == "sqlite":
