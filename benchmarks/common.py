@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,6 +78,18 @@ def database(kind: str, name: str) -> Iterator[str]:
         yield cluster.create_database(f"bgjobs_bench_{name}")
     finally:
         cluster.stop()
+
+
+def timed_calls(one: Callable[[int], object], n: int, threads: int) -> float:
+    """Seconds to call ``one(0)`` ... ``one(n - 1)``, in a loop or on a pool of ``threads``."""
+    start = time.perf_counter()
+    if threads == 1:
+        for i in range(n):
+            one(i)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, range(n)))
+    return time.perf_counter() - start
 
 
 def phased_parser(doc: str | None) -> argparse.ArgumentParser:

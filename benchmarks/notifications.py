@@ -19,13 +19,12 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_seconds, worker  # noqa: E402
+from benchmarks.common import cpu_seconds, timed_calls, worker  # noqa: E402
 from bgjobs.embedded import RedisServer  # noqa: E402
 from tests.support.receivers import HttpVendor, SmtpReceiver, http_vendor  # noqa: E402
 
@@ -57,14 +56,7 @@ def bare(n: int, smtp: SmtpReceiver, vendor: HttpVendor, *, threads: int, run: s
         sms.send(message=SmsMessage(to=f"+4477009{i:05d}", body=f"Booking {i} confirmed.",
                                     idempotency_key=f"{key}:sms"))  # fmt: skip
 
-    start = time.perf_counter()
-    if threads == 1:
-        for i in range(n):
-            one(i)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(one, range(n)))
-    elapsed = time.perf_counter() - start
+    elapsed = timed_calls(one, n, threads)
     sms.close()
     return elapsed
 

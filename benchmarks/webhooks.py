@@ -21,13 +21,12 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_seconds, percentile, worker  # noqa: E402
+from benchmarks.common import cpu_seconds, percentile, timed_calls, worker  # noqa: E402
 from bgjobs.embedded import RedisServer  # noqa: E402
 from tests.support.receivers import WebhookReceiver, webhook_receiver  # noqa: E402
 
@@ -64,14 +63,7 @@ def bare(messages: int, receiver: WebhookReceiver, *, threads: int, run: str) ->
         response = client.post(receiver.url(f"/e{endpoint}"), content=body, headers=headers)
         assert response.status_code == 200
 
-    start = time.perf_counter()
-    if threads == 1:
-        for i in range(messages * ENDPOINTS):
-            one(i)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(one, range(messages * ENDPOINTS)))
-    elapsed = time.perf_counter() - start
+    elapsed = timed_calls(one, messages * ENDPOINTS, threads)
     client.close()
     return elapsed
 
