@@ -23,6 +23,7 @@ from bgjobs.settings import (
     ActorSettings,
     NotificationSettings,
     PayoutSettings,
+    RetrySettings,
     Settings,
     WebhookSettings,
 )
@@ -92,7 +93,7 @@ def harness(database_url: str) -> Iterator[Callable[..., JobsHarness]]:
     ) -> JobsHarness:  # fmt: skip
         settings = Settings(
             broker_url="stub://", database_url=database_url,
-            retries=ActorSettings(max_retries=3, min_backoff_ms=10, max_backoff_ms=20, time_limit_ms=60_000),
+            retries=RetrySettings(max_retries=3, min_backoff_ms=10, max_backoff_ms=20, time_limit_ms=60_000),
             notifications=NotificationSettings(**notification_settings),
             webhooks=webhooks or WebhookSettings(), payouts=payouts or PayoutSettings(), actors=actors or {},
         )  # fmt: skip

@@ -60,13 +60,16 @@ def undocumented(text: str | None = None) -> list[str]:
 
 def unknown(text: str | None = None) -> list[str]:
     """Variables configuration.md names that no setting has."""
-    from bgjobs.settings import DEFAULT_SCHEDULE
+    from bgjobs.jobs import registered_jobs
+    from bgjobs.settings import schedule_key
 
+    _load_everything()
     known = variables()
     text = text if text is not None else CONFIGURATION.read_text()
     mentioned = set(re.findall(r"BGJOBS_[A-Z_]+[A-Z]", text))
     sections = {n.rpartition("__")[0] for n in known if "__" in n}
-    scheduled = {f"BGJOBS_SCHEDULE__{k.upper()}" for k in DEFAULT_SCHEDULE}
+    scheduled = {f"BGJOBS_SCHEDULE__{schedule_key(k).upper()}" for k, j in registered_jobs().items()
+                 if j.schedule and j.fn.__module__.startswith("bgjobs.")}
     return sorted(
         m for m in mentioned
         if m not in known and m.rstrip("_") not in sections and not m.endswith("__")
@@ -114,14 +117,14 @@ def _load_everything() -> None:
 
 def _cron(family: str) -> str:
     from bgjobs.jobs import registered_jobs
-    from bgjobs.settings import DEFAULT_SCHEDULE, schedule_key
+    from bgjobs.settings import schedule_key
 
     rows = ["| Job | Default schedule | Setting | What it does |", "|---|---|---|---|"]
     for name, spec in sorted(registered_jobs().items()):
         if name.split(".")[0] != family:
             continue
         key = schedule_key(name)
-        schedule = DEFAULT_SCHEDULE.get(key, spec.schedule) or "not scheduled"
+        schedule = spec.schedule or "not scheduled"
         doc = (spec.fn.__doc__ or "").strip().splitlines()[0] if spec.fn.__doc__ else ""
         rows.append(f"| `{name}` | `{schedule}` | `BGJOBS_SCHEDULE__{key.upper()}` | {doc} |")
     if len(rows) == 2:

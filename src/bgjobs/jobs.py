@@ -99,7 +99,7 @@ def _run_job(spec: Job, payload: JobRun) -> None:
     broker = get_broker()
     settings = settings_for(broker)
     limits = settings.limits_for(spec.name, spec.queue)
-    mutex = _mutex(broker, spec.name, ttl_ms=limits.time_limit_ms or 600_000)
+    mutex = _mutex(broker, spec.name, ttl_ms=limits.time_limit_ms)
     with mutex.acquire(raise_on_failure=False) as acquired:
         if not acquired:
             if settings.scheduler.overlap == "skip":

@@ -19,7 +19,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .errors import ConfigurationError
 
 __all__ = [
-    "DEFAULT_SCHEDULE",
     "ActorSettings",
     "CleanupSettings",
     "EventSettings",
@@ -33,6 +32,7 @@ __all__ = [
     "OutboxSettings",
     "PayoutSettings",
     "PolicySettings",
+    "RetrySettings",
     "S3Settings",
     "SchedulerSettings",
     "Settings",
@@ -74,8 +74,21 @@ class ActorSettings(_Section):
     time_limit_ms: int | None = Field(default=None, ge=1)
 
 
+class RetrySettings(ActorSettings):
+    """The global defaults (``BGJOBS_RETRIES__*``) under every family and actor.
+
+    Each field has a real default here, so setting one variable keeps the others: pydantic-settings
+    builds a section from its class defaults whenever any of its variables is given.
+    """
+
+    max_retries: int = Field(default=10, ge=0)
+    min_backoff_ms: int = Field(default=1_000, ge=0)
+    max_backoff_ms: int = Field(default=3_600_000, ge=0)
+    time_limit_ms: int = Field(default=600_000, ge=1)
+
+
 class FamilySettings(ActorSettings):
-    """Defaults for every actor of one family (its queue)."""
+    """Defaults for every actor of one family (its queue); None inherits ``BGJOBS_RETRIES__*``."""
 
 
 class HttpVendorSettings(_Section):
@@ -90,6 +103,8 @@ class HttpVendorSettings(_Section):
 
 class NotificationSettings(FamilySettings):
     """Templates, consent, quiet hours and the reminder sweeps."""
+
+    time_limit_ms: int | None = Field(default=60_000, ge=1)
 
     #: A directory of the host's templates (``<locale>/<template>/<part>``); they win over bgjobs's.
     templates_dir: str | None = None
@@ -145,6 +160,8 @@ class PayoutSettings(FamilySettings):
 class ExportSettings(FamilySettings):
     """Where exports go and how they are named."""
 
+    time_limit_ms: int | None = Field(default=3_600_000, ge=1)
+
     #: Every export's storage key starts with this; no dataset, period or id can leave it.
     prefix: str = "exports"
     #: The key below the prefix: ``{dataset}``, ``{period}``, ``{id}`` and ``{ext}``.
@@ -172,6 +189,8 @@ class PolicySettings(_Section):
 class CleanupSettings(FamilySettings):
     """Retention policies, batch size, log compression and bgjobs's own retention."""
 
+    time_limit_ms: int | None = Field(default=3_600_000, ge=1)
+
     #: Rows per batch; each batch is its own short transaction.
     batch_size: int = Field(default=5_000, ge=1, le=50_000)
     #: A policy younger than this is refused when declared.
@@ -191,6 +210,8 @@ class CleanupSettings(FamilySettings):
 
 class WebhookSettings(FamilySettings):
     """Delivery to subscriber endpoints: timeouts, the retry schedule, auto-disable, the SSRF guard."""
+
+    time_limit_ms: int | None = Field(default=60_000, ge=1)
 
     connect_timeout_s: float = Field(default=5.0, gt=0)
     #: Each read or write may take this long; the response is cut off once the attempt has run this long.
@@ -271,22 +292,6 @@ class OutboxSettings(_Section):
     batch_size: int = Field(default=500, ge=1, le=10_000)
 
 
-#: Cron entries for the bundled families' jobs, by job name with dots as underscores.
-DEFAULT_SCHEDULE: dict[str, str] = {
-    "payouts_weekly": "0 8 * * mon",
-    "payouts_monthly": "0 0 1 * *",
-    "payouts_charges": "*/5 * * * *",
-    "payouts_balance_check": "*/5 * * * *",
-    "payouts_settlement": "0 8 * * *",
-    "cleanup_daily": "0 2 * * *",
-    "notifications_appointment_reminders": "0 * * * *",
-    "notifications_payment_reminders": "0 9 * * *",
-    "notifications_dunning": "0 10 * * *",
-    "webhooks_endpoint_health": "*/5 * * * *",
-    "outbox_relay": "* * * * *",
-}
-
-
 class SmtpSettings(_Section):
     host: str = "localhost"
     port: int = Field(default=25, ge=1, le=65535)
@@ -346,15 +351,16 @@ class Settings(BaseSettings):
     #: Host modules the worker imports so their jobs are declared.
     jobs: list[str] = Field(default_factory=list)
 
-    worker: WorkerSettings = WorkerSettings()
-    retries: ActorSettings = ActorSettings(
-        max_retries=10, min_backoff_ms=1_000, max_backoff_ms=3_600_000, time_limit_ms=600_000
-    )
-    notifications: NotificationSettings = NotificationSettings(time_limit_ms=60_000)
-    webhooks: WebhookSettings = WebhookSettings(time_limit_ms=60_000)
-    payouts: PayoutSettings = PayoutSettings()
-    exports: ExportSettings = ExportSettings(time_limit_ms=3_600_000)
-    cleanup: CleanupSettings = CleanupSettings(time_limit_ms=3_600_000)
+    # Every section is built by its own class's defaults (default_factory), never from a
+    # configured default instance: pydantic-settings rebuilds a section from its class as soon
+    # as one of its variables is set, so defaults held anywhere else would be lost.
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    retries: RetrySettings = Field(default_factory=RetrySettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    payouts: PayoutSettings = Field(default_factory=PayoutSettings)
+    exports: ExportSettings = Field(default_factory=ExportSettings)
+    cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
     #: Per-actor overrides: ``BGJOBS_ACTORS__<actor_name>__MAX_RETRIES=3``.
     actors: dict[str, ActorSettings] = Field(default_factory=dict)
 
@@ -363,41 +369,39 @@ class Settings(BaseSettings):
     schedule: dict[str, str] = Field(default_factory=dict)
     #: The time zone cron strings are read in.
     timezone: str = "UTC"
-    scheduler: SchedulerSettings = SchedulerSettings()
-    events: EventSettings = EventSettings()
-    outbox: OutboxSettings = OutboxSettings()
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
 
-    metrics: MetricsSettings = MetricsSettings()
-    health: HealthSettings = HealthSettings()
-    smtp: SmtpSettings = SmtpSettings()
-    http_sms: HttpVendorSettings = HttpVendorSettings()
-    http_push: HttpVendorSettings = HttpVendorSettings()
-    http_payment: HttpVendorSettings = HttpVendorSettings()
-    localfs: LocalStorageSettings = LocalStorageSettings()
-    s3: S3Settings = S3Settings()
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    http_sms: HttpVendorSettings = Field(default_factory=HttpVendorSettings)
+    http_push: HttpVendorSettings = Field(default_factory=HttpVendorSettings)
+    http_payment: HttpVendorSettings = Field(default_factory=HttpVendorSettings)
+    localfs: LocalStorageSettings = Field(default_factory=LocalStorageSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
 
     def schedule_for(self, job: str, default: str | None) -> str | None:
-        """A job's cron string: settings, then the job's own default, then bgjobs's; None if disabled."""
-        key = schedule_key(job)
-        value = self.schedule.get(key, default if default is not None else DEFAULT_SCHEDULE.get(key))
+        """A job's cron string: settings, then the job's own default; None if disabled."""
+        value = self.schedule.get(schedule_key(job), default)
         if value is None or not value.strip():
             return None
         return value.strip()
 
-    def limits_for(self, actor_name: str, queue: str) -> ActorSettings:
-        """Resolve an actor's limits: actor override, then family, then global default."""
-        layers = [self.actors.get(actor_name), getattr(self, queue, None), self.retries]
-        merged: dict[str, int | None] = {}
-        for field in ActorSettings.model_fields:
-            merged[field] = next(
-                (
-                    v
-                    for layer in layers
-                    if isinstance(layer, ActorSettings) and (v := getattr(layer, field)) is not None
-                ),
-                None,
+    def limits_for(self, actor_name: str, queue: str) -> RetrySettings:
+        """Resolve an actor's limits: actor override, then family, then the global defaults."""
+        layers = [
+            layer for layer in (self.actors.get(actor_name), getattr(self, queue, None))
+            if isinstance(layer, ActorSettings)
+        ]  # fmt: skip
+        merged = {
+            field: next(
+                (v for layer in layers if (v := getattr(layer, field)) is not None), getattr(self.retries, field)
             )
-        return ActorSettings(**merged)
+            for field in ActorSettings.model_fields
+        }
+        return RetrySettings(**merged)
 
 
 def schedule_key(job: str) -> str:

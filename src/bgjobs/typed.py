@@ -81,16 +81,14 @@ class TypedActor(Generic[M, R]):
         from .broker import settings_for
 
         limits = settings_for(broker).limits_for(self.name, self.queue)
-        options: dict[str, Any] = {"throws": PERMANENT}
-        if limits.max_retries is not None:
-            options["max_retries"] = limits.max_retries
-        if limits.min_backoff_ms is not None:
-            options["min_backoff"] = limits.min_backoff_ms
-        if limits.max_backoff_ms is not None:
-            options["max_backoff"] = limits.max_backoff_ms
-        if limits.time_limit_ms is not None:
-            options["time_limit"] = limits.time_limit_ms
-        options.update(self.options)
+        options: dict[str, Any] = {
+            "throws": PERMANENT,
+            "max_retries": limits.max_retries,
+            "min_backoff": limits.min_backoff_ms,
+            "max_backoff": limits.max_backoff_ms,
+            "time_limit": limits.time_limit_ms,
+            **self.options,
+        }
         if self.name in broker.actors:
             broker.actors.pop(self.name)
 

@@ -13,11 +13,11 @@ from bgjobs import settings as bgjobs_settings
 from bgjobs.errors import ConfigurationError, InvalidPayload
 from bgjobs.jobs import trigger
 from bgjobs.scheduling import cron_table, validate
-from bgjobs.settings import ActorSettings, SchedulerSettings, Settings, WebhookSettings
+from bgjobs.settings import RetrySettings, SchedulerSettings, Settings, WebhookSettings
 from bgjobs.testing import JobsHarness, stub_jobs
 from tests.support import batch_jobs
 
-FAST_RETRIES = ActorSettings(max_retries=2, min_backoff_ms=10, max_backoff_ms=20)
+FAST_RETRIES = RetrySettings(max_retries=2, min_backoff_ms=10, max_backoff_ms=20)
 NO_BRIDGE = WebhookSettings(from_events=False)
 
 

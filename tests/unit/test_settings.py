@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel
 
 from bgjobs.errors import ConfigurationError
 from bgjobs.settings import Settings, load_settings
@@ -55,3 +56,62 @@ def test_a_bad_secret_is_named_but_never_echoed(monkeypatch: pytest.MonkeyPatch)
         load_settings()
     assert "BGJOBS_SMTP" in str(info.value)
     assert "sekrit-value" not in str(info.value)
+
+
+def _one_variable(section: type[BaseModel]) -> tuple[str, str, object]:
+    """A field of ``section`` with a number, flag or text default, and a different valid value for it."""
+    for name, field in section.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, bool):
+            return name, str(not default).lower(), not default
+        if isinstance(default, int) and not isinstance(default, bool):
+            return name, str(default + 1), default + 1
+        if isinstance(default, float):
+            return name, str(default + 1), default + 1
+    for name, field in section.model_fields.items():
+        if isinstance(default := field.get_default(), str):
+            return name, default + "-x", default + "-x"
+    raise AssertionError(f"{section.__name__} has no number, flag or text field to set")
+
+
+SECTIONS = sorted(
+    name for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_setting_one_variable_of_a_section_keeps_its_other_defaults(
+    monkeypatch: pytest.MonkeyPatch, section: str
+) -> None:
+    # Given: one variable of the section, as a deployment sets it
+    defaults = getattr(Settings(), section)
+    field, raw, value = _one_variable(type(defaults))
+    monkeypatch.setenv(f"BGJOBS_{section.upper()}__{field.upper()}", raw)
+    # When
+    settings = load_settings()
+    # Then: that field changed and every other one is the section's default
+    loaded = getattr(settings, section)
+    assert getattr(loaded, field) == value
+    others = {k: v for k, v in defaults.model_dump().items() if k != field}
+    assert {k: v for k, v in loaded.model_dump().items() if k != field} == others
+
+
+def test_family_limits_survive_a_variable_of_their_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given: the settings docs/webhooks.md suggests for local testing, and one retry setting
+    monkeypatch.setenv("BGJOBS_WEBHOOKS__ALLOW", '["127.0.0.1/32"]')
+    monkeypatch.setenv("BGJOBS_NOTIFICATIONS__DEFAULT_LOCALE", "de")
+    monkeypatch.setenv("BGJOBS_EXPORTS__PREFIX", "out")
+    monkeypatch.setenv("BGJOBS_CLEANUP__BATCH_SIZE", "100")
+    monkeypatch.setenv("BGJOBS_RETRIES__MIN_BACKOFF_MS", "10")
+    # When
+    settings = load_settings()
+    # Then: the documented limits hold
+    assert settings.limits_for("webhooks.deliver", "webhooks").time_limit_ms == 60_000
+    assert settings.limits_for("notifications.send", "notifications").time_limit_ms == 60_000
+    assert settings.limits_for("exports.run", "exports").time_limit_ms == 3_600_000
+    assert settings.limits_for("cleanup.daily", "cleanup").time_limit_ms == 3_600_000
+    limits = settings.limits_for("payouts.pay", "payouts")
+    assert (limits.max_retries, limits.min_backoff_ms, limits.max_backoff_ms, limits.time_limit_ms) == (
+        10, 10, 3_600_000, 600_000,
+    )  # fmt: skip

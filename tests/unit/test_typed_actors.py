@@ -3,13 +3,13 @@ from __future__ import annotations
 import pytest
 
 from bgjobs import InvalidPayload
-from bgjobs.settings import ActorSettings, Settings
+from bgjobs.settings import ActorSettings, RetrySettings, Settings
 from bgjobs.testing import stub_jobs
 from tests.support import stub_jobs as jobs
 
 FAST = Settings(
     broker_url="stub://",
-    retries=ActorSettings(max_retries=3, min_backoff_ms=10, max_backoff_ms=50, time_limit_ms=10_000),
+    retries=RetrySettings(max_retries=3, min_backoff_ms=10, max_backoff_ms=50, time_limit_ms=10_000),
 )
 
 

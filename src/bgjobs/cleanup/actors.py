@@ -44,7 +44,7 @@ def cleanup_daily(ctx: JobContext) -> dict[str, Any]:
     """Apply every retention policy in batches; stop cleanly at the time budget (the next run goes on)."""
     from ..broker import current_settings
 
-    limit_ms = current_settings().limits_for("cleanup.daily", "cleanup").time_limit_ms or 3_600_000
+    limit_ms = current_settings().limits_for("cleanup.daily", "cleanup").time_limit_ms
     deadline = ctx.deadline or time.monotonic() + max(1.0, limit_ms / 1000 - 60)
     report = run_cleanup(
         policy=ctx.args.get("policy"), dry_run=ctx.args.get("dry_run") == "true", deadline=deadline

@@ -188,7 +188,7 @@ def run(job: ExportJob) -> str:
     settings = _settings()
     record = _update(record.id, status="running", attempts=record.attempts + 1, started_at=_now(), error=None)
     dataset = get_dataset(record.dataset)
-    limit_ms = settings.limits_for("exports.run", "exports").time_limit_ms or 3_600_000
+    limit_ms = settings.limits_for("exports.run", "exports").time_limit_ms
     budget_s = max(1.0, limit_ms / 1000 - 30)
     try:
         with db.read() as conn:

@@ -377,7 +377,7 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
         return outcome
 
     actor = _actor(channel)
-    lease = timedelta(milliseconds=settings.limits_for(actor.name, actor.queue).time_limit_ms or 60_000)
+    lease = timedelta(milliseconds=settings.limits_for(actor.name, actor.queue).time_limit_ms)
     with db.get_engine().begin() as conn:
         status, leased = _take(conn, message, channel, now)
         if status in FINAL:

@@ -406,7 +406,7 @@ def deliver(job: DeliveryJob) -> str:
 
     from ..broker import current_settings
 
-    time_limit = current_settings().limits_for(_actor().name, "webhooks").time_limit_ms or 60_000
+    time_limit = current_settings().limits_for(_actor().name, "webhooks").time_limit_ms
     with _limits(row, settings, time_limit) as acquired:
         if not acquired:
             return _defer(job, "concurrency or rate limit")
