@@ -397,7 +397,8 @@ class Settings(BaseSettings):
         ]  # fmt: skip
         merged = {
             field: next(
-                (v for layer in layers if (v := getattr(layer, field)) is not None), getattr(self.retries, field)
+                (v for layer in layers if (v := getattr(layer, field)) is not None),
+                getattr(self.retries, field),
             )
             for field in ActorSettings.model_fields
         }
