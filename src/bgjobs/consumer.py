@@ -15,17 +15,23 @@ pyproject.toml and ``tests/integration/test_dramatiq_internals.py`` fails if the
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import time
+from importlib import resources
 from typing import Any
 
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import _RedisConsumer
-from dramatiq.common import compute_backoff
-from dramatiq.errors import ConnectionClosed
+from dramatiq.common import compute_backoff, current_millis
+from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
 __all__ = ["WakingConsumer"]
+
+logger = logging.getLogger("bgjobs.consumer")
+_UNDECODABLE = resources.files("bgjobs").joinpath("undecodable.lua").read_text()
 
 #: The longest one BLPOP may block; the worker timeout (1 s by default) is usually shorter.
 MAX_BLOCK_S = 2.0
@@ -36,6 +42,7 @@ class WakingConsumer(_RedisConsumer):
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         # Delay queues keep polling: their consumer thread releases due messages between polls.
         self.wake_key = None if queue_name.endswith(".DQ") else f"{broker.namespace}:{queue_name}.wake"
+        self._undecodable = broker.client.register_script(_UNDECODABLE)
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -45,7 +52,13 @@ class WakingConsumer(_RedisConsumer):
                     if data is None:
                         continue
                     self.misses = 0
-                    message = Message.decode(data)
+                    try:
+                        message = Message.decode(data)
+                    except DecodeError as exc:
+                        # Dramatiq would restart the consumer and drop the rest of the fetched
+                        # batch while it is still marked in flight: set this one aside instead.
+                        self._dead_letter(data, exc)
+                        continue
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
 
@@ -69,3 +82,17 @@ class WakingConsumer(_RedisConsumer):
                 return None
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+    def _dead_letter(self, data: bytes, exc: DecodeError) -> None:
+        """Move a message that does not decode to the dead letters, raw bytes kept, with its reason."""
+        cause = exc.__cause__ or exc
+        reason = {
+            "kind": "undecodable", "failed_at": current_millis(),
+            "reason": f"undecodable: {type(cause).__name__}: {cause}"[:500],
+        }  # fmt: skip
+        args = [self.queue_name, self.broker.broker_id, data, current_millis(), json.dumps(reason)]
+        redis_id = self._undecodable(keys=[self.broker.namespace], args=args)
+        logger.error(
+            "dead-lettered an undecodable message on %s (%s): %s", self.queue_name,
+            redis_id.decode() if redis_id else "already gone", reason["reason"],
+        )  # fmt: skip

@@ -40,7 +40,8 @@ class DeadLetter:
     message_id: str
     actor: str
     failed_at: datetime
-    #: invalid, permanent, configuration, exhausted, poison, or unknown (failed before bgjobs kept reasons).
+    #: invalid, permanent, configuration, exhausted, poison, undecodable, or unknown
+    #: (failed before bgjobs kept reasons).
     kind: str
     reason: str
     attempts: int
@@ -73,8 +74,21 @@ def queues(broker: BgjobsRedisBroker) -> list[str]:
     return registered_queues(broker.client, broker.namespace, broker.get_declared_queues())
 
 
+def _decoded(data: bytes | None) -> dict[str, Any]:
+    """The message as a dict; one that does not decode (kept as it came) as ``{"undecodable": text}``."""
+    if not data:
+        return {}
+    try:
+        message = json.loads(data)
+    except ValueError:
+        message = None
+    if isinstance(message, dict):
+        return message
+    return {"undecodable": data.decode("utf-8", "backslashreplace")}
+
+
 def _letter(queue: str, redis_id: str, score: float, data: bytes | None, why: bytes | None) -> DeadLetter:
-    message: dict[str, Any] = json.loads(data) if data else {}
+    message = _decoded(data)
     options = message.get("options", {})
     reason: dict[str, Any] = json.loads(why) if why else {}
     if not reason:  # dead-lettered without bgjobs's middleware: the traceback's last line is the reason
@@ -167,12 +181,14 @@ def requeue(
 
     Each message leaves the dead-letter set and joins its queue in one Redis script, so a
     crash mid-way loses none, and one requeued meanwhile by someone else is not doubled.
+    Undecodable ones stay: no worker could run them (``show`` prints their bytes, ``purge`` drops them).
     """
     found = redis_broker(broker)
     script = found.client.register_script(_REQUEUE)
     by_queue: dict[str, list[DeadLetter]] = {}
     for letter in letters:
-        by_queue.setdefault(letter.queue, []).append(letter)
+        if "undecodable" not in letter.message:
+            by_queue.setdefault(letter.queue, []).append(letter)
     moved = 0
     for queue, group in by_queue.items():
         for start in range(0, len(group), BATCH):

@@ -154,3 +154,32 @@ def test_an_unparsable_setting_stops_the_worker_at_boot_naming_the_variable(
     lines = [line for line in w.output().splitlines() if "BGJOBS_WORKER__MAX_DELIVERIES" in line]
     assert lines == ["bgjobs: configuration error: BGJOBS_WORKER__MAX_DELIVERIES='many': "
                      "Input should be a valid integer, unable to parse string as an integer"]  # fmt: skip
+
+
+def test_an_undecodable_message_is_dead_lettered_and_the_batch_fetched_with_it_runs(
+    worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    from bgjobs.deadletters import dead_letters, requeue
+
+    client = redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"])
+    # Given bytes that are no message ahead of 10 valid jobs in the same queue
+    garbage = b"\xff{not a message"
+    client.hset("dramatiq:default.msgs", "junk-1", garbage)
+    client.rpush("dramatiq:default", "junk-1")
+    for i in range(10):
+        worker_jobs.record.send({"key": f"v{i}"})
+    # When a worker consumes them
+    start_worker(workers, worker_env, processes=1, threads=4)
+    # Then every valid job runs, well before any heartbeat timeout could have recovered them
+    wait_for(lambda: worker_jobs.effect_count() == 10, timeout=HEARTBEAT_TIMEOUT_S * 5, what="10 effects")
+    # And the garbage is a dead letter with its reason and its raw bytes, not in flight any more
+    assert client.zrange("dramatiq:default.XQ", 0, -1) == [b"junk-1"]
+    assert client.hget("dramatiq:default.XQ.msgs", "junk-1") == garbage
+    assert client.hexists("dramatiq:default.msgs", "junk-1") == 0
+    (letter,) = dead_letters(queue="default")
+    assert letter.kind == "undecodable"
+    assert letter.reason.startswith("undecodable: ")
+    assert letter.message == {"undecodable": "\\xff{not a message"}
+    # A requeue cannot revive it (no worker could run it), and says so by moving nothing
+    assert requeue([letter]) == 0
+    assert client.zcard("dramatiq:default.XQ") == 1
