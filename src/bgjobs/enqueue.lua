@@ -6,16 +6,23 @@
 -- Delay queues get no tokens: their consumers keep Dramatiq's polling, which also
 -- drives the release of due messages.
 --
--- KEYS[1] = namespace
--- ARGV = queue_name, wake_cap, id1, data1, id2, data2, ...
+-- With a claim key (KEYS[2]) nothing is written unless that key was not set yet; it is then
+-- set for claim_ttl_s in the same call (the scheduler's exactly-once ticks).
+--
+-- KEYS[1] = namespace, KEYS[2] = optional claim key
+-- ARGV = queue_name, wake_cap, claim_ttl_s, id1, data1, id2, data2, ...
 local ns = KEYS[1]
 local queue = ARGV[1]
 local cap = tonumber(ARGV[2])
 local queue_key = ns .. ":" .. queue
 local messages = queue_key .. ".msgs"
 
+if KEYS[2] and not redis.call("set", KEYS[2], "1", "NX", "EX", tonumber(ARGV[3])) then
+    return 0
+end
+
 local n = 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
     redis.call("hset", messages, ARGV[i], ARGV[i + 1])
     redis.call("rpush", queue_key, ARGV[i])
     n = n + 1

@@ -124,9 +124,22 @@ class BgjobsRedisBroker(RedisBroker):
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         """Enqueue one message and wake an idle consumer of its queue."""
         message = self._prepare(message, delay)
-        args = [message.queue_name, WAKE_CAP, message.options["redis_message_id"], message.encode()]
+        args = [message.queue_name, WAKE_CAP, 0, message.options["redis_message_id"], message.encode()]
         self._enqueue(keys=[self.namespace], args=args)
         self.emit_after("enqueue", message, delay)
+        return message
+
+    def enqueue_once(self, message: Message[Any], *, key: str, ttl_s: int) -> Message[Any] | None:
+        """Enqueue ``message`` only if ``key`` was not set yet, setting it in the same script.
+
+        The claim and the message are written together or not at all, so a caller killed
+        mid-way leaves no claimed-but-unsent work. Returns None when the key was already set.
+        """
+        message = self._prepare(message, None)
+        args = [message.queue_name, WAKE_CAP, ttl_s, message.options["redis_message_id"], message.encode()]
+        if not self._enqueue(keys=[self.namespace, key], args=args):
+            return None
+        self.emit_after("enqueue", message, None)
         return message
 
     def enqueue_many(
@@ -144,7 +157,7 @@ class BgjobsRedisBroker(RedisBroker):
         pipe = self.client.pipeline(transaction=False)
         for queue, group in by_queue.items():
             for start in range(0, len(group), BATCH):
-                args: list[str | int | bytes] = [queue, WAKE_CAP]
+                args: list[str | int | bytes] = [queue, WAKE_CAP, 0]
                 for message in group[start : start + BATCH]:
                     args += [message.options["redis_message_id"], message.encode()]
                 self._enqueue(keys=[self.namespace], args=args, client=pipe)

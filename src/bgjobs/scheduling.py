@@ -1,9 +1,8 @@
-"""``bgjobs scheduler``: the cron table, run by dramatiq-crontab under a Redis lock.
+"""``bgjobs scheduler``: the cron table, fired under a Redis lock, each tick exactly once.
 
-dramatiq-crontab is a Django app that reads Django settings at import. Only this
-process configures a minimal Django (time zone, the lock's Redis URL) and imports it;
-workers never import Django. Exactly one scheduler fires per deployment: the others
-wait for the lock and take over within ``lock_timeout_s`` when the leader dies.
+Schedules are read with APScheduler's cron and interval triggers. One scheduler leads per
+deployment: the others wait for the lock and take over within ``lock_timeout_s`` when the
+leader dies, starting from the last tick fired (see :class:`Ticker`).
 """
 
 from __future__ import annotations
@@ -13,16 +12,18 @@ import logging
 import re
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
 from .jobs import Job, JobRun, registered_jobs
 from .settings import Settings
 
-__all__ = ["Entry", "cron_table", "run_scheduler", "validate"]
+if TYPE_CHECKING:
+    from .redis_broker import BgjobsRedisBroker
+
+__all__ = ["Entry", "Ticker", "cron_table", "run_scheduler", "validate"]
 
 logger = logging.getLogger("bgjobs.scheduler")
 
@@ -72,31 +73,93 @@ def cron_table(settings: Settings) -> list[Entry]:
     return table
 
 
-class _Tick:
-    """What dramatiq-crontab schedules: an object with ``actor_name``, ``fn`` and ``send()``."""
+@dataclass
+class _Clock:
+    """One entry's next tick, read from its trigger; ticks are instants on a shared grid."""
 
-    def __init__(self, spec: Job) -> None:
-        self.spec = spec
-        self.actor_name = spec.name
-        self.fn: Callable[..., Any] = spec.fn
-
-    def send(self) -> None:
-        now = datetime.now(UTC).replace(microsecond=0)
-        message = self.spec.typed.send(JobRun(trigger="cron", scheduled_for=now))
-        logger.info("scheduled %s (%s)", self.spec.name, message.message_id)
+    entry: Entry
+    trigger: Any
+    next: datetime | None = None
 
 
-def _configure_django(settings: Settings) -> None:
-    import django
-    from django.conf import settings as django_settings
+#: ``@every`` grids start here, so every scheduler of a deployment ticks on the same instants.
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
-    if not django_settings.configured:
-        django_settings.configure(
-            USE_TZ=True,
-            TIME_ZONE=settings.timezone,
-            INSTALLED_APPS=[],
+
+def _trigger(schedule: str, timezone: str) -> Any:
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    every = _EVERY.match(schedule)
+    if every:
+        return IntervalTrigger(seconds=int(every.group(1)), start_date=_EPOCH, timezone=UTC)
+    return CronTrigger.from_crontab(schedule, timezone=timezone)
+
+
+class Ticker:
+    """Fires each tick of the cron table exactly once across every scheduler of a deployment.
+
+    A tick is an instant of its schedule. Before its message is sent, the tick is claimed in
+    Redis in the same script that enqueues it (``SET <ns>:bgjobs-tick:<job>:<epoch> NX``), so two
+    leaders (a paused one that resumed, and its successor) can never both send it, and a
+    leader killed mid-send leaves it either sent and claimed or neither. The last tick of each
+    job is recorded; a new leader starts from there and fires what was missed within
+    ``BGJOBS_SCHEDULER__CATCH_UP_S``, so a leader dying just before Monday 08:00 does not skip
+    the weekly payout run.
+    """
+
+    def __init__(self, settings: Settings, table: list[Entry], broker: BgjobsRedisBroker) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.clocks = [_Clock(e, _trigger(e.schedule, settings.timezone)) for e in table]
+        self.catch_up = timedelta(seconds=settings.scheduler.catch_up_s)
+        # A claim outlives every tick a leader could still try to fire.
+        self.claim_ttl_s = settings.scheduler.catch_up_s + 4 * settings.scheduler.lock_timeout_s + 60
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.broker.namespace, *parts))
+
+    def resume(self, now: datetime) -> None:
+        """On taking the lead: each job's next tick is the first after the last one fired."""
+        names = [c.entry.job.name for c in self.clocks]
+        lasts = self.broker.client.mget([self._key("bgjobs-tick-last", n) for n in names]) if names else []
+        for clock, last in zip(self.clocks, lasts, strict=True):
+            previous = datetime.fromtimestamp(float(last), UTC) if last else None
+            clock.next = clock.trigger.get_next_fire_time(previous, now)
+            self._skip_stale(clock, now)
+
+    def _skip_stale(self, clock: _Clock, now: datetime) -> None:
+        if clock.next is not None and clock.next < now - self.catch_up:
+            logger.warning(
+                "%s: ticks from %s were missed by more than the catch-up window (%ds); not fired",
+                clock.entry.job.name, clock.next.isoformat(), self.catch_up.total_seconds(),
+            )  # fmt: skip
+            clock.next = clock.trigger.get_next_fire_time(None, now - self.catch_up)
+
+    def due(self, now: datetime) -> float:
+        """Fire every tick due by ``now``; returns the seconds until the next one."""
+        for clock in self.clocks:
+            while clock.next is not None and clock.next <= now:
+                self.fire(clock.entry, clock.next)
+                clock.next = clock.trigger.get_next_fire_time(clock.next, now)
+                self._skip_stale(clock, now)
+        upcoming = [c.next for c in self.clocks if c.next is not None]
+        return max(0.0, (min(upcoming) - now).total_seconds()) if upcoming else 3600.0
+
+    def fire(self, entry: Entry, tick: datetime) -> bool:
+        """Send one tick unless another scheduler already did; True when this call sent it."""
+        name = entry.job.name
+        stamp = str(int(tick.timestamp()))
+        message = entry.job.typed.message(JobRun(trigger="cron", scheduled_for=tick.astimezone(UTC)))
+        sent = self.broker.enqueue_once(
+            message, key=self._key("bgjobs-tick", name, stamp), ttl_s=self.claim_ttl_s
         )
-        django.setup()
+        self.broker.client.set(self._key("bgjobs-tick-last", name), stamp)
+        if sent is None:
+            logger.info("%s at %s was already fired by another scheduler", name, tick.isoformat())
+            return False
+        logger.info("scheduled %s for %s (%s)", name, tick.isoformat(), sent.message_id)
+        return True
 
 
 def _stop(signum: int, frame: Any) -> None:
@@ -108,19 +171,21 @@ def run_scheduler(settings: Settings) -> int:
     if not settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError("bgjobs scheduler needs a Redis BGJOBS_BROKER_URL for its lock")
     table = cron_table(settings)
-    _configure_django(settings)
-    import redis
-    from apscheduler.schedulers.blocking import BlockingScheduler
-    from apscheduler.triggers.interval import IntervalTrigger
-    from dramatiq_crontab import cron, interval
     from redis.exceptions import LockError
 
+    from .broker import get_broker
+    from .redis_broker import BgjobsRedisBroker
+
+    broker = get_broker()
+    if not isinstance(broker, BgjobsRedisBroker):
+        raise ConfigurationError("bgjobs scheduler needs a Redis BGJOBS_BROKER_URL for its lock")
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    client = redis.Redis.from_url(settings.broker_url)
-    lock = client.lock(
+    ticker = Ticker(settings, table, broker)
+    lock = broker.client.lock(
         LOCK_NAME, timeout=settings.scheduler.lock_timeout_s, blocking=False, thread_local=False
     )
+    refresh_s = settings.scheduler.lock_refresh_s
     for entry in table:
         logger.info("cron: %-40s %s", entry.job.name, entry.schedule)
     try:
@@ -129,31 +194,17 @@ def run_scheduler(settings: Settings) -> int:
                 time.sleep(0.5)
                 continue
             logger.info("scheduler lock acquired; firing %d job(s)", len(table))
-            scheduler = BlockingScheduler(timezone=settings.timezone)
-            # dramatiq-crontab registers on its module-level scheduler; point it at ours.
-            import dramatiq_crontab
-
-            dramatiq_crontab.scheduler = scheduler
-            for entry in table:
-                every = _EVERY.match(entry.schedule)
-                tick = _Tick(entry.job)
-                if every:
-                    interval(seconds=int(every.group(1)))(tick)
-                else:
-                    cron(entry.schedule)(tick)
-
-            def refresh(scheduler: BlockingScheduler = scheduler) -> None:
-                try:
-                    lock.extend(settings.scheduler.lock_timeout_s, replace_ttl=True)
-                except LockError:
-                    logger.error("lost the scheduler lock; stopping until it is free again")
-                    scheduler.shutdown(wait=False)
-
-            scheduler.add_job(
-                refresh, IntervalTrigger(seconds=settings.scheduler.lock_refresh_s), name="lock"
-            )
+            ticker.resume(datetime.now(UTC))
+            refreshed = time.monotonic()
             try:
-                scheduler.start()
+                while True:
+                    if time.monotonic() - refreshed >= refresh_s:
+                        lock.extend(settings.scheduler.lock_timeout_s, replace_ttl=True)
+                        refreshed = time.monotonic()
+                    wait = ticker.due(datetime.now(UTC))
+                    time.sleep(min(wait, refresh_s - (time.monotonic() - refreshed), 0.5) + 0.001)
+            except LockError:
+                logger.error("lost the scheduler lock; waiting until it is free again")
             finally:
                 with contextlib.suppress(LockError):
                     lock.release()

@@ -277,6 +277,9 @@ class SchedulerSettings(_Section):
     lock_refresh_s: int = Field(default=3, ge=1)
     #: A batch job triggered while a run of it is in progress: wait (retry later) or skip (logged).
     overlap: Literal["wait", "skip"] = "wait"
+    #: A new leader fires the ticks its predecessor missed (it died, or no scheduler ran) up to
+    #: this many seconds late; older ones are skipped with a warning.
+    catch_up_s: int = Field(default=3_600, ge=0)
 
 
 class EventSettings(_Section):

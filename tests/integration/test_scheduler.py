@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,57 @@ def test_two_schedulers_fire_each_tick_once_and_the_follower_takes_over(
     assert max(Counter(after).values()) == 1
     assert len(after) > count_at_kill + 1  # and it keeps ticking
     assert follower.proc.poll() is None
+
+
+GRID_S = 4
+
+
+def _grid(client: redis.Redis) -> list[float]:
+    """The epoch second of every tick sent, in order."""
+    return [datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for t in ticks(client)]
+
+
+def _just_before_a_tick(lead_s: float) -> None:
+    """Sleep until ``lead_s`` before the next instant of the ``@every GRID_S s`` grid."""
+    wait = GRID_S - time.time() % GRID_S - lead_s
+    time.sleep(wait if wait > 0 else wait + GRID_S)
+
+
+def _assert_every_tick_once(sent: list[float]) -> None:
+    assert len(sent) == len(set(sent)), f"a tick was sent twice: {sent}"
+    gaps = {b - a for a, b in itertools.pairwise(sent)}
+    assert gaps == {GRID_S}, f"a tick was skipped or off the grid: {sent}"
+
+
+@pytest.mark.parametrize("how", ["killed", "paused"])
+def test_every_tick_fires_exactly_once_when_the_leader_dies_or_stalls_just_before_it(
+    scheduler_env: dict[str, str], schedulers: list[Scheduler], redis_url: str, how: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    env = {**scheduler_env, "BGJOBS_SCHEDULE__TESTS_TICK": f"@every {GRID_S}s"}
+    # Given a leader that has fired, and a follower waiting for the lock
+    leader = Scheduler(env)
+    schedulers.append(leader)
+    wait_for(lambda: len(ticks(client)) >= 1, timeout=30, what="the leader's first tick")
+    follower = Scheduler(env)
+    schedulers.append(follower)
+    # When the leader dies (or stops) half a second before a tick, and the lock outlives the tick
+    _just_before_a_tick(0.5)
+    at_stop = len(ticks(client))
+    if how == "killed":
+        leader.kill()
+    else:
+        os.killpg(leader.proc.pid, signal.SIGSTOP)
+        time.sleep(LOCK_TIMEOUT_S + GRID_S)  # the follower takes over while it is stopped
+        os.killpg(leader.proc.pid, signal.SIGCONT)  # ... and then it wakes up still thinking it leads
+    # Then the follower fires the missed tick, and every tick after it, each exactly once
+    wait_for(lambda: len(ticks(client)) >= at_stop + 3, timeout=4 * GRID_S + LOCK_TIMEOUT_S, what="3 ticks")
+    time.sleep(GRID_S)
+    _assert_every_tick_once(_grid(client))
+    assert follower.proc.poll() is None
+    if how == "paused":
+        assert leader.proc.poll() is None, "the resumed leader should wait for the lock again"
+        assert "lost the scheduler lock" in leader.output()
 
 
 def test_a_bad_cron_string_stops_the_scheduler_naming_the_job(scheduler_env: dict[str, str]) -> None:
