@@ -3,8 +3,9 @@
 ``@bgjobs.job("stock.reconcile", schedule="*/5 * * * *")`` turns a function taking a
 :class:`JobContext` and returning a dict of counts into a typed actor that:
 
-- holds a per-job lock (Dramatiq's ``ConcurrentRateLimiter``), so a manual trigger never
-  overlaps a scheduled run: the second waits (is retried later) or is skipped, by setting;
+- holds a per-job lease (:mod:`bgjobs.leases`), so a manual trigger never overlaps a scheduled
+  run: the second waits (looks again later) or is skipped, by setting; a killed run's lease
+  lapses with its worker's heartbeat;
 - writes a ``bgjobs_runs`` row with the trigger, the outcome, the counts and any error;
 - tells the function how much of its time budget is left, so long sweeps stop cleanly.
 """
@@ -20,12 +21,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 import dramatiq
-from dramatiq.rate_limits import ConcurrentRateLimiter
 from pydantic import Field
 
 from . import runs
 from .errors import ConfigurationError
-from .ratelimits import backend_for
+from .leases import Lease
 from .typed import Payload, TypedActor, actor
 
 __all__ = ["Job", "JobContext", "JobRun", "job", "registered_jobs", "trigger"]
@@ -36,9 +36,11 @@ logger = logging.getLogger("bgjobs.jobs")
 class JobRun(Payload):
     """The payload of every batch job message."""
 
-    trigger: Literal["cron", "manual", "event"] = "manual"
+    trigger: Literal["cron", "manual", "event", "continuation"] = "manual"
     args: dict[str, str] = Field(default_factory=dict)
     scheduled_for: datetime | None = None
+    #: How many times this trigger has found its job running and looked again later.
+    waits: int = Field(default=0, ge=0)
 
 
 @dataclass
@@ -51,6 +53,8 @@ class JobContext:
     args: dict[str, str]
     deadline: float | None = None
     counts: dict[str, Any] = field(default_factory=dict)
+    #: Arguments of the follow-up run asked for with :meth:`continue_later`.
+    continuation: dict[str, str] | None = None
 
     def time_left(self) -> float:
         """Seconds left in the time budget (infinity without a budget)."""
@@ -61,12 +65,21 @@ class JobContext:
         """True once the budget is spent: stop at the next safe point and report what remains."""
         return self.time_left() <= 0
 
+    def continue_later(self, **args: str) -> None:
+        """Record this run as ``stopped`` and run the job again with ``args`` once it has ended.
+
+        The follow-up is sent after this run has released the job's lease, so it never finds
+        its own predecessor running (and is never skipped by ``BGJOBS_SCHEDULER__OVERLAP=skip``).
+        """
+        self.continuation = dict(args)
+
 
 JobFunction = Callable[[JobContext], Mapping[str, Any] | None]
 
 _lock = threading.Lock()
 _jobs: dict[str, Job] = {}
-#: How long a trigger that found its job running waits before looking again.
+#: How long a trigger that found its job running first waits before looking again; each further
+#: look waits twice as long, up to the lease's lifetime (one heartbeat timeout).
 OVERLAP_RECHECK_MS = 1_000
 
 
@@ -89,29 +102,25 @@ def registered_jobs() -> dict[str, Job]:
         return dict(_jobs)
 
 
-def _mutex(broker: dramatiq.Broker, name: str, ttl_ms: int) -> ConcurrentRateLimiter:
-    return ConcurrentRateLimiter(backend_for(broker), f"bgjobs-job:{name}", limit=1, ttl=ttl_ms)  # type: ignore[no-untyped-call]
-
-
 def _run_job(spec: Job, payload: JobRun) -> None:
     from .broker import get_broker, settings_for
 
     broker = get_broker()
     settings = settings_for(broker)
-    limits = settings.limits_for(spec.name, spec.queue)
-    mutex = _mutex(broker, spec.name, ttl_ms=limits.time_limit_ms)
-    with mutex.acquire(raise_on_failure=False) as acquired:
-        if not acquired:
-            if settings.scheduler.overlap == "skip":
-                run = runs.start(spec.name, payload.trigger)
-                runs.finish(run, "skipped", error="another run of this job was in progress")
-                logger.warning("skipped %s (%s): another run is in progress", spec.name, payload.trigger)
-                return
-            # Wait without spending the retry budget: a fresh message, due a little later.
-            spec.typed.send(payload, delay=OVERLAP_RECHECK_MS)
-            logger.info("%s is already running; %s trigger rechecks in %d ms", spec.name, payload.trigger,
-                        OVERLAP_RECHECK_MS)  # fmt: skip
+    lease = Lease(broker, f"bgjobs-job:{spec.name}", ttl_ms=settings.worker.heartbeat_timeout_ms)
+    if not lease.acquire():
+        if settings.scheduler.overlap == "skip" and payload.trigger != "continuation":
+            run = runs.start(spec.name, payload.trigger)
+            runs.finish(run, "skipped", error="another run of this job was in progress")
+            logger.warning("skipped %s (%s): another run is in progress", spec.name, payload.trigger)
             return
+        # Wait without spending the retry budget: a fresh message, due a little later, backing
+        # off so that a long run is not answered by a message a second.
+        delay = min(OVERLAP_RECHECK_MS * 2 ** min(payload.waits, 16), settings.worker.heartbeat_timeout_ms)
+        spec.typed.send(payload.model_copy(update={"waits": payload.waits + 1}), delay=delay)
+        logger.info("%s is already running; %s trigger rechecks in %d ms", spec.name, payload.trigger, delay)
+        return
+    with lease.kept():
         run = runs.start(spec.name, payload.trigger)
         budget = spec.time_budget
         ctx = JobContext(
@@ -124,7 +133,10 @@ def _run_job(spec: Job, payload: JobRun) -> None:
             runs.finish(run, "failed", counts=ctx.counts, error=f"{type(exc).__name__}: {exc}")
             raise
         counts = {**ctx.counts, **(result or {})}
-        runs.finish(run, "stopped" if ctx.out_of_time else "succeeded", counts=counts)
+        stopped = ctx.out_of_time or ctx.continuation is not None
+        runs.finish(run, "stopped" if stopped else "succeeded", counts=counts)
+    if ctx.continuation is not None:
+        spec.typed.send(JobRun(trigger="continuation", args=ctx.continuation))
 
 
 def job(

@@ -85,6 +85,15 @@ def count_things(ctx: JobContext) -> dict[str, int]:
     return {"processed": n, "remaining": 0}
 
 
+@job("tests.in_parts")
+def in_parts(ctx: JobContext) -> dict[str, int]:
+    """Does one part per run and asks for a follow-up until none is left."""
+    left = int(ctx.args.get("parts", "1")) - 1
+    if left:
+        ctx.continue_later(parts=str(left))
+    return {"left": left}
+
+
 @job("tests.tick", schedule="@every 1s")
 def tick(ctx: JobContext) -> dict[str, int]:
     client = redis.Redis.from_url(get_settings().broker_url)

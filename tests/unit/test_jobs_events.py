@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +155,35 @@ def test_the_runs_command_lists_recent_runs(jobs: JobsHarness, capsys: pytest.Ca
     assert out[0].split()[:2] == ["started", "(UTC)"]
     assert "tests.count_things" in out[1] and "manual" in out[1] and "succeeded" in out[1]
     assert '"processed": 5' in out[1]
+
+
+def test_a_waiting_trigger_backs_off_instead_of_resending_every_second(
+    jobs: JobsHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a run that takes 1.5 s, and a second trigger meanwhile
+    caplog.set_level(logging.INFO, logger="bgjobs.jobs")
+    trigger("tests.count_things", sleep="1.5")
+    trigger("tests.count_things", sleep="0")
+    jobs.drain()
+    # Then the second looked again after 1 s, then 2 s (not once a second), and ran after the first
+    found = (re.search(r"rechecks in (\d+) ms", r.getMessage()) for r in caplog.records)
+    delays = [int(m.group(1)) for m in found if m]
+    assert delays[:2] == [1_000, 2_000]
+    assert [r.outcome for r in runs.recent(job="tests.count_things")] == ["succeeded", "succeeded"]
+
+
+def test_a_run_that_asks_to_continue_is_stopped_and_its_follow_up_is_never_skipped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BGJOBS_DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
+    bgjobs_settings.get_settings.cache_clear()
+    batch_jobs.create_tables()
+    # Given overlap=skip, and a job that stops part-way and asks to go on
+    with stub_jobs(settings=fast(scheduler=SchedulerSettings(overlap="skip"))) as harness:
+        trigger("tests.in_parts", parts="3")
+        harness.drain()
+    # Then each part ran: the first two are recorded stopped, the last succeeded; none was skipped
+    recorded = sorted(runs.recent(job="tests.in_parts"), key=lambda r: r.started_at)
+    assert [(r.trigger, r.outcome) for r in recorded] == [
+        ("manual", "stopped"), ("continuation", "stopped"), ("continuation", "succeeded"),
+    ]  # fmt: skip

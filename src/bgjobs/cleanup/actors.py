@@ -50,7 +50,5 @@ def cleanup_daily(ctx: JobContext) -> dict[str, Any]:
         policy=ctx.args.get("policy"), dry_run=ctx.args.get("dry_run") == "true", deadline=deadline
     )
     if report["status"] == "stopped":
-        from ..jobs import trigger
-
-        trigger("cleanup.daily", **ctx.args)  # continue in a follow-up message
+        ctx.continue_later(**ctx.args)
     return report
