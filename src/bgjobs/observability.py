@@ -166,7 +166,16 @@ class Metrics(dramatiq_prometheus.Prometheus):
         self._events.append((_JOB, key))
 
     def after_ack(self, broker: Any, message: Any) -> None:
-        self._count(message, acked=True)
+        # A delayed message (a retry, or sent with a delay) is acked once on its delay queue when
+        # it moves to its queue, and again when it is processed: only the second is a job's outcome.
+        if not message.queue_name.endswith(".DQ"):
+            self._count(message, acked=True)
+
+    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        # Dramatiq counts a retry when it is enqueued on the delay queue (with its backoff) and
+        # again when it moves from there to its queue (no delay): count only the first.
+        if delay is not None:
+            super().after_enqueue(broker, message, delay)  # type: ignore[no-untyped-call]
 
     def after_nack(self, broker: Any, message: Any) -> None:
         super().after_nack(broker, message)  # type: ignore[no-untyped-call]

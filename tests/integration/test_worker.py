@@ -51,6 +51,42 @@ def test_two_worker_processes_process_messages_sent_from_the_test(
     assert metric(text, "dramatiq_messages_inprogress", actor_name="record") == 0
 
 
+def test_delayed_and_retried_jobs_are_counted_once_per_outcome(
+    worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    # Given 10 jobs sent now, 5 sent with a delay, and 5 that fail once and then succeed
+    w = start_worker(workers, worker_env, processes=1, threads=4)
+    for i in range(10):
+        worker_jobs.record.send({"key": f"now{i}"})
+    for i in range(5):
+        worker_jobs.record.send({"key": f"later{i}"}, delay=200)
+        worker_jobs.flaky.send({"key": f"flaky{i}"})
+    # When all have run (retries back off 100 ms at least)
+    wait_for(lambda: worker_jobs.effect_count() == 15, timeout=60, what="15 effects")
+    expected = {("record", "succeeded"): 15, ("flaky", "retried"): 5, ("flaky", "succeeded"): 5}
+
+    def counted() -> dict[tuple[str, str], float]:
+        text = scrape(w.metrics_port)
+        if "bgjobs_jobs_total{" not in text:
+            return {}
+        return {(a, o): metric_or_0(text, "bgjobs_jobs_total", actor=a, outcome=o) for a, o in expected}
+
+    wait_for(lambda: counted() == expected, timeout=20, interval=0.3, what=f"the counts to reach {expected}")
+    time.sleep(1.5)  # a flush later, nothing more was counted (the delay queue's copies are not jobs)
+    text = scrape(w.metrics_port)
+    assert counted() == expected
+    assert metric_or_0(text, "bgjobs_jobs_total", actor="record", outcome="retried") == 0
+    # And Dramatiq's retry counter counts each retry once, not again when it leaves the delay queue
+    assert metric(text, "dramatiq_message_retries_total", actor_name="flaky") == 5
+
+
+def metric_or_0(text: str, name: str, **labels: str) -> float:
+    try:
+        return metric(text, name, **labels)
+    except AssertionError:
+        return 0.0
+
+
 def test_a_fresh_worker_already_exposes_queue_gauges(
     worker_env: dict[str, str], workers: list[WorkerProcess]
 ) -> None:

@@ -66,6 +66,13 @@ def refused(payload: Work) -> None:
             session.add(Effect(key=payload.key, pid=os.getpid()))
 
 
+@bgjobs.actor(queue="default")
+def flaky(payload: Work) -> None:
+    """Fails its first attempt (a retry), succeeds on the second."""
+    if _redis().incr(f"test:flaky:{payload.key}") == 1:
+        raise bgjobs.TransientError(f"first attempt of {payload.key}")
+
+
 @bgjobs.actor(queue="notifications")
 def mail(payload: Work) -> None:
     wiring.mailer().send(message=EmailMessage(to=("ops@example.com",), subject=payload.key, text="-"))
