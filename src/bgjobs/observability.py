@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -64,13 +66,41 @@ def gauge(name: str, documentation: str, labels: tuple[str, ...]) -> Any:
         return found
 
 
-DB_PATH = dramatiq_prometheus.DB_PATH
 _PID_FILE = re.compile(r"_(\d+)\.db$")
+_COMMAND_DIR = re.compile(r"^bgjobs-prometheus-(\d+)$")
 
 
-def _use_multiprocess_dir() -> None:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = DB_PATH
-    os.environ["prometheus_multiproc_dir"] = DB_PATH
+def metrics_dir() -> str:
+    """Where this worker command's processes keep their metric files.
+
+    ``dramatiq_prom_db`` when set; otherwise a directory of this command's own, named for its
+    main process (the parent of every worker and fork process it starts). Dramatiq's default,
+    one directory per machine, made two worker commands on a host report each other's series.
+    """
+    return os.getenv("dramatiq_prom_db") or os.path.join(
+        tempfile.gettempdir(), f"bgjobs-prometheus-{os.getppid()}"
+    )
+
+
+def _use_multiprocess_dir() -> str:
+    path = metrics_dir()
+    os.makedirs(path, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.environ["prometheus_multiproc_dir"] = path
+    # Dramatiq's middleware reads its module's DB_PATH when its hooks run.
+    dramatiq_prometheus.DB_PATH = path
+    return path
+
+
+def clear_dead_commands(parent: str | None = None) -> int:
+    """Remove the metric directories of worker commands that no longer run; returns how many."""
+    removed = 0
+    for path in Path(parent or tempfile.gettempdir()).glob("bgjobs-prometheus-*"):
+        match = _COMMAND_DIR.match(path.name)
+        if match and path.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def _alive(pid: int) -> bool:
@@ -83,10 +113,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clear_stale_files(directory: str = DB_PATH) -> int:
+def clear_stale_files(directory: str | None = None) -> int:
     """Remove metric files left by processes that no longer run; returns how many."""
     removed = 0
-    for path in Path(directory).glob("*.db"):
+    for path in Path(directory or metrics_dir()).glob("*.db"):
         match = _PID_FILE.search(path.name)
         if match and not _alive(int(match.group(1))):
             path.unlink(missing_ok=True)
@@ -128,9 +158,10 @@ class Metrics(dramatiq_prometheus.Prometheus):
         return [serve_metrics]
 
     def after_process_boot(self, broker: Any) -> None:
-        os.makedirs(DB_PATH, exist_ok=True)
-        clear_stale_files()
-        _use_multiprocess_dir()
+        path = _use_multiprocess_dir()
+        clear_stale_files(path)
+        if not os.getenv("dramatiq_prom_db"):
+            clear_dead_commands()
         super().after_process_boot(broker)  # type: ignore[no-untyped-call]
         import prometheus_client as prom
 
@@ -294,7 +325,7 @@ def scrape(port: int, *, host: str = "127.0.0.1", timeout: float = 15.0) -> str:
 
 
 def _registry() -> Any:
-    _use_multiprocess_dir()
+    path = _use_multiprocess_dir()
     import prometheus_client as prom
     from prometheus_client import multiprocess
 
@@ -303,7 +334,7 @@ def _registry() -> Any:
 
     settings = get_settings()
     registry = prom.CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=DB_PATH)  # type: ignore[no-untyped-call]
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
     if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
         import redis
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import redis
 
@@ -219,3 +220,37 @@ def test_an_undecodable_message_is_dead_lettered_and_the_batch_fetched_with_it_r
     # A requeue cannot revive it (no worker could run it), and says so by moving nothing
     assert requeue([letter]) == 0
     assert client.zcard("dramatiq:default.XQ") == 1
+
+
+def test_two_worker_commands_on_one_host_report_only_their_own_jobs(
+    worker_env: dict[str, str], workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    # Given two worker commands on this host with no metrics directory configured (TMPDIR is the
+    # test's own, so only directories it created are looked at)
+    env = {**worker_env, "TMPDIR": str(tmp_path)}
+    pools = []
+    for _ in range(2):
+        w = WorkerProcess(env, processes=1, threads=2)
+        del w.env["dramatiq_prom_db"]
+        workers.append(w)
+        pools.append(w.start())
+    # When 30 jobs are shared between them
+    for i in range(30):
+        worker_jobs.record.send({"key": f"k{i}"})
+    wait_for(lambda: worker_jobs.effect_count() == 30, timeout=60, what="30 effects")
+    by_pid: dict[int, int] = {}
+    for pid in worker_jobs.effects().values():
+        by_pid[pid] = by_pid.get(pid, 0) + 1
+
+    # Then each command's /metrics counts exactly the jobs its own process ran: together 30, not 60
+    def succeeded(w: WorkerProcess) -> float:
+        text = scrape(w.metrics_port)
+        return metric_or_0(text, "bgjobs_jobs_total", actor="record", outcome="succeeded")
+
+    wait_for(lambda: sum(succeeded(w) for w in pools) >= 30, timeout=20, interval=0.3, what="30 counted")
+    time.sleep(1.5)
+    ran = [float(n) for n in by_pid.values()] + [0.0] * (len(pools) - len(by_pid))
+    assert sorted(succeeded(w) for w in pools) == sorted(ran)
+    assert sum(succeeded(w) for w in pools) == 30
+    # And each command kept its files in a directory of its own
+    assert len(list(tmp_path.glob("bgjobs-prometheus-*"))) == 2
