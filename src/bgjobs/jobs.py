@@ -55,6 +55,8 @@ class JobContext:
     counts: dict[str, Any] = field(default_factory=dict)
     #: Arguments of the follow-up run asked for with :meth:`continue_later`.
     continuation: dict[str, str] | None = None
+    #: Called once the run's outcome and counts are recorded (see :meth:`after_finish`).
+    finishers: list[Callable[[], None]] = field(default_factory=list)
 
     def time_left(self) -> float:
         """Seconds left in the time budget (infinity without a budget)."""
@@ -64,6 +66,11 @@ class JobContext:
     def out_of_time(self) -> bool:
         """True once the budget is spent: stop at the next safe point and report what remains."""
         return self.time_left() <= 0
+
+    def after_finish(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` after the run's row is finished: for work that completes after the job returns
+        (a payout run's report, rewritten once its payouts settle) and must not be overwritten by it."""
+        self.finishers.append(fn)
 
     def continue_later(self, **args: str) -> None:
         """Record this run as ``stopped`` and run the job again with ``args`` once it has ended.
@@ -135,6 +142,8 @@ def _run_job(spec: Job, payload: JobRun) -> None:
         counts = {**ctx.counts, **(result or {})}
         stopped = ctx.out_of_time or ctx.continuation is not None
         runs.finish(run, "stopped" if stopped else "succeeded", counts=counts)
+        for finisher in ctx.finishers:
+            finisher()
     if ctx.continuation is not None:
         spec.typed.send(JobRun(trigger="continuation", args=ctx.continuation))
 

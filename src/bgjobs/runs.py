@@ -12,7 +12,7 @@ from sqlmodel import Field, SQLModel, col, select
 
 from . import db
 
-__all__ = ["Run", "finish", "recent", "start", "update_counts"]
+__all__ = ["Run", "finish", "recent", "start"]
 
 
 def _now() -> datetime:
@@ -64,15 +64,6 @@ def finish(
         stored.error = error
         s.add(stored)
     return stored
-
-
-def update_counts(run_id: str, counts: dict[str, Any], *, engine: Engine | None = None) -> None:
-    """Replace a finished run's counts: for runs whose work completes after the job returns."""
-    with db.session(engine) as s:
-        stored = s.get(Run, run_id)
-        if stored is not None:
-            stored.counts = json.dumps(counts, default=str, sort_keys=True)
-            s.add(stored)
 
 
 def recent(*, job: str | None = None, limit: int = 20, engine: Engine | None = None) -> list[Run]:

@@ -189,3 +189,33 @@ def test_an_earning_deferred_through_the_outbox_is_recorded_once(
     outbox.relay_once()
     jobs.drain()
     assert payouts.balances() == {("v1", "USD"): Money(amount=Decimal("80.00"), currency="USD")}
+
+
+def test_the_run_s_report_is_final_even_when_its_payouts_settle_before_the_run_is_recorded(
+    harness: Start, gateway: PaymentGatewayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bgjobs.payouts import service
+    from bgjobs.payouts.models import PayoutJob
+
+    jobs = start(harness, gateway)
+    earn("v1", "200.00", "b1", W23)
+    earn("v2", "300.00", "b2", W23)
+    planned = service.plan
+
+    def plan_then_pay_before_returning(period: Any, *, run_id: str) -> dict[str, Any]:
+        # The interleaving: the report is taken while both payouts are pending, then the pay jobs
+        # settle both (and write their report) before the weekly job records its run.
+        stale = planned(period, run_id=run_id)
+        assert stale["pending"] == 2
+        for p in all_payouts():  # the worker's other thread may be paying them too: either settles it
+            assert service.pay(PayoutJob(payout_id=p.id)) in ("paid", "duplicate")
+        assert {p.status for p in all_payouts()} == {"paid"}
+        return stale
+
+    monkeypatch.setattr(service, "plan", plan_then_pay_before_returning)
+    trigger("payouts.weekly", period="2025-W23")
+    jobs.drain()
+    (run,) = runs.recent(job="payouts.weekly")
+    assert run.outcome == "succeeded"
+    assert (run.figures["paid"], run.figures["pending"]) == (2, 0)
+    assert run.figures["total_paid"] == {"USD": "400.00"}

@@ -27,6 +27,7 @@ def _run(kind: str, ctx: JobContext) -> dict[str, Any]:
     from ..broker import current_settings
 
     period = period_for(kind, ctx.args.get("period"), timezone=current_settings().timezone)
+    ctx.after_finish(lambda: service.write_report(period.key))
     return service.plan(period, run_id=ctx.run_id)
 
 

@@ -19,6 +19,8 @@ paid retries with the same key, and the gateway answers with the first result.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
 import uuid
@@ -28,7 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, case, func, insert, literal, select, tuple_, update
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from .. import db, observability, runs, wiring
 from ..errors import PermanentError
@@ -63,7 +65,10 @@ def _range(prefix: str) -> tuple[str, str]:
 
 
 def plan(period: Period, *, run_id: str) -> dict[str, Any]:
-    """Plan ``period`` once, send its payouts' jobs, and return the run's report so far."""
+    """Plan ``period`` once, send its payouts' jobs, and return the run's report so far.
+
+    The caller writes the final report with :func:`write_report` once its run is recorded.
+    """
     first = plan_payouts(period, run_id=run_id)
     sent = resend_pending(period.key)
     return {**report(period.key), "planned_now": first, "jobs_sent": sent}
@@ -131,9 +136,9 @@ def resend_pending(run_key: str) -> int:
     return len(ids)
 
 
-def report(run_key: str) -> dict[str, Any]:
+def report(run_key: str, *, session: Session | None = None) -> dict[str, Any]:
     """A run's report: its period, the payouts paid, failed and pending, amounts, what carried forward."""
-    with db.session() as s:
+    with contextlib.nullcontext(session) if session is not None else db.session() as s:
         run = s.get(PayoutRun, run_key)
         if run is None:
             return {}
@@ -155,6 +160,28 @@ def report(run_key: str) -> dict[str, Any]:
             "vendors_paid": by_status["paid"], "total_paid": totals, "carried_forward": run.carried,
             "duration_s": round((_now() - started).total_seconds(), 3),
         }  # fmt: skip
+
+
+def write_report(run_key: str) -> None:
+    """Write the run's report to its ``bgjobs_runs`` row, computed while holding that row.
+
+    The weekly job finishes its run with the report it took while payouts were pending, and the
+    pay jobs may settle the last payout before that write: without an order, the older report
+    could land last and stay ("paid 0, pending 2" for good). Each writer locks the row (``FOR
+    UPDATE`` on PostgreSQL; on SQLite every write transaction holds the database), then computes,
+    so the last writer's report includes every payout settled before it.
+    """
+    with db.session() as s:
+        run_id = s.execute(
+            select(col(PayoutRun.run_id)).where(col(PayoutRun.key) == run_key)
+        ).scalar()
+        if run_id is None:
+            return
+        held = s.execute(select(runs.Run).where(col(runs.Run.id) == run_id).with_for_update()).scalar()
+        if held is None:
+            return
+        held.counts = json.dumps(report(run_key, session=s), default=str, sort_keys=True)
+        s.add(held)
 
 
 # Paying one vendor, in the worker.
@@ -193,9 +220,8 @@ def _finish_if_last(run_key: str) -> None:
         pending = conn.execute(
             select(literal(1)).where(col(Payout.run_key) == run_key, col(Payout.status) == "pending").limit(1)
         ).first()
-        run_id = conn.execute(select(col(PayoutRun.run_id)).where(col(PayoutRun.key) == run_key)).scalar()
-    if pending is None and run_id is not None:
-        runs.update_counts(run_id, report(run_key))
+    if pending is None:
+        write_report(run_key)
 
 
 def pay(job: PayoutJob) -> str:
