@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 from pydantic import SecretStr
 
-from bgjobs.errors import PermanentError
+from bgjobs.errors import PermanentError, TransientError
 from bgjobs.money import Money
 from bgjobs.ports import Balance, ChargeRequest, NoPaymentMethod, PaymentGateway, PaymentResult, PayoutRequest
 
@@ -37,9 +37,15 @@ class StripeStylePayments(PaymentGateway, HttpAdapter):
         )  # fmt: skip
 
     def _post(self, path: str, form: dict[str, str], key: str) -> PaymentResult:
-        response = call(
-            self.client, "POST", path, data=form, headers={"Idempotency-Key": key}, safe_to_resend=True
-        )
+        try:
+            response = call(
+                self.client, "POST", path, data=form, headers={"Idempotency-Key": key}, safe_to_resend=True
+            )
+        except VendorError as exc:
+            if exc.status == 409 and "idempotency_key_in_use" in exc.body:
+                # Another request with this key is still being processed: its outcome decides.
+                raise TransientError(f"request {key} is still in flight at the gateway") from exc
+            raise
         body = response.json()
         status = "pending" if body.get("status") in ("pending", "processing") else "succeeded"
         amount = Money.from_minor(int(body["amount"]), body["currency"].upper())

@@ -254,8 +254,9 @@ class PaymentGatewayServer:
     """A payment provider's JSON API that stores idempotency keys as a real provider does.
 
     ``POST /payouts`` and ``POST /charges`` with an ``Idempotency-Key``: a key seen before gets the
-    first answer again and moves no money. ``script`` holds answers to give first (``500``,
-    ``"sleep:<s>"``); ``no_method`` customers are refused with 402.
+    first answer again and moves no money; a key whose first request is still being answered gets
+    409 ``idempotency_key_in_use``, as Stripe answers (counted in ``conflicts``). ``script`` holds
+    answers to give first (``500``, ``"sleep:<s>"``); ``no_method`` customers are refused with 402.
     """
 
     payouts: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -265,6 +266,8 @@ class PaymentGatewayServer:
     script: list[Any] = field(default_factory=list)
     requests: int = 0
     replays: int = 0
+    conflicts: int = 0
+    in_flight: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
 
@@ -280,6 +283,19 @@ class PaymentGatewayServer:
     def handle(self, method: str, path: str, key: str | None, body: dict[str, Any]) -> tuple[int, Any]:
         with self.lock:
             self.requests += 1
+            if key and key in self.in_flight:
+                self.conflicts += 1
+                return 409, {"error": {"code": "idempotency_key_in_use"}}
+            if key:
+                self.in_flight.add(key)
+        try:
+            return self._answer(method, path, key, body)
+        finally:
+            with self.lock:
+                self.in_flight.discard(key or "")
+
+    def _answer(self, method: str, path: str, key: str | None, body: dict[str, Any]) -> tuple[int, Any]:
+        with self.lock:
             step = self.script.pop(0) if self.script else None
         if isinstance(step, str) and step.startswith("sleep:"):
             time.sleep(float(step.split(":", 1)[1]))

@@ -84,6 +84,10 @@ class JsonVendor:
         excerpt = response.text[:EXCERPT]
         if status in _RETRYABLE or status >= 500:
             raise TransientError(f"vendor answered {status}: {excerpt}")
+        if status == 409 and key:
+            # A conflict on a keyed request: another request with the same key is still in flight
+            # (Stripe's idempotency_key_in_use). Its outcome is not known yet: ask again later.
+            raise TransientError(f"vendor answered 409 (a request with key {key} is in flight): {excerpt}")
         raise VendorRefused(status, f"vendor refused the request with {status}: {excerpt}")
 
     def post(self, body: dict[str, Any], *, key: str | None) -> DeliveryReceipt:

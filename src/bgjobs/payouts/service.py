@@ -186,6 +186,10 @@ def write_report(run_key: str) -> None:
 
 # Paying one vendor, in the worker.
 
+#: A job that found its payout being paid looks again this much later (the holder renews its
+#: lease while it waits for the gateway, so the lease's expiry says nothing about when it ends).
+LEASE_RECHECK_MS = 1_000
+
 _lock = threading.Lock()
 _vendor_contact: Callable[..., Any] | None = None
 
@@ -225,17 +229,43 @@ def _finish_if_last(run_key: str) -> None:
 
 
 def pay(job: PayoutJob) -> str:
-    """Pay one pending payout; returns ``paid``, ``failed`` or ``duplicate`` (already settled).
+    """Pay one pending payout; returns ``paid``, ``failed``, ``duplicate`` (already settled) or
+    ``busy`` (another worker is paying it; this job looks again later).
+
+    At most one gateway call per payout is in flight: the call is made under a lease (see
+    :mod:`bgjobs.leases`) that its worker renews while it waits, so a requeued job and a
+    re-sent one never call the gateway at the same moment with the same key, which a
+    gateway such as Stripe answers with 409 ``idempotency_key_in_use``.
 
     Raises:
         TransientError: from the gateway; the job is retried with the same idempotency key and
             the payout stays pending (never unlinked while the gateway might have paid).
     """
+    from ..broker import current_settings, get_broker
+    from ..leases import Lease
+    from .actors import pay_vendor
+
     with db.session() as s:
         payout = s.get(Payout, job.payout_id)
     if payout is None or payout.status != "pending":
         _count("duplicate")
         return "duplicate"
+    ttl_ms = current_settings().worker.heartbeat_timeout_ms
+    lease = Lease(get_broker(), f"bgjobs-payout:{payout.id}", ttl_ms=ttl_ms)
+    if not lease.acquire():
+        pay_vendor.send(job, delay=LEASE_RECHECK_MS)
+        _count("busy")
+        return "busy"
+    with lease.kept():
+        with db.session() as s:  # the previous holder may have settled it before we took the lease
+            payout = s.get(Payout, job.payout_id)
+        if payout is None or payout.status != "pending":
+            _count("duplicate")
+            return "duplicate"
+        return _call_gateway(payout)
+
+
+def _call_gateway(payout: Payout) -> str:
     request = PayoutRequest(
         payee_id=payout.vendor_id, amount=payout.amount, idempotency_key=payout.id,
         description=f"payout {payout.run_key}",
