@@ -257,6 +257,9 @@ def test_a_key_in_use_answer_is_transient(gateway: PaymentGatewayServer) -> None
     gateway.in_flight.add("payout:x")  # another request with this key is being answered
     amount = Money(amount=Decimal("10.00"), currency="USD")
     request = PayoutRequest(payee_id="v1", amount=amount, idempotency_key="payout:x")
-    with pytest.raises(TransientError, match="409"):
-        adapter.payout(request=request)
+    try:
+        with pytest.raises(TransientError, match="409"):
+            adapter.payout(request=request)
+    finally:
+        adapter.close()
     assert gateway.conflicts == 1
