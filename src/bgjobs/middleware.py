@@ -33,11 +33,11 @@ class Maintenance(Middleware):
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         if not isinstance(broker, BgjobsRedisBroker):
             return
-        broker.register_queues()
-        broker.announce(worker)
         self._stop.clear()
+        # Everything that talks to Redis runs in the thread, which keeps trying: a worker that
+        # boots while Redis is down starts its maintenance (and describes itself) once it answers.
         self._thread = threading.Thread(
-            target=self._loop, args=(broker,), name="bgjobs-maintenance", daemon=True
+            target=self._loop, args=(broker, worker), name="bgjobs-maintenance", daemon=True
         )
         self._thread.start()
 
@@ -51,10 +51,15 @@ class Maintenance(Middleware):
             except Exception:  # Redis gone at shutdown: the next maintenance pass forgets this worker
                 logger.warning("could not unregister this worker from Redis", exc_info=True)
 
-    def _loop(self, broker: BgjobsRedisBroker) -> None:
+    def _loop(self, broker: BgjobsRedisBroker, worker: Any) -> None:
         interval = broker.worker_settings.maintenance_interval_ms / 1000
+        described = False
         while not self._stop.is_set():
             try:
+                if not described:  # again after any failure: a restarted Redis has forgotten us
+                    broker.register_queues()
+                    broker.announce(worker)
+                    described = True
                 report = broker.run_maintenance()
                 if report.recovered or report.dead_lettered:
                     logger.warning(
@@ -62,8 +67,10 @@ class Maintenance(Middleware):
                         report.recovered,
                         report.dead_lettered,
                     )
-            except Exception:
-                logger.exception("maintenance pass failed; retrying in %.1fs", interval)
+            except Exception as exc:
+                described = False
+                logger.error("maintenance pass failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc,
+                             interval)  # fmt: skip
             self._stop.wait(interval)
 
 

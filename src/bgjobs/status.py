@@ -145,4 +145,7 @@ def status(*, health: HealthSettings | None = None, broker: dramatiq.Broker | No
                             f"(more than {limits.max_age_s}s)")  # fmt: skip
     if len(workers) < limits.min_workers:
         problems.append(f"{len(workers)} live worker process(es) (fewer than {limits.min_workers})")
+    for w in workers:
+        if not w.queues:  # it heartbeats (fetches), but its maintenance has not run: nothing recovers
+            problems.append(f"worker {w.id} has not described itself: its maintenance is not running")
     return Status(queues=queue_list, workers=workers, scheduler=scheduler, problems=problems)

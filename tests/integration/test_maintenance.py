@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import dramatiq
+import pytest
 import redis
 
 from bgjobs.redis_broker import BgjobsRedisBroker
 from bgjobs.settings import WorkerSettings
+from tests.support.workers import WorkerProcess, wait_for
 
 SETTINGS = WorkerSettings(heartbeat_timeout_ms=1_000, max_deliveries=2, dead_message_ttl_ms=60_000)
 
@@ -85,3 +88,49 @@ def test_old_dead_letters_expire_with_their_reasons(redis_url: str) -> None:
     broker.run_maintenance()
     assert client.zrange("dramatiq:q.XQ", 0, -1) == [b"new"]
     assert client.hkeys("dramatiq:q.XQ.reasons") == [b"new"]
+
+
+def test_a_worker_that_boots_while_redis_is_down_starts_maintenance_once_it_answers(
+    worker_env: dict[str, str], workers: list[WorkerProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bgjobs import broker as bgjobs_broker
+    from bgjobs import settings as bgjobs_settings
+    from bgjobs.embedded import RedisServer, free_port
+    from bgjobs.redis_broker import WORKERS_KEY
+    from bgjobs.status import status
+
+    # Given a worker started while nothing answers on its Redis port
+    server = RedisServer(port=free_port())
+    env = {**worker_env, "BGJOBS_BROKER_URL": server.url}
+    monkeypatch.setenv("BGJOBS_BROKER_URL", server.url)
+    bgjobs_settings.get_settings.cache_clear()
+    bgjobs_broker.forget()
+    w = WorkerProcess(env, processes=1)
+    workers.append(w)
+    w.start(wait=False)
+    time.sleep(3)
+    assert w.proc is not None and w.proc.poll() is None
+    # When Redis comes up
+    with server:
+        client = redis.Redis.from_url(server.url)
+        # Then the worker describes itself and heartbeats from its maintenance thread
+        wait_for(lambda: client.hlen(f"dramatiq:{WORKERS_KEY}") == 1, timeout=30, what="its description")
+        (info,) = client.hvals(f"dramatiq:{WORKERS_KEY}")
+        assert "default" in json.loads(info)["queues"]
+        wait_for(lambda: status().healthy, timeout=10, what="a healthy status")
+        (live,) = status().workers
+        assert "default" in live.queues
+        client.close()
+
+
+def test_status_calls_a_worker_that_never_described_itself_unhealthy(redis_url: str) -> None:
+    from bgjobs.status import status
+
+    # Given a process that heartbeats (it fetches) but whose maintenance never ran
+    broker = _broker(redis_url)
+    broker.do_fetch("q", 1)
+    # Then status names it as a problem
+    found = status(broker=broker)
+    assert not found.healthy
+    problem = f"worker {broker.broker_id} has not described itself: its maintenance is not running"
+    assert problem in found.problems
