@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -140,3 +141,40 @@ def test_the_seeds_retry_policy_is_expressible_in_settings(monkeypatch: pytest.M
     # and the default is eight attempts: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h
     monkeypatch.delenv("BGJOBS_WEBHOOKS__RETRY_SCHEDULE_S")
     assert load_settings().webhooks.retry_schedule_s == [5, 300, 1800, 7200, 18000, 36000, 36000]
+
+
+def _teredo(server: str, client: str) -> str:
+    """A Teredo address: 2001:0::/32, the server's IPv4, then the client's IPv4 inverted."""
+    s, c = int(ipaddress.IPv4Address(server)), int(ipaddress.IPv4Address(client)) ^ 0xFFFFFFFF
+    return str(ipaddress.IPv6Address((0x20010000 << 96) | (s << 64) | c))
+
+
+@pytest.mark.parametrize(
+    ("form", "address", "embedded"),
+    [
+        ("IPv4-mapped", "::ffff:7f00:1", "loopback"),
+        ("IPv4-translated", "::ffff:0:7f00:1", "loopback"),
+        ("IPv4-translated", "::ffff:0:a9fe:a9fe", "link-local"),
+        ("NAT64 well-known", "64:ff9b::7f00:1", "loopback"),
+        ("NAT64 well-known", "64:ff9b::a00:1", "private"),
+        ("NAT64 local-use", "64:ff9b:1::7f00:1", None),
+        ("NAT64 local-use", "64:ff9b:1:ffff::5db8:d70e", None),
+        ("IPv4-compatible", "::7f00:1", "loopback"),
+        ("6to4", "2002:7f00:1::1", "loopback"),
+        ("6to4", "2002:a9fe:a9fe::", "link-local"),
+        ("Teredo client", _teredo("93.184.215.14", "127.0.0.1"), "loopback"),
+        ("Teredo server", _teredo("10.0.0.1", "93.184.215.14"), "private"),
+    ],
+)  # fmt: skip
+def test_every_ipv6_form_that_embeds_a_blocked_ipv4_address_is_refused(
+    form: str, address: str, embedded: str | None
+) -> None:
+    # local-use NAT64 embeds at a prefix length only its operator knows: the whole range is refused
+    reason = rf"is a {embedded} \(as " if embedded else "is a local-use NAT64 address"
+    with pytest.raises(BlockedAddress, match=reason):
+        check_url(f"https://[{address}]/hook", require_https=True, allow=[])
+
+
+@pytest.mark.parametrize("address", ["::ffff:5db8:d70e", "64:ff9b::5db8:d70e", "2002:5db8:d70e::1"])
+def test_an_ipv6_form_of_a_public_ipv4_address_passes(address: str) -> None:
+    assert check_url(f"https://[{address}]/hook", require_https=True, allow=[]).address == address

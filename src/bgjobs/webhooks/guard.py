@@ -43,6 +43,8 @@ BLOCKED_NETWORKS: tuple[tuple[Network, str], ...] = tuple(
         ("::/128", "unspecified"),
         ("::1/128", "loopback"),
         ("2001:db8::/32", "documentation"),
+        # RFC 8215: NAT64 inside one operator's network, whatever prefix length it embeds with.
+        ("64:ff9b:1::/48", "local-use NAT64"),
         ("fc00::/7", "unique local (private)"),
         ("fe80::/10", "link-local"),
         ("ff00::/8", "multicast"),
@@ -50,6 +52,7 @@ BLOCKED_NETWORKS: tuple[tuple[Network, str], ...] = tuple(
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _COMPATIBLE = ipaddress.ip_network("::/96")
+_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 
 
 class BlockedAddress(PermanentError):
@@ -79,25 +82,29 @@ class Target:
         return name if self.port == default else f"{name}:{self.port}"
 
 
-def _embedded_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries (mapped ``::ffff:a.b.c.d``, NAT64, compatible, 6to4)."""
+def _embedded_v4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 one carries: IPv4-mapped ``::ffff:a.b.c.d``, IPv4-translated
+    ``::ffff:0:a.b.c.d``, NAT64 ``64:ff9b::a.b.c.d``, IPv4-compatible, 6to4, and Teredo (its server
+    and its client); a packet to any of them may end up at that IPv4 address."""
     if not isinstance(ip, ipaddress.IPv6Address):
-        return None
+        return []
     if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+        return [ip.ipv4_mapped]
     if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return list(ip.teredo)
+    if ip in _NAT64 or ip in _TRANSLATED or (ip in _COMPATIBLE and int(ip) > 1):
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    return []
 
 
 def blocked_range(ip: IPAddress) -> str | None:
     """The name of the blocked range ``ip`` falls in, or None for a public address."""
-    inner = _embedded_v4(ip)
-    if inner is not None:
+    for inner in _embedded_v4(ip):
         found = blocked_range(inner)
-        return f"{found} (as {ip})" if found else None
+        if found:
+            return f"{found} (as {ip})"
     for network, name in BLOCKED_NETWORKS:
         if ip.version == network.version and ip in network:
             return name
