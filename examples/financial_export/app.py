@@ -91,5 +91,5 @@ def financial(*, period: str | None, filters: Mapping[str, Any]) -> Any:
 
 register_dataset(
     "financial", financial, columns=("kind", "id", "customer", "amount", "currency", "at"),
-    description="invoices, transactions and credit notes (negative) of a month",
+    description="invoices, transactions and credit notes (negative) of a month", period=_month,
 )  # fmt: skip

@@ -69,5 +69,18 @@ class InvalidPayload(PermanentError):
         return cls(f"invalid payload for {what}: " + "; ".join(parts))
 
 
+def check_size(what: str, size: int, limit: int) -> None:
+    """Refuse a message of ``size`` bytes above ``limit`` (``BGJOBS_WORKER__MAX_MESSAGE_BYTES``).
+
+    Raises:
+        InvalidPayload: the message is too large; nothing is sent.
+    """
+    if size > limit:
+        raise InvalidPayload(
+            f"{what}: the message is {size} bytes, more than {limit} (BGJOBS_WORKER__MAX_MESSAGE_BYTES); "
+            "send an id and let the job read the rest"
+        )
+
+
 #: Errors that dead-letter a message at once (Dramatiq's ``throws`` option).
 PERMANENT: tuple[type[BaseException], ...] = (PermanentError, ConfigurationError)

@@ -98,8 +98,15 @@ class Job:
     queue: str
     time_budget: float | None
     typed: TypedActor[JobRun, None]
+    #: Checks a trigger's arguments before it is sent (raises InvalidPayload naming the argument).
+    check: Callable[[dict[str, str]], object] | None = None
 
     def send(self, *, trigger: str = "manual", **args: str) -> dramatiq.Message[Any]:
+        """Raises:
+        InvalidPayload: an argument the job cannot read (``period=2025-13``); nothing is sent.
+        """
+        if self.check is not None:
+            self.check(dict(args))
         return self.typed.send(JobRun(trigger=trigger, args=args))
 
 
@@ -150,7 +157,7 @@ def _run_job(spec: Job, payload: JobRun) -> None:
 
 def job(
     name: str, *, schedule: str | None = None, queue: str = "default", time_budget: float | None = None,
-    **options: Any,
+    check: Callable[[dict[str, str]], object] | None = None, **options: Any,
 ) -> Callable[[JobFunction], Job]:  # fmt: skip
     """Declare a batch job.
 
@@ -161,6 +168,8 @@ def job(
             settings override it, an empty setting disables it, None means manual only.
         queue: the queue its messages go to.
         time_budget: seconds the function may use; it reads ``ctx.time_left()``.
+        check: called with a trigger's arguments before it is sent; raises ``InvalidPayload`` for
+            one the job cannot read, so a bad ``bgjobs trigger`` fails at once, not in the worker.
         **options: Dramatiq actor options (``max_retries`` ...), winning over settings.
     """
 
@@ -172,7 +181,8 @@ def job(
 
         run.__module__ = fn.__module__
         typed = actor(name=name, queue=queue, **options)(run)
-        spec = Job(name=name, fn=fn, schedule=schedule, queue=queue, time_budget=time_budget, typed=typed)
+        spec = Job(name=name, fn=fn, schedule=schedule, queue=queue, time_budget=time_budget, typed=typed,
+                   check=check)  # fmt: skip
         with _lock:
             _jobs[name] = spec
         return spec

@@ -11,7 +11,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
-__all__ = ["CURRENCY_EXPONENTS", "Money", "exponent"]
+__all__ = ["CURRENCY_EXPONENTS", "MAX_MINOR_UNITS", "Money", "exponent"]
+
+#: The largest amount, in minor units, bgjobs accepts (10 trillion dollars): far inside the
+#: BIGINT columns that store amounts, with room for the sums a payout run adds up.
+MAX_MINOR_UNITS = 10**15
 
 #: ISO 4217 minor-unit exponents. Currencies not listed here are refused, not guessed.
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -103,6 +107,9 @@ class Money(BaseModel):
             raise ValueError(
                 f"{self.amount} has {places} decimals; {self.currency} allows {exponent(self.currency)}"
             )
+        if abs(self.minor_units) > MAX_MINOR_UNITS:
+            largest = Decimal(MAX_MINOR_UNITS).scaleb(-exponent(self.currency))
+            raise ValueError(f"{self.amount} {self.currency} is too large (at most {largest:f})")
         return self
 
     @property

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, event
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from . import db, events
-from .errors import ConfigurationError
+from .errors import ConfigurationError, check_size
 from .jobs import JobContext, job
 from .redis_broker import WAKE_CAP
 from .settings import OutboxSettings
@@ -72,6 +72,9 @@ def defer(
         checked = events.validate(target, payload)
         data = checked.model_dump(mode="json") if isinstance(checked, BaseModel) else dict(checked)
         row = OutboxRow(kind="event", target=target, payload=json.dumps(data))
+    from .broker import current_settings
+
+    check_size(row.target, len(row.payload.encode()), current_settings().worker.max_message_bytes)
     session.add(row)
     if not session.info.get(_WAKE_HOOKED):
         session.info[_WAKE_HOOKED] = True

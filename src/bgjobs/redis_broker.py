@@ -31,6 +31,7 @@ from dramatiq.common import current_millis, dq_name
 from dramatiq.message import Message
 
 from .consumer import WakingConsumer
+from .errors import check_size
 from .settings import WorkerSettings
 
 __all__ = [
@@ -93,6 +94,9 @@ class MaintenanceReport(tuple[int, int, int]):
 
 
 class BgjobsRedisBroker(RedisBroker):
+    #: It refuses messages above ``max_message_bytes`` itself, on the bytes it encodes anyway.
+    checks_message_size = True
+
     def __init__(self, *, url: str, worker: WorkerSettings, middleware: list[Any] | None = None) -> None:
         super().__init__(  # type: ignore[no-untyped-call]
             url=url,
@@ -121,10 +125,19 @@ class BgjobsRedisBroker(RedisBroker):
         self.emit_before("enqueue", message, delay)
         return message
 
+    def _encode(self, message: Message[Any]) -> bytes:
+        data = message.encode()
+        check_size(message.actor_name, len(data), self.worker_settings.max_message_bytes)
+        return data
+
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
-        """Enqueue one message and wake an idle consumer of its queue."""
+        """Enqueue one message and wake an idle consumer of its queue.
+
+        Raises:
+            InvalidPayload: the message is larger than ``BGJOBS_WORKER__MAX_MESSAGE_BYTES``.
+        """
         message = self._prepare(message, delay)
-        args = [message.queue_name, WAKE_CAP, 0, message.options["redis_message_id"], message.encode()]
+        args = [message.queue_name, WAKE_CAP, 0, message.options["redis_message_id"], self._encode(message)]
         self._enqueue(keys=[self.namespace], args=args)
         self.emit_after("enqueue", message, delay)
         return message
@@ -136,7 +149,8 @@ class BgjobsRedisBroker(RedisBroker):
         mid-way leaves no claimed-but-unsent work. Returns None when the key was already set.
         """
         message = self._prepare(message, None)
-        args = [message.queue_name, WAKE_CAP, ttl_s, message.options["redis_message_id"], message.encode()]
+        data = self._encode(message)
+        args = [message.queue_name, WAKE_CAP, ttl_s, message.options["redis_message_id"], data]
         if not self._enqueue(keys=[self.namespace, key], args=args):
             return None
         self.emit_after("enqueue", message, None)
@@ -151,15 +165,16 @@ class BgjobsRedisBroker(RedisBroker):
         ``after_enqueue`` for each once all are written, as if they were sent one by one.
         """
         prepared = [self._prepare(m, delay) for m in messages]
-        by_queue: dict[str, list[Message[Any]]] = {}
-        for message in prepared:
-            by_queue.setdefault(message.queue_name, []).append(message)
+        encoded = [self._encode(m) for m in prepared]  # all checked before anything is written
+        by_queue: dict[str, list[tuple[Message[Any], bytes]]] = {}
+        for message, data in zip(prepared, encoded, strict=True):
+            by_queue.setdefault(message.queue_name, []).append((message, data))
         pipe = self.client.pipeline(transaction=False)
         for queue, group in by_queue.items():
             for start in range(0, len(group), BATCH):
                 args: list[str | int | bytes] = [queue, WAKE_CAP, 0]
-                for message in group[start : start + BATCH]:
-                    args += [message.options["redis_message_id"], message.encode()]
+                for message, data in group[start : start + BATCH]:
+                    args += [message.options["redis_message_id"], data]
                 self._enqueue(keys=[self.namespace], args=args, client=pipe)
         pipe.execute()
         for message in prepared:

@@ -63,6 +63,8 @@ class WorkerSettings(_Section):
     dead_message_ttl_ms: int = Field(default=7 * 86_400_000, ge=60_000)
     #: Redis key prefix (Dramatiq's namespace).
     namespace: str = "dramatiq"
+    #: A message (its encoded payload and options) larger than this is refused when it is sent.
+    max_message_bytes: int = Field(default=1_048_576, ge=1_024)
 
 
 class ActorSettings(_Section):

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar, get_type_hints
 import dramatiq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import PERMANENT, ConfigurationError, InvalidPayload
+from .errors import PERMANENT, ConfigurationError, InvalidPayload, check_size
 
 __all__ = ["Payload", "TypedActor", "actor", "delivery_key", "final_attempt", "registered", "send_messages"]
 
@@ -121,12 +121,15 @@ class TypedActor(Generic[M, R]):
         """Validate the payload and enqueue it.
 
         Raises:
-            InvalidPayload: the payload does not validate; nothing is enqueued.
+            InvalidPayload: the payload does not validate, or the message is larger than
+                ``BGJOBS_WORKER__MAX_MESSAGE_BYTES``; nothing is enqueued.
         """
         message = self.message(payload, **options)
         if isinstance(delay, timedelta):
             delay = int(delay.total_seconds() * 1000)
-        return self.actor.broker.enqueue(message, delay=delay)
+        broker = self.actor.broker
+        _check_sizes(broker, [message])
+        return broker.enqueue(message, delay=delay)
 
     def send_many(
         self, payloads: Iterable[M | Mapping[str, Any]], **options: Any
@@ -181,11 +184,30 @@ def final_attempt() -> bool:
 def send_messages(
     broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]]
 ) -> list[dramatiq.Message[Any]]:
-    """Enqueue prepared messages (of any actors) in one round trip where the broker can."""
+    """Enqueue prepared messages (of any actors) in one round trip where the broker can.
+
+    Raises:
+        InvalidPayload: a message is larger than ``BGJOBS_WORKER__MAX_MESSAGE_BYTES``; none is sent.
+    """
+    _check_sizes(broker, messages)
     enqueue_many = getattr(broker, "enqueue_many", None)
     if enqueue_many is not None:
         return enqueue_many(messages)  # type: ignore[no-any-return]
     return [broker.enqueue(m) for m in messages]
+
+
+def _check_sizes(broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]]) -> None:
+    """Refuse oversized messages on brokers that do not (bgjobs's Redis broker checks as it encodes).
+
+    Not Dramatiq middleware: ``before_enqueue`` errors are logged and swallowed, never raised.
+    """
+    if getattr(broker, "checks_message_size", False):
+        return
+    from .broker import settings_for
+
+    limit = settings_for(broker).worker.max_message_bytes
+    for message in messages:
+        check_size(message.actor_name, len(message.encode()), limit)
 
 
 def _payload_type(fn: Callable[..., Any]) -> type[BaseModel]:

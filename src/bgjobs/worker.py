@@ -47,6 +47,9 @@ def _boot(settings: Settings) -> dramatiq.Broker:
     for name in PORTS:
         if getattr(settings, name):
             resolve(name, settings=settings)
+    from .cleanup.policies import policies
+
+    policies(settings)  # BGJOBS_CLEANUP__POLICIES: a bad age stops the worker here, not at 02:00
     return broker
 
 

@@ -134,3 +134,22 @@ def test_status_calls_a_worker_that_never_described_itself_unhealthy(redis_url: 
     assert not found.healthy
     problem = f"worker {broker.broker_id} has not described itself: its maintenance is not running"
     assert problem in found.problems
+
+
+def test_the_redis_broker_refuses_a_message_above_the_size_limit_and_writes_nothing(redis_url: str) -> None:
+    from bgjobs.errors import InvalidPayload
+
+    client = redis.Redis.from_url(redis_url)
+    broker = BgjobsRedisBroker(url=redis_url, worker=WorkerSettings(max_message_bytes=2048))
+    broker.declare_queue("q")
+
+    def message(size: int) -> dramatiq.Message[object]:
+        return dramatiq.Message(queue_name="q", actor_name="a", args=("x" * size,), kwargs={}, options={})
+
+    with pytest.raises(InvalidPayload, match=r"a: the message is \d+ bytes, more than 2048"):
+        broker.enqueue(message(10_000))
+    with pytest.raises(InvalidPayload, match="more than 2048"):
+        broker.enqueue_many([message(10), message(10_000), message(10)])
+    assert (client.llen("dramatiq:q"), client.hlen("dramatiq:q.msgs")) == (0, 0)
+    broker.enqueue(message(1_000))
+    assert client.llen("dramatiq:q") == 1

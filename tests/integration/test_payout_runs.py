@@ -167,10 +167,13 @@ def test_the_cli_triggers_a_given_period(
     assert cli.main(["trigger", "payouts.weekly", "--period", "2025-W23"]) == 0
     jobs.drain()
     assert paid_amounts(gateway) == {"v1:USD": ("80.00", "USD")}
-    assert cli.main(["trigger", "payouts.weekly", "--period", "June"]) == 0
+    capsys.readouterr()
+    # A period the job cannot read is refused by the command itself: one line, exit 2, nothing sent
+    assert cli.main(["trigger", "payouts.weekly", "--period", "June"]) == 2
+    err = capsys.readouterr().err
+    assert "period: 'June' is not an ISO week" in err and len(err.strip().splitlines()) == 1
     jobs.drain()
-    failed = runs.recent(job="payouts.weekly")[0]
-    assert failed.outcome == "failed" and "period: 'June' is not an ISO week" in (failed.error or "")
+    assert len(runs.recent(job="payouts.weekly")) == 1
     assert json.loads(first_run_counts()).get("paid") == 1
 
 

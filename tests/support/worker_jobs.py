@@ -67,7 +67,7 @@ def refused(payload: Work) -> None:
 
 
 @bgjobs.actor(queue="default")
-def flaky(payload: Work) -> None:
+def flaky_once(payload: Work) -> None:
     """Fails its first attempt (a retry), succeeds on the second."""
     if _redis().incr(f"test:flaky:{payload.key}") == 1:
         raise bgjobs.TransientError(f"first attempt of {payload.key}")

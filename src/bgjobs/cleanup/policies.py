@@ -42,7 +42,12 @@ def parse_age(value: str | timedelta | None, *, name: str) -> timedelta:
             f"cleanup policy {name}: older_than={value!r}; give an age like 365d, 12h or 4w"
         )
     n, unit = int(match.group(1)), match.group(2)
-    return {"d": timedelta(days=n), "h": timedelta(hours=n), "w": timedelta(weeks=n)}[unit]
+    try:
+        return {"d": timedelta(days=n), "h": timedelta(hours=n), "w": timedelta(weeks=n)}[unit]
+    except OverflowError:
+        raise ConfigurationError(
+            f"cleanup policy {name}: older_than={value!r} is too long; give an age like 365d, 12h or 4w"
+        ) from None
 
 
 @dataclass(frozen=True)

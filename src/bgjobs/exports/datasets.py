@@ -28,6 +28,8 @@ class Dataset:
     #: Filters a request may pass; anything else is refused at ``request``.
     filters: tuple[str, ...] = ()
     description: str = ""
+    #: Checks a request's period (raises InvalidPayload for one the dataset cannot read).
+    period: Callable[[str | None], object] | None = None
 
 
 _lock = threading.Lock()
@@ -35,12 +37,18 @@ _datasets: dict[str, Dataset] = {}
 
 
 def register_dataset(
-    name: str, source: Source, *, columns: Sequence[str], filters: Sequence[str] = (), description: str = ""
-) -> Dataset:
-    """Make ``name`` exportable. Registering the same name again replaces it."""
+    name: str, source: Source, *, columns: Sequence[str], filters: Sequence[str] = (), description: str = "",
+    period: Callable[[str | None], object] | None = None,
+) -> Dataset:  # fmt: skip
+    """Make ``name`` exportable. Registering the same name again replaces it.
+
+    Args:
+        period: parses a request's period and raises ``InvalidPayload`` for a bad one; called at
+            ``request``, so ``period="2025-13"`` is refused there and never reaches a worker.
+    """
     if not columns:
         raise InvalidPayload(f"dataset {name}: columns: at least one column")
-    dataset = Dataset(name, source, tuple(columns), tuple(filters), description)
+    dataset = Dataset(name, source, tuple(columns), tuple(filters), description, period)
     with _lock:
         _datasets[name] = dataset
     return dataset

@@ -88,6 +88,8 @@ def request(
         InvalidPayload: unknown dataset or format, an undeclared filter, a bad recipient.
     """
     ds = get_dataset(dataset)
+    if ds.period is not None:
+        ds.period(period)
     if fmt not in FORMATS:
         raise InvalidPayload(f"fmt: {fmt!r}; formats are {', '.join(FORMATS)}")
     unknown = sorted(set(filters or {}) - set(ds.filters))

@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from pydantic import model_validator
+
 from ..jobs import JobContext, job
 from ..typed import Payload, actor
 from . import ledger, service
@@ -31,13 +33,20 @@ def _run(kind: str, ctx: JobContext) -> dict[str, Any]:
     return service.plan(period, run_id=ctx.run_id)
 
 
-@job("payouts.weekly", schedule="0 8 * * mon", queue=QUEUE)
+def _period(kind: str) -> Any:
+    def check(args: dict[str, str]) -> object:
+        return period_for(kind, args.get("period"), timezone="UTC")
+
+    return check
+
+
+@job("payouts.weekly", schedule="0 8 * * mon", queue=QUEUE, check=_period("weekly"))
 def weekly(ctx: JobContext) -> dict[str, Any]:
     """Pay every vendor's balance up to the end of last week (Monday to Sunday); ``period=2025-W23``."""
     return _run("weekly", ctx)
 
 
-@job("payouts.monthly", schedule="0 0 1 * *", queue=QUEUE)
+@job("payouts.monthly", schedule="0 0 1 * *", queue=QUEUE, check=_period("monthly"))
 def monthly(ctx: JobContext) -> dict[str, Any]:
     """Pay every vendor's balance up to the end of last month; ``period=2025-06``."""
     return _run("monthly", ctx)
@@ -59,20 +68,18 @@ def balance_check(ctx: JobContext) -> dict[str, int]:
     return check_balances()
 
 
-@job("payouts.settlement", schedule="0 8 * * *", queue=QUEUE)
+def _day(args: dict[str, str]) -> object:
+    from .settlement import parse_day
+
+    return parse_day(args.get("day"), field="day")
+
+
+@job("payouts.settlement", schedule="0 8 * * *", queue=QUEUE, check=_day)
 def settlement(ctx: JobContext) -> dict[str, Any]:
     """Yesterday's settlement report as a CSV export; ``day=2025-06-01`` for another day."""
-    from datetime import date
+    from .settlement import parse_day, settlement_report
 
-    from ..errors import InvalidPayload
-    from .settlement import settlement_report
-
-    label = ctx.args.get("day")
-    try:
-        day = date.fromisoformat(label) if label else None
-    except ValueError:
-        raise InvalidPayload(f"day: {label!r} is not a date like 2025-06-01") from None
-    return {"export_id": settlement_report(day)}
+    return {"export_id": settlement_report(parse_day(ctx.args.get("day"), field="day"))}
 
 
 class LedgerWrite(Payload):
@@ -86,6 +93,13 @@ class LedgerWrite(Payload):
     occurred_at: datetime
     description: str | None = None
     split_commission: bool = False
+
+    @model_validator(mode="after")
+    def _valid_entry(self) -> LedgerWrite:
+        # The same checks as record_earning/record_adjustment, at send: never first in the worker.
+        ledger.check_entry(self.kind, self.amount, self.currency, source_id=self.source_id,
+                           occurred_at=self.occurred_at)  # fmt: skip
+        return self
 
 
 @actor(name="payouts.record", queue=QUEUE)

@@ -104,9 +104,31 @@ def _values(
             "occurred_at": _aware(occurred_at, "occurred_at"), "created_at": datetime.now(UTC)}  # fmt: skip
 
 
-def _record(session: Session | None, values: dict[str, Any], *, kind: str, source_id: str) -> LedgerEntry:
+def check_entry(
+    kind: str, amount: Any, currency: str, *, source_id: str, occurred_at: datetime
+) -> Money:
+    """Everything about an entry that can be wrong before it reaches the database.
+
+    The senders (``record_earning``, ``record_adjustment``) and the outbox payload
+    (:class:`~bgjobs.payouts.actors.LedgerWrite`) call it, so a bad entry is refused where it
+    enters, not in the worker.
+
+    Raises:
+        InvalidPayload: names the field.
+    """
+    field = "gross" if kind == "earning" else "amount"
+    money = _money(field, amount, currency)
+    if kind == "earning" and money.amount <= 0:
+        raise InvalidPayload(f"gross: an earning must be positive, got {money.amount}; use record_adjustment")
+    if kind == "adjustment" and money.amount == 0:
+        raise InvalidPayload("amount: an adjustment cannot be zero")
     if not source_id or len(source_id) > 200:
         raise InvalidPayload("source_id: 1 to 200 characters, the sale's own id (a booking id)")
+    _aware(occurred_at, "occurred_at")
+    return money
+
+
+def _record(session: Session | None, values: dict[str, Any], *, kind: str, source_id: str) -> LedgerEntry:
 
     def insert(s: Session) -> LedgerEntry:
         db.insert_new(
@@ -143,9 +165,7 @@ def record_earning(
         InvalidPayload: a float, zero or negative amount, an unknown currency, too many decimals,
             a naive ``occurred_at``; the message names the field.
     """
-    money = _money("gross", gross, currency)
-    if money.amount <= 0:
-        raise InvalidPayload(f"gross: an earning must be positive, got {money.amount}; use record_adjustment")
+    money = check_entry("earning", gross, currency, source_id=source_id, occurred_at=occurred_at)
     rate = commission_rate(vendor_id, session=session)
     values = _values(vendor_id, money, rate, occurred_at, description)
     return _record(session, values, kind="earning", source_id=source_id)
@@ -172,9 +192,7 @@ def record_adjustment(
     Raises:
         InvalidPayload: a float, zero, an unknown currency or too many decimals, naming the field.
     """
-    money = _money("amount", amount, currency)
-    if money.amount == 0:
-        raise InvalidPayload("amount: an adjustment cannot be zero")
+    money = check_entry("adjustment", amount, currency, source_id=source_id, occurred_at=occurred_at)
     rate = commission_rate(vendor_id, session=session) if split_commission else Decimal(0)
     values = _values(vendor_id, money, rate, occurred_at, description)
     return _record(session, values, kind="adjustment", source_id=source_id)

@@ -39,17 +39,24 @@ def _by_currency(rows: Any) -> dict[str, tuple[int, ...]]:
     return {currency: tuple(int(v or 0) for v in values) for currency, *values in rows}
 
 
+def parse_day(period: str | None, *, field: str = "period") -> date | None:
+    """A day like ``2025-06-01``, or None.
+
+    Raises:
+        InvalidPayload: names ``field``.
+    """
+    try:
+        return date.fromisoformat(period) if period else None
+    except ValueError:
+        raise InvalidPayload(f"{field}: {period!r} is not a day like 2025-06-01") from None
+
+
 def settlement_rows(*, period: str | None, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The report's rows for the day ``period`` (``2025-06-01``; yesterday when None)."""
     from ..broker import current_settings
 
     zone = current_settings().timezone
-    try:
-        day = (
-            date.fromisoformat(period) if period else datetime.now(ZoneInfo(zone)).date() - timedelta(days=1)
-        )
-    except ValueError:
-        raise InvalidPayload(f"period: {period!r} is not a day like 2025-06-01") from None
+    day = parse_day(period) or datetime.now(ZoneInfo(zone)).date() - timedelta(days=1)
     start, end = _day_bounds(day, zone)
     c: Any = Charge.__table__  # type: ignore[attr-defined]
     p: Any = Payout.__table__  # type: ignore[attr-defined]
@@ -83,7 +90,7 @@ def settlement_rows(*, period: str | None, filters: Mapping[str, Any]) -> list[d
     return rows
 
 
-register_dataset("payouts.settlement", settlement_rows, columns=COLUMNS,
+register_dataset("payouts.settlement", settlement_rows, columns=COLUMNS, period=parse_day,
                  description="the day's charges, payouts, net revenue and balance, per currency")  # fmt: skip
 
 
