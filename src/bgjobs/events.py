@@ -1,13 +1,19 @@
 """Durable domain events: ``publish(name, payload)`` -> one Dramatiq message per subscriber.
 
-Never pub/sub: an event published while no worker runs waits in its subscribers'
-queues. Subscribers are typed actors, registered for an exact name or a pattern
-(``booking.*``); an event name may declare its payload model, checked at publish.
+Never pub/sub: an event published while no worker runs waits in a queue. Subscribers are
+typed actors, registered for an exact name or a pattern (``booking.*``); an event name may
+declare its payload model, checked at publish.
+
+``publish`` sends one fan-out message (``events.fanout``), and the worker that takes it sends
+one message per subscriber *the worker* knows. Subscribers are declared in the modules the
+worker loads (``BGJOBS_JOBS``), which the publishing process (a web app, a script) may never
+import: resolving them in the publisher reached none of them, silently, and used up the key.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,9 +23,11 @@ import dramatiq
 from pydantic import BaseModel, ValidationError
 
 from .errors import InvalidPayload
-from .typed import TypedActor, send_messages
+from .typed import Payload, TypedActor, actor, send_messages
 
-__all__ = ["declare", "on", "publish", "subscribe", "subscribers", "validate"]
+__all__ = ["EventFanout", "declare", "fanout", "on", "publish", "subscribe", "subscribers", "validate"]
+
+logger = logging.getLogger("bgjobs.events")
 
 A = TypeVar("A", bound=TypedActor[Any, Any])
 
@@ -99,33 +107,62 @@ def validate(name: str, payload: BaseModel | Mapping[str, Any]) -> BaseModel | M
         raise InvalidPayload.from_validation_error(f"event {name}", exc) from None
 
 
+class EventFanout(Payload):
+    """One published event, before the worker expands it to its subscribers."""
+
+    name: str
+    payload: dict[str, Any]
+    key: str | None = None
+
+
 def publish(
     name: str, payload: BaseModel | Mapping[str, Any], *, key: str | None = None
 ) -> list[dramatiq.Message[Any]]:
-    """Publish an event: one durable message per subscriber, in one round trip.
+    """Publish an event: one durable message, expanded by a worker into one per subscriber.
 
     Args:
         key: deduplicates; the same (name, key) within the window from settings is delivered once.
 
     Returns:
-        The messages sent; empty when there is no subscriber or the key was seen.
+        The fan-out message sent; empty when the key was seen within the window.
 
     Raises:
-        InvalidPayload: the payload does not fit the event's declared model or a subscriber's.
+        InvalidPayload: the payload does not fit the event's declared model (where this process
+            declared it; the worker checks again against its own declarations and subscribers).
     """
     from .broker import get_broker, settings_for
 
-    payload = validate(name, payload)
-    targets = subscribers(name)
-    messages = [
-        t.message(
-            payload, bgjobs_event=name, **({"bgjobs_key": f"event:{name}:{key}:{t.name}"} if key else {})
-        )
-        for t in targets
-    ]
-    if not messages:
-        return []
+    checked = validate(name, payload)
+    data = checked.model_dump(mode="json") if isinstance(checked, BaseModel) else dict(checked)
+    message = fanout.message(EventFanout(name=name, payload=data, key=key), bgjobs_event=name)
     broker = get_broker()
     if key is not None and not _first_time(broker, name, key, settings_for(broker).events.dedupe_window_s):
         return []
-    return send_messages(broker, messages)
+    return send_messages(broker, [message])
+
+
+@actor(name="events.fanout", queue="default")
+def fanout(event: EventFanout) -> None:
+    """Send the event to every subscriber this worker knows, in one round trip (all or none).
+
+    Raises:
+        InvalidPayload: the payload fits the event's declared model or a subscriber's model
+            in no way; nothing is sent and the fan-out is dead-lettered with the field named.
+    """
+    payload = validate(event.name, event.payload)
+    targets = subscribers(event.name)
+    if not targets:
+        logger.warning("event %s has no subscriber in this worker (is its module in BGJOBS_JOBS?)",
+                       event.name)  # fmt: skip
+        return
+    key = event.key
+    messages = [
+        t.message(
+            payload, bgjobs_event=event.name,
+            **({"bgjobs_key": f"event:{event.name}:{key}:{t.name}"} if key else {}),
+        )
+        for t in targets
+    ]  # fmt: skip
+    from .broker import get_broker
+
+    send_messages(get_broker(), messages)

@@ -254,3 +254,25 @@ def test_two_worker_commands_on_one_host_report_only_their_own_jobs(
     assert sum(succeeded(w) for w in pools) == 30
     # And each command kept its files in a directory of its own
     assert len(list(tmp_path.glob("bgjobs-prometheus-*"))) == 2
+
+
+def test_an_event_reaches_the_worker_s_subscribers_though_the_publisher_never_imported_them(
+    worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    import sys
+
+    from bgjobs import events
+
+    jobs = '["tests.support.worker_jobs", "tests.support.worker_only_subscribers"]'
+    env = {**worker_env, "BGJOBS_JOBS": jobs}
+    # Given a publisher that knows none of the event's subscribers (only the webhooks bridge)
+    assert "tests.support.worker_only_subscribers" not in sys.modules
+    assert [s.name for s in events.subscribers("invoice.paid")] == ["webhooks.from_event"]
+    start_worker(workers, env, processes=1, threads=2)
+    # When it publishes the event with a key, then again with the same key
+    assert len(events.publish("invoice.paid", {"invoice_id": 7}, key="inv-7")) == 1
+    assert events.publish("invoice.paid", {"invoice_id": 7}, key="inv-7") == []
+    # Then both of the worker's subscribers ran, once each
+    wait_for(lambda: worker_jobs.effect_count() == 2, timeout=30, what="both subscribers")
+    time.sleep(0.5)
+    assert sorted(worker_jobs.effects()) == ["audit-7", "invoice-7"]

@@ -95,7 +95,7 @@ def test_an_overlapping_trigger_waits_its_turn_by_default(jobs: JobsHarness) -> 
 def test_an_event_reaches_exact_and_pattern_subscribers_once_each(jobs: JobsHarness) -> None:
     sent = events.publish("order.placed", {"booking_id": 1, "email": "a@example.com"})
     jobs.drain()
-    assert len(sent) == 2
+    assert [m.actor_name for m in sent] == ["events.fanout"]  # the worker expands it to its subscribers
     assert sorted(batch_jobs.seen) == ["confirm:1", "webhook:1"]
 
 
@@ -103,14 +103,24 @@ def test_an_event_key_deduplicates_within_the_window(jobs: JobsHarness) -> None:
     first = events.publish("order.placed", {"booking_id": 2, "email": "a@example.com"}, key="b2")
     again = events.publish("order.placed", {"booking_id": 2, "email": "a@example.com"}, key="b2")
     jobs.drain()
-    assert (len(first), again) == (2, [])
+    assert (len(first), again) == (1, [])
     assert sorted(batch_jobs.seen) == ["confirm:2", "webhook:2"]
 
 
 def test_an_event_payload_is_validated_against_its_declared_model(jobs: JobsHarness) -> None:
     with pytest.raises(InvalidPayload, match=r"event order\.placed: booking_id"):
         events.publish("order.placed", {"booking_id": "x", "email": "a@example.com"})
-    assert events.publish("nobody.listens", {"anything": 1}) == []
+    jobs.drain()
+    assert jobs.dead_letters == []
+
+
+def test_an_event_nobody_subscribes_to_is_expanded_to_nothing_and_says_so(
+    jobs: JobsHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert len(events.publish("nobody.listens", {"anything": 1})) == 1
+    jobs.drain()
+    assert jobs.dead_letters == []
+    assert "event nobody.listens has no subscriber in this worker" in caplog.text
 
 
 def test_schedules_come_from_the_job_then_settings_and_can_be_disabled() -> None:
