@@ -310,6 +310,36 @@ def test_payment_reminders_for_each_configured_day(harness: Harness) -> None:
     assert subjects == ["Payment due: your trip is in 7 days", "Your trip is tomorrow: payment due"]
 
 
+def test_a_sweep_counts_what_it_queued_what_an_earlier_run_did_and_what_consent_refused(
+    harness: Harness,
+) -> None:
+    from bgjobs import runs
+
+    jobs = harness(payment_reminder_days=[7], quiet_hours_start=time(0, 0), quiet_hours_end=time(0, 0))
+    trip = datetime.now(UTC).date() + timedelta(days=7)
+    bob = Recipient(user_id="u2", email="bob@example.com")
+    due = {"amount": "10.00", "currency": "USD"}
+    configure(
+        unpaid_trips=lambda *, trip_date: [TripDue(booking_id=b, recipient=r, trip_date=trip, amount_due=due)
+                                           for b, r in (("B1", ANN), ("B2", bob)) if trip_date == trip],
+        consent=lambda *, user_id, category, channel: user_id != "u2",  # bob takes no reminders at all
+    )  # fmt: skip
+
+    def figures() -> dict[str, Any]:
+        latest = max(runs.recent(job="notifications.payment_reminders"), key=lambda r: r.started_at)
+        return {k: latest.figures[k] for k in ("queued", "already_done", "refused", "invalid")}
+
+    # When the sweep runs, its messages are delivered, and it runs again
+    _run(actors.payment_reminders)
+    assert figures() == {"queued": 1, "already_done": 0, "refused": 1, "invalid": 0}
+    jobs.drain()
+    _run(actors.payment_reminders)
+    # Then the rerun says the first was done already, and nobody was mailed twice or against consent
+    assert figures() == {"queued": 0, "already_done": 1, "refused": 1, "invalid": 0}
+    jobs.drain()
+    assert [m.to for m in jobs.mailer.sent] == [(ANN.email,)]
+
+
 def test_dunning_waits_the_interval_and_resends_an_interrupted_one(harness: Harness) -> None:
     jobs = harness(dunning_interval_h=72)
     admin = Recipient(user_id="admin1", email="admin@acme.example.com")

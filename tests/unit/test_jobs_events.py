@@ -197,3 +197,24 @@ def test_a_run_that_asks_to_continue_is_stopped_and_its_follow_up_is_never_skipp
     assert [(r.trigger, r.outcome) for r in recorded] == [
         ("manual", "stopped"), ("continuation", "stopped"), ("continuation", "succeeded"),
     ]  # fmt: skip
+
+
+def test_a_cleanup_run_stopped_by_its_budget_is_recorded_stopped_and_its_continuation_runs_under_skip(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bgjobs.cleanup import actors as cleanup_actors
+
+    monkeypatch.setenv("BGJOBS_DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
+    bgjobs_settings.get_settings.cache_clear()
+    batch_jobs.create_tables()
+    # Given a cleanup that runs out of time twice before it is done, and overlap=skip
+    statuses = iter(["stopped", "stopped", "done"])
+    monkeypatch.setattr(cleanup_actors, "run_cleanup", lambda **kw: {"status": next(statuses), "tasks": {}})
+    with stub_jobs(settings=fast(scheduler=SchedulerSettings(overlap="skip"))) as harness:
+        trigger("cleanup.daily")
+        harness.drain()
+    # Then each part is recorded as what it was, and no continuation was skipped
+    recorded = sorted(runs.recent(job="cleanup.daily"), key=lambda r: r.started_at)
+    assert [(r.trigger, r.outcome) for r in recorded] == [
+        ("manual", "stopped"), ("continuation", "stopped"), ("continuation", "succeeded"),
+    ]  # fmt: skip

@@ -98,16 +98,20 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+#: What a sweep's run counts: handed to delivery, done by an earlier run, refused by consent, bad.
+SWEEP_COUNTS = ("queued", "already_done", "refused", "invalid")
+
+
 def _send_each(ctx: JobContext, items: Any, build: Any) -> dict[str, int]:
-    """Send one notification per item; a bad item is counted and logged, never stops the sweep."""
-    counts = {"sent": 0, "invalid": 0}
+    """Send one notification per item (``build`` returns what :func:`service.send_once` says);
+    a bad item is counted and logged, never stops the sweep."""
+    counts = dict.fromkeys(SWEEP_COUNTS, 0)
     for item in items:
         if ctx.out_of_time:
             counts["stopped_early"] = 1
             break
         try:
-            build(item)
-            counts["sent"] += 1
+            counts[build(item)] += 1
         except InvalidPayload as exc:
             counts["invalid"] += 1
             logger.warning("%s: not sent: %s", ctx.job, exc)
@@ -134,9 +138,9 @@ def appointment_reminders(ctx: JobContext) -> dict[str, Any]:
         if mark is not None:
             start = max(now, min(start, db.aware(mark.at)))
 
-    def remind(due: Any) -> None:
-        service.send("appointment_reminder", due.recipient, due.model_dump(),
-                     key=f"appointment:{due.appointment_id}:reminder")  # fmt: skip
+    def remind(due: Any) -> str:
+        return service.send_once("appointment_reminder", due.recipient, due.model_dump(),
+                                 key=f"appointment:{due.appointment_id}:reminder")  # fmt: skip
 
     counts = _send_each(ctx, source(start=start, end=end), remind)
     if not counts.get("stopped_early"):
@@ -153,16 +157,17 @@ def payment_reminders(ctx: JobContext) -> dict[str, Any]:
     if source is None:
         return {"skipped": "no unpaid trips source (BGJOBS_NOTIFICATIONS__UNPAID_TRIPS)"}
     today = _now().astimezone(ZoneInfo(settings.timezone)).date()
-    totals: dict[str, Any] = {"sent": 0, "invalid": 0}
+    totals: dict[str, Any] = dict.fromkeys(SWEEP_COUNTS, 0)
     for days in sorted(set(settings.notifications.payment_reminder_days)):
 
-        def remind(due: Any, days: int = days) -> None:
-            service.send("payment_reminder", due.recipient, {**due.model_dump(), "days_until": days},
-                         key=f"booking:{due.booking_id}:payment_reminder:{days}d")  # fmt: skip
+        def remind(due: Any, days: int = days) -> str:
+            context = {**due.model_dump(), "days_until": days}
+            return service.send_once("payment_reminder", due.recipient, context,
+                                     key=f"booking:{due.booking_id}:payment_reminder:{days}d")  # fmt: skip
 
         counts = _send_each(ctx, source(trip_date=today + timedelta(days=days)), remind)
-        totals["sent"] += counts["sent"]
-        totals["invalid"] += counts["invalid"]
+        for name in SWEEP_COUNTS:
+            totals[name] += counts[name]
         if counts.get("stopped_early"):
             totals["stopped_early"] = 1
             break

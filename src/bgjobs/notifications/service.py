@@ -28,7 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -313,16 +313,51 @@ def _count(channel: Channel, outcome: str) -> None:
 
 def _refusal(message: ChannelMessage, channel: Channel, settings: NotificationSettings) -> str | None:
     """Why consent stops this message, or None when it may go."""
-    if message.category in (Category.TRANSACTIONAL, Category.OPERATIONAL):
+    return _consent_refusal(message.category, message.recipient.user_id, channel, settings)
+
+
+def _consent_refusal(
+    category: Category, user_id: Any, channel: Channel, settings: NotificationSettings
+) -> str | None:
+    if category in (Category.TRANSACTIONAL, Category.OPERATIONAL):
         return None
     ask = sources.hook("consent", settings)
     if ask is None:
-        if message.category is Category.MARKETING:
+        if category is Category.MARKETING:
             return "marketing needs consent and no consent hook is configured"
         return None
-    if ask(user_id=message.recipient.user_id, category=message.category, channel=channel):
+    if ask(user_id=user_id, category=category, channel=channel):
         return None
-    return f"user {message.recipient.user_id} does not accept {message.category} by {channel}"
+    return f"user {user_id} does not accept {category} by {channel}"
+
+
+def send_once(template: str, recipient: Recipient | Mapping[str, Any], context: Any, *, key: str) -> str:
+    """What a sweep does with one item: ``send`` it unless nothing would come of it.
+
+    Returns:
+        ``queued`` (handed to delivery), ``already_done`` (every channel's delivery under ``key``
+        is sent or skipped already: a rerun of the sweep) or ``refused`` (consent refuses every
+        channel). A sweep counts these, so its run never reports as sent what was not.
+
+    Raises:
+        InvalidPayload: as :func:`send`.
+    """
+    tpl = get_template(template)
+    who = _recipient(recipient)
+    chosen = _channels(tpl, who, None)
+    keys = [f"notif:{key}:{c}" for c in chosen]
+    with db.read() as conn:
+        done = conn.execute(
+            select(func.count()).select_from(NotificationRecord)
+            .where(col(NotificationRecord.key).in_(keys), col(NotificationRecord.status).in_(FINAL))
+        ).scalar_one()  # fmt: skip
+    if done == len(keys):
+        return "already_done"
+    settings = current_settings().notifications
+    if all(_consent_refusal(tpl.category, who.user_id, c, settings) for c in chosen):
+        return "refused"
+    send(template, who, context, key=key)
+    return "queued"
 
 
 def _finalise_without_sending(message: ChannelMessage, channel: Channel, status: str, reason: str) -> str:
