@@ -110,9 +110,11 @@ def _settings_section(family: str) -> str:
 
 
 def _load_everything() -> None:
-    for family in FAMILIES:
-        importlib.import_module(f"bgjobs.{family}")
-    importlib.import_module("bgjobs.actors")
+    # The families' modules, not bgjobs.actors: building the docs boots no worker and needs no database.
+    from bgjobs.worker import FAMILY_MODULES
+
+    for module in (*(f"bgjobs.{family}" for family in FAMILIES), *FAMILY_MODULES):
+        importlib.import_module(module)
 
 
 def _cron(family: str) -> str:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
 from .errors import BgjobsError
@@ -15,11 +16,46 @@ __all__ = ["main"]
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    from .db import upgrade
+    from . import db, migrations
+    from .settings import get_settings
 
-    for name in upgrade():
-        print(name)
+    if args.sql:
+        migrations.upgrade_sql(get_settings().database_url, sys.stdout, start=args.start)
+        return 0
+    print(db.upgrade().describe())
     return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from . import migrations
+
+    found, needed = migrations.current(), migrations.head()
+    state = "head" if found == needed else f"behind: this bgjobs needs {needed}"
+    print(f"{found or 'none'} ({state})")
+    return 0
+
+
+def _db_history(args: argparse.Namespace) -> int:
+    from . import migrations
+
+    for revision, follows, title in migrations.history():
+        print(f"{follows or 'base'} -> {revision}  {title}")
+    return 0
+
+
+def _db_check(args: argparse.Namespace) -> int:
+    from . import migrations
+
+    problems = migrations.differences()
+    for line in problems:
+        print(line)
+    if not problems:
+        print(f"the database matches this bgjobs (revision {migrations.head()})")
+    return 1 if problems else 0
+
+
+#: Commands that read or write bgjobs's tables: they check the database's revision first.
+NEEDS_TABLES = frozenset({"scheduler", "runs", "outbox", "webhooks", "cleanup", "exports"})
 
 
 def _load() -> None:
@@ -94,7 +130,18 @@ def _parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser("db", help="manage bgjobs's tables")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    db_commands.add_parser("upgrade", help="create missing bgjobs_* tables").set_defaults(func=_db_upgrade)
+    upgrade = db_commands.add_parser(
+        "upgrade", help="run bgjobs's migrations to head (adopting tables created before migrations)"
+    )
+    upgrade.add_argument("--sql", action="store_true", help="print the SQL for a DBA instead (PostgreSQL)")
+    upgrade.add_argument("--start", metavar="REVISION", help="with --sql: the revision the database is at")
+    upgrade.set_defaults(func=_db_upgrade)
+    db_commands.add_parser("current", help="the database's bgjobs revision").set_defaults(func=_db_current)
+    history = db_commands.add_parser("history", help="every bgjobs revision, oldest first")
+    history.set_defaults(func=_db_history)
+    db_commands.add_parser(
+        "check", help="exit 1, one line per difference, when the database is behind or differs from the code"
+    ).set_defaults(func=_db_check)
 
     commands.add_parser(
         "scheduler", help="run the cron table (one per deployment; others wait)"
@@ -161,12 +208,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.command in NEEDS_TABLES:
+            from .migrations import require_current
+
+            require_current()
         return int(args.func(args))
     except BgjobsError as exc:
         print(f"bgjobs: {exc}", file=sys.stderr)
         return 2
     except RedisConnectionError as exc:
         print(f"bgjobs: cannot reach Redis ({exc}); check BGJOBS_BROKER_URL", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        from .db import unreachable
+
+        print(f"bgjobs: {unreachable(exc)}", file=sys.stderr)
         return 2
 
 

@@ -1,7 +1,8 @@
 """The database bgjobs keeps its state in: SQLite by default, PostgreSQL supported.
 
 Engines are created on first use, never at import. Every bgjobs table is
-prefixed ``bgjobs_``; :func:`upgrade` creates only those.
+prefixed ``bgjobs_``; :func:`upgrade` runs bgjobs's migrations (:mod:`bgjobs.migrations`),
+which own the schema and touch only those tables.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -19,9 +20,10 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from .errors import ConfigurationError
 
-__all__ = ["aware", "bgjobs_tables", "engine_for", "get_engine", "insert_new", "read", "session", "upgrade"]
+if TYPE_CHECKING:
+    from .migrations import UpgradeReport
 
-TABLE_PREFIX = "bgjobs_"
+__all__ = ["aware", "engine_for", "get_engine", "insert_new", "read", "session", "unreachable", "upgrade"]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -113,19 +115,19 @@ def insert_new(
     return session.execute(stmt.returning(table.c[primary[0]])).first() is not None
 
 
-def bgjobs_tables() -> list[Any]:
-    """The tables bgjobs owns (its modules must be imported first)."""
-    return [t for name, t in SQLModel.metadata.tables.items() if name.startswith(TABLE_PREFIX)]
+def unreachable(exc: BaseException) -> str:
+    """One line for a database error met at start-up (the driver's first line, no SQL, no traceback)."""
+    cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return f"the database refused or did not answer ({cause}); check BGJOBS_DATABASE_URL"
 
 
-def upgrade(engine: Engine | None = None) -> list[str]:
-    """Create any missing bgjobs table; returns the names of all bgjobs tables."""
-    from . import idempotency, outbox, runs  # noqa: F401  (registers their tables)
-    from .exports import models as _exports  # noqa: F401
-    from .notifications import models  # noqa: F401
-    from .payouts import models as _payouts  # noqa: F401
-    from .webhooks import models as _webhooks  # noqa: F401
+def upgrade(engine: Engine | None = None) -> UpgradeReport:
+    """Run bgjobs's migrations to head: what ``bgjobs db upgrade`` does, for a host that migrates
+    from its own deploy step (its own Alembic ``env.py``, a Django management command).
 
-    tables = bgjobs_tables()
-    SQLModel.metadata.create_all(engine or get_engine(), tables=tables)
-    return sorted(t.name for t in tables)
+    Raises:
+        SchemaMismatch: existing bgjobs tables without a revision differ from the baseline.
+    """
+    from .migrations import upgrade as run
+
+    return run(engine or get_engine())

@@ -11,6 +11,7 @@ import logging
 import sys
 
 import dramatiq
+from sqlalchemy.exc import SQLAlchemyError
 
 from .broker import build_broker, set_broker
 from .errors import ConfigurationError
@@ -48,15 +49,28 @@ def _boot(settings: Settings) -> dramatiq.Broker:
         if getattr(settings, name):
             resolve(name, settings=settings)
     from .cleanup.policies import policies
+    from .db import engine_for
+    from .migrations import require_current
 
     policies(settings)  # BGJOBS_CLEANUP__POLICIES: a bad age stops the worker here, not at 02:00
+    require_current(engine_for(settings.database_url))
     return broker
 
 
 def boot() -> dramatiq.Broker:
     """Build the worker's broker and declare every actor; exit with one line on bad configuration."""
+    from .migrations import DatabaseBehind
+
     try:
         return _boot(get_settings())
+    except DatabaseBehind as exc:
+        print(f"bgjobs: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     except ConfigurationError as exc:
         print(f"bgjobs: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except SQLAlchemyError as exc:
+        from .db import unreachable
+
+        print(f"bgjobs: {unreachable(exc)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from bgjobs import db
 from tests.support.workers import ROOT, wait_for
 
 LOCK_TIMEOUT_S = 2
@@ -43,6 +44,7 @@ class Scheduler:
 
 @pytest.fixture
 def scheduler_env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    db.upgrade(db.engine_for(f"sqlite:///{tmp_path / 'jobs.db'}"))  # the scheduler checks the revision
     return {
         "BGJOBS_BROKER_URL": redis_url,
         "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import pytest
 
@@ -40,16 +41,21 @@ def test_importing_bgjobs_creates_nothing() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_the_worker_entry_module_never_imports_django() -> None:
+def test_the_worker_entry_module_never_imports_django(tmp_path: Any) -> None:
     import os
     import subprocess
     import sys
 
+    from bgjobs import db
+
+    url = f"sqlite:///{tmp_path / 'worker.db'}"
+    db.upgrade(db.engine_for(url))  # the worker checks the database's revision at boot
     code = (
         "import sys, bgjobs.actors;"
         "assert 'outbox.relay' in bgjobs.actors.broker.actors;"
         "bad = [m for m in sys.modules if m.startswith(('django', 'dramatiq_crontab', 'apscheduler'))];"
         "assert not bad, bad"
     )
-    env = {**os.environ, "BGJOBS_BROKER_URL": "stub://", "BGJOBS_METRICS__ENABLED": "false"}
+    env = {**os.environ, "BGJOBS_BROKER_URL": "stub://", "BGJOBS_METRICS__ENABLED": "false",
+           "BGJOBS_DATABASE_URL": url}  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

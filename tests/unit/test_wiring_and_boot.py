@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from sqlalchemy import inspect
 
 import bgjobs
-from bgjobs import wiring
+from bgjobs import db, wiring
 from bgjobs.adapters.console import ConsoleMailer
 from bgjobs.adapters.localfs import LocalFileStorage
 from bgjobs.broker import build_broker
@@ -21,8 +22,10 @@ from tests.support import setup_hooks
 
 
 def test_boot_runs_the_setup_hook_imports_jobs_and_builds_named_adapters(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'boot.db'}"
+    db.upgrade(db.engine_for(url))
     settings = Settings(
-        broker_url="stub://",
+        broker_url="stub://", database_url=url,
         setup="tests.support.setup_hooks:setup",
         jobs=["tests.support.stub_jobs"],
         storage="localfs",
@@ -86,8 +89,8 @@ def test_db_upgrade_command_creates_the_tables(
 ) -> None:
     monkeypatch.setenv("BGJOBS_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
     assert main(["db", "upgrade"]) == 0
-    assert "bgjobs_idempotency" in capsys.readouterr().out.split()
-    assert (tmp_path / "x.db").exists()
+    assert capsys.readouterr().out == "upgraded the database from empty to 0001\n"
+    assert "bgjobs_idempotency" in inspect(db.engine_for(f"sqlite:///{tmp_path / 'x.db'}")).get_table_names()
 
 
 def test_cli_reports_configuration_errors_in_one_line(
@@ -124,5 +127,9 @@ def test_the_wheel_ships_the_lua_script_and_the_typed_marker(tmp_path: Path) -> 
     (wheel,) = tmp_path.glob("bgjobs-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "bgjobs/maintenance.lua" in names
+    assert "bgjobs/undecodable.lua" in names
     assert "bgjobs/py.typed" in names
+    # The migrations run from the installed package: env, template and every revision
+    assert {"bgjobs/migrations/env.py", "bgjobs/migrations/script.py.mako",
+            "bgjobs/migrations/versions/0001_baseline.py"} <= set(names)  # fmt: skip
     assert any(n.endswith("entry_points.txt") for n in names)

@@ -1,0 +1,319 @@
+"""bgjobs's schema migrations: Alembic scripts shipped in the wheel, run by ``bgjobs db upgrade``.
+
+bgjobs owns ``bgjobs_*`` tables in the host's own database, so its migrations keep out of the
+host's way: their revision lives in ``bgjobs_alembic_version`` (never the host's
+``alembic_version``), and only ``bgjobs_*`` tables are ever compared, created or altered.
+
+- :func:`upgrade` runs the migrations to head, under a PostgreSQL advisory lock so two deploys
+  at once do not race (the second waits, then finds nothing to do). A database created by
+  ``create_all`` before migrations existed (tables, no revision) is adopted: checked against the
+  baseline, stamped, then upgraded; one that does not match is refused, naming what differs.
+- :func:`require_current` is the start-up check of the worker, the scheduler and the CLI.
+- :func:`differences` is ``bgjobs db check``: what separates the database from the code.
+
+See docs/migrations.md for writing a migration.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import Connection, Engine, MetaData
+
+__all__ = [
+    "BASELINE",
+    "VERSION_TABLE",
+    "DatabaseBehind",
+    "SchemaMismatch",
+    "UpgradeReport",
+    "alembic_config",
+    "current",
+    "differences",
+    "downgrade",
+    "head",
+    "history",
+    "include_object",
+    "models_metadata",
+    "require_current",
+    "upgrade",
+    "upgrade_sql",
+]
+
+VERSION_TABLE = "bgjobs_alembic_version"
+TABLE_PREFIX = "bgjobs_"
+#: The first revision: the schema as ``create_all`` made it before bgjobs shipped migrations.
+BASELINE = "0001"
+#: PostgreSQL advisory lock key held while migrating ("bgjobs" in ASCII).
+LOCK_KEY = 0x62676A6F6273
+#: The modules whose import declares every bgjobs table.
+MODEL_MODULES = (
+    "bgjobs.idempotency", "bgjobs.outbox", "bgjobs.runs", "bgjobs.exports.models",
+    "bgjobs.notifications.models", "bgjobs.payouts.models", "bgjobs.webhooks.models",
+)  # fmt: skip
+
+
+class DatabaseBehind(ConfigurationError):
+    """Raised when the database is not at the revision this bgjobs needs (``bgjobs db upgrade`` fixes it)."""
+
+
+class SchemaMismatch(ConfigurationError):
+    """Raised when existing bgjobs tables without a revision do not match the baseline; nothing is changed."""
+
+
+@dataclass(frozen=True)
+class UpgradeReport:
+    before: str | None
+    after: str
+    #: True when an unversioned database created by ``create_all`` was checked and stamped.
+    adopted: bool
+
+    def describe(self) -> str:
+        """One line for the operator."""
+        if self.adopted:
+            return (f"adopted the existing bgjobs tables (they match revision {BASELINE}) and upgraded "
+                    f"to {self.after}")  # fmt: skip
+        if self.before == self.after:
+            return f"nothing to do: the database is at {self.after} (head)"
+        return f"upgraded the database from {self.before or 'empty'} to {self.after}"
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Only bgjobs's tables (and what is in them) are compared or migrated."""
+    if type_ == "table":
+        return bool(name) and str(name).startswith(TABLE_PREFIX) and name != VERSION_TABLE
+    table = getattr(obj, "table", None)
+    return table is None or str(table.name).startswith(TABLE_PREFIX)
+
+
+def models_metadata() -> MetaData:
+    """The metadata of every bgjobs model, as the code declares it (imports the model modules)."""
+    from sqlalchemy import MetaData
+    from sqlmodel import SQLModel
+
+    for module in MODEL_MODULES:
+        importlib.import_module(module)
+    found = MetaData()
+    for name, table in SQLModel.metadata.tables.items():
+        if name.startswith(TABLE_PREFIX):
+            table.to_metadata(found)
+    return found
+
+
+def alembic_config(
+    *, connection: Connection | None = None, url: str | None = None, output: TextIO | None = None,
+    metadata: MetaData | None = None,
+) -> Config:  # fmt: skip
+    """An Alembic ``Config`` for bgjobs's scripts (no ``alembic.ini``): for ``alembic.command`` calls,
+    such as generating a draft revision against ``metadata`` (docs/migrations.md)."""
+    from alembic.config import Config
+
+    config = Config(output_buffer=output, stdout=output or io.StringIO())
+    config.set_main_option("script_location", str(resources.files("bgjobs") / "migrations"))
+    config.attributes.update(connection=connection, url=url, target_metadata=metadata)
+    return config
+
+
+def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head() -> str:
+    """The revision this bgjobs needs."""
+    found = _scripts().get_current_head()
+    assert found is not None
+    return found
+
+
+def history() -> list[tuple[str, str | None, str]]:
+    """Every revision, oldest first: (revision, the one it follows, its title)."""
+    revisions = list(_scripts().walk_revisions())
+    rows = [(r.revision, r.down_revision if isinstance(r.down_revision, str) else None, r.doc)
+            for r in revisions]  # fmt: skip
+    return list(reversed(rows))
+
+
+def _current(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def current(engine: Engine | None = None) -> str | None:
+    """The database's bgjobs revision (None when bgjobs never migrated it)."""
+    from .. import db
+
+    with (engine or db.get_engine()).connect() as conn:
+        return _current(conn)
+
+
+def require_current(engine: Engine | None = None) -> None:
+    """The start-up check: the database is at the revision this bgjobs needs.
+
+    Raises:
+        DatabaseBehind: one line, naming both revisions and the command that fixes it.
+    """
+    found, needed = current(engine), head()
+    if found != needed:
+        raise DatabaseBehind(f"the database is at revision {found or 'none'}, this bgjobs needs {needed}: "
+                             "run 'bgjobs db upgrade'")  # fmt: skip
+
+
+def _describe(diff: Any) -> str:
+    """One line per difference Alembic's comparison found (database vs the expected schema)."""
+    kind = diff[0] if isinstance(diff, tuple) else diff[0][0]
+    if not isinstance(diff, tuple) or (kind.startswith("modify") and isinstance(diff, list)):
+        diff = diff[0]
+    if kind == "add_table":
+        return f"table {diff[1].name} is missing"
+    if kind == "remove_table":
+        return f"table {diff[1].name} is not in bgjobs's schema"
+    if kind == "add_column":
+        return f"table {diff[2]} column {diff[3].name} is missing"
+    if kind == "remove_column":
+        return f"table {diff[2]} column {diff[3].name} is not in bgjobs's schema"
+    if kind in ("add_index", "remove_index"):
+        index = diff[1]
+        state = "is missing" if kind == "add_index" else "is not in bgjobs's schema"
+        return f"table {index.table.name} index {index.name} {state}"
+    if kind in ("add_constraint", "remove_constraint"):
+        constraint = diff[1]
+        state = "is missing" if kind == "add_constraint" else "is not in bgjobs's schema"
+        columns = ", ".join(c.name for c in constraint.columns)
+        return f"table {constraint.table.name} constraint ({columns}) {state}"
+    if kind.startswith("modify_"):
+        _, _, table, column, _, existing, wanted = diff
+        what = kind.removeprefix("modify_")
+        return f"table {table} column {column} {what} is {existing}, expected {wanted}"
+    return str(diff)
+
+
+def _compare(connection: Connection, metadata: MetaData) -> list[str]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    context = MigrationContext.configure(connection, opts={
+        "include_object": include_object, "compare_type": True, "version_table": VERSION_TABLE,
+    })  # fmt: skip
+    diffs = compare_metadata(context, metadata)
+    # A missing table is one line, not one more per index and constraint it would have.
+    missing = {d[1].name for d in diffs if isinstance(d, tuple) and d[0] == "add_table"}
+    return sorted(
+        line for d in diffs
+        if not (isinstance(d, tuple) and d[0] != "add_table" and _table_of(d) in missing)
+        for line in [_describe(d)]
+    )  # fmt: skip
+
+
+def _table_of(diff: tuple[Any, ...]) -> str | None:
+    table = getattr(diff[1], "table", None)
+    return str(table.name) if table is not None else None
+
+
+def differences(engine: Engine | None = None) -> list[str]:
+    """What separates the database from this bgjobs: a missing revision, then each schema difference."""
+    from .. import db
+
+    with (engine or db.get_engine()).connect() as conn:
+        found, needed = _current(conn), head()
+        lines = [] if found == needed else [
+            f"the database is at revision {found or 'none'}, this bgjobs needs {needed}"
+        ]  # fmt: skip
+        return lines + _compare(conn, models_metadata())
+
+
+def _baseline_metadata() -> MetaData:
+    script = _scripts().get_revision(BASELINE)
+    assert script is not None and script.module is not None
+    return script.module.BASELINE  # type: ignore[no-any-return]
+
+
+@contextmanager
+def _locked(engine: Engine) -> Iterator[Connection]:
+    """A connection holding bgjobs's migration lock (PostgreSQL: a session advisory lock)."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
+            conn.commit()
+        try:
+            yield conn
+        finally:
+            if postgres:
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                conn.commit()
+
+
+def upgrade(engine: Engine | None = None) -> UpgradeReport:
+    """Migrate the database to head (adopting an unversioned ``create_all`` database first).
+
+    Raises:
+        SchemaMismatch: bgjobs tables exist without a revision and differ from the baseline;
+            the message names each table and column, and nothing was changed.
+    """
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from .. import db
+
+    with _locked(engine or db.get_engine()) as conn:
+        before = _current(conn)
+        names = inspect(conn).get_table_names()
+        ours = [t for t in names if t.startswith(TABLE_PREFIX) and t != VERSION_TABLE]
+        conn.commit()
+        adopted = False
+        if before is None and ours:
+            problems = _compare(conn, _baseline_metadata())
+            conn.commit()
+            if problems:
+                raise SchemaMismatch(
+                    f"bgjobs tables exist without a revision and do not match revision {BASELINE}: "
+                    + "; ".join(problems) + ". Nothing was changed"
+                )
+            command.stamp(alembic_config(connection=conn), BASELINE)
+            conn.commit()
+            adopted = True
+        command.upgrade(alembic_config(connection=conn), "head")
+        conn.commit()
+        return UpgradeReport(before, _current(conn) or head(), adopted)
+
+
+def downgrade(engine: Engine, revision: str) -> str | None:
+    """Migrate the database down to ``revision`` (``base`` for none); returns where it is now.
+
+    Only for rolling a deploy back: docs/migrations.md says which revisions can be undone and
+    what undoing them loses.
+    """
+    from alembic import command
+
+    with _locked(engine) as conn:
+        command.downgrade(alembic_config(connection=conn), revision)
+        conn.commit()
+        return _current(conn)
+
+
+def upgrade_sql(url: str, out: TextIO, *, start: str | None = None) -> None:
+    """Write the SQL that upgrades a PostgreSQL database from ``start`` (empty by default) to head,
+    for a DBA to review and run, instead of running it."""
+    from alembic import command
+
+    if not url.startswith("postgresql"):
+        raise ConfigurationError("bgjobs db upgrade --sql writes PostgreSQL; BGJOBS_DATABASE_URL is not")
+    target = f"{start}:head" if start else "head"
+    command.upgrade(alembic_config(url=url, output=out), target, sql=True)
