@@ -232,8 +232,12 @@ def _drive(workdir: Path, metrics_port: int) -> bool:
         "scheduler + events: demo.report (cron, @every 5s) counts 5 welcome emails: 4 sent directly "
         "(a duplicate skipped) and 1 through the user.signed_up event",
     )
-    counted = [line for line in scrape(metrics_port).splitlines() if line.startswith("bgjobs_jobs_total{")]
-    print("\n  " + "\n  ".join(counted))
+    def counted() -> list[str]:
+        return [line for line in scrape(metrics_port).splitlines() if line.startswith("bgjobs_jobs_total{")]
+
+    # Each worker process applies its tallies once a second: give a loaded machine a few seconds.
+    _wait(lambda: any('actor="cleanup.daily"' in line for line in counted()), 10)
+    print("\n  " + "\n  ".join(counted()))
     print(f"\n  metrics: http://127.0.0.1:{metrics_port}/metrics")
     receiver.close()
     return out.ok
