@@ -18,6 +18,7 @@ from bgjobs.scheduling import cron_table, validate
 from bgjobs.settings import RetrySettings, SchedulerSettings, Settings, WebhookSettings
 from bgjobs.testing import JobsHarness, stub_jobs
 from tests.support import batch_jobs
+from tests.support.workers import wait_for
 
 FAST_RETRIES = RetrySettings(max_retries=2, min_backoff_ms=10, max_backoff_ms=20)
 NO_BRIDGE = WebhookSettings(from_events=False)
@@ -32,10 +33,21 @@ def fast(**overrides: object) -> Settings:
 
 
 @pytest.fixture
-def jobs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[JobsHarness]:
+def database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("BGJOBS_DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
     bgjobs_settings.get_settings.cache_clear()
     batch_jobs.create_tables()
+
+
+@pytest.fixture
+def skipping(database: None) -> Iterator[JobsHarness]:
+    """A stub worker with ``BGJOBS_SCHEDULER__OVERLAP=skip``."""
+    with stub_jobs(settings=fast(scheduler=SchedulerSettings(overlap="skip"))) as harness:
+        yield harness
+
+
+@pytest.fixture
+def jobs(database: None) -> Iterator[JobsHarness]:
     batch_jobs.seen.clear()
     with stub_jobs(settings=fast()) as harness:
         yield harness
@@ -65,17 +77,10 @@ def test_an_unknown_job_lists_the_known_ones(jobs: JobsHarness) -> None:
         trigger("nope")
 
 
-def test_an_overlapping_trigger_is_skipped_with_a_reason_when_set_to_skip(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("BGJOBS_DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
-    bgjobs_settings.get_settings.cache_clear()
-    batch_jobs.create_tables()
-    settings = fast(scheduler=SchedulerSettings(overlap="skip"))
-    with stub_jobs(settings=settings, worker_threads=2) as harness:
-        trigger("tests.count_things", sleep="1")
-        trigger("tests.count_things", sleep="1")
-        harness.drain()
+def test_an_overlapping_trigger_is_skipped_with_a_reason_when_set_to_skip(skipping: JobsHarness) -> None:
+    trigger("tests.count_things", sleep="1")
+    trigger("tests.count_things", sleep="1")
+    skipping.drain()
     outcomes = sorted(r.outcome for r in runs.recent(job="tests.count_things"))
     assert outcomes == ["skipped", "succeeded"]
     (skipped,) = [r for r in runs.recent(job="tests.count_things") if r.outcome == "skipped"]
@@ -170,9 +175,10 @@ def test_the_runs_command_lists_recent_runs(jobs: JobsHarness, capsys: pytest.Ca
 def test_a_waiting_trigger_backs_off_instead_of_resending_every_second(
     jobs: JobsHarness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Given a run that takes 1.5 s, and a second trigger meanwhile
+    # Given a run that takes 2.5 s, and a second trigger once it has started
     caplog.set_level(logging.INFO, logger="bgjobs.jobs")
-    trigger("tests.count_things", sleep="1.5")
+    trigger("tests.count_things", sleep="2.5")
+    wait_for(lambda: runs.recent(job="tests.count_things"), timeout=10, what="the first run to start")
     trigger("tests.count_things", sleep="0")
     jobs.drain()
     # Then the second looked again after 1 s, then 2 s (not once a second), and ran after the first
@@ -183,15 +189,11 @@ def test_a_waiting_trigger_backs_off_instead_of_resending_every_second(
 
 
 def test_a_run_that_asks_to_continue_is_stopped_and_its_follow_up_is_never_skipped(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    skipping: JobsHarness,
 ) -> None:
-    monkeypatch.setenv("BGJOBS_DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
-    bgjobs_settings.get_settings.cache_clear()
-    batch_jobs.create_tables()
     # Given overlap=skip, and a job that stops part-way and asks to go on
-    with stub_jobs(settings=fast(scheduler=SchedulerSettings(overlap="skip"))) as harness:
-        trigger("tests.in_parts", parts="3")
-        harness.drain()
+    trigger("tests.in_parts", parts="3")
+    skipping.drain()
     # Then each part ran: the first two are recorded stopped, the last succeeded; none was skipped
     recorded = sorted(runs.recent(job="tests.in_parts"), key=lambda r: r.started_at)
     assert [(r.trigger, r.outcome) for r in recorded] == [
@@ -200,19 +202,15 @@ def test_a_run_that_asks_to_continue_is_stopped_and_its_follow_up_is_never_skipp
 
 
 def test_a_cleanup_run_stopped_by_its_budget_is_recorded_stopped_and_its_continuation_runs_under_skip(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    skipping: JobsHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bgjobs.cleanup import actors as cleanup_actors
 
-    monkeypatch.setenv("BGJOBS_DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
-    bgjobs_settings.get_settings.cache_clear()
-    batch_jobs.create_tables()
     # Given a cleanup that runs out of time twice before it is done, and overlap=skip
     statuses = iter(["stopped", "stopped", "done"])
     monkeypatch.setattr(cleanup_actors, "run_cleanup", lambda **kw: {"status": next(statuses), "tasks": {}})
-    with stub_jobs(settings=fast(scheduler=SchedulerSettings(overlap="skip"))) as harness:
-        trigger("cleanup.daily")
-        harness.drain()
+    trigger("cleanup.daily")
+    skipping.drain()
     # Then each part is recorded as what it was, and no continuation was skipped
     recorded = sorted(runs.recent(job="cleanup.daily"), key=lambda r: r.started_at)
     assert [(r.trigger, r.outcome) for r in recorded] == [
