@@ -15,13 +15,13 @@ from __future__ import annotations
 import fnmatch
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import dramatiq
 from pydantic import BaseModel, ValidationError
 
+from .coordination import coordination_for
 from .errors import InvalidPayload
 from .typed import Payload, TypedActor, actor, send_messages
 
@@ -34,7 +34,6 @@ A = TypeVar("A", bound=TypedActor[Any, Any])
 _lock = threading.Lock()
 _models: dict[str, type[BaseModel]] = {}
 _subscriptions: list[tuple[str, TypedActor[Any, Any], Callable[[str], bool] | None]] = []
-_seen: dict[str, float] = {}  # dedupe keys for brokers without Redis (the stub broker)
 
 
 def declare(name: str, model: type[BaseModel]) -> None:
@@ -79,17 +78,7 @@ def subscribers(name: str) -> list[TypedActor[Any, Any]]:
 
 
 def _first_time(broker: dramatiq.Broker, name: str, key: str, window_s: int) -> bool:
-    dedupe_key = f"__bgjobs_events__:{name}:{key}"
-    client = getattr(broker, "client", None)
-    if client is not None:
-        namespace = getattr(broker, "namespace", "dramatiq")
-        return bool(client.set(f"{namespace}:{dedupe_key}", "1", nx=True, ex=window_s))
-    now = time.monotonic()
-    with _lock:
-        if _seen.get(dedupe_key, 0) > now:
-            return False
-        _seen[dedupe_key] = now + window_s
-        return True
+    return coordination_for(broker).first_time(f"__bgjobs_events__:{name}:{key}", ttl_s=window_s)
 
 
 def validate(name: str, payload: BaseModel | Mapping[str, Any]) -> BaseModel | Mapping[str, Any]:

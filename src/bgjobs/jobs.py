@@ -3,7 +3,7 @@
 ``@bgjobs.job("stock.reconcile", schedule="*/5 * * * *")`` turns a function taking a
 :class:`JobContext` and returning a dict of counts into a typed actor that:
 
-- holds a per-job lease (:mod:`bgjobs.leases`), so a manual trigger never overlaps a scheduled
+- holds a per-job lease (:mod:`bgjobs.coordination`), so a manual trigger never overlaps a scheduled
   run: the second waits (looks again later) or is skipped, by setting; a killed run's lease
   lapses with its worker's heartbeat;
 - writes a ``bgjobs_runs`` row with the trigger, the outcome, the counts and any error;
@@ -24,8 +24,8 @@ import dramatiq
 from pydantic import Field
 
 from . import runs
+from .coordination import coordination_for
 from .errors import ConfigurationError
-from .leases import Lease
 from .typed import Payload, TypedActor, actor
 
 __all__ = ["Job", "JobContext", "JobRun", "job", "registered_jobs", "trigger"]
@@ -121,7 +121,8 @@ def _run_job(spec: Job, payload: JobRun) -> None:
 
     broker = get_broker()
     settings = settings_for(broker)
-    lease = Lease(broker, f"bgjobs-job:{spec.name}", ttl_ms=settings.worker.heartbeat_timeout_ms)
+    ttl_ms = settings.worker.heartbeat_timeout_ms
+    lease = coordination_for(broker).lease(f"bgjobs-job:{spec.name}", ttl_ms=ttl_ms)
     if not lease.acquire():
         if settings.scheduler.overlap == "skip" and payload.trigger != "continuation":
             run = runs.start(spec.name, payload.trigger)

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, event
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from . import db, events
+from .coordination import coordination_for
 from .errors import ConfigurationError, check_size
 from .jobs import JobContext, job
 from .redis_broker import WAKE_CAP
@@ -90,19 +91,15 @@ def _wake_relay(session: Session) -> None:
     from .broker import get_broker
 
     try:
-        broker = get_broker()
-        client = getattr(broker, "client", None)
-        if client is not None:
-            key = _wake_key(broker)
-            client.pipeline(transaction=False).lpush(key, "1").ltrim(key, 0, WAKE_CAP - 1).execute()
+        coordination_for(get_broker()).wake(WAKE_LIST, cap=WAKE_CAP)
     except Exception:
         logger.warning(
             "could not wake the outbox relay; it will find the rows on its next poll", exc_info=True
         )
 
 
-def _wake_key(broker: dramatiq.Broker) -> str:
-    return f"{getattr(broker, 'namespace', 'dramatiq')}:__bgjobs_outbox_wake__"
+#: The list an idle relay waits on; each commit that deferred work leaves a token there.
+WAKE_LIST = "__bgjobs_outbox_wake__"
 
 
 def _messages(row: OutboxRow) -> list[dramatiq.Message[Any]]:
@@ -178,19 +175,12 @@ class Relay:
         from .broker import get_broker
 
         engine = self.engine or db.get_engine()
-        client = getattr(get_broker(), "client", None)
-        if engine.dialect.name == "postgresql" or client is None:
+        if engine.dialect.name == "postgresql":
             return relay_once(engine=engine, batch_size=self.batch_size)
         # SQLite cannot skip locked rows: let one relay at a time read the batch. The lock is
         # short-lived so a killed relay holds up the others for seconds, not minutes.
-        lock = client.lock("bgjobs-outbox-relay", timeout=RELAY_LOCK_TIMEOUT_S, blocking=False)
-        if not lock.acquire(blocking=False):
-            return 0
-        try:
-            return relay_once(engine=engine, batch_size=self.batch_size)
-        finally:
-            with contextlib.suppress(Exception):
-                lock.release()
+        with coordination_for(get_broker()).mutex("bgjobs-outbox-relay", ttl_s=RELAY_LOCK_TIMEOUT_S) as mine:
+            return relay_once(engine=engine, batch_size=self.batch_size) if mine else 0
 
     def run(self, *, until_empty: bool = False) -> int:
         sent, failures = 0, 0
@@ -216,13 +206,10 @@ class Relay:
         """Wait for a commit's wake-up, or at most one poll interval."""
         from .broker import get_broker
 
-        broker = get_broker()
-        client = getattr(broker, "client", None)
-        if client is None or self.interval_s <= 0:
-            self.stopped.wait(self.interval_s)
+        if self.interval_s <= 0:
             return
         with contextlib.suppress(Exception):  # a Redis hiccup only means polling
-            client.blpop([_wake_key(broker)], timeout=min(self.interval_s, 1.0))
+            coordination_for(get_broker()).wait(WAKE_LIST, timeout_s=min(self.interval_s, 1.0))
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="bgjobs-outbox-relay", daemon=True)

@@ -1,4 +1,5 @@
-"""The backend bgjobs gives Dramatiq's rate limiters: Redis, one round trip per operation.
+"""The Redis backend bgjobs gives Dramatiq's rate limiters (through :mod:`bgjobs.coordination`):
+one round trip per operation.
 
 Dramatiq's ``RedisBackend`` increments with WATCH/MULTI/EXEC, four round trips and a retry
 loop under contention. On the webhook delivery path (a concurrency slot taken and released
@@ -11,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dramatiq.rate_limits.backends import RedisBackend, StubBackend
+from dramatiq.rate_limits.backends import RedisBackend
 
-__all__ = ["ScriptedRedisBackend", "backend_for"]
+__all__ = ["ScriptedRedisBackend"]
 
 _INCR = """
 local value = tonumber(redis.call('GET', KEYS[1]) or '0') + tonumber(ARGV[1])
@@ -61,18 +62,3 @@ class ScriptedRedisBackend(RedisBackend):  # type: ignore[misc]
         self, key: str, keys: Callable[[], list[str]], amount: int, maximum: int, ttl: int
     ) -> bool:
         return bool(self._incr_and_sum(keys=[key, *keys()], args=[amount, maximum, ttl]))
-
-
-_stub = StubBackend()  # type: ignore[no-untyped-call]
-_backends: dict[int, ScriptedRedisBackend] = {}
-
-
-def backend_for(broker: Any) -> Any:
-    """The rate-limiter backend for ``broker``: its Redis, or an in-process one for the stub broker."""
-    client = getattr(broker, "client", None)
-    if client is None:
-        return _stub
-    found = _backends.get(id(client))
-    if found is None or found.client is not client:
-        found = _backends[id(client)] = ScriptedRedisBackend(client=client)
-    return found

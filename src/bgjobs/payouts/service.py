@@ -233,7 +233,7 @@ def pay(job: PayoutJob) -> str:
     ``busy`` (another worker is paying it; this job looks again later).
 
     At most one gateway call per payout is in flight: the call is made under a lease (see
-    :mod:`bgjobs.leases`) that its worker renews while it waits, so a requeued job and a
+    :mod:`bgjobs.coordination`) that its worker renews while it waits, so a requeued job and a
     re-sent one never call the gateway at the same moment with the same key, which a
     gateway such as Stripe answers with 409 ``idempotency_key_in_use``.
 
@@ -242,7 +242,7 @@ def pay(job: PayoutJob) -> str:
             the payout stays pending (never unlinked while the gateway might have paid).
     """
     from ..broker import current_settings, get_broker
-    from ..leases import Lease
+    from ..coordination import coordination_for
     from .actors import pay_vendor
 
     with db.session() as s:
@@ -251,7 +251,7 @@ def pay(job: PayoutJob) -> str:
         _count("duplicate")
         return "duplicate"
     ttl_ms = current_settings().worker.heartbeat_timeout_ms
-    lease = Lease(get_broker(), f"bgjobs-payout:{payout.id}", ttl_ms=ttl_ms)
+    lease = coordination_for(get_broker()).lease(f"bgjobs-payout:{payout.id}", ttl_ms=ttl_ms)
     if not lease.acquire():
         pay_vendor.send(job, delay=LEASE_RECHECK_MS)
         _count("busy")

@@ -40,8 +40,8 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlmodel import col
 
 from .. import db, events, observability
+from ..coordination import coordination_for
 from ..errors import InvalidPayload, PermanentError, TransientError
-from ..ratelimits import backend_for
 from ..settings import WebhookSettings
 from ..typed import send_messages
 from .endpoints import current
@@ -293,7 +293,7 @@ def _count(name: str, outcome: str) -> None:
 @contextmanager
 def _limits(row: _Row, settings: WebhookSettings, lease_ms: int) -> Iterator[bool]:
     """Hold one of the endpoint's concurrency slots and one request of its rate; False when full."""
-    backend = backend_for(_actor().actor.broker)
+    backend = coordination_for(_actor().actor.broker).limiter_backend()
     with ExitStack() as stack:
         slot = ConcurrentRateLimiter(  # type: ignore[no-untyped-call]
             backend, f"bgjobs-webhook:{row.endpoint_id}", limit=settings.endpoint_concurrency, ttl=lease_ms

@@ -1,0 +1,268 @@
+"""Cross-process coordination behind one small interface: leases, dedupe keys, wake-up lists,
+short mutexes and the rate-limiter backend.
+
+Families ask :func:`coordination_for` (the broker's) instead of reaching for a Redis client, so a
+deployment without Redis gets a backend of its own in one place, not a ``getattr(broker,
+"client", None)`` fallback in each family. Today there are two backends:
+
+- :class:`RedisCoordination`, the deployment's Redis (the Redis broker's client and namespace);
+- :class:`LocalCoordination`, in this process only: the stub broker's, and RabbitMQ's until it has
+  a store of its own (docs/guarantees.md says what that weakens).
+
+A **lease** is a lock its holder keeps alive: taken for a short ttl (one worker heartbeat timeout)
+and renewed by a thread every third of it while the work runs, so a live holder never loses it
+and a SIGKILLed one frees it on the same clock as its messages. A lock held for a job's whole time
+limit outlived a killed holder by that limit (10 minutes, an hour for cleanup).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+from uuid import uuid4
+
+__all__ = ["Coordination", "Lease", "LocalCoordination", "RedisCoordination", "coordination_for"]
+
+logger = logging.getLogger("bgjobs.coordination")
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Lease(abc.ABC):
+    """One holder's claim on a key for ``ttl_ms`` at a time."""
+
+    def __init__(self, key: str, ttl_ms: int) -> None:
+        self.key = key
+        self.ttl_ms = ttl_ms
+        self.token = uuid4().hex
+
+    @abc.abstractmethod
+    def acquire(self) -> bool:
+        """Take the lease if nobody holds it; True when taken."""
+
+    @abc.abstractmethod
+    def renew(self) -> bool:
+        """Extend the lease by its ttl; False when it was lost (expired, maybe taken by another)."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Give the lease up, if this holder still has it."""
+
+    @contextlib.contextmanager
+    def kept(self) -> Iterator[None]:
+        """Renew the (acquired) lease every third of its ttl until the block ends, then release it."""
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.ttl_ms / 3000):
+                try:
+                    if not self.renew():
+                        logger.error("lease %s was lost while held", self.key)
+                        return
+                except Exception:  # a dropped connection: try again at the next beat
+                    logger.warning("could not renew lease %s", self.key, exc_info=True)
+
+        thread = threading.Thread(target=renew, name=f"lease:{self.key}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+            self.release()
+
+
+class Coordination(abc.ABC):
+    """What bgjobs's families coordinate through across worker processes."""
+
+    @abc.abstractmethod
+    def lease(self, name: str, *, ttl_ms: int) -> Lease:
+        """A lease on ``name`` (not yet taken)."""
+
+    @abc.abstractmethod
+    def first_time(self, name: str, *, ttl_s: int) -> bool:
+        """True for the first caller with ``name`` within ``ttl_s`` (a dedupe key), False after."""
+
+    @abc.abstractmethod
+    def wake(self, name: str, *, cap: int) -> None:
+        """Leave a wake-up token on list ``name`` (at most ``cap`` wait there)."""
+
+    @abc.abstractmethod
+    def wait(self, name: str, *, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for a wake-up token on ``name`` (and take it)."""
+
+    @abc.abstractmethod
+    def mutex(self, name: str, *, ttl_s: int) -> contextlib.AbstractContextManager[bool]:
+        """A short lock, yielding False when someone else holds it (it lapses after ``ttl_s``)."""
+
+    @abc.abstractmethod
+    def limiter_backend(self) -> Any:
+        """The backend for Dramatiq's rate limiters (concurrency caps, request rates)."""
+
+
+class _RedisLease(Lease):
+    def __init__(self, client: Any, key: str, ttl_ms: int) -> None:
+        super().__init__(key, ttl_ms)
+        self.client = client
+
+    def acquire(self) -> bool:
+        return bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
+    def renew(self) -> bool:
+        return bool(self.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms))
+
+    def release(self) -> None:
+        self.client.eval(_RELEASE, 1, self.key, self.token)
+
+
+class RedisCoordination(Coordination):
+    """Coordination on the deployment's Redis, keys in the broker's namespace."""
+
+    def __init__(self, client: Any, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self._backend: Any = None
+
+    def key(self, name: str) -> str:
+        return f"{self.namespace}:{name}"
+
+    def lease(self, name: str, *, ttl_ms: int) -> Lease:
+        return _RedisLease(self.client, self.key(name), ttl_ms)
+
+    def first_time(self, name: str, *, ttl_s: int) -> bool:
+        return bool(self.client.set(self.key(name), "1", nx=True, ex=ttl_s))
+
+    def wake(self, name: str, *, cap: int) -> None:
+        key = self.key(name)
+        self.client.pipeline(transaction=False).lpush(key, "1").ltrim(key, 0, cap - 1).execute()
+
+    def wait(self, name: str, *, timeout_s: float) -> None:
+        self.client.blpop([self.key(name)], timeout=timeout_s)
+
+    @contextlib.contextmanager
+    def mutex(self, name: str, *, ttl_s: int) -> Iterator[bool]:
+        lock = self.client.lock(name, timeout=ttl_s, blocking=False)
+        if not lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(Exception):  # expired meanwhile: nothing to give back
+                lock.release()
+
+    def limiter_backend(self) -> Any:
+        if self._backend is None:
+            from .ratelimits import ScriptedRedisBackend
+
+            self._backend = ScriptedRedisBackend(client=self.client)
+        return self._backend
+
+
+class _LocalLease(Lease):
+    def __init__(self, home: LocalCoordination, key: str, ttl_ms: int) -> None:
+        super().__init__(key, ttl_ms)
+        self.home = home
+
+    def acquire(self) -> bool:
+        now = time.monotonic()
+        with self.home.lock:
+            held = self.home.leases.get(self.key)
+            if held is not None and held[1] > now:
+                return False
+            self.home.leases[self.key] = (self.token, now + self.ttl_ms / 1000)
+            return True
+
+    def renew(self) -> bool:
+        with self.home.lock:
+            held = self.home.leases.get(self.key)
+            if held is None or held[0] != self.token:
+                return False
+            self.home.leases[self.key] = (self.token, time.monotonic() + self.ttl_ms / 1000)
+            return True
+
+    def release(self) -> None:
+        with self.home.lock:
+            if (held := self.home.leases.get(self.key)) is not None and held[0] == self.token:
+                del self.home.leases[self.key]
+
+
+class LocalCoordination(Coordination):
+    """Coordination within this process: right for the stub broker, weaker across processes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        #: key -> (holder's token, expires at in monotonic seconds)
+        self.leases: dict[str, tuple[str, float]] = {}
+        self.seen: dict[str, float] = {}
+        self.tokens: dict[str, threading.Semaphore] = {}
+        self._backend: Any = None
+
+    def lease(self, name: str, *, ttl_ms: int) -> Lease:
+        return _LocalLease(self, name, ttl_ms)
+
+    def first_time(self, name: str, *, ttl_s: int) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            if self.seen.get(name, 0) > now:
+                return False
+            self.seen[name] = now + ttl_s
+            return True
+
+    def _tokens(self, name: str) -> threading.Semaphore:
+        with self.lock:
+            return self.tokens.setdefault(name, threading.Semaphore(0))
+
+    def wake(self, name: str, *, cap: int) -> None:
+        self._tokens(name).release()
+
+    def wait(self, name: str, *, timeout_s: float) -> None:
+        self._tokens(name).acquire(timeout=timeout_s)
+
+    @contextlib.contextmanager
+    def mutex(self, name: str, *, ttl_s: int) -> Iterator[bool]:
+        held = self.lease(name, ttl_ms=ttl_s * 1000)
+        taken = held.acquire()
+        try:
+            yield taken
+        finally:
+            if taken:
+                held.release()
+
+    def limiter_backend(self) -> Any:
+        if self._backend is None:
+            from dramatiq.rate_limits.backends import StubBackend
+
+            self._backend = StubBackend()  # type: ignore[no-untyped-call]
+        return self._backend
+
+
+_lock = threading.Lock()
+_found: weakref.WeakKeyDictionary[Any, Coordination] = weakref.WeakKeyDictionary()
+
+
+def coordination_for(broker: Any) -> Coordination:
+    """The coordination backend of ``broker``: its Redis, or one local to this process."""
+    with _lock:
+        found = _found.get(broker)
+        if found is None:
+            client = getattr(broker, "client", None)
+            found = (
+                RedisCoordination(client, getattr(broker, "namespace", "dramatiq"))
+                if client is not None else LocalCoordination()
+            )  # fmt: skip
+            _found[broker] = found
+        return found

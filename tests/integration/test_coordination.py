@@ -1,0 +1,77 @@
+"""The coordination contract, run against each backend: a real Redis and the in-process one."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from bgjobs.coordination import Coordination, LocalCoordination, RedisCoordination
+
+
+@pytest.fixture(params=["redis", "local"])
+def backend(request: pytest.FixtureRequest) -> Coordination:
+    if request.param == "local":
+        return LocalCoordination()
+    url = request.getfixturevalue("redis_url")
+    return RedisCoordination(redis.Redis.from_url(url), "dramatiq")
+
+
+def test_a_lease_has_one_holder_until_it_is_released_or_lapses(backend: Coordination) -> None:
+    # Given a lease taken by one holder
+    first, second = backend.lease("job:x", ttl_ms=300), backend.lease("job:x", ttl_ms=300)
+    assert first.acquire()
+    # Then nobody else takes it while it is renewed, and the other cannot renew or release it
+    assert not second.acquire()
+    time.sleep(0.2)
+    assert first.renew()
+    time.sleep(0.2)
+    assert not second.acquire()
+    assert not second.renew()
+    second.release()
+    assert not second.acquire()
+    # When the holder stops renewing (it died), the lease lapses and another takes it
+    time.sleep(0.35)
+    assert second.acquire()
+    assert not first.renew()
+    # And release frees it at once
+    second.release()
+    assert backend.lease("job:x", ttl_ms=300).acquire()
+
+
+def test_a_kept_lease_outlives_its_ttl_and_is_released_after(backend: Coordination) -> None:
+    held = backend.lease("job:kept", ttl_ms=300)
+    assert held.acquire()
+    with held.kept():
+        time.sleep(0.8)  # more than twice the ttl: only renewal keeps it
+        assert not backend.lease("job:kept", ttl_ms=300).acquire()
+    assert backend.lease("job:kept", ttl_ms=300).acquire()
+
+
+def test_a_dedupe_key_is_first_once_within_its_window(backend: Coordination) -> None:
+    assert backend.first_time("event:k1", ttl_s=1)
+    assert not backend.first_time("event:k1", ttl_s=1)
+    assert backend.first_time("event:k2", ttl_s=1)
+    time.sleep(1.1)
+    assert backend.first_time("event:k1", ttl_s=1)
+
+
+def test_a_wake_token_ends_a_wait_and_a_wait_without_one_times_out(backend: Coordination) -> None:
+    started = time.monotonic()
+    backend.wait("wake:q", timeout_s=0.3)
+    assert time.monotonic() - started >= 0.25
+    threading.Timer(0.1, lambda: backend.wake("wake:q", cap=4)).start()
+    started = time.monotonic()
+    backend.wait("wake:q", timeout_s=5)
+    assert time.monotonic() - started < 2
+
+
+def test_a_mutex_admits_one_at_a_time(backend: Coordination) -> None:
+    with backend.mutex("relay", ttl_s=5) as mine:
+        assert mine
+        with backend.mutex("relay", ttl_s=5) as theirs:
+            assert not theirs
+    with backend.mutex("relay", ttl_s=5) as again:
+        assert again
