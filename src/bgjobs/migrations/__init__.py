@@ -174,9 +174,9 @@ def require_current(engine: Engine | None = None) -> None:
 
 def _describe(diff: Any) -> str:
     """One line per difference Alembic's comparison found (database vs the expected schema)."""
-    kind = diff[0] if isinstance(diff, tuple) else diff[0][0]
-    if not isinstance(diff, tuple) or (kind.startswith("modify") and isinstance(diff, list)):
+    if isinstance(diff, list):  # column changes come as a list of one tuple per attribute
         diff = diff[0]
+    kind = diff[0]
     if kind == "add_table":
         return f"table {diff[1].name} is missing"
     if kind == "remove_table":
