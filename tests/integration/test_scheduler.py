@@ -32,6 +32,7 @@ class Scheduler:
             env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+        self.log.close()  # the scheduler writes through its own descriptor; output() reads the file
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

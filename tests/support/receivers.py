@@ -130,7 +130,12 @@ class _JsonHandler(BaseHTTPRequestHandler):
         raise NotImplementedError
 
     def do_POST(self) -> None:
-        status, payload, headers = self.answer(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        if len(body) < length:  # the sender died mid-request: like any server, never act on half a body
+            self.close_connection = True
+            return
+        status, payload, headers = self.answer(body)
         data = json.dumps(payload).encode()
         try:
             self.send_response(status)

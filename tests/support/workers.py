@@ -82,6 +82,7 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self.log.close()  # the worker writes through its own descriptor; output() reads the file by name
         if wait:
             client = redis.Redis.from_url(self.env["BGJOBS_BROKER_URL"])
             before = set(client.zrange("dramatiq:__heartbeats__", 0, -1))
