@@ -7,17 +7,14 @@ worker dies), the key is free again and a retry does the work.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlmodel import Field, Session, SQLModel, select
 
 from . import db
+from .clock import now as _now
 
 __all__ = ["IdempotencyRecord", "claim", "lookup"]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class IdempotencyRecord(SQLModel, table=True):

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import dramatiq
@@ -23,6 +23,7 @@ from sqlalchemy import Engine, event
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from . import db, events
+from .clock import now as _now
 from .coordination import coordination_for
 from .errors import ConfigurationError, check_size
 from .jobs import JobContext, job
@@ -38,10 +39,6 @@ _WAKE_HOOKED = "bgjobs_outbox_wake_hooked"
 
 #: Seconds a SQLite relay's Redis lock outlives a relay that died holding it.
 RELAY_LOCK_TIMEOUT_S = 5
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class OutboxRow(SQLModel, table=True):

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Field, SQLModel, col, select
 
 from . import db
+from .clock import now as _now
 
 __all__ = ["Run", "finish", "recent", "start"]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Run(SQLModel, table=True):

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
+from ..clock import now as _now
 from ..typed import Payload
 
 __all__ = ["ExportInfo", "ExportJob", "ExportRecord"]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class ExportRecord(SQLModel, table=True):

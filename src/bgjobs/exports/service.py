@@ -14,13 +14,13 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.sql import Select
 from sqlmodel import col, select
 
 from .. import db, wiring
+from ..clock import now as _now
 from ..errors import InvalidPayload, PermanentError
 from ..ports.storage import check_key
 from ..typed import final_attempt
@@ -38,10 +38,6 @@ CONTENT_TYPES = {
     "jsonl": "application/x-ndjson",
     "json": "application/json",
 }
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _settings() -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,6 +12,7 @@ from sqlmodel import col, select
 
 from .. import db, events
 from ..broker import current_settings
+from ..clock import now as _now
 from ..errors import InvalidPayload
 from ..jobs import JobContext, job
 from ..typed import TypedActor, actor
@@ -92,10 +93,6 @@ def on_payment_succeeded(event: PaymentSucceeded) -> None:
 
 
 # Sweeps over the host's sources.
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 #: What a sweep's run counts: handed to delivery, done by an earlier run, refused by consent, bad.

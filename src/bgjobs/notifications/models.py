@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 from sqlmodel import Field as Column
 from sqlmodel import SQLModel
 
+from ..clock import now as _now
 from ..money import Money
 from ..ports.sms import E164
 from ..typed import Payload
@@ -53,10 +54,6 @@ class Category(StrEnum):
 
 
 Status = Literal["queued", "sent", "skipped", "failed", "dead"]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Recipient(BaseModel):

@@ -35,6 +35,7 @@ from sqlmodel import Session, col, select
 
 from .. import db, observability, wiring
 from ..broker import current_settings
+from ..clock import now as _now
 from ..errors import PERMANENT, InvalidPayload
 from ..ports import EmailMessage, PushMessage, SmsMessage
 from ..redact import mask_email, mask_phone, mask_token
@@ -63,10 +64,6 @@ class Queued:
     notification_id: str
     keys: dict[Channel, str]
     delayed_until: dict[Channel, datetime] = field(default_factory=dict)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def quiet_until(now: datetime, zone: str, start: time, end: time) -> datetime | None:

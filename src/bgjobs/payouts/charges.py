@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import groupby
 from typing import Any
@@ -24,6 +24,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from .. import db, events, outbox, wiring
+from ..clock import now as _now
 from ..errors import InvalidPayload, PermanentError, TransientError
 from ..money import Money
 from ..ports import ChargeRequest, NoPaymentMethod
@@ -33,10 +34,6 @@ from .models import Charge
 __all__ = ["ChargeExpired", "ChargeSucceeded", "defer_charge", "sweep_charges"]
 
 logger = logging.getLogger("bgjobs.payouts")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class ChargeSucceeded(BaseModel):

@@ -7,13 +7,14 @@ and the payouts: an unlinked entry is balance, a linked one belongs to exactly o
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from ..clock import now as _now
 from ..money import Money
 from ..typed import Payload
 
@@ -28,10 +29,6 @@ __all__ = [
     "PayoutRun",
     "VendorEarnings",
 ]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class LedgerEntry(SQLModel, table=True):

@@ -25,7 +25,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +32,7 @@ from sqlalchemy import and_, case, func, insert, literal, select, tuple_, update
 from sqlmodel import Session, col
 
 from .. import db, observability, runs, wiring
+from ..clock import now as _now
 from ..errors import PermanentError
 from ..money import Money, exponent
 from ..ports import PayoutRequest
@@ -47,10 +47,6 @@ __all__ = ["configure", "pay", "plan", "plan_payouts", "report", "resend_pending
 logger = logging.getLogger("bgjobs.payouts")
 
 SEND_BATCH = 1_000
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _minimum_minor(currency: str) -> int:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete
 from sqlmodel import col, select
 
 from .. import db
+from ..clock import now as _now
 from ..errors import InvalidPayload
 from ..settings import WebhookSettings
 from .guard import check_url
@@ -30,10 +31,6 @@ __all__ = [
 ]
 
 _EVENT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*(\.\*)?)$")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def current() -> WebhookSettings:

@@ -7,7 +7,7 @@ messages (each event stored once, with the exact body every attempt sends), deli
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -15,6 +15,7 @@ from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from .. import db
+from ..clock import now as _now
 from ..typed import Payload
 
 __all__ = [
@@ -27,10 +28,6 @@ __all__ = [
     "WebhookDeliveryExhausted",
     "WebhookMessage",
 ]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class EndpointRow(SQLModel, table=True):

@@ -13,6 +13,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from .. import db
+from ..clock import now as _now
 from ..errors import InvalidPayload
 from ..typed import send_messages
 from .endpoints import current
@@ -24,10 +25,6 @@ __all__ = ["Replayed", "attempts", "recover", "replay", "resend_overdue"]
 logger = logging.getLogger("bgjobs.webhooks")
 
 BATCH = 500
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

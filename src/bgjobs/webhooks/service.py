@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic_core
@@ -40,6 +40,7 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlmodel import col
 
 from .. import db, events, observability
+from ..clock import now as _now
 from ..coordination import coordination_for
 from ..errors import InvalidPayload, PermanentError, TransientError
 from ..settings import WebhookSettings
@@ -70,10 +71,6 @@ LEASE_RECHECK = timedelta(seconds=5)
 
 class DeliveryExhausted(PermanentError):
     """Raised when a delivery's last scheduled attempt fails; its message is dead-lettered."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def matches(event_type: str, patterns: list[str]) -> bool:
