@@ -1,20 +1,60 @@
-"""bgjobs: ready background jobs on Dramatiq, with ports for your vendors."""
+"""bgjobs: ready background jobs on Dramatiq, with ports for your vendors.
 
+Names load on first use (PEP 562): ``import bgjobs`` costs next to nothing, and a host that only
+sends notifications never imports the payouts family, SQLAlchemy or the Redis broker until it
+needs them.
+"""
+
+from __future__ import annotations
+
+import importlib as _importlib
 import importlib.metadata as _metadata
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
-from . import cleanup, events, exports, notifications, outbox, payouts, webhooks
-from .broker import get_broker, set_broker
-from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
-from .jobs import JobContext, job, trigger
-from .money import Money
-from .settings import Settings, get_settings
-from .typed import Payload, TypedActor, actor, delivery_key
-from .wiring import configure
+if _TYPE_CHECKING:
+    from . import cleanup, events, exports, notifications, outbox, payouts, webhooks
+    from .broker import get_broker, set_broker
+    from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
+    from .jobs import JobContext, job, trigger
+    from .money import Money
+    from .settings import Settings, get_settings
+    from .typed import Payload, TypedActor, actor, delivery_key
+    from .wiring import configure
 
 try:
     __version__ = _metadata.version("bgjobs")
 except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
+
+#: Where each public name lives; a module name alone means the submodule itself.
+_EXPORTS: dict[str, str] = {
+    "BgjobsError": "errors", "ConfigurationError": "errors", "InvalidPayload": "errors",
+    "PermanentError": "errors", "TransientError": "errors",
+    "JobContext": "jobs", "job": "jobs", "trigger": "jobs",
+    "Money": "money",
+    "Payload": "typed", "TypedActor": "typed", "actor": "typed", "delivery_key": "typed",
+    "Settings": "settings", "get_settings": "settings",
+    "get_broker": "broker", "set_broker": "broker",
+    "configure": "wiring",
+    **{family: family for family in ("cleanup", "events", "exports", "notifications", "outbox", "payouts",
+                                     "webhooks")},
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> _Any:
+    home = _EXPORTS.get(name)
+    if home is None:
+        raise AttributeError(f"module 'bgjobs' has no attribute {name!r}")
+    module = _importlib.import_module(f".{home}", __name__)
+    value = module if home == name else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "BgjobsError",

@@ -28,6 +28,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "bgjobs.notifications",
     "bgjobs.webhooks",
     "bgjobs.payouts",
+    "bgjobs.exports",
+    "bgjobs.cleanup",
 )
 
 

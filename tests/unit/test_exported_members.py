@@ -59,3 +59,16 @@ def test_the_worker_entry_module_never_imports_django(tmp_path: Any) -> None:
     env = {**os.environ, "BGJOBS_BROKER_URL": "stub://", "BGJOBS_METRICS__ENABLED": "false",
            "BGJOBS_DATABASE_URL": url}  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_importing_bgjobs_loads_no_family_database_or_broker_until_asked() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bgjobs;"
+        "heavy = ('sqlalchemy', 'sqlmodel', 'redis', 'dramatiq', 'bgjobs.payouts', 'bgjobs.webhooks');"
+        "bad = [m for m in sys.modules if m.startswith(heavy)]; assert not bad, bad;"
+        "bgjobs.payouts; assert 'bgjobs.payouts' in sys.modules and 'sqlalchemy' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
