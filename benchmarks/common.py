@@ -41,11 +41,18 @@ def cpu_seconds(parent: int) -> float:
 def worker(
     module: str, env: dict[str, str], *, processes: int = 2, threads: int = 8
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``dramatiq <module> -p 2 -t 8`` with its own metrics port, stopped on exit."""
+    """``dramatiq <module> -p 2 -t 8`` with its own metrics port and a migrated database (a throwaway
+    SQLite file unless ``env`` names one), stopped on exit."""
     full_env = {
         **os.environ, **env, "PYTHONPATH": str(ROOT), "dramatiq_prom_port": str(free_port()),
         "dramatiq_prom_db": tempfile.mkdtemp(prefix="bgjobs-bench-prom-"),
     }  # fmt: skip
+    if not full_env.get("BGJOBS_DATABASE_URL"):  # never the repository's own bgjobs.db
+        workdir = tempfile.mkdtemp(prefix="bgjobs-bench-db-")
+        full_env["BGJOBS_DATABASE_URL"] = f"sqlite:///{workdir}/bench.db"
+    from bgjobs import db
+
+    db.upgrade(db.engine_for(full_env["BGJOBS_DATABASE_URL"]))  # the worker checks the revision at boot
     argv = [sys.executable, "-m", "dramatiq", module, "-p", str(processes), "-t", str(threads)]
     proc = subprocess.Popen(
         argv, env=full_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
