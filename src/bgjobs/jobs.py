@@ -131,7 +131,7 @@ def _run_job(spec: Job, payload: JobRun) -> None:
             return
         # Wait without spending the retry budget: a fresh message, due a little later, backing
         # off so that a long run is not answered by a message a second.
-        delay = min(OVERLAP_RECHECK_MS * 2 ** min(payload.waits, 16), settings.worker.heartbeat_timeout_ms)
+        delay = min(OVERLAP_RECHECK_MS * 2 ** min(payload.waits, 16), ttl_ms)
         spec.typed.send(payload.model_copy(update={"waits": payload.waits + 1}), delay=delay)
         logger.info("%s is already running; %s trigger rechecks in %d ms", spec.name, payload.trigger, delay)
         return

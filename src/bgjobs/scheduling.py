@@ -171,7 +171,7 @@ def run_scheduler(settings: Settings) -> int:
     if not settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError("bgjobs scheduler needs a Redis BGJOBS_BROKER_URL for its lock")
     table = cron_table(settings)
-    from redis.exceptions import LockError
+    from redis.exceptions import LockError, RedisError
 
     from .broker import get_broker
     from .redis_broker import BgjobsRedisBroker
@@ -190,23 +190,33 @@ def run_scheduler(settings: Settings) -> int:
         logger.info("cron: %-40s %s", entry.job.name, entry.schedule)
     try:
         while True:
-            if not lock.acquire(blocking=False):
-                time.sleep(0.5)
+            try:
+                if not lock.acquire(blocking=False):
+                    time.sleep(0.5)
+                    continue
+            except RedisError as exc:
+                logger.error("cannot reach Redis for the scheduler lock (%s); trying again", exc)
+                time.sleep(1)
                 continue
             logger.info("scheduler lock acquired; firing %d job(s)", len(table))
-            ticker.resume(datetime.now(UTC))
-            refreshed = time.monotonic()
             try:
+                ticker.resume(datetime.now(UTC))
+                refreshed = time.monotonic()
                 while True:
                     if time.monotonic() - refreshed >= refresh_s:
                         lock.extend(settings.scheduler.lock_timeout_s, replace_ttl=True)
                         refreshed = time.monotonic()
                     wait = ticker.due(datetime.now(UTC))
-                    time.sleep(min(wait, refresh_s - (time.monotonic() - refreshed), 0.5) + 0.001)
+                    # Never past the next refresh (it may be due already, after a long catch-up).
+                    time.sleep(max(0.0, min(wait, refresh_s - (time.monotonic() - refreshed), 0.5)) + 0.001)
             except LockError:
                 logger.error("lost the scheduler lock; waiting until it is free again")
+            except RedisError as exc:
+                # A tick not sent is not recorded as sent: the next leader (maybe this one) catches up.
+                logger.error("Redis failed while leading (%s); waiting for the lock again", exc)
+                time.sleep(1)
             finally:
-                with contextlib.suppress(LockError):
+                with contextlib.suppress(RedisError):
                     lock.release()
     except KeyboardInterrupt:
         logger.info("scheduler stopped")

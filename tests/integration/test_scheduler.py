@@ -188,3 +188,28 @@ def test_trigger_and_runs_commands(scheduler_env: dict[str, str], redis_url: str
     message_id = done.stdout.strip()
     stored = [json.loads(m) for m in redis.Redis.from_url(redis_url).hvals("dramatiq:default.msgs")]
     assert [(m["message_id"], m["args"][0]["args"]) for m in stored] == [(message_id, {"n": "4"})]
+
+
+def test_the_scheduler_outlives_a_redis_outage_and_fires_again_after_it(
+    scheduler_env: dict[str, str], schedulers: list[Scheduler]
+) -> None:
+    from bgjobs.embedded import RedisServer, free_port
+
+    # Given a scheduler leading on a Redis of its own
+    port = free_port()
+    server = RedisServer(port=port).start()
+    try:
+        leader = Scheduler({**scheduler_env, "BGJOBS_BROKER_URL": server.url})
+        schedulers.append(leader)
+        wait_for(lambda: len(ticks(redis.Redis.from_url(server.url))) >= 1, timeout=30, what="a first tick")
+        # When Redis goes away for a few seconds, and comes back (empty, as after a restart)
+        server.stop()
+        time.sleep(3)
+        assert leader.proc.poll() is None, leader.output()
+    finally:
+        server.stop()
+    with RedisServer(port=port) as again:
+        # Then the same scheduler takes the lock again and fires, having said what happened
+        wait_for(lambda: len(ticks(redis.Redis.from_url(again.url))) >= 1, timeout=30, what="ticks after")
+        assert leader.proc.poll() is None
+        assert "Redis" in leader.output() and "Traceback" not in leader.output()
