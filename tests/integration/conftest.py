@@ -10,7 +10,7 @@ import pytest
 from bgjobs import broker as bgjobs_broker
 from bgjobs import settings as bgjobs_settings
 from tests.support import worker_jobs
-from tests.support.workers import HEARTBEAT_TIMEOUT_S, WorkerProcess
+from tests.support.workers import HEARTBEAT_TIMEOUT_S, WorkerProcess, remove_all
 
 
 @pytest.fixture
@@ -40,3 +40,10 @@ def workers() -> Iterator[list[WorkerProcess]]:
     yield started
     for w in started:
         w.kill()
+
+
+@pytest.fixture(autouse=True)
+def _remove_worker_processes() -> Iterator[None]:
+    """Whatever a test did with the worker commands it made, none outlives it, nor do their logs."""
+    yield
+    remove_all()

@@ -63,6 +63,7 @@ def schedulers() -> Iterator[list[Scheduler]]:
     yield started
     for s in started:
         s.kill()
+        Path(s.log.name).unlink(missing_ok=True)
 
 
 def ticks(client: redis.Redis) -> list[str]:

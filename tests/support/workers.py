@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,20 @@ def use_environment(monkeypatch: Any, env: dict[str, str]) -> None:
     db.upgrade()
 
 
+#: Every worker command made by the test now running; :func:`remove_all` kills them and deletes their logs.
+_made: list[WorkerProcess] = []
+
+
+def remove_all() -> None:
+    """Kill every worker command the test made (whatever it did itself) and delete their log files."""
+    while _made:
+        made = _made.pop()
+        made.kill()
+        Path(made.log.name).unlink(missing_ok=True)
+        if made.own_prom_db is not None:
+            shutil.rmtree(made.own_prom_db, ignore_errors=True)
+
+
 class WorkerProcess:
     """One ``dramatiq bgjobs.actors`` command (its main process and children, in their own session)."""
 
@@ -56,7 +71,10 @@ class WorkerProcess:
             "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
         }
         self.env.setdefault("dramatiq_prom_port", str(free_port()))
-        self.env.setdefault("dramatiq_prom_db", tempfile.mkdtemp(prefix="bgjobs-prom-"))
+        #: The metrics directory this object made (and removes), unless the test named one.
+        self.own_prom_db = None if "dramatiq_prom_db" in self.env else tempfile.mkdtemp(prefix="bgjobs-prom-")
+        if self.own_prom_db is not None:
+            self.env["dramatiq_prom_db"] = self.own_prom_db
         self.processes = processes
         self.metrics_port = int(self.env["dramatiq_prom_port"])
         self.log = tempfile.NamedTemporaryFile(prefix="bgjobs-worker-", suffix=".log", delete=False)  # noqa: SIM115
@@ -72,6 +90,7 @@ class WorkerProcess:
             *args,
         ]
         self.proc: subprocess.Popen[bytes] | None = None
+        _made.append(self)
 
     def start(self, *, wait: bool = True) -> WorkerProcess:
         self.proc = subprocess.Popen(
