@@ -25,7 +25,10 @@ from .coordination import coordination_for
 from .errors import InvalidPayload
 from .typed import Payload, TypedActor, actor, send_messages
 
-__all__ = ["EventFanout", "declare", "fanout", "on", "publish", "subscribe", "subscribers", "validate"]
+__all__ = [
+    "EventFanout", "declare", "fanout", "fanout_message", "on", "publish", "subscribe", "subscribers",
+    "validate",
+]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.events")
 
@@ -101,7 +104,10 @@ class EventFanout(Payload):
 
     name: str
     payload: dict[str, Any]
-    key: str | None = None
+    #: Each subscriber's message carries ``<delivery_key>:<actor>`` as its delivery key (see
+    #: :func:`bgjobs.delivery_key`): ``event:<name>:<key>`` for a keyed event, ``outbox:<row>`` from
+    #: the outbox; None for an unkeyed event.
+    delivery_key: str | None = None
 
 
 def publish(
@@ -123,11 +129,16 @@ def publish(
 
     checked = validate(name, payload)
     data = checked.model_dump(mode="json") if isinstance(checked, BaseModel) else dict(checked)
-    message = fanout.message(EventFanout(name=name, payload=data, key=key), bgjobs_event=name)
+    message = fanout_message(name, data, delivery_key=f"event:{name}:{key}" if key is not None else None)
     broker = get_broker()
     if key is not None and not _first_time(broker, name, key, settings_for(broker).events.dedupe_window_s):
         return []
     return send_messages(broker, [message])
+
+
+def fanout_message(name: str, data: dict[str, Any], *, delivery_key: str | None) -> dramatiq.Message[Any]:
+    """The one message that stands for an event until a worker expands it (publish and the outbox)."""
+    return fanout.message(EventFanout(name=name, payload=data, delivery_key=delivery_key), bgjobs_event=name)
 
 
 @actor(name="events.fanout", queue="default")
@@ -144,14 +155,11 @@ def fanout(event: EventFanout) -> None:
         logger.warning("event %s has no subscriber in this worker (is its module in BGJOBS_JOBS?)",
                        event.name)  # fmt: skip
         return
-    key = event.key
+    base = event.delivery_key
     messages = [
-        t.message(
-            payload, bgjobs_event=event.name,
-            **({"bgjobs_key": f"event:{event.name}:{key}:{t.name}"} if key else {}),
-        )
+        t.message(payload, bgjobs_event=event.name, **({"bgjobs_key": f"{base}:{t.name}"} if base else {}))
         for t in targets
-    ]  # fmt: skip
+    ]
     from .broker import get_broker
 
     send_messages(get_broker(), messages)

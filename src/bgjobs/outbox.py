@@ -107,10 +107,8 @@ def _messages(row: OutboxRow) -> list[dramatiq.Message[Any]]:
         if typed is None:
             raise ConfigurationError(f"outbox row {row.id} targets unknown actor {row.target!r}")
         return [typed.message(data, bgjobs_key=delivery_key)]
-    return [
-        t.message(data, bgjobs_key=f"{delivery_key}:{t.name}", bgjobs_event=row.target)
-        for t in events.subscribers(row.target)
-    ]
+    # Events expand in the worker that takes their fan-out, like a published event's.
+    return [events.fanout_message(row.target, data, delivery_key=delivery_key)]
 
 
 def relay_once(*, engine: Engine | None = None, batch_size: int = 500) -> int:
