@@ -66,6 +66,11 @@ class Queued:
     delayed_until: dict[Channel, datetime] = field(default_factory=dict)
 
 
+def channel_key(key: str, channel: Channel | str) -> str:
+    """The delivery log's key of one channel of a notification: ``notif:<key>:<channel>``."""
+    return f"notif:{key}:{channel}"
+
+
 def quiet_until(now: datetime, zone: str, start: time, end: time) -> datetime | None:
     """When the quiet hours around ``now`` end in ``zone``, or None outside them."""
     if start == end:
@@ -180,7 +185,7 @@ def send(
                 )
             segments = counted.segments
         payloads[channel] = ChannelMessage(
-            key=f"notif:{base}:{channel}", notification_id=notification_id, template=tpl.name,
+            key=channel_key(base, channel), notification_id=notification_id, template=tpl.name,
             category=tpl.category, urgent=tpl.urgent, recipient=who, subject=content.subject,
             text=content.text, html=content.html, sms_segments=segments,
         )  # fmt: skip
@@ -342,7 +347,7 @@ def send_once(template: str, recipient: Recipient | Mapping[str, Any], context: 
     tpl = get_template(template)
     who = _recipient(recipient)
     chosen = _channels(tpl, who, None)
-    keys = [f"notif:{key}:{c}" for c in chosen]
+    keys = [channel_key(key, c) for c in chosen]
     with db.read() as conn:
         done = conn.execute(
             select(func.count()).select_from(NotificationRecord)
