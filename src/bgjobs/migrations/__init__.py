@@ -160,16 +160,22 @@ def current(engine: Engine | None = None) -> str | None:
         return _current(conn)
 
 
+def _behind(found: str | None) -> str | None:
+    """The line saying the database is not at head, or None when it is."""
+    needed = head()
+    if found == needed:
+        return None
+    return f"the database is at revision {found or 'none'}, this bgjobs needs {needed}"
+
+
 def require_current(engine: Engine | None = None) -> None:
     """The start-up check: the database is at the revision this bgjobs needs.
 
     Raises:
         DatabaseBehind: one line, naming both revisions and the command that fixes it.
     """
-    found, needed = current(engine), head()
-    if found != needed:
-        raise DatabaseBehind(f"the database is at revision {found or 'none'}, this bgjobs needs {needed}: "
-                             "run 'bgjobs db upgrade'")  # fmt: skip
+    if (line := _behind(current(engine))) is not None:
+        raise DatabaseBehind(f"{line}: run 'bgjobs db upgrade'")
 
 
 def _describe(diff: Any) -> str:
@@ -228,11 +234,8 @@ def differences(engine: Engine | None = None) -> list[str]:
     from .. import db
 
     with (engine or db.get_engine()).connect() as conn:
-        found, needed = _current(conn), head()
-        lines = [] if found == needed else [
-            f"the database is at revision {found or 'none'}, this bgjobs needs {needed}"
-        ]  # fmt: skip
-        return lines + _compare(conn, models_metadata())
+        behind = _behind(_current(conn))
+        return ([behind] if behind else []) + _compare(conn, models_metadata())
 
 
 def _baseline_metadata() -> MetaData:
