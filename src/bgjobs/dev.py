@@ -83,12 +83,12 @@ class _Receiver:
         self.server.server_close()
 
 
-def _wait(predicate: Callable[[], object], timeout: float = 60) -> bool:
+def _wait(predicate: Callable[[], object], timeout: float = 60, *, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(0.1)
+        time.sleep(interval)
     return False
 
 
@@ -235,9 +235,16 @@ def _drive(workdir: Path, metrics_port: int) -> bool:
     def counted() -> list[str]:
         return [line for line in scrape(metrics_port).splitlines() if line.startswith("bgjobs_jobs_total{")]
 
-    # Each worker process applies its tallies once a second: give a loaded machine a few seconds.
-    _wait(lambda: any('actor="cleanup.daily"' in line for line in counted()), 10)
-    print("\n  " + "\n  ".join(counted()))
+    # Each worker process applies its tallies once a second, each on its own clock: wait until
+    # the last job is counted and two scrapes over a second apart agree (every process flushed).
+    seen: list[list[str]] = [[]]
+
+    def flushed() -> bool:
+        before, seen[0] = seen[0], counted()
+        return seen[0] == before and any('actor="cleanup.daily"' in line for line in seen[0])
+
+    _wait(flushed, 20, interval=1.2)
+    print("\n  " + "\n  ".join(seen[0]))
     print(f"\n  metrics: http://127.0.0.1:{metrics_port}/metrics")
     receiver.close()
     return out.ok
