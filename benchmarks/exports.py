@@ -88,10 +88,11 @@ def phase(kind: str, url: str, rows: int, out: str) -> dict[str, float]:
             for row in conn.execute(_query(rows)):
                 writer.writerow(row)
     else:
-        from bgjobs.broker import build_broker, set_broker
+        from bgjobs.broker import build_broker
         from bgjobs.exports import exports, register_dataset, request
+        from bgjobs.exports.handling import run
         from bgjobs.exports.models import ExportJob
-        from bgjobs.exports.service import run
+        from bgjobs.runtime import set_broker
         from bgjobs.settings import get_settings
 
         set_broker(build_broker(get_settings()))

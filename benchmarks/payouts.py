@@ -71,7 +71,7 @@ def phase(name: str, url: str) -> dict[str, float]:
     from bgjobs import db
     from bgjobs.payouts.models import LedgerEntry
     from bgjobs.payouts.periods import period_for
-    from bgjobs.payouts.service import plan_payouts
+    from bgjobs.payouts.planning import plan_payouts
 
     period = period_for("weekly", PERIOD, timezone="UTC")
     start = time.perf_counter()
@@ -104,10 +104,9 @@ def pay(url: str, count: int) -> float:
         env = {"BGJOBS_BROKER_URL": server.url, "BGJOBS_DATABASE_URL": url, "BGJOBS_PAYMENT": "http",
                "BGJOBS_HTTP_PAYMENT__URL": gateway.url}  # fmt: skip
         os.environ.update(env)
-        from bgjobs import broker, settings
+        from bgjobs import runtime
 
-        settings.get_settings.cache_clear()
-        broker.forget()
+        runtime.reset()
         from sqlmodel import col, select
 
         from bgjobs import db

@@ -14,11 +14,8 @@ from typing import Any
 import pytest
 import redis
 
-from bgjobs import broker as bgjobs_broker
-from bgjobs import cleanup, db, payouts, wiring
-from bgjobs import settings as bgjobs_settings
+from bgjobs import cleanup, db, runtime
 from bgjobs.embedded import RedisServer
-from bgjobs.notifications import sources
 from bgjobs.settings import (
     ActorSettings,
     NotificationSettings,
@@ -28,7 +25,6 @@ from bgjobs.settings import (
     WebhookSettings,
 )
 from bgjobs.testing import JobsHarness, stub_jobs
-from bgjobs.webhooks import actors as webhooks
 from bgjobs.webhooks import transport as webhook_transport
 from tests.support.postgres import PostgresCluster
 
@@ -37,19 +33,15 @@ _db_counter = itertools.count()
 
 @pytest.fixture(autouse=True)
 def _clean_bgjobs_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Each test starts with no BGJOBS_* variables, no cached settings, no broker, no adapters."""
+    """Each test starts with no BGJOBS_* variables and no runtime (settings, broker, adapters)."""
     for name in list(os.environ):
         if name.startswith("BGJOBS_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # so no stray .env or bgjobs.db is read or written
-    bgjobs_settings.get_settings.cache_clear()
-    wiring.reset()
-    bgjobs_broker.forget()
+    runtime.reset()
     cleanup.reset()
     yield
-    bgjobs_settings.get_settings.cache_clear()
-    wiring.reset()
-    bgjobs_broker.forget()
+    runtime.reset()
 
 
 @pytest.fixture(scope="session")
@@ -103,9 +95,6 @@ def harness(database_url: str) -> Iterator[Callable[..., JobsHarness]]:
         return context.__enter__()
 
     yield start
-    sources.reset()
-    webhooks.reset()
-    payouts.configure(vendor_contact=None)
     webhook_transport.close()
     for context in reversed(stack):
         context.__exit__(None, None, None)

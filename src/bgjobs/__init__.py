@@ -14,10 +14,10 @@ from typing import Any as _Any
 
 if _TYPE_CHECKING:
     from . import cleanup, events, exports, notifications, outbox, payouts, webhooks
-    from .broker import get_broker, set_broker
     from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
     from .jobs import JobContext, job, trigger
     from .money import Money
+    from .runtime import get_broker, set_broker
     from .settings import Settings, get_settings
     from .typed import Payload, TypedActor, actor, delivery_key
     from .wiring import configure
@@ -35,7 +35,7 @@ _EXPORTS: dict[str, str] = {
     "Money": "money",
     "Payload": "typed", "TypedActor": "typed", "actor": "typed", "delivery_key": "typed",
     "Settings": "settings", "get_settings": "settings",
-    "get_broker": "broker", "set_broker": "broker",
+    "get_broker": "runtime", "set_broker": "runtime",
     "configure": "wiring",
     **{family: family for family in ("cleanup", "events", "exports", "notifications", "outbox", "payouts",
                                      "webhooks")},

@@ -1,4 +1,6 @@
-"""Builds the one broker bgjobs uses, from settings, before any actor is bound to it.
+"""Builds a broker from settings: bgjobs's middleware and the family queues, no actors.
+
+:mod:`bgjobs.runtime` holds the process's broker and binds the declared actors to it.
 
 ``redis://``, ``rediss://`` and ``unix://`` URLs give :class:`BgjobsRedisBroker`;
 ``amqp://`` gives Dramatiq's RabbitMQ broker (``pip install 'bgjobs[rabbitmq]'``);
@@ -7,8 +9,8 @@
 
 from __future__ import annotations
 
-import threading
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 import dramatiq
@@ -16,23 +18,14 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, default_middleware
 
 from .errors import ConfigurationError
-from .middleware import DeadLetterReasons, Maintenance, OutboxRelay
+from .middleware import DeadLetterReasons, Maintenance
+from .redact import mask_url
 from .redis_broker import BgjobsRedisBroker
+from .registry import QUEUES
 from .settings import Settings, get_settings
-from .typed import QUEUES, registered
 
-__all__ = [
-    "build_broker",
-    "current",
-    "current_settings",
-    "forget",
-    "get_broker",
-    "set_broker",
-    "settings_for",
-]
+__all__ = ["build_broker", "settings_for"]
 
-_lock = threading.RLock()
-_broker: dramatiq.Broker | None = None
 _settings: weakref.WeakKeyDictionary[dramatiq.Broker, Settings] = weakref.WeakKeyDictionary()
 
 
@@ -48,26 +41,27 @@ def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
         from .observability import Metrics
 
         stack.append(Metrics())
-    if worker and settings.outbox.relay_in_worker:
-        stack.append(OutboxRelay())
     return stack
 
 
-def build_broker(settings: Settings, *, worker: bool = False) -> dramatiq.Broker:
+def build_broker(
+    settings: Settings, *, worker: bool = False, middleware: Iterable[Any] = ()
+) -> dramatiq.Broker:
     """A new broker for ``settings.broker_url`` with bgjobs's middleware and family queues.
 
     Args:
         worker: add what only a worker process needs (maintenance, metrics).
+        middleware: more middleware, after bgjobs's own (the worker adds the outbox relay).
 
     Raises:
         ConfigurationError: the URL scheme is not supported, or its extra is missing.
     """
     url = settings.broker_url
-    middleware = _middleware(settings, worker=worker)
+    redis = url.startswith(("redis://", "rediss://", "unix://"))
+    maintenance = [Maintenance()] if redis and worker else []
+    middleware = [*_middleware(settings, worker=worker), *maintenance, *middleware]
     broker: dramatiq.Broker
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        if worker:
-            middleware.append(Maintenance())
+    if redis:
         broker = BgjobsRedisBroker(url=url, worker=settings.worker, middleware=middleware)
     elif url.startswith(("amqp://", "amqps://")):
         try:
@@ -82,54 +76,9 @@ def build_broker(settings: Settings, *, worker: bool = False) -> dramatiq.Broker
         broker.emit_after("process_boot")
     else:
         raise ConfigurationError(
-            f"BGJOBS_BROKER_URL={url!r}: use redis://, rediss://, unix://, amqp:// or stub://"
+            f"BGJOBS_BROKER_URL={mask_url(url)!r}: use redis://, rediss://, unix://, amqp:// or stub://"
         )
     _settings[broker] = settings
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker
-
-
-def set_broker(broker: dramatiq.Broker) -> dramatiq.Broker:
-    """Make ``broker`` the one bgjobs (and Dramatiq) use, and bind every typed actor to it."""
-    global _broker
-    with _lock:
-        _broker = broker
-        dramatiq.set_broker(broker)
-        for typed in registered().values():
-            typed.bind(broker)
-    return broker
-
-
-def forget() -> None:
-    """Drop the broker, so the next send builds one from settings again (for tests)."""
-    global _broker
-    with _lock:
-        _broker = None
-
-
-def current() -> dramatiq.Broker | None:
-    """The broker, if one was built or set; never builds one."""
-    return _broker
-
-
-def current_settings() -> Settings:
-    """The settings of the current broker (a worker's, a test's), else the environment's.
-
-    Every family reads its settings here, so a stub broker built with its own settings is
-    honoured everywhere, not only where the broker is at hand.
-    """
-    broker = current()
-    if broker is not None:
-        return settings_for(broker)
-    from .settings import get_settings
-
-    return get_settings()
-
-
-def get_broker() -> dramatiq.Broker:
-    """The broker, built from settings on first use (in host apps, on the first send)."""
-    with _lock:
-        if _broker is None:
-            return set_broker(build_broker(get_settings()))
-        return _broker

@@ -7,17 +7,18 @@ which own the schema and touch only those tables.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, SQLModel
 
+from . import runtime
+from .engines import READ_ONLY, engine_for
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -26,43 +27,9 @@ if TYPE_CHECKING:
 __all__ = ["aware", "engine_for", "get_engine", "insert_new", "read", "session", "unreachable", "upgrade"]
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the one writer; busy_timeout makes worker
-    # processes wait for the write lock instead of failing with "database is locked".
-    # pysqlite's own deferred BEGIN is turned off: see _sqlite_begin.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def _sqlite_begin(connection: Any) -> None:
-    # A deferred transaction that reads and then writes must upgrade its lock, and SQLite
-    # answers "database is locked" at once (no busy wait) when another writer is pending.
-    # Taking the write lock at BEGIN makes concurrent workers queue on busy_timeout instead.
-    # Reads (see read()) need no write lock: in WAL mode they run beside the writer.
-    read_only = connection.get_execution_options().get(_READ_ONLY, False)
-    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-
-@functools.cache
-def engine_for(url: str) -> Engine:
-    """One engine per URL per process."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
 def get_engine() -> Engine:
-    """The engine for the database URL of the current broker's settings (or the environment's)."""
-    from .broker import current_settings
-
-    return engine_for(current_settings().database_url)
+    """The current runtime's engine (see :mod:`bgjobs.runtime`)."""
+    return runtime.current().engine
 
 
 def aware(moment: datetime) -> datetime:
@@ -71,14 +38,11 @@ def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-_READ_ONLY = "bgjobs_read_only"
-
-
 @contextmanager
 def read(engine: Engine | None = None) -> Iterator[Connection]:
     """A connection for reads only: on SQLite it does not queue for the write lock."""
     with (engine or get_engine()).connect() as conn:
-        yield conn.execution_options(**{_READ_ONLY: True})
+        yield conn.execution_options(**{READ_ONLY: True})
 
 
 @contextmanager

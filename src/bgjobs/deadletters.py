@@ -19,6 +19,7 @@ from uuid import uuid4
 
 import dramatiq
 
+from . import runtime
 from .errors import ConfigurationError, InvalidPayload
 from .redis_broker import WAKE_CAP, BgjobsRedisBroker, registered_queues
 
@@ -54,9 +55,8 @@ def redis_broker(broker: dramatiq.Broker | None = None) -> BgjobsRedisBroker:
     Raises:
         ConfigurationError: the configured broker is not Redis.
     """
-    from .broker import get_broker
 
-    found = broker or get_broker()
+    found = broker or runtime.current().broker
     if not isinstance(found, BgjobsRedisBroker):
         raise ConfigurationError(
             f"dead letters and status read the Redis broker's keys; the broker is {type(found).__name__} "

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import dramatiq
 from pydantic import BaseModel, ValidationError
 
-from .coordination import coordination_for
+from . import runtime
 from .errors import InvalidPayload
 from .typed import Payload, TypedActor, actor, send_messages
 
@@ -80,8 +80,8 @@ def subscribers(name: str) -> list[TypedActor[Any, Any]]:
     return found
 
 
-def _first_time(broker: dramatiq.Broker, name: str, key: str, window_s: int) -> bool:
-    return coordination_for(broker).first_time(f"__bgjobs_events__:{name}:{key}", ttl_s=window_s)
+def _first_time(name: str, key: str, window_s: int) -> bool:
+    return runtime.current().coordination.first_time(f"__bgjobs_events__:{name}:{key}", ttl_s=window_s)
 
 
 def validate(name: str, payload: BaseModel | Mapping[str, Any]) -> BaseModel | Mapping[str, Any]:
@@ -125,15 +125,14 @@ def publish(
         InvalidPayload: the payload does not fit the event's declared model (where this process
             declared it; the worker checks again against its own declarations and subscribers).
     """
-    from .broker import get_broker, settings_for
 
     checked = validate(name, payload)
     data = checked.model_dump(mode="json") if isinstance(checked, BaseModel) else dict(checked)
     message = fanout_message(name, data, delivery_key=f"event:{name}:{key}" if key is not None else None)
-    broker = get_broker()
-    if key is not None and not _first_time(broker, name, key, settings_for(broker).events.dedupe_window_s):
+    current = runtime.current()
+    if key is not None and not _first_time(name, key, current.settings.events.dedupe_window_s):
         return []
-    return send_messages(broker, [message])
+    return send_messages(current.broker, [message])
 
 
 def fanout_message(name: str, data: dict[str, Any], *, delivery_key: str | None) -> dramatiq.Message[Any]:
@@ -160,6 +159,5 @@ def fanout(event: EventFanout) -> None:
         t.message(payload, bgjobs_event=event.name, **({"bgjobs_key": f"{base}:{t.name}"} if base else {}))
         for t in targets
     ]
-    from .broker import get_broker
 
-    send_messages(get_broker(), messages)
+    send_messages(runtime.current().broker, messages)

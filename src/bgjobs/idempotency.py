@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlmodel import Field, Session, SQLModel, select
 
-from . import db
+from . import db, retention
 from .clock import now as _now
 
 __all__ = ["IdempotencyRecord", "claim", "lookup"]
@@ -40,3 +40,7 @@ def claim(session: Session, key: str, *, scope: str = "", result: str | None = N
 def lookup(session: Session, key: str) -> IdempotencyRecord | None:
     """The record for ``key``, if its transaction committed."""
     return session.exec(select(IdempotencyRecord).where(IdempotencyRecord.key == key)).first()
+
+
+retention.keep("bgjobs.idempotency", "bgjobs_idempotency", "created_at",
+               days=lambda s: s.cleanup.idempotency_days)  # fmt: skip

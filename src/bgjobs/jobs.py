@@ -23,8 +23,7 @@ from typing import Any, Literal
 import dramatiq
 from pydantic import Field
 
-from . import runs
-from .coordination import coordination_for
+from . import runs, runtime
 from .errors import ConfigurationError
 from .typed import Payload, TypedActor, actor
 
@@ -117,12 +116,10 @@ def registered_jobs() -> dict[str, Job]:
 
 
 def _run_job(spec: Job, payload: JobRun) -> None:
-    from .broker import get_broker, settings_for
-
-    broker = get_broker()
-    settings = settings_for(broker)
+    current = runtime.current()
+    settings = current.settings
     ttl_ms = settings.worker.heartbeat_timeout_ms
-    lease = coordination_for(broker).lease(f"bgjobs-job:{spec.name}", ttl_ms=ttl_ms)
+    lease = current.coordination.lease(f"bgjobs-job:{spec.name}", ttl_ms=ttl_ms)
     if not lease.acquire():
         if settings.scheduler.overlap == "skip" and payload.trigger != "continuation":
             run = runs.start(spec.name, payload.trigger)

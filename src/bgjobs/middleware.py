@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from .errors import ConfigurationError, InvalidPayload, PermanentError
 from .redis_broker import BgjobsRedisBroker
 
-__all__ = ["DeadLetterReasons", "Maintenance", "OutboxRelay", "describe_failure"]
+__all__ = ["DeadLetterReasons", "Maintenance", "describe_failure"]
 
 logger = logging.getLogger("bgjobs.worker")
 
@@ -72,24 +72,6 @@ class Maintenance(Middleware):
                 logger.error("maintenance pass failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc,
                              interval)  # fmt: skip
             self._stop.wait(interval)
-
-
-class OutboxRelay(Middleware):
-    """Relays committed outbox rows from every worker process, polling at idle."""
-
-    def __init__(self) -> None:
-        self._relay: Any = None
-
-    def after_worker_boot(self, broker: Any, worker: Any) -> None:
-        from .broker import settings_for
-        from .outbox import Relay
-
-        self._relay = Relay.from_settings(settings_for(broker).outbox)
-        self._relay.start()
-
-    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
-        if self._relay is not None:
-            self._relay.stopped.set()
 
 
 def describe_failure(message: Any, exception: BaseException | None) -> dict[str, Any]:

@@ -329,8 +329,8 @@ def _registry() -> Any:
     import prometheus_client as prom
     from prometheus_client import multiprocess
 
+    from .registry import QUEUES
     from .settings import get_settings
-    from .typed import QUEUES
 
     settings = get_settings()
     registry = prom.CollectorRegistry()

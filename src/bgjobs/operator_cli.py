@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
+from . import runtime
+
 __all__ = ["register", "table"]
 
 _AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -36,10 +38,9 @@ def _age(value: str) -> timedelta:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .broker import current_settings
     from .status import status
 
-    health = current_settings().health
+    health = runtime.current().settings.health
     overrides = {k: v for k in ("max_dead_letters", "max_age_s", "min_workers")
                  if (v := getattr(args, k)) is not None}  # fmt: skip
     if overrides:

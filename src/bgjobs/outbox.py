@@ -22,9 +22,8 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, event
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from . import db, events
+from . import db, events, retention, runtime
 from .clock import now as _now
-from .coordination import coordination_for
 from .errors import ConfigurationError, check_size
 from .jobs import JobContext, job
 from .redis_broker import WAKE_CAP
@@ -52,6 +51,10 @@ class OutboxRow(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, index=True)
 
 
+retention.keep("bgjobs.outbox", "bgjobs_outbox", "sent_at", days=lambda s: s.cleanup.outbox_days,
+               where=lambda t: t.c.sent_at.isnot(None))  # fmt: skip
+
+
 def defer(
     session: Session, target: TypedActor[Any, Any] | str, payload: BaseModel | Mapping[str, Any]
 ) -> OutboxRow:
@@ -70,9 +73,8 @@ def defer(
         checked = events.validate(target, payload)
         data = checked.model_dump(mode="json") if isinstance(checked, BaseModel) else dict(checked)
         row = OutboxRow(kind="event", target=target, payload=json.dumps(data))
-    from .broker import current_settings
 
-    check_size(row.target, len(row.payload.encode()), current_settings().worker.max_message_bytes)
+    check_size(row.target, len(row.payload.encode()), runtime.current().settings.worker.max_message_bytes)
     session.add(row)
     if not session.info.get(_WAKE_HOOKED):
         session.info[_WAKE_HOOKED] = True
@@ -85,10 +87,9 @@ def _wake_relay(session: Session) -> None:
 
     Only a hint: if it is lost (no Redis broker, a network blip), the relay's poll finds the rows.
     """
-    from .broker import get_broker
 
     try:
-        coordination_for(get_broker()).wake(WAKE_LIST, cap=WAKE_CAP)
+        runtime.current().coordination.wake(WAKE_LIST, cap=WAKE_CAP)
     except Exception:
         logger.warning(
             "could not wake the outbox relay; it will find the rows on its next poll", exc_info=True
@@ -117,7 +118,6 @@ def relay_once(*, engine: Engine | None = None, batch_size: int = 500) -> int:
     On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED``, so relays running
     in parallel never send the same row. SQLite has one writer at a time.
     """
-    from .broker import get_broker
 
     engine = engine or db.get_engine()
     with db.session(engine) as s:
@@ -129,7 +129,7 @@ def relay_once(*, engine: Engine | None = None, batch_size: int = 500) -> int:
         if not rows:
             return 0
         messages = [m for row in rows for m in _messages(row)]
-        send_messages(get_broker(), messages)
+        send_messages(runtime.current().broker, messages)
         now = _now()
         for row in rows:
             row.sent_at = now
@@ -148,9 +148,8 @@ def pending(*, engine: Engine | None = None) -> int:
 @job("outbox.relay", schedule="* * * * *")
 def relay_sweep(ctx: JobContext) -> dict[str, int]:
     """The scheduled sweep behind the in-worker relay: drains whatever is left."""
-    from .broker import get_broker, settings_for
 
-    return {"sent": Relay.from_settings(settings_for(get_broker()).outbox).run(until_empty=True)}
+    return {"sent": Relay.from_settings(runtime.current().settings.outbox).run(until_empty=True)}
 
 
 class Relay:
@@ -167,14 +166,12 @@ class Relay:
         return cls(interval_s=settings.poll_interval_ms / 1000, batch_size=batch_size or settings.batch_size)
 
     def _once(self) -> int:
-        from .broker import get_broker
-
         engine = self.engine or db.get_engine()
         if engine.dialect.name == "postgresql":
             return relay_once(engine=engine, batch_size=self.batch_size)
         # SQLite cannot skip locked rows: let one relay at a time read the batch. The lock is
         # short-lived so a killed relay holds up the others for seconds, not minutes.
-        with coordination_for(get_broker()).mutex("bgjobs-outbox-relay", ttl_s=RELAY_LOCK_TIMEOUT_S) as mine:
+        with runtime.current().coordination.mutex("bgjobs-outbox-relay", ttl_s=RELAY_LOCK_TIMEOUT_S) as mine:
             return relay_once(engine=engine, batch_size=self.batch_size) if mine else 0
 
     def run(self, *, until_empty: bool = False) -> int:
@@ -199,14 +196,29 @@ class Relay:
 
     def _idle(self) -> None:
         """Wait for a commit's wake-up, or at most one poll interval."""
-        from .broker import get_broker
 
         if self.interval_s <= 0:
             return
         with contextlib.suppress(Exception):  # a Redis hiccup only means polling
-            coordination_for(get_broker()).wait(WAKE_LIST, timeout_s=min(self.interval_s, 1.0))
+            runtime.current().coordination.wait(WAKE_LIST, timeout_s=min(self.interval_s, 1.0))
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="bgjobs-outbox-relay", daemon=True)
         thread.start()
         return thread
+
+
+class OutboxRelay(dramatiq.Middleware):
+    """Relays committed outbox rows from every worker process, polling at idle."""
+
+    def __init__(self, settings: OutboxSettings) -> None:
+        self.settings = settings
+        self._relay: Relay | None = None
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        self._relay = Relay.from_settings(self.settings)
+        self._relay.start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        if self._relay is not None:
+            self._relay.stopped.set()

@@ -1,8 +1,12 @@
-"""Masking for logs: recipients are shown enough to debug, never in full."""
+"""Masking for logs: recipients are shown enough to debug, never in full; URLs without their password."""
 
 from __future__ import annotations
 
-__all__ = ["mask_email", "mask_phone", "mask_token"]
+import re
+
+__all__ = ["mask_email", "mask_phone", "mask_token", "mask_url"]
+
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^/]*@", re.IGNORECASE)
 
 
 def mask_email(address: str) -> str:
@@ -19,3 +23,8 @@ def mask_phone(number: str) -> str:
 def mask_token(token: str) -> str:
     """Device tokens and keys: the first four characters only."""
     return token[:4] + "…" if len(token) > 4 else "…"
+
+
+def mask_url(url: str) -> str:
+    """``redis://:s3cret@host:6379/0`` -> ``redis://:***@host:6379/0``: the password never shows."""
+    return _USERINFO.sub(r"\1:***@", url)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Field, SQLModel, col, select
 
-from . import db
+from . import db, retention
 from .clock import now as _now
 
 __all__ = ["Run", "finish", "recent", "start"]
@@ -70,3 +70,7 @@ def recent(*, job: str | None = None, limit: int = 20, engine: Engine | None = N
         if job:
             query = query.where(Run.job == job)
         return list(s.exec(query))
+
+
+retention.keep("bgjobs.runs", "bgjobs_runs", "started_at", days=lambda s: s.cleanup.runs_days,
+               where=lambda t: t.c.finished_at.isnot(None))  # fmt: skip

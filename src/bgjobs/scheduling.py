@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from . import runtime
 from .errors import ConfigurationError
 from .jobs import Job, JobRun, registered_jobs
 from .settings import Settings
@@ -173,10 +174,9 @@ def run_scheduler(settings: Settings) -> int:
     table = cron_table(settings)
     from redis.exceptions import LockError, RedisError
 
-    from .broker import get_broker
     from .redis_broker import BgjobsRedisBroker
 
-    broker = get_broker()
+    broker = runtime.current().broker
     if not isinstance(broker, BgjobsRedisBroker):
         raise ConfigurationError("bgjobs scheduler needs a Redis BGJOBS_BROKER_URL for its lock")
     signal.signal(signal.SIGTERM, _stop)

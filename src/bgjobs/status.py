@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import dramatiq
 
+from . import runtime
 from .deadletters import queues, redis_broker
 from .redis_broker import WORKERS_KEY, BgjobsRedisBroker, queue_sizes
 from .scheduling import LOCK_NAME
@@ -127,10 +128,9 @@ def status(*, health: HealthSettings | None = None, broker: dramatiq.Broker | No
         ConfigurationError: the broker is not Redis.
         redis.exceptions.ConnectionError: Redis does not answer.
     """
-    from .broker import current_settings
 
     found = redis_broker(broker)
-    limits = health or current_settings().health
+    limits = health or runtime.current().settings.health
     now = time.time()
     workers = _workers(found, now)
     queue_list = _queues(found, workers, now)

@@ -22,8 +22,7 @@ from typing import Any
 from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 
-from . import broker as _broker
-from . import wiring
+from . import runtime, wiring
 from .adapters.memory import (
     MemoryMailer,
     MemoryPaymentGateway,
@@ -31,7 +30,7 @@ from .adapters.memory import (
     MemorySmsSender,
     MemoryStorage,
 )
-from .broker import build_broker, set_broker
+from .broker import build_broker
 from .middleware import DeadLetterReasons
 from .settings import Settings
 
@@ -88,13 +87,11 @@ def stub_jobs(*, settings: Settings | None = None, worker_threads: int = 2) -> I
     ``retries.min_backoff_ms`` to make retrying tests fast.
     """
     settings = settings or Settings(broker_url="stub://")
-    previous = _broker.current()
     broker = build_broker(settings)
     assert isinstance(broker, StubBroker)
-    set_broker(broker)
+    previous = runtime.install(runtime.Runtime(settings, broker=broker))
     worker = Worker(broker, worker_timeout=50, worker_threads=worker_threads)
     harness = JobsHarness(broker=broker, worker=worker)
-    wiring.reset()
     wiring.configure(
         mailer=harness.mailer,
         sms=harness.sms,
@@ -109,7 +106,4 @@ def stub_jobs(*, settings: Settings | None = None, worker_threads: int = 2) -> I
         worker.stop()
         broker.close()
         wiring.reset()
-        if previous is not None:
-            set_broker(previous)
-        else:
-            _broker.forget()
+        runtime.install(previous)

@@ -1,15 +1,14 @@
 """Typed actors: one pydantic payload in, validated at the sender and again in the worker.
 
-Declaring a typed actor needs no broker: it is recorded here and bound to the
-broker when :func:`bgjobs.broker.get_broker` builds it (or at once, if it is
-already built). So importing a module that declares actors never creates a
-broker by accident, and the worker builds its broker before any actor exists.
+Declaring a typed actor needs no broker: it is recorded in :mod:`bgjobs.registry` and bound
+to the runtime's broker when that is built (or at once, if it is already built), with its limits
+resolved from the runtime's settings then. So importing a module that declares actors never
+creates a broker by accident, and the worker builds its broker before any actor exists.
 """
 
 from __future__ import annotations
 
 import inspect
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, get_type_hints
@@ -17,31 +16,23 @@ from typing import Any, Generic, TypeVar, get_type_hints
 import dramatiq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import registry, runtime
 from .errors import PERMANENT, ConfigurationError, InvalidPayload, check_size
+from .registry import QUEUES, registered
+from .settings import Settings
 
-__all__ = ["Payload", "TypedActor", "actor", "delivery_key", "final_attempt", "registered", "send_messages"]
+__all__ = [
+    "QUEUES", "Payload", "TypedActor", "actor", "delivery_key", "final_attempt", "registered",
+    "send_messages", "task",
+]  # fmt: skip
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
-
-#: One queue per family, so operators can run separate pools with ``-Q``.
-QUEUES = ("default", "notifications", "webhooks", "payouts", "exports", "cleanup")
-
 
 class Payload(BaseModel):
     """Base for job payloads: frozen, JSON-only, and unknown fields are an error."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-_lock = threading.Lock()
-_registry: dict[str, TypedActor[Any, Any]] = {}
-
-
-def registered() -> dict[str, TypedActor[Any, Any]]:
-    """Every typed actor declared so far, by name."""
-    with _lock:
-        return dict(_registry)
 
 
 class TypedActor(Generic[M, R]):
@@ -55,6 +46,7 @@ class TypedActor(Generic[M, R]):
         self.queue = queue
         self.payload = payload
         self.options = options
+        self.origin = f"{fn.__module__}.{fn.__qualname__}"
         self._bound: tuple[dramatiq.Broker, dramatiq.Actor[Any, Any]] | None = None
 
     def __repr__(self) -> str:
@@ -74,13 +66,11 @@ class TypedActor(Generic[M, R]):
     def _run(self, data: Any) -> R:
         return self.fn(self.validate(data))
 
-    def bind(self, broker: dramatiq.Broker) -> dramatiq.Actor[Any, Any]:
-        """Declare this job on ``broker`` with limits from settings (idempotent per broker)."""
+    def bind(self, broker: dramatiq.Broker, settings: Settings) -> dramatiq.Actor[Any, Any]:
+        """Declare this job on ``broker`` with limits from ``settings`` (idempotent per broker)."""
         if self._bound is not None and self._bound[0] is broker:
             return self._bound[1]
-        from .broker import settings_for
-
-        limits = settings_for(broker).limits_for(self.name, self.queue)
+        limits = settings.limits_for(self.name, self.queue)
         options: dict[str, Any] = {
             "throws": PERMANENT,
             "max_retries": limits.max_retries,
@@ -105,10 +95,9 @@ class TypedActor(Generic[M, R]):
 
     @property
     def actor(self) -> dramatiq.Actor[Any, Any]:
-        """The Dramatiq actor on the current broker."""
-        from .broker import get_broker
-
-        return self.bind(get_broker())
+        """The Dramatiq actor on the runtime's broker."""
+        current = runtime.current()
+        return self.bind(current.broker, current.settings)
 
     def message(self, payload: M | Mapping[str, Any], **options: Any) -> dramatiq.Message[Any]:
         """Validate and build a message without sending it (for pipelines and batches)."""
@@ -146,6 +135,11 @@ class TypedActor(Generic[M, R]):
         """Run the job in this thread (for tests and scripts), validating like the worker."""
         return self._run(payload)
 
+    def handler(self, fn: Callable[[M], R]) -> Callable[[M], R]:
+        """Attach the function that runs this task's messages (see :func:`task`)."""
+        self.fn = fn
+        return fn
+
 
 def delivery_key() -> str | None:
     """The key of the message being processed, when it has one (``outbox:<id>``, an event key).
@@ -171,12 +165,10 @@ def final_attempt() -> bool:
     """
     from dramatiq.middleware import CurrentMessage
 
-    from .broker import get_broker
-
     message = CurrentMessage.get_current_message()
     if message is None:
         return True
-    actor = get_broker().get_actor(message.actor_name)
+    actor = runtime.current().broker.get_actor(message.actor_name)
     max_retries = message.options.get("max_retries", actor.options.get("max_retries", 20))
     return max_retries is not None and int(message.options.get("retries", 0)) >= int(max_retries)
 
@@ -203,9 +195,7 @@ def _check_sizes(broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]])
     """
     if getattr(broker, "checks_message_size", False):
         return
-    from .broker import settings_for
-
-    limit = settings_for(broker).worker.max_message_bytes
+    limit = runtime.current().settings.worker.max_message_bytes
     for message in messages:
         check_size(message.actor_name, len(message.encode()), limit)
 
@@ -222,8 +212,34 @@ def _payload_type(fn: Callable[..., Any]) -> type[BaseModel]:
     return hints[params[0]]  # type: ignore[no-any-return]
 
 
-def _origin(fn: Callable[..., Any]) -> str:
-    return f"{fn.__module__}.{fn.__qualname__}"
+def task(
+    name: str, *, queue: str = "default", payload: type[M], **options: Any
+) -> TypedActor[M, Any]:
+    """Declare a job by its name, queue and payload, before (and apart from) the code that runs it.
+
+    Senders import the task and call :meth:`TypedActor.send`; the worker-side module attaches the
+    handler with ``@the_task.handler``. So a family's sending code never imports its handling
+    code (nor the handling code the sending code), and the import graph has one direction.
+    """
+
+    def unattached(job: M) -> Any:
+        raise ConfigurationError(
+            f"{name} has no handler in this process: import its family (the worker does, at boot)"
+        )
+
+    typed: TypedActor[M, Any] = TypedActor(
+        unattached, name=name, queue=queue, payload=payload, options=options
+    )
+    typed.origin = f"task:{name}"
+    _declare(typed)
+    return typed
+
+
+def _declare(typed: TypedActor[Any, Any]) -> None:
+    registry.declare(typed)
+    current = runtime.peek()
+    if current is not None and current.built_broker is not None:
+        typed.bind(current.built_broker, current.settings)
 
 
 def actor(
@@ -252,15 +268,7 @@ def actor(
             payload=_payload_type(fn),  # type: ignore[arg-type]
             options=options,
         )
-        with _lock:
-            known = _registry.get(typed.name)
-            if known is not None and _origin(known.fn) != _origin(fn):
-                raise ConfigurationError(f"an actor named {typed.name!r} is already declared")
-            _registry[typed.name] = typed
-        from . import broker as _broker
-
-        if _broker.current() is not None:
-            typed.bind(_broker.current())  # type: ignore[arg-type]
+        _declare(typed)
         return typed
 
     return decorate

@@ -1,21 +1,31 @@
-"""The one place adapters are wired: in code with :func:`configure`, or by settings.
+"""The one place the host plugs in: ports and hooks, in code with :func:`configure` or by settings.
 
-``BGJOBS_MAILER=smtp`` (a bundled name) or ``BGJOBS_MAILER=myapp.mail:SesMailer``
-(a class, a factory, or an instance). A class with a ``from_settings`` classmethod
-gets the settings; any other callable is called with no arguments.
+Ports: ``BGJOBS_MAILER=smtp`` (a bundled name) or ``BGJOBS_MAILER=myapp.mail:SesMailer`` (a class,
+a factory, or an instance). A class with a ``from_settings`` classmethod gets the settings; any
+other callable is called with no arguments.
+
+Hooks: the callables families ask the host (``consent``, ``vendor_contact``, ...), set here or by
+the family's setting naming ``pkg.mod:function``. Code wins over settings.
+
+What is configured belongs to the current runtime (:mod:`bgjobs.runtime`), so a test's
+``stub_jobs()`` configures its own memory adapters and leaves the host's untouched.
 """
 
 from __future__ import annotations
 
 import importlib
-import threading
+from collections.abc import Callable
 from typing import Any, cast
 
+from . import runtime
 from .errors import ConfigurationError
 from .ports import Mailer, PaymentGateway, PushSender, SmsSender, Storage
-from .settings import Settings, get_settings
+from .settings import Settings
 
-__all__ = ["configure", "load_object", "mailer", "payment", "push", "reset", "resolve", "sms", "storage"]
+__all__ = [
+    "HOOKS", "PORTS", "configure", "hook", "load_object", "mailer", "payment", "push", "reset", "resolve",
+    "sms", "storage",
+]  # fmt: skip
 
 #: Port name (the setting and the ``configure`` keyword) -> the ABC it must implement.
 PORTS: dict[str, type] = {
@@ -50,8 +60,8 @@ BUNDLED: dict[str, dict[str, str]] = {
     "s3": {"storage": "bgjobs.adapters.s3:S3Storage"},
 }
 
-_lock = threading.Lock()
-_wired: dict[str, Any] = {}
+#: Hooks families ask the host; each has a setting of the same name in its family's section.
+HOOKS = ("consent", "appointments", "unpaid_trips", "past_due", "owner_contact", "vendor_contact")
 
 
 def load_object(path: str) -> Any:
@@ -79,28 +89,57 @@ def configure(
     push: PushSender | None = None,
     payment: PaymentGateway | None = None,
     storage: Storage | None = None,
+    consent: Callable[..., bool] | None = None,
+    appointments: Callable[..., Any] | None = None,
+    unpaid_trips: Callable[..., Any] | None = None,
+    past_due: Callable[..., Any] | None = None,
+    owner_contact: Callable[..., Any] | None = None,
+    vendor_contact: Callable[..., Any] | None = None,
 ) -> None:
-    """Wire adapters in code. Only the ports given are changed.
+    """Plug in adapters and hooks in code; only those given change.
+
+    Ports: ``mailer``, ``sms``, ``push``, ``payment``, ``storage``. Hooks (docs/notifications.md,
+    docs/webhooks.md, docs/payouts.md): ``consent(user_id=, category=, channel=) -> bool``,
+    ``appointments(start=, end=)``, ``unpaid_trips(trip_date=)``, ``past_due()``,
+    ``owner_contact(owner=)`` (a webhook endpoint's owner) and ``vendor_contact(vendor_id=)``
+    (a payee), each returning what its family documents.
 
     Raises:
         ConfigurationError: an adapter does not implement its port.
     """
-    given = {"mailer": mailer, "sms": sms, "push": push, "payment": payment, "storage": storage}
-    with _lock:
-        for name, adapter in given.items():
-            if adapter is not None:
-                _wired[name] = _check(name, adapter)
+    ports = {"mailer": mailer, "sms": sms, "push": push, "payment": payment, "storage": storage}
+    hooks = {"consent": consent, "appointments": appointments, "unpaid_trips": unpaid_trips,
+             "past_due": past_due, "owner_contact": owner_contact,
+             "vendor_contact": vendor_contact}  # fmt: skip
+    checked = {name: _check(name, adapter) for name, adapter in ports.items() if adapter is not None}
+    current = runtime.current()
+    with current.lock:
+        current.adapters.update(checked)
+        current.adapters.update({name: fn for name, fn in hooks.items() if fn is not None})
 
 
 def reset() -> None:
-    """Forget every wired adapter, closing those that hold connections (for tests)."""
-    with _lock:
-        adapters = list(_wired.values())
-        _wired.clear()
+    """Forget every adapter and hook configured, closing adapters that hold connections (for tests)."""
+    current = runtime.current()
+    with current.lock:
+        adapters = list(current.adapters.values())
+        current.adapters.clear()
     for adapter in adapters:
         close = getattr(adapter, "close", None)
         if callable(close):
             close()
+
+
+def hook(name: str, path: str | None) -> Callable[..., Any] | None:
+    """The hook ``name`` set in code, else the one ``path`` (its setting) names, else None.
+
+    Raises:
+        ConfigurationError: the setting names something that cannot be imported.
+    """
+    found = runtime.current().adapters.get(name)
+    if found is not None:
+        return cast(Callable[..., Any], found)
+    return None if path is None else load_object(path)
 
 
 def _check(name: str, adapter: Any) -> Any:
@@ -128,17 +167,18 @@ def resolve(name: str, *, settings: Settings | None = None) -> Any:
         ConfigurationError: no adapter is wired for this port; the message names the setting.
     """
     kind = PORTS[name]
-    with _lock:
-        if name in _wired:
-            return _wired[name]
-        settings = settings or get_settings()
+    current = runtime.current()
+    with current.lock:
+        if name in current.adapters:
+            return current.adapters[name]
+        settings = settings or current.settings
         path = getattr(settings, name)
         if not path:
             raise ConfigurationError(
                 f"no {kind.__name__} is wired: call bgjobs.configure({name}=...) "
                 f"or set BGJOBS_{name.upper()}=pkg.module:Class"
             )
-        _wired[name] = adapter = _check(name, _build(name, path, settings))
+        current.adapters[name] = adapter = _check(name, _build(name, path, settings))
         return adapter
 
 

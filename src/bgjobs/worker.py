@@ -13,7 +13,7 @@ import sys
 import dramatiq
 from sqlalchemy.exc import SQLAlchemyError
 
-from .broker import build_broker, set_broker
+from . import runtime
 from .errors import ConfigurationError
 from .settings import Settings, get_settings
 from .wiring import PORTS, load_object, resolve
@@ -44,18 +44,27 @@ def load_modules(settings: Settings) -> None:
         load_object(settings.setup)()
 
 
+def build_runtime(settings: Settings) -> runtime.Runtime:
+    """The worker's runtime: its broker with the worker's middleware (the outbox relay if on)."""
+    from .outbox import OutboxRelay
+
+    extra = [OutboxRelay(settings.outbox)] if settings.outbox.relay_in_worker else []
+    built = runtime.Runtime(settings, worker=True, middleware=extra)
+    runtime.install(built)
+    return built
+
+
 def _boot(settings: Settings) -> dramatiq.Broker:
-    broker = set_broker(build_broker(settings, worker=True))
+    broker = build_runtime(settings).broker
     load_modules(settings)
     for name in PORTS:
         if getattr(settings, name):
             resolve(name, settings=settings)
     from .cleanup.policies import policies
-    from .db import engine_for
     from .migrations import require_current
 
     policies(settings)  # BGJOBS_CLEANUP__POLICIES: a bad age stops the worker here, not at 02:00
-    require_current(engine_for(settings.database_url))
+    require_current(runtime.current().engine)
     return broker
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bgjobs import broker as bgjobs_broker
-from bgjobs import settings as bgjobs_settings
+from bgjobs import runtime
 from tests.support import worker_jobs
 from tests.support.workers import HEARTBEAT_TIMEOUT_S, WorkerProcess, remove_all
 
@@ -27,8 +26,7 @@ def worker_env(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    bgjobs_settings.get_settings.cache_clear()
-    bgjobs_broker.forget()
+    runtime.reset()
     worker_jobs.create_tables()
     return env
 

@@ -93,8 +93,7 @@ def test_old_dead_letters_expire_with_their_reasons(redis_url: str) -> None:
 def test_a_worker_that_boots_while_redis_is_down_starts_maintenance_once_it_answers(
     worker_env: dict[str, str], workers: list[WorkerProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bgjobs import broker as bgjobs_broker
-    from bgjobs import settings as bgjobs_settings
+    from bgjobs import runtime
     from bgjobs.embedded import RedisServer, free_port
     from bgjobs.redis_broker import WORKERS_KEY
     from bgjobs.status import status
@@ -103,8 +102,7 @@ def test_a_worker_that_boots_while_redis_is_down_starts_maintenance_once_it_answ
     server = RedisServer(port=free_port())
     env = {**worker_env, "BGJOBS_BROKER_URL": server.url}
     monkeypatch.setenv("BGJOBS_BROKER_URL", server.url)
-    bgjobs_settings.get_settings.cache_clear()
-    bgjobs_broker.forget()
+    runtime.reset()
     w = WorkerProcess(env, processes=1)
     workers.append(w)
     w.start(wait=False)

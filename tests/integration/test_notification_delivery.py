@@ -24,14 +24,15 @@ from bgjobs.notifications import (
     Recipient,
     TripDue,
     actors,
-    configure,
     deliveries,
+    delivery,
+    policy,
     send,
-    service,
 )
 from bgjobs.notifications.models import ChannelMessage, SweepMark
 from bgjobs.ports import Mailer
 from bgjobs.testing import JobsHarness
+from bgjobs.wiring import configure
 from bgjobs.wiring import configure as wire
 from tests.support.workers import wait_for
 
@@ -78,7 +79,7 @@ def test_the_same_key_twice_and_a_redelivery_send_nothing_more(harness: Harness)
         key=email.key, notification_id=email.notification_id, template="booking_confirmation",
         category="transactional", urgent=True, recipient=ANN, subject="s", text="t",
     )  # fmt: skip
-    assert service.deliver(payload, Channel.EMAIL) == "duplicate"
+    assert delivery.deliver(payload, Channel.EMAIL) == "duplicate"
     assert (len(jobs.mailer.sent), len(jobs.sms.sent), len(jobs.push.sent)) == (1, 1, 1)
     log = rows(key="booking:B1:confirmed")
     assert (log["email"].duplicates, log["sms"].duplicates, log["push"].duplicates) == (2, 1, 1)
@@ -183,7 +184,7 @@ def test_quiet_hours_hold_sms_and_push_but_not_email(harness: Harness) -> None:
         key=queued.keys[Channel.SMS], notification_id=queued.notification_id, template="payment_reminder",
         category="reminders", urgent=False, recipient=who, text="Your trip is in 3 days",
     )  # fmt: skip
-    assert service.deliver(payload, Channel.SMS) == "postponed"
+    assert delivery.deliver(payload, Channel.SMS) == "postponed"
     assert rows(key="r:quiet")["sms"].reason == f"quiet hours until {held.isoformat()}"
     assert not jobs.sms.sent
     # An urgent template (a confirmation) is never held.
@@ -193,11 +194,11 @@ def test_quiet_hours_hold_sms_and_push_but_not_email(harness: Harness) -> None:
 def test_quiet_hours_follow_the_recipients_zone() -> None:
     start, end = time(21, 0), time(8, 0)
     at = datetime(2025, 6, 15, 22, 30, tzinfo=UTC)  # 23:30 in Lisbon (summer), 18:30 in New York
-    assert service.quiet_until(at, "Europe/Lisbon", start, end) == datetime(2025, 6, 16, 7, 0, tzinfo=UTC)
-    assert service.quiet_until(at, "America/New_York", start, end) is None
+    assert policy.quiet_until(at, "Europe/Lisbon", start, end) == datetime(2025, 6, 16, 7, 0, tzinfo=UTC)
+    assert policy.quiet_until(at, "America/New_York", start, end) is None
     early = datetime(2025, 6, 15, 5, 0, tzinfo=UTC)  # 06:00 in Lisbon: still quiet, ends today
-    assert service.quiet_until(early, "Europe/Lisbon", start, end) == datetime(2025, 6, 15, 7, 0, tzinfo=UTC)
-    assert service.quiet_until(at, "UTC", time(9, 0), time(9, 0)) is None  # equal bounds: off
+    assert policy.quiet_until(early, "Europe/Lisbon", start, end) == datetime(2025, 6, 15, 7, 0, tzinfo=UTC)
+    assert policy.quiet_until(at, "UTC", time(9, 0), time(9, 0)) is None  # equal bounds: off
 
 
 class UncertainMailer(MemoryMailer):
@@ -226,7 +227,7 @@ def _payload(key: str) -> ChannelMessage:
 def test_a_live_lease_makes_a_second_copy_wait_and_send_nothing(harness: Harness) -> None:
     jobs = harness()
     _in_flight_row("notif:k1:email", "email", lease_until=datetime.now(UTC) + timedelta(seconds=30))
-    assert service.deliver(_payload("notif:k1:email"), Channel.EMAIL) == "busy"
+    assert delivery.deliver(_payload("notif:k1:email"), Channel.EMAIL) == "busy"
     assert not jobs.mailer.sent
     assert jobs.broker.queues["notifications.DQ"].qsize() == 1  # it looks again after the lease
 
@@ -239,7 +240,7 @@ def test_an_attempt_that_died_mid_call_is_retried_and_flagged_when_the_provider_
     adapter = mailer()
     wire(mailer=adapter)
     _in_flight_row("notif:k2:email", "email", lease_until=datetime.now(UTC) - timedelta(seconds=1))
-    assert service.deliver(_payload("notif:k2:email"), Channel.EMAIL) == "sent"
+    assert delivery.deliver(_payload("notif:k2:email"), Channel.EMAIL) == "sent"
     row = rows(key="k2")["email"]
     assert (row.status, row.attempts, row.possible_duplicate) == ("sent", 2, flagged)
 

@@ -11,8 +11,7 @@ import dramatiq
 import pytest
 import redis
 
-from bgjobs import broker as bgjobs_broker
-from bgjobs import cli, deadletters
+from bgjobs import cli, deadletters, runtime
 from bgjobs.progress import Progress
 from tests.support import worker_jobs
 from tests.support.workers import WorkerProcess, start_worker, wait_for
@@ -119,7 +118,7 @@ def test_status_reports_queues_workers_and_crossed_thresholds(
     assert names["default"] == 1 and names["notifications"] == 0  # -Q default: one consumer of one queue
 
     # A message nobody consumes (the worker only takes `default`), enqueued an hour ago.
-    broker = bgjobs_broker.get_broker()
+    broker = runtime.get_broker()
     hour_ago = int(time.time() * 1000) - 3_600_000
     broker.enqueue(dramatiq.Message(queue_name="notifications", actor_name="mail", args=({"key": "m"},),
                                     kwargs={}, options={}, message_timestamp=hour_ago))  # fmt: skip

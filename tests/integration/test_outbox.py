@@ -12,8 +12,9 @@ import redis
 
 from bgjobs import db, outbox
 from bgjobs import settings as bgjobs_settings
-from bgjobs.broker import build_broker, set_broker
+from bgjobs.broker import build_broker
 from bgjobs.errors import InvalidPayload
+from bgjobs.runtime import set_broker
 from bgjobs.settings import Settings
 from bgjobs.testing import JobsHarness, stub_jobs
 from tests.support import batch_jobs

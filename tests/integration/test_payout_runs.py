@@ -57,7 +57,7 @@ def test_a_weekly_run_pays_each_balance_once_and_carries_the_rest(
     harness: Start, gateway: PaymentGatewayServer
 ) -> None:
     jobs = start(harness, gateway)
-    payouts.configure(
+    wiring.configure(
         vendor_contact=lambda vendor_id: {"user_id": vendor_id, "email": f"{vendor_id}@example.com"}
     )
     # v1: the seeds' week (520.00 after commission); v2: 40.00 (below the 50.00 minimum);
@@ -198,13 +198,13 @@ def test_an_earning_deferred_through_the_outbox_is_recorded_once(
 def test_the_run_s_report_is_final_even_when_its_payouts_settle_before_the_run_is_recorded(
     harness: Start, gateway: PaymentGatewayServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bgjobs.payouts import service
+    from bgjobs.payouts import paying, planning
     from bgjobs.payouts.models import PayoutJob
 
     jobs = start(harness, gateway)
     earn("v1", "200.00", "b1", W23)
     earn("v2", "300.00", "b2", W23)
-    planned = service.plan
+    planned = planning.plan
 
     def plan_then_pay_before_returning(period: Any, *, run_id: str) -> dict[str, Any]:
         # The interleaving: the report is taken while both payouts are pending, then the pay jobs
@@ -215,11 +215,11 @@ def test_the_run_s_report_is_final_even_when_its_payouts_settle_before_the_run_i
         while pending := [p for p in all_payouts() if p.status == "pending"]:
             assert time.monotonic() < deadline, "the payouts were never paid"
             for p in pending:  # the worker's other thread may be paying one too ("busy"): look again
-                assert service.pay(PayoutJob(payout_id=p.id)) in ("paid", "duplicate", "busy")
+                assert paying.pay(PayoutJob(payout_id=p.id)) in ("paid", "duplicate", "busy")
             time.sleep(0.05)
         return stale
 
-    monkeypatch.setattr(service, "plan", plan_then_pay_before_returning)
+    monkeypatch.setattr(planning, "plan", plan_then_pay_before_returning)
     trigger("payouts.weekly", period="2025-W23")
     jobs.drain()
     (run,) = runs.recent(job="payouts.weekly")
@@ -234,7 +234,7 @@ def test_two_jobs_for_one_payout_never_call_the_gateway_at_the_same_time(
     from bgjobs.payouts.actors import pay_vendor
     from bgjobs.payouts.models import PayoutJob
     from bgjobs.payouts.periods import period_for
-    from bgjobs.payouts.service import plan_payouts
+    from bgjobs.payouts.planning import plan_payouts
 
     jobs = start(harness, gateway)
     earn("v1", "200.00", "b1", W23)

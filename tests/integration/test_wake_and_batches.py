@@ -13,8 +13,9 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
 from bgjobs import InvalidPayload
-from bgjobs.broker import build_broker, set_broker
+from bgjobs.broker import build_broker
 from bgjobs.redis_broker import WAKE_CAP, BgjobsRedisBroker
+from bgjobs.runtime import set_broker
 from bgjobs.settings import Settings, WorkerSettings
 from tests.support import stub_jobs as jobs
 

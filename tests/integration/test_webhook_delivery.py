@@ -15,7 +15,7 @@ from sqlalchemy import update
 from sqlmodel import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from bgjobs import db, events, webhooks
+from bgjobs import db, events, webhooks, wiring
 from bgjobs.errors import InvalidPayload
 from bgjobs.settings import WebhookSettings
 from bgjobs.testing import JobsHarness
@@ -180,7 +180,7 @@ def test_410_gone_disables_the_endpoint_at_once_and_tells_its_owner(
     harness: Start, receiver: WebhookReceiver, watched: list[tuple[str, dict[str, Any]]]
 ) -> None:
     jobs = harness(webhooks=settings(retry_schedule_s=[0.02] * 5))
-    webhooks.configure(owner_contact=lambda owner: {"user_id": owner, "email": f"{owner}@example.com"})
+    wiring.configure(owner_contact=lambda owner: {"user_id": owner, "email": f"{owner}@example.com"})
     gone = webhooks.add_endpoint(receiver.url("/gone"), event_types=["*"], owner="m1")
     receiver.always("/gone", 410)
 

@@ -36,12 +36,11 @@ def wait_for(
 
 def use_environment(monkeypatch: Any, env: dict[str, str]) -> None:
     """Point this test process at ``env`` (the workers' settings), with fresh settings, broker and tables."""
-    from bgjobs import broker, db, settings
+    from bgjobs import db, runtime
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    settings.get_settings.cache_clear()
-    broker.forget()
+    runtime.reset()
     db.upgrade()
 
 

@@ -35,7 +35,7 @@ def test_importing_bgjobs_creates_nothing() -> None:
 
     code = (
         "import sys, bgjobs, bgjobs.testing, bgjobs.ports, bgjobs.adapters.smtp, bgjobs.adapters.localfs;"
-        "import bgjobs.broker as b; assert b.current() is None;"
+        "import bgjobs.runtime as r; assert r.peek() is None;"
         "bad = [m for m in sys.modules if m.startswith(('prometheus_client', 'django'))]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

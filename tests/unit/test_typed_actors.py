@@ -128,9 +128,9 @@ def test_declaring_an_actor_without_a_payload_model_is_refused() -> None:
         def bad(a: int, b: int) -> None: ...
 
 
-def test_leaving_stub_jobs_restores_no_broker() -> None:
-    from bgjobs import broker
+def test_leaving_stub_jobs_restores_no_runtime() -> None:
+    from bgjobs import runtime
 
     with stub_jobs(settings=FAST):
-        assert broker.current() is not None
-    assert broker.current() is None
+        assert runtime.peek() is not None
+    assert runtime.peek() is None

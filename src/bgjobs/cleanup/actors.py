@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .. import runtime
 from ..jobs import JobContext, job
 from .compress import compress_logs
 from .policies import policies
@@ -17,10 +18,9 @@ def run_cleanup(
     *, policy: str | None = None, dry_run: bool = False, deadline: float | None = None
 ) -> dict[str, Any]:
     """Run the policies (or one) and the log compression; returns the report, task by task."""
-    from ..broker import current_settings
     from ..errors import ConfigurationError
 
-    settings = current_settings()
+    settings = runtime.current().settings
     chosen = [p for p in policies(settings) if policy is None or p.name == policy]
     if policy is not None and not chosen:
         raise ConfigurationError(f"no cleanup policy named {policy!r}")
@@ -42,9 +42,8 @@ def run_cleanup(
 @job("cleanup.daily", schedule="0 2 * * *", queue="cleanup")
 def cleanup_daily(ctx: JobContext) -> dict[str, Any]:
     """Apply every retention policy in batches; stop cleanly at the time budget (the next run goes on)."""
-    from ..broker import current_settings
 
-    limit_ms = current_settings().limits_for("cleanup.daily", "cleanup").time_limit_ms
+    limit_ms = runtime.current().settings.limits_for("cleanup.daily", "cleanup").time_limit_ms
     deadline = ctx.deadline or time.monotonic() + max(1.0, limit_ms / 1000 - 60)
     report = run_cleanup(
         policy=ctx.args.get("policy"), dry_run=ctx.args.get("dry_run") == "true", deadline=deadline

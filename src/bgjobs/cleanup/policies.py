@@ -8,6 +8,7 @@ typo must not empty a table.
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -18,9 +19,11 @@ from typing import Any, Literal
 from sqlalchemy import Table, and_
 from sqlmodel import SQLModel
 
+from .. import retention, runtime
 from ..errors import ConfigurationError
+from ..migrations import MODEL_MODULES
 
-__all__ = ["Action", "Policy", "parse_age", "policies", "register_policy", "reset"]
+__all__ = ["Action", "Policy", "bgjobs_policies", "parse_age", "policies", "register_policy", "reset"]
 
 Action = Literal["delete", "archive", "export-then-delete"]
 Where = Callable[[Table], Any]
@@ -102,9 +105,7 @@ def register_policy(
     """
     age = parse_age(older_than, name=name)
     if min_age is None:
-        from ..broker import current_settings
-
-        min_age = timedelta(days=current_settings().cleanup.min_age_days)
+        min_age = timedelta(days=runtime.current().settings.cleanup.min_age_days)
     if age < min_age:
         raise ConfigurationError(
             f"cleanup policy {name}: older_than={age} is under the floor of {min_age} "
@@ -125,14 +126,23 @@ def reset() -> None:
         _policies.clear()
 
 
+def bgjobs_policies(settings: Any) -> list[Policy]:
+    """bgjobs's own policies, as the modules owning the tables declare them (:mod:`bgjobs.retention`);
+    a retention of 0 days turns one off."""
+    for module in MODEL_MODULES:  # every table's owner, so that each has declared its retention
+        importlib.import_module(module)
+    found = []
+    for r in retention.declared():
+        age = r.days(settings) * timedelta(days=1)
+        if age > timedelta(0):
+            found.append(Policy(r.name, r.table, r.column, age, where=r.where, order=r.order, owner="bgjobs"))
+    return found
+
+
 def policies(settings: Any = None) -> list[Policy]:
     """Every policy: bgjobs's own, the host's, and those in settings, in run order."""
-    from .defaults import bgjobs_policies
-
     if settings is None:
-        from ..broker import current_settings
-
-        settings = current_settings()
+        settings = runtime.current().settings
     found = {p.name: p for p in bgjobs_policies(settings)}
     floor = timedelta(days=settings.cleanup.min_age_days)
     for item in settings.cleanup.policies:

@@ -9,7 +9,7 @@ from . import actors
 from .datasets import Dataset, get_dataset, register_dataset, registered_datasets
 from .formats import FORMATS, encode
 from .models import ExportInfo, ExportJob, ExportRecord
-from .service import exports, get, request, storage_key
+from .sender import exports, get, request, storage_key
 
 __all__ = [
     "FORMATS",

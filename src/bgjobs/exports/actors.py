@@ -1,14 +1,14 @@
-"""Exports' actor: one export per message, on the ``exports`` queue."""
+"""Exports' worker side: the handler of :data:`~bgjobs.exports.tasks.run_export`."""
 
 from __future__ import annotations
 
-from ..typed import actor
-from . import service
+from . import handling
 from .models import ExportJob
+from .tasks import run_export
 
 __all__ = ["run_export"]
 
 
-@actor(name="exports.run", queue="exports")
-def run_export(job: ExportJob) -> None:
-    service.run(job)
+@run_export.handler
+def _run(job: ExportJob) -> None:
+    handling.run(job)

@@ -154,9 +154,9 @@ def _current(connection: Connection) -> str | None:
 
 def current(engine: Engine | None = None) -> str | None:
     """The database's bgjobs revision (None when bgjobs never migrated it)."""
-    from .. import db
+    from .. import runtime
 
-    with (engine or db.get_engine()).connect() as conn:
+    with (engine or runtime.current().engine).connect() as conn:
         return _current(conn)
 
 
@@ -231,9 +231,9 @@ def _table_of(diff: tuple[Any, ...]) -> str | None:
 
 def differences(engine: Engine | None = None) -> list[str]:
     """What separates the database from this bgjobs: a missing revision, then each schema difference."""
-    from .. import db
+    from .. import runtime
 
-    with (engine or db.get_engine()).connect() as conn:
+    with (engine or runtime.current().engine).connect() as conn:
         behind = _behind(_current(conn))
         return ([behind] if behind else []) + _compare(conn, models_metadata())
 
@@ -273,9 +273,9 @@ def upgrade(engine: Engine | None = None) -> UpgradeReport:
     from alembic import command
     from sqlalchemy import inspect
 
-    from .. import db
+    from .. import runtime
 
-    with _locked(engine or db.get_engine()) as conn:
+    with _locked(engine or runtime.current().engine) as conn:
         before = _current(conn)
         names = inspect(conn).get_table_names()
         ours = [t for t in names if t.startswith(TABLE_PREFIX) and t != VERSION_TABLE]

@@ -20,8 +20,7 @@ from .models import (
     TripDue,
 )
 from .segments import Segments, count_segments
-from .service import Queued, deliveries, send
-from .sources import configure
+from .sender import Queued, deliveries, send
 from .templates import Template, get_template, register_template, registered_templates
 
 __all__ = [
@@ -40,7 +39,6 @@ __all__ = [
     "Template",
     "TripDue",
     "actors",
-    "configure",
     "count_segments",
     "deliveries",
     "get_template",

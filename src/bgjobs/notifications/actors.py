@@ -10,13 +10,12 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import col, select
 
-from .. import db, events
-from ..broker import current_settings
+from .. import db, events, runtime
 from ..clock import now as _now
 from ..errors import InvalidPayload
 from ..jobs import JobContext, job
-from ..typed import TypedActor, actor
-from . import service, sources
+from ..typed import actor
+from . import delivery, sender, sources
 from .models import (
     BookingCancelled,
     BookingCreated,
@@ -26,35 +25,29 @@ from .models import (
     PaymentSucceeded,
     SweepMark,
 )
+from .tasks import CHANNEL_TASKS, QUEUE, send_email, send_push, send_sms
 
 __all__ = ["CHANNEL_ACTORS", "appointment_reminders", "dunning", "payment_reminders"]
 
 logger = logging.getLogger("bgjobs.notifications")
 
-QUEUE = "notifications"
+@send_email.handler
+def _email(message: ChannelMessage) -> None:
+    delivery.deliver(message, Channel.EMAIL)
 
 
-@actor(name="notifications.email", queue=QUEUE)
-def send_email(message: ChannelMessage) -> None:
-    service.deliver(message, Channel.EMAIL)
+@send_sms.handler
+def _sms(message: ChannelMessage) -> None:
+    delivery.deliver(message, Channel.SMS)
 
 
-@actor(name="notifications.sms", queue=QUEUE)
-def send_sms(message: ChannelMessage) -> None:
-    service.deliver(message, Channel.SMS)
+@send_push.handler
+def _push(message: ChannelMessage) -> None:
+    delivery.deliver(message, Channel.PUSH)
 
 
-@actor(name="notifications.push", queue=QUEUE)
-def send_push(message: ChannelMessage) -> None:
-    service.deliver(message, Channel.PUSH)
-
-
-#: One actor per channel, so a failing SMS vendor retries the SMS alone.
-CHANNEL_ACTORS: dict[Channel, TypedActor[ChannelMessage, None]] = {
-    Channel.EMAIL: send_email,
-    Channel.SMS: send_sms,
-    Channel.PUSH: send_push,
-}
+#: One actor per channel (see :mod:`.tasks`).
+CHANNEL_ACTORS = CHANNEL_TASKS
 
 
 # Event triggers: the host publishes, bgjobs sends.
@@ -65,14 +58,14 @@ events.declare("payment.succeeded", PaymentSucceeded)
 
 
 def _on_events() -> bool:
-    return current_settings().notifications.on_events
+    return runtime.current().settings.notifications.on_events
 
 
 @events.on("booking.created")
 @actor(name="notifications.on_booking_created", queue=QUEUE)
 def on_booking_created(event: BookingCreated) -> None:
     if _on_events():
-        service.send("booking_confirmation", event.recipient, event.model_dump(),
+        sender.send("booking_confirmation", event.recipient, event.model_dump(),
                      key=f"booking:{event.booking_id}:confirmed")  # fmt: skip
 
 
@@ -80,7 +73,7 @@ def on_booking_created(event: BookingCreated) -> None:
 @actor(name="notifications.on_booking_cancelled", queue=QUEUE)
 def on_booking_cancelled(event: BookingCancelled) -> None:
     if _on_events():
-        service.send("booking_cancellation", event.recipient, event.model_dump(),
+        sender.send("booking_cancellation", event.recipient, event.model_dump(),
                      key=f"booking:{event.booking_id}:cancelled")  # fmt: skip
 
 
@@ -88,7 +81,7 @@ def on_booking_cancelled(event: BookingCancelled) -> None:
 @actor(name="notifications.on_payment_succeeded", queue=QUEUE)
 def on_payment_succeeded(event: PaymentSucceeded) -> None:
     if _on_events():
-        service.send("payment_confirmation", event.recipient, event.model_dump(),
+        sender.send("payment_confirmation", event.recipient, event.model_dump(),
                      key=f"payment:{event.payment_id}:confirmed")  # fmt: skip
 
 
@@ -100,7 +93,7 @@ SWEEP_COUNTS = ("queued", "already_done", "refused", "invalid")
 
 
 def _send_each(ctx: JobContext, items: Any, build: Any) -> dict[str, int]:
-    """Send one notification per item (``build`` returns what :func:`service.send_once` says);
+    """Send one notification per item (``build`` returns what :func:`sender.send_once` says);
     a bad item is counted and logged, never stops the sweep."""
     counts = dict.fromkeys(SWEEP_COUNTS, 0)
     for item in items:
@@ -122,7 +115,7 @@ def appointment_reminders(ctx: JobContext) -> dict[str, Any]:
     The window starts where the previous sweep's ended, so a late or skipped sweep leaves
     no appointment out; the key ``appointment:<id>:reminder`` makes a second look harmless.
     """
-    settings = current_settings().notifications
+    settings = runtime.current().settings.notifications
     source = sources.hook("appointments", settings)
     if source is None:
         return {"skipped": "no appointments source (BGJOBS_NOTIFICATIONS__APPOINTMENTS)"}
@@ -136,7 +129,7 @@ def appointment_reminders(ctx: JobContext) -> dict[str, Any]:
             start = max(now, min(start, db.aware(mark.at)))
 
     def remind(due: Any) -> str:
-        return service.send_once("appointment_reminder", due.recipient, due.model_dump(),
+        return sender.send_once("appointment_reminder", due.recipient, due.model_dump(),
                                  key=f"appointment:{due.appointment_id}:reminder")  # fmt: skip
 
     counts = _send_each(ctx, source(start=start, end=end), remind)
@@ -149,7 +142,7 @@ def appointment_reminders(ctx: JobContext) -> dict[str, Any]:
 @job("notifications.payment_reminders", schedule="0 9 * * *", queue=QUEUE, time_budget=300)
 def payment_reminders(ctx: JobContext) -> dict[str, Any]:
     """Remind unpaid bookings whose trip is N days away, for each N in the settings, once per N."""
-    settings = current_settings()
+    settings = runtime.current().settings
     source = sources.hook("unpaid_trips", settings.notifications)
     if source is None:
         return {"skipped": "no unpaid trips source (BGJOBS_NOTIFICATIONS__UNPAID_TRIPS)"}
@@ -159,7 +152,7 @@ def payment_reminders(ctx: JobContext) -> dict[str, Any]:
 
         def remind(due: Any, days: int = days) -> str:
             context = {**due.model_dump(), "days_until": days}
-            return service.send_once("payment_reminder", due.recipient, context,
+            return sender.send_once("payment_reminder", due.recipient, context,
                                      key=f"booking:{due.booking_id}:payment_reminder:{days}d")  # fmt: skip
 
         counts = _send_each(ctx, source(trip_date=today + timedelta(days=days)), remind)
@@ -179,7 +172,7 @@ def dunning(ctx: JobContext) -> dict[str, Any]:
     sweep dies in between, the next sweep finds no delivery for that key and sends it again
     under the same key, so nothing is lost and nothing goes twice.
     """
-    settings = current_settings().notifications
+    settings = runtime.current().settings.notifications
     source = sources.hook("past_due", settings)
     if source is None:
         return {"skipped": "no past-due source (BGJOBS_NOTIFICATIONS__PAST_DUE)"}
@@ -212,7 +205,7 @@ def dunning(ctx: JobContext) -> dict[str, Any]:
                 s.merge(SweepMark(name=name, at=now, key=key))
         try:
             for person in account.recipients:
-                service.send("dunning", person, account.model_dump(), key=f"{key}:{person.user_id}")
+                sender.send("dunning", person, account.model_dump(), key=f"{key}:{person.user_id}")
             counts["sent"] += 1
         except InvalidPayload as exc:
             counts["invalid"] += 1

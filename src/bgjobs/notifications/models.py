@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 from sqlmodel import Field as Column
 from sqlmodel import SQLModel
 
+from .. import retention
 from ..clock import now as _now
+from ..errors import InvalidPayload
 from ..money import Money
 from ..ports.sms import E164
 from ..typed import Payload
@@ -71,6 +74,20 @@ class Recipient(BaseModel):
     locale: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
     #: An IANA zone (``Europe/Lisbon``) for quiet hours and the times shown in messages.
     timezone: str | None = None
+
+    @classmethod
+    def of(cls, value: Recipient | Mapping[str, Any]) -> Recipient:
+        """``value`` as a Recipient (a mapping is validated).
+
+        Raises:
+            InvalidPayload: a field does not validate; the message names it.
+        """
+        if isinstance(value, Recipient):
+            return value
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            raise InvalidPayload.from_validation_error("recipient", exc) from None
 
     @field_validator("phone")
     @classmethod
@@ -220,3 +237,8 @@ class PastDueAccount(BaseModel):
     recipients: list[Recipient] = Field(min_length=1)
     update_url: str
     amount_due: Money | None = None
+
+
+retention.keep("bgjobs.notifications", "bgjobs_notifications", "created_at",
+               days=lambda s: s.cleanup.notifications_days,
+               where=lambda t: t.c.status.in_(("sent", "skipped", "dead")))  # fmt: skip

@@ -20,7 +20,7 @@ from .ledger import (
 )
 from .models import Charge, CommissionRate, LedgerEntry, Payout, PayoutReceipt, PayoutRun, VendorEarnings
 from .periods import Period, period_for
-from .service import configure, report
+from .planning import report
 from .settlement import settlement_report, settlement_rows
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "calculate_vendor_earnings",
     "check_balances",
     "commission_rate",
-    "configure",
     "defer_charge",
     "period_for",
     "record_adjustment",

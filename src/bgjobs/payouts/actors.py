@@ -9,28 +9,25 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
+from .. import runtime
 from ..jobs import JobContext, job
 from ..typed import Payload, actor
-from . import ledger, service
+from . import ledger, paying, planning
 from .models import PayoutJob
 from .periods import period_for
+from .tasks import QUEUE, pay_vendor
 
 __all__ = ["balance_check", "charges", "monthly", "pay_vendor", "record_entry", "settlement", "weekly"]
 
-QUEUE = "payouts"
-
-
-@actor(name="payouts.pay", queue=QUEUE)
-def pay_vendor(job: PayoutJob) -> None:
-    service.pay(job)
+@pay_vendor.handler
+def _pay(job: PayoutJob) -> None:
+    paying.pay(job)
 
 
 def _run(kind: str, ctx: JobContext) -> dict[str, Any]:
-    from ..broker import current_settings
-
-    period = period_for(kind, ctx.args.get("period"), timezone=current_settings().timezone)
-    ctx.after_finish(lambda: service.write_report(period.key))
-    return service.plan(period, run_id=ctx.run_id)
+    period = period_for(kind, ctx.args.get("period"), timezone=runtime.current().settings.timezone)
+    ctx.after_finish(lambda: planning.write_report(period.key))
+    return planning.plan(period, run_id=ctx.run_id)
 
 
 def _period(kind: str) -> Any:

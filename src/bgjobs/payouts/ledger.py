@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from .. import db
+from .. import db, runtime
 from ..errors import InvalidPayload
 from ..money import Money
 from ..settings import PayoutSettings
@@ -33,9 +33,7 @@ __all__ = [
 
 
 def current() -> PayoutSettings:
-    from ..broker import current_settings
-
-    return current_settings().payouts
+    return runtime.current().settings.payouts
 
 
 def split(gross_minor: int, rate: Decimal) -> tuple[int, int]:
@@ -129,7 +127,6 @@ def check_entry(
 
 
 def _record(session: Session | None, values: dict[str, Any], *, kind: str, source_id: str) -> LedgerEntry:
-
     def insert(s: Session) -> LedgerEntry:
         db.insert_new(
             s, LedgerEntry, {**values, "kind": kind, "source_id": source_id}, unique=("kind", "source_id")

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, func, select
 
-from .. import db, wiring
+from .. import db, runtime, wiring
 from ..errors import InvalidPayload, PermanentError, TransientError
 from ..exports.datasets import register_dataset
 from ..money import Money
@@ -53,9 +53,8 @@ def parse_day(period: str | None, *, field: str = "period") -> date | None:
 
 def settlement_rows(*, period: str | None, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The report's rows for the day ``period`` (``2025-06-01``; yesterday when None)."""
-    from ..broker import current_settings
 
-    zone = current_settings().timezone
+    zone = runtime.current().settings.timezone
     day = parse_day(period) or datetime.now(ZoneInfo(zone)).date() - timedelta(days=1)
     start, end = _day_bounds(day, zone)
     c: Any = Charge.__table__  # type: ignore[attr-defined]
@@ -99,10 +98,9 @@ def settlement_report(day: date | None = None) -> str:
 
     The operators (``BGJOBS_PAYOUTS__ALERT_EMAIL``) get the "export ready" email with its link.
     """
-    from ..broker import current_settings
     from ..exports import request
 
-    day = day or (datetime.now(ZoneInfo(current_settings().timezone)).date() - timedelta(days=1))
+    day = day or (datetime.now(ZoneInfo(runtime.current().settings.timezone)).date() - timedelta(days=1))
     to = current().alert_email
     who = {"user_id": "operators", "email": to} if to else None
     return request("payouts.settlement", fmt="csv", period=day.isoformat(), requested_by=who,

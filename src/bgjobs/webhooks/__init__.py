@@ -6,7 +6,7 @@ endpoint of that owner subscribed to the type. See docs/webhooks.md.
 """
 
 from . import actors
-from .actors import configure
+from .delivery import DeliveryExhausted
 from .endpoints import (
     add_endpoint,
     delete_endpoint,
@@ -28,7 +28,7 @@ from .models import (
     WebhookMessage,
 )
 from .operations import Replayed, attempts, recover, replay
-from .service import DeliveryExhausted, publish
+from .publishing import publish
 from .signing import InvalidSignature, generate_secret, verify
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "actors",
     "add_endpoint",
     "attempts",
-    "configure",
     "delete_endpoint",
     "disable_endpoint",
     "enable_endpoint",

@@ -4,34 +4,31 @@ and telling an owner their endpoint was disabled."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from dramatiq.middleware import CurrentMessage
 from pydantic import BaseModel, ConfigDict
 
-from .. import events
+from .. import events, wiring
 from ..jobs import JobContext, job
 from ..typed import actor, delivery_key
-from ..wiring import load_object
-from . import operations, service
+from . import delivery, operations, publishing
 from .endpoints import current
 from .models import DeliveryJob, EndpointDisabled, WebhookDeliveryExhausted
+from .tasks import QUEUE, deliver_webhook
 
-__all__ = ["configure", "deliver_webhook", "endpoint_health", "reset"]
+__all__ = ["deliver_webhook", "endpoint_health"]
 
 logger = logging.getLogger("bgjobs.webhooks")
-
-QUEUE = "webhooks"
 
 events.declare("webhook.delivery.exhausted", WebhookDeliveryExhausted)
 events.declare("webhook.endpoint.disabled", EndpointDisabled)
 
 
-@actor(name="webhooks.deliver", queue=QUEUE)
-def deliver_webhook(job: DeliveryJob) -> None:
-    service.deliver(job)
+@deliver_webhook.handler
+def _deliver(job: DeliveryJob) -> None:
+    delivery.deliver(job)
 
 
 class AnyEvent(BaseModel):
@@ -59,7 +56,7 @@ def from_event(event: AnyEvent) -> None:
     field = settings.event_owner_field
     owner = None if field is None or data.get(field) is None else str(data[field])
     key = delivery_key() or (message.message_id if message is not None else None)
-    service.publish(name, data, owner=owner, key=key)
+    publishing.publish(name, data, owner=owner, key=key)
 
 
 @job("webhooks.endpoint_health", schedule="*/5 * * * *", queue=QUEUE, time_budget=240)
@@ -76,27 +73,8 @@ def endpoint_health(ctx: JobContext) -> dict[str, int]:
 
 # Telling the owner.
 
-_lock = threading.Lock()
-_owner_contact: Callable[..., Any] | None = None
-
-
-def configure(*, owner_contact: Callable[..., Any] | None = None) -> None:
-    """Set in code ``owner_contact(owner=) -> Recipient | mapping | None`` (wins over the setting)."""
-    global _owner_contact
-    with _lock:
-        _owner_contact = owner_contact
-
-
-def reset() -> None:
-    configure(owner_contact=None)
-
-
 def _contact() -> Callable[..., Any] | None:
-    with _lock:
-        if _owner_contact is not None:
-            return _owner_contact
-    path = current().owner_contact
-    return None if path is None else load_object(path)
+    return wiring.hook("owner_contact", current().owner_contact)
 
 
 @events.on("webhook.endpoint.disabled")

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlmodel import col, select
 
-from .. import db
+from .. import db, runtime
 from ..clock import now as _now
 from ..errors import InvalidPayload
 from ..settings import WebhookSettings
@@ -34,9 +34,7 @@ _EVENT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*(\.\*)?)$"
 
 
 def current() -> WebhookSettings:
-    from ..broker import current_settings
-
-    return current_settings().webhooks
+    return runtime.current().settings.webhooks
 
 
 def _event_types(event_types: Sequence[str]) -> list[str]:

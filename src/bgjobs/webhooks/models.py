@@ -8,13 +8,13 @@ messages (each event stored once, with the exact body every attempt sends), deli
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Table, Text, UniqueConstraint, exists, select
 from sqlmodel import Field, SQLModel
 
-from .. import db
+from .. import db, retention
 from ..clock import now as _now
 from ..typed import Payload
 
@@ -169,3 +169,22 @@ class EndpointDisabled(BaseModel):
     owner: str | None = None
     reason: str
     disabled_at: datetime
+
+
+def _no_pending_delivery(messages: Table) -> Any:
+    d: Any = WebhookDelivery.__table__  # type: ignore[attr-defined]
+    return ~exists(
+        select(d.c.id).where(d.c.message_id == messages.c.id, d.c.status.in_(("pending", "delivering")))
+    )
+
+
+def _webhooks_days(settings: Any) -> int:
+    return int(settings.cleanup.webhooks_days)
+
+
+retention.keep("bgjobs.webhook_attempts", "bgjobs_webhook_attempts", "requested_at", days=_webhooks_days,
+               order=910)  # fmt: skip
+retention.keep("bgjobs.webhook_deliveries", "bgjobs_webhook_deliveries", "created_at", days=_webhooks_days,
+               where=lambda t: t.c.status.in_(("delivered", "failed")), order=920)  # fmt: skip
+retention.keep("bgjobs.webhook_messages", "bgjobs_webhook_messages", "created_at", days=_webhooks_days,
+               where=_no_pending_delivery, order=930)  # fmt: skip

@@ -15,10 +15,10 @@ from sqlmodel import col, select
 from .. import db
 from ..clock import now as _now
 from ..errors import InvalidPayload
-from ..typed import send_messages
 from .endpoints import current
 from .models import DeliveryJob, EndpointRow, WebhookAttempt, WebhookDelivery
-from .service import _actor, _statements
+from .statements import statements
+from .tasks import deliver_webhook
 
 __all__ = ["Replayed", "attempts", "recover", "replay", "resend_overdue"]
 
@@ -63,8 +63,7 @@ def _requeue(s: Any, deliveries: list[WebhookDelivery], result: Replayed, now: d
 
 def _send(jobs: list[DeliveryJob]) -> None:
     if jobs:
-        actor = _actor()
-        send_messages(actor.actor.broker, [actor.message(j) for j in jobs])
+        deliver_webhook.send_many(jobs)
 
 
 def replay(message_id: str, *, endpoint_id: str | None = None) -> Replayed:
@@ -149,7 +148,7 @@ def resend_overdue(*, limit: int = 1_000) -> int:
     jobs = []
     with db.get_engine().begin() as conn:
         for delivery_id, endpoint_id, started, status in conn.execute(
-            _statements.overdue, {"before": before, "limit": limit}
+            statements.overdue, {"before": before, "limit": limit}
         ):
             attempt = started if status == "delivering" else started + 1
             jobs.append(DeliveryJob(delivery_id=delivery_id, endpoint_id=endpoint_id, attempt=attempt))

@@ -1,0 +1,115 @@
+"""Running an export (the worker side): stream the rows to storage once, then tell the requester.
+
+A run reads the dataset with a server-side cursor (``yield_per``), encodes a chunk at a time and
+hands the chunks to ``Storage.put``, whose write is atomic (the bundled adapters write a
+temporary object and rename or complete it): a worker killed mid-export leaves nothing under the
+final key, and the redelivered job starts over from the first row. An export that runs past its
+time budget (the actor's time limit less a margin) fails with a message saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from sqlalchemy.sql import Select
+
+from .. import db, notifications, runtime, wiring
+from ..clock import now as _now
+from ..errors import InvalidPayload, PermanentError
+from ..typed import final_attempt
+from .datasets import get_dataset, rows_of
+from .formats import encode, gzipped
+from .models import ExportJob, ExportRecord
+from .sender import info
+
+__all__ = ["CONTENT_TYPES", "run"]
+
+logger = logging.getLogger("bgjobs.exports")
+
+CONTENT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "jsonl": "application/x-ndjson",
+    "json": "application/json",
+}
+
+
+def _update(export_id: str, **values: Any) -> ExportRecord:
+    with db.session() as s:
+        record = s.get(ExportRecord, export_id)
+        assert record is not None
+        for name, value in values.items():
+            setattr(record, name, value)
+        s.add(record)
+        return record
+
+
+class _Counted:
+    """Rows passing through, counted, with the time budget checked as they go."""
+
+    def __init__(self, rows: Iterable[Mapping[str, Any]], deadline: float, budget_s: float) -> None:
+        self.rows, self.deadline, self.budget_s, self.count = rows, deadline, budget_s, 0
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        for row in self.rows:
+            self.count += 1
+            if self.count % 1000 == 0 and time.monotonic() > self.deadline:
+                raise PermanentError(
+                    f"the export ran past its time budget of {self.budget_s:.0f} s after {self.count} rows; "
+                    "narrow the period or filters, or raise BGJOBS_EXPORTS__TIME_LIMIT_MS"
+                )
+            yield row
+
+
+def run(job: ExportJob) -> str:
+    """Produce one export; returns ``done`` or ``duplicate`` (already done or failed).
+
+    Raises:
+        PermanentError: the dataset failed for good or the time budget ran out (recorded and
+            announced as failed); other errors retry from the first row.
+    """
+    with db.session() as s:
+        record = s.get(ExportRecord, job.export_id)
+    if record is None or record.status in ("done", "failed"):
+        return "duplicate"
+    settings = runtime.current().settings
+    record = _update(record.id, status="running", attempts=record.attempts + 1, started_at=_now(), error=None)
+    dataset = get_dataset(record.dataset)
+    limit_ms = settings.limits_for("exports.run", "exports").time_limit_ms
+    budget_s = max(1.0, limit_ms / 1000 - 30)
+    try:
+        with db.read() as conn:
+            source = dataset.source(period=record.period, filters=dict(record.filters))
+            if isinstance(source, Select):
+                # On a Core connection an ORM select yields plain rows: no model built per row.
+                source = conn.execution_options(yield_per=settings.exports.batch_size).execute(source)
+            rows = _Counted(rows_of(source), time.monotonic() + budget_s, budget_s)
+            chunks = encode(record.fmt, rows, dataset.columns)
+            if record.gzip:
+                chunks = gzipped(chunks)
+            content_type = "application/gzip" if record.gzip else CONTENT_TYPES[record.fmt]
+            stored = wiring.storage().put(key=record.storage_key, chunks=chunks, content_type=content_type)
+    except BaseException as exc:
+        if isinstance(exc, PermanentError | InvalidPayload) or final_attempt():
+            failed = _update(record.id, status="failed", error=f"{type(exc).__name__}: {exc}"[:1000],
+                             finished_at=_now())  # fmt: skip
+            _announce(failed, "export_failed")
+        raise
+    done = _update(record.id, status="done", rows=rows.count, size=stored.size, sha256=stored.sha256,
+                   finished_at=_now())  # fmt: skip
+    logger.info("export %s: %d rows, %d bytes to %s", done.id, rows.count, stored.size, done.storage_key)
+    _announce(done, "export_ready")
+    return "done"
+
+
+def _announce(record: ExportRecord, template: str) -> None:
+    if record.requested_by is None:
+        return
+    url = info(record).url
+    context = {"export_id": record.id, "dataset": record.dataset, "period": record.period, "fmt": record.fmt,
+               "rows": record.rows or 0, "size": record.size or 0, "url": url,
+               "error": record.error}  # fmt: skip
+    notifications.send(template, record.requested_by, context, channels=["email"],
+                       key=f"export:{record.id}:{template}")  # fmt: skip

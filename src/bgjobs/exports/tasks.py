@@ -1,0 +1,11 @@
+"""Exports' tasks: what a worker is asked to run, by name, queue and payload (no code here)."""
+
+from __future__ import annotations
+
+from ..typed import task
+from .models import ExportJob
+
+__all__ = ["run_export"]
+
+#: One export per message, on the ``exports`` queue.
+run_export = task("exports.run", queue="exports", payload=ExportJob)

@@ -1,0 +1,236 @@
+"""Delivering one channel message, in the worker: at most once, whatever is killed when.
+
+Delivery of one channel message (``deliver``), with any worker killable at any line:
+
+1. Quiet hours and consent are checked first; a postponed message is re-sent with a delay,
+   a refused one is recorded ``skipped`` with its reason.
+2. A short transaction takes the message's row in ``bgjobs_notifications`` (created on
+   first sight) and sets a lease. A row already ``sent``/``skipped`` means this copy is a
+   duplicate (a second ``send()``, a redelivery): it is counted and nothing is sent. A live
+   lease means another worker is calling the provider now: this copy looks again later.
+   An expired lease means an attempt died while calling the provider.
+3. The provider is called, outside any transaction, with the idempotency key.
+4. A second short transaction records ``sent`` (with the provider's id) or the failure.
+
+A crash between 3 and 4 is the one window where the provider may have sent already; the
+retry passes the same key, so a provider that honours keys drops the copy, and for one
+that cannot the row is marked ``possible_duplicate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from .. import db, observability, runtime, wiring
+from ..clock import now as _now
+from ..errors import PERMANENT
+from ..ports import EmailMessage, PushMessage, SmsMessage
+from ..redact import mask_email, mask_phone, mask_token
+from ..settings import NotificationSettings
+from ..typed import final_attempt
+from .models import Channel, ChannelMessage, NotificationRecord
+from .policy import FINAL, consent_refusal, hold_until, ms_until
+from .tasks import CHANNEL_TASKS
+
+__all__ = ["LEASE_RECHECK", "deliver"]
+
+logger = logging.getLogger("bgjobs.notifications")
+
+#: How often a copy that found another worker sending looks again (sooner if the lease ends).
+LEASE_RECHECK = timedelta(seconds=2)
+
+
+def _reference(message: ChannelMessage, channel: Channel) -> str:
+    who = message.recipient
+    if channel is Channel.EMAIL:
+        return mask_email(str(who.email))
+    if channel is Channel.SMS:
+        return mask_phone(str(who.phone))
+    return f"{len(who.push_tokens)} device(s) {mask_token(who.push_tokens[0])}"
+
+
+def _new_row(message: ChannelMessage, channel: Channel, now: datetime) -> dict[str, Any]:
+    return {
+        "key": message.key, "notification_id": message.notification_id, "template": message.template,
+        "channel": str(channel), "category": str(message.category), "user_id": message.recipient.user_id,
+        "recipient_ref": _reference(message, channel), "status": "queued", "attempts": 0, "duplicates": 0,
+        "possible_duplicate": False, "created_at": now, "updated_at": now,
+    }  # fmt: skip
+
+
+class _Statements:
+    """The delivery path's statements, built once: building them costs more CPU than running them.
+
+    Core statements on a plain connection, with bound parameters, so each delivery reuses
+    SQLAlchemy's compiled SQL instead of constructing ORM queries.
+    """
+
+    def __init__(self) -> None:
+        self.table: Any = NotificationRecord.__table__  # type: ignore[attr-defined]
+        t = self.table
+        self.duplicate = update(t).where(t.c.key == bindparam("k")).values(duplicates=t.c.duplicates + 1)
+        self.lease = (
+            update(t).where(t.c.key == bindparam("k"))
+            .values(attempts=t.c.attempts + 1, status="queued", lease_until=bindparam("lease"),
+                    updated_at=bindparam("now"))
+        )  # fmt: skip
+        self._take: dict[str, Any] = {}
+        self._set: dict[tuple[str, ...], Any] = {}
+
+    def take(self, dialect: str) -> Any:
+        """Insert the row unless it exists, and return its status and lease either way (one statement).
+
+        ``ON CONFLICT DO UPDATE`` also locks an existing row on PostgreSQL until the transaction ends.
+        """
+        stmt = self._take.get(dialect)
+        if stmt is None:
+            t = self.table
+            insert = pg_insert if dialect == "postgresql" else sqlite_insert
+            new = insert(t).values({c.name: bindparam(c.name) for c in t.columns if c.name in _ROW_COLUMNS})
+            stmt = new.on_conflict_do_update(
+                index_elements=["key"], set_={"updated_at": new.excluded.updated_at}
+            )
+            stmt = stmt.returning(t.c.status, t.c.lease_until)
+            self._take[dialect] = stmt
+        return stmt
+
+    def set(self, columns: tuple[str, ...]) -> Any:
+        stmt = self._set.get(columns)
+        if stmt is None:
+            t = self.table
+            stmt = (
+                update(t).where(t.c.key == bindparam("k")).values({c: bindparam(f"v_{c}") for c in columns})
+            )
+            self._set[columns] = stmt
+        return stmt
+
+
+_ROW_COLUMNS = (
+    "key", "notification_id", "template", "channel", "category", "user_id", "recipient_ref",
+    "status", "attempts", "duplicates", "possible_duplicate", "created_at", "updated_at",
+)  # fmt: skip
+_statements = _Statements()
+
+
+def _update(conn: Any, key: str, **values: Any) -> None:
+    columns = tuple(sorted(values))
+    conn.execute(_statements.set(columns), {"k": key, **{f"v_{c}": values[c] for c in columns}})
+
+
+def _set(key: str, **values: Any) -> None:
+    with db.get_engine().begin() as conn:
+        _update(conn, key, **values)
+
+
+def _take(conn: Any, message: ChannelMessage, channel: Channel, now: datetime) -> tuple[str, datetime | None]:
+    """The row's status and lease, creating the row on first sight (locked until commit on PostgreSQL)."""
+    status, leased = conn.execute(_statements.take(conn.dialect.name), _new_row(message, channel, now)).one()
+    return status, leased
+
+
+def _count(channel: Channel, outcome: str) -> None:
+    observability.counter(
+        "bgjobs_notifications_total", "Channel messages by outcome.", ("channel", "outcome")
+    ).labels(str(channel), outcome).inc()
+
+
+def _refusal(message: ChannelMessage, channel: Channel, settings: NotificationSettings) -> str | None:
+    """Why consent stops this message, or None when it may go."""
+    return consent_refusal(message.category, message.recipient.user_id, channel, settings)
+
+
+def _finalise_without_sending(message: ChannelMessage, channel: Channel, status: str, reason: str) -> str:
+    now = _now()
+    with db.get_engine().begin() as conn:
+        if _take(conn, message, channel, now)[0] in FINAL:
+            conn.execute(_statements.duplicate, {"k": message.key})
+            return "duplicate"
+        _update(conn, message.key, status=status, reason=reason, updated_at=now)
+    return status
+
+
+def _port_message(message: ChannelMessage, channel: Channel) -> Any:
+    who = message.recipient
+    if channel is Channel.EMAIL:
+        return EmailMessage(
+            to=(str(who.email),), subject=message.subject, text=message.text, html=message.html,
+            idempotency_key=message.key,
+        )  # fmt: skip
+    if channel is Channel.SMS:
+        return SmsMessage(to=str(who.phone), body=message.text, idempotency_key=message.key)
+    return PushMessage(
+        tokens=who.push_tokens, title=message.subject, body=message.text, idempotency_key=message.key,
+        data={"notification_id": message.notification_id, "template": message.template},
+    )  # fmt: skip
+
+
+def _port(channel: Channel) -> Any:
+    return {Channel.EMAIL: wiring.mailer, Channel.SMS: wiring.sms, Channel.PUSH: wiring.push}[channel]()
+
+
+def deliver(message: ChannelMessage, channel: Channel) -> str:
+    """Deliver one channel message at most once; returns what happened.
+
+    Outcomes: ``sent``, ``duplicate`` (already sent; nothing done), ``skipped`` (no consent),
+    ``postponed`` (quiet hours; re-sent for later), ``busy`` (another worker is sending it).
+    Provider errors propagate after being recorded, so the actor retries or dead-letters.
+    """
+    settings = runtime.current().settings
+    now = _now()
+    until = hold_until(message, channel, settings, now)
+    if until is not None:
+        CHANNEL_TASKS[channel].send(message, delay=ms_until(until, now))
+        with db.get_engine().begin() as conn:
+            if _take(conn, message, channel, now)[0] not in FINAL:
+                _update(conn, message.key, reason=f"quiet hours until {until.isoformat()}", updated_at=now)
+        return "postponed"
+    refusal = _refusal(message, channel, settings.notifications)
+    if refusal is not None:
+        outcome = _finalise_without_sending(message, channel, "skipped", refusal)
+        _count(channel, outcome)
+        return outcome
+
+    actor = CHANNEL_TASKS[channel]
+    lease = timedelta(milliseconds=settings.limits_for(actor.name, actor.queue).time_limit_ms)
+    with db.get_engine().begin() as conn:
+        status, leased = _take(conn, message, channel, now)
+        if status in FINAL:
+            conn.execute(_statements.duplicate, {"k": message.key})
+            _count(channel, "duplicate")
+            return "duplicate"
+        busy_until = db.aware(leased) if leased is not None else None
+        in_doubt = busy_until is not None  # an expired lease: an attempt died calling the provider
+        if busy_until is None or busy_until <= now:
+            conn.execute(_statements.lease, {"k": message.key, "lease": now + lease, "now": now})
+    if busy_until is not None and busy_until > now:
+        actor.send(message, delay=ms_until(min(busy_until, now + LEASE_RECHECK), now) + 100)
+        return "busy"
+
+    port = _port(channel)
+    try:
+        receipt = port.send(message=_port_message(message, channel))
+    except BaseException as exc:
+        status = "dead" if isinstance(exc, PERMANENT) or final_attempt() else "failed"
+        _set(message.key, status=status, reason=f"{type(exc).__name__}: {exc}"[:1000], lease_until=None,
+             updated_at=_now())  # fmt: skip
+        _count(channel, status)
+        raise
+    done = _now()
+    _set(
+        message.key, status="sent", reason=None, provider_message_id=receipt.provider_message_id[:255],
+        sent_at=done, updated_at=done, lease_until=None,
+        possible_duplicate=in_doubt and not receipt.duplicate and not port.honours_idempotency_key,
+    )  # fmt: skip
+    _count(channel, "sent")
+    if channel is Channel.SMS:
+        observability.counter(
+            "bgjobs_sms_segments_total", "SMS segments handed to the provider, by template.", ("template",)
+        ).labels(message.template).inc(message.sms_segments)
+    logger.info("sent %s %s to %s", message.template, channel, _reference(message, channel))
+    return "sent"

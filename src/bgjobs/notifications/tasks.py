@@ -1,0 +1,21 @@
+"""Notifications' tasks: what a worker is asked to run, by name, queue and payload (no code here)."""
+
+from __future__ import annotations
+
+from ..typed import TypedActor, task
+from .models import Channel, ChannelMessage
+
+__all__ = ["CHANNEL_TASKS", "QUEUE", "send_email", "send_push", "send_sms"]
+
+QUEUE = "notifications"
+
+send_email = task("notifications.email", queue=QUEUE, payload=ChannelMessage)
+send_sms = task("notifications.sms", queue=QUEUE, payload=ChannelMessage)
+send_push = task("notifications.push", queue=QUEUE, payload=ChannelMessage)
+
+#: One task per channel, so a failing SMS vendor retries the SMS alone.
+CHANNEL_TASKS: dict[Channel, TypedActor[ChannelMessage, None]] = {
+    Channel.EMAIL: send_email,
+    Channel.SMS: send_sms,
+    Channel.PUSH: send_push,
+}

@@ -1,0 +1,103 @@
+"""The delivery path's SQL, built once and shared by the delivery and the operations on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+
+from .models import EndpointRow, WebhookAttempt, WebhookDelivery, WebhookMessage
+
+__all__ = ["Row", "Statements", "read_row", "statements"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One delivery with its endpoint and message, as one attempt needs them."""
+
+    delivery_id: str
+    message_id: str
+    endpoint_id: str
+    status: str
+    attempts: int
+    lease_until: datetime | None
+    url: str
+    enabled: bool
+    rate_limit: int | None
+    secret: str
+    previous_secret: str | None
+    previous_secret_until: datetime | None
+    failing_since: datetime | None
+    failures: int
+    owner: str | None
+    event_type: str
+    body: str
+
+
+class Statements:
+    """The delivery path's statements, built once (building costs more CPU than running them)."""
+
+    def __init__(self) -> None:
+        d: Any = WebhookDelivery.__table__  # type: ignore[attr-defined]
+        e: Any = EndpointRow.__table__  # type: ignore[attr-defined]
+        m: Any = WebhookMessage.__table__  # type: ignore[attr-defined]
+        self.read = (
+            select(d.c.id, d.c.message_id, d.c.endpoint_id, d.c.status, d.c.attempts, d.c.lease_until,
+                   e.c.url, e.c.enabled, e.c.rate_limit, e.c.secret, e.c.previous_secret,
+                   e.c.previous_secret_until, e.c.failing_since, e.c.failures, m.c.owner, m.c.event_type,
+                   m.c.body)
+            .join(e, e.c.id == d.c.endpoint_id).join(m, m.c.id == d.c.message_id)
+            .where(d.c.id == bindparam("k"))
+        )  # fmt: skip
+        same = and_(
+            d.c.id == bindparam("k"), d.c.attempts == bindparam("seen_attempts"),
+            d.c.status == bindparam("seen_status"),
+        )  # fmt: skip
+        self.take = update(d).where(same).values(
+            attempts=bindparam("attempt"), status="delivering", lease_until=bindparam("lease"),
+            updated_at=bindparam("now"),
+        )  # fmt: skip
+        self.fail_unsent = update(d).where(same).values(
+            status="failed", last_error=bindparam("error"), lease_until=None, next_attempt_at=None,
+            updated_at=bindparam("now"),
+        )  # fmt: skip
+        self.record = (
+            update(d).where(d.c.id == bindparam("k"))
+            .values(status=bindparam("status"), last_status_code=bindparam("code"),
+                    last_error=bindparam("error"), next_attempt_at=bindparam("next"), lease_until=None,
+                    delivered_at=bindparam("delivered"), updated_at=bindparam("now"))
+        )  # fmt: skip
+        self.postpone = (
+            update(d).where(d.c.id == bindparam("k"), d.c.status == "pending")
+            .values(next_attempt_at=bindparam("next"))
+        )  # fmt: skip
+        self.log = insert(WebhookAttempt.__table__)  # type: ignore[attr-defined]
+        self.healthy = update(e).where(e.c.id == bindparam("k")).values(failing_since=None, failures=0)
+        self.disable = (
+            update(e).where(e.c.id == bindparam("k"), e.c.enabled.is_(True))
+            .values(enabled=False, disabled_reason=bindparam("reason"), disabled_at=bindparam("now"),
+                    updated_at=bindparam("now"))
+            .returning(e.c.url, e.c.owner)
+        )  # fmt: skip
+        self.failing = (
+            update(e).where(e.c.id == bindparam("k"))
+            .values(failures=e.c.failures + 1,
+                    failing_since=func.coalesce(e.c.failing_since, bindparam("now")))
+            .returning(e.c.failures, e.c.failing_since)
+        )  # fmt: skip
+        self.overdue = (
+            select(d.c.id, d.c.endpoint_id, d.c.attempts, d.c.status).where(
+                or_(and_(d.c.status == "pending", d.c.next_attempt_at < bindparam("before")),
+                    and_(d.c.status == "delivering", d.c.lease_until < bindparam("before"))))
+            .order_by(d.c.next_attempt_at).limit(bindparam("limit"))
+        )  # fmt: skip
+
+
+statements = Statements()
+
+
+def read_row(conn: Any, delivery_id: str) -> Row | None:
+    found = conn.execute(statements.read, {"k": delivery_id}).first()
+    return None if found is None else Row(*found)

@@ -1,0 +1,31 @@
+"""The package's shape, checked: imports go one way, and no module grows past one job's size."""
+
+from __future__ import annotations
+
+from tests.support.imports import SOURCE, Graph, describe
+
+#: The largest module bgjobs accepts (docs/architecture.md): past it, a module holds two jobs.
+MAX_LINES = 400
+
+
+def test_no_import_cycle_among_the_package_s_modules() -> None:
+    assert describe(Graph()) == []
+
+
+def test_the_checker_finds_a_cycle_through_a_function_level_import(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    package = tmp_path / "bgjobs"
+    (package / "fam").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "fam" / "__init__.py").write_text("from .sender import send\n")
+    (package / "fam" / "sender.py").write_text("def send():\n    from .actors import job\n    job()\n")
+    (package / "fam" / "actors.py").write_text("from bgjobs.fam import send\n\ndef job():\n    send()\n")
+    (package / "fam" / "types.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                              "    from .actors import job\n")  # fmt: skip
+    graph = Graph(package)
+    assert graph.cycles() == [["bgjobs.fam.actors", "bgjobs.fam.sender"]]
+    assert graph.edges["bgjobs.fam.types"] == set()  # type-only imports never run
+
+
+def test_no_module_is_over_the_size_limit() -> None:
+    sizes = {str(p.relative_to(SOURCE)): len(p.read_text().splitlines()) for p in SOURCE.rglob("*.py")}
+    assert {name: n for name, n in sizes.items() if n >= MAX_LINES} == {}
