@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .embedded import RedisServer, free_port
+from .exposition import scrape
 from .money import Money
-from .observability import scrape
 
 __all__ = ["run"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from bgjobs.observability import scrape
+from bgjobs.exposition import scrape
 from tests.support import worker_jobs
 from tests.support.workers import HEARTBEAT_TIMEOUT_S, WorkerProcess, start_worker, wait_for
 

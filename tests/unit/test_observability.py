@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bgjobs.observability import clear_stale_files
+from bgjobs.metrics_files import clear_stale_files
 
 
 def test_stale_metric_files_of_dead_processes_are_cleared(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .. import db, observability, runtime, wiring
+from .. import db, runtime, tally, wiring
 from ..clock import now as _now
 from ..errors import PERMANENT
 from ..ports import EmailMessage, PushMessage, SmsMessage
@@ -135,7 +135,7 @@ def _take(conn: Any, message: ChannelMessage, channel: Channel, now: datetime) -
 
 
 def _count(channel: Channel, outcome: str) -> None:
-    observability.counter(
+    tally.counter(
         "bgjobs_notifications_total", "Channel messages by outcome.", ("channel", "outcome")
     ).labels(str(channel), outcome).inc()
 
@@ -229,7 +229,7 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
     )  # fmt: skip
     _count(channel, "sent")
     if channel is Channel.SMS:
-        observability.counter(
+        tally.counter(
             "bgjobs_sms_segments_total", "SMS segments handed to the provider, by template.", ("template",)
         ).labels(message.template).inc(message.sms_segments)
     logger.info("sent %s %s to %s", message.template, channel, _reference(message, channel))

@@ -11,7 +11,7 @@ import logging
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from .. import db, observability, wiring
+from .. import db, tally, wiring
 from ..money import Money
 from .ledger import current
 from .models import BalanceState
@@ -33,7 +33,7 @@ def check_balances() -> dict[str, int]:
     for currency in settings.balance_currencies:
         available = gateway.balance(currency=currency).available
         # The Decimal goes to the metrics library as it is; Prometheus's own values are floats.
-        observability.gauge("bgjobs_balance", "The platform's available balance, by currency.",
+        tally.gauge("bgjobs_balance", "The platform's available balance, by currency.",
                             ("currency",)).labels(currency).set(available.amount)  # fmt: skip
         state = _state(available.amount, settings.balance_min, settings.balance_max)
         now = datetime.now(UTC)
@@ -58,7 +58,7 @@ def _alert(session: object, balance: Money, direction: str, now: datetime) -> No
     logger.warning(
         "the %s balance is %s, %s the threshold of %s", balance.currency, balance.amount, direction, threshold
     )
-    observability.counter("bgjobs_balance_alerts_total", "Balance threshold crossings.",
+    tally.counter("bgjobs_balance_alerts_total", "Balance threshold crossings.",
                           ("currency", "direction")).labels(balance.currency, direction).inc()  # fmt: skip
     if settings.alert_email is None:
         return

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import literal, select, update
 from sqlmodel import col
 
-from .. import db, notifications, observability, runtime, wiring
+from .. import db, notifications, runtime, tally, wiring
 from ..clock import now as _now
 from ..errors import PermanentError
 from ..ports import PayoutRequest
@@ -39,7 +39,7 @@ def _contact(vendor_id: str) -> Any:
 
 
 def _count(outcome: str) -> None:
-    observability.counter("bgjobs_payouts_total", "Payouts by outcome.", ("outcome",)).labels(outcome).inc()
+    tally.counter("bgjobs_payouts_total", "Payouts by outcome.", ("outcome",)).labels(outcome).inc()
 
 
 def _finish_if_last(run_key: str) -> None:
@@ -151,7 +151,7 @@ def _paid(payout: Payout, transaction_id: str) -> str:
                 "booking_count": receipt.booking_count, "transaction_id": transaction_id,
             }, key=f"payout-receipt:{payout.id}", session=s)  # fmt: skip
     _count("paid")
-    observability.counter(
+    tally.counter(
         "bgjobs_payout_minor_units_total", "Paid out, in minor units, by currency.", ("currency",)
     ).labels(payout.currency).inc(payout.amount_minor)
     _finish_if_last(payout.run_key)

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
 
-from .. import db, events, observability, runtime
+from .. import db, events, runtime, tally
 from ..clock import now as _now
 from ..errors import PermanentError, TransientError
 from ..settings import WebhookSettings
@@ -61,7 +61,7 @@ def _count(name: str, outcome: str) -> None:
         "bgjobs_webhook_attempts_total": "Webhook HTTP attempts, by outcome.",
         "bgjobs_webhook_deliveries_total": "Webhook delivery jobs, by what they did.",
     }
-    observability.counter(name, docs[name], ("outcome",)).labels(outcome).inc()
+    tally.counter(name, docs[name], ("outcome",)).labels(outcome).inc()
 
 
 @contextmanager

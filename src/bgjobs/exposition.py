@@ -1,0 +1,116 @@
+"""``/metrics``: the exposition process a worker command forks, and the queue collector it adds.
+
+The queue gauges are read from Redis at scrape time (``QueueCollector``); the rest is summed from
+the worker processes' multiprocess files. The HTTP server is prometheus-client's own. It binds to
+127.0.0.1 by default: exposing metrics is the operator's choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from .metrics_files import use_multiprocess_dir
+
+__all__ = ["QueueCollector", "scrape", "serve_metrics"]
+
+logger = logging.getLogger("bgjobs.metrics")
+
+
+class QueueCollector:
+    """Reads queue depth and dead letters from Redis at scrape time."""
+
+    def __init__(self, client: Any, namespace: str, queues: list[str]) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.queues = queues
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        families = {
+            "ready": GaugeMetricFamily(
+                "bgjobs_queue_depth", "Messages waiting in the queue.", labels=["queue"]
+            ),
+            "delayed": GaugeMetricFamily(
+                "bgjobs_queue_delayed", "Delayed messages (retries, ETAs) of the queue.", labels=["queue"]
+            ),
+            "in_flight": GaugeMetricFamily(
+                "bgjobs_queue_in_flight",
+                "Messages fetched by workers and not yet finished.",
+                labels=["queue"],
+            ),
+            "dead": GaugeMetricFamily(
+                "bgjobs_dead_letters", "Dead-lettered messages kept for the queue.", labels=["queue"]
+            ),
+        }
+        from .redis_broker import queue_sizes, registered_queues
+
+        try:
+            sizes = queue_sizes(
+                self.client, self.namespace, registered_queues(self.client, self.namespace, self.queues)
+            )
+        except Exception:
+            logger.exception("could not read queue sizes from Redis")
+            return
+        for q, size in sizes.items():
+            families["ready"].add_metric([q], size.ready)
+            families["delayed"].add_metric([q], size.delayed)
+            families["in_flight"].add_metric([q], size.in_flight)
+            families["dead"].add_metric([q], size.dead)
+        yield from families.values()
+
+
+def scrape(port: int, *, host: str = "127.0.0.1", timeout: float = 15.0) -> str:
+    """Fetch ``/metrics``, waiting for the exposition process (it starts just after the workers)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
+                return str(response.read().decode())
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _registry() -> Any:
+    path = use_multiprocess_dir()
+    import prometheus_client as prom
+    from prometheus_client import multiprocess
+
+    from .registry import QUEUES
+    from .settings import get_settings
+
+    settings = get_settings()
+    registry = prom.CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        import redis
+
+        client = redis.Redis.from_url(settings.broker_url)
+        registry.register(QueueCollector(client, settings.worker.namespace, list(QUEUES)))
+    return registry
+
+
+def serve_metrics() -> int:
+    """The exposition process Dramatiq forks: ``/metrics`` on the configured host and port."""
+    import prometheus_client as prom
+
+    from .settings import get_settings
+
+    registry = _registry()
+    metrics = get_settings().metrics
+    host = os.getenv("dramatiq_prom_host", metrics.host)
+    port = int(os.getenv("dramatiq_prom_port", str(metrics.port)))
+    prom.start_http_server(port, addr=host, registry=registry)
+    logger.info("serving metrics on http://%s:%d/metrics", host, port)
+    threading.Event().wait()  # the server runs in its own thread until this process is stopped
+    return 0
