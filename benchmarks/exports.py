@@ -90,8 +90,8 @@ def phase(kind: str, url: str, rows: int, out: str) -> dict[str, float]:
     else:
         from bgjobs.broker import build_broker
         from bgjobs.exports import exports, register_dataset, request
-        from bgjobs.exports.handling import run
-        from bgjobs.exports.models import ExportJob
+        from bgjobs.exports._handling import run
+        from bgjobs.exports._models import ExportJob
         from bgjobs.runtime import set_broker
         from bgjobs.settings import get_settings
 

@@ -35,8 +35,8 @@ def populate(url: str, entries: int, vendors: int) -> float:
     from sqlalchemy import insert
 
     from bgjobs import db
-    from bgjobs.payouts.ledger import split
-    from bgjobs.payouts.models import LedgerEntry
+    from bgjobs.payouts._ledger import split
+    from bgjobs.payouts._models import LedgerEntry
 
     engine = db.engine_for(url)
     db.upgrade(engine)
@@ -69,9 +69,9 @@ def phase(name: str, url: str) -> dict[str, float]:
     from sqlmodel import col, select
 
     from bgjobs import db
-    from bgjobs.payouts.models import LedgerEntry
-    from bgjobs.payouts.periods import period_for
-    from bgjobs.payouts.planning import plan_payouts
+    from bgjobs.payouts._models import LedgerEntry
+    from bgjobs.payouts._periods import period_for
+    from bgjobs.payouts._planning import plan_payouts
 
     period = period_for("weekly", PERIOD, timezone="UTC")
     start = time.perf_counter()
@@ -88,7 +88,7 @@ def phase(name: str, url: str) -> dict[str, float]:
         plan_payouts(period, run_id="bench")
         from sqlalchemy import func
 
-        from bgjobs.payouts.models import Payout
+        from bgjobs.payouts._models import Payout
 
         with db.session(db.engine_for(url)) as s:
             groups = int(s.exec(select(func.count()).select_from(Payout)).one())
@@ -110,8 +110,8 @@ def pay(url: str, count: int) -> float:
         from sqlmodel import col, select
 
         from bgjobs import db
+        from bgjobs.payouts._models import Payout, PayoutJob
         from bgjobs.payouts.actors import pay_vendor
-        from bgjobs.payouts.models import Payout, PayoutJob
         from bgjobs.typed import send_messages
 
         with db.session(db.engine_for(url)) as s:

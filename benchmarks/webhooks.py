@@ -46,7 +46,7 @@ def bare(messages: int, receiver: WebhookReceiver, *, threads: int, run: str) ->
     import httpx
 
     from bgjobs.webhooks import generate_secret
-    from bgjobs.webhooks.signing import sign
+    from bgjobs.webhooks._signing import sign
 
     secret = generate_secret()
     client = httpx.Client(timeout=httpx.Timeout(15, connect=5), follow_redirects=False,

@@ -25,7 +25,7 @@ from bgjobs.settings import (
     WebhookSettings,
 )
 from bgjobs.testing import JobsHarness, stub_jobs
-from bgjobs.webhooks import transport as webhook_transport
+from bgjobs.webhooks import _transport as webhook_transport
 from tests.support.postgres import PostgresCluster
 
 _db_counter = itertools.count()

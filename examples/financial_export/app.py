@@ -12,7 +12,7 @@ Run a worker that knows the dataset with:
     BGJOBS_JOBS='["examples.financial_export.app"]' BGJOBS_STORAGE=localfs dramatiq bgjobs.actors
 
 The daily settlement report is the same idea shipped by bgjobs itself: the ``payouts.settlement``
-dataset (``bgjobs.payouts.settlement``), requested as an export every morning.
+dataset (``bgjobs.payouts.settlement_report``), requested as an export every morning.
 """
 
 from __future__ import annotations

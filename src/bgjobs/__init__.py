@@ -5,8 +5,6 @@ sends notifications never imports the payouts family, SQLAlchemy or the Redis br
 needs them.
 """
 
-from __future__ import annotations
-
 import importlib as _importlib
 import importlib.metadata as _metadata
 from typing import TYPE_CHECKING as _TYPE_CHECKING

@@ -165,10 +165,10 @@ def _parser() -> argparse.ArgumentParser:
     relay.add_argument("--batch", type=int, default=0, help="rows per transaction")
     relay.set_defaults(func=_outbox_relay)
 
-    from .cleanup.cli import register as register_cleanup
-    from .exports.cli import register as register_exports
+    from .cleanup._cli import register as register_cleanup
+    from .exports._cli import register as register_exports
     from .operator_cli import register as register_operator
-    from .webhooks.cli import register as register_webhooks
+    from .webhooks._cli import register as register_webhooks
 
     register_operator(commands)
     register_webhooks(commands)

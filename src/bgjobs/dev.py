@@ -111,12 +111,9 @@ def _old_runs(n: int) -> None:
 
 
 def _receipts() -> list[Any]:
-    from sqlmodel import select
+    from . import payouts
 
-    from . import db, payouts
-
-    with db.session() as s:
-        return list(s.exec(select(payouts.PayoutReceipt).order_by(payouts.PayoutReceipt.vendor_id)))
+    return payouts.receipts()
 
 
 class _Summary:

@@ -60,7 +60,7 @@ def _boot(settings: Settings) -> dramatiq.Broker:
     for name in PORTS:
         if getattr(settings, name):
             resolve(name, settings=settings)
-    from .cleanup.policies import policies
+    from .cleanup._policies import policies
     from .migrations import require_current
 
     policies(settings)  # BGJOBS_CLEANUP__POLICIES: a bad age stops the worker here, not at 02:00

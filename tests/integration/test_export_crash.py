@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bgjobs import exports
-from bgjobs.exports.formats import encode
+from bgjobs.exports._formats import encode
 from tests.support.export_datasets import counted
 from tests.support.workers import WorkerProcess, use_environment, wait_for
 

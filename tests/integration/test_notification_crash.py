@@ -12,7 +12,8 @@ from sqlmodel import select
 
 from bgjobs import db
 from bgjobs.adapters.smtp import message_id_for
-from bgjobs.notifications import NotificationRecord, Recipient, send
+from bgjobs.notifications import Recipient, send
+from bgjobs.notifications._models import NotificationRecord
 from tests.support.receivers import HttpVendor, SmtpReceiver, http_vendor
 from tests.support.workers import WorkerProcess, use_environment, wait_for
 

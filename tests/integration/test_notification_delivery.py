@@ -19,17 +19,16 @@ from bgjobs.jobs import JobRun
 from bgjobs.notifications import (
     AppointmentDue,
     Channel,
-    NotificationRecord,
     PastDueAccount,
     Recipient,
     TripDue,
     actors,
     deliveries,
-    delivery,
-    policy,
     send,
 )
-from bgjobs.notifications.models import ChannelMessage, SweepMark
+from bgjobs.notifications import _delivery as delivery
+from bgjobs.notifications import _policy as policy
+from bgjobs.notifications._models import ChannelMessage, NotificationRecord, SweepMark
 from bgjobs.ports import Mailer
 from bgjobs.testing import JobsHarness
 from bgjobs.wiring import configure
@@ -145,9 +144,9 @@ def test_consent_is_asked_for_reminders_and_a_refusal_is_recorded(harness: Harne
 def test_marketing_goes_only_with_consent(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from bgjobs.notifications import templates as template_module
-    from bgjobs.notifications.models import Category
-    from bgjobs.notifications.templates import Template, register_template
+    from bgjobs.notifications import _templates as template_module
+    from bgjobs.notifications._models import Category
+    from bgjobs.notifications._templates import Template, register_template
 
     monkeypatch.setattr(template_module, "_templates", dict(template_module._templates))
     (tmp_path / "en" / "promo").mkdir(parents=True)

@@ -16,6 +16,7 @@ from bgjobs import db, events, exports, outbox, payouts, wiring
 from bgjobs.adapters.http import HttpPaymentGateway
 from bgjobs.errors import InvalidPayload
 from bgjobs.jobs import trigger
+from bgjobs.payouts import _models as payout_tables
 from bgjobs.settings import HttpVendorSettings, PayoutSettings
 from bgjobs.testing import JobsHarness
 from bgjobs.typed import actor
@@ -63,9 +64,9 @@ def sweep(jobs: JobsHarness) -> dict[str, int]:
     return dict(runs.recent(job="payouts.charges")[0].figures)
 
 
-def charges() -> dict[str, payouts.Charge]:
+def charges() -> dict[str, payout_tables.Charge]:
     with db.session() as s:
-        return {c.key: c for c in s.exec(select(payouts.Charge))}
+        return {c.key: c for c in s.exec(select(payout_tables.Charge))}
 
 
 def test_deferred_charges_are_charged_once_and_announce_their_success(
@@ -104,7 +105,8 @@ def test_a_charge_failing_past_its_ttl_expires_with_an_event(
     assert sweep(jobs)["skipped"] == 1
     # Given its first failure was 31 minutes ago
     with db.session() as s:
-        s.execute(update(payouts.Charge).values(first_failed_at=datetime.now(UTC) - timedelta(minutes=31)))
+        then = datetime.now(UTC) - timedelta(minutes=31)
+        s.execute(update(payout_tables.Charge).values(first_failed_at=then))
 
     assert sweep(jobs)["expired"] == 1
 

@@ -17,6 +17,7 @@ from sqlmodel import select
 
 from bgjobs import db, payouts
 from bgjobs.jobs import trigger
+from bgjobs.payouts import _models as payout_tables
 from tests.support.receivers import PaymentGatewayServer, payment_gateway
 from tests.support.workers import WorkerProcess, use_environment, wait_for
 
@@ -93,8 +94,8 @@ def test_sigkilled_workers_pay_each_vendor_exactly_once_and_the_ledger_balances(
     assert paid == expected
     # The ledger balances: paid + carried + the platform's share == every gross amount
     with db.session() as s:
-        platform = s.exec(select(func.sum(payouts.LedgerEntry.platform_minor))).one()
-        recorded_paid = s.exec(select(func.sum(payouts.Payout.amount_minor))).one()
+        platform = s.exec(select(func.sum(payout_tables.LedgerEntry.platform_minor))).one()
+        recorded_paid = s.exec(select(func.sum(payout_tables.Payout.amount_minor))).one()
     carried = sum(m.minor_units for m in payouts.balances().values())
     assert recorded_paid == sum(expected.values())
     assert recorded_paid + carried + platform == gross_total
@@ -103,6 +104,6 @@ def test_sigkilled_workers_pay_each_vendor_exactly_once_and_the_ledger_balances(
     print(f"kills after {kills} payouts; {gateway.replays} calls answered from the gateway's key store")
 
 
-def all_payouts() -> list[payouts.Payout]:
+def all_payouts() -> list[payout_tables.Payout]:
     with db.session() as s:
-        return list(s.exec(select(payouts.Payout)))
+        return list(s.exec(select(payout_tables.Payout)))

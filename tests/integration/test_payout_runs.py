@@ -17,6 +17,7 @@ from bgjobs import cli, db, outbox, payouts, runs, wiring
 from bgjobs.adapters.http import HttpPaymentGateway
 from bgjobs.jobs import trigger
 from bgjobs.money import Money
+from bgjobs.payouts import _models as payout_tables
 from bgjobs.settings import HttpVendorSettings, PayoutSettings
 from bgjobs.testing import JobsHarness
 from tests.support.receivers import PaymentGatewayServer, payment_gateway
@@ -42,9 +43,9 @@ def earn(vendor: str, gross: str, source: str, when: datetime, currency: str = "
     payouts.record_earning(vendor, Decimal(gross), currency, source_id=source, occurred_at=when)
 
 
-def all_payouts() -> list[payouts.Payout]:
+def all_payouts() -> list[payout_tables.Payout]:
     with db.session() as s:
-        return list(s.exec(select(payouts.Payout)))
+        return list(s.exec(select(payout_tables.Payout)))
 
 
 def paid_amounts(gateway: PaymentGatewayServer) -> dict[str, tuple[str, str]]:
@@ -92,8 +93,7 @@ def test_a_weekly_run_pays_each_balance_once_and_carries_the_rest(
         ("v5", "USD"): Money(amount=Decimal("400.00"), currency="USD"),
     }
     # A receipt per payout, emailed through notifications
-    with db.session() as s:
-        receipt = s.exec(select(payouts.PayoutReceipt).where(payouts.PayoutReceipt.vendor_id == "v1")).one()
+    (receipt,) = payouts.receipts(vendor_id="v1")
     assert (receipt.amount, receipt.booking_count, receipt.period) == (
         Money(amount=Decimal("520.00"), currency="USD"),
         3,
@@ -198,8 +198,9 @@ def test_an_earning_deferred_through_the_outbox_is_recorded_once(
 def test_the_run_s_report_is_final_even_when_its_payouts_settle_before_the_run_is_recorded(
     harness: Start, gateway: PaymentGatewayServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bgjobs.payouts import paying, planning
-    from bgjobs.payouts.models import PayoutJob
+    from bgjobs.payouts import _paying as paying
+    from bgjobs.payouts import _planning as planning
+    from bgjobs.payouts._models import PayoutJob
 
     jobs = start(harness, gateway)
     earn("v1", "200.00", "b1", W23)
@@ -231,10 +232,10 @@ def test_the_run_s_report_is_final_even_when_its_payouts_settle_before_the_run_i
 def test_two_jobs_for_one_payout_never_call_the_gateway_at_the_same_time(
     harness: Start, gateway: PaymentGatewayServer
 ) -> None:
+    from bgjobs.payouts._models import PayoutJob
+    from bgjobs.payouts._periods import period_for
+    from bgjobs.payouts._planning import plan_payouts
     from bgjobs.payouts.actors import pay_vendor
-    from bgjobs.payouts.models import PayoutJob
-    from bgjobs.payouts.periods import period_for
-    from bgjobs.payouts.planning import plan_payouts
 
     jobs = start(harness, gateway)
     earn("v1", "200.00", "b1", W23)

@@ -17,7 +17,8 @@ from bgjobs import cli, db, events, webhooks
 from bgjobs.errors import InvalidPayload
 from bgjobs.settings import WebhookSettings
 from bgjobs.testing import JobsHarness
-from bgjobs.webhooks.operations import resend_overdue
+from bgjobs.webhooks import _models as webhook_tables
+from bgjobs.webhooks._operations import resend_overdue
 from tests.support.receivers import WebhookReceiver, webhook_receiver
 
 Start = Callable[..., JobsHarness]
@@ -114,7 +115,7 @@ def test_the_health_sweep_resends_a_delivery_whose_job_was_lost(
     message_id = webhooks.publish("a.b", {"n": 1})
     jobs.drain()
     with db.session() as s:
-        s.execute(update(webhooks.WebhookDelivery).values(
+        s.execute(update(webhook_tables.WebhookDelivery).values(
             status="pending", next_attempt_at=datetime.now(UTC) - timedelta(minutes=5)))  # fmt: skip
 
     # When the sweep runs twice
@@ -187,6 +188,6 @@ def test_deleting_an_endpoint_removes_its_deliveries_and_log(
     webhooks.delete_endpoint(endpoint.id)
 
     with db.session() as s:
-        assert list(s.exec(select(webhooks.WebhookDelivery))) == []
-        assert list(s.exec(select(webhooks.WebhookAttempt))) == []
+        assert list(s.exec(select(webhook_tables.WebhookDelivery))) == []
+        assert list(s.exec(select(webhook_tables.WebhookAttempt))) == []
     assert webhooks.list_endpoints() == []

@@ -20,7 +20,8 @@ from bgjobs.errors import InvalidPayload
 from bgjobs.settings import WebhookSettings
 from bgjobs.testing import JobsHarness
 from bgjobs.typed import actor
-from bgjobs.webhooks.models import EndpointRow
+from bgjobs.webhooks import _models as webhook_tables
+from bgjobs.webhooks._models import EndpointRow
 from tests.support.receivers import Received, WebhookReceiver, webhook_receiver
 from tests.support.workers import wait_for
 
@@ -44,11 +45,10 @@ def verified(request: Received, secret: str) -> Any:
     return Webhook(secret).verify(request.body, request.headers)
 
 
-def deliveries(message_id: str) -> list[webhooks.WebhookDelivery]:
+def deliveries(message_id: str) -> list[webhook_tables.WebhookDelivery]:
     with db.session() as s:
-        return list(
-            s.exec(select(webhooks.WebhookDelivery).where(webhooks.WebhookDelivery.message_id == message_id))
-        )
+        table = webhook_tables.WebhookDelivery
+        return list(s.exec(select(table).where(table.message_id == message_id)))
 
 
 def test_a_message_reaches_each_subscribed_endpoint_signed_by_the_standard(

@@ -13,6 +13,7 @@ import pytest
 from sqlmodel import select
 
 from bgjobs import db, webhooks
+from bgjobs.webhooks import _models as webhook_tables
 from tests.support.receivers import WebhookReceiver, webhook_receiver
 from tests.support.workers import WorkerProcess, use_environment, wait_for
 
@@ -127,11 +128,11 @@ def test_sigkilled_workers_lose_no_delivery_and_never_change_a_webhook_id(
     print(f"kills after {kills} deliveries; {copies} copies received, each with its original webhook-id")
 
 
-def all_deliveries() -> list[webhooks.WebhookDelivery]:
+def all_deliveries() -> list[webhook_tables.WebhookDelivery]:
     with db.session() as s:
-        return list(s.exec(select(webhooks.WebhookDelivery)))
+        return list(s.exec(select(webhook_tables.WebhookDelivery)))
 
 
-def all_attempts() -> list[webhooks.WebhookAttempt]:
+def all_attempts() -> list[webhook_tables.WebhookAttempt]:
     with db.session() as s:
-        return list(s.exec(select(webhooks.WebhookAttempt)))
+        return list(s.exec(select(webhook_tables.WebhookAttempt)))

@@ -12,7 +12,7 @@ from sqlmodel import col, select
 
 from bgjobs.errors import PermanentError
 from bgjobs.exports import register_dataset
-from bgjobs.payouts import LedgerEntry
+from bgjobs.payouts._models import LedgerEntry
 
 #: Cells that break naive writers: separators, quotes, line breaks, unicode, formula prefixes.
 TRICKY: list[dict[str, Any]] = [

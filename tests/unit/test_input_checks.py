@@ -11,11 +11,12 @@ import pytest
 from sqlmodel import func, select
 
 from bgjobs import db, exports, outbox, payouts
-from bgjobs.cleanup.policies import parse_age
+from bgjobs.cleanup._policies import parse_age
 from bgjobs.errors import ConfigurationError, InvalidPayload
-from bgjobs.exports.models import ExportRecord
+from bgjobs.exports._models import ExportRecord
 from bgjobs.jobs import trigger
 from bgjobs.outbox import OutboxRow
+from bgjobs.payouts import _models as payout_tables
 from bgjobs.payouts.actors import record_entry
 from bgjobs.settings import Settings, WorkerSettings
 from bgjobs.testing import JobsHarness, stub_jobs
@@ -43,7 +44,7 @@ def test_an_amount_beyond_what_bgjobs_stores_is_refused_naming_the_field(jobs: J
         payouts.record_earning("v1", Decimal("1e30"), "USD", source_id="b1", occurred_at=WHEN)
     with pytest.raises(InvalidPayload, match=r"amount: .*too large"):
         payouts.record_adjustment("v1", "-99999999999999999", "JPY", source_id="c1", occurred_at=WHEN)
-    assert _count(payouts.LedgerEntry) == 0
+    assert _count(payout_tables.LedgerEntry) == 0
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ import pytest
 
 from bgjobs.errors import InvalidPayload
 from bgjobs.notifications import Channel, Recipient, count_segments, registered_templates, send
-from bgjobs.notifications import templates as template_module
-from bgjobs.notifications.models import Category
-from bgjobs.notifications.templates import Template, get_template, locale_chain, register_template, render
+from bgjobs.notifications import _templates as template_module
+from bgjobs.notifications._models import Category
+from bgjobs.notifications._templates import Template, get_template, locale_chain, register_template, render
 from bgjobs.settings import Settings
 from bgjobs.testing import JobsHarness, stub_jobs
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from bgjobs import db, payouts
 from bgjobs.errors import InvalidPayload
 from bgjobs.money import CURRENCY_EXPONENTS, Money
-from bgjobs.payouts.periods import period_for
+from bgjobs.payouts import _models as payout_tables
+from bgjobs.payouts._periods import period_for
 from bgjobs.settings import Settings
 from bgjobs.testing import JobsHarness, stub_jobs
 
@@ -72,11 +73,11 @@ def test_the_seeds_example_holds(jobs: JobsHarness) -> None:
     assert platform == Decimal("130.00")
 
 
-def _entries() -> list[payouts.LedgerEntry]:
+def _entries() -> list[payout_tables.LedgerEntry]:
     from sqlmodel import select
 
     with db.session() as s:
-        return list(s.exec(select(payouts.LedgerEntry)))
+        return list(s.exec(select(payout_tables.LedgerEntry)))
 
 
 def test_an_earning_is_recorded_once_per_source(jobs: JobsHarness) -> None:

@@ -13,9 +13,9 @@ from standardwebhooks.webhooks import Webhook
 from bgjobs.errors import TransientError
 from bgjobs.settings import load_settings
 from bgjobs.webhooks import InvalidSignature, generate_secret, verify
-from bgjobs.webhooks.guard import BlockedAddress, check_url
-from bgjobs.webhooks.signing import sign
-from bgjobs.webhooks.transport import retry_after
+from bgjobs.webhooks._guard import BlockedAddress, check_url
+from bgjobs.webhooks._signing import sign
+from bgjobs.webhooks._transport import retry_after
 
 BODY = b'{"type":"payment.succeeded","timestamp":"2025-06-01T00:00:00.000Z","data":{"amount":"10.00"}}'
 

@@ -3,10 +3,10 @@ bounded batches, and compress old logs. See docs/cleanup.md.
 """
 
 from . import actors
+from ._compress import compress_logs
+from ._policies import Policy, parse_age, policies, register_policy, reset
+from ._service import run_policy
 from .actors import run_cleanup
-from .compress import compress_logs
-from .policies import Policy, parse_age, policies, register_policy, reset
-from .service import run_policy
 
 __all__ = [
     "Policy",

@@ -7,9 +7,9 @@ from typing import Any
 
 from .. import runtime
 from ..jobs import JobContext, job
-from .compress import compress_logs
-from .policies import policies
-from .service import run_policy
+from ._compress import compress_logs
+from ._policies import policies
+from ._service import run_policy
 
 __all__ = ["cleanup_daily", "run_cleanup"]
 

@@ -5,18 +5,17 @@ records an export and returns its id; a worker streams the rows to the ``Storage
 emails the requester a link. See docs/exports.md.
 """
 
-from . import actors
-from .datasets import Dataset, get_dataset, register_dataset, registered_datasets
-from .formats import FORMATS, encode
-from .models import ExportInfo, ExportJob, ExportRecord
-from .sender import exports, get, request, storage_key
+from . import actors, tasks
+from ._datasets import Dataset, get_dataset, register_dataset, registered_datasets
+from ._formats import FORMATS, encode
+from ._models import ExportInfo, ExportJob
+from ._sender import exports, get, request
 
 __all__ = [
     "FORMATS",
     "Dataset",
     "ExportInfo",
     "ExportJob",
-    "ExportRecord",
     "actors",
     "encode",
     "exports",
@@ -25,5 +24,5 @@ __all__ = [
     "register_dataset",
     "registered_datasets",
     "request",
-    "storage_key",
+    "tasks",
 ]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import handling
-from .models import ExportJob
+from . import _handling as handling
+from ._models import ExportJob
 from .tasks import run_export
 
 __all__ = ["run_export"]

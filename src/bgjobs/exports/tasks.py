@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..typed import task
-from .models import ExportJob
+from ._models import ExportJob
 
 __all__ = ["run_export"]
 

@@ -5,23 +5,23 @@ renders the template for each channel the recipient can receive and enqueues one
 channel on the ``notifications`` queue. See docs/notifications.md.
 """
 
-from . import actors
-from .models import (
+from . import actors, tasks
+from ._models import (
     AppointmentDue,
     BookingCancelled,
     BookingCreated,
     Category,
     Channel,
     ChannelMessage,
-    NotificationRecord,
+    NotificationDelivery,
     PastDueAccount,
     PaymentSucceeded,
     Recipient,
     TripDue,
 )
-from .segments import Segments, count_segments
-from .sender import Queued, deliveries, send
-from .templates import Template, get_template, register_template, registered_templates
+from ._segments import Segments, count_segments
+from ._sender import Queued, deliveries, send
+from ._templates import Template, get_template, register_template, registered_templates
 
 __all__ = [
     "AppointmentDue",
@@ -30,7 +30,7 @@ __all__ = [
     "Category",
     "Channel",
     "ChannelMessage",
-    "NotificationRecord",
+    "NotificationDelivery",
     "PastDueAccount",
     "PaymentSucceeded",
     "Queued",
@@ -45,4 +45,5 @@ __all__ = [
     "register_template",
     "registered_templates",
     "send",
+    "tasks",
 ]

@@ -15,8 +15,10 @@ from ..clock import now as _now
 from ..errors import InvalidPayload
 from ..jobs import JobContext, job
 from ..typed import actor
-from . import delivery, sender, sources
-from .models import (
+from . import _delivery as delivery
+from . import _sender as sender
+from . import _sources as sources
+from ._models import (
     BookingCancelled,
     BookingCreated,
     Channel,

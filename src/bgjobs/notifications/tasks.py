@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..typed import TypedActor, task
-from .models import Channel, ChannelMessage
+from ._models import Channel, ChannelMessage
 
 __all__ = ["CHANNEL_TASKS", "QUEUE", "send_email", "send_push", "send_sms"]
 

@@ -5,11 +5,10 @@ occurred_at=...)`` records a sale once; the scheduled runs pay every balance tha
 minimum, each vendor exactly once per period. See docs/payouts.md.
 """
 
-from . import actors
-from .actors import LedgerWrite, record_entry
-from .balance import check_balances
-from .charges import ChargeExpired, ChargeSucceeded, defer_charge, sweep_charges
-from .ledger import (
+from . import actors, tasks
+from ._balance import check_balances
+from ._charges import ChargeExpired, ChargeSucceeded, defer_charge, sweep_charges
+from ._ledger import (
     balances,
     calculate_vendor_earnings,
     commission_rate,
@@ -18,22 +17,19 @@ from .ledger import (
     set_commission_rate,
     split,
 )
-from .models import Charge, CommissionRate, LedgerEntry, Payout, PayoutReceipt, PayoutRun, VendorEarnings
-from .periods import Period, period_for
-from .planning import report
-from .settlement import settlement_report, settlement_rows
+from ._models import Entry, Receipt, VendorEarnings
+from ._periods import Period, period_for
+from ._planning import receipts, report
+from ._settlement import settlement_report, settlement_rows
+from .actors import LedgerWrite, record_entry
 
 __all__ = [
-    "Charge",
     "ChargeExpired",
     "ChargeSucceeded",
-    "CommissionRate",
-    "LedgerEntry",
+    "Entry",
     "LedgerWrite",
-    "Payout",
-    "PayoutReceipt",
-    "PayoutRun",
     "Period",
+    "Receipt",
     "VendorEarnings",
     "actors",
     "balances",
@@ -42,6 +38,7 @@ __all__ = [
     "commission_rate",
     "defer_charge",
     "period_for",
+    "receipts",
     "record_adjustment",
     "record_earning",
     "record_entry",
@@ -51,4 +48,5 @@ __all__ = [
     "settlement_rows",
     "split",
     "sweep_charges",
+    "tasks",
 ]

@@ -12,9 +12,11 @@ from pydantic import model_validator
 from .. import runtime
 from ..jobs import JobContext, job
 from ..typed import Payload, actor
-from . import ledger, paying, planning
-from .models import PayoutJob
-from .periods import period_for
+from . import _ledger as ledger
+from . import _paying as paying
+from . import _planning as planning
+from ._models import PayoutJob
+from ._periods import period_for
 from .tasks import QUEUE, pay_vendor
 
 __all__ = ["balance_check", "charges", "monthly", "pay_vendor", "record_entry", "settlement", "weekly"]
@@ -51,8 +53,8 @@ def monthly(ctx: JobContext) -> dict[str, Any]:
 
 @job("payouts.charges", schedule="*/5 * * * *", queue=QUEUE, time_budget=240)
 def charges(ctx: JobContext) -> dict[str, int]:
-    """Charge the deferred charges; see ``bgjobs.payouts.charges``."""
-    from .charges import sweep_charges
+    """Charge the deferred charges; see ``bgjobs.payouts._charges``."""
+    from ._charges import sweep_charges
 
     return sweep_charges(deadline=ctx.deadline)
 
@@ -60,13 +62,13 @@ def charges(ctx: JobContext) -> dict[str, int]:
 @job("payouts.balance_check", schedule="*/5 * * * *", queue=QUEUE)
 def balance_check(ctx: JobContext) -> dict[str, int]:
     """Read the platform's balances and alert once per threshold crossing."""
-    from .balance import check_balances
+    from ._balance import check_balances
 
     return check_balances()
 
 
 def _day(args: dict[str, str]) -> object:
-    from .settlement import parse_day
+    from ._settlement import parse_day
 
     return parse_day(args.get("day"), field="day")
 
@@ -74,7 +76,7 @@ def _day(args: dict[str, str]) -> object:
 @job("payouts.settlement", schedule="0 8 * * *", queue=QUEUE, check=_day)
 def settlement(ctx: JobContext) -> dict[str, Any]:
     """Yesterday's settlement report as a CSV export; ``day=2025-06-01`` for another day."""
-    from .settlement import parse_day, settlement_report
+    from ._settlement import parse_day, settlement_report
 
     return {"export_id": settlement_report(parse_day(ctx.args.get("day"), field="day"))}
 

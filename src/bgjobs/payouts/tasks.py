@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..typed import task
-from .models import PayoutJob
+from ._models import PayoutJob
 
 __all__ = ["QUEUE", "pay_vendor"]
 

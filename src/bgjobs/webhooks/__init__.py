@@ -5,9 +5,9 @@ once and delivers it, signed as the Standard Webhooks specification says, to eve
 endpoint of that owner subscribed to the type. See docs/webhooks.md.
 """
 
-from . import actors
-from .delivery import DeliveryExhausted
-from .endpoints import (
+from . import actors, tasks
+from ._delivery import DeliveryExhausted
+from ._endpoints import (
     add_endpoint,
     delete_endpoint,
     disable_endpoint,
@@ -17,21 +17,20 @@ from .endpoints import (
     rotate_secret,
     update_endpoint,
 )
-from .guard import BlockedAddress
-from .models import (
+from ._guard import BlockedAddress
+from ._models import (
+    Attempt,
     DeliveryJob,
     Endpoint,
     EndpointDisabled,
-    WebhookAttempt,
-    WebhookDelivery,
     WebhookDeliveryExhausted,
-    WebhookMessage,
 )
-from .operations import Replayed, attempts, recover, replay
-from .publishing import publish
-from .signing import InvalidSignature, generate_secret, verify
+from ._operations import Replayed, attempts, recover, replay
+from ._publishing import publish
+from ._signing import InvalidSignature, generate_secret, verify
 
 __all__ = [
+    "Attempt",
     "BlockedAddress",
     "DeliveryExhausted",
     "DeliveryJob",
@@ -39,10 +38,7 @@ __all__ = [
     "EndpointDisabled",
     "InvalidSignature",
     "Replayed",
-    "WebhookAttempt",
-    "WebhookDelivery",
     "WebhookDeliveryExhausted",
-    "WebhookMessage",
     "actors",
     "add_endpoint",
     "attempts",
@@ -56,6 +52,7 @@ __all__ = [
     "recover",
     "replay",
     "rotate_secret",
+    "tasks",
     "update_endpoint",
     "verify",
 ]

@@ -13,9 +13,11 @@ from pydantic import BaseModel, ConfigDict
 from .. import events, wiring
 from ..jobs import JobContext, job
 from ..typed import actor, delivery_key
-from . import delivery, operations, publishing
-from .endpoints import current
-from .models import DeliveryJob, EndpointDisabled, WebhookDeliveryExhausted
+from . import _delivery as delivery
+from . import _operations as operations
+from . import _publishing as publishing
+from ._endpoints import current
+from ._models import DeliveryJob, EndpointDisabled, WebhookDeliveryExhausted
 from .tasks import QUEUE, deliver_webhook
 
 __all__ = ["deliver_webhook", "endpoint_health"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..typed import task
-from .models import DeliveryJob
+from ._models import DeliveryJob
 
 __all__ = ["QUEUE", "deliver_webhook"]
 

@@ -19,7 +19,7 @@ from .. import db, runtime
 from ..errors import InvalidPayload
 from ..money import Money
 from ..settings import PayoutSettings
-from .models import CommissionRate, LedgerEntry, VendorEarnings
+from ._models import CommissionRate, Entry, LedgerEntry, VendorEarnings
 
 __all__ = [
     "balances",
@@ -126,14 +126,14 @@ def check_entry(
     return money
 
 
-def _record(session: Session | None, values: dict[str, Any], *, kind: str, source_id: str) -> LedgerEntry:
-    def insert(s: Session) -> LedgerEntry:
+def _record(session: Session | None, values: dict[str, Any], *, kind: str, source_id: str) -> Entry:
+    def insert(s: Session) -> Entry:
         db.insert_new(
             s, LedgerEntry, {**values, "kind": kind, "source_id": source_id}, unique=("kind", "source_id")
         )
-        return s.exec(
-            select(LedgerEntry).where(LedgerEntry.kind == kind, LedgerEntry.source_id == source_id)
-        ).one()
+        same = select(LedgerEntry).where(LedgerEntry.kind == kind, LedgerEntry.source_id == source_id)
+        row = s.exec(same).one()
+        return Entry.model_validate(row)
 
     if session is not None:
         return insert(session)
@@ -150,7 +150,7 @@ def record_earning(
     occurred_at: datetime,
     description: str | None = None,
     session: Session | None = None,
-) -> LedgerEntry:
+) -> Entry:
     """Record a completed sale once per ``source_id``; a second call returns the first entry.
 
     Args:
@@ -178,7 +178,7 @@ def record_adjustment(
     description: str | None = None,
     split_commission: bool = False,
     session: Session | None = None,
-) -> LedgerEntry:
+) -> Entry:
     """Record a refund, clawback (negative) or bonus (positive) once per ``source_id``.
 
     Args:

@@ -68,6 +68,38 @@ class LedgerEntry(SQLModel, table=True):
         return Money.from_minor(self.platform_minor, self.currency)
 
 
+class Entry(BaseModel):
+    """A ledger entry as bgjobs's API returns it (the row itself stays bgjobs's)."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    id: int
+    vendor_id: str
+    currency: str
+    kind: str
+    source_id: str
+    gross_minor: int
+    vendor_minor: int
+    platform_minor: int
+    rate: str
+    description: str | None
+    occurred_at: datetime
+    created_at: datetime
+    payout_id: str | None
+
+    @property
+    def gross(self) -> Money:
+        return Money.from_minor(self.gross_minor, self.currency)
+
+    @property
+    def vendor_share(self) -> Money:
+        return Money.from_minor(self.vendor_minor, self.currency)
+
+    @property
+    def platform_share(self) -> Money:
+        return Money.from_minor(self.platform_minor, self.currency)
+
+
 class CommissionRate(SQLModel, table=True):
     __tablename__ = "bgjobs_commission_rates"
 
@@ -130,6 +162,27 @@ class PayoutReceipt(SQLModel, table=True):
     booking_ids: list[str] = Field(sa_column=Column(JSON, nullable=False))
     transaction_id: str = Field(max_length=200)
     issued_at: datetime = Field(default_factory=_now)
+
+    @property
+    def amount(self) -> Money:
+        return Money.from_minor(self.amount_minor, self.currency)
+
+
+class Receipt(BaseModel):
+    """A payout's receipt, as :func:`~bgjobs.payouts.receipts` returns it."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    id: str
+    payout_id: str
+    vendor_id: str
+    amount_minor: int
+    currency: str
+    period: str
+    booking_count: int
+    booking_ids: list[str]
+    transaction_id: str
+    issued_at: datetime
 
     @property
     def amount(self) -> Money:

@@ -8,7 +8,7 @@ __all__ = ["register"]
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .sender import exports
+    from ._sender import exports
 
     print(f"{'id':29} {'created (UTC)':19} {'dataset':20} {'fmt':5} {'status':8} {'rows':>9}  key")
     for e in exports(dataset=args.dataset, limit=args.limit):
@@ -19,7 +19,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from .sender import get
+    from ._sender import get
 
     info = get(args.export)
     for name, value in info.model_dump().items():

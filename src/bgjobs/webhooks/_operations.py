@@ -15,9 +15,9 @@ from sqlmodel import col, select
 from .. import db
 from ..clock import now as _now
 from ..errors import InvalidPayload
-from .endpoints import current
-from .models import DeliveryJob, EndpointRow, WebhookAttempt, WebhookDelivery
-from .statements import statements
+from ._endpoints import current
+from ._models import Attempt, DeliveryJob, EndpointRow, WebhookAttempt, WebhookDelivery
+from ._statements import statements
 from .tasks import deliver_webhook
 
 __all__ = ["Replayed", "attempts", "recover", "replay", "resend_overdue"]
@@ -35,11 +35,11 @@ class Replayed:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def attempts(message_id: str) -> list[WebhookAttempt]:
+def attempts(message_id: str) -> list[Attempt]:
     """Every attempt made for a message, to every endpoint, in order."""
     query = select(WebhookAttempt).where(WebhookAttempt.message_id == message_id)
     with db.session() as s:
-        return list(s.exec(query.order_by(col(WebhookAttempt.id))))
+        return [Attempt.model_validate(a) for a in s.exec(query.order_by(col(WebhookAttempt.id)))]
 
 
 def _requeue(s: Any, deliveries: list[WebhookDelivery], result: Replayed, now: datetime) -> list[DeliveryJob]:

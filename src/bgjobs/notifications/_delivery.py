@@ -34,8 +34,8 @@ from ..ports import EmailMessage, PushMessage, SmsMessage
 from ..redact import mask_email, mask_phone, mask_token
 from ..settings import NotificationSettings
 from ..typed import final_attempt
-from .models import Channel, ChannelMessage, NotificationRecord
-from .policy import FINAL, consent_refusal, hold_until, ms_until
+from ._models import Channel, ChannelMessage, NotificationRecord
+from ._policy import FINAL, consent_refusal, hold_until, ms_until
 from .tasks import CHANNEL_TASKS
 
 __all__ = ["LEASE_RECHECK", "deliver"]

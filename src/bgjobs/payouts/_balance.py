@@ -13,8 +13,8 @@ from decimal import Decimal
 
 from .. import db, tally, wiring
 from ..money import Money
-from .ledger import current
-from .models import BalanceState
+from ._ledger import current
+from ._models import BalanceState
 
 __all__ = ["check_balances"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
-from .models import EndpointRow, WebhookAttempt, WebhookDelivery, WebhookMessage
+from ._models import EndpointRow, WebhookAttempt, WebhookDelivery, WebhookMessage
 
 __all__ = ["Row", "Statements", "read_row", "statements"]
 

@@ -15,9 +15,9 @@ from .. import db, runtime
 from ..clock import now as _now
 from ..errors import InvalidPayload
 from ..settings import WebhookSettings
-from .guard import check_url
-from .models import Endpoint, EndpointRow, WebhookAttempt, WebhookDelivery
-from .signing import generate_secret, secret_key
+from ._guard import check_url
+from ._models import Endpoint, EndpointRow, WebhookAttempt, WebhookDelivery
+from ._signing import generate_secret, secret_key
 
 __all__ = [
     "add_endpoint",

@@ -11,8 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..settings import NotificationSettings, Settings
-from . import sources
-from .models import Category, Channel, ChannelMessage
+from . import _sources as sources
+from ._models import Category, Channel, ChannelMessage
 
 __all__ = [
     "FINAL", "MAX_KEY_LENGTH", "channel_key", "consent_refusal", "hold_until", "ms_until", "quiet_until",

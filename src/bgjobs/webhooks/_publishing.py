@@ -21,8 +21,8 @@ from sqlmodel import col
 from .. import db
 from ..clock import now as _now
 from ..errors import InvalidPayload
-from .endpoints import current
-from .models import DeliveryJob, EndpointRow, WebhookDelivery, WebhookMessage
+from ._endpoints import current
+from ._models import DeliveryJob, EndpointRow, WebhookDelivery, WebhookMessage
 from .tasks import deliver_webhook
 
 __all__ = ["MAX_KEY_LENGTH", "matches", "publish"]

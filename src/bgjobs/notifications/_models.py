@@ -162,6 +162,30 @@ class NotificationRecord(SQLModel, table=True):
     sent_at: datetime | None = None
 
 
+class NotificationDelivery(BaseModel):
+    """One channel message of the delivery log, as :func:`~bgjobs.notifications.deliveries` returns it."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    key: str
+    notification_id: str
+    template: str
+    channel: str
+    category: str
+    user_id: str
+    recipient_ref: str
+    status: str
+    reason: str | None
+    provider_message_id: str | None
+    attempts: int
+    duplicates: int
+    possible_duplicate: bool
+    lease_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+
+
 class SweepMark(SQLModel, table=True):
     """``bgjobs_notification_marks``: how far a sweep got, and when an account was last dunned."""
 

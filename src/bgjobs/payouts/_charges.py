@@ -28,8 +28,8 @@ from ..clock import now as _now
 from ..errors import InvalidPayload, PermanentError, TransientError
 from ..money import Money
 from ..ports import ChargeRequest, NoPaymentMethod
-from .ledger import _money, current
-from .models import Charge
+from ._ledger import _money, current
+from ._models import Charge
 
 __all__ = ["ChargeExpired", "ChargeSucceeded", "defer_charge", "sweep_charges"]
 

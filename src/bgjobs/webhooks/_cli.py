@@ -13,7 +13,7 @@ __all__ = ["register"]
 
 
 def _endpoint_line(e: object, show_secret: bool) -> str:
-    from .models import Endpoint
+    from ._models import Endpoint
 
     assert isinstance(e, Endpoint)
     state = "enabled" if e.enabled else f"disabled ({e.disabled_reason})"
@@ -26,7 +26,7 @@ def _endpoint_line(e: object, show_secret: bool) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .endpoints import list_endpoints
+    from ._endpoints import list_endpoints
 
     found = list_endpoints(owner=args.owner)
     for endpoint in found:
@@ -37,7 +37,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from .endpoints import add_endpoint
+    from ._endpoints import add_endpoint
 
     endpoint = add_endpoint(
         args.url, event_types=args.event, owner=args.owner, description=args.description,
@@ -49,21 +49,21 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _disable(args: argparse.Namespace) -> int:
-    from .endpoints import disable_endpoint
+    from ._endpoints import disable_endpoint
 
     print(f"disabled {disable_endpoint(args.endpoint, reason=args.reason).id}")
     return 0
 
 
 def _enable(args: argparse.Namespace) -> int:
-    from .endpoints import enable_endpoint
+    from ._endpoints import enable_endpoint
 
     print(f"enabled {enable_endpoint(args.endpoint).id}")
     return 0
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    from .endpoints import rotate_secret
+    from ._endpoints import rotate_secret
 
     secret = rotate_secret(args.endpoint, grace=timedelta(hours=args.grace_hours))
     print(f"secret {secret}  (the old one also signs for {args.grace_hours:g} h)")
@@ -71,7 +71,7 @@ def _rotate(args: argparse.Namespace) -> int:
 
 
 def _attempts(args: argparse.Namespace) -> int:
-    from .operations import attempts
+    from ._operations import attempts
 
     found = attempts(args.message)
     print(f"{'requested (UTC)':23} {'endpoint':35} {'#':>2} {'trigger':9} {'status':>6} {'ms':>6}  detail")
@@ -86,7 +86,7 @@ def _attempts(args: argparse.Namespace) -> int:
 
 
 def _report(result: object) -> None:
-    from .operations import Replayed
+    from ._operations import Replayed
 
     assert isinstance(result, Replayed)
     print(f"queued {len(result.queued)} delivery(ies)")
@@ -95,7 +95,7 @@ def _report(result: object) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .operations import replay
+    from ._operations import replay
 
     _report(replay(args.message, endpoint_id=args.endpoint))
     return 0
@@ -113,7 +113,7 @@ def _since(value: str) -> datetime:
 
 def _recover(args: argparse.Namespace) -> int:
     from ..progress import Progress
-    from .operations import recover
+    from ._operations import recover
 
     with Progress("recover") as bar:
         result = recover(args.endpoint, since=args.since, progress=lambda n: bar.advance(n - bar.done))

@@ -20,10 +20,10 @@ from .. import db, notifications, runtime, wiring
 from ..clock import now as _now
 from ..errors import InvalidPayload, PermanentError
 from ..typed import final_attempt
-from .datasets import get_dataset, rows_of
-from .formats import encode, gzipped
-from .models import ExportJob, ExportRecord
-from .sender import info
+from ._datasets import get_dataset, rows_of
+from ._formats import encode, gzipped
+from ._models import ExportJob, ExportRecord
+from ._sender import info
 
 __all__ = ["CONTENT_TYPES", "run"]
 

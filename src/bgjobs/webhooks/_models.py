@@ -106,6 +106,25 @@ class WebhookAttempt(SQLModel, table=True):
     succeeded: bool
 
 
+class Attempt(BaseModel):
+    """One HTTP attempt of a delivery, as :func:`~bgjobs.webhooks.attempts` returns it."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    id: int
+    delivery_id: str
+    message_id: str
+    endpoint_id: str
+    attempt: int
+    trigger: str
+    requested_at: datetime
+    status_code: int | None
+    duration_ms: int
+    response: str | None
+    error: str | None
+    succeeded: bool
+
+
 class DeliveryJob(Payload):
     """One attempt of one delivery; ``attempt`` numbers it so duplicates of it are dropped."""
 

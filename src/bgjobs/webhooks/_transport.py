@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import httpx
 
 from ..settings import WebhookSettings
-from .guard import Target
+from ._guard import Target
 
 __all__ = ["AttemptResult", "post", "retry_after"]
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import InvalidPayload
 from ..money import Money
-from .models import Category, Channel, Recipient
+from ._models import Category, Channel, Recipient
 
 __all__ = [
     "BUNDLED_DIR",

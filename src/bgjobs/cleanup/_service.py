@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from .. import db, wiring
 from ..errors import ConfigurationError
-from .policies import Policy
+from ._policies import Policy
 
 __all__ = ["run_policy"]
 
@@ -159,7 +159,7 @@ def _export_batch(
     engine: Engine, policy: Policy, table: Table, pk: Any, eligible: Any, size: int
 ) -> list[Any]:
     """Write one batch's rows as CSV through the exports family's writer; returns their keys."""
-    from ..exports.formats import encode
+    from ..exports._formats import encode
 
     with db.read(engine) as conn:
         rows = [

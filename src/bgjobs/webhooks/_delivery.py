@@ -35,14 +35,14 @@ from .. import db, events, runtime, tally
 from ..clock import now as _now
 from ..errors import PermanentError, TransientError
 from ..settings import WebhookSettings
-from .endpoints import current
-from .guard import BlockedAddress, check_url
-from .models import DeliveryJob, EndpointDisabled
-from .models import WebhookDeliveryExhausted as Exhausted
-from .signing import sign
-from .statements import Row, read_row, statements
+from ._endpoints import current
+from ._guard import BlockedAddress, check_url
+from ._models import DeliveryJob, EndpointDisabled
+from ._models import WebhookDeliveryExhausted as Exhausted
+from ._signing import sign
+from ._statements import Row, read_row, statements
+from ._transport import AttemptResult, post
 from .tasks import deliver_webhook
-from .transport import AttemptResult, post
 
 __all__ = ["LEASE_RECHECK", "DeliveryExhausted", "deliver"]
 

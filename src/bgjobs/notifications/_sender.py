@@ -21,11 +21,11 @@ from .. import db, outbox, runtime
 from ..clock import now as _now
 from ..errors import InvalidPayload
 from ..typed import send_messages
-from .models import Channel, ChannelMessage, NotificationRecord, Recipient
-from .policy import FINAL, MAX_KEY_LENGTH, channel_key, consent_refusal, hold_until, ms_until
-from .segments import count_segments
+from ._models import Channel, ChannelMessage, NotificationDelivery, NotificationRecord, Recipient
+from ._policy import FINAL, MAX_KEY_LENGTH, channel_key, consent_refusal, hold_until, ms_until
+from ._segments import count_segments
+from ._templates import get_template, render
 from .tasks import CHANNEL_TASKS
-from .templates import get_template, render
 
 __all__ = ["Queued", "deliveries", "send", "send_once"]
 
@@ -166,8 +166,8 @@ def deliveries(
     user_id: str | None = None,
     key: str | None = None,
     limit: int = 100,
-) -> list[NotificationRecord]:
-    """Rows of the delivery log, newest first, filtered by any of the arguments."""
+) -> list[NotificationDelivery]:
+    """The delivery log, newest first, filtered by any of the arguments."""
     query = select(NotificationRecord)
     if notification_id is not None:
         query = query.where(NotificationRecord.notification_id == notification_id)
@@ -176,4 +176,5 @@ def deliveries(
     if key is not None:
         query = query.where(col(NotificationRecord.key).startswith(f"notif:{key}:"))
     with db.session() as s:
-        return list(s.exec(query.order_by(col(NotificationRecord.created_at).desc()).limit(limit)))
+        rows = s.exec(query.order_by(col(NotificationRecord.created_at).desc()).limit(limit))
+        return [NotificationDelivery.model_validate(r) for r in rows]

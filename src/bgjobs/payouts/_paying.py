@@ -19,9 +19,9 @@ from .. import db, notifications, runtime, tally, wiring
 from ..clock import now as _now
 from ..errors import PermanentError
 from ..ports import PayoutRequest
-from .ledger import current
-from .models import LedgerEntry, Payout, PayoutJob, PayoutReceipt
-from .planning import write_report
+from ._ledger import current
+from ._models import LedgerEntry, Payout, PayoutJob, PayoutReceipt
+from ._planning import write_report
 from .tasks import pay_vendor
 
 __all__ = ["LEASE_RECHECK_MS", "pay"]

@@ -16,11 +16,11 @@ from sqlmodel import col, select
 
 from .. import db, runtime, wiring
 from ..errors import InvalidPayload, PermanentError
-from ..notifications.models import Recipient
+from ..notifications._models import Recipient
 from ..ports.storage import check_key
-from .datasets import get_dataset
-from .formats import FORMATS
-from .models import ExportInfo, ExportJob, ExportRecord
+from ._datasets import get_dataset
+from ._formats import FORMATS
+from ._models import ExportInfo, ExportJob, ExportRecord
 from .tasks import run_export
 
 __all__ = ["exports", "get", "info", "request", "storage_key"]
@@ -116,10 +116,10 @@ def info(record: ExportRecord) -> ExportInfo:
     )  # fmt: skip
 
 
-def exports(*, dataset: str | None = None, limit: int = 50) -> list[ExportRecord]:
+def exports(*, dataset: str | None = None, limit: int = 50) -> list[ExportInfo]:
     """The latest exports, newest first."""
     query = select(ExportRecord).order_by(col(ExportRecord.created_at).desc()).limit(limit)
     if dataset is not None:
         query = query.where(ExportRecord.dataset == dataset)
     with db.session() as s:
-        return list(s.exec(query))
+        return [info(record) for record in s.exec(query)]

@@ -16,10 +16,10 @@ from sqlalchemy import and_, case, func, select
 
 from .. import db, runtime, wiring
 from ..errors import InvalidPayload, PermanentError, TransientError
-from ..exports.datasets import register_dataset
+from ..exports._datasets import register_dataset
 from ..money import Money
-from .ledger import current
-from .models import Charge, LedgerEntry, Payout
+from ._ledger import current
+from ._models import Charge, LedgerEntry, Payout
 
 __all__ = ["COLUMNS", "settlement_report", "settlement_rows"]
 

@@ -26,12 +26,12 @@ from .. import db, runs
 from ..clock import now as _now
 from ..money import Money, exponent
 from ..typed import send_messages
-from .ledger import current
-from .models import LedgerEntry, Payout, PayoutJob, PayoutRun
-from .periods import Period
+from ._ledger import current
+from ._models import LedgerEntry, Payout, PayoutJob, PayoutReceipt, PayoutRun, Receipt
+from ._periods import Period
 from .tasks import pay_vendor
 
-__all__ = ["plan", "plan_payouts", "report", "resend_pending", "write_report"]
+__all__ = ["plan", "plan_payouts", "receipts", "report", "resend_pending", "write_report"]
 
 SEND_BATCH = 1_000
 
@@ -163,3 +163,15 @@ def write_report(run_key: str) -> None:
             return
         held.counts = json.dumps(report(run_key, session=s), default=str, sort_keys=True)
         s.add(held)
+
+
+def receipts(*, vendor_id: str | None = None, period: str | None = None, limit: int = 100) -> list[Receipt]:
+    """Payout receipts, by vendor then newest first, filtered by any of the arguments."""
+    query = select(PayoutReceipt)
+    if vendor_id is not None:
+        query = query.where(col(PayoutReceipt.vendor_id) == vendor_id)
+    if period is not None:
+        query = query.where(col(PayoutReceipt.period) == period)
+    query = query.order_by(col(PayoutReceipt.vendor_id), col(PayoutReceipt.issued_at).desc()).limit(limit)
+    with db.session() as s:
+        return [Receipt.model_validate(r) for r in s.execute(query).scalars()]

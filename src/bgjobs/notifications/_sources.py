@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from .. import wiring
 from ..settings import NotificationSettings
-from .models import AppointmentDue, Category, Channel, PastDueAccount, TripDue
+from ._models import AppointmentDue, Category, Channel, PastDueAccount, TripDue
 
 __all__ = ["Appointments", "Consent", "PastDue", "UnpaidTrips", "hook"]
 
