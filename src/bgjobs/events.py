@@ -27,7 +27,7 @@ from .typed import Payload, TypedActor, actor, send_messages
 
 __all__ = [
     "EventFanout", "declare", "fanout", "fanout_message", "on", "publish", "subscribe", "subscribers",
-    "validate",
+    "unsubscribe", "validate",
 ]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.events")
@@ -57,6 +57,19 @@ def subscribe(
     with _lock:
         if not any(p == pattern and s is subscriber for p, s, _ in _subscriptions):
             _subscriptions.append((pattern, subscriber, when))
+
+
+def unsubscribe(pattern: str, subscriber: TypedActor[Any, Any]) -> bool:
+    """Stop delivering events matching ``pattern`` to ``subscriber``; False if it was not subscribed.
+
+    For subscriptions made at run time (a plugin turned off, a test's watcher); events already
+    expanded into messages are still delivered.
+    """
+    with _lock:
+        before = len(_subscriptions)
+        kept = [(p, s, w) for p, s, w in _subscriptions if not (p == pattern and s is subscriber)]
+        _subscriptions[:] = kept
+        return len(_subscriptions) < before
 
 
 def on(pattern: str, *, when: Callable[[str], bool] | None = None) -> Callable[[A], A]:

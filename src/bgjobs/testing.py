@@ -17,9 +17,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from dramatiq import Worker
+from dramatiq import Message, Worker
 from dramatiq.brokers.stub import StubBroker
 
 from . import runtime, wiring
@@ -68,6 +69,22 @@ class JobsHarness:
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"queues not drained within {timeout_ms} ms")
+
+    def held(self) -> list[tuple[str, datetime]]:
+        """Messages waiting for their time (a delay, a retry's backoff, quiet hours): actor and ETA.
+
+        So a test proves a message is held, and until when, without waiting to see nothing happen.
+        """
+        found = []
+        for name, queue in self.broker.queues.items():
+            if name.endswith(".DQ"):
+                for raw in list(queue.queue):
+                    message = Message.decode(raw)
+                    found.append((message.actor_name, int(message.options.get("eta", 0))))
+        for consumer in self.worker.consumers.values():  # taken by the worker, held until due
+            waiting = list(consumer.delay_queue.queue)
+            found += [(item.message.actor_name, int(item.priority)) for item in waiting]
+        return sorted((actor, datetime.fromtimestamp(eta / 1000, UTC)) for actor, eta in found)
 
     @property
     def dead_letters(self) -> list[Any]:

@@ -22,6 +22,11 @@ def _broker(url: str) -> BgjobsRedisBroker:
     return broker
 
 
+def _later() -> int:
+    """A moment past the heartbeat timeout (1 s) of a worker that beat just now."""
+    return int(time.time() * 1000) + 1_100
+
+
 def _fetch_and_die(url: str) -> str:
     """A worker that takes the message and then goes silent."""
     dying = _broker(url)
@@ -37,14 +42,12 @@ def test_a_dead_workers_message_is_recovered_then_dead_lettered_after_max_delive
     # First delivery dies: after the heartbeat timeout, the message is back on the queue.
     rid = _fetch_and_die(redis_url)
     assert survivor.run_maintenance().recovered == 0  # the dead worker is not yet timed out
-    time.sleep(1.1)
-    assert survivor.run_maintenance().recovered == 1
+    assert survivor.run_maintenance(now_ms=_later()).recovered == 1
     assert client.lrange("dramatiq:q", 0, -1) == [rid.encode()]
 
     # Second delivery dies too: max_deliveries=2, so it is dead-lettered with the reason.
     assert _fetch_and_die(redis_url) == rid
-    time.sleep(1.1)
-    report = survivor.run_maintenance()
+    report = survivor.run_maintenance(now_ms=_later())
     assert (report.recovered, report.dead_lettered) == (0, 1)
     assert client.llen("dramatiq:q") == 0
     assert client.zrange("dramatiq:q.XQ", 0, -1) == [rid.encode()]

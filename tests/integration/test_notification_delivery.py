@@ -3,7 +3,6 @@ retries per channel, consent, quiet hours, the sweeps and the event triggers."""
 
 from __future__ import annotations
 
-import time as clock
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -176,7 +175,9 @@ def test_quiet_hours_hold_sms_and_push_but_not_email(harness: Harness) -> None:
     held = queued.delayed_until[Channel.SMS]
     assert timedelta(minutes=55) < held - now <= timedelta(hours=1, minutes=1)
     wait_for(lambda: jobs.mailer.sent, timeout=10, what="the email")
-    clock.sleep(0.3)
+    wait_for(lambda: len(jobs.held()) == 2, timeout=10, what="the SMS and the push held")
+    assert [actor for actor, _ in jobs.held()] == ["notifications.push", "notifications.sms"]
+    assert all(abs(eta - held) < timedelta(seconds=5) for _, eta in jobs.held())  # until quiet hours end
     assert not jobs.sms.sent and not jobs.push.sent
     # A message that reaches the worker in quiet hours (from the outbox, or a retry) is postponed.
     payload = ChannelMessage(

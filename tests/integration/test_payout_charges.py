@@ -46,6 +46,7 @@ def gateway() -> Iterator[PaymentGatewayServer]:
     events.subscribe("charge.expired", charge_expired)
     with payment_gateway() as g:
         yield g
+    assert events.unsubscribe("page.paid", page_paid) and events.unsubscribe("charge.expired", charge_expired)
 
 
 def start(harness: Start, gateway: PaymentGatewayServer, **settings: Any) -> JobsHarness:

@@ -89,7 +89,8 @@ def test_two_schedulers_fire_each_tick_once_and_the_follower_takes_over(
     follower = Scheduler(scheduler_env)
     schedulers.append(follower)
     # When both run for several ticks
-    time.sleep(5)
+    seen = len(ticks(client))
+    wait_for(lambda: len(ticks(client)) >= seen + 4, timeout=20, what="four more ticks")
     before_kill = ticks(client)
     # Then each tick was sent once: one message per second, never two for the same second
     assert max(Counter(before_kill).values()) == 1
@@ -103,7 +104,7 @@ def test_two_schedulers_fire_each_tick_once_and_the_follower_takes_over(
         lambda: len(ticks(client)) > count_at_kill, timeout=LOCK_TIMEOUT_S + 10, what="takeover"
     )
     assert took_over <= LOCK_TIMEOUT_S + 3
-    time.sleep(2)
+    wait_for(lambda: len(ticks(client)) > count_at_kill + 1, timeout=10, what="the follower ticking on")
     after = ticks(client)
     assert max(Counter(after).values()) == 1
     assert len(after) > count_at_kill + 1  # and it keeps ticking

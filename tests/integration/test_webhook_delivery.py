@@ -147,11 +147,13 @@ def watch_disabled(event: webhooks.EndpointDisabled) -> None:
 
 
 @pytest.fixture
-def watched() -> list[tuple[str, dict[str, Any]]]:
+def watched() -> Iterator[list[tuple[str, dict[str, Any]]]]:
     Seen.events = []
     events.subscribe("webhook.delivery.exhausted", watch_exhausted)
     events.subscribe("webhook.endpoint.disabled", watch_disabled)
-    return Seen.events
+    yield Seen.events
+    assert events.unsubscribe("webhook.delivery.exhausted", watch_exhausted)
+    assert events.unsubscribe("webhook.endpoint.disabled", watch_disabled)
 
 
 def test_exhausted_deliveries_are_dead_lettered_with_the_reason_and_announced(

@@ -104,6 +104,19 @@ def test_an_event_reaches_exact_and_pattern_subscribers_once_each(jobs: JobsHarn
     assert sorted(batch_jobs.seen) == ["confirm:1", "webhook:1"]
 
 
+def test_an_unsubscribed_actor_gets_no_more_events(jobs: JobsHarness) -> None:
+    from tests.support.batch_jobs import confirm_booking
+
+    assert events.unsubscribe("order.placed", confirm_booking)
+    try:
+        events.publish("order.placed", {"booking_id": 7, "email": "a@example.com"})
+        jobs.drain()
+        assert sorted(batch_jobs.seen) == ["webhook:7"]
+        assert not events.unsubscribe("order.placed", confirm_booking)  # it was not subscribed any more
+    finally:
+        events.subscribe("order.placed", confirm_booking)
+
+
 def test_an_event_key_deduplicates_within_the_window(jobs: JobsHarness) -> None:
     first = events.publish("order.placed", {"booking_id": 2, "email": "a@example.com"}, key="b2")
     again = events.publish("order.placed", {"booking_id": 2, "email": "a@example.com"}, key="b2")
@@ -129,6 +142,8 @@ def test_an_event_nobody_subscribes_to_is_expanded_to_nothing_and_says_so(
 
 
 def test_schedules_come_from_the_job_then_settings_and_can_be_disabled() -> None:
+    import bgjobs.outbox  # noqa: F401  (declares outbox.relay, the job this test disables)
+
     settings = Settings(schedule={"tests_tick": "*/5 * * * *", "outbox_relay": ""})
     names = {e.job.name: e.schedule for e in cron_table(settings)}
     assert names["tests.tick"] == "*/5 * * * *"
