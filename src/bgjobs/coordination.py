@@ -1,7 +1,7 @@
-"""Cross-process coordination behind one small interface: leases, dedupe keys, wake-up lists,
-short mutexes and the rate-limiter backend.
+"""Cross-process coordination behind one small interface: leases (the scheduler's leader lock
+among them), dedupe keys, wake-up lists, short mutexes, marks and the rate-limiter backend.
 
-Families ask :func:`coordination_for` (the broker's) instead of reaching for a Redis client, so a
+Families ask ``runtime.current().coordination`` instead of reaching for a Redis client, so a
 deployment without Redis gets a backend of its own in one place, not a ``getattr(broker,
 "client", None)`` fallback in each family. Today there are two backends:
 
@@ -109,6 +109,18 @@ class Coordination(abc.ABC):
         """A short lock, yielding False when someone else holds it (it lapses after ``ttl_s``)."""
 
     @abc.abstractmethod
+    def held(self, name: str) -> bool:
+        """True while anyone holds the lease ``name`` (``bgjobs status`` asks if a scheduler leads)."""
+
+    @abc.abstractmethod
+    def marks(self, names: list[str]) -> list[str | None]:
+        """The values last marked under ``names`` (None where never marked)."""
+
+    @abc.abstractmethod
+    def mark(self, name: str, value: str) -> None:
+        """Record ``value`` under ``name``, for good (the scheduler's last tick of each job)."""
+
+    @abc.abstractmethod
     def limiter_backend(self) -> Any:
         """The backend for Dramatiq's rate limiters (concurrency caps, request rates)."""
 
@@ -164,6 +176,17 @@ class RedisCoordination(Coordination):
             with contextlib.suppress(Exception):  # expired meanwhile: nothing to give back
                 lock.release()
 
+    def held(self, name: str) -> bool:
+        return bool(self.client.exists(self.key(name)))
+
+    def marks(self, names: list[str]) -> list[str | None]:
+        if not names:
+            return []
+        return [None if v is None else v.decode() for v in self.client.mget([self.key(n) for n in names])]
+
+    def mark(self, name: str, value: str) -> None:
+        self.client.set(self.key(name), value)
+
     def limiter_backend(self) -> Any:
         if self._backend is None:
             from .ratelimits import ScriptedRedisBackend
@@ -209,6 +232,7 @@ class LocalCoordination(Coordination):
         self.leases: dict[str, tuple[str, float]] = {}
         self.seen: dict[str, float] = {}
         self.tokens: dict[str, threading.Semaphore] = {}
+        self.values: dict[str, str] = {}
         self._backend: Any = None
 
     def lease(self, name: str, *, ttl_ms: int) -> Lease:
@@ -241,6 +265,19 @@ class LocalCoordination(Coordination):
         finally:
             if taken:
                 held.release()
+
+    def held(self, name: str) -> bool:
+        with self.lock:
+            found = self.leases.get(name)
+            return found is not None and found[1] > time.monotonic()
+
+    def marks(self, names: list[str]) -> list[str | None]:
+        with self.lock:
+            return [self.values.get(n) for n in names]
+
+    def mark(self, name: str, value: str) -> None:
+        with self.lock:
+            self.values[name] = value
 
     def limiter_backend(self) -> Any:
         if self._backend is None:

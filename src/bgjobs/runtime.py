@@ -68,6 +68,8 @@ class Runtime:
     @property
     def broker(self) -> dramatiq.Broker:
         """The broker, built from settings on first use (a host app's first send)."""
+        if self._broker is not None:
+            return self._broker
         with self.lock:
             if self._broker is None:
                 url = mask_url(self.settings.broker_url)
@@ -105,6 +107,9 @@ _current: Runtime | None = None
 def current() -> Runtime:
     """The process's runtime; the first call without one builds it from the environment."""
     global _current
+    found = _current  # the hot path: every send and every job asks; no lock once there is one
+    if found is not None:
+        return found
     with _lock:
         if _current is None:
             _current = Runtime(get_settings())

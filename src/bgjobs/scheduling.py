@@ -22,6 +22,7 @@ from .jobs import Job, JobRun, registered_jobs
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from .coordination import Coordination
     from .redis_broker import BgjobsRedisBroker
 
 __all__ = ["Entry", "Ticker", "cron_table", "run_scheduler", "validate"]
@@ -109,9 +110,12 @@ class Ticker:
     the weekly payout run.
     """
 
-    def __init__(self, settings: Settings, table: list[Entry], broker: BgjobsRedisBroker) -> None:
+    def __init__(
+        self, settings: Settings, table: list[Entry], broker: BgjobsRedisBroker, coordination: Coordination
+    ) -> None:
         self.settings = settings
         self.broker = broker
+        self.coordination = coordination
         self.clocks = [_Clock(e, _trigger(e.schedule, settings.timezone)) for e in table]
         self.catch_up = timedelta(seconds=settings.scheduler.catch_up_s)
         # A claim outlives every tick a leader could still try to fire.
@@ -123,7 +127,7 @@ class Ticker:
     def resume(self, now: datetime) -> None:
         """On taking the lead: each job's next tick is the first after the last one fired."""
         names = [c.entry.job.name for c in self.clocks]
-        lasts = self.broker.client.mget([self._key("bgjobs-tick-last", n) for n in names]) if names else []
+        lasts = self.coordination.marks([f"bgjobs-tick-last:{n}" for n in names])
         for clock, last in zip(self.clocks, lasts, strict=True):
             previous = datetime.fromtimestamp(float(last), UTC) if last else None
             clock.next = clock.trigger.get_next_fire_time(previous, now)
@@ -155,12 +159,16 @@ class Ticker:
         sent = self.broker.enqueue_once(
             message, key=self._key("bgjobs-tick", name, stamp), ttl_s=self.claim_ttl_s
         )
-        self.broker.client.set(self._key("bgjobs-tick-last", name), stamp)
+        self.coordination.mark(f"bgjobs-tick-last:{name}", stamp)
         if sent is None:
             logger.info("%s at %s was already fired by another scheduler", name, tick.isoformat())
             return False
         logger.info("scheduled %s for %s (%s)", name, tick.isoformat(), sent.message_id)
         return True
+
+
+class _LostLead(Exception):
+    """The leader lock lapsed (a pause longer than its timeout) and may be another's now."""
 
 
 def _stop(signum: int, frame: Any) -> None:
@@ -172,26 +180,25 @@ def run_scheduler(settings: Settings) -> int:
     if not settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigurationError("bgjobs scheduler needs a Redis BGJOBS_BROKER_URL for its lock")
     table = cron_table(settings)
-    from redis.exceptions import LockError, RedisError
+    from redis.exceptions import RedisError
 
     from .redis_broker import BgjobsRedisBroker
 
-    broker = runtime.current().broker
+    current = runtime.current()
+    broker = current.broker
     if not isinstance(broker, BgjobsRedisBroker):
         raise ConfigurationError("bgjobs scheduler needs a Redis BGJOBS_BROKER_URL for its lock")
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    ticker = Ticker(settings, table, broker)
-    lock = broker.client.lock(
-        LOCK_NAME, timeout=settings.scheduler.lock_timeout_s, blocking=False, thread_local=False
-    )
+    ticker = Ticker(settings, table, broker, current.coordination)
+    lock = current.coordination.lease(LOCK_NAME, ttl_ms=settings.scheduler.lock_timeout_s * 1000)
     refresh_s = settings.scheduler.lock_refresh_s
     for entry in table:
         logger.info("cron: %-40s %s", entry.job.name, entry.schedule)
     try:
         while True:
             try:
-                if not lock.acquire(blocking=False):
+                if not lock.acquire():
                     time.sleep(0.5)
                     continue
             except RedisError as exc:
@@ -204,12 +211,13 @@ def run_scheduler(settings: Settings) -> int:
                 refreshed = time.monotonic()
                 while True:
                     if time.monotonic() - refreshed >= refresh_s:
-                        lock.extend(settings.scheduler.lock_timeout_s, replace_ttl=True)
+                        if not lock.renew():
+                            raise _LostLead
                         refreshed = time.monotonic()
                     wait = ticker.due(datetime.now(UTC))
                     # Never past the next refresh (it may be due already, after a long catch-up).
                     time.sleep(max(0.0, min(wait, refresh_s - (time.monotonic() - refreshed), 0.5)) + 0.001)
-            except LockError:
+            except _LostLead:
                 logger.error("lost the scheduler lock; waiting until it is free again")
             except RedisError as exc:
                 # A tick not sent is not recorded as sent: the next leader (maybe this one) catches up.

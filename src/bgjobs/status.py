@@ -15,6 +15,7 @@ from typing import Any, cast
 import dramatiq
 
 from . import runtime
+from .coordination import coordination_for
 from .deadletters import queues, redis_broker
 from .redis_broker import WORKERS_KEY, BgjobsRedisBroker, queue_sizes
 from .scheduling import LOCK_NAME
@@ -134,7 +135,7 @@ def status(*, health: HealthSettings | None = None, broker: dramatiq.Broker | No
     now = time.time()
     workers = _workers(found, now)
     queue_list = _queues(found, workers, now)
-    scheduler = bool(found.client.exists(LOCK_NAME))
+    scheduler = coordination_for(found).held(LOCK_NAME)
     problems = []
     dead = sum(q.dead_letters for q in queue_list)
     if dead > limits.max_dead_letters:

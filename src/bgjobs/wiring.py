@@ -168,6 +168,9 @@ def resolve(name: str, *, settings: Settings | None = None) -> Any:
     """
     kind = PORTS[name]
     current = runtime.current()
+    found = current.adapters.get(name)
+    if found is not None:
+        return found
     with current.lock:
         if name in current.adapters:
             return current.adapters[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -55,6 +56,10 @@ def jobs(tmp_path: Path) -> Iterator[JobsHarness]:
 
 
 def test_every_bundled_template_renders_every_channel_it_declares() -> None:
+    import bgjobs.worker
+
+    for module in bgjobs.worker.FAMILY_MODULES:  # each family registers its own templates
+        importlib.import_module(module)
     assert set(SAMPLES) == set(registered_templates())
     for name, variables in SAMPLES.items():
         tpl = get_template(name)
@@ -207,3 +212,13 @@ def test_bad_input_fails_at_send_naming_what_is_wrong(
     with pytest.raises(InvalidPayload, match=message):
         send(template, recipient, context, channels=channels)
     assert not any(jobs.broker.queues[q].qsize() for q in jobs.broker.queues)
+
+
+def test_a_family_s_template_is_read_from_the_family_s_own_directory() -> None:
+    import bgjobs.payouts
+    from bgjobs.notifications import _templates
+
+    receipt = get_template("payout_receipt")
+    assert receipt.directory == Path(bgjobs.payouts.__file__).with_name("templates")
+    assert (receipt.directory / "en" / "payout_receipt" / "subject.txt").is_file()
+    assert not (_templates.BUNDLED_DIR / "en" / "payout_receipt").exists()

@@ -5,7 +5,11 @@ records an export and returns its id; a worker streams the rows to the ``Storage
 emails the requester a link. See docs/exports.md.
 """
 
-from . import actors, tasks
+from . import (
+    _templates,  # noqa: F401  (registers the exports family's notification templates)
+    actors,
+    tasks,
+)
 from ._datasets import Dataset, get_dataset, register_dataset, registered_datasets
 from ._formats import FORMATS, encode
 from ._models import ExportInfo, ExportJob

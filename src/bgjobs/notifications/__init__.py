@@ -5,7 +5,11 @@ renders the template for each channel the recipient can receive and enqueues one
 channel on the ``notifications`` queue. See docs/notifications.md.
 """
 
-from . import actors, tasks
+from . import (
+    _catalogue,  # noqa: F401  (registers notifications' own templates)
+    actors,
+    tasks,
+)
 from ._models import (
     AppointmentDue,
     BookingCancelled,
@@ -21,7 +25,7 @@ from ._models import (
 )
 from ._segments import Segments, count_segments
 from ._sender import Queued, deliveries, send
-from ._templates import Template, get_template, register_template, registered_templates
+from ._templates import Template, TemplateVariables, get_template, register_template, registered_templates
 
 __all__ = [
     "AppointmentDue",
@@ -37,6 +41,7 @@ __all__ = [
     "Recipient",
     "Segments",
     "Template",
+    "TemplateVariables",
     "TripDue",
     "actors",
     "count_segments",

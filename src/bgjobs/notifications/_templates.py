@@ -15,14 +15,13 @@ import functools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import InvalidPayload
 from ..money import Money
@@ -32,6 +31,7 @@ __all__ = [
     "BUNDLED_DIR",
     "Content",
     "Template",
+    "TemplateVariables",
     "get_template",
     "locale_chain",
     "register_template",
@@ -61,6 +61,9 @@ class Template:
     variables: type[BaseModel] | None = None
     #: Urgent SMS and push ignore quiet hours.
     urgent: bool = False
+    #: Where the family that owns the template keeps its files (``<locale>/<name>/<part>``);
+    #: notifications' own directory by default. The host's directory is searched first either way.
+    directory: Path | None = None
 
     def check(self, context: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
         """The variables, validated: a missing or wrong one raises, naming the template and field."""
@@ -140,8 +143,8 @@ def _local(ctx: Any, moment: datetime, fmt: str = "%a %d %b %Y, %H:%M %Z") -> st
 
 
 @functools.cache
-def _environment(host_dir: str | None) -> jinja2.Environment:
-    roots = [*([host_dir] if host_dir else []), str(BUNDLED_DIR)]
+def _environment(host_dir: str | None, directory: Path) -> jinja2.Environment:
+    roots = [*([host_dir] if host_dir else []), str(directory)]
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(roots),
         undefined=jinja2.StrictUndefined,
@@ -168,7 +171,7 @@ def render(
     Raises:
         InvalidPayload: a part is missing in every locale, or uses a variable not given.
     """
-    env = _environment(host_dir)
+    env = _environment(host_dir, template.directory or BUNDLED_DIR)
     chain = locale_chain(recipient.locale, default_locale)
     context = {**variables, "recipient": recipient, "timezone": recipient.timezone}
     parts: dict[str, str | None] = {}
@@ -194,126 +197,7 @@ def render(
     return Content(subject=parts["push_title.txt"] or "", text=parts["push_body.txt"] or "")
 
 
-# The bundled templates: the messages of bookings, payments, appointments, payouts and dunning.
+class TemplateVariables(BaseModel):
+    """Base of a template's variables: frozen, and names the template does not use are ignored."""
 
-_ALL = (Channel.EMAIL, Channel.SMS, Channel.PUSH)
-
-
-class _Variables(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class BookingConfirmation(_Variables):
-    booking_id: str
-    trip_date: date
-    total: Money
-    destination: str | None = None
-
-
-class BookingCancellation(_Variables):
-    booking_id: str
-    trip_date: date
-    refund: Money
-    #: Business days until the refund reaches the customer.
-    refund_days: int = Field(ge=0)
-    reason: str | None = None
-
-
-class PaymentReminder(_Variables):
-    booking_id: str
-    trip_date: date
-    amount_due: Money
-    days_until: int = Field(ge=0)
-    pay_url: str | None = None
-
-
-class PaymentConfirmation(_Variables):
-    payment_id: str
-    amount: Money
-    booking_id: str | None = None
-
-
-class AppointmentReminder(_Variables):
-    appointment_id: str
-    starts_at: datetime
-    service: str
-    location: str | None = None
-
-    @field_validator("starts_at")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("must carry a time zone")
-        return value
-
-
-class PayoutReceipt(_Variables):
-    receipt_id: str
-    amount: Money
-    period: str
-    booking_count: int = Field(ge=0)
-    transaction_id: str
-
-
-class Dunning(_Variables):
-    account_name: str
-    update_url: str
-    amount_due: Money | None = None
-
-
-class LowBalanceAlert(_Variables):
-    balance: Money
-    threshold: Money
-    direction: Literal["below", "above"]
-
-    @property
-    def difference(self) -> Decimal:
-        return abs(self.balance.amount - self.threshold.amount)
-
-
-class WebhookEndpointDisabled(_Variables):
-    endpoint_id: str
-    url: str
-    reason: str
-    disabled_at: datetime
-
-
-class ExportReady(_Variables):
-    export_id: str
-    dataset: str
-    period: str | None = None
-    fmt: str
-    rows: int = Field(ge=0)
-    size: int = Field(ge=0)
-    url: str
-
-
-class ExportFailed(_Variables):
-    export_id: str
-    dataset: str
-    period: str | None = None
-    error: str
-
-
-for _t in (
-    Template("booking_confirmation", Category.TRANSACTIONAL, _ALL, BookingConfirmation, urgent=True),
-    Template("booking_cancellation", Category.TRANSACTIONAL, _ALL, BookingCancellation, urgent=True),
-    Template("payment_reminder", Category.REMINDERS, _ALL, PaymentReminder),
-    Template("payment_confirmation", Category.TRANSACTIONAL, _ALL, PaymentConfirmation, urgent=True),
-    Template("appointment_reminder", Category.REMINDERS, _ALL, AppointmentReminder),
-    Template("payout_receipt", Category.TRANSACTIONAL, (Channel.EMAIL,), PayoutReceipt),
-    Template("dunning", Category.REMINDERS, (Channel.EMAIL,), Dunning),
-    Template(
-        "low_balance_alert", Category.OPERATIONAL, (Channel.EMAIL, Channel.SMS), LowBalanceAlert, urgent=True
-    ),
-    Template("export_ready", Category.TRANSACTIONAL, (Channel.EMAIL,), ExportReady, urgent=True),
-    Template("export_failed", Category.TRANSACTIONAL, (Channel.EMAIL,), ExportFailed, urgent=True),
-    Template(
-        "webhook_endpoint_disabled",
-        Category.OPERATIONAL,
-        (Channel.EMAIL,),
-        WebhookEndpointDisabled,
-        urgent=True,
-    ),
-):
-    register_template(_t)

@@ -5,7 +5,11 @@ occurred_at=...)`` records a sale once; the scheduled runs pay every balance tha
 minimum, each vendor exactly once per period. See docs/payouts.md.
 """
 
-from . import actors, tasks
+from . import (
+    _templates,  # noqa: F401  (registers the payouts family's notification templates)
+    actors,
+    tasks,
+)
 from ._balance import check_balances
 from ._charges import ChargeExpired, ChargeSucceeded, defer_charge, sweep_charges
 from ._ledger import (

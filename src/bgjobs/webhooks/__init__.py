@@ -5,7 +5,11 @@ once and delivers it, signed as the Standard Webhooks specification says, to eve
 endpoint of that owner subscribed to the type. See docs/webhooks.md.
 """
 
-from . import actors, tasks
+from . import (
+    _templates,  # noqa: F401  (registers the webhooks family's notification templates)
+    actors,
+    tasks,
+)
 from ._delivery import DeliveryExhausted
 from ._endpoints import (
     add_endpoint,

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
 
@@ -198,55 +199,86 @@ def deliver(job: DeliveryJob) -> str:
 def _record(
     job: DeliveryJob, row: Row, result: AttemptResult, settings: WebhookSettings, *, requested_at: datetime
 ) -> str:
+    """Log the attempt and settle the delivery in one transaction, then say so and send what follows."""
     now = _now()
-    succeeded = result.succeeded
-    error = None if succeeded else (result.error or f"HTTP {result.status_code}")
-    delay = None if succeeded else _delay(job, result, settings)
-    disabled: tuple[str, str | None, str] | None = None
+    error = None if result.succeeded else (result.error or f"HTTP {result.status_code}")
+    delay = None if result.succeeded else _delay(job, result, settings)
     with db.get_engine().begin() as conn:
-        conn.execute(statements.log, {
-            "delivery_id": row.delivery_id, "message_id": row.message_id, "endpoint_id": row.endpoint_id,
-            "attempt": job.attempt, "trigger": job.trigger, "requested_at": requested_at,
-            "status_code": result.status_code, "duration_ms": result.duration_ms,
-            "response": result.response, "error": error, "succeeded": succeeded,
-        })  # fmt: skip
-        if succeeded:
-            if row.failures or row.failing_since is not None:
-                conn.execute(statements.healthy, {"k": row.endpoint_id})
-        else:
-            failures, since = conn.execute(statements.failing, {"k": row.endpoint_id, "now": now}).one()
-            reason = _disable_reason(result, failures, db.aware(since), settings, now)
-            if reason is not None:
-                found = conn.execute(
-                    statements.disable, {"k": row.endpoint_id, "reason": reason, "now": now}
-                )
-                hit = found.first()
-                if hit is not None:
-                    disabled = (hit[0], hit[1], reason)
-                delay = None
-        status = "delivered" if succeeded else ("pending" if delay is not None else "failed")
-        conn.execute(statements.record, {
-            "k": row.delivery_id, "status": status, "code": result.status_code, "error": error,
-            "next": now + timedelta(seconds=delay) if delay is not None else None,
-            "delivered": now if succeeded else None, "now": now,
-        })  # fmt: skip
-    _count("bgjobs_webhook_attempts_total", "succeeded" if succeeded else "failed")
+        _log(conn, job, row, result, error, requested_at)
+        stop, disabled = _endpoint_health(conn, row, result, settings, now)
+        if stop:  # the endpoint is to be disabled (by this attempt, or it already was): no retry
+            delay = None
+        _settle(conn, row, result, error, delay, now)
+    _count("bgjobs_webhook_attempts_total", "succeeded" if result.succeeded else "failed")
     if disabled is not None:
-        url, owner, reason = disabled
-        logger.warning("disabled webhook endpoint %s: %s", row.endpoint_id, reason)
-        events.publish("webhook.endpoint.disabled", EndpointDisabled(
-            endpoint_id=row.endpoint_id, url=url, owner=owner, reason=reason, disabled_at=now,
-        ), key=f"{row.endpoint_id}:{now.isoformat()}")  # fmt: skip
+        _announce_disabled(row, disabled, now)
+    return _next(job, row, result.succeeded, error, delay, disabled is not None)
+
+
+def _log(
+    conn: Any, job: DeliveryJob, row: Row, result: AttemptResult, error: str | None, requested_at: datetime
+) -> None:
+    conn.execute(statements.log, {
+        "delivery_id": row.delivery_id, "message_id": row.message_id, "endpoint_id": row.endpoint_id,
+        "attempt": job.attempt, "trigger": job.trigger, "requested_at": requested_at,
+        "status_code": result.status_code, "duration_ms": result.duration_ms,
+        "response": result.response, "error": error, "succeeded": result.succeeded,
+    })  # fmt: skip
+
+
+def _endpoint_health(
+    conn: Any, row: Row, result: AttemptResult, settings: WebhookSettings, now: datetime
+) -> tuple[bool, tuple[str, str | None, str] | None]:
+    """Count the failure (or clear the record on success); disable the endpoint when it is time.
+
+    Returns whether the endpoint is to be disabled, and its (url, owner, reason) when this attempt
+    is the one that disabled it.
+    """
+    if result.succeeded:
+        if row.failures or row.failing_since is not None:
+            conn.execute(statements.healthy, {"k": row.endpoint_id})
+        return False, None
+    failures, since = conn.execute(statements.failing, {"k": row.endpoint_id, "now": now}).one()
+    reason = _disable_reason(result, failures, db.aware(since), settings, now)
+    if reason is None:
+        return False, None
+    hit = conn.execute(statements.disable, {"k": row.endpoint_id, "reason": reason, "now": now}).first()
+    return True, None if hit is None else (hit[0], hit[1], reason)
+
+
+def _settle(
+    conn: Any, row: Row, result: AttemptResult, error: str | None, delay: float | None, now: datetime
+) -> None:
+    status = "delivered" if result.succeeded else ("pending" if delay is not None else "failed")
+    conn.execute(statements.record, {
+        "k": row.delivery_id, "status": status, "code": result.status_code, "error": error,
+        "next": now + timedelta(seconds=delay) if delay is not None else None,
+        "delivered": now if result.succeeded else None, "now": now,
+    })  # fmt: skip
+
+
+def _announce_disabled(row: Row, disabled: tuple[str, str | None, str], now: datetime) -> None:
+    url, owner, reason = disabled
+    logger.warning("disabled webhook endpoint %s: %s", row.endpoint_id, reason)
+    events.publish("webhook.endpoint.disabled", EndpointDisabled(
+        endpoint_id=row.endpoint_id, url=url, owner=owner, reason=reason, disabled_at=now,
+    ), key=f"{row.endpoint_id}:{now.isoformat()}")  # fmt: skip
+
+
+def _next(
+    job: DeliveryJob, row: Row, succeeded: bool, error: str | None, delay: float | None, disabled: bool
+) -> str:
+    """The outcome, after sending the next attempt, or announcing and raising the last failure."""
     if succeeded:
         _count("bgjobs_webhook_deliveries_total", "delivered")
         return "delivered"
     if delay is not None:
         deliver_webhook.send(job.model_copy(update={"attempt": job.attempt + 1, "deferrals": 0}),
-                      delay=int(delay * 1000))  # fmt: skip
+                             delay=int(delay * 1000))  # fmt: skip
         _count("bgjobs_webhook_deliveries_total", "retrying")
         return "retrying"
     _count("bgjobs_webhook_deliveries_total", "failed")
-    if disabled is None and job.trigger == "scheduled":
+    if not disabled and job.trigger == "scheduled":
         reason = f"{job.attempt} attempt(s), the last: {error}"
         events.publish("webhook.delivery.exhausted", Exhausted(
             delivery_id=row.delivery_id, message_id=row.message_id, endpoint_id=row.endpoint_id,
