@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -10,7 +11,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
-from .errors import BgjobsError
+from .errors import BgjobsError, UsageError
+from .settings import unknown_variables
 
 __all__ = ["main"]
 
@@ -187,11 +189,11 @@ def _job_options(extra: list[str]) -> list[str]:
     while rest:
         flag = rest.pop(0)
         if not flag.startswith("--") or len(flag) < 3:
-            raise SystemExit(f"bgjobs trigger: unexpected {flag!r}; job arguments look like --name value")
+            raise UsageError(f"trigger: unexpected {flag!r}; job arguments look like --name value")
         name, sep, value = flag[2:].partition("=")
         if not sep:
             if not rest:
-                raise SystemExit(f"bgjobs trigger: {flag} needs a value")
+                raise UsageError(f"trigger: {flag} needs a value")
             value = rest.pop(0)
         pairs.append(f"{name.replace('-', '_')}={value}")
     return pairs
@@ -200,14 +202,16 @@ def _job_options(extra: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if extra:
-        if args.command == "worker":
-            args.dramatiq_args = [*extra, *args.dramatiq_args]
-        elif args.command == "trigger":
-            args.arg = [*args.arg, *_job_options(extra)]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    for line in unknown_variables(os.environ):
+        print(f"bgjobs: warning: {line}", file=sys.stderr)
     try:
+        if extra:
+            if args.command == "worker":
+                args.dramatiq_args = [*extra, *args.dramatiq_args]
+            elif args.command == "trigger":
+                args.arg = [*args.arg, *_job_options(extra)]
+            else:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command in NEEDS_TABLES:
             from .migrations import require_current
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -256,17 +257,22 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
 def run(*, keep: bool = False, processes: int = 2) -> int:
     """Start the stack, drive sample work, print a summary; with ``keep`` run until Ctrl-C."""
     workdir = Path(tempfile.mkdtemp(prefix="bgjobs-dev-"))
     metrics_port = free_port()
     started: list[subprocess.Popen[bytes]] = []
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill <pid>` cleans up as Ctrl-C does
     with RedisServer() as redis_server:
         env = _env(redis_server.url, workdir, metrics_port)
         os.environ.update(env)
-        from . import db, settings
+        from . import db, runtime
 
-        settings.get_settings.cache_clear()
+        runtime.reset()
         db.upgrade()
         try:
             started.append(subprocess.Popen(
@@ -280,7 +286,10 @@ def run(*, keep: bool = False, processes: int = 2) -> int:
                   f"worker processes, the scheduler, storage in {workdir / 'storage'}")  # fmt: skip
             done = _drive(workdir, metrics_port)
             if keep:
-                print("Running; Ctrl-C stops everything.")
+                print("\nRunning; Ctrl-C (or SIGTERM) stops everything. From another shell:\n"
+                      f"  export BGJOBS_BROKER_URL={env['BGJOBS_BROKER_URL']} "
+                      f"BGJOBS_DATABASE_URL={env['BGJOBS_DATABASE_URL']}\n"
+                      "  bgjobs status; bgjobs runs", flush=True)  # fmt: skip
                 started[0].wait()
             return 0 if done else 1
         except KeyboardInterrupt:

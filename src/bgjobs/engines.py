@@ -12,6 +12,9 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlmodel import create_engine
 
+from .errors import ConfigurationError
+from .redact import mask_url
+
 __all__ = ["READ_ONLY", "engine_for"]
 
 #: Execution option of :func:`bgjobs.db.read` connections: no write lock on SQLite.
@@ -47,4 +50,11 @@ def engine_for(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except ImportError as exc:  # the URL's driver is not installed
+        extra = (" pip install 'bgjobs[postgres]' (psycopg 3) and write the URL as postgresql+psycopg://..."
+                 if url.startswith("postgres") else "")  # fmt: skip
+        raise ConfigurationError(
+            f"BGJOBS_DATABASE_URL={mask_url(url)!r} needs a driver that is not installed ({exc});{extra}"
+        ) from None

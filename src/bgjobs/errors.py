@@ -19,15 +19,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BgjobsError",
+    "BrokerUnavailable",
     "ConfigurationError",
     "InvalidPayload",
     "PermanentError",
     "TransientError",
+    "UsageError",
 ]
 
 
 class BgjobsError(Exception):
     """Raised by bgjobs; the root of every bgjobs error."""
+
+
+class UsageError(BgjobsError):
+    """Raised when a command is called wrong (a missing or conflicting argument): it exits 2."""
 
 
 class ConfigurationError(BgjobsError):
@@ -49,6 +55,13 @@ class TransientError(BgjobsError):
     """Raised when an operation may succeed later (a timeout, a 5xx, a dropped connection).
 
     The message is retried with exponential backoff and jitter up to the actor's limit.
+    """
+
+
+class BrokerUnavailable(TransientError):
+    """Raised when a send cannot reach the broker: one line naming the URL (masked) and the setting.
+
+    Transient: in a worker the job that was sending is retried; in a host app the caller decides.
     """
 
 

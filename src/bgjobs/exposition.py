@@ -110,7 +110,16 @@ def serve_metrics() -> int:
     metrics = get_settings().metrics
     host = os.getenv("dramatiq_prom_host", metrics.host)
     port = int(os.getenv("dramatiq_prom_port", str(metrics.port)))
-    prom.start_http_server(port, addr=host, registry=registry)
+    try:
+        prom.start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        logger.error(
+            "cannot serve metrics on %s:%d (%s): another process holds the port; move it with "
+            "BGJOBS_METRICS__PORT (or dramatiq_prom_port), or turn metrics off with "
+            "BGJOBS_METRICS__ENABLED=false",
+            host, port, exc.strerror or exc,
+        )  # fmt: skip
+        return 1
     logger.info("serving metrics on http://%s:%d/metrics", host, port)
     threading.Event().wait()  # the server runs in its own thread until this process is stopped
     return 0

@@ -99,6 +99,8 @@ class Job:
     typed: TypedActor[JobRun, None]
     #: Checks a trigger's arguments before it is sent (raises InvalidPayload naming the argument).
     check: Callable[[dict[str, str]], object] | None = None
+    #: Ports or hooks the job cannot run without; its cron entry is left out until they are wired.
+    needs: tuple[str, ...] = ()
 
     def send(self, *, trigger: str = "manual", **args: str) -> dramatiq.Message[Any]:
         """Raises:
@@ -155,7 +157,7 @@ def _run_job(spec: Job, payload: JobRun) -> None:
 
 def job(
     name: str, *, schedule: str | None = None, queue: str = "default", time_budget: float | None = None,
-    check: Callable[[dict[str, str]], object] | None = None, **options: Any,
+    check: Callable[[dict[str, str]], object] | None = None, needs: tuple[str, ...] = (), **options: Any,
 ) -> Callable[[JobFunction], Job]:  # fmt: skip
     """Declare a batch job.
 
@@ -168,6 +170,9 @@ def job(
         time_budget: seconds the function may use; it reads ``ctx.time_left()``.
         check: called with a trigger's arguments before it is sent; raises ``InvalidPayload`` for
             one the job cannot read, so a bad ``bgjobs trigger`` fails at once, not in the worker.
+        needs: ports (``payment``, ``storage``, ...) or hooks (``appointments``, ...) the job cannot
+            run without: its default schedule applies only once they are wired, so a family not in
+            use never fails on a timer. A schedule set in settings applies regardless.
         **options: Dramatiq actor options (``max_retries`` ...), winning over settings.
     """
 
@@ -180,7 +185,7 @@ def job(
         run.__module__ = fn.__module__
         typed = actor(name=name, queue=queue, **options)(run)
         spec = Job(name=name, fn=fn, schedule=schedule, queue=queue, time_budget=time_budget, typed=typed,
-                   check=check)  # fmt: skip
+                   check=check, needs=needs)  # fmt: skip
         with _lock:
             _jobs[name] = spec
         return spec

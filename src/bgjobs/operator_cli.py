@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from . import runtime
+from .errors import UsageError
 
 __all__ = ["register", "table"]
 
@@ -100,9 +101,9 @@ def _requeue(args: argparse.Namespace) -> int:
     from .progress import Progress
 
     if args.all == bool(args.ids):
-        raise SystemExit("bgjobs dead-letters requeue: give message ids or --all (not both)")
+        raise UsageError("dead-letters requeue: give message ids or --all (not both)")
     if args.queue and not args.all:
-        raise SystemExit("bgjobs dead-letters requeue: --queue goes with --all")
+        raise UsageError("dead-letters requeue: --queue goes with --all")
     letters = dead_letters(queue=args.queue, limit=None) if args.all else find(args.ids)
     with Progress("requeue", total=len(letters)) as bar:
         moved = requeue(letters, progress=bar.advance)

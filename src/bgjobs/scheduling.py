@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import runtime
 from .errors import ConfigurationError
 from .jobs import Job, JobRun, registered_jobs
-from .settings import Settings
+from .settings import Settings, schedule_key
 
 if TYPE_CHECKING:
     from .coordination import Coordination
@@ -65,14 +65,45 @@ def validate(job: str, schedule: str) -> None:
 
 
 def cron_table(settings: Settings) -> list[Entry]:
-    """The scheduled jobs: every declared job with a schedule that settings did not disable."""
+    """The scheduled jobs: every declared job with a schedule that settings did not disable.
+
+    A job's own schedule applies only when what it ``needs`` is wired (``payouts.charges`` needs a
+    payment gateway): a family not in use never fails on a timer. A schedule set in settings
+    applies regardless. :func:`left_out` says which jobs wait, and for what.
+    """
     table = []
     for name, spec in sorted(registered_jobs().items()):
         schedule = settings.schedule_for(name, spec.schedule)
-        if schedule is not None:
-            validate(name, schedule)
-            table.append(Entry(spec, schedule))
+        if schedule is None or (not _set_in(settings, name) and _missing(spec, settings)):
+            continue
+        validate(name, schedule)
+        table.append(Entry(spec, schedule))
     return table
+
+
+def _set_in(settings: Settings, job: str) -> bool:
+    return schedule_key(job) in settings.schedule
+
+
+def _missing(spec: Job, settings: Settings) -> list[str]:
+    from .wiring import wired
+
+    return [need for need in spec.needs if not wired(need, settings)]
+
+
+def left_out(settings: Settings) -> list[str]:
+    """One line per job whose default schedule waits for a port or hook to be wired."""
+    from .wiring import describe
+
+    lines = []
+    for name, spec in sorted(registered_jobs().items()):
+        missing = _missing(spec, settings)
+        if spec.schedule and missing and not _set_in(settings, name):
+            lines.append(
+                f"{name} is not scheduled: it needs {', '.join(describe(m) for m in missing)}; "
+                f"BGJOBS_SCHEDULE__{schedule_key(name).upper()} schedules it anyway"
+            )
+    return lines
 
 
 @dataclass
@@ -195,6 +226,8 @@ def run_scheduler(settings: Settings) -> int:
     refresh_s = settings.scheduler.lock_refresh_s
     for entry in table:
         logger.info("cron: %-40s %s", entry.job.name, entry.schedule)
+    for line in left_out(settings):
+        logger.info("cron: %s", line)
     try:
         while True:
             try:

@@ -7,11 +7,13 @@ the worker stops at boot with one line instead of failing on its first message.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
+from collections.abc import Mapping
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .errors import ConfigurationError
 from .sections import (
@@ -58,6 +60,7 @@ __all__ = [
     "WebhookSettings",
     "WorkerSettings",
     "get_settings",
+    "unknown_variables",
 ]
 
 ENV_PREFIX = "BGJOBS_"
@@ -149,6 +152,14 @@ def schedule_key(job: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", job.lower()).strip("_")
 
 
+#: What a JSON-valued variable looks like, for the error that says one is not JSON.
+_JSON_EXAMPLES = {
+    "jobs": '["myapp.jobs"]',
+    "actors": '{"notifications.sms": {"max_retries": 3}}',
+    "schedule": '{"payouts_weekly": "0 8 * * mon"}',
+}
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings now, turning a parse failure into one line that names the variable.
 
@@ -157,12 +168,53 @@ def load_settings(**overrides: object) -> Settings:
     """
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:  # a list or mapping variable that is not JSON
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = ENV_PREFIX + (field.group(1).upper() if field else "?")
+        example = _JSON_EXAMPLES.get(field.group(1) if field else "", '["..."] or {"...": ...}')
+        raise ConfigurationError(
+            f"{name} is not valid JSON ({exc.__cause__ or exc}); "
+            f"write it as JSON, for example {name}='{example}'"
+        ) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ENV_PREFIX + "__".join(str(p) for p in first["loc"]).upper()
         value = first.get("input")
         shown = f"={value!r}" if isinstance(value, str | int) and not _SECRETISH.search(name) else ""
         raise ConfigurationError(f"{name}{shown}: {first['msg']}") from None
+
+
+def _known_names() -> tuple[set[str], set[str]]:
+    """Every variable name a setting answers to, and the prefixes under which any name goes."""
+    names: set[str] = set()
+    open_prefixes: set[str] = set()
+    for field, info in Settings.model_fields.items():
+        name = ENV_PREFIX + field.upper()
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            names.add(name)  # the whole section as JSON
+            names.update(f"{name}__{sub.upper()}" for sub in kind.model_fields)
+        else:
+            names.add(name)
+            if str(kind).startswith("dict"):
+                open_prefixes.add(name + "__")  # BGJOBS_ACTORS__<actor>__..., BGJOBS_SCHEDULE__<job>
+    return names, open_prefixes
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``BGJOBS_*`` variable that no setting reads, with the closest name: a typo
+    (``BGJOBS_MAILR``) would otherwise be ignored in silence."""
+    names, open_prefixes = _known_names()
+    lines = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in names or upper.startswith(tuple(open_prefixes)):
+            continue
+        bare = {n.removeprefix(ENV_PREFIX): n for n in names}
+        close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), list(bare), n=1, cutoff=0.75)
+        hint = f"; did you mean {bare[close[0]]}?" if close else "; docs/configuration.md lists the settings"
+        lines.append(f"{variable} is not a bgjobs setting and is ignored{hint}")
+    return lines
 
 
 @functools.cache

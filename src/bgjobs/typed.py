@@ -8,16 +8,19 @@ creates a broker by accident, and the worker builds its broker before any actor 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, get_type_hints
+from typing import Any, Generic, TypeVar, get_type_hints, overload
 
 import dramatiq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import registry, runtime
-from .errors import PERMANENT, ConfigurationError, InvalidPayload, check_size
+from .errors import PERMANENT, BrokerUnavailable, ConfigurationError, InvalidPayload, check_size
+from .redact import mask_url
 from .registry import QUEUES, registered
 from .settings import Settings
 
@@ -39,13 +42,15 @@ class TypedActor(Generic[M, R]):
     """A job with one payload model. Call :meth:`send` to enqueue it."""
 
     def __init__(
-        self, fn: Callable[[M], R], *, name: str, queue: str, payload: type[M], options: dict[str, Any]
-    ):
+        self, fn: Callable[[M], R], *, name: str, queue: str, payload: type[M], options: dict[str, Any],
+        priority: int = 0,
+    ):  # fmt: skip
         self.fn = fn
         self.name = name
         self.queue = queue
         self.payload = payload
         self.options = options
+        self.priority = priority
         self.origin = f"{fn.__module__}.{fn.__qualname__}"
         self._bound: tuple[dramatiq.Broker, dramatiq.Actor[Any, Any]] | None = None
 
@@ -88,7 +93,8 @@ class TypedActor(Generic[M, R]):
         run.__module__ = getattr(self.fn, "__module__", __name__)
         run.__qualname__ = run.__name__ = self.name
         bound = dramatiq.Actor(
-            run, broker=broker, actor_name=self.name, queue_name=self.queue, priority=0, options=options
+            run, broker=broker, actor_name=self.name, queue_name=self.queue, priority=self.priority,
+            options=options,
         )
         self._bound = (broker, bound)
         return bound
@@ -118,7 +124,8 @@ class TypedActor(Generic[M, R]):
             delay = int(delay.total_seconds() * 1000)
         broker = self.actor.broker
         _check_sizes(broker, [message])
-        return broker.enqueue(message, delay=delay)
+        with reachable():
+            return broker.enqueue(message, delay=delay)
 
     def send_many(
         self, payloads: Iterable[M | Mapping[str, Any]], **options: Any
@@ -183,9 +190,26 @@ def send_messages(
     """
     _check_sizes(broker, messages)
     enqueue_many = getattr(broker, "enqueue_many", None)
-    if enqueue_many is not None:
-        return enqueue_many(messages)  # type: ignore[no-any-return]
-    return [broker.enqueue(m) for m in messages]
+    with reachable():
+        if enqueue_many is not None:
+            return enqueue_many(messages)  # type: ignore[no-any-return]
+        return [broker.enqueue(m) for m in messages]
+
+
+@contextlib.contextmanager
+def reachable() -> Iterator[None]:
+    """Turn the broker's connection errors into one line: :class:`BrokerUnavailable`."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+        url = mask_url(runtime.current().settings.broker_url)
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BrokerUnavailable(
+            f"cannot reach the broker at {url} ({cause}); is it running? check BGJOBS_BROKER_URL"
+        ) from None
 
 
 def _check_sizes(broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]]) -> None:
@@ -228,7 +252,7 @@ def task(
         )
 
     typed: TypedActor[M, Any] = TypedActor(
-        unattached, name=name, queue=queue, payload=payload, options=options
+        unattached, name=name, queue=queue, payload=payload, options=_checked(f"task {name}", options)
     )
     typed.origin = f"task:{name}"
     _declare(typed)
@@ -242,15 +266,58 @@ def _declare(typed: TypedActor[Any, Any]) -> None:
         typed.bind(current.built_broker, current.settings)
 
 
+@functools.cache
+def _known_options() -> frozenset[str]:
+    """The actor options Dramatiq's middleware reads (``max_retries``, ``time_limit``, ...)."""
+    from dramatiq.middleware import default_middleware
+
+    return frozenset(option for m in default_middleware for option in m().actor_options)
+
+
+def _checked(where: str, options: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - _known_options())
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown option(s) {', '.join(unknown)}; actor options are "
+            f"{', '.join(sorted(_known_options()))} (and name/actor_name, queue/queue_name, priority)"
+        )
+    return options
+
+
+def _either(where: str, ours: str | None, theirs: str | None, what: str) -> str | None:
+    if ours is not None and theirs is not None and ours != theirs:
+        raise ConfigurationError(f"{where}: {what} is given twice, as {ours!r} and {theirs!r}")
+    return ours if ours is not None else theirs
+
+
+@overload
+def actor(fn: Callable[[M], R], /) -> TypedActor[M, R]: ...
+
+
+@overload
 def actor(
-    *, name: str | None = None, queue: str = "default", **options: Any
-) -> Callable[[Callable[[M], R]], TypedActor[M, R]]:
-    """Declare a typed job.
+    *, name: str | None = None, queue: str | None = None, actor_name: str | None = None,
+    queue_name: str | None = None, priority: int = 0, **options: Any,
+) -> Callable[[Callable[[M], R]], TypedActor[M, R]]: ...  # fmt: skip
+
+
+def actor(
+    fn: Callable[[M], R] | None = None, /, *, name: str | None = None, queue: str | None = None,
+    actor_name: str | None = None, queue_name: str | None = None, priority: int = 0, **options: Any,
+) -> TypedActor[M, R] | Callable[[Callable[[M], R]], TypedActor[M, R]]:  # fmt: skip
+    """Declare a typed job: ``@bgjobs.actor`` or ``@bgjobs.actor(queue="notifications", ...)``.
 
     Args:
-        name: the actor name (defaults to the function name); unique across the app.
-        queue: the queue, usually the family's (``notifications``, ``webhooks``, ...).
-        **options: Dramatiq actor options; they win over settings.
+        name: the actor name (defaults to the function name); unique across the app. Dramatiq's
+            ``actor_name`` is accepted for it, as ``queue_name`` is for ``queue``.
+        queue: the queue, usually the family's (``notifications``, ``webhooks``, ...); ``default``.
+        priority: Dramatiq's priority (lower runs first within a worker).
+        **options: Dramatiq actor options (``max_retries``, ``time_limit``, ...); they win over
+            settings.
+
+    Raises:
+        ConfigurationError: an option no middleware reads (it would be ignored), or a name given
+            twice under both spellings.
 
     Example::
 
@@ -261,14 +328,16 @@ def actor(
     """
 
     def decorate(fn: Callable[[M], R]) -> TypedActor[M, R]:
+        where = f"@bgjobs.actor on {fn.__qualname__}"
         typed: TypedActor[M, R] = TypedActor(
             fn,
-            name=name or fn.__name__,
-            queue=queue,
+            name=_either(where, name, actor_name, "the name") or fn.__name__,
+            queue=_either(where, queue, queue_name, "the queue") or "default",
             payload=_payload_type(fn),  # type: ignore[arg-type]
-            options=options,
+            options=_checked(where, options),
+            priority=priority,
         )
         _declare(typed)
         return typed
 
-    return decorate
+    return decorate if fn is None else decorate(fn)

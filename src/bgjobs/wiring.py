@@ -23,8 +23,8 @@ from .ports import Mailer, PaymentGateway, PushSender, SmsSender, Storage
 from .settings import Settings
 
 __all__ = [
-    "HOOKS", "PORTS", "configure", "hook", "load_object", "mailer", "payment", "push", "reset", "resolve",
-    "sms", "storage",
+    "HOOKS", "HOOK_SETTINGS", "PORTS", "configure", "describe", "hook", "load_object", "mailer", "payment",
+    "push", "reset", "resolve", "sms", "storage", "wired",
 ]  # fmt: skip
 
 #: Port name (the setting and the ``configure`` keyword) -> the ABC it must implement.
@@ -130,6 +130,34 @@ def reset() -> None:
             close()
 
 
+#: Where each hook's setting lives: (section, field).
+HOOK_SETTINGS = {
+    "consent": ("notifications", "consent"), "appointments": ("notifications", "appointments"),
+    "unpaid_trips": ("notifications", "unpaid_trips"), "past_due": ("notifications", "past_due"),
+    "owner_contact": ("webhooks", "owner_contact"), "vendor_contact": ("payouts", "vendor_contact"),
+}  # fmt: skip
+
+
+def wired(name: str, settings: Settings | None = None) -> bool:
+    """True when port or hook ``name`` is configured, in code or by its setting (nothing is built)."""
+    current = runtime.current()
+    if name in current.adapters:
+        return True
+    settings = settings or current.settings
+    if name in PORTS:
+        return bool(getattr(settings, name))
+    section, field = HOOK_SETTINGS[name]
+    return bool(getattr(getattr(settings, section), field))
+
+
+def describe(name: str) -> str:
+    """How to wire ``name``, for a line that says it is missing."""
+    if name in PORTS:
+        return f"a {PORTS[name].__name__} (BGJOBS_{name.upper()} or bgjobs.configure({name}=...))"
+    section, field = HOOK_SETTINGS[name]
+    return f"the {name} hook (BGJOBS_{section.upper()}__{field.upper()} or bgjobs.configure({name}=...))"
+
+
 def hook(name: str, path: str | None) -> Callable[..., Any] | None:
     """The hook ``name`` set in code, else the one ``path`` (its setting) names, else None.
 
@@ -177,9 +205,10 @@ def resolve(name: str, *, settings: Settings | None = None) -> Any:
         settings = settings or current.settings
         path = getattr(settings, name)
         if not path:
+            bundled = ", ".join(b for b, ports in BUNDLED.items() if name in ports)
             raise ConfigurationError(
                 f"no {kind.__name__} is wired: call bgjobs.configure({name}=...) "
-                f"or set BGJOBS_{name.upper()}=pkg.module:Class"
+                f"or set BGJOBS_{name.upper()} to a bundled one ({bundled}) or to pkg.module:Class"
             )
         current.adapters[name] = adapter = _check(name, _build(name, path, settings))
         return adapter

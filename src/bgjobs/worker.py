@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import dramatiq
@@ -15,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import runtime
 from .errors import ConfigurationError
-from .settings import Settings, get_settings
+from .settings import Settings, get_settings, unknown_variables
 from .wiring import PORTS, load_object, resolve
 
 __all__ = ["FAMILY_MODULES", "boot", "load_modules"]
@@ -55,6 +56,8 @@ def build_runtime(settings: Settings) -> runtime.Runtime:
 
 
 def _boot(settings: Settings) -> dramatiq.Broker:
+    for line in unknown_variables(os.environ):
+        logger.warning("%s", line)
     broker = build_runtime(settings).broker
     load_modules(settings)
     for name in PORTS:

@@ -231,3 +231,31 @@ def test_a_cleanup_run_stopped_by_its_budget_is_recorded_stopped_and_its_continu
     assert [(r.trigger, r.outcome) for r in recorded] == [
         ("manual", "stopped"), ("continuation", "stopped"), ("continuation", "succeeded"),
     ]  # fmt: skip
+
+
+def test_a_family_s_cron_entries_wait_until_what_they_need_is_wired() -> None:
+    import bgjobs.notifications
+    import bgjobs.payouts  # noqa: F401  (declare their jobs)
+    from bgjobs import wiring
+    from bgjobs.adapters.memory import MemoryPaymentGateway
+    from bgjobs.scheduling import left_out
+
+    def scheduled(settings: Settings) -> set[str]:
+        return {e.job.name for e in cron_table(settings)}
+
+    # Only a mailer: no payouts job and no reminder sweep fires (they would fail at every tick).
+    mail_only = Settings(mailer="console")
+    assert not {n for n in scheduled(mail_only) if n.startswith("payouts.")}
+    assert "notifications.dunning" not in scheduled(mail_only)
+    assert {"cleanup.daily", "outbox.relay"} <= scheduled(mail_only)
+    assert ("payouts.charges is not scheduled: it needs a PaymentGateway (BGJOBS_PAYMENT or "
+            "bgjobs.configure(payment=...)); BGJOBS_SCHEDULE__PAYOUTS_CHARGES schedules it anyway"
+            ) in left_out(mail_only)  # fmt: skip
+    # A gateway in settings, or in code, brings them in; a schedule in settings forces one in.
+    assert {"payouts.charges", "payouts.weekly", "payouts.balance_check"} <= scheduled(
+        Settings(mailer="console", payment="memory")
+    )
+    assert "payouts.charges" in scheduled(Settings(schedule={"payouts_charges": "*/10 * * * *"}))
+    wiring.configure(payment=MemoryPaymentGateway(), past_due=lambda: [])
+    assert {"payouts.charges", "notifications.dunning"} <= scheduled(mail_only)
+    assert "payouts.settlement" not in scheduled(mail_only)  # it needs storage too

@@ -110,7 +110,8 @@ def _send_each(ctx: JobContext, items: Any, build: Any) -> dict[str, int]:
     return counts
 
 
-@job("notifications.appointment_reminders", schedule="0 * * * *", queue=QUEUE, time_budget=300)
+@job("notifications.appointment_reminders", schedule="0 * * * *", queue=QUEUE, time_budget=300,
+     needs=("appointments",))
 def appointment_reminders(ctx: JobContext) -> dict[str, Any]:
     """Remind each appointment starting in 23-24 hours, once.
 
@@ -141,7 +142,8 @@ def appointment_reminders(ctx: JobContext) -> dict[str, Any]:
     return {**counts, "window_start": start.isoformat(), "window_end": end.isoformat()}
 
 
-@job("notifications.payment_reminders", schedule="0 9 * * *", queue=QUEUE, time_budget=300)
+@job("notifications.payment_reminders", schedule="0 9 * * *", queue=QUEUE, time_budget=300,
+     needs=("unpaid_trips",))
 def payment_reminders(ctx: JobContext) -> dict[str, Any]:
     """Remind unpaid bookings whose trip is N days away, for each N in the settings, once per N."""
     settings = runtime.current().settings
@@ -166,7 +168,7 @@ def payment_reminders(ctx: JobContext) -> dict[str, Any]:
     return totals
 
 
-@job("notifications.dunning", schedule="0 10 * * *", queue=QUEUE, time_budget=300)
+@job("notifications.dunning", schedule="0 10 * * *", queue=QUEUE, time_budget=300, needs=("past_due",))
 def dunning(ctx: JobContext) -> dict[str, Any]:
     """Email the admins of each past-due account, at most once per ``dunning_interval_h``.
 

@@ -39,19 +39,19 @@ def _period(kind: str) -> Any:
     return check
 
 
-@job("payouts.weekly", schedule="0 8 * * mon", queue=QUEUE, check=_period("weekly"))
+@job("payouts.weekly", schedule="0 8 * * mon", queue=QUEUE, check=_period("weekly"), needs=("payment",))
 def weekly(ctx: JobContext) -> dict[str, Any]:
     """Pay every vendor's balance up to the end of last week (Monday to Sunday); ``period=2025-W23``."""
     return _run("weekly", ctx)
 
 
-@job("payouts.monthly", schedule="0 0 1 * *", queue=QUEUE, check=_period("monthly"))
+@job("payouts.monthly", schedule="0 0 1 * *", queue=QUEUE, check=_period("monthly"), needs=("payment",))
 def monthly(ctx: JobContext) -> dict[str, Any]:
     """Pay every vendor's balance up to the end of last month; ``period=2025-06``."""
     return _run("monthly", ctx)
 
 
-@job("payouts.charges", schedule="*/5 * * * *", queue=QUEUE, time_budget=240)
+@job("payouts.charges", schedule="*/5 * * * *", queue=QUEUE, time_budget=240, needs=("payment",))
 def charges(ctx: JobContext) -> dict[str, int]:
     """Charge the deferred charges; see ``bgjobs.payouts._charges``."""
     from ._charges import sweep_charges
@@ -59,7 +59,7 @@ def charges(ctx: JobContext) -> dict[str, int]:
     return sweep_charges(deadline=ctx.deadline)
 
 
-@job("payouts.balance_check", schedule="*/5 * * * *", queue=QUEUE)
+@job("payouts.balance_check", schedule="*/5 * * * *", queue=QUEUE, needs=("payment",))
 def balance_check(ctx: JobContext) -> dict[str, int]:
     """Read the platform's balances and alert once per threshold crossing."""
     from ._balance import check_balances
@@ -73,7 +73,7 @@ def _day(args: dict[str, str]) -> object:
     return parse_day(args.get("day"), field="day")
 
 
-@job("payouts.settlement", schedule="0 8 * * *", queue=QUEUE, check=_day)
+@job("payouts.settlement", schedule="0 8 * * *", queue=QUEUE, check=_day, needs=("storage",))
 def settlement(ctx: JobContext) -> dict[str, Any]:
     """Yesterday's settlement report as a CSV export; ``day=2025-06-01`` for another day."""
     from ._settlement import parse_day, settlement_report
