@@ -84,15 +84,35 @@ def _trigger(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Jobs that run every few minutes to keep things moving; ``bgjobs runs`` hides them unless asked.
+HOUSEKEEPING = frozenset({"outbox.relay", "webhooks.endpoint_health"})
+
+
+def _summary(counts: dict[str, object], width: int = 60) -> str:
+    """``sent=3 skipped=1 ...``: a run's figures on one short line (``bgjobs runs --job X`` for all)."""
+    parts = [f"{k}={v}" for k, v in counts.items() if isinstance(v, int | float | str) and k != "duration_s"]
+    nested = [k for k, v in counts.items() if isinstance(v, dict | list)]
+    text = " ".join(parts + [f"{k}=..." for k in nested])
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _runs(args: argparse.Namespace) -> int:
     from .operator_cli import table
     from .runs import recent
 
-    rows = [
-        (f"{run.started_at:%Y-%m-%d %H:%M:%S}", run.job, run.trigger, run.outcome,
-         None if run.duration_s is None else round(run.duration_s, 1), run.error or run.counts)
-        for run in recent(job=args.job, limit=args.limit)
-    ]  # fmt: skip
+    found = recent(job=args.job, limit=args.limit if (args.job or args.all) else args.limit * 10)
+    if not (args.job or args.all):
+        found = [run for run in found if run.job not in HOUSEKEEPING][: args.limit]
+    if not found:
+        print(f"no runs of {args.job} yet" if args.job else "no runs yet")
+        return 0
+    rows = []
+    for run in found:
+        figures = run.figures
+        seconds = figures.get("duration_s", run.duration_s)
+        rows.append((f"{run.started_at:%Y-%m-%d %H:%M:%S}", run.job, run.trigger, run.outcome,
+                     None if seconds is None else round(float(seconds), 1),
+                     run.error or _summary(figures)))  # fmt: skip
     print(table(("started (UTC)", "job", "trigger", "outcome", "seconds", "counts / error"), rows))
     return 0
 
@@ -151,14 +171,19 @@ def _parser() -> argparse.ArgumentParser:
     trigger = commands.add_parser(
         "trigger", help="enqueue a batch job now and print its message id (job arguments as --name value)"
     )
-    trigger.add_argument("job")
+    trigger.add_argument(
+        "job", help="the job's name (bgjobs runs lists those that ran; docs/scheduling.md lists bgjobs's own)"
+    )
     trigger.add_argument(
         "--arg", action="append", default=[], type=_arg, metavar="K=V", help="a job argument"
     )
     trigger.set_defaults(func=_trigger)
     runs = commands.add_parser("runs", help="recent batch runs with their counts")
-    runs.add_argument("--job")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--job", help="only this job's runs (housekeeping jobs included)")
+    runs.add_argument("--limit", type=int, default=20, help="at most this many, newest first (20)")
+    runs.add_argument(
+        "--all", action="store_true", help=f"include housekeeping runs ({', '.join(sorted(HOUSEKEEPING))})"
+    )
     runs.set_defaults(func=_runs)
     outbox = commands.add_parser("outbox", help="the transactional outbox")
     outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")

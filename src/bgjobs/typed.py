@@ -165,14 +165,17 @@ def delivery_key() -> str | None:
     return None if message is None else message.options.get("bgjobs_key")
 
 
-def final_attempt() -> bool:
+def final_attempt(message: Any = None) -> bool:
     """True while running the last attempt the retry policy allows: failing now dead-letters.
 
     Families use it to record a failure as final (``dead``) rather than ``failed``.
+
+    Args:
+        message: the message to judge; the one being processed by default.
     """
     from dramatiq.middleware import CurrentMessage
 
-    message = CurrentMessage.get_current_message()
+    message = message if message is not None else CurrentMessage.get_current_message()
     if message is None:
         return True
     actor = runtime.current().broker.get_actor(message.actor_name)

@@ -10,16 +10,18 @@ import importlib
 import logging
 import os
 import sys
+from typing import Any
 
 import dramatiq
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import runtime
-from .errors import ConfigurationError
+from .errors import ConfigurationError, PermanentError
 from .settings import Settings, get_settings, unknown_variables
+from .typed import final_attempt
 from .wiring import PORTS, load_object, resolve
 
-__all__ = ["FAMILY_MODULES", "boot", "load_modules"]
+__all__ = ["FAMILY_MODULES", "OneLineRetries", "boot", "load_modules"]
 
 logger = logging.getLogger("bgjobs.worker")
 
@@ -32,6 +34,35 @@ FAMILY_MODULES: tuple[str, ...] = (
     "bgjobs.exports",
     "bgjobs.cleanup",
 )
+
+
+class OneLineRetries(logging.Filter):
+    """A failure that will be retried logs one line (the actor, the attempt, the error), not a
+    traceback per attempt: a vendor down for an hour wrote 45 lines a retry. The traceback stays
+    on the last attempt (the message is dead-lettered) and whenever ``bgjobs`` logs at DEBUG.
+
+    Installed on Dramatiq's worker-thread logger at boot.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        message: Any = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if exc is None or message is None or not hasattr(message, "options"):
+            return True
+        if isinstance(exc, PermanentError) or logging.getLogger("bgjobs").isEnabledFor(logging.DEBUG):
+            return True
+        try:
+            if final_attempt(message):
+                return True
+        except Exception:  # no broker to ask: keep the record as it was
+            return True
+        attempt = int(message.options.get("retries", 0)) + 1
+        record.msg = "%s failed on attempt %d and will be retried: %s: %s"
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        record.args = (message.actor_name, attempt, type(exc).__name__, first)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def load_modules(settings: Settings) -> None:
@@ -56,6 +87,7 @@ def build_runtime(settings: Settings) -> runtime.Runtime:
 
 
 def _boot(settings: Settings) -> dramatiq.Broker:
+    logging.getLogger("dramatiq.worker.WorkerThread").addFilter(OneLineRetries())
     for line in unknown_variables(os.environ):
         logger.warning("%s", line)
     broker = build_runtime(settings).broker

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.workers import ROOT
 
 
@@ -45,7 +47,8 @@ def test_bgjobs_dev_does_real_work_of_every_family_and_exits_cleanly() -> None:
     assert _nothing_left_running()
 
 
-def test_ctrl_c_stops_everything_bgjobs_dev_started() -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_everything_bgjobs_dev_started(stop: signal.Signals) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bgjobs.cli", "dev", "--keep"], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, text=True,
@@ -55,12 +58,14 @@ def test_ctrl_c_stops_everything_bgjobs_dev_started() -> None:
         lines = []
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("Running; Ctrl-C"):
+            if line.strip().startswith("export BGJOBS_BROKER_URL="):  # the line --keep prints to paste
                 break
         port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/", lines[0]).group(1))  # type: ignore[union-attr]
         started = _descendants(proc.pid)
         assert len(started) >= 5, started  # redis, the worker command, its 2 processes, the scheduler
-        proc.send_signal(signal.SIGINT)
+        workdir = Path(re.search(r"sqlite (\S+)/bgjobs\.db", lines[0]).group(1))  # type: ignore[union-attr]
+        assert workdir.is_dir()
+        proc.send_signal(stop)
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
@@ -72,6 +77,7 @@ def test_ctrl_c_stops_everything_bgjobs_dev_started() -> None:
     assert [p for p in started if _alive(p)] == []
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # its Redis is gone
+    assert not workdir.exists()  # and its temp directory
 
 
 def _parent(pid: int) -> int | None:

@@ -145,3 +145,29 @@ def test_a_taken_metrics_port_gets_one_line_naming_the_setting(
     (record,) = caplog.records
     assert f"cannot serve metrics on 127.0.0.1:{port}" in record.getMessage()
     assert "BGJOBS_METRICS__PORT" in record.getMessage() and record.exc_info is None
+
+
+def test_a_failure_that_will_be_retried_logs_one_line_and_the_last_attempt_its_traceback() -> None:
+    from bgjobs.errors import TransientError
+    from bgjobs.settings import RetrySettings
+    from bgjobs.worker import OneLineRetries
+
+    @bgjobs.actor(name="first_hour.vendor")
+    def vendor(payload: Job) -> None: ...
+
+    def logged(message: object) -> logging.LogRecord:
+        error = TransientError("SMTP server did not answer\nsecond line")
+        record = logging.LogRecord("dramatiq.worker.WorkerThread", logging.ERROR, __file__, 1,
+                                   "Failed to process message %s with unhandled exception.", (message,),
+                                   (TransientError, error, None))  # fmt: skip
+        assert OneLineRetries().filter(record)
+        return record
+
+    with stub_jobs(settings=Settings(broker_url="stub://", retries=RetrySettings(max_retries=2))):
+        first = vendor.message({"n": 1})
+        record = logged(first)
+        assert record.getMessage() == ("first_hour.vendor failed on attempt 1 and will be retried: "
+                                       "TransientError: SMTP server did not answer")  # fmt: skip
+        assert (record.levelname, record.exc_info) == ("WARNING", None)
+        last = logged(first.copy(options={**first.options, "retries": 2}))  # the retries are spent
+        assert last.levelname == "ERROR" and last.exc_info is not None  # dead-lettered: the traceback stays
