@@ -58,6 +58,8 @@ def _db_check(args: argparse.Namespace) -> int:
 
 #: Commands that read or write bgjobs's tables: they check the database's revision first.
 NEEDS_TABLES = frozenset({"scheduler", "runs", "outbox", "webhooks", "cleanup", "exports"})
+#: Commands that act on declared jobs, policies or datasets: they import the host's modules first.
+LOADS_JOBS = frozenset({"scheduler", "trigger", "cleanup", "exports", "webhooks", "outbox"})
 
 
 def _load() -> None:
@@ -68,17 +70,19 @@ def _load() -> None:
 
 
 def _scheduler(args: argparse.Namespace) -> int:
+    import logging
+
     from .scheduling import run_scheduler
     from .settings import get_settings
 
-    _load()
+    if not logging.getLogger().handlers:  # say what it does: leading or waiting, each tick fired
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run_scheduler(get_settings())
 
 
 def _trigger(args: argparse.Namespace) -> int:
     from .jobs import trigger
 
-    _load()
     pairs = dict(item.split("=", 1) for item in args.arg)
     print(trigger(args.job, **pairs).message_id)
     return 0
@@ -241,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .migrations import require_current
 
             require_current()
+        if args.command in LOADS_JOBS:
+            _load()  # the host's BGJOBS_JOBS and BGJOBS_SETUP, as the worker loads them
         return int(args.func(args))
     except BgjobsError as exc:
         print(f"bgjobs: {exc}", file=sys.stderr)

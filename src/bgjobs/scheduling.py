@@ -228,12 +228,17 @@ def run_scheduler(settings: Settings) -> int:
         logger.info("cron: %-40s %s", entry.job.name, entry.schedule)
     for line in left_out(settings):
         logger.info("cron: %s", line)
+    waiting_said = False
     try:
         while True:
             try:
                 if not lock.acquire():
+                    if not waiting_said:
+                        logger.info("standing by: another scheduler holds the lock; taking over if it stops")
+                        waiting_said = True
                     time.sleep(0.5)
                     continue
+                waiting_said = False
             except RedisError as exc:
                 logger.error("cannot reach Redis for the scheduler lock (%s); trying again", exc)
                 time.sleep(1)

@@ -66,7 +66,14 @@ class OneLineRetries(logging.Filter):
 
 
 def load_modules(settings: Settings) -> None:
-    """Import the families, the host's job modules, and run the setup hook: every actor is declared."""
+    """Import the families, the host's job modules, and run the setup hook: every actor is declared.
+
+    The current directory is searched first, as ``dramatiq`` does, so ``bgjobs scheduler`` and
+    ``bgjobs trigger`` find ``BGJOBS_JOBS=["myapp.jobs"]`` wherever the worker finds it.
+    """
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
     for module in (*FAMILY_MODULES, *settings.jobs):
         try:
             importlib.import_module(module)

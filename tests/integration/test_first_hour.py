@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -171,3 +172,31 @@ def test_a_failure_that_will_be_retried_logs_one_line_and_the_last_attempt_its_t
         assert (record.levelname, record.exc_info) == ("WARNING", None)
         last = logged(first.copy(options={**first.options, "retries": 2}))  # the retries are spent
         assert last.levelname == "ERROR" and last.exc_info is not None  # dead-lettered: the traceback stays
+
+
+HOST_MODULE = '''
+import bgjobs
+from bgjobs.cleanup import register_policy
+
+
+@bgjobs.job("myapp.hello")
+def hello(ctx: bgjobs.JobContext) -> dict[str, int]:
+    return {"said": 1}
+
+
+register_policy("sessions", "bgjobs_runs", column="started_at", older_than="90d")
+'''
+
+
+def test_commands_find_the_host_s_modules_in_the_current_directory_as_the_worker_does(tmp_path: Path) -> None:
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "myapp" / "jobs.py").write_text(HOST_MODULE)
+    jobs = {"BGJOBS_JOBS": '["myapp.jobs"]', "BGJOBS_BROKER_URL": "stub://"}
+    assert bgjobs_command(tmp_path, "db", "upgrade", **jobs).returncode == 0
+    triggered = bgjobs_command(tmp_path, "trigger", "myapp.hello", **jobs)
+    assert triggered.returncode == 0, triggered.stderr
+    assert re.fullmatch(r"[0-9a-f-]{36}\n", triggered.stdout)  # the message id
+    dry = bgjobs_command(tmp_path, "cleanup", "run", "--policy", "sessions", "--dry-run", **jobs)
+    assert dry.returncode == 0, dry.stderr
+    assert re.search(r"^sessions\s+would delete\s+", dry.stdout, re.M), dry.stdout
