@@ -16,6 +16,7 @@ import dramatiq
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import runtime
+from .broker import build_broker
 from .errors import ConfigurationError, PermanentError
 from .settings import Settings, get_settings, unknown_variables
 from .typed import final_attempt
@@ -65,6 +66,32 @@ class OneLineRetries(logging.Filter):
         return True
 
 
+def _requested_queues(argv: list[str]) -> list[str]:
+    """The queues named with ``-Q``/``--queues`` on the dramatiq command line (none: all)."""
+    found: list[str] = []
+    taking = False
+    for arg in argv:
+        if arg in ("-Q", "--queues"):
+            taking = True
+        elif arg.startswith("--queues="):
+            found.append(arg.split("=", 1)[1])
+        elif arg.startswith("-"):
+            taking = False
+        elif taking:
+            found.append(arg)
+    return found
+
+
+def _check_queues(broker: dramatiq.Broker, requested: list[str]) -> None:
+    """Dramatiq listens to an unknown ``-Q`` name in silence: a pool that never gets a message."""
+    known = {q for q in broker.get_declared_queues() if not q.endswith((".DQ", ".XQ"))}
+    unknown = sorted(set(requested) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"-Q {' '.join(unknown)}: no such queue; the queues are {', '.join(sorted(known))}"
+        )
+
+
 def load_modules(settings: Settings) -> None:
     """Import the families, the host's job modules, and run the setup hook: every actor is declared.
 
@@ -88,7 +115,8 @@ def build_runtime(settings: Settings) -> runtime.Runtime:
     from .outbox import OutboxRelay
 
     extra = [OutboxRelay(settings.outbox)] if settings.outbox.relay_in_worker else []
-    built = runtime.Runtime(settings, worker=True, middleware=extra)
+    broker = build_broker(settings, worker=True, middleware=extra)
+    built = runtime.Runtime(settings, broker=broker, worker=True)
     runtime.install(built)
     return built
 
@@ -105,6 +133,7 @@ def _boot(settings: Settings) -> dramatiq.Broker:
     from .cleanup._policies import policies
     from .migrations import require_current
 
+    _check_queues(broker, _requested_queues(sys.argv[1:]))
     policies(settings)  # BGJOBS_CLEANUP__POLICIES: a bad age stops the worker here, not at 02:00
     require_current(runtime.current().engine)
     return broker

@@ -200,3 +200,17 @@ def test_commands_find_the_host_s_modules_in_the_current_directory_as_the_worker
     dry = bgjobs_command(tmp_path, "cleanup", "run", "--policy", "sessions", "--dry-run", **jobs)
     assert dry.returncode == 0, dry.stderr
     assert re.search(r"^sessions\s+would delete\s+", dry.stdout, re.M), dry.stdout
+
+
+def test_a_worker_asked_for_a_queue_that_does_not_exist_stops_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BGJOBS_")}
+    env.update({"BGJOBS_BROKER_URL": "stub://", "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'q.db'}",
+                "BGJOBS_METRICS__ENABLED": "false"})  # fmt: skip
+    subprocess.run([sys.executable, "-m", "bgjobs.cli", "db", "upgrade"], env=env, check=True, cwd=tmp_path,
+                   capture_output=True)  # fmt: skip
+    worker = [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", "1", "-t", "1", "-Q", "outbox"]
+    done = subprocess.run(worker, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert ("bgjobs: configuration error: -Q outbox: no such queue; the queues are cleanup, default, "
+            "exports, notifications, payouts, webhooks") in done.stdout + done.stderr  # fmt: skip
+    assert "Traceback" not in done.stdout + done.stderr

@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from bgjobs.embedded import free_port
+from bgjobs.redis_broker import WORKERS_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Workers started with the ``worker_env`` fixture declare a silent peer dead after this long.
@@ -107,9 +108,11 @@ class WorkerProcess:
 
             def booted() -> bool:
                 assert self.proc is not None and self.proc.poll() is None, self.output()
-                return len(set(client.zrange("dramatiq:__heartbeats__", 0, -1)) - before) >= self.processes
+                new = set(client.zrange("dramatiq:__heartbeats__", 0, -1)) - before
+                described = set(client.hkeys(f"dramatiq:{WORKERS_KEY}"))  # what `bgjobs status` reads
+                return len(new) >= self.processes and new <= described
 
-            wait_for(booted, timeout=60, what="worker processes to heartbeat")
+            wait_for(booted, timeout=60, what="worker processes to heartbeat and describe themselves")
         return self
 
     def output(self) -> str:
