@@ -1,5 +1,6 @@
 """The interfaces integrators implement to reach their vendors."""
 
+from ..money import Money
 from ._base import DeliveryReceipt, PortModel
 from .mail import EmailMessage, Mailer
 from .payment import Balance, ChargeRequest, NoPaymentMethod, PaymentGateway, PaymentResult, PayoutRequest
@@ -13,6 +14,7 @@ __all__ = [
     "DeliveryReceipt",
     "EmailMessage",
     "Mailer",
+    "Money",
     "NoPaymentMethod",
     "PaymentGateway",
     "PaymentResult",
