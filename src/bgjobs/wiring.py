@@ -60,8 +60,15 @@ BUNDLED: dict[str, dict[str, str]] = {
     "s3": {"storage": "bgjobs.adapters.s3:S3Storage"},
 }
 
+#: Where each hook's setting lives: (section, field).
+HOOK_SETTINGS = {
+    "consent": ("notifications", "consent"), "appointments": ("notifications", "appointments"),
+    "unpaid_trips": ("notifications", "unpaid_trips"), "past_due": ("notifications", "past_due"),
+    "owner_contact": ("webhooks", "owner_contact"), "vendor_contact": ("payouts", "vendor_contact"),
+}  # fmt: skip
+
 #: Hooks families ask the host; each has a setting of the same name in its family's section.
-HOOKS = ("consent", "appointments", "unpaid_trips", "past_due", "owner_contact", "vendor_contact")
+HOOKS = tuple(HOOK_SETTINGS)
 
 
 def load_object(path: str) -> Any:
@@ -130,12 +137,6 @@ def reset() -> None:
             close()
 
 
-#: Where each hook's setting lives: (section, field).
-HOOK_SETTINGS = {
-    "consent": ("notifications", "consent"), "appointments": ("notifications", "appointments"),
-    "unpaid_trips": ("notifications", "unpaid_trips"), "past_due": ("notifications", "past_due"),
-    "owner_contact": ("webhooks", "owner_contact"), "vendor_contact": ("payouts", "vendor_contact"),
-}  # fmt: skip
 
 
 def wired(name: str, settings: Settings | None = None) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
@@ -31,7 +32,29 @@ __all__ = [
 ]
 
 
-class LedgerEntry(SQLModel, table=True):
+class _Shares:
+    """The amounts of a ledger entry as Money: the row's and the data object's, from one place."""
+
+    if TYPE_CHECKING:  # declared by the classes that use it, so they keep their own fields and order
+        gross_minor: int
+        vendor_minor: int
+        platform_minor: int
+        currency: str
+
+    @property
+    def gross(self) -> Money:
+        return Money.from_minor(self.gross_minor, self.currency)
+
+    @property
+    def vendor_share(self) -> Money:
+        return Money.from_minor(self.vendor_minor, self.currency)
+
+    @property
+    def platform_share(self) -> Money:
+        return Money.from_minor(self.platform_minor, self.currency)
+
+
+class LedgerEntry(_Shares, SQLModel, table=True):
     __tablename__ = "bgjobs_ledger_entries"
     __table_args__ = (
         UniqueConstraint("source_id", "kind"),
@@ -55,20 +78,8 @@ class LedgerEntry(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
     payout_id: str | None = Field(default=None, max_length=300)
 
-    @property
-    def gross(self) -> Money:
-        return Money.from_minor(self.gross_minor, self.currency)
 
-    @property
-    def vendor_share(self) -> Money:
-        return Money.from_minor(self.vendor_minor, self.currency)
-
-    @property
-    def platform_share(self) -> Money:
-        return Money.from_minor(self.platform_minor, self.currency)
-
-
-class Entry(BaseModel):
+class Entry(_Shares, BaseModel):
     """A ledger entry as bgjobs's API returns it (the row itself stays bgjobs's)."""
 
     model_config = ConfigDict(frozen=True, from_attributes=True)
@@ -86,18 +97,6 @@ class Entry(BaseModel):
     occurred_at: datetime
     created_at: datetime
     payout_id: str | None
-
-    @property
-    def gross(self) -> Money:
-        return Money.from_minor(self.gross_minor, self.currency)
-
-    @property
-    def vendor_share(self) -> Money:
-        return Money.from_minor(self.vendor_minor, self.currency)
-
-    @property
-    def platform_share(self) -> Money:
-        return Money.from_minor(self.platform_minor, self.currency)
 
 
 class CommissionRate(SQLModel, table=True):
