@@ -11,6 +11,7 @@ from dramatiq.middleware import Middleware
 from pydantic import ValidationError
 
 from .errors import ConfigurationError, InvalidPayload, PermanentError
+from .outage import broker_outage, is_connection_error
 from .redis_broker import BgjobsRedisBroker
 
 __all__ = ["DeadLetterReasons", "Maintenance", "describe_failure"]
@@ -48,8 +49,10 @@ class Maintenance(Middleware):
         if isinstance(broker, BgjobsRedisBroker):
             try:
                 broker.retire()
-            except Exception:  # Redis gone at shutdown: the next maintenance pass forgets this worker
-                logger.warning("could not unregister this worker from Redis", exc_info=True)
+            except Exception as exc:  # Redis gone at shutdown: the next maintenance pass forgets it
+                traced = logger.isEnabledFor(logging.DEBUG)
+                what = f"{type(exc).__name__}: {exc}"
+                logger.warning("could not unregister this worker from Redis (%s)", what, exc_info=traced)
 
     def _loop(self, broker: BgjobsRedisBroker, worker: Any) -> None:
         interval = broker.worker_settings.maintenance_interval_ms / 1000
@@ -61,6 +64,7 @@ class Maintenance(Middleware):
                     broker.announce(worker)
                     described = True
                 report = broker.run_maintenance()
+                broker_outage.recover(log=logger)
                 if report.recovered or report.dead_lettered:
                     logger.warning(
                         "recovered %d message(s) from dead workers; dead-lettered %d poison message(s)",
@@ -69,6 +73,10 @@ class Maintenance(Middleware):
                     )
             except Exception as exc:
                 described = False
+                if is_connection_error(exc):
+                    broker_outage.report(exc, log=logger)
+                    self._stop.wait(min(interval, 1.0))
+                    continue
                 logger.error("maintenance pass failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc,
                              interval)  # fmt: skip
             self._stop.wait(interval)

@@ -26,6 +26,7 @@ from . import db, events, retention, runtime
 from .clock import now as _now
 from .errors import ConfigurationError, check_size
 from .jobs import JobContext, job
+from .outage import broker_outage, is_connection_error
 from .redis_broker import WAKE_CAP
 from .settings import OutboxSettings
 from .typed import TypedActor, registered, send_messages
@@ -180,9 +181,11 @@ class Relay:
             try:
                 n = self._once()
                 failures = 0
-            except Exception:
+            except Exception as exc:
                 failures += 1
-                if failures in (1, 10) or failures % 100 == 0:
+                if is_connection_error(exc):
+                    broker_outage.report(exc, log=logger)
+                elif failures in (1, 10) or failures % 100 == 0:
                     logger.exception("outbox relay failed (%d in a row); retrying", failures)
                 self.stopped.wait(min(self.interval_s * 2**failures, 30))
                 continue

@@ -31,6 +31,7 @@ from . import clock, registry
 from .broker import build_broker, settings_for
 from .coordination import Coordination, coordination_for
 from .engines import engine_for
+from .outage import broker_outage
 from .redact import mask_url
 from .settings import Settings, get_settings
 
@@ -51,6 +52,7 @@ class Runtime:
         adapters: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
+        broker_outage.watch(settings.broker_url)  # how this process's lines about an outage name it
         self.worker = worker
         self.now = now
         #: What the host configured: ports (``mailer``, ...) and hooks (``recipient``, ...).

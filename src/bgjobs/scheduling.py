@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import runtime
 from .errors import ConfigurationError
 from .jobs import Job, JobRun, registered_jobs
+from .outage import broker_outage, is_connection_error
 from .settings import Settings, schedule_key
 
 if TYPE_CHECKING:
@@ -232,7 +233,9 @@ def run_scheduler(settings: Settings) -> int:
     try:
         while True:
             try:
-                if not lock.acquire():
+                acquired = lock.acquire()
+                broker_outage.recover(log=logger)
+                if not acquired:
                     if not waiting_said:
                         logger.info("standing by: another scheduler holds the lock; taking over if it stops")
                         waiting_said = True
@@ -240,7 +243,10 @@ def run_scheduler(settings: Settings) -> int:
                     continue
                 waiting_said = False
             except RedisError as exc:
-                logger.error("cannot reach Redis for the scheduler lock (%s); trying again", exc)
+                if is_connection_error(exc):
+                    broker_outage.report(exc, log=logger)
+                else:
+                    logger.error("Redis refused the scheduler lock (%s); trying again", exc)
                 time.sleep(1)
                 continue
             logger.info("scheduler lock acquired; firing %d job(s)", len(table))

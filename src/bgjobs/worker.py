@@ -13,11 +13,13 @@ import sys
 from typing import Any
 
 import dramatiq
+from dramatiq.common import dq_name
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import runtime
 from .broker import build_broker
 from .errors import ConfigurationError, PermanentError
+from .outage import BrokerOutageLog
 from .settings import Settings, get_settings, unknown_variables
 from .typed import final_attempt
 from .wiring import PORTS, load_object, resolve
@@ -92,6 +94,14 @@ def _check_queues(broker: dramatiq.Broker, requested: list[str]) -> None:
         )
 
 
+def _fold_connection_errors(broker: dramatiq.Broker) -> None:
+    """Each consumer thread's connection errors go through the process's one outage account."""
+    gate = BrokerOutageLog()
+    for queue in broker.get_declared_queues():
+        for name in (queue, dq_name(queue)):
+            logging.getLogger(f"dramatiq.worker.ConsumerThread({name})").addFilter(gate)
+
+
 def load_modules(settings: Settings) -> None:
     """Import the families, the host's job modules, and run the setup hook: every actor is declared.
 
@@ -134,6 +144,7 @@ def _boot(settings: Settings) -> dramatiq.Broker:
     from .migrations import require_current
 
     _check_queues(broker, _requested_queues(sys.argv[1:]))
+    _fold_connection_errors(broker)
     policies(settings)  # BGJOBS_CLEANUP__POLICIES: a bad age stops the worker here, not at 02:00
     require_current(runtime.current().engine)
     return broker

@@ -93,7 +93,7 @@ def test_old_dead_letters_expire_with_their_reasons(redis_url: str) -> None:
     assert client.hkeys("dramatiq:q.XQ.reasons") == [b"new"]
 
 
-def test_a_worker_that_boots_while_redis_is_down_starts_maintenance_once_it_answers(
+def test_a_worker_that_boots_while_redis_is_down_says_so_at_a_bounded_rate_and_starts_once_it_answers(
     worker_env: dict[str, str], workers: list[WorkerProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bgjobs import runtime
@@ -109,8 +109,13 @@ def test_a_worker_that_boots_while_redis_is_down_starts_maintenance_once_it_answ
     w = WorkerProcess(env, processes=1)
     workers.append(w)
     w.start(wait=False)
-    time.sleep(3)
+    time.sleep(7)
     assert w.proc is not None and w.proc.poll() is None
+    # Then it says so once per backoff step (at 0 s and 5 s), not once a consumer thread every 3 s
+    said = [line for line in w.output().splitlines() if "cannot reach the broker" in line]
+    assert 1 <= len(said) <= 2, w.output()
+    assert f"at {server.url} (" in said[0] and "check BGJOBS_BROKER_URL" in said[0]
+    assert "Traceback" not in w.output() and "Restarting consumer" not in w.output()
     # When Redis comes up
     with server:
         client = redis.Redis.from_url(server.url)
@@ -122,6 +127,8 @@ def test_a_worker_that_boots_while_redis_is_down_starts_maintenance_once_it_answ
         (live,) = status().workers
         assert "default" in live.queues
         client.close()
+        wait_for(lambda: f"the broker at {server.url} answers again after" in w.output(), timeout=10,
+                 what="the line saying the broker answers again")  # fmt: skip
 
 
 def test_status_calls_a_worker_that_never_described_itself_unhealthy(redis_url: str) -> None:

@@ -110,12 +110,23 @@ def models_metadata() -> MetaData:
     return found
 
 
+def _quiet_alembic() -> None:
+    """Alembic logs its plugins and dialect at INFO on every check: ten lines at each worker boot.
+    Its own messages matter only when they warn, unless the host set the level itself."""
+    import logging
+
+    found = logging.getLogger("alembic")
+    if found.level == logging.NOTSET:
+        found.setLevel(logging.WARNING)
+
+
 def alembic_config(
     *, connection: Connection | None = None, url: str | None = None, output: TextIO | None = None,
     metadata: MetaData | None = None,
 ) -> Config:  # fmt: skip
     """An Alembic ``Config`` for bgjobs's scripts (no ``alembic.ini``): for ``alembic.command`` calls,
     such as generating a draft revision against ``metadata`` (docs/migrations.md)."""
+    _quiet_alembic()  # before the import, which logs its plugins
     from alembic.config import Config
 
     config = Config(output_buffer=output, stdout=output or io.StringIO())
@@ -146,6 +157,7 @@ def history() -> list[tuple[str, str | None, str]]:
 
 
 def _current(connection: Connection) -> str | None:
+    _quiet_alembic()
     from alembic.runtime.migration import MigrationContext
 
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
@@ -209,6 +221,7 @@ def _describe(diff: Any) -> str:
 
 def _compare(connection: Connection, metadata: MetaData) -> list[str]:
     from alembic.autogenerate import compare_metadata
+    _quiet_alembic()
     from alembic.runtime.migration import MigrationContext
 
     context = MigrationContext.configure(connection, opts={
