@@ -80,9 +80,23 @@ def _scheduler(args: argparse.Namespace) -> int:
     return run_scheduler(get_settings())
 
 
+def _known_jobs() -> int:
+    from .jobs import registered_jobs
+    from .operator_cli import table
+
+    found = sorted(registered_jobs().values(), key=lambda j: j.name)
+    rows = [(j.name, j.schedule or "-", ((j.fn.__doc__ or "").strip().splitlines() or [""])[0])
+            for j in found]  # fmt: skip
+    print(table(("job", "default schedule", "what it does"), rows))
+    print("\nbgjobs trigger JOB [--name value ...]   e.g. bgjobs trigger payouts.weekly --period 2025-W23")
+    return 0
+
+
 def _trigger(args: argparse.Namespace) -> int:
     from .jobs import trigger
 
+    if args.job is None:
+        return _known_jobs()
     pairs = dict(item.split("=", 1) for item in args.arg)
     print(trigger(args.job, **pairs).message_id)
     return 0
@@ -176,10 +190,12 @@ def _parser() -> argparse.ArgumentParser:
         "trigger", help="enqueue a batch job now and print its message id (job arguments as --name value)"
     )
     trigger.add_argument(
-        "job", help="the job's name (bgjobs runs lists those that ran; docs/scheduling.md lists bgjobs's own)"
-    )
+        "job", nargs="?",
+        help="the job's name; 'bgjobs trigger' alone lists the known jobs (bgjobs's and BGJOBS_JOBS's). "
+        "Job arguments follow it as --name value, e.g. payouts.weekly --period 2025-W23",
+    )  # fmt: skip
     trigger.add_argument(
-        "--arg", action="append", default=[], type=_arg, metavar="K=V", help="a job argument"
+        "--arg", action="append", default=[], type=_arg, metavar="K=V", help="a job argument (as --K V)"
     )
     trigger.set_defaults(func=_trigger)
     runs = commands.add_parser("runs", help="recent batch runs with their counts")

@@ -274,22 +274,28 @@ def run(*, keep: bool = False, processes: int = 2) -> int:
 
         runtime.reset()
         db.upgrade()
+        # The worker's and the scheduler's logs (and the console adapters' messages) go to one
+        # file, so the summary reads on its own; its tail is shown if anything did not happen.
+        log_path = workdir / "dev.log"
+        log = log_path.open("ab")
         try:
-            started.append(subprocess.Popen(
+            for argv in (
                 [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", str(processes), "-t", "4"],
-                env=os.environ,
-            ))  # fmt: skip
-            started.append(
-                subprocess.Popen([sys.executable, "-m", "bgjobs.cli", "scheduler"], env=os.environ)
-            )
+                [sys.executable, "-m", "bgjobs.cli", "scheduler"],
+            ):
+                started.append(subprocess.Popen(argv, env=os.environ, stdout=log, stderr=subprocess.STDOUT))
             print(f"bgjobs dev: redis {redis_server.url}, sqlite {workdir / 'bgjobs.db'}, {processes} "
-                  f"worker processes, the scheduler, storage in {workdir / 'storage'}")  # fmt: skip
+                  f"worker processes, the scheduler, storage in {workdir / 'storage'}\n"
+                  f"  worker and scheduler logs: {log_path}", flush=True)  # fmt: skip
             done = _drive(workdir, metrics_port)
+            if not done:
+                tail = log_path.read_text(errors="replace").splitlines()[-40:]
+                print("\nThe last lines of the worker and scheduler logs:\n  " + "\n  ".join(tail))
             if keep:
                 print("\nRunning; Ctrl-C (or SIGTERM) stops everything. From another shell:\n"
                       f"  export BGJOBS_BROKER_URL={env['BGJOBS_BROKER_URL']} "
                       f"BGJOBS_DATABASE_URL={env['BGJOBS_DATABASE_URL']}\n"
-                      "  bgjobs status; bgjobs runs", flush=True)  # fmt: skip
+                      f"  bgjobs status; bgjobs runs; tail -f {log_path}", flush=True)  # fmt: skip
                 started[0].wait()
             return 0 if done else 1
         except KeyboardInterrupt:
@@ -297,4 +303,5 @@ def run(*, keep: bool = False, processes: int = 2) -> int:
         finally:
             for process in reversed(started):
                 _stop(process)
+            log.close()
             shutil.rmtree(workdir, ignore_errors=True)

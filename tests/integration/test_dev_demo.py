@@ -22,12 +22,16 @@ def _env() -> dict[str, str]:
 
 def test_bgjobs_dev_does_real_work_of_every_family_and_exits_cleanly() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bgjobs.cli", "dev"], env=_env(), cwd=ROOT, capture_output=True, text=True,
-        timeout=240,
+        [sys.executable, "-m", "bgjobs.cli", "dev"], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=240,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
+    assert done.returncode == 0, out
     assert "NOT" not in out, out
+    # The summary reads on its own: the worker's and scheduler's logs went to their file
+    summary = out.split("What happened:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(summary) == 8 and all(line.startswith("  ok  ") for line in summary), out
+    assert " INFO " not in out and "[INFO]" not in out, out
     assert "ok  notifications: booking.created -> booking_confirmation by email, push, sms" in out
     assert re.search(r"ok  webhooks: booking.created -> http://127\.0\.0\.1:\d+/hooks: booking.created "
                      r"\(msg_\w+, signature verified\)\n", out), out  # fmt: skip
@@ -44,7 +48,8 @@ def test_bgjobs_dev_does_real_work_of_every_family_and_exits_cleanly() -> None:
     assert 'bgjobs_jobs_total{actor="payouts.pay",family="payouts",outcome="succeeded"} 2.0' in out
     assert 'bgjobs_jobs_total{actor="demo_welcome",family="notifications",outcome="succeeded"} 6.0' in out
     assert re.search(r"metrics: http://127\.0\.0\.1:\d+/metrics", out)
-    assert _nothing_left_running()
+    redis_url = re.search(r"bgjobs dev: redis (\S+),", out).group(1)  # type: ignore[union-attr]
+    assert _started_by_it(redis_url) == []
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -106,14 +111,14 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _nothing_left_running() -> bool:
-    """No worker command or scheduler is alive (the suite runs one test at a time)."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+def _started_by_it(redis_url: str) -> list[int]:
+    """Live processes that run with this demo's broker URL: only the ones that demo started."""
+    mark = f"BGJOBS_BROKER_URL={redis_url}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
         try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            if mark in environ.read_bytes().split(b"\0") and _alive(int(environ.parent.name)):
+                found.append(int(environ.parent.name))
+        except OSError:  # gone, or not ours to read
             continue
-        running = "dramatiq bgjobs.actors" in text or "bgjobs.cli scheduler" in text
-        if running and _alive(int(cmdline.parent.name)):
-            return False
-    return True
+    return found

@@ -197,6 +197,11 @@ def test_commands_find_the_host_s_modules_in_the_current_directory_as_the_worker
     triggered = bgjobs_command(tmp_path, "trigger", "myapp.hello", **jobs)
     assert triggered.returncode == 0, triggered.stderr
     assert re.fullmatch(r"[0-9a-f-]{36}\n", triggered.stdout)  # the message id
+    listed = bgjobs_command(tmp_path, "trigger", **jobs)  # no job: the known ones, the host's included
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"^myapp\.hello\s+-\s", listed.stdout, re.M), listed.stdout
+    assert re.search(r"^payouts\.weekly\s+0 8 \* \* mon\s+.*--period 2025-W23", listed.stdout, re.M)
+    assert "bgjobs trigger JOB [--name value ...]" in listed.stdout
     dry = bgjobs_command(tmp_path, "cleanup", "run", "--policy", "sessions", "--dry-run", **jobs)
     assert dry.returncode == 0, dry.stderr
     assert re.search(r"^sessions\s+would delete\s+", dry.stdout, re.M), dry.stdout

@@ -41,7 +41,11 @@ def run_cleanup(
 
 @job("cleanup.daily", schedule="0 2 * * *", queue="cleanup")
 def cleanup_daily(ctx: JobContext) -> dict[str, Any]:
-    """Apply every retention policy in batches; stop cleanly at the time budget (the next run goes on)."""
+    """Apply every retention policy (--policy NAME: one; --dry-run true: count only) until the budget.
+
+    The budget is the job's time limit less 60 s (at least 1 s): a run stopped by it is recorded
+    ``stopped`` and continues in a follow-up run, so a large backlog is deleted over several runs.
+    """
 
     limit_ms = runtime.current().settings.limits_for("cleanup.daily", "cleanup").time_limit_ms
     deadline = ctx.deadline or time.monotonic() + max(1.0, limit_ms / 1000 - 60)

@@ -63,7 +63,7 @@ def from_event(event: AnyEvent) -> None:
 
 @job("webhooks.endpoint_health", schedule="*/5 * * * *", queue=QUEUE, time_budget=240)
 def endpoint_health(ctx: JobContext) -> dict[str, int]:
-    """Resend deliveries whose job was lost in a crash (see ``operations.resend_overdue``)."""
+    """Resend deliveries whose job was lost in a crash (a worker killed before it sent them)."""
     resent = 0
     while not ctx.out_of_time:
         n = operations.resend_overdue()
