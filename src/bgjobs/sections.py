@@ -129,8 +129,14 @@ class PayoutSettings(FamilySettings):
     balance_max: Decimal = Field(default=Decimal("10000"), ge=0)
     #: Where operator alerts go (an email address); without it alerts are only logged and counted.
     alert_email: str | None = None
-    #: A deferred charge still failing this many minutes after its first failure expires.
+    #: A deferred charge not charged this many minutes after ``charge_ttl_from`` expires.
     charge_ttl_min: int = Field(default=30, ge=1)
+    #: Where the TTL counts from: ``first_failure`` (a charge is tried for the TTL once it has failed)
+    #: or ``created`` (a charge is valid for the TTL after ``defer_charge``; an older one expires
+    #: without a gateway call, so a customer is never charged long after the purchase).
+    charge_ttl_from: Literal["first_failure", "created"] = "first_failure"
+    #: Seconds one ``payouts.charges`` run may spend charging; the rest waits for the next run.
+    charges_budget_s: float = Field(default=240, gt=0)
 
 
 class ExportSettings(FamilySettings):

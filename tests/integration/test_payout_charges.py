@@ -116,6 +116,53 @@ def test_a_charge_failing_past_its_ttl_expires_with_an_event(
     assert sweep(jobs) == {"processed": 0, "failed": 0, "skipped": 0, "expired": 0}
 
 
+def test_with_a_ttl_from_creation_an_old_charge_expires_without_a_gateway_call(
+    harness: Start, gateway: PaymentGatewayServer
+) -> None:
+    jobs = start(harness, gateway, charge_ttl_min=30, charge_ttl_from="created")
+    # Given a charge deferred 31 minutes ago that no sweep has tried, and a fresh one
+    payouts.defer_charge("cust-1", "9.99", "USD", description="publish page 5", key="page:5")
+    payouts.defer_charge("cust-1", "4.50", "USD", description="publish page 6", key="page:6")
+    with db.session() as s:
+        then = datetime.now(UTC) - timedelta(minutes=31)
+        old = update(payout_tables.Charge).where(payout_tables.Charge.key == "page:5")
+        s.execute(old.values(created_at=then))
+    # When the sweep runs
+    assert sweep(jobs) == {"processed": 1, "failed": 0, "skipped": 0, "expired": 1}
+    # Then the old one expired uncharged, with its reason and event; the fresh one was charged
+    found = charges()
+    assert (found["page:5"].status, found["page:5"].attempts) == ("expired", 0)
+    assert found["page:5"].last_error == "not charged within 30 minutes of its creation"
+    assert [c["description"] for c in gateway.charges.values()] == ["publish page 6"]
+    assert [(name, e["key"]) for name, e in Seen.events] == [("charge.expired", "page:5")]
+
+
+def test_a_failing_charge_expires_at_its_creation_ttl_when_the_ttl_counts_from_creation(
+    harness: Start, gateway: PaymentGatewayServer
+) -> None:
+    jobs = start(harness, gateway, charge_ttl_min=30, charge_ttl_from="created")
+    gateway.no_method.add("cust-2")
+    payouts.defer_charge("cust-2", "9.99", "USD", description="publish page 7", key="page:7")
+    assert sweep(jobs)["skipped"] == 1  # its first failure is now: by first_failure it has 30 minutes
+    with db.session() as s:
+        then = datetime.now(UTC) - timedelta(minutes=31)
+        s.execute(update(payout_tables.Charge).values(created_at=then))
+    assert sweep(jobs) == {"processed": 0, "failed": 0, "skipped": 0, "expired": 1}
+    assert charges()["page:7"].status == "expired"
+
+
+def test_the_charges_budget_is_a_setting_and_what_it_leaves_waits_for_the_next_run(
+    harness: Start, gateway: PaymentGatewayServer
+) -> None:
+    jobs = start(harness, gateway, charges_budget_s=0.3)
+    for n in range(3):
+        payouts.defer_charge(f"cust-{n}", "1.00", "USD", description=f"page {n}", key=f"budget:{n}")
+    gateway.script = ["sleep:0.5"]  # the first charge takes longer than the whole budget
+    assert sweep(jobs)["processed"] == 1
+    assert sweep(jobs)["processed"] == 2
+    assert {c.status for c in charges().values()} == {"succeeded"}
+
+
 def test_bad_charges_are_refused_at_the_call(harness: Start, gateway: PaymentGatewayServer) -> None:
     start(harness, gateway)
     cases = ((Decimal("0"), "amount: a charge must be positive"), (1.5, "floats are not accepted"),

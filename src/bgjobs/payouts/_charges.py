@@ -5,8 +5,8 @@ pending charges customer by customer, charges each with the idempotency key ``ch
 and publishes the charge's ``on_success_event`` in the transaction that records the success
 (through the outbox), so the host's follow-up (publishing a page) happens once. A customer the
 gateway says has no payment method is skipped until the next sweep; a charge that has not
-succeeded within ``BGJOBS_PAYOUTS__CHARGE_TTL_MIN`` of its first failure expires, with
-``charge.expired``.
+succeeded within ``BGJOBS_PAYOUTS__CHARGE_TTL_MIN`` of its first failure (or of its creation,
+with ``BGJOBS_PAYOUTS__CHARGE_TTL_FROM=created``) expires, with ``charge.expired``.
 """
 
 from __future__ import annotations
@@ -124,14 +124,31 @@ def _record(charge: Charge, **values: Any) -> bool:
     return True
 
 
-def _failed(charge: Charge, error: str, now: datetime, ttl: timedelta) -> str:
-    since = db.aware(charge.first_failed_at or now)
-    if now - since >= ttl:
+class _Ttl:
+    """When a pending charge expires: ``charge_ttl_min`` after its first failure, or its creation."""
+
+    def __init__(self) -> None:
+        settings = current()
+        self.length = timedelta(minutes=settings.charge_ttl_min)
+        self.from_creation = settings.charge_ttl_from == "created"
+
+    def start(self, charge: Charge, now: datetime) -> datetime:
+        return db.aware(charge.created_at if self.from_creation else charge.first_failed_at or now)
+
+    def too_late(self, charge: Charge, now: datetime) -> bool:
+        """With ``created``, a charge already past its TTL expires without a gateway call."""
+        return self.from_creation and now - self.start(charge, now) >= self.length
+
+
+def _failed(charge: Charge, error: str, now: datetime, ttl: _Ttl) -> str:
+    since = ttl.start(charge, now)
+    if now - since >= ttl.length:
         _record(
             charge, status="expired", last_error=error[:1000], attempts=charge.attempts + 1, settled_at=now
         )
         return "expired"
-    _record(charge, last_error=error[:1000], attempts=charge.attempts + 1, first_failed_at=since)
+    first = db.aware(charge.first_failed_at or now)
+    _record(charge, last_error=error[:1000], attempts=charge.attempts + 1, first_failed_at=first)
     return "failed"
 
 
@@ -141,7 +158,7 @@ def sweep_charges(*, deadline: float | None = None) -> dict[str, int]:
     Args:
         deadline: a ``time.monotonic()`` after which the sweep stops; the rest waits for the next.
     """
-    ttl = timedelta(minutes=current().charge_ttl_min)
+    ttl = _Ttl()
     counts = {"processed": 0, "failed": 0, "skipped": 0, "expired": 0}
     with db.session() as s:
         pending = list(s.exec(
@@ -155,6 +172,10 @@ def sweep_charges(*, deadline: float | None = None) -> dict[str, int]:
             if deadline is not None and time.monotonic() > deadline:
                 return counts
             now = _now()
+            if ttl.too_late(charge, now):
+                why = f"not charged within {current().charge_ttl_min} minutes of its creation"
+                counts["expired"] += int(_record(charge, status="expired", settled_at=now, last_error=why))
+                continue
             key = f"charge:{charge.key}"
             request = ChargeRequest(customer_id=customer, amount=charge.amount, idempotency_key=key,
                                     description=charge.description)  # fmt: skip

@@ -3,6 +3,7 @@ the outbox."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -41,22 +42,23 @@ def _period(kind: str) -> Any:
 
 @job("payouts.weekly", schedule="0 8 * * mon", queue=QUEUE, check=_period("weekly"), needs=("payment",))
 def weekly(ctx: JobContext) -> dict[str, Any]:
-    """Pay every vendor's balance up to the end of last week (Monday to Sunday); ``period=2025-W23``."""
+    """Pay every vendor's balance up to the end of last week (Mon-Sun); --period 2025-W23 for another."""
     return _run("weekly", ctx)
 
 
 @job("payouts.monthly", schedule="0 0 1 * *", queue=QUEUE, check=_period("monthly"), needs=("payment",))
 def monthly(ctx: JobContext) -> dict[str, Any]:
-    """Pay every vendor's balance up to the end of last month; ``period=2025-06``."""
+    """Pay every vendor's balance up to the end of last month; --period 2025-06 for another month."""
     return _run("monthly", ctx)
 
 
-@job("payouts.charges", schedule="*/5 * * * *", queue=QUEUE, time_budget=240, needs=("payment",))
+@job("payouts.charges", schedule="*/5 * * * *", queue=QUEUE, needs=("payment",))
 def charges(ctx: JobContext) -> dict[str, int]:
-    """Charge the deferred charges; see ``bgjobs.payouts._charges``."""
+    """Charge the pending deferred charges, each once, for up to BGJOBS_PAYOUTS__CHARGES_BUDGET_S."""
     from ._charges import sweep_charges
 
-    return sweep_charges(deadline=ctx.deadline)
+    budget = time.monotonic() + runtime.current().settings.payouts.charges_budget_s
+    return sweep_charges(deadline=min(budget, ctx.deadline or budget))
 
 
 @job("payouts.balance_check", schedule="*/5 * * * *", queue=QUEUE, needs=("payment",))
@@ -75,7 +77,7 @@ def _day(args: dict[str, str]) -> object:
 
 @job("payouts.settlement", schedule="0 8 * * *", queue=QUEUE, check=_day, needs=("storage",))
 def settlement(ctx: JobContext) -> dict[str, Any]:
-    """Yesterday's settlement report as a CSV export; ``day=2025-06-01`` for another day."""
+    """Yesterday's settlement report as a CSV export; --day 2025-06-01 for another day."""
     from ._settlement import parse_day, settlement_report
 
     return {"export_id": settlement_report(parse_day(ctx.args.get("day"), field="day"))}
