@@ -61,7 +61,7 @@ def test_email_over_smtp_has_headers_both_bodies_and_one_message_id_across_a_ret
     text = mail.get_body(preferencelist=("plain",))
     html = mail.get_body(preferencelist=("html",))
     assert text is not None and html is not None
-    assert "Hello Ann," in text.get_content() and "Total: 500.00 USD" in text.get_content()
+    assert "Hello Ann," in text.get_content() and "Total: $500.00" in text.get_content()
     assert "<strong>B1</strong>" in html.get_content()
     (row,) = deliveries(key="booking:B1:confirmed")
     assert (row.status, row.attempts, row.provider_message_id) == ("sent", 2, expected_id)
@@ -76,7 +76,7 @@ def test_sms_and_push_reach_the_vendor_with_key_token_and_body(
     jobs.drain()
     sms = vendor.delivered("/sms")
     push = vendor.delivered("/push")
-    body = "Booking B1 confirmed for 2025-06-15. Total 500.00 USD."
+    body = "Booking B1 confirmed for 2025-06-15. Total $500.00."
     assert sms == {"notif:booking:B1:confirmed:sms": {"to": "+447700900123", "body": body, "sender_id": None}}
     ((push_key, push_body),) = push.items()
     assert push_key == "notif:booking:B1:confirmed:push"

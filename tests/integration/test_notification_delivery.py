@@ -341,6 +341,24 @@ def test_a_sweep_counts_what_it_queued_what_an_earlier_run_did_and_what_consent_
     assert [m.to for m in jobs.mailer.sent] == [(ANN.email,)]
 
 
+def test_a_sweep_item_whose_sms_is_too_long_still_gets_its_email_and_push(harness: Harness) -> None:
+    from bgjobs import runs
+
+    jobs = harness(sms_max_segments=1, quiet_hours_start=time(0, 0), quiet_hours_end=time(0, 0))
+    now = datetime.now(UTC)
+    long_name = "Full grooming with bath, nail trim, ear cleaning and a very long list of extras " * 2
+    configure(appointments=lambda *, start, end: [
+        AppointmentDue(appointment_id="A-long", recipient=ANN, starts_at=t, service=long_name)
+        for t in (now + timedelta(hours=23, minutes=30),) if start <= t < end])  # fmt: skip
+    _run(actors.appointment_reminders)
+    jobs.drain()
+    (run,) = runs.recent(job="notifications.appointment_reminders")
+    assert {k: run.figures[k] for k in ("queued", "invalid", "sms_too_long")} == {
+        "queued": 0, "invalid": 0, "sms_too_long": 1}  # fmt: skip
+    assert len(jobs.mailer.sent) == 1 and long_name.strip() in jobs.mailer.sent[0].text
+    assert sorted(r.channel for r in deliveries(key="appointment:A-long:reminder")) == ["email", "push"]
+
+
 def test_dunning_waits_the_interval_and_resends_an_interrupted_one(harness: Harness) -> None:
     jobs = harness(dunning_interval_h=72)
     admin = Recipient(user_id="admin1", email="admin@acme.example.com")
@@ -384,7 +402,7 @@ def test_events_send_their_notifications_once(harness: Harness) -> None:
                                          "amount": {"amount": "500.00", "currency": "USD"}})  # fmt: skip
     jobs.drain()
     assert sorted(m.subject for m in jobs.mailer.sent) == [
-        "Booking B1 cancelled", "Booking B1 confirmed", "Payment received: 500.00 USD",
+        "Booking B1 cancelled", "Booking B1 confirmed", "Payment received: $500.00",
     ]  # fmt: skip
     assert len(jobs.sms.sent) == 3
 

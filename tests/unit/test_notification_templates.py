@@ -93,7 +93,20 @@ def test_cancellation_states_refund_and_timeline() -> None:
     tpl = get_template("booking_cancellation")
     text = render(tpl, Channel.EMAIL, tpl.check(SAMPLES["booking_cancellation"]), ANN, host_dir=None,
                   default_locale="en").text  # fmt: skip
-    assert "450.00 USD" in text and "5 business days" in text
+    assert "$450.00" in text and "5 business days" in text
+
+
+@pytest.mark.parametrize(
+    ("locale", "shown"),
+    [("pt-BR", "R$\xa01.234,50"), ("de-DE", "1.234,50\xa0R$"), ("en", "R$1,234.50"), ("xx-YY", "R$1,234.50"),
+     (None, "R$1,234.50")],
+)  # fmt: skip
+def test_money_is_written_as_the_recipients_locale_writes_it(locale: str | None, shown: str) -> None:
+    tpl = get_template("payment_confirmation")
+    who = ANN.model_copy(update={"locale": locale})
+    variables = tpl.check({"payment_id": "P9", "amount": {"amount": "1234.50", "currency": "BRL"}})
+    text = render(tpl, Channel.EMAIL, variables, who, host_dir=None, default_locale="en").text
+    assert shown in text, text
 
 
 def test_html_escapes_variables_and_text_does_not() -> None:

@@ -24,7 +24,7 @@ from ._models import (
     TripDue,
 )
 from ._segments import Segments, count_segments
-from ._sender import Queued, deliveries, send
+from ._sender import Queued, SmsOverBudget, deliveries, send
 from ._templates import Template, TemplateVariables, get_template, register_template, registered_templates
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "Queued",
     "Recipient",
     "Segments",
+    "SmsOverBudget",
     "Template",
     "TemplateVariables",
     "TripDue",

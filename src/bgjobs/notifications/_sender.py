@@ -7,6 +7,7 @@ channel, held back for quiet hours where they apply. Delivery is :mod:`.delivery
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ from ._segments import count_segments
 from ._templates import get_template, render
 from .tasks import CHANNEL_TASKS
 
-__all__ = ["Queued", "deliveries", "send", "send_once"]
+__all__ = ["Queued", "SmsOverBudget", "deliveries", "send", "send_once"]
+
+logger = logging.getLogger("bgjobs.notifications")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ class Queued:
     notification_id: str
     keys: dict[Channel, str]
     delayed_until: dict[Channel, datetime] = field(default_factory=dict)
+
+
+class SmsOverBudget(InvalidPayload):
+    """The SMS version renders to more segments than ``BGJOBS_NOTIFICATIONS__SMS_MAX_SEGMENTS``."""
 
 
 def _channels(template: Any, recipient: Recipient, channels: Sequence[Channel | str] | None) -> list[Channel]:
@@ -105,7 +112,7 @@ def send(
         if channel is Channel.SMS:
             counted = count_segments(content.text)
             if counted.segments > n.sms_max_segments:
-                raise InvalidPayload(
+                raise SmsOverBudget(
                     f"template {tpl.name}: the SMS is {counted.units} {counted.encoding} characters, "
                     f"{counted.segments} segments; the budget is {n.sms_max_segments} "
                     f"({counted.per_segment} characters each; BGJOBS_NOTIFICATIONS__SMS_MAX_SEGMENTS)"
@@ -136,8 +143,9 @@ def send_once(template: str, recipient: Recipient | Mapping[str, Any], context: 
 
     Returns:
         ``queued`` (handed to delivery), ``already_done`` (every channel's delivery under ``key``
-        is sent or skipped already: a rerun of the sweep) or ``refused`` (consent refuses every
-        channel). A sweep counts these, so its run never reports as sent what was not.
+        is sent or skipped already: a rerun of the sweep), ``refused`` (consent refuses every
+        channel) or ``sms_too_long`` (its other channels were handed to delivery; the SMS was over
+        its segment budget). A sweep counts these, so its run never reports as sent what was not.
 
     Raises:
         InvalidPayload: as :func:`send`.
@@ -156,7 +164,16 @@ def send_once(template: str, recipient: Recipient | Mapping[str, Any], context: 
     settings = runtime.current().settings.notifications
     if all(consent_refusal(tpl.category, who.user_id, c, settings) for c in chosen):
         return "refused"
-    send(template, who, context, key=key)
+    try:
+        send(template, who, context, key=key)
+    except SmsOverBudget as exc:
+        # One item's long SMS must not cost it its email and push: they go, and the run says so.
+        rest = [c for c in chosen if c is not Channel.SMS]
+        if not rest:
+            raise
+        logger.warning("%s: sent without its SMS: %s", key, exc)
+        send(template, who, context, key=key, channels=rest)
+        return "sms_too_long"
     return "queued"
 
 

@@ -131,7 +131,26 @@ def locale_chain(locale: str | None, default: str) -> list[str]:
     return chain
 
 
-def _money(value: Money) -> str:
+@functools.cache
+def _babel_locale(locale: str) -> Any:
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        return Locale.parse(locale.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        return None
+
+
+@jinja2.pass_context
+def _money(ctx: Any, value: Money) -> str:
+    """An amount as the recipient's locale writes it (CLDR): ``$500.00`` in en, ``R$ 1.234,50`` in
+    pt-BR, ``1.234,50 €`` in de; the currency's own number of decimals."""
+    from babel.numbers import format_currency
+
+    for name in ctx.get("locales") or ():
+        found = _babel_locale(name)
+        if found is not None:
+            return str(format_currency(value.amount, value.currency, locale=found))
     return f"{value.amount:,} {value.currency}"
 
 
@@ -173,7 +192,7 @@ def render(
     """
     env = _environment(host_dir, template.directory or BUNDLED_DIR)
     chain = locale_chain(recipient.locale, default_locale)
-    context = {**variables, "recipient": recipient, "timezone": recipient.timezone}
+    context = {**variables, "recipient": recipient, "timezone": recipient.timezone, "locales": chain}
     parts: dict[str, str | None] = {}
     for part in PARTS[channel]:
         names = [f"{locale}/{template.name}/{part}" for locale in chain]

@@ -90,8 +90,9 @@ def on_payment_succeeded(event: PaymentSucceeded) -> None:
 # Sweeps over the host's sources.
 
 
-#: What a sweep's run counts: handed to delivery, done by an earlier run, refused by consent, bad.
-SWEEP_COUNTS = ("queued", "already_done", "refused", "invalid")
+#: What a sweep's run counts: handed to delivery, done by an earlier run, refused by consent, bad,
+#: and handed to delivery without an SMS that was over its segment budget.
+SWEEP_COUNTS = ("queued", "already_done", "refused", "invalid", "sms_too_long")
 
 
 def _send_each(ctx: JobContext, items: Any, build: Any) -> dict[str, int]:
