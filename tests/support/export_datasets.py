@@ -27,6 +27,7 @@ TRICKY: list[dict[str, Any]] = [
     {"id": 6, "text": "-2+3", "amount": Decimal("1E+3"), "at": None},
     {"id": 7, "text": "@cmd", "amount": Decimal("7"), "at": None},
     {"id": 8, "text": "", "amount": Decimal("0.000"), "at": None},
+    {"id": 9, "text": "a nano-unit", "amount": Decimal("0.000000001"), "at": None},
 ]  # fmt: skip
 COLUMNS = ("id", "text", "amount", "at")
 

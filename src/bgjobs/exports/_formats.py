@@ -4,7 +4,8 @@
   starting with ``=``, ``+``, ``-``, ``@`` (or a tab or carriage return) gets a leading ``'`` so a
   spreadsheet shows it instead of running it as a formula.
 - JSON Lines writes one object per line; JSON writes one array (for small exports).
-- Decimals are written as their exact text, datetimes as ISO 8601 with their offset (naive ones
+- Decimals are written as their exact text in positional notation (``0.000000001``, never
+  ``1E-9``), datetimes as ISO 8601 with their offset (naive ones
   are taken as UTC), dates as ISO 8601; None is an empty CSV cell or JSON null.
 """
 
@@ -33,7 +34,11 @@ def _value(value: Any) -> Any:
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    if isinstance(value, Decimal | UUID):
+    if isinstance(value, Decimal):
+        # Positional, never scientific: str() writes Decimal("0.000000001") as "1E-9", which a
+        # spreadsheet or a strict reader takes for text. Trailing zeros ("1.50") are kept.
+        return format(value, "f")
+    if isinstance(value, UUID):
         return str(value)
     if isinstance(value, bytes):
         raise TypeError("bytes cannot be exported; decode them in the dataset")
