@@ -171,5 +171,6 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     worker.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1,
                         help="worker processes (one per CPU by default)")  # fmt: skip
     worker.add_argument("--threads", "-t", type=int, default=8, help="threads per process (8)")
-    worker.add_argument("dramatiq_args", nargs=argparse.REMAINDER, metavar="...")
+    worker.add_argument("dramatiq_args", nargs=argparse.REMAINDER, metavar="...",
+                        help="passed to dramatiq as they are (-Q webhooks, --watch src, ...)")  # fmt: skip
     worker.set_defaults(func=_worker)

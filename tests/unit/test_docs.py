@@ -63,6 +63,25 @@ def test_the_cli_reference_covers_every_command() -> None:
         assert f"### `{command}`" in reference, command
 
 
+def test_every_argument_of_every_command_says_what_it_is() -> None:
+    import argparse
+
+    from bgjobs import cli
+
+    silent: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                silent.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(cli._parser(), "bgjobs")
+    assert silent == []
+
+
 def _build(root: Path, site: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
