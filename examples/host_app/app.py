@@ -8,6 +8,8 @@ Request handlers do three kinds of enqueueing:
 * work with no transaction of its own (an export) is sent directly;
 * bad input is refused in the request, with the field named, before anything is written.
 
+The operations console is mounted at ``/bgjobs`` behind the app's own login (see ``create_app``).
+
 Run it (with a worker beside it, on the same settings):
 
     pip install -r examples/host_app/requirements.txt
@@ -116,4 +118,21 @@ def create_app() -> Flask:
             return jsonify(error=str(exc)), 404
         return jsonify(info.model_dump(mode="json")), 200
 
+    # The operations console under /bgjobs, behind the app's own login (here: the user name a
+    # single-sign-on proxy puts in X-Staff-User). Staff may look; only admins may act.
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from bgjobs.console import wsgi_app
+
+    def authorize(request: Any, action: str, resource: str) -> bool | str:
+        user = request.headers.get("x-staff-user")
+        if not user or (action != "read" and user not in ADMINS):
+            return False
+        return str(user)  # allowed, and named in the console's audit log
+
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/bgjobs": wsgi_app(authorize=authorize)})  # type: ignore[method-assign]
     return app
+
+
+#: Staff who may act in the console (requeue, pause, trigger); every staff user may look.
+ADMINS = frozenset({"ana"})

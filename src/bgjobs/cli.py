@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
-from .errors import BgjobsError, UsageError
+from .errors import BgjobsError, ConfigurationError, UsageError
 from .settings import unknown_variables
 
 __all__ = ["main"]
@@ -57,7 +57,7 @@ def _db_check(args: argparse.Namespace) -> int:
 
 
 #: Commands that read or write bgjobs's tables: they check the database's revision first.
-NEEDS_TABLES = frozenset({"scheduler", "runs", "outbox", "webhooks", "cleanup", "exports"})
+NEEDS_TABLES = frozenset({"scheduler", "runs", "outbox", "webhooks", "cleanup", "exports", "console"})
 #: Commands that act on declared jobs, policies or datasets: they import the host's modules first.
 LOADS_JOBS = frozenset({"scheduler", "trigger", "cleanup", "exports", "webhooks", "outbox"})
 
@@ -154,6 +154,16 @@ def _arg(value: str) -> str:
     return value
 
 
+def _console(args: argparse.Namespace) -> int:
+    try:
+        from .console._serve import serve
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the console needs the console extra ({exc.name} is missing): pip install 'bgjobs[console]'"
+        ) from None
+    return serve(host=args.host, port=args.port)
+
+
 def _dev(args: argparse.Namespace) -> int:
     from .dev import run
 
@@ -221,6 +231,12 @@ def _parser() -> argparse.ArgumentParser:
     register_webhooks(commands)
     register_exports(commands)
     register_cleanup(commands)
+
+    console = commands.add_parser("console", help="serve the operations console (web dashboard and JSON API)")
+    console.add_argument("--host", help="address to listen on (BGJOBS_CONSOLE__HOST, 127.0.0.1); another "
+                         "than loopback needs BGJOBS_CONSOLE__TOKEN or a user and password")  # fmt: skip
+    console.add_argument("--port", type=int, help="port (BGJOBS_CONSOLE__PORT, 9181)")
+    console.set_defaults(func=_console)
 
     dev = commands.add_parser("dev", help="run a worker on an embedded Redis and SQLite with sample jobs")
     dev.add_argument("--keep", action="store_true", help="keep running after the sample work (Ctrl-C stops)")

@@ -28,13 +28,16 @@ from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
-__all__ = ["WakingConsumer"]
+__all__ = ["PAUSED_KEY", "WakingConsumer"]
 
 logger = logging.getLogger("bgjobs.consumer")
 _UNDECODABLE = resources.files("bgjobs").joinpath("undecodable.lua").read_text()
 
 #: The longest one BLPOP may block; the worker timeout (1 s by default) is usually shorter.
 MAX_BLOCK_S = 2.0
+#: A Redis set of paused queue names (``bgjobs.pausing``); consumers read it this often.
+PAUSED_KEY = "__bgjobs_paused__"
+PAUSE_CHECK_S = 0.5
 
 
 class WakingConsumer(_RedisConsumer):
@@ -43,9 +46,24 @@ class WakingConsumer(_RedisConsumer):
         # Delay queues keep polling: their consumer thread releases due messages between polls.
         self.wake_key = None if queue_name.endswith(".DQ") else f"{broker.namespace}:{queue_name}.wake"
         self._undecodable = broker.client.register_script(_UNDECODABLE)
+        self._paused_key = f"{broker.namespace}:{PAUSED_KEY}"
+        self._queue = queue_name.removesuffix(".DQ")
+        self._pause_checked, self._paused = -PAUSE_CHECK_S, False
+
+    def _is_paused(self) -> bool:
+        """Whether an operator paused this queue (its delay queue pauses with it), read at most
+        every ``PAUSE_CHECK_S``: a pause takes effect within a second and survives restarts."""
+        now = time.monotonic()
+        if now - self._pause_checked >= PAUSE_CHECK_S:
+            self._paused = bool(self.broker.client.sismember(self._paused_key, self._queue))
+            self._pause_checked = now
+        return self._paused
 
     def __next__(self) -> MessageProxy | None:
         try:
+            if self._is_paused():  # nothing starts, fetched or not; fetched ones wait in flight
+                time.sleep(min(self.timeout / 1000, PAUSE_CHECK_S))
+                return None
             while True:
                 if self.message_cache:
                     data = self.message_cache.pop(0)

@@ -23,7 +23,9 @@ from . import runtime
 from .errors import ConfigurationError, InvalidPayload
 from .redis_broker import WAKE_CAP, BgjobsRedisBroker, registered_queues
 
-__all__ = ["DeadLetter", "dead_letters", "find", "purge", "queues", "redis_broker", "requeue"]
+__all__ = [
+    "DeadLetter", "dead_letters", "find", "purge", "purge_letters", "queues", "redis_broker", "requeue",
+]  # fmt: skip
 
 _REQUEUE = resources.files("bgjobs").joinpath("deadletters.lua").read_text()
 #: Messages per Redis round trip when requeueing or purging.
@@ -127,22 +129,31 @@ def _scan(broker: BgjobsRedisBroker, queue: str, *, page: int = BATCH) -> Iterat
 
 
 def dead_letters(
-    *, queue: str | None = None, actor: str | None = None, limit: int | None = 50,
+    *, queue: str | None = None, actor: str | None = None, reason: str | None = None,
+    since: datetime | None = None, limit: int | None = 50, offset: int = 0,
     broker: dramatiq.Broker | None = None,
 ) -> list[DeadLetter]:  # fmt: skip
-    """Dead letters, newest first, of one queue or all, optionally of one actor."""
+    """Dead letters, newest first, of one queue or all, optionally of one actor, whose reason
+    contains ``reason`` (any case), failed at or after ``since``; ``offset`` skips the newest."""
     found = redis_broker(broker)
+    wanted = None if limit is None else offset + limit
+    needle = reason.casefold() if reason else None
     chosen: list[DeadLetter] = []
     for name in [queue] if queue else queues(found):
         taken = 0
         for letter in _scan(found, name):
-            if actor is None or letter.actor == actor:
-                chosen.append(letter)
-                taken += 1
-                if limit is not None and taken >= limit:
-                    break
+            if since is not None and letter.failed_at < since:
+                break  # each queue is scanned newest first
+            if actor is not None and letter.actor != actor:
+                continue
+            if needle is not None and needle not in letter.reason.casefold():
+                continue
+            chosen.append(letter)
+            taken += 1
+            if wanted is not None and taken >= wanted:
+                break
     chosen.sort(key=lambda letter: letter.failed_at, reverse=True)
-    return chosen if limit is None else chosen[:limit]
+    return chosen[offset:] if wanted is None else chosen[offset:wanted]
 
 
 def find(ids: Iterable[str], *, broker: dramatiq.Broker | None = None) -> list[DeadLetter]:
@@ -222,4 +233,23 @@ def purge(
             removed += int(pipe.execute()[0])
             if progress:
                 progress(len(ids))
+    return removed
+
+
+def purge_letters(letters: Iterable[DeadLetter], *, broker: dramatiq.Broker | None = None) -> int:
+    """Delete these dead letters (by their Redis ids); returns how many were still there."""
+    found = redis_broker(broker)
+    by_queue: dict[str, list[str]] = {}
+    for letter in letters:
+        by_queue.setdefault(letter.queue, []).append(letter.redis_id)
+    removed = 0
+    for queue, ids in by_queue.items():
+        key = f"{found.namespace}:{queue}.XQ"
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
+            pipe = found.client.pipeline(transaction=True)
+            pipe.zrem(key, *chunk)
+            pipe.hdel(f"{key}.msgs", *chunk)
+            pipe.hdel(f"{key}.reasons", *chunk)
+            removed += int(pipe.execute()[0])
     return removed

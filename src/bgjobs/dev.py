@@ -248,6 +248,20 @@ def _drive(workdir: Path, metrics_port: int) -> bool:
     return out.ok
 
 
+def _console_port() -> int | None:
+    """A port for the console, or None when the console extra is not installed."""
+    import importlib.util
+
+    installed = all(importlib.util.find_spec(name) for name in ("fastapi", "uvicorn"))
+    return free_port() if installed else None
+
+
+def _console_line(port: int | None) -> str:
+    if port is None:
+        return "not started (pip install 'bgjobs[console]' to see the dashboard)"
+    return f"http://127.0.0.1:{port}/"
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
@@ -278,15 +292,20 @@ def run(*, keep: bool = False, processes: int = 2) -> int:
         # file, so the summary reads on its own; its tail is shown if anything did not happen.
         log_path = workdir / "dev.log"
         log = log_path.open("ab")
+        console = _console_port()
         try:
-            for argv in (
+            commands = [
                 [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", str(processes), "-t", "4"],
                 [sys.executable, "-m", "bgjobs.cli", "scheduler"],
-            ):
+            ]
+            if console is not None:
+                commands.append([sys.executable, "-m", "bgjobs.cli", "console", "--port", str(console)])
+            for argv in commands:
                 started.append(subprocess.Popen(argv, env=os.environ, stdout=log, stderr=subprocess.STDOUT))
             print(f"bgjobs dev: redis {redis_server.url}, sqlite {workdir / 'bgjobs.db'}, {processes} "
                   f"worker processes, the scheduler, storage in {workdir / 'storage'}\n"
-                  f"  worker and scheduler logs: {log_path}", flush=True)  # fmt: skip
+                  f"  console: {_console_line(console)}\n"
+                  f"  worker, scheduler and console logs: {log_path}", flush=True)  # fmt: skip
             done = _drive(workdir, metrics_port)
             if not done:
                 tail = log_path.read_text(errors="replace").splitlines()[-40:]

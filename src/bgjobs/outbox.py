@@ -31,7 +31,7 @@ from .redis_broker import WAKE_CAP
 from .settings import OutboxSettings
 from .typed import TypedActor, registered, send_messages
 
-__all__ = ["OutboxRow", "Relay", "defer", "pending", "relay_once", "relay_sweep"]
+__all__ = ["OutboxRow", "Relay", "backlog", "defer", "pending", "relay_once", "relay_sweep"]
 
 logger = logging.getLogger("bgjobs.outbox")
 
@@ -144,6 +144,17 @@ def pending(*, engine: Engine | None = None) -> int:
 
     with db.session(engine) as s:
         return int(s.exec(select(func.count()).where(col(OutboxRow.sent_at).is_(None))).one())
+
+
+def backlog(*, engine: Engine | None = None) -> tuple[int, datetime | None]:
+    """Rows not yet relayed, and when the oldest of them was committed (None: no backlog)."""
+    from sqlalchemy import func
+
+    with db.session(engine) as s:
+        count, oldest = s.exec(
+            select(func.count(), func.min(OutboxRow.created_at)).where(col(OutboxRow.sent_at).is_(None))
+        ).one()
+    return int(count), db.aware(oldest) if oldest is not None else None
 
 
 @job("outbox.relay", schedule="* * * * *")

@@ -30,6 +30,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.message import Message
 
+from .consumer import PAUSED_KEY as PAUSED_KEY
 from .consumer import WakingConsumer
 from .errors import check_size
 from .settings import WorkerSettings

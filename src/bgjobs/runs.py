@@ -13,7 +13,7 @@ from sqlmodel import Field, SQLModel, col, select
 from . import db, retention
 from .clock import now as _now
 
-__all__ = ["Run", "finish", "recent", "start"]
+__all__ = ["Run", "finish", "get", "recent", "start"]
 
 
 class Run(SQLModel, table=True):
@@ -63,13 +63,23 @@ def finish(
     return stored
 
 
-def recent(*, job: str | None = None, limit: int = 20, engine: Engine | None = None) -> list[Run]:
-    """The latest runs, newest first."""
+def recent(
+    *, job: str | None = None, outcome: str | None = None, limit: int = 20, offset: int = 0,
+    engine: Engine | None = None,
+) -> list[Run]:  # fmt: skip
+    """The latest runs, newest first (of one job, with one outcome: ``running``, ``succeeded`` ...)."""
     with db.session(engine) as s:
-        query = select(Run).order_by(col(Run.started_at).desc()).limit(limit)
+        query = select(Run).order_by(col(Run.started_at).desc(), col(Run.id)).offset(offset).limit(limit)
         if job:
             query = query.where(Run.job == job)
+        if outcome:
+            query = query.where(Run.outcome == outcome)
         return list(s.exec(query))
+
+
+def get(run_id: str, *, engine: Engine | None = None) -> Run | None:
+    with db.session(engine) as s:
+        return s.get(Run, run_id)
 
 
 retention.keep("bgjobs.runs", "bgjobs_runs", "started_at", days=lambda s: s.cleanup.runs_days,

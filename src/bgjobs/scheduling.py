@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .coordination import Coordination
     from .redis_broker import BgjobsRedisBroker
 
-__all__ = ["Entry", "Ticker", "cron_table", "run_scheduler", "validate"]
+__all__ = ["Entry", "Ticker", "Upcoming", "cron_table", "run_scheduler", "upcoming", "validate"]
 
 logger = logging.getLogger("bgjobs.scheduler")
 
@@ -197,6 +197,33 @@ class Ticker:
             return False
         logger.info("scheduled %s for %s (%s)", name, tick.isoformat(), sent.message_id)
         return True
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """One entry of the cron table as an operator sees it."""
+
+    job: str
+    schedule: str
+    #: The next tick after now (in UTC).
+    next_at: datetime | None
+    #: The last tick a scheduler fired (None: none yet).
+    last_tick_at: datetime | None
+
+
+def upcoming(
+    settings: Settings, coordination: Coordination, *, now: datetime | None = None
+) -> list[Upcoming]:
+    """The cron table with each entry's next tick and the last one fired, soonest first."""
+    moment = now or datetime.now(UTC)
+    table = cron_table(settings)
+    lasts = coordination.marks([f"bgjobs-tick-last:{e.job.name}" for e in table]) if table else []
+    found = []
+    for entry, last in zip(table, lasts, strict=True):
+        fired = datetime.fromtimestamp(float(last), UTC) if last else None
+        following = _trigger(entry.schedule, settings.timezone).get_next_fire_time(None, moment)
+        found.append(Upcoming(entry.job.name, entry.schedule, following, fired))
+    return sorted(found, key=lambda u: (u.next_at is None, u.next_at or moment, u.job))
 
 
 class _LostLead(Exception):

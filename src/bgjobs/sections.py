@@ -184,6 +184,8 @@ class CleanupSettings(FamilySettings):
     webhooks_days: int = Field(default=30, ge=0)
     outbox_days: int = Field(default=7, ge=0)
     idempotency_days: int = Field(default=30, ge=0)
+    #: The console's audit log (who did what, when).
+    audit_days: int = Field(default=365, ge=0)
     #: Directories whose old files matching ``log_glob`` are gzip-compressed.
     log_dirs: list[str] = Field(default_factory=list)
     log_glob: str = "*.log"
@@ -241,6 +243,25 @@ class HealthSettings(_Section):
     max_age_s: int = Field(default=600, ge=1)
     #: Unhealthy with fewer live worker processes than this.
     min_workers: int = Field(default=1, ge=0)
+
+
+class ConsoleSettings(_Section):
+    """The operations console (``bgjobs console``, or ``bgjobs.console.create_app()`` mounted).
+
+    With neither a token nor a password it answers loopback clients only, and the standalone
+    server refuses to listen on any other address.
+    """
+
+    #: A bearer token for the API and external cron callers (``Authorization: Bearer ...``); the
+    #: dashboard accepts it too, as the HTTP Basic password of any user.
+    token: SecretStr | None = None
+    #: HTTP Basic credentials for the dashboard (and the API).
+    username: str | None = None
+    password: SecretStr | None = None
+    #: Every action (requeue, purge, pause, trigger, ...) is refused; pages and reads still work.
+    read_only: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9181, ge=0, le=65535)
 
 
 class MetricsSettings(_Section):

@@ -19,6 +19,7 @@ from .errors import ConfigurationError
 from .sections import (
     ActorSettings,
     CleanupSettings,
+    ConsoleSettings,
     EventSettings,
     ExportSettings,
     FamilySettings,
@@ -41,6 +42,7 @@ from .sections import (
 __all__ = [
     "ActorSettings",
     "CleanupSettings",
+    "ConsoleSettings",
     "EventSettings",
     "ExportSettings",
     "FamilySettings",
@@ -116,6 +118,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
 
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     http_sms: HttpVendorSettings = Field(default_factory=HttpVendorSettings)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.workers import ROOT
+from tests.support.workers import ROOT, wait_for
 
 
 def _env() -> dict[str, str]:
@@ -67,7 +67,12 @@ def test_ctrl_c_or_sigterm_stops_everything_bgjobs_dev_started(stop: signal.Sign
                 break
         port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/", lines[0]).group(1))  # type: ignore[union-attr]
         started = _descendants(proc.pid)
-        assert len(started) >= 5, started  # redis, the worker command, its 2 processes, the scheduler
+        # redis, the worker command, its 2 processes, the scheduler, the console
+        assert len(started) >= 6, started
+        console = re.search(r"console: (http://127\.0\.0\.1:\d+/)", "".join(lines)).group(1)  # type: ignore[union-attr]
+        wait_for(lambda: _get_json(console + "api/v1/overview"), timeout=30, what="the console")
+        overview = _get_json(console + "api/v1/overview")
+        assert isinstance(overview, dict) and len(overview["workers"]) == 2  # the demo's two worker processes
         workdir = Path(re.search(r"sqlite (\S+)/bgjobs\.db", lines[0]).group(1))  # type: ignore[union-attr]
         assert workdir.is_dir()
         proc.send_signal(stop)
@@ -83,6 +88,16 @@ def test_ctrl_c_or_sigterm_stops_everything_bgjobs_dev_started(stop: signal.Sign
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # its Redis is gone
     assert not workdir.exists()  # and its temp directory
+
+
+def _get_json(url: str) -> object:
+    import httpx
+
+    try:
+        answer = httpx.get(url, timeout=5)
+    except httpx.HTTPError:
+        return None
+    return answer.json() if answer.status_code == 200 else None
 
 
 def _parent(pid: int) -> int | None:

@@ -95,3 +95,25 @@ def test_an_export_is_requested_from_a_handler_and_its_status_read_back(
         .startswith("filters: city")
     )
     assert client.get("/exports/exp_nope").status_code == 404
+
+
+def test_the_console_is_mounted_behind_the_app_s_own_login(served: tuple[httpx.Client, JobsHarness]) -> None:
+    client, _ = served
+    assert client.get("/bgjobs/api/v1/healthz").json() == {"status": "alive"}
+    assert client.get("/bgjobs/api/v1/jobs").status_code == 403  # nobody signed in
+    staff, admin = {"X-Staff-User": "bob"}, {"X-Staff-User": "ana"}
+    jobs = client.get("/bgjobs/api/v1/jobs", headers=staff).json()
+    assert "cleanup.daily" in [j["name"] for j in jobs]
+    page = client.get("/bgjobs/runs", headers=staff)
+    assert page.status_code == 200 and 'href="/bgjobs/static/console.css"' in page.text
+    assert client.get("/bgjobs/static/console.js", headers=staff).status_code == 200
+    csrf = {"X-CSRF-Token": page.cookies["bgjobs_csrf"]}
+    client.cookies.set("bgjobs_csrf", page.cookies["bgjobs_csrf"])
+    refused = client.post("/bgjobs/api/v1/jobs/cleanup.daily/trigger", json={}, headers={**staff, **csrf})
+    assert refused.status_code == 403
+    sent = client.post("/bgjobs/api/v1/jobs/cleanup.daily/trigger", json={}, headers={**admin, **csrf})
+    assert sent.status_code == 200 and sent.json()["job"] == "cleanup.daily"
+    from bgjobs.audit import entries
+
+    assert [(e.who, e.action, e.result) for e in reversed(entries())] == [
+        ("bob", "trigger", "refused"), ("ana", "trigger", "ok")]  # fmt: skip

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,28 +18,10 @@ import pytest
 import redis
 
 from bgjobs import db
+from tests.support.scheduler import Scheduler
 from tests.support.workers import ROOT, wait_for
 
 LOCK_TIMEOUT_S = 2
-
-
-class Scheduler:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix="bgjobs-scheduler-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bgjobs.cli", "scheduler"],
-            env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        self.log.close()  # the scheduler writes through its own descriptor; output() reads the file
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(timeout=20)
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ BASELINE = "0001"
 LOCK_KEY = 0x62676A6F6273
 #: The modules whose import declares every bgjobs table.
 MODEL_MODULES = (
-    "bgjobs.idempotency", "bgjobs.outbox", "bgjobs.runs", "bgjobs.exports._models",
+    "bgjobs.idempotency", "bgjobs.outbox", "bgjobs.runs", "bgjobs.audit", "bgjobs.exports._models",
     "bgjobs.notifications._models", "bgjobs.payouts._models", "bgjobs.webhooks._models",
 )  # fmt: skip
 

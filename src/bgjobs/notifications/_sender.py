@@ -182,10 +182,18 @@ def deliveries(
     notification_id: str | None = None,
     user_id: str | None = None,
     key: str | None = None,
+    template: str | None = None,
+    status: str | None = None,
     limit: int = 100,
+    offset: int = 0,
 ) -> list[NotificationDelivery]:
-    """The delivery log, newest first, filtered by any of the arguments."""
+    """The delivery log, newest first, filtered by any of the arguments (``key``: the business key
+    given to ``send``; ``status``: pending, sent, skipped, failed or dead)."""
     query = select(NotificationRecord)
+    if template is not None:
+        query = query.where(NotificationRecord.template == template)
+    if status is not None:
+        query = query.where(NotificationRecord.status == status)
     if notification_id is not None:
         query = query.where(NotificationRecord.notification_id == notification_id)
     if user_id is not None:
@@ -193,5 +201,6 @@ def deliveries(
     if key is not None:
         query = query.where(col(NotificationRecord.key).startswith(f"notif:{key}:"))
     with db.session() as s:
-        rows = s.exec(query.order_by(col(NotificationRecord.created_at).desc()).limit(limit))
+        newest = query.order_by(col(NotificationRecord.created_at).desc(), col(NotificationRecord.key))
+        rows = s.exec(newest.offset(offset).limit(limit))
         return [NotificationDelivery.model_validate(r) for r in rows]

@@ -21,9 +21,9 @@ from ._ledger import (
     set_commission_rate,
     split,
 )
-from ._models import Entry, Receipt, VendorEarnings
+from ._models import Entry, PayoutInfo, Receipt, VendorEarnings
 from ._periods import Period, period_for
-from ._planning import receipts, report
+from ._planning import payouts, receipts, report
 from ._settlement import settlement_report, settlement_rows
 from .actors import LedgerWrite, record_entry
 
@@ -32,6 +32,7 @@ __all__ = [
     "ChargeSucceeded",
     "Entry",
     "LedgerWrite",
+    "PayoutInfo",
     "Period",
     "Receipt",
     "VendorEarnings",
@@ -41,6 +42,7 @@ __all__ = [
     "check_balances",
     "commission_rate",
     "defer_charge",
+    "payouts",
     "period_for",
     "receipts",
     "record_adjustment",

@@ -167,6 +167,29 @@ class PayoutReceipt(SQLModel, table=True):
         return Money.from_minor(self.amount_minor, self.currency)
 
 
+class PayoutInfo(BaseModel):
+    """A payout as :func:`~bgjobs.payouts.payouts` returns it: ``pending``, ``paid`` or ``failed``
+    (with the gateway's reason; its entries went back to the balance for the next run)."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    id: str
+    run_key: str
+    vendor_id: str
+    amount_minor: int
+    currency: str
+    entries: int
+    status: str
+    transaction_id: str | None
+    error: str | None
+    created_at: datetime
+    settled_at: datetime | None
+
+    @property
+    def amount(self) -> Money:
+        return Money.from_minor(self.amount_minor, self.currency)
+
+
 class Receipt(BaseModel):
     """A payout's receipt, as :func:`~bgjobs.payouts.receipts` returns it."""
 

@@ -27,7 +27,7 @@ from ..clock import now as _now
 from ..money import Money, exponent
 from ..typed import send_messages
 from ._ledger import current
-from ._models import LedgerEntry, Payout, PayoutJob, PayoutReceipt, PayoutRun, Receipt
+from ._models import LedgerEntry, Payout, PayoutInfo, PayoutJob, PayoutReceipt, PayoutRun, Receipt
 from ._periods import Period
 from .tasks import pay_vendor
 
@@ -175,3 +175,20 @@ def receipts(*, vendor_id: str | None = None, period: str | None = None, limit: 
     query = query.order_by(col(PayoutReceipt.vendor_id), col(PayoutReceipt.issued_at).desc()).limit(limit)
     with db.session() as s:
         return [Receipt.model_validate(r) for r in s.execute(query).scalars()]
+
+
+def payouts(
+    *, status: str | None = None, vendor_id: str | None = None, run_key: str | None = None, limit: int = 50,
+    offset: int = 0,
+) -> list[PayoutInfo]:  # fmt: skip
+    """Payouts, newest first, filtered by any of the arguments (``status``: pending, paid, failed)."""
+    query = select(Payout)
+    if status is not None:
+        query = query.where(col(Payout.status) == status)
+    if vendor_id is not None:
+        query = query.where(col(Payout.vendor_id) == vendor_id)
+    if run_key is not None:
+        query = query.where(col(Payout.run_key) == run_key)
+    query = query.order_by(col(Payout.created_at).desc(), col(Payout.id)).offset(offset).limit(limit)
+    with db.session() as s:
+        return [PayoutInfo.model_validate(r) for r in s.execute(query).scalars()]

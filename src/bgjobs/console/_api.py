@@ -1,0 +1,296 @@
+"""The JSON API's core: health, queues, workers, dead letters, runs, the schedule, triggers, audit.
+
+Each route calls the same operations the CLI calls (``bgjobs.status``, ``bgjobs.deadletters``,
+``bgjobs.runs``, ``bgjobs.jobs``); nothing here reads Redis or the tables on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from .. import runtime
+from ._actions import Actor, NotFound, acting, reader
+from ._masking import masked
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1")
+Reader = Annotated[Any, Depends(reader)]
+Limit = Annotated[int, Query(ge=1, le=500, description="at most this many")]
+Offset = Annotated[int, Query(ge=0, description="skip this many (newest first)")]
+
+
+def _health_body() -> tuple[int, dict[str, Any]]:
+    from ._health import readiness
+
+    checks = readiness()
+    ok = all(c.ok for c in checks)
+    failed = [c.name for c in checks if not c.ok]
+    return (200 if ok else 503), {"ready": ok, "failed": failed, "checks": [c.as_dict() for c in checks]}
+
+
+@router.get("/healthz", tags=["health"], summary="the console process is alive (no authentication)")
+def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get("/readyz", tags=["health"], summary="broker, database revision, workers and scheduler (no auth)")
+def readyz() -> JSONResponse:
+    code, body = _health_body()
+    return JSONResponse(body, status_code=code)
+
+
+def _queues() -> list[dict[str, Any]]:
+    from ..pausing import paused
+    from ..status import status
+
+    found, stopped = status(), paused()
+    return [{**asdict(q), "paused": q.name in stopped} for q in found.queues]
+
+
+def overview_data() -> dict[str, Any]:
+    """What the overview page and ``GET /overview`` show."""
+    from ..deadletters import dead_letters
+    from ..scheduling import upcoming
+    from ..status import status
+
+    current = runtime.current()
+    found = status()
+    _, health = _health_body()
+    queues = _queues()
+    return {
+        "health": health,
+        "queues": queues,
+        "workers": [asdict(w) for w in found.workers],
+        "problems": found.problems,
+        "scheduler": found.scheduler,
+        "dead_letters": sum(q["dead_letters"] for q in queues),
+        "latest_dead_letters": [_letter(d) for d in dead_letters(limit=5)],
+        "next_ticks": [asdict(u) for u in upcoming(current.settings, current.coordination)[:8]],
+    }
+
+
+@router.get("/overview", tags=["overview"], summary="health, queues, workers, dead letters, the next ticks")
+def overview(_: Reader) -> dict[str, Any]:
+    return overview_data()
+
+
+@router.get("/queues", tags=["queues"], summary="each queue: ready, delayed, in flight, dead, oldest wait")
+def queues(_: Reader) -> list[dict[str, Any]]:
+    return _queues()
+
+
+@router.post("/queues/{name}/pause", tags=["queues"], summary="workers stop taking its messages within 1 s")
+def pause(name: str, actor: Annotated[Actor, Depends(acting("pause"))]) -> dict[str, Any]:
+    from ..pausing import pause as pause_queue
+
+    return actor.run(f"queue:{name}", lambda: {"queue": name, "paused": True, "changed": pause_queue(name)})
+
+
+@router.post("/queues/{name}/resume", tags=["queues"], summary="workers take its messages again")
+def resume(name: str, actor: Annotated[Actor, Depends(acting("resume"))]) -> dict[str, Any]:
+    from ..pausing import resume as resume_queue
+
+    return actor.run(f"queue:{name}", lambda: {"queue": name, "paused": False, "changed": resume_queue(name)})
+
+
+@router.get("/workers", tags=["workers"], summary="live worker processes: host, pid, queues, last heartbeat")
+def workers(_: Reader) -> list[dict[str, Any]]:
+    from ..status import status
+
+    return [asdict(w) for w in status().workers]
+
+
+def _letter(d: Any, *, full: bool = False) -> dict[str, Any]:
+    found = {
+        "id": d.redis_id, "message_id": d.message_id, "queue": d.queue, "actor": d.actor,
+        "failed_at": d.failed_at.isoformat(), "kind": d.kind, "reason": d.reason, "attempts": d.attempts,
+    }  # fmt: skip
+    if full:
+        message = d.message
+        found["args"] = masked(message.get("args", []))
+        found["kwargs"] = masked(message.get("kwargs", {}))
+        found["options"] = {k: v for k, v in message.get("options", {}).items() if k not in ("traceback",)}
+        found["traceback"] = message.get("options", {}).get("traceback")
+    return found
+
+
+class LetterFilter(BaseModel):
+    """Which dead letters: all of them match an empty filter."""
+
+    queue: str | None = None
+    actor: str | None = None
+    #: Text the reason contains (any case).
+    reason: str | None = None
+    #: Failed at or after this time.
+    since: datetime | None = None
+
+
+class LetterSelection(BaseModel):
+    """Dead letters by id (``ids``), or every one matching ``match``; one of the two."""
+
+    ids: list[str] | None = Field(default=None, max_length=10_000)
+    match: LetterFilter | None = None
+
+
+def _selected(body: LetterSelection) -> list[Any]:
+    from ..deadletters import dead_letters, find
+    from ..errors import InvalidPayload
+
+    if (body.ids is None) == (body.match is None):
+        raise InvalidPayload("ids: give ids or match, one of the two")
+    if body.ids is not None:
+        return find(body.ids)
+    m = body.match
+    assert m is not None
+    return dead_letters(queue=m.queue, actor=m.actor, reason=m.reason, since=m.since, limit=None)
+
+
+def _resource(body: LetterSelection) -> str:
+    if body.ids is not None:
+        return f"dead-letters:{','.join(body.ids[:20])}{'...' if len(body.ids) > 20 else ''}"
+    return f"dead-letters:match {body.match.model_dump(exclude_none=True, mode='json') if body.match else {}}"
+
+
+@router.get(
+    "/dead-letters", tags=["dead letters"], summary="newest first, filtered by queue, actor, reason, time"
+)
+def list_dead_letters(
+    _: Reader, queue: str | None = None, actor: str | None = None,
+    reason: Annotated[str | None, Query(description="text the reason contains")] = None,
+    since: Annotated[datetime | None, Query(description="failed at or after (ISO 8601)")] = None,
+    limit: Limit = 50, offset: Offset = 0,
+) -> dict[str, Any]:  # fmt: skip
+    from ..deadletters import dead_letters
+
+    found = dead_letters(queue=queue, actor=actor, reason=reason, since=since, limit=limit + 1, offset=offset)
+    return {"items": [_letter(d) for d in found[:limit]], "more": len(found) > limit, "offset": offset}
+
+
+@router.get("/dead-letters/{letter_id}", tags=["dead letters"], summary="one dead letter, payload masked")
+def show_dead_letter(letter_id: str, _: Reader) -> dict[str, Any]:
+    from ..deadletters import find
+
+    (letter,) = find([letter_id])
+    return _letter(letter, full=True)
+
+
+@router.post("/dead-letters/requeue", tags=["dead letters"], summary="back on their queues, retries reset")
+def requeue(body: LetterSelection, actor: Annotated[Actor, Depends(acting("requeue"))]) -> dict[str, Any]:
+    from ..deadletters import requeue as requeue_letters
+
+    def act() -> dict[str, Any]:
+        chosen = _selected(body)
+        return {"selected": len(chosen), "requeued": requeue_letters(chosen)}
+
+    return actor.run(_resource(body), act)
+
+
+@router.post("/dead-letters/purge", tags=["dead letters"], summary="delete them for good")
+def purge(body: LetterSelection, actor: Annotated[Actor, Depends(acting("purge"))]) -> dict[str, Any]:
+    from ..deadletters import purge_letters
+
+    def act() -> dict[str, Any]:
+        chosen = _selected(body)
+        return {"selected": len(chosen), "purged": purge_letters(chosen)}
+
+    return actor.run(_resource(body), act)
+
+
+def _run(r: Any) -> dict[str, Any]:
+    return {"id": r.id, "job": r.job, "trigger": r.trigger, "outcome": r.outcome,
+            "started_at": r.started_at.isoformat(), "duration_s": r.duration_s, "counts": r.figures,
+            "error": r.error}  # fmt: skip
+
+
+@router.get("/runs", tags=["runs"], summary="batch runs, newest first, by job and outcome")
+def list_runs(
+    _: Reader, job: str | None = None,
+    outcome: Annotated[str | None, Query(pattern="^(running|succeeded|failed|stopped|skipped)$")] = None,
+    limit: Limit = 50, offset: Offset = 0,
+) -> dict[str, Any]:  # fmt: skip
+    from .. import runs
+
+    found = runs.recent(job=job, outcome=outcome, limit=limit + 1, offset=offset)
+    return {"items": [_run(r) for r in found[:limit]], "more": len(found) > limit, "offset": offset}
+
+
+@router.get("/runs/{run_id}", tags=["runs"], summary="one run and its counts")
+def show_run(run_id: str, _: Reader) -> dict[str, Any]:
+    from .. import runs
+
+    found = runs.get(run_id)
+    if found is None:
+        raise NotFound(f"run_id: no run {run_id!r}")
+    return _run(found)
+
+
+@router.get("/schedule", tags=["schedule"], summary="the cron table: next tick, last tick, last run, leader")
+def schedule(_: Reader) -> dict[str, Any]:
+    return schedule_data()
+
+
+def schedule_data() -> dict[str, Any]:
+    from .. import runs
+    from ..scheduling import LOCK_NAME, left_out, upcoming
+
+    current = runtime.current()
+    entries = []
+    for u in upcoming(current.settings, current.coordination):
+        last = runs.recent(job=u.job, limit=1)
+        entries.append({**asdict(u), "last_run": _run(last[0]) if last else None})
+    return {"leader": current.coordination.held(LOCK_NAME), "entries": entries,
+            "left_out": left_out(current.settings)}  # fmt: skip
+
+
+@router.get("/jobs", tags=["jobs"], summary="every batch job the console knows, with its default schedule")
+def jobs(_: Reader) -> list[dict[str, Any]]:
+    from ..jobs import registered_jobs
+
+    return [{"name": j.name, "schedule": j.schedule, "queue": j.queue,
+             "doc": ((j.fn.__doc__ or "").strip().splitlines() or [""])[0]}
+            for j in sorted(registered_jobs().values(), key=lambda j: j.name)]  # fmt: skip
+
+
+class TriggerBody(BaseModel):
+    """The job's arguments, as ``bgjobs trigger JOB --name value`` takes them."""
+
+    args: dict[str, str] = Field(default_factory=dict)
+
+
+@router.post("/jobs/{name}/trigger", tags=["jobs"],
+             summary="run a batch job now (the endpoint an external cron calls with the token)")  # fmt: skip
+def trigger(
+    name: str, actor: Annotated[Actor, Depends(acting("trigger"))], body: TriggerBody | None = None
+) -> dict[str, Any]:
+    from ..jobs import registered_jobs
+    from ..jobs import trigger as trigger_job
+
+    args = body.args if body else {}
+
+    def act() -> dict[str, Any]:
+        if name not in registered_jobs():
+            raise NotFound(f"name: no job {name!r}; GET /api/v1/jobs lists them")
+        sent = trigger_job(name, **args)
+        return {"job": name, "message_id": sent.message_id, "args": args}
+
+    return actor.run(f"job:{name}", act)
+
+
+@router.get("/audit", tags=["audit"], summary="who did what through the console, newest first")
+def audit(_: Reader, action: str | None = None, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+    from ..audit import entries
+
+    found = entries(action=action, limit=limit + 1, offset=offset)
+    items = [{**e.model_dump(mode="json"), "at": e.at.isoformat()} for e in found[:limit]]
+    return {"items": items, "more": len(found) > limit, "offset": offset}
+
+
+def request_base(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")

@@ -1,0 +1,96 @@
+"""``create_app()``: one ASGI application, the JSON API under ``/api/v1`` and the dashboard at ``/``."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import runtime
+from ..errors import ConfigurationError, InvalidPayload
+from ..outage import CONNECTION_ERRORS
+from ..settings import Settings
+from ._actions import ConsoleError, error_body
+from ._security import Authorize, Guard
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("bgjobs.console")
+
+
+def _validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    field = ".".join(where) or None
+    text = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+    return JSONResponse({"error": text, "field": field}, status_code=422)
+
+
+def _console_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ConsoleError)
+    return JSONResponse(exc.body, status_code=exc.status)
+
+
+def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    wants_page = "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(
+        str(request.scope.get("root_path", "")) + "/api/"
+    )
+    if wants_page and exc.status_code in (401, 403):
+        from ._pages import refused_page
+
+        return refused_page(request, exc)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _operation_error(request: Request, exc: Exception) -> Response:
+    status, body = error_body(exc)
+    if status == 500:
+        logger.error("console: %s", body["error"])
+    return JSONResponse(body, status_code=status)
+
+
+def create_app(settings: Settings | None = None, authorize: Authorize | None = None) -> Any:
+    """The console as an ASGI app: mount it in the host (``app.mount("/bgjobs", console)``) or run
+    it with ``bgjobs console``.
+
+    Args:
+        settings: bgjobs's settings; the process's runtime's by default. Given settings become the
+            process's runtime, as the worker's do.
+        authorize: ``authorize(request, action, resource) -> bool``: the host app's own login decides
+            who may read (``action="read"``) and act; see docs/console.md.
+    """
+    from ..worker import load_modules
+
+    if settings is not None:
+        runtime.install(runtime.Runtime(settings))
+    current = runtime.current()
+    load_modules(current.settings)  # the host's jobs, for the schedule and triggers
+    app = FastAPI(
+        title="bgjobs console API", version="1", openapi_url="/api/v1/openapi.json", docs_url=None,
+        redoc_url=None, description="Queues, workers, dead letters, runs, the schedule and the families' "
+        "business state of a bgjobs deployment. Authenticate with `Authorization: Bearer <token>`.",
+    )  # fmt: skip
+    app.state.guard = Guard(current.settings.console, authorize)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(ConsoleError, _console_error)
+    app.add_exception_handler(HTTPException, _http)
+    for kind in (InvalidPayload, ConfigurationError, SQLAlchemyError, *CONNECTION_ERRORS):
+        app.add_exception_handler(kind, _operation_error)
+    from ._api import router as api
+    from ._families import router as families
+    from ._pages import router as pages
+
+    app.include_router(api)
+    app.include_router(families)
+    app.include_router(pages)
+    static = resources.files("bgjobs.console") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    return app

@@ -1,0 +1,197 @@
+"""The families' business state in the API: webhooks, notifications, payouts, exports, the outbox.
+
+What a broker UI cannot show: a webhook's attempts and why each failed, a payout's gateway
+refusal, an export's checksum and link. Every route calls the family's public functions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from ..redact import mask_email, mask_url
+from ._actions import Actor, NotFound, acting, reader
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1")
+Reader = Annotated[Any, Depends(reader)]
+Limit = Annotated[int, Query(ge=1, le=500, description="at most this many")]
+Offset = Annotated[int, Query(ge=0, description="skip this many (newest first)")]
+
+
+def _known(endpoint_id: str) -> str:
+    """The endpoint's id, or a 404 naming it."""
+    from ..errors import InvalidPayload
+    from ..webhooks import get_endpoint
+
+    try:
+        get_endpoint(endpoint_id)
+    except InvalidPayload as exc:
+        raise NotFound(str(exc)) from None
+    return endpoint_id
+
+
+def _replayed(done: Any) -> dict[str, Any]:
+    return {"queued": len(done.queued), "deliveries": done.queued, "skipped": done.skipped}
+
+
+def _page(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
+    return {"items": items[:limit], "more": len(items) > limit, "offset": offset}
+
+
+def endpoint_data(e: Any) -> dict[str, Any]:
+    """An endpoint without its secret, its URL's password masked."""
+    found = e.model_dump(mode="json", exclude={"secret"})
+    found["url"] = mask_url(e.url)
+    found["health"] = "disabled" if not e.enabled else "failing" if e.failures else "healthy"
+    return dict(found)
+
+
+@router.get("/webhooks/endpoints", tags=["webhooks"], summary="endpoints with their health; secrets never")
+def endpoints(_: Reader, owner: str | None = None, enabled: bool | None = None) -> list[dict[str, Any]]:
+    from ..webhooks import list_endpoints
+
+    return [endpoint_data(e) for e in list_endpoints(owner=owner, enabled=enabled)]
+
+
+@router.get("/webhooks/messages/{message_id}/attempts", tags=["webhooks"], summary="a message's attempt log")
+def attempts(message_id: str, _: Reader) -> list[dict[str, Any]]:
+    from ..webhooks import attempts as attempt_log
+
+    return [a.model_dump(mode="json") for a in attempt_log(message_id)]
+
+
+class ReplayBody(BaseModel):
+    endpoint_id: str | None = None
+
+
+@router.post("/webhooks/messages/{message_id}/replay", tags=["webhooks"], summary="send a message again")
+def replay(
+    message_id: str, actor: Annotated[Actor, Depends(acting("replay"))], body: ReplayBody | None = None
+) -> dict[str, Any]:
+    from ..webhooks import replay as replay_message
+
+    chosen = body.endpoint_id if body else None
+    return actor.run(f"webhook-message:{message_id}",
+                     lambda: _replayed(replay_message(message_id, endpoint_id=chosen)))  # fmt: skip
+
+
+class RecoverBody(BaseModel):
+    since: datetime
+
+
+@router.post("/webhooks/endpoints/{endpoint_id}/recover", tags=["webhooks"],
+             summary="resend an endpoint's failed deliveries since a time")  # fmt: skip
+def recover(
+    endpoint_id: str, body: RecoverBody, actor: Annotated[Actor, Depends(acting("recover"))]
+) -> dict[str, Any]:
+    from ..webhooks import recover as recover_endpoint
+
+    return actor.run(f"endpoint:{endpoint_id}",
+                     lambda: _replayed(recover_endpoint(_known(endpoint_id), since=body.since)))  # fmt: skip
+
+
+class DisableBody(BaseModel):
+    reason: str = Field(default="disabled by an operator", max_length=500)
+
+
+@router.post("/webhooks/endpoints/{endpoint_id}/disable", tags=["webhooks"], summary="stop delivering to it")
+def disable(
+    endpoint_id: str, actor: Annotated[Actor, Depends(acting("disable"))], body: DisableBody | None = None
+) -> dict[str, Any]:
+    from ..webhooks import disable_endpoint
+
+    reason = body.reason if body else DisableBody().reason
+    return actor.run(f"endpoint:{endpoint_id}",
+                     lambda: endpoint_data(disable_endpoint(_known(endpoint_id), reason=reason)))  # fmt: skip
+
+
+@router.post("/webhooks/endpoints/{endpoint_id}/enable", tags=["webhooks"], summary="deliver to it again")
+def enable(endpoint_id: str, actor: Annotated[Actor, Depends(acting("enable"))]) -> dict[str, Any]:
+    from ..webhooks import enable_endpoint
+
+    return actor.run(f"endpoint:{endpoint_id}", lambda: endpoint_data(enable_endpoint(_known(endpoint_id))))
+
+
+class RotateBody(BaseModel):
+    grace_hours: float = Field(default=24.0, ge=0, le=24 * 30)
+
+
+@router.post("/webhooks/endpoints/{endpoint_id}/rotate-secret", tags=["webhooks"],
+             summary="a new secret (not shown); the old one also signs for the grace period")  # fmt: skip
+def rotate(
+    endpoint_id: str,
+    actor: Annotated[Actor, Depends(acting("rotate-secret"))],
+    body: RotateBody | None = None,
+) -> dict[str, Any]:
+    from datetime import timedelta
+
+    from ..webhooks import get_endpoint, rotate_secret
+
+    hours = body.grace_hours if body else RotateBody().grace_hours
+
+    def act() -> dict[str, Any]:
+        rotate_secret(_known(endpoint_id), grace=timedelta(hours=hours))  # the new secret is never shown here
+        return endpoint_data(get_endpoint(endpoint_id))
+
+    return actor.run(f"endpoint:{endpoint_id}", act)
+
+
+@router.get("/notifications", tags=["notifications"], summary="the delivery log, by key, recipient, template")
+def notifications(
+    _: Reader, key: str | None = None,
+    user_id: Annotated[str | None, Query(description="the recipient's user id")] = None,
+    template: str | None = None,
+    status: Annotated[str | None, Query(pattern="^(queued|sending|sent|skipped|failed|dead)$")] = None,
+    limit: Limit = 50, offset: Offset = 0,
+) -> dict[str, Any]:  # fmt: skip
+    from ..notifications import deliveries
+
+    found = deliveries(key=key, user_id=user_id, template=template, status=status, limit=limit + 1,
+                       offset=offset)  # fmt: skip
+    return _page([d.model_dump(mode="json") for d in found], limit, offset)
+
+
+@router.get("/payouts", tags=["payouts"], summary="payouts by status, with the gateway's reason for failures")
+def payouts(
+    _: Reader, status: Annotated[str | None, Query(pattern="^(pending|paid|failed)$")] = None,
+    vendor_id: str | None = None, run_key: str | None = None, limit: Limit = 50, offset: Offset = 0,
+) -> dict[str, Any]:  # fmt: skip
+    from ..payouts import payouts as payout_list
+
+    found = payout_list(status=status, vendor_id=vendor_id, run_key=run_key, limit=limit + 1, offset=offset)
+    return _page(
+        [{**p.model_dump(mode="json"), "amount": str(p.amount.amount)} for p in found], limit, offset
+    )
+
+
+@router.get("/exports", tags=["exports"], summary="exports with status, size, checksum and download link")
+def exports(_: Reader, dataset: str | None = None, limit: Limit = 50) -> list[dict[str, Any]]:
+    from ..exports import exports as export_list
+
+    return [e.model_dump(mode="json") for e in export_list(dataset=dataset, limit=limit)]
+
+
+@router.get("/exports/{export_id}", tags=["exports"], summary="one export and its link")
+def export(export_id: str, _: Reader) -> dict[str, Any]:
+    from ..exports import get
+
+    return dict(get(export_id).model_dump(mode="json"))
+
+
+@router.get("/outbox", tags=["outbox"], summary="rows committed and not yet relayed, and the oldest's age")
+def outbox(_: Reader) -> dict[str, Any]:
+    from ..clock import now
+    from ..outbox import backlog
+
+    count, oldest = backlog()
+    age = round((now() - oldest).total_seconds(), 1) if oldest else None
+    return {"pending": count, "oldest_at": oldest.isoformat() if oldest else None, "oldest_age_s": age}
+
+
+def masked_recipient(address: str) -> str:
+    return mask_email(address) if "@" in address else address

@@ -1,0 +1,217 @@
+"""The dashboard: server-rendered pages from the same operations as the API.
+
+Each page is one Jinja2 template. ``static/console.js`` refreshes a page's ``<main>`` every few
+seconds (the same URL with ``X-Bgjobs-Fragment: 1``) and turns each ``data-action`` button into a
+POST to the API with the CSRF token; no build step, nothing loaded from elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from importlib import resources
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from .. import runtime
+from ._actions import reader
+from ._api import overview_data, schedule_data
+from ._security import CSRF_COOKIE, Access, new_csrf_token
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(resources.files("bgjobs.console") / "templates"))
+Reader = Annotated[Access, Depends(reader)]
+PAGE = 50
+
+#: (path, title) of each page, in the navigation's order.
+NAV = (
+    ("/", "Overview"), ("/queues", "Queues"), ("/dead-letters", "Dead letters"), ("/runs", "Runs"),
+    ("/schedule", "Schedule"), ("/webhooks", "Webhooks"), ("/notifications", "Notifications"),
+    ("/payouts", "Payouts"), ("/exports", "Exports"), ("/audit", "Audit"),
+)  # fmt: skip
+
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}  # fmt: skip
+
+
+def _ago(moment: datetime | str | None) -> str:
+    if moment is None:
+        return "-"
+    found = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    from ..clock import now
+
+    seconds = (now() - found).total_seconds()
+    ahead = seconds < 0
+    seconds = abs(seconds)
+    text = (f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400
+            else f"{seconds / 3600:.0f} h" if seconds < 172_800 else f"{seconds / 86400:.0f} d")  # fmt: skip
+    return f"in {text}" if ahead else f"{text} ago"
+
+
+templates.env.filters["ago"] = _ago
+templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str, sort_keys=True)
+
+
+def base_of(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def render(request: Request, name: str, access: Access | None, title: str, **context: Any) -> Response:
+    base = base_of(request)
+    csrf = request.cookies.get(CSRF_COOKIE)
+    settings = runtime.current().settings.console
+    page = templates.TemplateResponse(request, name, {
+        "base": base, "title": title, "nav": NAV, "who": access.who if access else None,
+        "fragment": request.headers.get("x-bgjobs-fragment") == "1", "read_only": settings.read_only,
+        "path": request.url.path.removeprefix(base) or "/", "query": dict(request.query_params), **context,
+    })  # fmt: skip
+    page.headers.update(_HEADERS)
+    if not csrf:
+        page.set_cookie(CSRF_COOKIE, new_csrf_token(), path=base or "/", samesite="strict", httponly=False,
+                        secure=request.url.scheme == "https")  # fmt: skip
+    return page
+
+
+def refused_page(request: Request, exc: HTTPException) -> Response:
+    page = render(request, "refused.html", None, "Sign in", reason=exc.detail)
+    page.status_code = exc.status_code
+    page.headers.update(exc.headers or {})
+    return page
+
+
+def _pages(query: dict[str, Any], offset: int, more: bool) -> dict[str, str | None]:
+    """Links to the previous and next page, keeping the filters."""
+    keep = {k: v for k, v in query.items() if v not in (None, "") and k != "offset"}
+    before = urlencode({**keep, "offset": max(offset - PAGE, 0)}) if offset > 0 else None
+    after = urlencode({**keep, "offset": offset + PAGE}) if more else None
+    return {"previous": f"?{before}" if before else None, "next": f"?{after}" if after else None}
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request, access: Reader) -> Response:
+    return render(request, "overview.html", access, "Overview", data=overview_data())
+
+
+@router.get("/queues", response_class=HTMLResponse)
+def queues(request: Request, access: Reader) -> Response:
+    from ._api import _queues
+
+    return render(request, "queues.html", access, "Queues", queues=_queues())
+
+
+@router.get("/dead-letters", response_class=HTMLResponse)
+def dead_letters(
+    request: Request, access: Reader, queue: str | None = None, actor: str | None = None,
+    reason: str | None = None, since: datetime | None = None, offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:  # fmt: skip
+    from ..deadletters import dead_letters as find
+    from ._api import _letter
+
+    found = find(queue=queue or None, actor=actor or None, reason=reason or None, since=since,
+                 limit=PAGE + 1, offset=offset)  # fmt: skip
+    match = {k: v for k, v in {"queue": queue, "actor": actor, "reason": reason,
+                               "since": since.isoformat() if since else None}.items() if v}  # fmt: skip
+    pages = _pages(dict(request.query_params), offset, len(found) > PAGE)
+    letters = [_letter(d) for d in found[:PAGE]]
+    return render(request, "dead_letters.html", access, "Dead letters", letters=letters, match=match,
+                  pages=pages)  # fmt: skip
+
+
+@router.get("/dead-letters/{letter_id}", response_class=HTMLResponse)
+def dead_letter(request: Request, letter_id: str, access: Reader) -> Response:
+    from ._api import show_dead_letter
+
+    return render(
+        request, "dead_letter.html", access, "Dead letter", letter=show_dead_letter(letter_id, access)
+    )
+
+
+@router.get("/runs", response_class=HTMLResponse)
+def runs(
+    request: Request, access: Reader, job: str | None = None, outcome: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:  # fmt: skip
+    from .. import runs as run_log
+    from ._api import _run
+
+    found = run_log.recent(job=job or None, outcome=outcome or None, limit=PAGE + 1, offset=offset)
+    return render(request, "runs.html", access, "Runs", runs=[_run(r) for r in found[:PAGE]],
+                  pages=_pages(dict(request.query_params), offset, len(found) > PAGE))  # fmt: skip
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run(request: Request, run_id: str, access: Reader) -> Response:
+    from ._api import show_run
+
+    return render(request, "run.html", access, "Run", run=show_run(run_id, access))
+
+
+@router.get("/schedule", response_class=HTMLResponse)
+def schedule(request: Request, access: Reader) -> Response:
+    from ._api import jobs
+
+    return render(request, "schedule.html", access, "Schedule", data=schedule_data(), jobs=jobs(access))
+
+
+@router.get("/webhooks", response_class=HTMLResponse)
+def webhooks(request: Request, access: Reader, message: str | None = None) -> Response:
+    from ._families import attempts, endpoints
+
+    found = attempts(message, access) if message else None
+    return render(request, "webhooks.html", access, "Webhooks", endpoints=endpoints(access), message=message,
+                  attempts=found)  # fmt: skip
+
+
+@router.get("/notifications", response_class=HTMLResponse)
+def notifications(
+    request: Request, access: Reader, key: str | None = None, user_id: str | None = None,
+    template: str | None = None, status: str | None = None, offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:  # fmt: skip
+    from ..notifications import deliveries
+
+    found = deliveries(key=key or None, user_id=user_id or None, template=template or None,
+                       status=status or None, limit=PAGE + 1, offset=offset)  # fmt: skip
+    return render(request, "notifications.html", access, "Notifications", rows=found[:PAGE],
+                  pages=_pages(dict(request.query_params), offset, len(found) > PAGE))  # fmt: skip
+
+
+@router.get("/payouts", response_class=HTMLResponse)
+def payouts(
+    request: Request, access: Reader, status: str | None = None, vendor_id: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:  # fmt: skip
+    from .. import runs as run_log
+    from ..payouts import payouts as payout_list
+
+    found = payout_list(status=status or None, vendor_id=vendor_id or None, limit=PAGE + 1, offset=offset)
+    recent = [r for job in ("payouts.weekly", "payouts.monthly") for r in run_log.recent(job=job, limit=5)]
+    return render(request, "payouts.html", access, "Payouts", payouts=found[:PAGE],
+                  runs=sorted(recent, key=lambda r: r.started_at, reverse=True)[:8],
+                  pages=_pages(dict(request.query_params), offset, len(found) > PAGE))  # fmt: skip
+
+
+@router.get("/exports", response_class=HTMLResponse)
+def exports(request: Request, access: Reader, dataset: str | None = None) -> Response:
+    from ..exports import exports as export_list
+
+    return render(
+        request, "exports.html", access, "Exports", exports=export_list(dataset=dataset or None, limit=PAGE)
+    )
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit(request: Request, access: Reader, offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+    from ..audit import entries
+
+    found = entries(limit=PAGE + 1, offset=offset)
+    return render(request, "audit.html", access, "Audit log", entries=found[:PAGE],
+                  pages=_pages(dict(request.query_params), offset, len(found) > PAGE))  # fmt: skip

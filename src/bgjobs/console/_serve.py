@@ -1,0 +1,58 @@
+"""``bgjobs console``: the console on its own, served by uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from .. import runtime
+from ..errors import ConfigurationError, UsageError
+
+__all__ = ["serve"]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(*, host: str | None = None, port: int | None = None) -> int:
+    """Serve the console until Ctrl-C (or SIGTERM).
+
+    Raises:
+        ConfigurationError: a non-loopback address without a token or password configured.
+        UsageError: the port is taken.
+    """
+    import socket
+
+    import uvicorn
+
+    from ._app import create_app
+
+    settings = runtime.current().settings
+    console = settings.console
+    host = host or console.host
+    port = console.port if port is None else port
+    configured = console.token is not None or (console.username is not None and console.password is not None)
+    if not _loopback(host) and not configured:
+        raise ConfigurationError(
+            f"the console would listen on {host} with no authentication: set BGJOBS_CONSOLE__TOKEN (or "
+            "BGJOBS_CONSOLE__USERNAME and __PASSWORD), or listen on 127.0.0.1"
+        )
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another with --port "
+                             "or BGJOBS_CONSOLE__PORT") from None  # fmt: skip
+    app = create_app()
+    logging.getLogger("bgjobs.console").info("console on http://%s:%d/", host, port)
+    print(
+        f"bgjobs console: http://{host}:{port}/ (API: http://{host}:{port}/api/v1/openapi.json)", flush=True
+    )
+    uvicorn.run(app, host=host.strip("[]"), port=port, log_level="warning", access_log=False)
+    return 0

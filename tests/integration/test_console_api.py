@@ -1,0 +1,397 @@
+"""The console's JSON API over real HTTP (uvicorn on 127.0.0.1), with a real worker, Redis and SQLite
+(PostgreSQL where the test says so): every endpoint, each way in, read-only, CSRF and bad input."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from pydantic import SecretStr
+
+from bgjobs import runtime, webhooks
+from bgjobs.console import create_app
+from bgjobs.settings import ConsoleSettings, Settings, get_settings
+from tests.support import worker_jobs
+from tests.support.console import ConsoleServer
+from tests.support.scheduler import Scheduler
+from tests.support.workers import WorkerProcess, start_worker, wait_for
+
+TOKEN = "t0ken-for-the-console-tests"
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture
+def serve(worker_env: dict[str, str]) -> Iterator[Callable[..., ConsoleServer]]:
+    """Serve a console with the given console settings (and authorize hook) for this test."""
+    servers: list[ConsoleServer] = []
+
+    def start(authorize: Any = None, **console: Any) -> ConsoleServer:
+        settings = get_settings().model_copy(update={"console": ConsoleSettings(**console)})
+        server = ConsoleServer(create_app(settings, authorize)).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+def _client(server: ConsoleServer, **kwargs: Any) -> httpx.Client:
+    return httpx.Client(base_url=server.url, timeout=10, **kwargs)
+
+
+@contextlib.contextmanager
+def _browser(server: ConsoleServer, **kwargs: Any) -> Iterator[httpx.Client]:
+    """A client that first loads a page, as a browser does, and so holds the CSRF cookie."""
+    with _client(server, **kwargs) as client:
+        assert client.get("/").status_code == 200
+        yield client
+
+
+def _csrf(client: httpx.Client) -> dict[str, str]:
+    return {"X-CSRF-Token": client.cookies["bgjobs_csrf"]}
+
+
+def first_key(shown: dict[str, Any]) -> str:
+    key = shown["args"][0]["key"]
+    assert key.startswith("refused-")
+    return str(key)
+
+
+def _dead_letters(worker_env: dict[str, str], workers: list[WorkerProcess], n: int) -> None:
+    client = redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"])
+    client.set("test:refusing", "1")
+    start_worker(workers, worker_env, processes=1)
+    for i in range(n):
+        worker_jobs.refused.send({"key": f"refused-{i}", "sleep_s": 0})
+    wait_for(lambda: client.zcard("dramatiq:default.XQ") == n, timeout=30, what=f"{n} dead letters")
+    client.delete("test:refusing")
+
+
+def test_probes_answer_without_authentication_and_name_each_failed_check(
+    serve: Callable[..., ConsoleServer], worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    console = serve(token=SecretStr(TOKEN))
+    with _client(console) as client:
+        assert client.get("/api/v1/healthz").json() == {"status": "alive"}
+        # Given work waiting, no worker and no scheduler
+        worker_jobs.record.send({"key": "waiting", "sleep_s": 0})
+        not_ready = client.get("/api/v1/readyz")
+        assert not_ready.status_code == 503
+        body = not_ready.json()
+        assert body["failed"] == ["workers", "scheduler"]
+        checks = {c["name"]: c for c in body["checks"]}
+        assert checks["workers"]["detail"] == "no live worker for default (1 ready)"
+        assert checks["broker"]["ok"] and checks["database"]["ok"]
+        # When a worker and a scheduler run
+        start_worker(workers, worker_env, processes=1)
+        scheduler = Scheduler(worker_env)
+        try:
+            wait_for(lambda: client.get("/api/v1/readyz").status_code == 200, timeout=30, what="ready")
+        finally:
+            scheduler.remove()
+        assert client.get("/api/v1/readyz").json()["failed"] == []
+
+
+def test_readyz_names_a_database_behind_its_revision(serve: Callable[..., ConsoleServer]) -> None:
+    from bgjobs import migrations
+
+    console = serve()
+    migrations.downgrade(runtime.current().engine, "0001")
+    with _client(console) as client:
+        found = client.get("/api/v1/readyz").json()
+    database = next(c for c in found["checks"] if c["name"] == "database")
+    assert not database["ok"]
+    assert database["detail"].startswith(
+        f"the database is at revision 0001, this bgjobs needs {migrations.head()}"
+    )
+
+
+def test_each_way_in_and_what_it_may_do(serve: Callable[..., ConsoleServer]) -> None:
+    console = serve(token=SecretStr(TOKEN), username="ops", password=SecretStr("s3cret-pass"))
+    with _client(console) as anonymous:
+        refused = anonymous.get("/api/v1/queues")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Basic")
+        assert anonymous.get("/api/v1/queues", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert anonymous.get("/api/v1/queues", headers=_basic("ops", "wrong")).status_code == 401
+        page = anonymous.get("/", headers={"Accept": "text/html"})
+        assert page.status_code == 401 and "sign in" in page.text.lower()
+    # A bearer token (the API, an external cron): no CSRF token needed, it is not ambient
+    with _client(console, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        assert api.get("/api/v1/queues").status_code == 200
+        assert api.post("/api/v1/queues/default/pause").json() == {"queue": "default", "paused": True,
+                                                                    "changed": True}  # fmt: skip
+    # HTTP Basic (the dashboard): a POST without the CSRF token is refused, with it allowed
+    with _browser(console, headers=_basic("ops", "s3cret-pass")) as browser:
+        missing = browser.post("/api/v1/queues/default/resume")
+        assert missing.status_code == 403 and "CSRF" in missing.json()["error"]
+        wrong = browser.post("/api/v1/queues/default/resume", headers={"X-CSRF-Token": "forged"})
+        assert wrong.status_code == 403
+        assert browser.post("/api/v1/queues/default/resume", headers=_csrf(browser)).json()["paused"] is False
+    from bgjobs.audit import entries
+
+    assert [(e.who, e.action, e.result) for e in reversed(entries())] == [
+        ("token", "pause", "ok"), ("ops", "resume", "refused"), ("ops", "resume", "refused"),
+        ("ops", "resume", "ok"),
+    ]  # fmt: skip
+
+
+def test_without_credentials_only_loopback_clients_are_served() -> None:
+    import asyncio
+
+    settings = Settings(broker_url="stub://", database_url="sqlite:///console.db")
+    app = create_app(settings)
+
+    async def ask(client_address: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(client_address, 50_000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
+            return await client.get("/api/v1/jobs")
+
+    assert asyncio.run(ask("127.0.0.1")).status_code == 200
+    assert asyncio.run(ask("::1")).status_code == 200
+    refused = asyncio.run(ask("203.0.113.9"))  # a documentation address: never dialled, only named
+    assert refused.status_code == 403
+    assert "loopback clients only until BGJOBS_CONSOLE__TOKEN" in refused.json()["error"]
+
+
+def test_the_host_s_authorize_hook_decides_reads_and_each_action(serve: Callable[..., ConsoleServer]) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def authorize(request: Any, action: str, resource: str) -> bool:
+        asked.append((action, resource))
+        return request.headers.get("x-user") == "admin" or (
+            action == "read" and request.headers.get("x-user")
+        )
+
+    console = serve(authorize=authorize)
+    with _browser(console, headers={"x-user": "admin"}) as admin:
+        assert admin.post("/api/v1/queues/default/pause", headers=_csrf(admin)).status_code == 200
+    with _browser(console, headers={"x-user": "viewer"}) as viewer:
+        assert viewer.get("/api/v1/queues").status_code == 200
+        refused = viewer.post("/api/v1/queues/default/resume", headers=_csrf(viewer))
+        assert refused.status_code == 403 and refused.json() == {"error": "the host's authorize hook refused"}
+    with _client(console) as nobody:
+        assert nobody.get("/api/v1/queues").status_code == 403
+    assert ("pause", "queue:default") in asked and ("resume", "queue:default") in asked
+
+
+def test_read_only_mode_turns_every_action_off(serve: Callable[..., ConsoleServer]) -> None:
+    console = serve(token=SecretStr(TOKEN), read_only=True)
+    with _client(console, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        assert api.get("/api/v1/queues").status_code == 200
+        for path, body in (("/api/v1/queues/default/pause", None), ("/api/v1/jobs/cleanup.daily/trigger", {}),
+                           ("/api/v1/dead-letters/purge", {"match": {}})):  # fmt: skip
+            refused = api.post(path, json=body)
+            assert refused.status_code == 403, path
+            assert refused.json()["error"] == "the console is read-only (BGJOBS_CONSOLE__READ_ONLY=true)"
+        page = api.get("/dead-letters")
+        assert page.status_code == 200 and "data-action" not in page.text  # no buttons
+
+
+def test_dead_letters_are_listed_filtered_shown_masked_requeued_and_purged(
+    serve: Callable[..., ConsoleServer], worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    _dead_letters(worker_env, workers, 3)
+    console = serve()
+    with _browser(console) as browser:
+        listed = browser.get(
+            "/api/v1/dead-letters", params={"actor": "refused", "reason": "VENDOR REFUSED"}
+        ).json()
+        assert len(listed["items"]) == 3 and not listed["more"]
+        assert {d["kind"] for d in listed["items"]} == {"permanent"}
+        assert browser.get("/api/v1/dead-letters", params={"reason": "no such text"}).json()["items"] == []
+        page = browser.get("/api/v1/dead-letters", params={"limit": 2}).json()
+        assert len(page["items"]) == 2 and page["more"]
+        first = page["items"][0]
+        shown = browser.get(f"/api/v1/dead-letters/{first['id']}").json()
+        assert shown["args"][0] == {
+            "key": first_key(shown),
+            "sleep_s": "***",
+        }  # identifiers shown, the rest masked
+        assert shown["reason"].startswith("PermanentError: vendor refused refused-")
+        # When one is requeued by id, it runs (the vendor now accepts)
+        done = browser.post(
+            "/api/v1/dead-letters/requeue", json={"ids": [first["id"]]}, headers=_csrf(browser)
+        )
+        assert done.json() == {"selected": 1, "requeued": 1}
+        wait_for(lambda: worker_jobs.effect_count() == 1, timeout=30, what="the requeued job's effect")
+        # And the rest are purged by a filter
+        purged = browser.post("/api/v1/dead-letters/purge", json={"match": {"actor": "refused"}},
+                              headers=_csrf(browser))  # fmt: skip
+        assert purged.json() == {"selected": 2, "purged": 2}
+        assert browser.get("/api/v1/dead-letters").json()["items"] == []
+        gone = browser.get(f"/api/v1/dead-letters/{first['id']}")
+        assert gone.status_code == 404 and gone.json()["field"] == "id"
+
+
+def test_a_paused_queue_is_not_taken_until_resumed_also_across_a_worker_restart(
+    serve: Callable[..., ConsoleServer], worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    console = serve()
+    start_worker(workers, worker_env, processes=1)
+    with _browser(console) as browser:
+        assert browser.post("/api/v1/queues/default/pause", headers=_csrf(browser)).status_code == 200
+        time.sleep(0.6)  # consumers read the paused set every 0.5 s
+        worker_jobs.record.send({"key": "while-paused", "sleep_s": 0})
+        time.sleep(2)  # absence: four times the pause check
+        assert worker_jobs.effect_count() == 0
+        queue = next(q for q in browser.get("/api/v1/queues").json() if q["name"] == "default")
+        assert queue["paused"] and queue["ready"] + queue["in_flight"] == 1
+        # A new worker (a deploy) still honours the pause
+        workers.pop().kill()
+        start_worker(workers, worker_env, processes=1)
+        time.sleep(1.5)
+        assert worker_jobs.effect_count() == 0
+        started = time.monotonic()
+        assert browser.post("/api/v1/queues/default/resume", headers=_csrf(browser)).json()["paused"] is False
+        wait_for(lambda: worker_jobs.effect_count() == 1, timeout=10, what="the job after resume")
+        assert time.monotonic() - started < 3
+        unknown = browser.post("/api/v1/queues/nosuch/pause", headers=_csrf(browser))
+        assert unknown.status_code == 422 and unknown.json()["field"] == "queue"
+
+
+def test_a_trigger_checks_its_arguments_and_its_run_appears(
+    serve: Callable[..., ConsoleServer], worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    console = serve(token=SecretStr(TOKEN))
+    start_worker(workers, worker_env, processes=1)
+    cron = {"Authorization": f"Bearer {TOKEN}"}  # how an external cron calls it
+    with _client(console, headers=cron) as api:
+        bad = api.post("/api/v1/jobs/payouts.weekly/trigger", json={"args": {"period": "2025-W99"}})
+        assert bad.status_code == 422 and bad.json()["field"] == "period"
+        missing = api.post("/api/v1/jobs/no.such.job/trigger", json={})
+        assert missing.status_code == 404 and missing.json()["field"] == "name"
+        sent = api.post("/api/v1/jobs/cleanup.daily/trigger", json={"args": {"dry_run": "true"}})
+        assert sent.status_code == 200 and sent.json()["args"] == {"dry_run": "true"}
+
+        def ran() -> Any:
+            items = api.get("/api/v1/runs", params={"job": "cleanup.daily", "outcome": "succeeded"}).json()[
+                "items"
+            ]
+            return items[0] if items else None
+
+        wait_for(ran, timeout=30, what="the triggered run")
+        run = api.get(f"/api/v1/runs/{ran()['id']}").json()
+        assert run["trigger"] == "manual" and run["counts"]["dry_run"] is True
+        schedule = api.get("/api/v1/schedule").json()
+        entry = next(e for e in schedule["entries"] if e["job"] == "cleanup.daily")
+        assert entry["schedule"] == "0 2 * * *" and entry["last_run"]["id"] == run["id"]
+        assert entry["next_at"] is not None and schedule["leader"] is False
+
+
+def test_runs_and_the_audit_log_on_sqlite_and_postgresql(
+    database_url: str,
+    worker_env: dict[str, str],
+    workers: list[WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bgjobs import db
+
+    env = {**worker_env, "BGJOBS_DATABASE_URL": database_url}
+    monkeypatch.setenv("BGJOBS_DATABASE_URL", database_url)
+    runtime.reset()
+    db.upgrade()
+    start_worker(workers, env, processes=1)
+    settings = get_settings().model_copy(update={"console": ConsoleSettings(token=SecretStr(TOKEN))})
+    with ConsoleServer(create_app(settings)) as console, \
+            _client(console, headers={"Authorization": f"Bearer {TOKEN}"}) as api:  # fmt: skip
+        sent = api.post("/api/v1/jobs/cleanup.daily/trigger", json={"args": {"dry_run": "true"}}).json()
+
+        def finished() -> list[Any]:
+            return list(api.get("/api/v1/runs", params={"outcome": "succeeded"}).json()["items"])
+
+        wait_for(finished, timeout=30, what="the run")
+        assert finished()[0]["job"] == "cleanup.daily"
+        (entry,) = api.get("/api/v1/audit").json()["items"]
+        assert (entry["who"], entry["action"], entry["resource"], entry["result"]) == (
+            "token", "trigger", "job:cleanup.daily", "ok")  # fmt: skip
+        assert sent["message_id"] in entry["detail"]
+
+
+def test_bad_input_gets_a_4xx_naming_the_field(serve: Callable[..., ConsoleServer]) -> None:
+    console = serve(token=SecretStr(TOKEN))
+    with _client(console, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        cases = [
+            (api.get("/api/v1/dead-letters", params={"since": "last tuesday"}), 422, "since"),
+            (api.get("/api/v1/runs", params={"limit": 0}), 422, "limit"),
+            (api.get("/api/v1/runs", params={"outcome": "exploded"}), 422, "outcome"),
+            (api.get("/api/v1/runs/nope"), 404, "run_id"),
+            (api.post("/api/v1/dead-letters/requeue", json={}), 422, "ids"),
+            (api.post("/api/v1/dead-letters/requeue", json={"ids": "not-a-list"}), 422, "ids"),
+            (api.post("/api/v1/jobs/cleanup.daily/trigger", json={"args": {"n": 1}}), 422, "args.n"),
+            (api.post("/api/v1/webhooks/endpoints/ep_nope/disable", json={}), 404, None),
+        ]  # fmt: skip
+        for answer, status, field in cases:
+            assert answer.status_code == status, answer.text
+            assert answer.json()["error"], answer.text
+            if field is not None:
+                assert answer.json()["field"] == field, answer.text
+
+
+def test_the_families_state_is_readable_and_secrets_never_show(
+    serve: Callable[..., ConsoleServer], worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BGJOBS_WEBHOOKS__REQUIRE_HTTPS", "false")
+    monkeypatch.setenv("BGJOBS_WEBHOOKS__ALLOW", '["127.0.0.1/32"]')
+    runtime.reset()
+    endpoint = webhooks.add_endpoint("http://127.0.0.1:9/in", event_types=["booking.*"], owner="m1")
+    secret = endpoint.secret.get_secret_value()
+    ep = f"/api/v1/webhooks/endpoints/{endpoint.id}"
+    console = serve()
+    with _browser(console) as browser:
+        listed = browser.get("/api/v1/webhooks/endpoints").text
+        assert endpoint.id in listed and secret not in listed and "secret" not in listed
+        rotated = browser.post(f"{ep}/rotate-secret", json={"grace_hours": 1},
+                               headers=_csrf(browser))  # fmt: skip
+        assert rotated.status_code == 200 and rotated.json()["rotating"] is True
+        assert webhooks.get_endpoint(endpoint.id).secret.get_secret_value() not in rotated.text
+        disabled = browser.post(f"{ep}/disable", json={"reason": "maintenance"},
+                                headers=_csrf(browser))  # fmt: skip
+        assert disabled.json()["health"] == "disabled" and disabled.json()["disabled_reason"] == "maintenance"
+        assert browser.post(f"{ep}/enable", headers=_csrf(browser)).json()[
+            "health"] == "healthy"  # fmt: skip
+        for path in ("/api/v1/notifications", "/api/v1/payouts", "/api/v1/outbox", "/api/v1/exports",
+                     "/api/v1/workers", "/api/v1/jobs", "/api/v1/overview", "/api/v1/audit"):  # fmt: skip
+            assert browser.get(path).status_code == 200, path
+        assert browser.get("/api/v1/outbox").json() == {"pending": 0, "oldest_at": None, "oldest_age_s": None}
+        audit = browser.get("/api/v1/audit").json()["items"]
+        assert [a["action"] for a in audit] == ["enable", "disable", "rotate-secret"]
+        assert all(secret not in str(a) for a in audit)
+
+
+def test_the_openapi_schema_lists_every_route() -> None:
+    settings = Settings(broker_url="stub://", database_url="sqlite:///console.db")
+    schema = create_app(settings).openapi()
+    paths = set(schema["paths"])
+    for path in ("/api/v1/readyz", "/api/v1/queues/{name}/pause", "/api/v1/dead-letters/requeue",
+                 "/api/v1/jobs/{name}/trigger", "/api/v1/webhooks/endpoints/{endpoint_id}/recover",
+                 "/api/v1/payouts", "/api/v1/audit"):  # fmt: skip
+        assert path in paths, path
+    assert not [p for p in paths if not p.startswith("/api/v1/")]  # pages are not in the API schema
+
+
+def test_the_standalone_console_refuses_a_public_address_without_authentication(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BGJOBS_")}
+    env.update({"BGJOBS_BROKER_URL": "stub://", "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"})
+    upgrade = [sys.executable, "-m", "bgjobs.cli", "db", "upgrade"]
+    subprocess.run(upgrade, env=env, check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "bgjobs.cli", "console", "--host", "0.0.0.0"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "bgjobs: the console would listen on 0.0.0.0 with no authentication: set "
+        "BGJOBS_CONSOLE__TOKEN (or BGJOBS_CONSOLE__USERNAME and __PASSWORD), or listen on 127.0.0.1"
+    ]

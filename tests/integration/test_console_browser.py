@@ -1,0 +1,137 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright, against a real worker,
+Redis and SQLite. Each page is saved as a screenshot under build/test-artifacts/console/."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from bgjobs import runtime, webhooks
+from bgjobs.console import create_app
+from bgjobs.settings import get_settings
+from tests.support import worker_jobs
+from tests.support.console import ConsoleServer
+from tests.support.workers import ROOT, WorkerProcess, start_worker, wait_for
+
+ARTIFACTS = ROOT / "build" / "test-artifacts" / "console"
+PAGES = ("/", "/queues", "/dead-letters", "/runs", "/schedule", "/webhooks", "/notifications", "/payouts",
+         "/exports", "/audit")  # fmt: skip
+#: Flags that keep chromium off the network this machine does not have (see the tool library's notes).
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "Debian's chromium is not installed (apt-get install chromium; .ci/run does)"
+    return found
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Any]:
+    """A fresh browser page; fails the test on any console error or failed request it saw."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        tab = context.new_page()
+        tab.on(
+            "console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+        )
+        tab.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+        tab.on("dialog", lambda d: d.accept())  # confirmations are accepted, as a person would
+        yield tab
+        context.close()
+        browser.close()
+    assert errors == []
+
+
+@pytest.fixture
+def console(
+    worker_env: dict[str, str], workers: list[WorkerProcess], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    monkeypatch.setenv("BGJOBS_WEBHOOKS__REQUIRE_HTTPS", "false")
+    monkeypatch.setenv("BGJOBS_WEBHOOKS__ALLOW", '["127.0.0.1/32"]')
+    runtime.reset()
+    client = redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"])
+    client.set("test:refusing", "1")
+    start_worker(workers, worker_env, processes=1)
+    worker_jobs.refused.send({"key": "refused-in-browser", "sleep_s": 0})
+    wait_for(lambda: client.zcard("dramatiq:default.XQ") == 1, timeout=30, what="a dead letter")
+    client.delete("test:refusing")
+    webhooks.add_endpoint("http://127.0.0.1:9/hooks", event_types=["booking.*"], owner="merchant-1",
+                          description="a merchant's endpoint")  # fmt: skip
+    with ConsoleServer(create_app(get_settings())) as server:
+        yield server.url
+
+
+def _shot(tab: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_every_page_renders_without_errors_on_a_laptop_and_a_phone(console: str, page: Any) -> None:
+    for path in PAGES:
+        answer = page.goto(console + path)
+        assert answer is not None and answer.status == 200, path
+        assert page.locator("h1").inner_text(), path
+        _shot(page, "laptop" + (path.replace("/", "-") if path != "/" else "-overview"))
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/", "/dead-letters"):
+        page.goto(console + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width}px wide on a phone"  # tables scroll inside their box
+        _shot(page, "phone" + (path.replace("/", "-") if path != "/" else "-overview"))
+
+
+def test_the_overview_shows_the_live_worker_and_the_dead_letter(console: str, page: Any) -> None:
+    page.goto(console + "/")
+    assert page.locator("text=Live worker processes").is_visible()
+    rows = page.locator("table").first.locator("tbody tr")
+    assert "default" in rows.all_inner_texts()[1] or any("default" in r for r in rows.all_inner_texts())
+    dead = page.locator("a.card", has_text="Dead letters").inner_text()
+    assert dead.split()[-1] == "1"
+
+
+def test_requeueing_a_dead_letter_from_its_page_runs_it(console: str, page: Any) -> None:
+    page.goto(console + "/dead-letters")
+    row = page.locator("tr[data-letter]")
+    assert row.count() == 1 and "vendor refused refused-in-browser" in row.inner_text()
+    row.locator("button", has_text="Requeue").click()
+    page.locator("#toast", has_text="requeued 1").wait_for()
+    wait_for(lambda: worker_jobs.effect_count() == 1, timeout=30, what="the requeued job's effect")
+    page.locator("td.empty", has_text="no dead letters").wait_for(timeout=10_000)  # the page refreshed itself
+
+
+def test_pausing_and_resuming_a_queue_from_the_queues_page(console: str, page: Any) -> None:
+    page.goto(console + "/queues")
+    row = page.locator('tr[data-queue="default"]')
+    row.locator("button", has_text="Pause").click()
+    row.locator(".badge", has_text="paused").wait_for(timeout=10_000)
+    worker_jobs.record.send({"key": "paused-in-browser", "sleep_s": 0})
+    page.wait_for_timeout(2000)  # absence: four times the consumers' pause check
+    assert worker_jobs.effect_count() == 0
+    row.locator("button", has_text="Resume").click()
+    row.locator(".badge", has_text="running").wait_for(timeout=10_000)
+    wait_for(lambda: worker_jobs.effect_count() == 1, timeout=10, what="the job after resume")
+
+
+def test_triggering_a_batch_job_from_the_schedule_and_seeing_its_run(console: str, page: Any) -> None:
+    page.goto(console + "/schedule")
+    page.select_option("#trigger-form select[name=job]", "cleanup.daily")
+    page.fill("#trigger-form textarea[name=args]", "dry_run=true")
+    page.locator("#trigger-form button", has_text="Run").click()
+    page.locator("#toast", has_text="message_id").wait_for()
+    page.goto(console + "/runs")
+    page.locator("tr[data-run]", has_text="cleanup.daily").locator(".badge", has_text="succeeded").wait_for(
+        timeout=30_000)  # fmt: skip
+    _shot(page, "laptop-runs-after-trigger")
