@@ -138,10 +138,12 @@ def dead_letters(
     found = redis_broker(broker)
     wanted = None if limit is None else offset + limit
     needle = reason.casefold() if reason else None
+    # Unfiltered, a page of exactly what is wanted: the overview's latest five read five, not 500.
+    page = BATCH if wanted is None or actor is not None or needle is not None else min(max(wanted, 1), BATCH)
     chosen: list[DeadLetter] = []
     for name in [queue] if queue else queues(found):
         taken = 0
-        for letter in _scan(found, name):
+        for letter in _scan(found, name, page=page):
             if since is not None and letter.failed_at < since:
                 break  # each queue is scanned newest first
             if actor is not None and letter.actor != actor:

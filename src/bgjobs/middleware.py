@@ -10,6 +10,7 @@ from typing import Any
 from dramatiq.middleware import Middleware
 from pydantic import ValidationError
 
+from . import history
 from .errors import ConfigurationError, InvalidPayload, PermanentError
 from .outage import broker_outage, is_connection_error
 from .redis_broker import BgjobsRedisBroker
@@ -65,6 +66,7 @@ class Maintenance(Middleware):
                     described = True
                 report = broker.run_maintenance()
                 broker_outage.recover(log=logger)
+                history.record(broker.client, broker.namespace, sorted(broker.get_declared_queues()))
                 if report.recovered or report.dead_lettered:
                     logger.warning(
                         "recovered %d message(s) from dead workers; dead-lettered %d poison message(s)",

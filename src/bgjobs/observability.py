@@ -16,7 +16,7 @@ from typing import Any
 from dramatiq.common import current_millis
 from dramatiq.middleware import Middleware
 
-from . import tally
+from . import history, tally
 from .exposition import serve_metrics
 from .metrics_files import clear_dead_commands, clear_stale_files, use_multiprocess_dir
 
@@ -117,6 +117,7 @@ class Metrics(Middleware):
         # it moves to its queue, and again when it is processed: only the second is a job's outcome.
         if not message.queue_name.endswith(".DQ"):
             self._count(message, acked=True)
+            history.finished(message.queue_name)
 
     def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         # A retry is enqueued on the delay queue (with its backoff) and again when it moves from

@@ -255,6 +255,13 @@ def test_a_paused_queue_is_not_taken_until_resumed_also_across_a_worker_restart(
         assert browser.post("/api/v1/queues/default/resume", headers=_csrf(browser)).json()["paused"] is False
         wait_for(lambda: worker_jobs.effect_count() == 1, timeout=10, what="the job after resume")
         assert time.monotonic() - started < 3
+
+        def default_queue() -> dict[str, Any]:
+            return next(q for q in browser.get("/api/v1/queues").json() if q["name"] == "default")
+
+        # The job shows in the queue's last 30 minutes once the worker's maintenance pass records it
+        wait_for(lambda: sum(default_queue()["history"]["done"]) == 1, timeout=10, what="the history")
+        assert len(default_queue()["history"]["ready"]) == 30
         unknown = browser.post("/api/v1/queues/nosuch/pause", headers=_csrf(browser))
         assert unknown.status_code == 422 and unknown.json()["field"] == "queue"
 
@@ -366,6 +373,27 @@ def test_the_families_state_is_readable_and_secrets_never_show(
         audit = browser.get("/api/v1/audit").json()["items"]
         assert [a["action"] for a in audit] == ["enable", "disable", "rotate-secret"]
         assert all(secret not in str(a) for a in audit)
+
+
+def test_mounted_under_a_prefix_in_a_starlette_app_its_links_follow_the_mount(
+    worker_env: dict[str, str],
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    host = Starlette(routes=[
+        Route("/", lambda request: PlainTextResponse("the host app")),
+        Mount("/ops/bgjobs", create_app(get_settings())),
+    ])  # fmt: skip
+    with ConsoleServer(host) as served, _client(served) as client:
+        assert client.get("/").text == "the host app"
+        page = client.get("/ops/bgjobs/queues")
+        assert page.status_code == 200
+        assert 'href="/ops/bgjobs/static/console.css"' in page.text and 'href="/ops/bgjobs/runs"' in page.text
+        assert page.cookies["bgjobs_csrf"]
+        assert client.get("/ops/bgjobs/static/console.js").status_code == 200
+        assert client.get("/ops/bgjobs/api/v1/openapi.json").json()["info"]["title"] == "bgjobs console API"
 
 
 def test_the_openapi_schema_lists_every_route() -> None:

@@ -100,6 +100,9 @@ def test_the_overview_shows_the_live_worker_and_the_dead_letter(console: str, pa
     assert "default" in rows.all_inner_texts()[1] or any("default" in r for r in rows.all_inner_texts())
     dead = page.locator("a.card", has_text="Dead letters").inner_text()
     assert dead.split()[-1] == "1"
+    sparklines = page.locator("svg.spark")
+    assert sparklines.count() == 2 * rows.count()  # depth and jobs done, per queue
+    assert "jobs done per minute" in (sparklines.nth(1).get_attribute("aria-label") or "")
 
 
 def test_requeueing_a_dead_letter_from_its_page_runs_it(console: str, page: Any) -> None:

@@ -154,10 +154,10 @@ def test_a_failing_charge_expires_at_its_creation_ttl_when_the_ttl_counts_from_c
 def test_the_charges_budget_is_a_setting_and_what_it_leaves_waits_for_the_next_run(
     harness: Start, gateway: PaymentGatewayServer
 ) -> None:
-    jobs = start(harness, gateway, charges_budget_s=0.3)
+    jobs = start(harness, gateway, charges_budget_s=2)  # room for a loaded machine to reach the first charge
     for n in range(3):
         payouts.defer_charge(f"cust-{n}", "1.00", "USD", description=f"page {n}", key=f"budget:{n}")
-    gateway.script = ["sleep:0.5"]  # the first charge takes longer than the whole budget
+    gateway.script = ["sleep:2.5"]  # the first charge takes longer than the whole budget
     assert sweep(jobs)["processed"] == 1
     assert sweep(jobs)["processed"] == 2
     assert {c.status for c in charges().values()} == {"succeeded"}

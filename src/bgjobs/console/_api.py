@@ -47,11 +47,17 @@ def readyz() -> JSONResponse:
 
 
 def _queues() -> list[dict[str, Any]]:
+    """Each queue now, whether it is paused, and its last 30 minutes (``history``: jobs done and
+    ready messages per minute, oldest first)."""
+    from ..deadletters import redis_broker
+    from ..history import series
     from ..pausing import paused
     from ..status import status
 
+    broker = redis_broker()
     found, stopped = status(), paused()
-    return [{**asdict(q), "paused": q.name in stopped} for q in found.queues]
+    history = series(broker.client, broker.namespace, [q.name for q in found.queues])
+    return [{**asdict(q), "paused": q.name in stopped, "history": history[q.name]} for q in found.queues]
 
 
 def overview_data() -> dict[str, Any]:
@@ -81,7 +87,7 @@ def overview(_: Reader) -> dict[str, Any]:
     return overview_data()
 
 
-@router.get("/queues", tags=["queues"], summary="each queue: ready, delayed, in flight, dead, oldest wait")
+@router.get("/queues", tags=["queues"], summary="each queue: sizes, oldest wait, paused, the last 30 minutes")
 def queues(_: Reader) -> list[dict[str, Any]]:
     return _queues()
 
