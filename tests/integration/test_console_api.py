@@ -50,10 +50,10 @@ def _client(server: ConsoleServer, **kwargs: Any) -> httpx.Client:
 
 
 @contextlib.contextmanager
-def _browser(server: ConsoleServer, **kwargs: Any) -> Iterator[httpx.Client]:
+def _browser(server: ConsoleServer, first: str = "/", **kwargs: Any) -> Iterator[httpx.Client]:
     """A client that first loads a page, as a browser does, and so holds the CSRF cookie."""
     with _client(server, **kwargs) as client:
-        assert client.get("/").status_code == 200
+        assert client.get(first).status_code == 200
         yield client
 
 
@@ -322,6 +322,50 @@ def test_runs_and_the_audit_log_on_sqlite_and_postgresql(
         assert (entry["who"], entry["action"], entry["resource"], entry["result"]) == (
             "token", "trigger", "job:cleanup.daily", "ok")  # fmt: skip
         assert sent["message_id"] in entry["detail"]
+
+
+def test_a_refused_payout_is_retried_from_the_console_and_audited(
+    harness: Callable[..., Any],
+) -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from bgjobs import payouts, wiring
+    from bgjobs.adapters.http import HttpPaymentGateway
+    from bgjobs.jobs import trigger
+    from bgjobs.settings import HttpVendorSettings, PayoutSettings
+    from tests.support.receivers import payment_gateway
+
+    jobs = harness(payouts=PayoutSettings(minimums={"USD": Decimal("10.00")}))
+    with payment_gateway() as gateway:
+        adapter = HttpPaymentGateway(HttpVendorSettings(url=gateway.url))
+        wiring.configure(payment=adapter)
+        payouts.record_earning("v1", Decimal("100.00"), "USD", source_id="b1",
+                               occurred_at=datetime(2025, 6, 3, 12, tzinfo=UTC))  # fmt: skip
+        gateway.script.append(403)
+        trigger("payouts.weekly", period="2025-W23")
+        jobs.drain()
+        (refused,) = payouts.payouts(status="failed")
+        # The stub broker's console: payouts read the tables; the retry sends the usual pay job
+        app = create_app(runtime.current().settings)
+        with ConsoleServer(app) as console, _browser(console, "/payouts") as browser:
+            listed = browser.get("/api/v1/payouts", params={"status": "failed"}).json()["items"]
+            assert [(p["id"], p["error"]) for p in listed] == [(refused.id, refused.error)]
+            page = browser.get("/payouts", params={"status": "failed"}).text
+            assert f'data-action="/api/v1/payouts/{refused.id}/retry"' in page
+            done = browser.post(f"/api/v1/payouts/{refused.id}/retry", json={}, headers=_csrf(browser))
+            assert done.json() == {"payout_id": "payout:weekly:2025-W23:r1:v1:USD", "amount": "80.00",
+                                   "currency": "USD", "status": "pending"}  # fmt: skip
+            again = browser.post(f"/api/v1/payouts/{refused.id}/retry", json={}, headers=_csrf(browser))
+            assert again.status_code == 422 and again.json()["field"] == "payout_id"
+            jobs.drain()
+            statuses = [p["status"] for p in browser.get("/api/v1/payouts").json()["items"]]
+            assert statuses == ["paid", "failed"]
+        adapter.close()
+        from bgjobs.audit import entries
+
+        audited = [(e.action, e.result) for e in reversed(entries())]
+        assert audited == [("retry-payout", "ok"), ("retry-payout", "failed")]
 
 
 def test_bad_input_gets_a_4xx_naming_the_field(serve: Callable[..., ConsoleServer]) -> None:

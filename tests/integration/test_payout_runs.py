@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from bgjobs import cli, db, outbox, payouts, runs, wiring
 from bgjobs.adapters.http import HttpPaymentGateway
+from bgjobs.errors import InvalidPayload
 from bgjobs.jobs import trigger
 from bgjobs.money import Money
 from bgjobs.payouts import _models as payout_tables
@@ -145,6 +146,40 @@ def test_a_refused_payout_returns_its_entries_to_the_balance(
     trigger("payouts.weekly", period="2025-W24")
     jobs.drain()
     assert paid_amounts(gateway) == {"v1:USD": ("80.00", "USD")}
+
+
+def test_a_refused_payout_retried_now_is_paid_once_under_a_new_key(
+    harness: Start, gateway: PaymentGatewayServer
+) -> None:
+    jobs = start(harness, gateway, minimums={"USD": Decimal("10.00")})
+    earn("v1", "100.00", "b1", W23)
+    earn("v1", "50.00", "b2", W24)  # after the period: not part of its retry
+    gateway.script.append(403)  # the provider refuses (a closed account)
+    trigger("payouts.weekly", period="2025-W23")
+    jobs.drain()
+    (refused,) = all_payouts()
+    assert refused.status == "failed"
+    # When the vendor fixed their account and an operator retries it now
+    retried = payouts.retry_payout(refused.id)
+    # A second click finds nothing left to pay; the first is paid once, under its own key
+    with pytest.raises(InvalidPayload, match="is left to pay"):
+        payouts.retry_payout(refused.id)
+    jobs.drain()
+    assert (retried.id, retried.amount.amount, retried.status) == (
+        "payout:weekly:2025-W23:r1:v1:USD", Decimal("80.00"), "pending")  # fmt: skip
+    assert paid_amounts(gateway) == {"v1:USD": ("80.00", "USD")}
+    assert list(gateway.payouts) == [retried.id]  # the refused key was never sent again
+    assert {p.id: p.status for p in all_payouts()} == {refused.id: "failed", retried.id: "paid"}
+    with pytest.raises(InvalidPayload, match="is paid; only a refused payout is retried"):
+        payouts.retry_payout(retried.id)
+    with pytest.raises(InvalidPayload, match="no payout"):
+        payouts.retry_payout("payout:weekly:2025-W23:nobody:USD")
+    (receipt,) = payouts.receipts()
+    assert (receipt.payout_id, receipt.period) == (retried.id, "2025-W23")
+    # The next run pays only what came after: the W24 earning
+    trigger("payouts.weekly", period="2025-W24")
+    jobs.drain()
+    assert sorted(p["amount"] for p in gateway.payouts.values()) == ["40.00", "80.00"]
 
 
 def test_a_gateway_outage_retries_with_the_same_key_and_pays_once(

@@ -62,14 +62,15 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     it with ``bgjobs console``.
 
     Args:
-        settings: bgjobs's settings; the process's runtime's by default. Given settings become the
-            process's runtime, as the worker's do.
+        settings: bgjobs's settings; the process's runtime's by default. Other settings than the
+            runtime's become the process's runtime, as the worker's do.
         authorize: ``authorize(request, action, resource) -> bool``: the host app's own login decides
             who may read (``action="read"``) and act; see docs/console.md.
     """
     from ..worker import load_modules
 
-    if settings is not None:
+    existing = runtime.peek()
+    if settings is not None and (existing is None or existing.settings is not settings):
         runtime.install(runtime.Runtime(settings))
     current = runtime.current()
     load_modules(current.settings)  # the host's jobs, for the schedule and triggers

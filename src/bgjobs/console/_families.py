@@ -169,6 +169,19 @@ def payouts(
     )
 
 
+@router.post("/payouts/{payout_id}/retry", tags=["payouts"],
+             summary="pay a refused payout's vendor now, under a new idempotency key")  # fmt: skip
+def retry_payout(payout_id: str, actor: Annotated[Actor, Depends(acting("retry-payout"))]) -> dict[str, Any]:
+    from ..payouts import retry_payout as retry
+
+    def act() -> dict[str, Any]:
+        found = retry(payout_id)
+        return {"payout_id": found.id, "amount": str(found.amount.amount), "currency": found.currency,
+                "status": found.status}  # fmt: skip
+
+    return actor.run(f"payout:{payout_id}", act)
+
+
 @router.get("/exports", tags=["exports"], summary="exports with status, size, checksum and download link")
 def exports(_: Reader, dataset: str | None = None, limit: Limit = 50) -> list[dict[str, Any]]:
     from ..exports import exports as export_list

@@ -24,6 +24,7 @@ from ._ledger import (
 from ._models import Entry, PayoutInfo, Receipt, VendorEarnings
 from ._periods import Period, period_for
 from ._planning import payouts, receipts, report
+from ._retrying import retry_payout
 from ._settlement import settlement_report, settlement_rows
 from .actors import LedgerWrite, record_entry
 
@@ -49,6 +50,7 @@ __all__ = [
     "record_earning",
     "record_entry",
     "report",
+    "retry_payout",
     "set_commission_rate",
     "settlement_report",
     "settlement_rows",

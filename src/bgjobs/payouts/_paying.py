@@ -140,7 +140,7 @@ def _paid(payout: Payout, transaction_id: str) -> str:
         receipt = PayoutReceipt(
             id=f"rcpt_{uuid.uuid4().hex[:24]}", payout_id=payout.id, vendor_id=payout.vendor_id,
             amount_minor=payout.amount_minor, currency=payout.currency,
-            period=payout.run_key.split(":", 1)[1], booking_count=len(bookings), booking_ids=bookings,
+            period=payout.run_key.split(":")[1], booking_count=len(bookings), booking_ids=bookings,
             transaction_id=transaction_id[:200], issued_at=now,
         )  # fmt: skip
         s.add(receipt)
