@@ -368,6 +368,63 @@ def test_a_refused_payout_is_retried_from_the_console_and_audited(
         assert audited == [("retry-payout", "ok"), ("retry-payout", "failed")]
 
 
+def test_webhook_attempts_replay_and_recover_notifications_and_an_export_s_link(
+    harness: Callable[..., Any], tmp_path: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    from bgjobs import exports, notifications, wiring
+    from bgjobs.adapters.localfs import LocalFileStorage
+    from bgjobs.settings import WebhookSettings
+    from tests.support import export_datasets
+    from tests.support.receivers import webhook_receiver
+
+    jobs = harness(webhooks=WebhookSettings(require_https=False, allow=["127.0.0.1/32"], jitter=0.0,
+                                            retry_schedule_s=[]))  # fmt: skip
+    wiring.configure(storage=LocalFileStorage(tmp_path / "files"))
+    assert export_datasets.COLUMNS  # registers the test datasets
+    with webhook_receiver() as receiver:
+        endpoint = webhooks.add_endpoint(receiver.url("/x"), event_types=["*"])
+        receiver.script("/x", 500)
+        failed = webhooks.publish("booking.created", {"booking_id": "B1"})
+        total = {"amount": "500.00", "currency": "USD"}
+        booking = {"booking_id": "B1", "trip_date": "2025-06-15", "total": total}
+        ann = {"user_id": "u1", "email": "ann@example.com"}
+        notifications.send("booking_confirmation", ann, booking, key="booking:B1:confirmed")
+        export_id = exports.request("tricky", fmt="csv")
+        jobs.drain()
+        app = create_app(runtime.current().settings)
+        with ConsoleServer(app) as console, _browser(console, "/webhooks") as browser:
+            attempts = browser.get(f"/api/v1/webhooks/messages/{failed}/attempts").json()
+            assert [(a["attempt"], a["status_code"], a["succeeded"]) for a in attempts] == [(1, 500, False)]
+            page = browser.get("/webhooks", params={"message": failed}).text
+            assert f'data-action="/api/v1/webhooks/messages/{failed}/replay"' in page and "500" in page
+            replayed = browser.post(
+                f"/api/v1/webhooks/messages/{failed}/replay", json={}, headers=_csrf(browser)
+            )
+            assert replayed.json()["queued"] == 1
+            jobs.drain()
+            attempts = browser.get(f"/api/v1/webhooks/messages/{failed}/attempts").json()
+            assert [(a["trigger"], a["succeeded"]) for a in attempts] == [
+                ("scheduled", False),
+                ("manual", True),
+            ]
+            since = datetime(2000, 1, 1, tzinfo=UTC).isoformat()
+            recover = f"/api/v1/webhooks/endpoints/{endpoint.id}/recover"
+            recovered = browser.post(recover, json={"since": since}, headers=_csrf(browser))
+            assert recovered.status_code == 200 and recovered.json()["queued"] == 0  # nothing left failed
+            sent = browser.get("/api/v1/notifications", params={"key": "booking:B1:confirmed"}).json()[
+                "items"
+            ]
+            assert [(d["channel"], d["status"]) for d in sent] == [("email", "sent")]
+            assert "ann@example.com" not in str(sent)  # the log keeps a masked reference
+            shown = browser.get(f"/api/v1/exports/{export_id}").json()
+            assert shown["status"] == "done" and shown["url"] and shown["sha256"]
+            assert browser.get("/api/v1/exports/exp_nope").status_code == 404
+            assert export_id in browser.get("/exports").text and "ann@example.com" not in browser.get(
+                "/notifications").text  # fmt: skip
+
+
 def test_bad_input_gets_a_4xx_naming_the_field(serve: Callable[..., ConsoleServer]) -> None:
     console = serve(token=SecretStr(TOKEN))
     with _client(console, headers={"Authorization": f"Bearer {TOKEN}"}) as api:

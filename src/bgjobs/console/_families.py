@@ -191,9 +191,14 @@ def exports(_: Reader, dataset: str | None = None, limit: Limit = 50) -> list[di
 
 @router.get("/exports/{export_id}", tags=["exports"], summary="one export and its link")
 def export(export_id: str, _: Reader) -> dict[str, Any]:
+    from ..errors import InvalidPayload
     from ..exports import get
 
-    return dict(get(export_id).model_dump(mode="json"))
+    try:
+        found = get(export_id)
+    except InvalidPayload as exc:
+        raise NotFound(str(exc)) from None
+    return dict(found.model_dump(mode="json"))
 
 
 @router.get("/outbox", tags=["outbox"], summary="rows committed and not yet relayed, and the oldest's age")
