@@ -90,6 +90,13 @@ def test_two_schedulers_fire_each_tick_once_and_the_follower_takes_over(
     assert max(Counter(after).values()) == 1
     assert len(after) > count_at_kill + 1  # and it keeps ticking
     assert follower.proc.poll() is None
+    # And each said what it did: the cron table, leading or standing by, every tick it fired
+    first, second = leader.output(), follower.output()
+    assert "cron: tests.tick" in first and "scheduler lock acquired; firing" in first
+    assert "scheduled tests.tick for " in first
+    assert "standing by: another scheduler holds the lock" in second
+    assert second.index("standing by") < second.index("scheduler lock acquired")
+    assert "scheduled tests.tick for " in second
 
 
 GRID_S = 4
