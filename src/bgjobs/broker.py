@@ -2,7 +2,8 @@
 
 :mod:`bgjobs.runtime` holds the process's broker and binds the declared actors to it.
 
-``redis://``, ``rediss://`` and ``unix://`` URLs give :class:`BgjobsRedisBroker`;
+``redis://``, ``rediss://``, ``unix://`` and ``redis+sentinel://`` URLs give :class:`BgjobsRedisBroker`
+(its client from :func:`bgjobs.redis_connections.client_for`);
 ``amqp://`` gives Dramatiq's RabbitMQ broker (``pip install 'bgjobs[rabbitmq]'``);
 ``stub://`` gives Dramatiq's in-memory StubBroker, for tests.
 """
@@ -21,6 +22,7 @@ from .errors import ConfigurationError
 from .middleware import DeadLetterReasons, Maintenance
 from .redact import mask_url
 from .redis_broker import BgjobsRedisBroker
+from .redis_connections import client_for, is_redis_url
 from .registry import QUEUES
 from .settings import Settings, get_settings
 
@@ -57,12 +59,13 @@ def build_broker(
         ConfigurationError: the URL scheme is not supported, or its extra is missing.
     """
     url = settings.broker_url
-    redis = url.startswith(("redis://", "rediss://", "unix://"))
+    redis = is_redis_url(url)
     maintenance = [Maintenance()] if redis and worker else []
     middleware = [*_middleware(settings, worker=worker), *maintenance, *middleware]
     broker: dramatiq.Broker
     if redis:
-        broker = BgjobsRedisBroker(url=url, worker=settings.worker, middleware=middleware)
+        client = client_for(url, settings.redis_tls)
+        broker = BgjobsRedisBroker(client=client, worker=settings.worker, middleware=middleware)
     elif url.startswith(("amqp://", "amqps://")):
         try:
             from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -76,7 +79,8 @@ def build_broker(
         broker.emit_after("process_boot")
     else:
         raise ConfigurationError(
-            f"BGJOBS_BROKER_URL={mask_url(url)!r}: use redis://, rediss://, unix://, amqp:// or stub://"
+            f"BGJOBS_BROKER_URL={mask_url(url)!r}: use redis://, rediss://, unix://, redis+sentinel://, "
+            "amqp:// or stub://"
         )
     _settings[broker] = settings
     for queue in QUEUES:

@@ -284,7 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bgjobs: {exc}", file=sys.stderr)
         return 2
     except RedisConnectionError as exc:
-        print(f"bgjobs: cannot reach Redis ({exc}); check BGJOBS_BROKER_URL", file=sys.stderr)
+        from .redis_connections import explain
+        from .settings import get_settings
+
+        print(f"bgjobs: {explain(exc, get_settings().broker_url)}", file=sys.stderr)
         return 2
     except SQLAlchemyError as exc:
         from .db import unreachable

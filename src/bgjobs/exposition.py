@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .metrics_files import use_multiprocess_dir
+from .redis_connections import is_redis_url
 
 __all__ = ["QueueCollector", "scrape", "serve_metrics"]
 
@@ -92,10 +93,10 @@ def _registry() -> Any:
     settings = get_settings()
     registry = prom.CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
-    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
-        import redis
+    if is_redis_url(settings.broker_url):
+        from .redis_connections import client_for
 
-        client = redis.Redis.from_url(settings.broker_url)
+        client = client_for(settings.broker_url, settings.redis_tls)
         registry.register(QueueCollector(client, settings.worker.namespace, list(QUEUES)))
     return registry
 

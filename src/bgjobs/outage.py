@@ -80,10 +80,11 @@ class Outage:
             step, self._step = self._step, min(self._step * 2, LAST_STEP_S)
             self._next_report = now + step
             down_for = now - self._since
-        line = (
-            f"cannot reach the broker at {self.url} ({_first_line(error)}); "
-            "is it running? check BGJOBS_BROKER_URL."
-        )
+        from .redis_connections import explain
+
+        cause = error if isinstance(error, BaseException) else Exception(_first_line(error))
+        line = explain(cause, self.url)
+        line += "."
         if down_for >= 1:
             line += f" Down for {down_for:.0f} s, {folded} more failure(s) since the last report."
         return line + f" Retrying; next report in {step:.0f} s at most"

@@ -98,9 +98,13 @@ class BgjobsRedisBroker(RedisBroker):
     #: It refuses messages above ``max_message_bytes`` itself, on the bytes it encodes anyway.
     checks_message_size = True
 
-    def __init__(self, *, url: str, worker: WorkerSettings, middleware: list[Any] | None = None) -> None:
+    def __init__(
+        self, *, worker: WorkerSettings, url: str | None = None, client: Any = None,
+        middleware: list[Any] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(  # type: ignore[no-untyped-call]
             url=url,
+            client=client,
             middleware=middleware,
             namespace=worker.namespace,
             maintenance_chance=0,

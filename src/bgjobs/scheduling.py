@@ -236,7 +236,9 @@ def _stop(signum: int, frame: Any) -> None:
 
 def run_scheduler(settings: Settings) -> int:
     """Run until stopped: wait for the lock, then fire the cron table while holding it."""
-    if not settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+    from .redis_connections import is_redis_url
+
+    if not is_redis_url(settings.broker_url):
         raise ConfigurationError("bgjobs scheduler needs a Redis BGJOBS_BROKER_URL for its lock")
     table = cron_table(settings)
     from redis.exceptions import RedisError

@@ -31,6 +31,7 @@ from .sections import (
     OutboxSettings,
     PayoutSettings,
     PolicySettings,
+    RedisTlsSettings,
     RetrySettings,
     S3Settings,
     SchedulerSettings,
@@ -54,6 +55,7 @@ __all__ = [
     "OutboxSettings",
     "PayoutSettings",
     "PolicySettings",
+    "RedisTlsSettings",
     "RetrySettings",
     "S3Settings",
     "SchedulerSettings",
@@ -119,6 +121,7 @@ class Settings(BaseSettings):
 
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    redis_tls: RedisTlsSettings = Field(default_factory=RedisTlsSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     http_sms: HttpVendorSettings = Field(default_factory=HttpVendorSettings)

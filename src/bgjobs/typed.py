@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import registry, runtime
 from .errors import PERMANENT, BrokerUnavailable, ConfigurationError, InvalidPayload, check_size
-from .redact import mask_url
 from .registry import QUEUES, registered
 from .settings import Settings
 
@@ -208,11 +207,9 @@ def reachable() -> Iterator[None]:
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
-        url = mask_url(runtime.current().settings.broker_url)
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BrokerUnavailable(
-            f"cannot reach the broker at {url} ({cause}); is it running? check BGJOBS_BROKER_URL"
-        ) from None
+        from .redis_connections import explain
+
+        raise BrokerUnavailable(explain(exc, runtime.current().settings.broker_url)) from None
 
 
 def _check_sizes(broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]]) -> None:

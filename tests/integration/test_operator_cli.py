@@ -170,7 +170,7 @@ def test_status_says_clearly_when_redis_does_not_answer(
 
     monkeypatch.setenv("BGJOBS_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")
     assert cli.main(["status"]) == 2
-    assert "cannot reach Redis" in capsys.readouterr().err
+    assert "cannot reach the broker at" in capsys.readouterr().err
 
 
 def test_status_on_a_stub_broker_is_a_configuration_error(

@@ -31,7 +31,11 @@ class Work(bgjobs.Payload):
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().broker_url)
+    """The broker's Redis, however it is reached (Sentinel, TLS)."""
+    from bgjobs.redis_connections import client_for
+
+    settings = get_settings()
+    return client_for(settings.broker_url, settings.redis_tls)
 
 
 def starts(key: str) -> int:

@@ -45,6 +45,16 @@ def use_environment(monkeypatch: Any, env: dict[str, str]) -> None:
     db.upgrade()
 
 
+def broker_client(env: dict[str, str]) -> redis.Redis:
+    """A client for the broker of ``env``, however it is reached (Sentinel, TLS)."""
+    from bgjobs.redis_connections import client_for
+    from bgjobs.sections import RedisTlsSettings
+
+    tls = RedisTlsSettings(**{field: env.get(f"BGJOBS_REDIS_TLS__{field.upper()}") or None
+                              for field in ("ca_file", "cert_file", "key_file")})  # fmt: skip
+    return client_for(env["BGJOBS_BROKER_URL"], tls)
+
+
 #: Every worker command made by the test now running; :func:`remove_all` kills them and deletes their logs.
 _made: list[WorkerProcess] = []
 
@@ -103,7 +113,7 @@ class WorkerProcess:
         )
         self.log.close()  # the worker writes through its own descriptor; output() reads the file by name
         if wait:
-            client = redis.Redis.from_url(self.env["BGJOBS_BROKER_URL"])
+            client = broker_client(self.env)
             before = set(client.zrange("dramatiq:__heartbeats__", 0, -1))
 
             def booted() -> bool:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal, get_args, get_origin
+
 import pytest
 from pydantic import BaseModel
 
@@ -69,6 +71,9 @@ def _one_variable(section: type[BaseModel]) -> tuple[str, str, object]:
         if isinstance(default, float):
             return name, str(default + 1), default + 1
     for name, field in section.model_fields.items():
+        if get_origin(field.annotation) is Literal:  # another of its allowed values
+            other = next(v for v in get_args(field.annotation) if v != field.get_default())
+            return name, str(other), other
         if isinstance(default := field.get_default(), str):
             return name, default + "-x", default + "-x"
     raise AssertionError(f"{section.__name__} has no number, flag or text field to set")

@@ -1,0 +1,149 @@
+"""Redis Sentinel and Redis over TLS, on real servers on 127.0.0.1: every connection bgjobs makes
+goes through ``bgjobs.redis_connections``, and a failover or a certificate problem is handled or
+named in one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bgjobs import runtime
+from tests.support import worker_jobs
+from tests.support.redis_servers import make_certificates, sentinel_deployment, tls_redis
+from tests.support.workers import WorkerProcess, start_worker, wait_for
+
+
+def _bgjobs(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bgjobs.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_sentinel_failover_mid_load_loses_nothing_and_doubles_no_effect(
+    worker_env: dict[str, str], workers: list[WorkerProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with sentinel_deployment() as (deployment, processes):
+        env = {**worker_env, "BGJOBS_BROKER_URL": deployment.url}
+        monkeypatch.setenv("BGJOBS_BROKER_URL", deployment.url)
+        runtime.reset()
+        start_worker(workers, env, processes=2, threads=2)
+        keys = [f"failover-{i}" for i in range(300)]
+        # Given a backlog being worked through
+        worker_jobs.record.send_many({"key": k, "sleep_s": 0.02} for k in keys)
+        wait_for(lambda: worker_jobs.effect_count() >= 60, timeout=60, what="the first effects")
+        # When the master is killed mid-load
+        processes["master"].kill()
+        # Then the sentinel promotes the replica, and the workers carry on with it
+        wait_for(
+            lambda: deployment.master_address()[1] == deployment.replica_port,
+            timeout=30,
+            what="the replica's promotion",
+        )
+        wait_for(lambda: worker_jobs.effect_count() == len(keys), timeout=90, what="every effect")
+        effects = worker_jobs.effects()
+        lost = [k for k in keys if k not in effects]
+        redelivered = [k for k in keys if worker_jobs.starts(k) > 1]
+        print(
+            f"sentinel failover: {len(keys)} jobs, lost {len(lost)}, duplicated effects 0 "
+            f"(one row per key), redelivered {len(redelivered)}"
+        )
+        assert lost == [] and len(effects) == len(keys)
+        # The commands reach the new master through the sentinel too
+        status = _bgjobs(env, "status", "--json")
+        assert status.returncode in (0, 1), status.stderr
+        assert '"queues"' in status.stdout
+
+
+def test_redis_over_tls_with_a_ca_and_a_client_certificate(
+    worker_env: dict[str, str], workers: list[WorkerProcess], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    certs = make_certificates(tmp_path)
+    with tls_redis(certs, mutual=True) as port:
+        url = f"rediss://127.0.0.1:{port}/0"
+        tls = {
+            "BGJOBS_REDIS_TLS__CA_FILE": str(certs.ca),
+            "BGJOBS_REDIS_TLS__CERT_FILE": str(certs.client_cert),
+            "BGJOBS_REDIS_TLS__KEY_FILE": str(certs.client_key),
+        }
+        env = {**worker_env, "BGJOBS_BROKER_URL": url, **tls}
+        for name, value in {"BGJOBS_BROKER_URL": url, **tls}.items():
+            monkeypatch.setenv(name, value)
+        runtime.reset()
+        # A worker, the sender and the commands all speak TLS with the client certificate
+        start_worker(workers, env, processes=1)
+        worker_jobs.record.send({"key": "over-tls", "sleep_s": 0})
+        wait_for(lambda: worker_jobs.effect_count() == 1, timeout=30, what="the job over TLS")
+        assert _bgjobs(env, "status").returncode in (0, 1)
+        # A CA that did not sign the server's certificate: one line naming the setting
+        untrusted = _bgjobs({**env, "BGJOBS_REDIS_TLS__CA_FILE": str(certs.other_ca)}, "status")
+        assert untrusted.returncode == 2
+        (line,) = untrusted.stderr.strip().splitlines()
+        assert line.startswith(
+            f"bgjobs: the Redis server at {url} presented a certificate this process does not trust"
+        )
+        assert line.endswith("set BGJOBS_REDIS_TLS__CA_FILE to the CA that signed it")
+        # No client certificate where the server asks for one: refused, in one line
+        anonymous = _bgjobs(
+            {**env, "BGJOBS_REDIS_TLS__CERT_FILE": "", "BGJOBS_REDIS_TLS__KEY_FILE": ""}, "status"
+        )
+        assert anonymous.returncode == 2 and len(anonymous.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in anonymous.stderr
+
+
+def test_tls_settings_beside_a_url_without_tls_are_refused(worker_env: dict[str, str]) -> None:
+    done = _bgjobs({**worker_env, "BGJOBS_REDIS_TLS__CA_FILE": "/etc/ssl/certs/ca.pem"}, "status")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"bgjobs: BGJOBS_REDIS_TLS__* is set but {worker_env['BGJOBS_BROKER_URL']} is not "
+        "TLS: use rediss:// (or rediss+sentinel://), or unset the TLS settings"
+    )
+
+
+SECRET = "hunter2-never-print-me"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BGJOBS_BROKER_URL", f"redis://:{SECRET}@127.0.0.1:1/0"),
+        ("BGJOBS_BROKER_URL", f"redis+sentinel://:{SECRET}@127.0.0.1:1/mymaster/0"),
+        ("BGJOBS_BROKER_URL", f"redis+sentinel://:{SECRET}@127.0.0.1/not-a-port"),
+        ("BGJOBS_BROKER_URL", f"nats://user:{SECRET}@127.0.0.1:4222"),
+        ("BGJOBS_DATABASE_URL", f"postgresql+psycopg://app:{SECRET}@127.0.0.1:1/app"),
+    ],
+)
+def test_no_error_path_prints_a_url_s_password(variable: str, value: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BGJOBS_")}
+    env.update(
+        {
+            "BGJOBS_BROKER_URL": "redis://127.0.0.1:1/0",
+            "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+            variable: value,
+        }
+    )
+    for command in (
+        ["status"],
+        ["runs"],
+        ["trigger", "cleanup.daily"],
+        ["dead-letters", "list"],
+        ["db", "check"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "bgjobs.cli", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        shown = done.stdout + done.stderr
+        assert done.returncode != 0, (command, shown)
+        assert SECRET not in shown, (command, shown)
+        assert "Traceback" not in shown, (command, shown)
