@@ -338,6 +338,29 @@ class S3Settings(_Section):
     secret_access_key: SecretStr | None = None
 
 
+class SftpSettings(_Section):
+    """The ``sftp`` storage adapter (``pip install 'bgjobs[sftp]'``)."""
+
+    host: str | None = None
+    port: int = Field(default=22, ge=1, le=65535)
+    username: str | None = None
+    #: A private key file (OpenSSH or PEM), and its passphrase if it has one ...
+    key_file: str | None = None
+    key_passphrase: SecretStr | None = None
+    #: ... or a password.
+    password: SecretStr | None = None
+    #: The server's host key must be in this file (``~/.ssh/known_hosts`` by default).
+    known_hosts: str | None = None
+    #: Trust a host key seen for the first time. Off: an unknown host is refused.
+    accept_unknown_host: bool = False
+    #: The directory every key is stored under.
+    root: str = "."
+    #: Where an HTTP server publishes ``root``: links are ``base_url/key``. Without it, links are
+    #: ``sftp://user@host:port/path`` (no credentials).
+    base_url: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
 class LocalStorageSettings(_Section):
     root: str = "bgjobs-storage"
     base_url: str | None = None

@@ -35,6 +35,7 @@ from .sections import (
     RetrySettings,
     S3Settings,
     SchedulerSettings,
+    SftpSettings,
     SmtpSettings,
     WebhookSettings,
     WorkerSettings,
@@ -60,6 +61,7 @@ __all__ = [
     "S3Settings",
     "SchedulerSettings",
     "Settings",
+    "SftpSettings",
     "SmtpSettings",
     "WebhookSettings",
     "WorkerSettings",
@@ -129,6 +131,7 @@ class Settings(BaseSettings):
     http_payment: HttpVendorSettings = Field(default_factory=HttpVendorSettings)
     localfs: LocalStorageSettings = Field(default_factory=LocalStorageSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
+    sftp: SftpSettings = Field(default_factory=SftpSettings)
 
     def schedule_for(self, job: str, default: str | None) -> str | None:
         """A job's cron string: settings, then the job's own default; None if disabled."""

@@ -58,6 +58,7 @@ BUNDLED: dict[str, dict[str, str]] = {
     },
     "localfs": {"storage": "bgjobs.adapters.localfs:LocalFileStorage"},
     "s3": {"storage": "bgjobs.adapters.s3:S3Storage"},
+    "sftp": {"storage": "bgjobs.adapters.sftp:SftpStorage"},
 }
 
 #: Where each hook's setting lives: (section, field).

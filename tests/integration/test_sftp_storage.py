@@ -1,0 +1,139 @@
+"""The SFTP storage adapter against a real sshd on 127.0.0.1: key authentication, host-key
+checking, atomic publish, and a worker SIGKILLed mid-upload."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bgjobs import exports
+from bgjobs.adapters.sftp import SftpStorage
+from bgjobs.errors import PermanentError, TransientError
+from bgjobs.exports._formats import encode
+from tests.support.export_datasets import counted
+from tests.support.sshd import SshServer, ssh_server
+from tests.support.workers import WorkerProcess, use_environment, wait_for
+
+
+@pytest.fixture
+def sshd() -> Iterator[SshServer]:
+    with ssh_server() as server:
+        yield server
+
+
+def _storage(server: SshServer, **overrides: object) -> SftpStorage:
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "username": server.user,
+        "key_file": str(server.key_file),
+        "known_hosts": str(server.known_hosts),
+        "root": str(server.root),
+    }
+    return SftpStorage(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+def test_an_object_is_written_read_back_linked_and_deleted(sshd: SshServer) -> None:
+    storage = _storage(sshd)
+    body = [bytes([n % 256]) * 100_000 for n in range(30)]  # 3 MB in chunks
+    stored = storage.put(key="reports/2025/06/settlement.csv", chunks=iter(body), content_type="text/csv")
+    whole = b"".join(body)
+    assert (stored.size, stored.sha256) == (len(whole), hashlib.sha256(whole).hexdigest())
+    on_disk = sshd.root / "reports/2025/06/settlement.csv"
+    assert on_disk.read_bytes() == whole
+    assert [p.name for p in on_disk.parent.iterdir()] == ["settlement.csv"]  # no temporary file left
+    assert b"".join(storage.open(key="reports/2025/06/settlement.csv")) == whole
+    link = storage.url(key="reports/2025/06/settlement.csv")
+    assert link == f"sftp://{sshd.user}@127.0.0.1:{sshd.port}{sshd.root}/reports/2025/06/settlement.csv"
+    assert _storage(sshd, base_url="https://files.example.com/exports/").url(key="a/b.csv") == (
+        "https://files.example.com/exports/a/b.csv"
+    )
+    storage.delete(key="reports/2025/06/settlement.csv")
+    storage.delete(key="reports/2025/06/settlement.csv")  # a missing object is not an error
+    assert not on_disk.exists()
+    with pytest.raises(PermanentError, match="no object"):
+        list(storage.open(key="reports/missing.csv"))
+
+
+def test_an_unknown_or_changed_host_key_is_refused_naming_the_setting(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(
+        PermanentError, match=r"is not in .*known_hosts; add its host key there \(BGJOBS_SFTP__KNOWN"
+    ):
+        _storage(sshd, known_hosts=str(empty)).put(key="x.csv", chunks=[b"x"])
+    other = tmp_path / "other_key"
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, key = other.with_suffix(".pub").read_text().split()[:2]
+    changed = tmp_path / "changed_known_hosts"
+    changed.write_text(f"[127.0.0.1]:{sshd.port} {kind} {key}\n")
+    with pytest.raises(PermanentError, match="does not match"):
+        _storage(sshd, known_hosts=str(changed)).put(key="x.csv", chunks=[b"x"])
+    assert list(sshd.root.iterdir()) == []  # nothing was written to an unverified host
+
+
+def test_a_wrong_key_is_a_clear_refusal_and_a_dead_server_is_transient(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    import subprocess
+
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    with pytest.raises(PermanentError, match=r"was refused .*check BGJOBS_SFTP__KEY_FILE"):
+        _storage(sshd, key_file=str(stranger)).put(key="x.csv", chunks=[b"x"])
+    sshd.process.kill()
+    sshd.process.wait()
+    with pytest.raises(TransientError, match=r"SFTP upload of x\.csv"):
+        _storage(sshd).put(key="x.csv", chunks=[b"x"])
+
+
+ROWS = 20_000
+
+
+def test_a_worker_killed_mid_upload_leaves_nothing_under_the_final_name(
+    sshd: SshServer, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {
+        "BGJOBS_BROKER_URL": redis_url,
+        "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'exports.db'}",
+        "BGJOBS_JOBS": '["tests.support.export_datasets"]',
+        "BGJOBS_WORKER__HEARTBEAT_TIMEOUT_MS": "2000",
+        "BGJOBS_WORKER__MAINTENANCE_INTERVAL_MS": "500",
+        "BGJOBS_METRICS__ENABLED": "false",
+        **sshd.env(),
+    }
+    use_environment(monkeypatch, env)
+    # 20,000 rows, pausing 0.1 s every 1,000: about 2 s of uploading
+    export_id = exports.request("counted", filters={"rows": ROWS, "pause": 0.1})
+    final = sshd.root / exports.get(export_id).storage_key
+
+    def partials() -> list[Path]:
+        return list(final.parent.glob(".*.part")) if final.parent.exists() else []
+
+    worker = WorkerProcess(env, processes=1, threads=2).start()
+    try:
+        wait_for(lambda: any(p.stat().st_size > 0 for p in partials()), timeout=60, what="bytes uploaded")
+    finally:
+        worker.kill()
+    # Killed mid-upload: a temporary file on the server, never the final one
+    assert not final.exists() and len(partials()) == 1
+    assert exports.get(export_id).status == "running"
+
+    worker = WorkerProcess(env, processes=1, threads=2).start()
+    try:
+        wait_for(lambda: exports.get(export_id).status == "done", timeout=120, what="the export to finish")
+    finally:
+        worker.stop()
+    info = exports.get(export_id)
+    expected = b"".join(encode("csv", counted(period=None, filters={"rows": ROWS}), ("n", "label", "amount")))
+    assert final.read_bytes() == expected
+    assert (info.rows, info.size, info.sha256) == (ROWS, len(expected), hashlib.sha256(expected).hexdigest())
+    assert partials() == []  # the retry removed what the killed upload left
+    assert info.url == f"sftp://{sshd.user}@127.0.0.1:{sshd.port}{final}"
