@@ -26,7 +26,10 @@ from .redis_connections import client_for, is_redis_url
 from .registry import QUEUES
 from .settings import Settings, get_settings
 
-__all__ = ["build_broker", "settings_for"]
+__all__ = ["ENQUEUE_PATIENCE_S", "build_broker", "settings_for"]
+
+#: How long a worker's enqueue (a retry, a follow-up job) waits out a Redis outage or failover.
+ENQUEUE_PATIENCE_S = 30.0
 
 _settings: weakref.WeakKeyDictionary[dramatiq.Broker, Settings] = weakref.WeakKeyDictionary()
 
@@ -66,6 +69,8 @@ def build_broker(
     if redis:
         client = client_for(url, settings.redis_tls)
         broker = BgjobsRedisBroker(client=client, worker=settings.worker, middleware=middleware)
+        if worker:
+            broker.patience_s = ENQUEUE_PATIENCE_S
     elif url.startswith(("amqp://", "amqps://")):
         try:
             from dramatiq.brokers.rabbitmq import RabbitmqBroker

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from dramatiq.errors import BrokerConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -283,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BgjobsError as exc:
         print(f"bgjobs: {exc}", file=sys.stderr)
         return 2
-    except RedisConnectionError as exc:
+    except (RedisConnectionError, BrokerConnectionError) as exc:
         from .redis_connections import explain
         from .settings import get_settings
 

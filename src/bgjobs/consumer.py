@@ -59,8 +59,34 @@ class WakingConsumer(_RedisConsumer):
             self._pause_checked = now
         return self._paused
 
+    def close(self) -> None:
+        """Dramatiq restarts a consumer after a connection error and drops what it had fetched and
+        not yet handed out; those messages stay in this process's ack set, which only a dead
+        process's recovery empties, so a live worker would hold them for good (seen in a Sentinel
+        failover). Their ids are kept for the next consumer of the queue to put back."""
+        leftovers = []
+        for data in self.message_cache:
+            with contextlib.suppress(Exception):
+                leftovers.append(Message.decode(data).options["redis_message_id"])
+        self.message_cache = []
+        if leftovers:
+            self.broker.left_behind(self.queue_name, leftovers)
+        super().close()
+
+    def _return_left_behind(self) -> None:
+        ids = self.broker.take_left_behind(self.queue_name)
+        if ids:
+            try:
+                self.broker.do_requeue(self.queue_name, *ids)
+            except redis.RedisError:
+                self.broker.left_behind(self.queue_name, ids)
+                raise
+            logger.warning("put %d message(s) fetched before a lost connection back on %s", len(ids),
+                           self.queue_name)  # fmt: skip
+
     def __next__(self) -> MessageProxy | None:
         try:
+            self._return_left_behind()
             if self._is_paused():  # nothing starts, fetched or not; fetched ones wait in flight
                 time.sleep(min(self.timeout / 1000, PAUSE_CHECK_S))
                 return None

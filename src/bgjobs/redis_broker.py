@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterable
 from importlib import resources
 from typing import Any, NamedTuple
 from uuid import uuid4
 
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.message import Message
@@ -112,8 +114,23 @@ class BgjobsRedisBroker(RedisBroker):
             dead_message_ttl=worker.dead_message_ttl_ms,
         )
         self.worker_settings = worker
+        #: Seconds an enqueue waits out a Redis outage (a worker's broker; 0 in a host process).
+        self.patience_s = 0.0
+        self._left_behind: dict[str, list[str]] = {}
+        self._left_lock = threading.Lock()
         self._maintenance = self.client.register_script(_SCRIPT)
         self._enqueue = self.client.register_script(_ENQUEUE)
+
+    def left_behind(self, queue: str, redis_ids: list[str]) -> None:
+        """Messages a closed consumer had fetched and not handed out (see ``WakingConsumer.close``)."""
+        with self._left_lock:
+            self._left_behind.setdefault(queue, []).extend(redis_ids)
+
+    def take_left_behind(self, queue: str) -> list[str]:
+        if not self._left_behind:  # the hot path: nothing was left behind
+            return []
+        with self._left_lock:
+            return self._left_behind.pop(queue, [])
 
     @property
     def consumer_class(self) -> type[WakingConsumer]:
@@ -143,9 +160,28 @@ class BgjobsRedisBroker(RedisBroker):
         """
         message = self._prepare(message, delay)
         args = [message.queue_name, WAKE_CAP, 0, message.options["redis_message_id"], self._encode(message)]
-        self._enqueue(keys=[self.namespace], args=args)
+        self._patiently(lambda: self._enqueue(keys=[self.namespace], args=args))
         self.emit_after("enqueue", message, delay)
         return message
+
+    def _patiently(self, call: Any) -> Any:
+        """``call()``, tried again for ``patience_s`` while Redis does not answer.
+
+        In a worker, a failed job's retry is enqueued from Dramatiq's Retries middleware, whose
+        errors are logged and dropped before the job's message is acked: a Redis blip or a Sentinel
+        failover at that moment lost the job. A worker's broker therefore waits out an outage of
+        up to ``patience_s`` (30 s) before giving up; a host's send fails at once
+        (``BrokerUnavailable``) so a request is not held. A retried write may land twice (the first
+        may have been applied before its answer was lost): at least once, as everywhere.
+        """
+        deadline = time.monotonic() + self.patience_s
+        while True:
+            try:
+                return call()
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.25)
 
     def enqueue_once(self, message: Message[Any], *, key: str, ttl_s: int) -> Message[Any] | None:
         """Enqueue ``message`` only if ``key`` was not set yet, setting it in the same script.

@@ -108,10 +108,24 @@ def client_for(url: str, tls: RedisTlsSettings | None = None) -> redis.Redis:
     return redis.Redis.from_url(url, **common, **tls_kwargs)
 
 
+_REFUSED_LOGIN = (
+    "ACCESS_REFUSED", "ProbableAuthenticationError", "AuthenticationError", "ProbableAccessDenied",
+)  # fmt: skip
+
+
 def explain(exc: BaseException, url: str) -> str:
-    """One line for a failed Redis connection: what happened and which setting fixes it."""
+    """One line for a failed broker connection (Redis or RabbitMQ): what happened and which setting
+    fixes it, the URL's password masked."""
+    cause = exc.__cause__ or getattr(exc, "cause", None) or (exc.args[0] if exc.args else None)
+    named = f"{type(exc).__name__} {type(cause).__name__ if cause is not None else ''} {exc!r} {cause!r}"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     shown = mask_url(url)
+    if url.startswith(("amqp://", "amqps://")):
+        if any(marker in named for marker in _REFUSED_LOGIN):
+            return (f"RabbitMQ at {shown} refused the login; check the user and password in "
+                    "BGJOBS_BROKER_URL (and that the user may use its virtual host)")  # fmt: skip
+        what = type(cause or exc).__name__
+        return f"cannot reach RabbitMQ at {shown} ({what}); is it running? check BGJOBS_BROKER_URL"
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         return (f"the Redis server at {shown} presented a certificate this process does not trust ({text}); "
                 "set BGJOBS_REDIS_TLS__CA_FILE to the CA that signed it")  # fmt: skip

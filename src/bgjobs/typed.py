@@ -201,12 +201,13 @@ def send_messages(
 @contextlib.contextmanager
 def reachable() -> Iterator[None]:
     """Turn the broker's connection errors into one line: :class:`BrokerUnavailable`."""
+    from dramatiq.errors import BrokerConnectionError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, ConnectionError, BrokerConnectionError) as exc:
         from .redis_connections import explain
 
         raise BrokerUnavailable(explain(exc, runtime.current().settings.broker_url)) from None

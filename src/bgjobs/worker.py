@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import dramatiq
@@ -94,6 +95,35 @@ def _check_queues(broker: dramatiq.Broker, requested: list[str]) -> None:
         )
 
 
+#: A refused RabbitMQ login is tried this often, this far apart, before the worker stops.
+LOGIN_TRIES, LOGIN_PAUSE_S = 3, 2.0
+
+
+def _check_login(broker: dramatiq.Broker, settings: Settings) -> None:
+    """A RabbitMQ that refuses the login stops the worker with one line (after LOGIN_TRIES tries),
+    instead of every consumer retrying it for ever; one that does not answer yet is waited for."""
+    if not hasattr(broker, "parameters"):  # not RabbitMQ
+        return
+    import pika.exceptions
+
+    from .redis_connections import explain
+
+    for attempt in range(1, LOGIN_TRIES + 1):
+        try:
+            broker.connection  # type: ignore[attr-defined]  # noqa: B018  (opens it)
+        except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError,
+                pika.exceptions.AuthenticationError) as exc:  # fmt: skip
+            if attempt == LOGIN_TRIES:
+                raise ConfigurationError(explain(exc, settings.broker_url)) from None
+            time.sleep(LOGIN_PAUSE_S)
+        except pika.exceptions.AMQPError as exc:
+            logger.error("%s; the consumers keep trying", explain(exc, settings.broker_url))
+            return
+        else:
+            del broker.connection  # type: ignore[attr-defined]
+            return
+
+
 def _fold_connection_errors(broker: dramatiq.Broker) -> None:
     """Each consumer thread's connection errors go through the process's one outage account."""
     gate = BrokerOutageLog()
@@ -143,6 +173,7 @@ def _boot(settings: Settings) -> dramatiq.Broker:
     from .cleanup._policies import policies
     from .migrations import require_current
 
+    _check_login(broker, settings)
     _check_queues(broker, _requested_queues(sys.argv[1:]))
     _fold_connection_errors(broker)
     policies(settings)  # BGJOBS_CLEANUP__POLICIES: a bad age stops the worker here, not at 02:00

@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from bgjobs import runtime
 from tests.support import worker_jobs
@@ -47,7 +49,12 @@ def test_a_sentinel_failover_mid_load_loses_nothing_and_doubles_no_effect(
             timeout=30,
             what="the replica's promotion",
         )
-        wait_for(lambda: worker_jobs.effect_count() == len(keys), timeout=90, what="every effect")
+        try:
+            wait_for(lambda: worker_jobs.effect_count() == len(keys), timeout=90, what="every effect")
+        except AssertionError:  # say where the missing ones are, for whoever reads the failure
+            missing = [k for k in keys if k not in worker_jobs.effects()]
+            found = sorted(k.decode() for k in worker_jobs._redis().keys("dramatiq:*"))
+            raise AssertionError(f"missing {missing[:5]} of {len(missing)}; keys {found}") from None
         effects = worker_jobs.effects()
         lost = [k for k in keys if k not in effects]
         redelivered = [k for k in keys if worker_jobs.starts(k) > 1]
@@ -147,3 +154,35 @@ def test_no_error_path_prints_a_url_s_password(variable: str, value: str, tmp_pa
         assert done.returncode != 0, (command, shown)
         assert SECRET not in shown, (command, shown)
         assert "Traceback" not in shown, (command, shown)
+
+
+def test_a_worker_s_enqueue_waits_out_a_short_outage_and_a_host_s_fails_at_once() -> None:
+    import threading
+
+    import dramatiq
+
+    from bgjobs.embedded import RedisServer, free_port
+    from bgjobs.redis_broker import BgjobsRedisBroker
+    from bgjobs.settings import WorkerSettings
+
+    port = free_port()
+    server = RedisServer(port=port).start()
+    broker = BgjobsRedisBroker(url=server.url, worker=WorkerSettings())
+    broker.declare_queue("q")
+    message = dramatiq.Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={})
+    server.stop()
+    # A host's broker (no patience): one failure, at once
+    with pytest.raises(redis.ConnectionError):
+        broker.enqueue(message)
+    # A worker's broker: Redis comes back 1.5 s later (a failover, a restart) and the retry lands
+    broker.patience_s = 30
+    again = RedisServer(port=port)
+    threading.Timer(1.5, again.start).start()
+    try:
+        started = time.monotonic()
+        sent = broker.enqueue(message)
+        assert 1.0 < time.monotonic() - started < 10
+        assert broker.client.lrange("dramatiq:q", 0, -1) == [sent.options["redis_message_id"].encode()]
+    finally:
+        broker.client.close()
+        again.stop()

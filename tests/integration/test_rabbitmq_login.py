@@ -1,0 +1,119 @@
+"""RabbitMQ on a real node on 127.0.0.1: a wrong password is one line from every command and stops
+the worker after a bounded time, the password never shown; the right one sends and runs a job."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.rabbitmq import RabbitNode, rabbitmq_node
+from tests.support.workers import ROOT
+
+WRONG = "not-the-password"
+
+
+@pytest.fixture(scope="module")
+def rabbit() -> Iterator[RabbitNode]:
+    with rabbitmq_node() as node:
+        yield node
+
+
+def _env(rabbit: RabbitNode, tmp_path: Path, password: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BGJOBS_")}
+    env.update(
+        {
+            "BGJOBS_BROKER_URL": rabbit.url(password),
+            "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+            "BGJOBS_METRICS__ENABLED": "false",
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        }
+    )
+    subprocess.run(
+        [sys.executable, "-m", "bgjobs.cli", "db", "upgrade"], env=env, check=True, capture_output=True
+    )
+    return env
+
+
+def masked(rabbit: RabbitNode) -> str:
+    return f"amqp://{rabbit.user}:***@127.0.0.1:{rabbit.port}/%2F"
+
+
+def test_a_wrong_password_is_one_line_from_a_command_with_the_password_masked(
+    rabbit: RabbitNode, tmp_path: Path
+) -> None:
+    env = _env(rabbit, tmp_path, WRONG)
+    done = subprocess.run(
+        [sys.executable, "-m", "bgjobs.cli", "trigger", "cleanup.daily"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"bgjobs: RabbitMQ at {masked(rabbit)} refused the login; check the user and password in "
+        "BGJOBS_BROKER_URL (and that the user may use its virtual host)"
+    ]
+    assert WRONG not in done.stdout + done.stderr
+
+
+def test_a_worker_whose_login_is_refused_stops_within_a_bounded_time_saying_why(
+    rabbit: RabbitNode, tmp_path: Path
+) -> None:
+    env = _env(rabbit, tmp_path, WRONG)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", "1", "-t", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    took = time.monotonic() - started
+    shown = done.stdout + done.stderr
+    assert done.returncode != 0 and took < 60, (took, shown)
+    assert f"bgjobs: configuration error: RabbitMQ at {masked(rabbit)} refused the login" in shown
+    assert WRONG not in shown and "Traceback" not in shown
+
+
+def test_with_the_right_password_a_job_is_sent_and_runs(rabbit: RabbitNode, tmp_path: Path) -> None:
+    env = _env(rabbit, tmp_path)
+    sent = subprocess.run(
+        [sys.executable, "-m", "bgjobs.cli", "trigger", "cleanup.daily", "--dry-run", "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert sent.returncode == 0, sent.stderr
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", "1", "-t", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            runs = subprocess.run(
+                [sys.executable, "-m", "bgjobs.cli", "runs", "--all"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if "cleanup.daily" in runs.stdout and "succeeded" in runs.stdout:
+                break
+            assert time.monotonic() < deadline, runs.stdout + runs.stderr
+            time.sleep(0.5)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)

@@ -1,0 +1,80 @@
+"""A private RabbitMQ node on 127.0.0.1 for tests: Debian's rabbitmq-server with its own node name,
+ports and data directory, and a user the test names."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgjobs.embedded import free_port
+
+SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+
+
+@dataclass
+class RabbitNode:
+    port: int
+    user: str
+    password: str
+    env: dict[str, str]
+
+    def url(self, password: str | None = None) -> str:
+        return f"amqp://{self.user}:{password or self.password}@127.0.0.1:{self.port}/%2F"
+
+
+def _ctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CTL), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+@contextmanager
+def rabbitmq_node() -> Iterator[RabbitNode]:
+    assert SERVER.exists(), "rabbitmq-server is not installed (apt-get install rabbitmq-server; .ci/run does)"
+    directory = Path(tempfile.mkdtemp(prefix="bgjobs-rabbitmq-"))
+    port, dist = free_port(), free_port()
+    env = {
+        **os.environ,
+        "RABBITMQ_NODENAME": f"bgjobs{port}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(dist),
+        "RABBITMQ_MNESIA_BASE": str(directory / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(directory / "log"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(directory / "enabled_plugins"),
+        "RABBITMQ_CONFIG_FILE": str(directory / "rabbitmq"),
+        "RABBITMQ_PID_FILE": str(directory / "pid"),
+    }
+    (directory / "enabled_plugins").write_text("[].\n")
+    (directory / "rabbitmq.conf").write_text("loopback_users = none\n")
+    log = (directory / "server.log").open("wb")
+    process = subprocess.Popen(
+        [str(SERVER)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while _ctl(env, "await_startup", "--timeout", "5").returncode != 0:
+            assert process.poll() is None, (directory / "server.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "rabbitmq-server did not start"
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        user, password = "bgjobs", "rabbit-pass-for-tests"
+        assert _ctl(env, "add_user", user, password).returncode == 0
+        assert _ctl(env, "set_permissions", "-p", "/", user, ".*", ".*", ".*").returncode == 0
+        yield RabbitNode(port, user, password, env)
+    finally:
+        _ctl(env, "stop")
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+        log.close()
+        shutil.rmtree(directory, ignore_errors=True)
