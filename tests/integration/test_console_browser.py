@@ -120,6 +120,7 @@ def test_pausing_and_resuming_a_queue_from_the_queues_page(console: str, page: A
     row = page.locator('tr[data-queue="default"]')
     row.locator("button", has_text="Pause").click()
     row.locator(".badge", has_text="paused").wait_for(timeout=10_000)
+    page.wait_for_timeout(1000)  # a pause takes effect within a second: consumers read it every 0.5 s
     worker_jobs.record.send({"key": "paused-in-browser", "sleep_s": 0})
     page.wait_for_timeout(2000)  # absence: four times the consumers' pause check
     assert worker_jobs.effect_count() == 0
