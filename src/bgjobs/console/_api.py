@@ -10,7 +10,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -297,6 +297,3 @@ def audit(_: Reader, action: str | None = None, limit: Limit = 50, offset: Offse
     items = [{**e.model_dump(mode="json"), "at": e.at.isoformat()} for e in found[:limit]]
     return {"items": items, "more": len(found) > limit, "offset": offset}
 
-
-def request_base(request: Request) -> str:
-    return str(request.scope.get("root_path", "")).rstrip("/")

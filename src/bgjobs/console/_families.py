@@ -6,32 +6,40 @@ refusal, an export's checksum and link. Every route calls the family's public fu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from ..redact import mask_email, mask_url
+from ..redact import mask_url
 from ._actions import Actor, NotFound, acting, reader
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1")
+T = TypeVar("T")
 Reader = Annotated[Any, Depends(reader)]
 Limit = Annotated[int, Query(ge=1, le=500, description="at most this many")]
 Offset = Annotated[int, Query(ge=0, description="skip this many (newest first)")]
 
 
-def _known(endpoint_id: str) -> str:
-    """The endpoint's id, or a 404 naming it."""
+def _found(look_up: Callable[[], T]) -> T:
+    """What ``look_up`` finds; its "no such thing" (``InvalidPayload``) answered as a 404."""
     from ..errors import InvalidPayload
-    from ..webhooks import get_endpoint
 
     try:
-        get_endpoint(endpoint_id)
+        return look_up()
     except InvalidPayload as exc:
         raise NotFound(str(exc)) from None
+
+
+def _known(endpoint_id: str) -> str:
+    """The endpoint's id, or a 404 naming it."""
+    from ..webhooks import get_endpoint
+
+    _found(lambda: get_endpoint(endpoint_id))
     return endpoint_id
 
 
@@ -191,14 +199,9 @@ def exports(_: Reader, dataset: str | None = None, limit: Limit = 50) -> list[di
 
 @router.get("/exports/{export_id}", tags=["exports"], summary="one export and its link")
 def export(export_id: str, _: Reader) -> dict[str, Any]:
-    from ..errors import InvalidPayload
     from ..exports import get
 
-    try:
-        found = get(export_id)
-    except InvalidPayload as exc:
-        raise NotFound(str(exc)) from None
-    return dict(found.model_dump(mode="json"))
+    return dict(_found(lambda: get(export_id)).model_dump(mode="json"))
 
 
 @router.get("/outbox", tags=["outbox"], summary="rows committed and not yet relayed, and the oldest's age")
@@ -210,6 +213,3 @@ def outbox(_: Reader) -> dict[str, Any]:
     age = round((now() - oldest).total_seconds(), 1) if oldest else None
     return {"pending": count, "oldest_at": oldest.isoformat() if oldest else None, "oldest_age_s": age}
 
-
-def masked_recipient(address: str) -> str:
-    return mask_email(address) if "@" in address else address
