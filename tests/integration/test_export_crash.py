@@ -3,14 +3,12 @@ redelivered job writes the whole file with the right checksum."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
 
 from bgjobs import exports
-from bgjobs.exports._formats import encode
-from tests.support.export_datasets import counted
+from tests.support.export_datasets import finish_after_kill
 from tests.support.workers import WorkerProcess, use_environment, wait_for
 
 ROWS = 20_000
@@ -47,13 +45,4 @@ def test_a_killed_export_leaves_no_partial_file_and_completes_on_redelivery(
     assert not final.exists()
     assert exports.get(export_id).status == "running"
 
-    worker = WorkerProcess(env, processes=1, threads=2).start()
-    try:
-        wait_for(lambda: exports.get(export_id).status == "done", timeout=120, what="the export to finish")
-    finally:
-        worker.stop()
-
-    info = exports.get(export_id)
-    expected = b"".join(encode("csv", counted(period=None, filters={"rows": ROWS}), ("n", "label", "amount")))
-    assert final.read_bytes() == expected
-    assert (info.rows, info.size, info.sha256) == (ROWS, len(expected), hashlib.sha256(expected).hexdigest())
+    finish_after_kill(env, export_id, final, ROWS)

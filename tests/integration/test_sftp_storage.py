@@ -12,8 +12,7 @@ import pytest
 from bgjobs import exports
 from bgjobs.adapters.sftp import SftpStorage
 from bgjobs.errors import PermanentError, TransientError
-from bgjobs.exports._formats import encode
-from tests.support.export_datasets import counted
+from tests.support.export_datasets import finish_after_kill
 from tests.support.sshd import SshServer, ssh_server
 from tests.support.workers import WorkerProcess, use_environment, wait_for
 
@@ -126,14 +125,6 @@ def test_a_worker_killed_mid_upload_leaves_nothing_under_the_final_name(
     assert not final.exists() and len(partials()) == 1
     assert exports.get(export_id).status == "running"
 
-    worker = WorkerProcess(env, processes=1, threads=2).start()
-    try:
-        wait_for(lambda: exports.get(export_id).status == "done", timeout=120, what="the export to finish")
-    finally:
-        worker.stop()
-    info = exports.get(export_id)
-    expected = b"".join(encode("csv", counted(period=None, filters={"rows": ROWS}), ("n", "label", "amount")))
-    assert final.read_bytes() == expected
-    assert (info.rows, info.size, info.sha256) == (ROWS, len(expected), hashlib.sha256(expected).hexdigest())
+    info = finish_after_kill(env, export_id, final, ROWS)
     assert partials() == []  # the retry removed what the killed upload left
     assert info.url == f"sftp://{sshd.user}@127.0.0.1:{sshd.port}{final}"

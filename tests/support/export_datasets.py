@@ -66,3 +66,24 @@ register_dataset(
 register_dataset("counted", counted, columns=("n", "label", "amount"), filters=("rows", "pause"))
 register_dataset("broken", broken, columns=("n",))
 register_dataset("../../escape", tricky, columns=COLUMNS)
+
+
+def finish_after_kill(env: dict[str, str], export_id: str, final: Any, rows: int) -> Any:
+    """Start a worker again after one was killed mid-export, wait for the redelivered export, and
+    check the file under its final name holds every row of ``counted`` with the recorded checksum."""
+    import hashlib
+
+    from bgjobs import exports
+    from bgjobs.exports._formats import encode
+    from tests.support.workers import WorkerProcess, wait_for
+
+    worker = WorkerProcess(env, processes=1, threads=2).start()
+    try:
+        wait_for(lambda: exports.get(export_id).status == "done", timeout=120, what="the export to finish")
+    finally:
+        worker.stop()
+    info = exports.get(export_id)
+    expected = b"".join(encode("csv", counted(period=None, filters={"rows": rows}), ("n", "label", "amount")))
+    assert final.read_bytes() == expected
+    assert (info.rows, info.size, info.sha256) == (rows, len(expected), hashlib.sha256(expected).hexdigest())
+    return info
