@@ -4,7 +4,8 @@
 
 ``redis://``, ``rediss://``, ``unix://`` and ``redis+sentinel://`` URLs give :class:`BgjobsRedisBroker`
 (its client from :func:`bgjobs.redis_connections.client_for`);
-``amqp://`` gives Dramatiq's RabbitMQ broker (``pip install 'bgjobs[rabbitmq]'``);
+``amqp://`` gives :class:`BgjobsRabbitmqBroker` (``pip install 'bgjobs[rabbitmq]'``), with its
+coordination store at ``BGJOBS_COORDINATION_URL`` (a Redis: required);
 ``stub://`` gives Dramatiq's in-memory StubBroker, for tests.
 """
 
@@ -49,6 +50,16 @@ def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
     return stack
 
 
+def _rabbitmq(settings: Settings, middleware: list[Any]) -> dramatiq.Broker:
+    try:
+        from .rabbitmq_broker import rabbitmq_broker
+    except ImportError:
+        raise ConfigurationError(
+            "BGJOBS_BROKER_URL is amqp:// but pika is missing: pip install 'bgjobs[rabbitmq]'"
+        ) from None
+    return rabbitmq_broker(settings, middleware)
+
+
 def build_broker(
     settings: Settings, *, worker: bool = False, middleware: Iterable[Any] = ()
 ) -> dramatiq.Broker:
@@ -63,7 +74,7 @@ def build_broker(
     """
     url = settings.broker_url
     redis = is_redis_url(url)
-    maintenance = [Maintenance()] if redis and worker else []
+    maintenance = [Maintenance()] if worker and not url.startswith("stub://") else []
     middleware = [*_middleware(settings, worker=worker), *maintenance, *middleware]
     broker: dramatiq.Broker
     if redis:
@@ -72,13 +83,7 @@ def build_broker(
         if worker:
             broker.patience_s = ENQUEUE_PATIENCE_S
     elif url.startswith(("amqp://", "amqps://")):
-        try:
-            from dramatiq.brokers.rabbitmq import RabbitmqBroker
-        except ImportError:
-            raise ConfigurationError(
-                "BGJOBS_BROKER_URL is amqp:// but pika is missing: pip install 'bgjobs[rabbitmq]'"
-            ) from None
-        broker = RabbitmqBroker(url=url, middleware=middleware)
+        broker = _rabbitmq(settings, middleware)
     elif url.startswith("stub://"):
         broker = StubBroker(middleware=middleware)
         broker.emit_after("process_boot")

@@ -1,10 +1,12 @@
-"""Dead letters in the Redis broker: list, show, requeue, purge.
+"""Dead letters: list, show, requeue, purge, on Redis and on RabbitMQ alike.
 
-Dramatiq keeps a queue's dead letters in ``<queue>.XQ`` (a sorted set of Redis
+On Redis, Dramatiq keeps a queue's dead letters in ``<queue>.XQ`` (a sorted set of Redis
 message ids by the time they failed) and ``<queue>.XQ.msgs`` (the messages) for
 ``worker.dead_message_ttl_ms``, and has no API to read or revive them; bgjobs adds
-``<queue>.XQ.reasons`` (why each one failed). This module works on those keys, so
-it sees dead letters of every worker of the deployment, running or not.
+``<queue>.XQ.reasons`` (why each one failed). On RabbitMQ, bgjobs's consumer writes the same
+three keys in the coordination store (by message id) instead of nacking into an AMQP queue
+nobody can read (:mod:`bgjobs.rabbitmq_broker`). This module works on those keys, so it sees
+dead letters of every worker of the deployment, running or not.
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ import dramatiq
 
 from . import runtime
 from .errors import ConfigurationError, InvalidPayload
-from .redis_broker import WAKE_CAP, BgjobsRedisBroker, registered_queues
+from .operated import OperatedBroker, registered_queues
+from .redis_broker import WAKE_CAP, BgjobsRedisBroker
 
 __all__ = [
-    "DeadLetter", "dead_letters", "find", "purge", "purge_letters", "queues", "redis_broker", "requeue",
+    "DeadLetter", "dead_letters", "find", "operated_broker", "purge", "purge_letters", "queues", "requeue",
 ]  # fmt: skip
 
 _REQUEUE = resources.files("bgjobs").joinpath("deadletters.lua").read_text()
 #: Messages per Redis round trip when requeueing or purging.
 BATCH = 500
+#: On RabbitMQ, how long a requeuer holds a letter it is sending (longer than a confirmed publish).
+REQUEUE_CLAIM_S = 60
 
 
 @dataclass(frozen=True)
@@ -51,23 +56,23 @@ class DeadLetter:
     message: dict[str, Any]
 
 
-def redis_broker(broker: dramatiq.Broker | None = None) -> BgjobsRedisBroker:
-    """The deployment's Redis broker, or a clear error for other brokers.
+def operated_broker(broker: dramatiq.Broker | None = None) -> OperatedBroker:
+    """The deployment's broker, or a clear error for one that keeps no deployment state (the stub).
 
     Raises:
-        ConfigurationError: the configured broker is not Redis.
+        ConfigurationError: the configured broker is not bgjobs's Redis or RabbitMQ broker.
     """
 
     found = broker or runtime.current().broker
-    if not isinstance(found, BgjobsRedisBroker):
+    if not isinstance(found, OperatedBroker):
         raise ConfigurationError(
-            f"dead letters and status read the Redis broker's keys; the broker is {type(found).__name__} "
-            "(set BGJOBS_BROKER_URL=redis://...)"
+            f"dead letters and status read the deployment's Redis keys; the broker is {type(found).__name__} "
+            "(set BGJOBS_BROKER_URL=redis://... or amqp://...)"
         )
     return found
 
 
-def queues(broker: BgjobsRedisBroker) -> list[str]:
+def queues(broker: OperatedBroker) -> list[str]:
     """Every queue of the deployment: each worker records the queues it declared when it boots.
 
     (Not a SCAN for ``*.XQ`` keys: the namespace also holds a key per deduplicated event, so
@@ -109,7 +114,7 @@ def _letter(queue: str, redis_id: str, score: float, data: bytes | None, why: by
     )
 
 
-def _scan(broker: BgjobsRedisBroker, queue: str, *, page: int = BATCH) -> Iterator[DeadLetter]:
+def _scan(broker: OperatedBroker, queue: str, *, page: int = BATCH) -> Iterator[DeadLetter]:
     """A queue's dead letters, newest first, read a page at a time."""
     key = f"{broker.namespace}:{queue}.XQ"
     start = 0
@@ -135,7 +140,7 @@ def dead_letters(
 ) -> list[DeadLetter]:  # fmt: skip
     """Dead letters, newest first, of one queue or all, optionally of one actor, whose reason
     contains ``reason`` (any case), failed at or after ``since``; ``offset`` skips the newest."""
-    found = redis_broker(broker)
+    found = operated_broker(broker)
     wanted = None if limit is None else offset + limit
     needle = reason.casefold() if reason else None
     # Unfiltered, a page of exactly what is wanted: the overview's latest five read five, not 500.
@@ -192,11 +197,16 @@ def requeue(
 ) -> int:  # fmt: skip
     """Put dead letters back on their queues with a fresh retry count; returns how many moved.
 
-    Each message leaves the dead-letter set and joins its queue in one Redis script, so a
-    crash mid-way loses none, and one requeued meanwhile by someone else is not doubled.
+    On Redis each message leaves the dead-letter set and joins its queue in one Redis script, so
+    a crash mid-way loses none, and one requeued meanwhile by someone else is not doubled. On
+    RabbitMQ each is published (confirmed) before it leaves the set: a crash between the two
+    leaves it requeued and still listed, and a second requeue sends it again, which the
+    idempotency ledger absorbs (at least once, never lost).
     Undecodable ones stay: no worker could run them (``show`` prints their bytes, ``purge`` drops them).
     """
-    found = redis_broker(broker)
+    found = operated_broker(broker)
+    if not isinstance(found, BgjobsRedisBroker):
+        return _republish(found, letters, progress)
     script = found.client.register_script(_REQUEUE)
     by_queue: dict[str, list[DeadLetter]] = {}
     for letter in letters:
@@ -215,12 +225,37 @@ def requeue(
     return moved
 
 
+def _republish(
+    broker: OperatedBroker, letters: Iterable[DeadLetter], progress: Callable[[int], None] | None
+) -> int:
+    moved = 0
+    for letter in letters:
+        if "undecodable" in letter.message:
+            continue
+        # One requeuer per letter: another operator holding a stale list sends nothing.
+        claim = f"{broker.namespace}:{letter.queue}.XQ.requeuing:{letter.redis_id}"
+        if not broker.client.set(claim, "1", nx=True, ex=REQUEUE_CLAIM_S):
+            continue
+        if not broker.client.hexists(f"{broker.namespace}:{letter.queue}.XQ.msgs", letter.redis_id):
+            continue  # requeued or purged since it was listed
+        message = dict(letter.message)
+        message["options"] = {k: v for k, v in message.get("options", {}).items()
+                              if k not in ("traceback", "eta", "redis_message_id")}  # fmt: skip
+        message["options"]["retries"] = 0
+        message["queue_name"] = letter.queue
+        broker.enqueue(dramatiq.Message(**message))
+        moved += purge_letters([letter], broker=broker)
+        if progress:
+            progress(1)
+    return moved
+
+
 def purge(
     *, queue: str | None = None, older_than: timedelta | None = None, broker: dramatiq.Broker | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> int:  # fmt: skip
     """Delete dead letters (of one queue, or failed more than ``older_than`` ago); returns how many."""
-    found = redis_broker(broker)
+    found = operated_broker(broker)
     cutoff = "+inf"
     if older_than is not None:
         cutoff = str(int((datetime.now(UTC) - older_than).timestamp() * 1000))
@@ -240,7 +275,7 @@ def purge(
 
 def purge_letters(letters: Iterable[DeadLetter], *, broker: dramatiq.Broker | None = None) -> int:
     """Delete these dead letters (by their Redis ids); returns how many were still there."""
-    found = redis_broker(broker)
+    found = operated_broker(broker)
     by_queue: dict[str, list[str]] = {}
     for letter in letters:
         by_queue.setdefault(letter.queue, []).append(letter.redis_id)

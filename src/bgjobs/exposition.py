@@ -1,6 +1,7 @@
 """``/metrics``: the exposition process a worker command forks, and the queue collector it adds.
 
-The queue gauges are read from Redis at scrape time (``QueueCollector``); the rest is summed from
+The queue gauges are read at scrape time (``QueueCollector``: Redis's keys, or RabbitMQ's counts and
+the coordination store's dead letters); the rest is summed from
 the worker processes' multiprocess files. The HTTP server is prometheus-client's own. It binds to
 127.0.0.1 by default: exposing metrics is the operator's choice.
 """
@@ -11,10 +12,13 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .metrics_files import use_multiprocess_dir
-from .redis_connections import is_redis_url
+from .redis_connections import client_for, is_redis_url
+
+if TYPE_CHECKING:
+    from .operated import OperatedBroker
 
 __all__ = ["QueueCollector", "scrape", "serve_metrics"]
 
@@ -22,11 +26,10 @@ logger = logging.getLogger("bgjobs.metrics")
 
 
 class QueueCollector:
-    """Reads queue depth and dead letters from Redis at scrape time."""
+    """Reads queue depth and dead letters from the deployment at scrape time."""
 
-    def __init__(self, client: Any, namespace: str, queues: list[str]) -> None:
-        self.client = client
-        self.namespace = namespace
+    def __init__(self, broker: OperatedBroker, queues: list[str]) -> None:
+        self.broker = broker
         self.queues = queues
 
     def collect(self) -> Iterator[Any]:
@@ -48,19 +51,19 @@ class QueueCollector:
                 "bgjobs_dead_letters", "Dead-lettered messages kept for the queue.", labels=["queue"]
             ),
         }
-        from .redis_broker import queue_sizes, registered_queues
+        from .operated import registered_queues
 
+        broker = self.broker
         try:
-            sizes = queue_sizes(
-                self.client, self.namespace, registered_queues(self.client, self.namespace, self.queues)
-            )
-        except Exception:
-            logger.exception("could not read queue sizes from Redis")
+            sizes = broker.queue_sizes(registered_queues(broker.client, broker.namespace, self.queues))
+        except Exception as exc:
+            logger.error("could not read queue sizes (%s: %s)", type(exc).__name__, exc)
             return
         for q, size in sizes.items():
             families["ready"].add_metric([q], size.ready)
             families["delayed"].add_metric([q], size.delayed)
-            families["in_flight"].add_metric([q], size.in_flight)
+            if size.in_flight is not None:
+                families["in_flight"].add_metric([q], size.in_flight)
             families["dead"].add_metric([q], size.dead)
         yield from families.values()
 
@@ -93,11 +96,18 @@ def _registry() -> Any:
     settings = get_settings()
     registry = prom.CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    broker: OperatedBroker | None = None
     if is_redis_url(settings.broker_url):
-        from .redis_connections import client_for
+        from .redis_broker import BgjobsRedisBroker
 
         client = client_for(settings.broker_url, settings.redis_tls)
-        registry.register(QueueCollector(client, settings.worker.namespace, list(QUEUES)))
+        broker = BgjobsRedisBroker(client=client, worker=settings.worker)
+    elif settings.broker_url.startswith(("amqp://", "amqps://")):
+        from .rabbitmq_broker import rabbitmq_broker
+
+        broker = rabbitmq_broker(settings)
+    if broker is not None:
+        registry.register(QueueCollector(broker, list(QUEUES)))
     return registry
 
 

@@ -17,7 +17,7 @@ __all__ = ["KEEP_S", "finished", "record", "series"]
 #: How long a minute's counts are kept.
 KEEP_S = 2 * 3600
 
-#: Bounded: on a broker without the maintenance pass (RabbitMQ) nothing drains it.
+#: Bounded: a process without the maintenance pass (the stub broker's) never drains it.
 _finished: deque[str] = deque(maxlen=100_000)
 
 
@@ -30,8 +30,9 @@ def _key(namespace: str, kind: str, minute: int) -> str:
     return f"{namespace}:bgjobs-history:{kind}:{minute}"
 
 
-def record(client: Any, namespace: str, queues: list[str], *, now: float | None = None) -> None:
-    """Add this process's finished jobs to the current minute and note each queue's ready length."""
+def record(client: Any, namespace: str, ready: dict[str, int] | None, *, now: float | None = None) -> None:
+    """Add this process's finished jobs to the current minute and note each queue's ``ready`` length
+    (when given: the maintenance pass reads sizes every few seconds, not on every pass)."""
     minute = int((time.time() if now is None else now) // 60)
     done: Counter[str] = Counter()
     while True:
@@ -39,16 +40,12 @@ def record(client: Any, namespace: str, queues: list[str], *, now: float | None 
             done[_finished.popleft()] += 1
         except IndexError:
             break
-    pipe = client.pipeline(transaction=False)
-    for name in queues:
-        pipe.llen(f"{namespace}:{name}")
-    lengths = pipe.execute() if queues else []
     done_key, ready_key = _key(namespace, "done", minute), _key(namespace, "ready", minute)
     pipe = client.pipeline(transaction=False)
     for name, n in done.items():
         pipe.hincrby(done_key, name, n)
-    if queues:
-        pipe.hset(ready_key, mapping=dict(zip(queues, lengths, strict=True)))
+    if ready:
+        pipe.hset(ready_key, mapping=ready)
     pipe.expire(done_key, KEEP_S)
     pipe.expire(ready_key, KEEP_S)
     pipe.execute()

@@ -12,12 +12,15 @@ from pydantic import ValidationError
 
 from . import history
 from .errors import ConfigurationError, InvalidPayload, PermanentError
+from .operated import OperatedBroker
 from .outage import broker_outage, is_connection_error
-from .redis_broker import BgjobsRedisBroker
 
 __all__ = ["DeadLetterReasons", "Maintenance", "describe_failure"]
 
 logger = logging.getLogger("bgjobs.worker")
+
+#: How often a worker process notes each queue's ready length for the console's history.
+HISTORY_SIZES_S = 10.0
 
 
 class Maintenance(Middleware):
@@ -33,7 +36,7 @@ class Maintenance(Middleware):
         self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
-        if not isinstance(broker, BgjobsRedisBroker):
+        if not isinstance(broker, OperatedBroker):
             return
         self._stop.clear()
         # Everything that talks to Redis runs in the thread, which keeps trying: a worker that
@@ -47,7 +50,7 @@ class Maintenance(Middleware):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if isinstance(broker, BgjobsRedisBroker):
+        if isinstance(broker, OperatedBroker):
             try:
                 broker.retire()
             except Exception as exc:  # Redis gone at shutdown: the next maintenance pass forgets it
@@ -55,9 +58,10 @@ class Maintenance(Middleware):
                 what = f"{type(exc).__name__}: {exc}"
                 logger.warning("could not unregister this worker from Redis (%s)", what, exc_info=traced)
 
-    def _loop(self, broker: BgjobsRedisBroker, worker: Any) -> None:
+    def _loop(self, broker: OperatedBroker, worker: Any) -> None:
         interval = broker.worker_settings.maintenance_interval_ms / 1000
         described = False
+        next_sizes = 0.0
         while not self._stop.is_set():
             try:
                 if not described:  # again after any failure: a restarted Redis has forgotten us
@@ -66,7 +70,12 @@ class Maintenance(Middleware):
                     described = True
                 report = broker.run_maintenance()
                 broker_outage.recover(log=logger)
-                history.record(broker.client, broker.namespace, sorted(broker.get_declared_queues()))
+                ready = None
+                if time.monotonic() >= next_sizes:  # the console's sparklines: a point per 10 s is plenty
+                    queues = sorted(q for q in broker.get_declared_queues() if not q.endswith((".DQ", ".XQ")))
+                    ready = {q: s.ready for q, s in broker.queue_sizes(queues).items()}
+                    next_sizes = time.monotonic() + HISTORY_SIZES_S
+                history.record(broker.client, broker.namespace, ready)
                 if report.recovered or report.dead_lettered:
                     logger.warning(
                         "recovered %d message(s) from dead workers; dead-lettered %d poison message(s)",
@@ -117,7 +126,7 @@ class DeadLetterReasons(Middleware):
     def before_nack(self, broker: Any, message: Any) -> None:
         reason = describe_failure(message, getattr(message, "_exception", None))
         logger.error("dead-lettering %s (%s): %s", message.message_id, message.actor_name, reason["reason"])
-        if isinstance(broker, BgjobsRedisBroker):
-            broker.record_dead_letter_reason(message.queue_name, message.options["redis_message_id"], reason)
+        if isinstance(broker, OperatedBroker):
+            broker.record_dead_letter_reason(message.queue_name, broker.dead_letter_id(message), reason)
         else:
             self.reasons[message.message_id] = reason

@@ -11,7 +11,7 @@ from typing import Any
 
 import dramatiq
 
-from .deadletters import queues, redis_broker
+from .deadletters import operated_broker, queues
 from .errors import InvalidPayload
 from .redis_broker import PAUSED_KEY
 
@@ -19,7 +19,7 @@ __all__ = ["pause", "paused", "resume"]
 
 
 def _known(queue: str, broker: dramatiq.Broker | None) -> str:
-    found = redis_broker(broker)
+    found = operated_broker(broker)
     names = queues(found)
     if queue not in names:
         raise InvalidPayload(f"queue: no queue named {queue!r}; the queues are {', '.join(names)}")
@@ -34,17 +34,17 @@ def pause(queue: str, *, broker: dramatiq.Broker | None = None) -> bool:
         ConfigurationError: the broker is not Redis.
     """
     key = _known(queue, broker)
-    return bool(redis_broker(broker).client.sadd(key, queue))
+    return bool(operated_broker(broker).client.sadd(key, queue))
 
 
 def resume(queue: str, *, broker: dramatiq.Broker | None = None) -> bool:
     """Resume ``queue``; False if it was not paused."""
     key = _known(queue, broker)
-    return bool(redis_broker(broker).client.srem(key, queue))
+    return bool(operated_broker(broker).client.srem(key, queue))
 
 
 def paused(*, broker: dramatiq.Broker | None = None) -> set[str]:
     """The paused queues."""
-    found = redis_broker(broker)
+    found = operated_broker(broker)
     members: Any = found.client.smembers(found.key(PAUSED_KEY))
     return {q.decode() if isinstance(q, bytes) else str(q) for q in members}

@@ -17,14 +17,11 @@ fails if a Dramatiq release changes it.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterable
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any
 from uuid import uuid4
 
 import redis
@@ -35,6 +32,14 @@ from dramatiq.message import Message
 from .consumer import PAUSED_KEY as PAUSED_KEY
 from .consumer import WakingConsumer
 from .errors import check_size
+from .operated import (
+    QUEUES_KEY,
+    WORKERS_KEY,
+    MaintenanceReport,
+    OperatedBroker,
+    QueueSizes,
+    registered_queues,
+)
 from .settings import WorkerSettings
 
 __all__ = [
@@ -50,26 +55,6 @@ WAKE_CAP = 64
 #: Messages per script call in :meth:`BgjobsRedisBroker.enqueue_many`.
 BATCH = 500
 
-#: A Redis set of every queue a bgjobs worker has declared; the metrics collector reads it.
-QUEUES_KEY = "__bgjobs_queues__"
-#: A Redis hash: worker id -> what ``bgjobs status`` shows about the process (host, pid, queues).
-WORKERS_KEY = "__bgjobs_workers__"
-
-
-class QueueSizes(NamedTuple):
-    ready: int
-    delayed: int
-    #: Fetched by a worker (in its ack set, or prefetched) and not finished yet.
-    in_flight: int
-    dead: int
-
-
-def registered_queues(client: Any, namespace: str, declared: Iterable[str] = ()) -> list[str]:
-    """Every queue a bgjobs worker of the deployment declared (recorded at boot), plus ``declared``."""
-    found = {q.decode() for q in client.smembers(f"{namespace}:{QUEUES_KEY}")}
-    return sorted(found | {q.removesuffix(".DQ") for q in declared})
-
-
 def queue_sizes(client: Any, namespace: str, queues: list[str]) -> dict[str, QueueSizes]:
     """Each queue's sizes from Dramatiq's keys, all queues in one round trip."""
     pipe = client.pipeline(transaction=False)
@@ -84,19 +69,7 @@ def queue_sizes(client: Any, namespace: str, queues: list[str]) -> dict[str, Que
     return sizes
 
 
-class MaintenanceReport(tuple[int, int, int]):
-    """(recovered, dead_lettered, expired) from one maintenance pass."""
-
-    @property
-    def recovered(self) -> int:
-        return self[0]
-
-    @property
-    def dead_lettered(self) -> int:
-        return self[1]
-
-
-class BgjobsRedisBroker(RedisBroker):
+class BgjobsRedisBroker(OperatedBroker, RedisBroker):
     #: It refuses messages above ``max_message_bytes`` itself, on the bytes it encodes anyway.
     checks_message_size = True
 
@@ -222,10 +195,6 @@ class BgjobsRedisBroker(RedisBroker):
             self.emit_after("enqueue", message, delay)
         return prepared
 
-    def key(self, *parts: str) -> str:
-        """A key in this broker's namespace."""
-        return ":".join((self.namespace, *parts))
-
     def all_queue_names(self) -> list[str]:
         """Declared queues and their delay queues, as the maintenance script wants them."""
         return sorted(self.get_declared_queues() | self.delay_queues)
@@ -249,29 +218,8 @@ class BgjobsRedisBroker(RedisBroker):
         ]
         return MaintenanceReport(self._maintenance(keys=[self.namespace], args=args))
 
-    def register_queues(self) -> None:
-        """Record declared queues so the metrics process can report every one."""
-        queues = self.get_declared_queues()
-        if queues:
-            self.client.sadd(self.key(QUEUES_KEY), *queues)
+    def queue_sizes(self, queues: list[str]) -> dict[str, QueueSizes]:
+        return queue_sizes(self.client, self.namespace, queues)
 
-    def announce(self, worker: Any) -> None:
-        """Describe this worker process for ``bgjobs status``; the maintenance pass forgets dead ones."""
-        consumed = sorted({name.removesuffix(".DQ") for name in worker.consumers})
-        info = {
-            "host": socket.gethostname(), "pid": os.getpid(), "queues": consumed,
-            "threads": worker.worker_threads, "started": int(time.time() * 1000),
-        }  # fmt: skip
-        self.client.hset(self.key(WORKERS_KEY), self.broker_id, json.dumps(info))
-
-    def retire(self) -> None:
-        """Mark this process as stopping: its heartbeat lingers until the timeout, but it is not live."""
-        self.client.hset(
-            self.key(WORKERS_KEY), self.broker_id, json.dumps({"stopped": int(time.time() * 1000)})
-        )
-
-    def record_dead_letter_reason(
-        self, queue_name: str, redis_message_id: str, reason: dict[str, Any]
-    ) -> None:
-        canonical = queue_name.removesuffix(".DQ")
-        self.client.hset(self.key(f"{canonical}.XQ.reasons"), redis_message_id, json.dumps(reason))
+    def dead_letter_id(self, message: Any) -> str:
+        return str(message.options["redis_message_id"])

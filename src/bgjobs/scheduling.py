@@ -24,7 +24,7 @@ from .settings import Settings, schedule_key
 
 if TYPE_CHECKING:
     from .coordination import Coordination
-    from .redis_broker import BgjobsRedisBroker
+    from .operated import OperatedBroker
 
 __all__ = ["Entry", "Ticker", "Upcoming", "cron_table", "run_scheduler", "upcoming", "validate"]
 
@@ -143,7 +143,7 @@ class Ticker:
     """
 
     def __init__(
-        self, settings: Settings, table: list[Entry], broker: BgjobsRedisBroker, coordination: Coordination
+        self, settings: Settings, table: list[Entry], broker: OperatedBroker, coordination: Coordination
     ) -> None:
         self.settings = settings
         self.broker = broker
@@ -236,19 +236,13 @@ def _stop(signum: int, frame: Any) -> None:
 
 def run_scheduler(settings: Settings) -> int:
     """Run until stopped: wait for the lock, then fire the cron table while holding it."""
-    from .redis_connections import is_redis_url
-
-    if not is_redis_url(settings.broker_url):
-        raise ConfigurationError("bgjobs scheduler needs a Redis BGJOBS_BROKER_URL for its lock")
     table = cron_table(settings)
     from redis.exceptions import RedisError
 
-    from .redis_broker import BgjobsRedisBroker
+    from .deadletters import operated_broker
 
     current = runtime.current()
-    broker = current.broker
-    if not isinstance(broker, BgjobsRedisBroker):
-        raise ConfigurationError("bgjobs scheduler needs a Redis BGJOBS_BROKER_URL for its lock")
+    broker = operated_broker(current.broker)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     ticker = Ticker(settings, table, broker, current.coordination)

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 __all__ = [
     "ActorSettings", "CleanupSettings", "EventSettings", "ExportSettings", "FamilySettings", "HealthSettings",
     "HttpVendorSettings", "LocalStorageSettings", "MetricsSettings", "NotificationSettings", "OutboxSettings",
-    "PayoutSettings", "PolicySettings", "RetrySettings", "S3Settings", "SchedulerSettings", "SmtpSettings",
-    "WebhookSettings", "WorkerSettings",
+    "PayoutSettings", "PolicySettings", "RabbitmqSettings", "RetrySettings", "S3Settings",
+    "SchedulerSettings", "SmtpSettings", "WebhookSettings", "WorkerSettings",
 ]  # fmt: skip
 
 
@@ -255,6 +255,17 @@ class RedisTlsSettings(_Section):
     key_file: str | None = None
     #: ``required`` (the default: an untrusted certificate is refused), ``optional`` or ``none``.
     verify: Literal["required", "optional", "none"] = "required"
+
+
+class RabbitmqSettings(_Section):
+    """RabbitMQ deployments (``BGJOBS_BROKER_URL=amqp://...``)."""
+
+    #: The management API (``http://user:password@host:15672``), for queue sizes with the messages
+    #: in flight; without it, ready and delayed counts come from passive declarations.
+    management_url: str | None = None
+    #: How often a worker tries a login that RabbitMQ refuses (2 s apart) before it stops with one
+    #: line, rather than every consumer retrying it for ever.
+    login_tries: int = Field(default=3, ge=1)
 
 
 class ConsoleSettings(_Section):

@@ -31,6 +31,7 @@ from .sections import (
     OutboxSettings,
     PayoutSettings,
     PolicySettings,
+    RabbitmqSettings,
     RedisTlsSettings,
     RetrySettings,
     S3Settings,
@@ -56,6 +57,7 @@ __all__ = [
     "OutboxSettings",
     "PayoutSettings",
     "PolicySettings",
+    "RabbitmqSettings",
     "RedisTlsSettings",
     "RetrySettings",
     "S3Settings",
@@ -87,6 +89,10 @@ class Settings(BaseSettings):
 
     broker_url: str = "redis://localhost:6379/0"
     database_url: str = "sqlite:///bgjobs.db"
+    #: The Redis that holds what RabbitMQ cannot (locks, caps, dedupe keys, dead letters, worker
+    #: heartbeats): required with an ``amqp://`` broker, not read with a Redis one (its own Redis
+    #: is the store). Any URL :mod:`bgjobs.redis_connections` takes: Sentinel and TLS too.
+    coordination_url: str | None = None
 
     #: Adapters by name (``console``, ``memory``, ``smtp``, ``localfs``) or ``pkg.mod:Class``.
     mailer: str | None = None
@@ -124,6 +130,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     redis_tls: RedisTlsSettings = Field(default_factory=RedisTlsSettings)
+    rabbitmq: RabbitmqSettings = Field(default_factory=RabbitmqSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     http_sms: HttpVendorSettings = Field(default_factory=HttpVendorSettings)

@@ -16,8 +16,9 @@ import dramatiq
 
 from . import runtime
 from .coordination import coordination_for
-from .deadletters import queues, redis_broker
-from .redis_broker import WORKERS_KEY, BgjobsRedisBroker, queue_sizes
+from .deadletters import operated_broker, queues
+from .operated import WORKERS_KEY, OperatedBroker
+from .redis_broker import BgjobsRedisBroker
 from .scheduling import LOCK_NAME
 from .settings import HealthSettings
 
@@ -32,9 +33,11 @@ class QueueStatus:
     name: str
     ready: int
     delayed: int
-    in_flight: int
+    #: None where the engine cannot say (RabbitMQ without BGJOBS_RABBITMQ__MANAGEMENT_URL).
+    in_flight: int | None
     dead_letters: int
-    #: Seconds the oldest ready message has waited since it became ready; None when the queue is empty.
+    #: Seconds the oldest ready message has waited since it became ready; None when the queue is
+    #: empty, and on RabbitMQ (which shows no message without taking it).
     oldest_age_s: float | None
     #: Live worker processes consuming the queue (those that describe themselves; see WorkerStatus).
     workers: int
@@ -89,22 +92,27 @@ def _oldest(client: Any, namespace: str, heads: dict[str, list[bytes]], now: flo
     return found
 
 
-def _queues(broker: BgjobsRedisBroker, workers: list[WorkerStatus], now: float) -> list[QueueStatus]:
+def _oldest_on_redis(broker: BgjobsRedisBroker, names: list[str], now: float) -> dict[str, float]:
     client, ns = cast(Any, broker.client), broker.namespace
-    names = queues(broker)
-    sizes = queue_sizes(client, ns, names)
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.lrange(f"{ns}:{name}", 0, _HEAD - 1)
     heads = {name: head for name, head in zip(names, pipe.execute(), strict=True) if head}
-    oldest = _oldest(client, ns, heads, now) if heads else {}
+    return _oldest(client, ns, heads, now) if heads else {}
+
+
+def _queues(broker: OperatedBroker, workers: list[WorkerStatus], now: float) -> list[QueueStatus]:
+    names = queues(broker)
+    sizes = broker.queue_sizes(names)
+    # RabbitMQ shows no message without taking it, so the oldest one's age is Redis's alone.
+    oldest = _oldest_on_redis(broker, names, now) if isinstance(broker, BgjobsRedisBroker) else {}
     return [
         QueueStatus(name, *sizes[name], oldest.get(name), sum(name in w.queues for w in workers))
         for name in names
     ]
 
 
-def _workers(broker: BgjobsRedisBroker, now: float) -> list[WorkerStatus]:
+def _workers(broker: OperatedBroker, now: float) -> list[WorkerStatus]:
     client = cast(Any, broker.client)
     timeout = broker.worker_settings.heartbeat_timeout_ms / 1000
     beats = client.zrangebyscore(
@@ -126,11 +134,11 @@ def status(*, health: HealthSettings | None = None, broker: dramatiq.Broker | No
     """The deployment's queues and workers now, judged against ``health`` (settings by default).
 
     Raises:
-        ConfigurationError: the broker is not Redis.
+        ConfigurationError: the broker keeps no deployment state (the stub broker).
         redis.exceptions.ConnectionError: Redis does not answer.
     """
 
-    found = redis_broker(broker)
+    found = operated_broker(broker)
     limits = health or runtime.current().settings.health
     now = time.time()
     workers = _workers(found, now)

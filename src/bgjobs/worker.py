@@ -95,12 +95,12 @@ def _check_queues(broker: dramatiq.Broker, requested: list[str]) -> None:
         )
 
 
-#: A refused RabbitMQ login is tried this often, this far apart, before the worker stops.
-LOGIN_TRIES, LOGIN_PAUSE_S = 3, 2.0
+#: A refused RabbitMQ login is tried ``BGJOBS_RABBITMQ__LOGIN_TRIES`` times, this far apart.
+LOGIN_PAUSE_S = 2.0
 
 
 def _check_login(broker: dramatiq.Broker, settings: Settings) -> None:
-    """A RabbitMQ that refuses the login stops the worker with one line (after LOGIN_TRIES tries),
+    """A RabbitMQ that refuses the login stops the worker with one line (after its login tries),
     instead of every consumer retrying it for ever; one that does not answer yet is waited for."""
     if not hasattr(broker, "parameters"):  # not RabbitMQ
         return
@@ -108,12 +108,13 @@ def _check_login(broker: dramatiq.Broker, settings: Settings) -> None:
 
     from .redis_connections import explain
 
-    for attempt in range(1, LOGIN_TRIES + 1):
+    tries = settings.rabbitmq.login_tries
+    for attempt in range(1, tries + 1):
         try:
             broker.connection  # type: ignore[attr-defined]  # noqa: B018  (opens it)
         except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError,
                 pika.exceptions.AuthenticationError) as exc:  # fmt: skip
-            if attempt == LOGIN_TRIES:
+            if attempt == tries:
                 raise ConfigurationError(explain(exc, settings.broker_url)) from None
             time.sleep(LOGIN_PAUSE_S)
         except pika.exceptions.AMQPError as exc:

@@ -9,6 +9,7 @@ import pytest
 
 from bgjobs import runtime
 from tests.support import worker_jobs
+from tests.support.rabbitmq import RabbitNode, rabbitmq_node
 from tests.support.workers import HEARTBEAT_TIMEOUT_S, WorkerProcess, remove_all
 
 
@@ -45,3 +46,42 @@ def _remove_worker_processes() -> Iterator[None]:
     """Whatever a test did with the worker commands it made, none outlives it, nor do their logs."""
     yield
     remove_all()
+
+
+@pytest.fixture(scope="session")
+def rabbit() -> Iterator[RabbitNode]:
+    """A RabbitMQ node for the session (Debian's rabbitmq-server; it fails loudly when missing)."""
+    with rabbitmq_node() as node:
+        yield node
+
+
+@pytest.fixture
+def rabbit_vhost(rabbit: RabbitNode) -> Iterator[RabbitNode]:
+    """The session's RabbitMQ through a virtual host of this test's own."""
+    with rabbit.fresh_vhost() as node:
+        yield node
+
+
+#: The engines every cross-process guarantee is tested on (docs/operating.md, "What works where").
+ENGINES = ["redis", "rabbitmq"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine_env(
+    request: pytest.FixtureRequest, worker_env: dict[str, str], redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, str]:  # fmt: skip
+    """``worker_env`` on each engine: the Redis broker, then RabbitMQ with its coordination Redis."""
+    if request.param == "redis":
+        return worker_env
+    node: RabbitNode = request.getfixturevalue("rabbit_vhost")
+    env = {
+        **worker_env,
+        "BGJOBS_BROKER_URL": node.url(),
+        "BGJOBS_COORDINATION_URL": redis_url,
+        "BGJOBS_RABBITMQ__MANAGEMENT_URL": node.management_url,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    runtime.reset()
+    return env

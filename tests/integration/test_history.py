@@ -5,6 +5,14 @@ from __future__ import annotations
 import redis
 
 from bgjobs import history
+from bgjobs.redis_broker import queue_sizes
+
+QUEUES = ["default", "webhooks"]
+
+
+def _ready(client: redis.Redis) -> dict[str, int]:
+    """Each queue's ready length, as a worker's maintenance pass reads it."""
+    return {q: s.ready for q, s in queue_sizes(client, "dramatiq", QUEUES).items()}
 
 
 def test_finished_jobs_and_ready_lengths_land_in_their_minute_and_expire(redis_url: str) -> None:
@@ -14,13 +22,15 @@ def test_finished_jobs_and_ready_lengths_land_in_their_minute_and_expire(redis_u
     for _ in range(5):
         history.finished("webhooks")
     history.finished("default")
-    history.record(client, "dramatiq", ["default", "webhooks"], now=minute + 10)
+    history.record(client, "dramatiq", _ready(client), now=minute + 10)
     history.finished("webhooks")  # a second process, or the next pass, in the same minute
-    history.record(client, "dramatiq", ["default", "webhooks"], now=minute + 40)
+    client.rpush("dramatiq:webhooks", "x")
+    history.record(client, "dramatiq", None, now=minute + 40)  # no sizes read on this pass
+    client.lpop("dramatiq:webhooks")
     client.rpush("dramatiq:webhooks", "d")
-    history.record(client, "dramatiq", ["default", "webhooks"], now=minute + 70)  # the next minute
+    history.record(client, "dramatiq", _ready(client), now=minute + 70)  # the next minute
 
-    found = history.series(client, "dramatiq", ["default", "webhooks"], minutes=3, now=minute + 70)
+    found = history.series(client, "dramatiq", QUEUES, minutes=3, now=minute + 70)
     assert found["webhooks"] == {"done": [0, 6, 0], "ready": [0, 3, 4]}
     assert found["default"] == {"done": [0, 1, 0], "ready": [0, 0, 0]}
     ttl = client.ttl(f"dramatiq:bgjobs-history:done:{int(minute // 60)}")

@@ -7,21 +7,24 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.rabbitmq import RabbitNode, rabbitmq_node
+from tests.support.rabbitmq import RabbitNode
 from tests.support.workers import ROOT
 
 WRONG = "not-the-password"
 
 
-@pytest.fixture(scope="module")
-def rabbit() -> Iterator[RabbitNode]:
-    with rabbitmq_node() as node:
-        yield node
+@pytest.fixture
+def rabbit(rabbit_vhost: RabbitNode) -> RabbitNode:
+    return rabbit_vhost
+
+
+@pytest.fixture(autouse=True)
+def _coordination(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_COORDINATION_URL", redis_url)
 
 
 def _env(rabbit: RabbitNode, tmp_path: Path, password: str | None = None) -> dict[str, str]:
@@ -29,6 +32,7 @@ def _env(rabbit: RabbitNode, tmp_path: Path, password: str | None = None) -> dic
     env.update(
         {
             "BGJOBS_BROKER_URL": rabbit.url(password),
+            "BGJOBS_COORDINATION_URL": os.environ["TEST_COORDINATION_URL"],
             "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
             "BGJOBS_METRICS__ENABLED": "false",
             "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
@@ -41,7 +45,7 @@ def _env(rabbit: RabbitNode, tmp_path: Path, password: str | None = None) -> dic
 
 
 def masked(rabbit: RabbitNode) -> str:
-    return f"amqp://{rabbit.user}:***@127.0.0.1:{rabbit.port}/%2F"
+    return f"amqp://{rabbit.user}:***@127.0.0.1:{rabbit.port}/{rabbit.vhost}"
 
 
 def test_a_wrong_password_is_one_line_from_a_command_with_the_password_masked(

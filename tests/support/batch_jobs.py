@@ -96,7 +96,8 @@ def in_parts(ctx: JobContext) -> dict[str, int]:
 
 @job("tests.tick", schedule="@every 1s")
 def tick(ctx: JobContext) -> dict[str, int]:
-    client = redis.Redis.from_url(get_settings().broker_url)
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.coordination_url or settings.broker_url)
     client.rpush("test:ticks", f"{ctx.trigger}:{os.getpid()}")
     return {"ticks": 1}
 

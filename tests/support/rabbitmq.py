@@ -1,5 +1,6 @@
 """A private RabbitMQ node on 127.0.0.1 for tests: Debian's rabbitmq-server with its own node name,
-ports and data directory, and a user the test names."""
+ports and data directory, its management API on, and a user; each test gets a virtual host of its
+own (made and deleted through the management API), so no test sees another's queues."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
+
+import httpx
 
 from bgjobs.embedded import free_port
 
@@ -26,9 +31,34 @@ class RabbitNode:
     user: str
     password: str
     env: dict[str, str]
+    management_port: int
+    vhost: str = "/"
 
     def url(self, password: str | None = None) -> str:
-        return f"amqp://{self.user}:{password or self.password}@127.0.0.1:{self.port}/%2F"
+        vhost = quote(self.vhost, safe="")
+        return f"amqp://{self.user}:{password or self.password}@127.0.0.1:{self.port}/{vhost}"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://{self.user}:{self.password}@127.0.0.1:{self.management_port}"
+
+    def api(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        answer = httpx.request(method, f"http://127.0.0.1:{self.management_port}/api/{path}",
+                               auth=(self.user, self.password), timeout=30, **kwargs)  # type: ignore[arg-type]
+        answer.raise_for_status()
+        return answer
+
+    @contextmanager
+    def fresh_vhost(self) -> Iterator[RabbitNode]:
+        """This node seen through a new, empty virtual host, deleted (with its queues) afterwards."""
+        name = f"t-{uuid.uuid4().hex[:12]}"
+        self.api("PUT", f"vhosts/{name}")
+        everything = {"configure": ".*", "write": ".*", "read": ".*"}
+        self.api("PUT", f"permissions/{name}/{self.user}", json=everything)
+        try:
+            yield RabbitNode(self.port, self.user, self.password, self.env, self.management_port, name)
+        finally:
+            self.api("DELETE", f"vhosts/{name}")
 
 
 def _ctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -39,7 +69,7 @@ def _ctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def rabbitmq_node() -> Iterator[RabbitNode]:
     assert SERVER.exists(), "rabbitmq-server is not installed (apt-get install rabbitmq-server; .ci/run does)"
     directory = Path(tempfile.mkdtemp(prefix="bgjobs-rabbitmq-"))
-    port, dist = free_port(), free_port()
+    port, dist, management = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "RABBITMQ_NODENAME": f"bgjobs{port}@localhost",
@@ -52,8 +82,11 @@ def rabbitmq_node() -> Iterator[RabbitNode]:
         "RABBITMQ_CONFIG_FILE": str(directory / "rabbitmq"),
         "RABBITMQ_PID_FILE": str(directory / "pid"),
     }
-    (directory / "enabled_plugins").write_text("[].\n")
-    (directory / "rabbitmq.conf").write_text("loopback_users = none\n")
+    (directory / "enabled_plugins").write_text("[rabbitmq_management].\n")
+    (directory / "rabbitmq.conf").write_text(
+        f"loopback_users = none\nmanagement.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {management}\n"
+        "collect_statistics_interval = 500\n"  # the management API's counts, every half second
+    )
     log = (directory / "server.log").open("wb")
     process = subprocess.Popen(
         [str(SERVER)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -68,7 +101,8 @@ def rabbitmq_node() -> Iterator[RabbitNode]:
         user, password = "bgjobs", "rabbit-pass-for-tests"
         assert _ctl(env, "add_user", user, password).returncode == 0
         assert _ctl(env, "set_permissions", "-p", "/", user, ".*", ".*", ".*").returncode == 0
-        yield RabbitNode(port, user, password, env)
+        assert _ctl(env, "set_user_tags", user, "administrator").returncode == 0
+        yield RabbitNode(port, user, password, env, management)
     finally:
         _ctl(env, "stop")
         try:

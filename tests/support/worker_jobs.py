@@ -31,11 +31,12 @@ class Work(bgjobs.Payload):
 
 
 def _redis() -> redis.Redis:
-    """The broker's Redis, however it is reached (Sentinel, TLS)."""
+    """The deployment's Redis (the broker's, or RabbitMQ's coordination store), however it is
+    reached (Sentinel, TLS)."""
     from bgjobs.redis_connections import client_for
 
     settings = get_settings()
-    return client_for(settings.broker_url, settings.redis_tls)
+    return client_for(settings.coordination_url or settings.broker_url, settings.redis_tls)
 
 
 def starts(key: str) -> int:

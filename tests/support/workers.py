@@ -46,13 +46,14 @@ def use_environment(monkeypatch: Any, env: dict[str, str]) -> None:
 
 
 def broker_client(env: dict[str, str]) -> redis.Redis:
-    """A client for the broker of ``env``, however it is reached (Sentinel, TLS)."""
+    """A client for the deployment's Redis of ``env`` (the broker's, or RabbitMQ's coordination
+    store), however it is reached (Sentinel, TLS)."""
     from bgjobs.redis_connections import client_for
     from bgjobs.sections import RedisTlsSettings
 
     tls = RedisTlsSettings(**{field: env.get(f"BGJOBS_REDIS_TLS__{field.upper()}") or None
                               for field in ("ca_file", "cert_file", "key_file")})  # fmt: skip
-    return client_for(env["BGJOBS_BROKER_URL"], tls)
+    return client_for(env.get("BGJOBS_COORDINATION_URL") or env["BGJOBS_BROKER_URL"], tls)
 
 
 #: Every worker command made by the test now running; :func:`remove_all` kills them and deletes their logs.

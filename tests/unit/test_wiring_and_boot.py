@@ -66,10 +66,23 @@ def test_configure_checks_the_port_type() -> None:
         bgjobs.configure(sms=ConsoleMailer())  # type: ignore[arg-type]
 
 
-def test_an_amqp_url_selects_rabbitmq() -> None:
-    broker = build_broker(Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/"))
+def test_an_amqp_url_selects_rabbitmq_with_its_coordination_store() -> None:
+    broker = build_broker(Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/",
+                                   coordination_url="redis://127.0.0.1:6399/3"))  # fmt: skip
     assert isinstance(broker, RabbitmqBroker)
+    assert broker.confirm_delivery  # send() returns once RabbitMQ has the message
     assert "webhooks" in broker.get_declared_queues()
+    assert broker.client.connection_pool.connection_kwargs["db"] == 3  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("coordination", [None, "memcached://127.0.0.1:11211"])
+def test_rabbitmq_without_a_redis_coordination_store_is_refused_naming_the_setting(
+    coordination: str | None,
+) -> None:
+    settings = Settings(broker_url="amqp://guest:secret@127.0.0.1:5672/", coordination_url=coordination)
+    with pytest.raises(ConfigurationError, match="BGJOBS_COORDINATION_URL") as refused:
+        build_broker(settings)
+    assert "secret" not in str(refused.value)
 
 
 def test_an_unknown_broker_scheme_is_a_configuration_error() -> None:

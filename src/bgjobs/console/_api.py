@@ -49,12 +49,12 @@ def readyz() -> JSONResponse:
 def _queues() -> list[dict[str, Any]]:
     """Each queue now, whether it is paused, and its last 30 minutes (``history``: jobs done and
     ready messages per minute, oldest first)."""
-    from ..deadletters import redis_broker
+    from ..deadletters import operated_broker
     from ..history import series
     from ..pausing import paused
     from ..status import status
 
-    broker = redis_broker()
+    broker = operated_broker()
     found, stopped = status(), paused()
     history = series(broker.client, broker.namespace, [q.name for q in found.queues])
     return [{**asdict(q), "paused": q.name in stopped, "history": history[q.name]} for q in found.queues]

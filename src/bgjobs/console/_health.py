@@ -38,9 +38,13 @@ def _head() -> str:
 
 
 def _broker() -> str | None:
-    from ..deadletters import redis_broker
+    from ..deadletters import operated_broker
+    from ..redis_broker import BgjobsRedisBroker
 
-    redis_broker().client.ping()
+    found = operated_broker()
+    found.client.ping()
+    if not isinstance(found, BgjobsRedisBroker):  # RabbitMQ: its coordination store and itself
+        found.channel  # type: ignore[attr-defined]  # noqa: B018  (opens this thread's connection)
     return None
 
 

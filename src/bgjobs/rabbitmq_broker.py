@@ -1,0 +1,289 @@
+"""Dramatiq's RabbitMQ broker with bgjobs's deployment state in a coordination Redis.
+
+RabbitMQ carries the messages; what no AMQP queue can hold lives in the Redis named by
+``BGJOBS_COORDINATION_URL`` (see :mod:`bgjobs.operated` and docs/architecture.md): leases and
+mutexes, dedupe keys, rate-limit and concurrency counters, the scheduler's claims, heartbeats and
+worker descriptions, paused queues, and the dead letters with their reasons.
+
+Changes from Dramatiq's broker:
+
+- publisher confirms are on, so ``send()`` returns only once RabbitMQ has the message;
+- a failed message is stored as a dead letter in the coordination store and then acked (stock
+  Dramatiq nacks it into ``<queue>.XQ``, where nothing can read its reason, list or requeue it);
+  a worker killed between the two leaves it stored and unacked, and the redelivered copy is
+  recognised and acked without running again. When the store does not answer, the message falls
+  back to RabbitMQ's ``<queue>.XQ`` and the log says so: nothing is lost;
+- a consumer of a paused queue takes nothing until the queue is resumed;
+- queue sizes come from the management API when ``BGJOBS_RABBITMQ__MANAGEMENT_URL`` is set
+  (ready, delayed and in flight), otherwise from passive declarations (ready and delayed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+from uuid import uuid4
+
+import pika
+import pika.exceptions
+from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
+from dramatiq.common import xq_name
+from dramatiq.errors import ConnectionClosed, DecodeError
+from dramatiq.message import Message
+
+from .consumer import PAUSE_CHECK_S, PAUSED_KEY
+from .errors import ConfigurationError
+from .operated import MaintenanceReport, OperatedBroker, QueueSizes
+from .redact import mask_url
+from .redis_connections import client_for, is_redis_url
+from .settings import Settings, WorkerSettings
+
+__all__ = ["BgjobsRabbitmqBroker", "Management", "rabbitmq_broker"]
+
+logger = logging.getLogger("bgjobs.worker")
+
+#: Keeps a dead letter: its message and failure time (the reason is written by the middleware).
+_KEEP = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+"""
+#: Forgets workers whose heartbeat stopped and dead letters past their ttl; returns how many expired.
+_SWEEP = """
+local ns, now, timeout, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local dead = redis.call('ZRANGEBYSCORE', ns .. ':__heartbeats__', '-inf', now - timeout)
+for _, id in ipairs(dead) do
+  redis.call('ZREM', ns .. ':__heartbeats__', id)
+  redis.call('HDEL', ns .. ':__bgjobs_workers__', id)
+end
+local expired = 0
+for i = 4, #ARGV do
+  local xq = ns .. ':' .. ARGV[i] .. '.XQ'
+  local ids = redis.call('ZRANGEBYSCORE', xq, '-inf', now - ttl, 'LIMIT', 0, 1000)
+  if #ids > 0 then
+    redis.call('ZREM', xq, unpack(ids))
+    redis.call('HDEL', xq .. '.msgs', unpack(ids))
+    redis.call('HDEL', xq .. '.reasons', unpack(ids))
+    expired = expired + #ids
+  end
+end
+return expired
+"""
+
+
+class Management:
+    """RabbitMQ's management API (``rabbitmq_management``): each queue's ready and unacked counts."""
+
+    def __init__(self, url: str, vhost: str) -> None:
+        parts = urlsplit(url)
+        self.auth = (parts.username or "guest", parts.password or "guest")
+        netloc = parts.hostname or "127.0.0.1"
+        if parts.port:
+            netloc += f":{parts.port}"
+        self.base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        self.shown = mask_url(url)
+        self.vhost = vhost
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Queue name -> (ready, unacknowledged), for every queue of the vhost.
+
+        Raises:
+            ConfigurationError: the API does not answer, or refuses the credentials.
+        """
+        import httpx
+
+        where = f"{self.base}/api/queues/{quote(self.vhost, safe='')}"
+        try:
+            answer = httpx.get(where, params={"columns": "name,messages_ready,messages_unacknowledged"},
+                               auth=self.auth, timeout=5.0)  # fmt: skip
+        except httpx.HTTPError as exc:
+            raise ConfigurationError(
+                f"cannot reach RabbitMQ's management API at {self.shown} ({type(exc).__name__}); is the "
+                "rabbitmq_management plugin on? check BGJOBS_RABBITMQ__MANAGEMENT_URL"
+            ) from None
+        if answer.status_code != 200:
+            raise ConfigurationError(
+                f"RabbitMQ's management API at {self.shown} answered {answer.status_code}; check the user "
+                "and password in BGJOBS_RABBITMQ__MANAGEMENT_URL (the user needs the monitoring tag)"
+            )
+        return {
+            q["name"]: (int(q.get("messages_ready") or 0), int(q.get("messages_unacknowledged") or 0))
+            for q in answer.json()
+        }
+
+
+class BgjobsRabbitmqBroker(OperatedBroker, RabbitmqBroker):
+    """RabbitMQ for the messages, the coordination Redis ``client`` for everything else."""
+
+    #: It does not check message sizes itself (``send()`` does, before publishing).
+    checks_message_size = False
+
+    def __init__(
+        self, *, url: str, client: Any, worker: WorkerSettings, management_url: str | None = None,
+        middleware: list[Any] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(url=url, middleware=middleware, confirm_delivery=True)
+        self.client = client
+        self.namespace = worker.namespace
+        self.worker_settings = worker
+        self.broker_id = str(uuid4())
+        self.patience_s = 0.0
+        vhost = getattr(self.parameters, "virtual_host", "/")
+        self.management = Management(management_url, vhost) if management_url else None
+        self._keep = client.register_script(_KEEP)
+        self._sweep = client.register_script(_SWEEP)
+
+    @property
+    def consumer_class(self) -> type[_Consumer]:
+        return _Consumer
+
+    def keep_dead_letter(self, message: Any, data: bytes, *, failed_at_ms: int | None = None) -> None:
+        """Store a dead letter (message bytes under its message id) in the coordination store."""
+        queue = message.queue_name.removesuffix(".DQ")
+        at = int(time.time() * 1000) if failed_at_ms is None else failed_at_ms
+        key = self.key(f"{queue}.XQ")
+        self._keep(keys=[key, f"{key}.msgs"], args=[at, message.message_id, data])
+
+    def is_dead_letter(self, queue_name: str, message_id: str) -> bool:
+        return bool(self.client.hexists(self.key(f"{queue_name.removesuffix('.DQ')}.XQ.msgs"), message_id))
+
+    def queue_sizes(self, queues: list[str]) -> dict[str, QueueSizes]:
+        pipe = self.client.pipeline(transaction=False)
+        for q in queues:
+            pipe.zcard(self.key(f"{q}.XQ"))
+        dead = dict(zip(queues, pipe.execute(), strict=True))
+        if self.management is not None:
+            counts = self.management.counts()
+            sizes = {}
+            for q in queues:
+                ready, unacked = counts.get(q, (0, 0))
+                delayed = sum(counts.get(f"{q}.DQ", (0, 0)))
+                sizes[q] = QueueSizes(ready, delayed, unacked, int(dead[q]))
+            return sizes
+        found = {}
+        for q in queues:
+            ready, delayed, _ = self.get_queue_message_counts(q)
+            found[q] = QueueSizes(ready, delayed, None, int(dead[q]))
+        return found
+
+    def run_maintenance(self, *, heartbeat: bool = True, now_ms: int | None = None) -> MaintenanceReport:
+        """Heartbeat, forget workers whose heartbeat stopped, expire old dead letters.
+
+        (RabbitMQ itself gives a dead worker's unacked messages back when its connection closes.)
+        """
+        ws = self.worker_settings
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        if heartbeat:
+            self.client.zadd(self.key("__heartbeats__"), {self.broker_id: now})
+        queues = sorted(q for q in self.get_declared_queues() if not q.endswith((".DQ", ".XQ")))
+        args = [now, ws.heartbeat_timeout_ms, ws.dead_message_ttl_ms, *queues]
+        expired = self._sweep(keys=[self.namespace], args=args)
+        return MaintenanceReport((0, 0, int(expired)))
+
+    def enqueue_once(self, message: Message[Any], *, key: str, ttl_s: int) -> Message[Any] | None:
+        """Enqueue ``message`` unless ``key`` is claimed; the claim is given back if the send fails.
+
+        Unlike Redis, the claim and the message cannot be written together: a caller killed
+        between the two leaves a claimed tick unsent (docs/guarantees.md).
+        """
+        if not self.client.set(key, message.message_id, nx=True, ex=ttl_s):
+            return None
+        try:
+            return self.enqueue(message)
+        except BaseException:
+            self.client.delete(key)
+            raise
+
+
+class _Consumer(_RabbitmqConsumer):
+    """Dramatiq's consumer, with dead letters kept in the coordination store and pausing."""
+
+    def __init__(self, broker: BgjobsRabbitmqBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self._queue = queue_name.removesuffix(".DQ")
+        self._paused_key = broker.key(PAUSED_KEY)
+        self._pause_checked, self._paused = -PAUSE_CHECK_S, False
+
+    def _is_paused(self) -> bool:
+        now = time.monotonic()
+        if now - self._pause_checked >= PAUSE_CHECK_S:
+            self._paused = bool(self.broker.client.sismember(self._paused_key, self._queue))
+            self._pause_checked = now
+        return self._paused
+
+    def nack(self, message: Any) -> None:
+        try:
+            self.broker.keep_dead_letter(message, message.encode())
+        except Exception as exc:
+            logger.error("could not keep dead letter %s in the coordination store (%s: %s); it is in "
+                         "RabbitMQ's %s instead", message.message_id, type(exc).__name__, exc,
+                         xq_name(self._queue))  # fmt: skip
+            super().nack(message)  # type: ignore[no-untyped-call]
+            return
+        self.ack(message)  # type: ignore[no-untyped-call]
+
+    def __next__(self) -> Any:
+        if self._is_paused():
+            try:  # keeps the connection's heartbeats answered while nothing is taken
+                self.connection.sleep(PAUSE_CHECK_S)
+            except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+                raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+            return None
+        try:
+            method, _properties, body = next(self.iterator)
+            if method is None:
+                return None
+        except (AssertionError, pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+        try:
+            message = Message.decode(body)
+        except DecodeError:
+            return self._undecodable(method.delivery_tag, body)
+        if method.redelivered and self.broker.is_dead_letter(self.queue_name, message.message_id):
+            # Dead-lettered by a worker killed before its ack: stored already, not to run again.
+            self.connection.add_callback_threadsafe(lambda: self.channel.basic_ack(method.delivery_tag))
+            return None
+        self.known_tags.add(method.delivery_tag)
+        return _RabbitmqMessage(method.redelivered, method.delivery_tag, message)  # type: ignore[no-untyped-call]
+
+    def _undecodable(self, tag: int, body: bytes) -> None:
+        """Kept as a dead letter as it came (``show`` prints it, ``purge`` drops it), then acked."""
+        letter_id = f"undecodable-{uuid4()}"
+        logger.error("dead-lettering an undecodable message on %s as %s", self._queue, letter_id)
+        stub: Message[Any] = Message(queue_name=self._queue, actor_name="?", args=(), kwargs={}, options={},
+                       message_id=letter_id)  # fmt: skip
+        try:
+            self.broker.keep_dead_letter(stub, body)
+            reason = {"kind": "undecodable", "reason": "the message is not valid JSON of a Dramatiq message",
+                      "failed_at": int(time.time() * 1000), "attempts": 0}  # fmt: skip
+            self.broker.record_dead_letter_reason(self._queue, letter_id, reason)
+        except Exception:
+            logger.exception("could not keep the undecodable message; it is in RabbitMQ's %s instead",
+                             xq_name(self._queue))  # fmt: skip
+            self._nack(tag)  # type: ignore[no-untyped-call]
+            return
+        self.connection.add_callback_threadsafe(lambda: self.channel.basic_ack(tag))
+
+
+
+def rabbitmq_broker(settings: Settings, middleware: list[Any] | None = None) -> BgjobsRabbitmqBroker:
+    """The broker of an ``amqp://`` ``BGJOBS_BROKER_URL`` with its coordination store.
+
+    Raises:
+        ConfigurationError: ``BGJOBS_COORDINATION_URL`` is missing or not a Redis URL.
+    """
+    if not settings.coordination_url:
+        raise ConfigurationError(
+            "BGJOBS_BROKER_URL is RabbitMQ, which cannot hold bgjobs's locks, caps, dedupe keys and dead "
+            "letters: set BGJOBS_COORDINATION_URL=redis://host:6379/0 (a Redis for them; docs/operating.md)"
+        )
+    if not is_redis_url(settings.coordination_url):
+        raise ConfigurationError(
+            f"BGJOBS_COORDINATION_URL={mask_url(settings.coordination_url)!r}: use redis://, rediss://, "
+            "unix:// or redis+sentinel://"
+        )
+    return BgjobsRabbitmqBroker(
+        url=settings.broker_url, client=client_for(settings.coordination_url, settings.redis_tls),
+        worker=settings.worker, management_url=settings.rabbitmq.management_url, middleware=middleware,
+    )  # fmt: skip
