@@ -285,10 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bgjobs: {exc}", file=sys.stderr)
         return 2
     except (RedisConnectionError, BrokerConnectionError) as exc:
-        from .redis_connections import explain
+        from .redis_connections import explain_for
         from .settings import get_settings
 
-        print(f"bgjobs: {explain(exc, get_settings().broker_url)}", file=sys.stderr)
+        settings = get_settings()
+        print(f"bgjobs: {explain_for(exc, settings.broker_url, settings.coordination_url)}", file=sys.stderr)
         return 2
     except SQLAlchemyError as exc:
         from .db import unreachable

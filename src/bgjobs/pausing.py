@@ -31,7 +31,7 @@ def pause(queue: str, *, broker: dramatiq.Broker | None = None) -> bool:
 
     Raises:
         InvalidPayload: no such queue.
-        ConfigurationError: the broker is not Redis.
+        ConfigurationError: the broker keeps no deployment state (the stub broker).
     """
     key = _known(queue, broker)
     return bool(operated_broker(broker).client.sadd(key, queue))

@@ -14,6 +14,9 @@ Changes from Dramatiq's broker:
   recognised and acked without running again. When the store does not answer, the message falls
   back to RabbitMQ's ``<queue>.XQ`` and the log says so: nothing is lost;
 - a consumer of a paused queue takes nothing until the queue is resumed;
+- each redelivery of a message (its worker died, or lost its connection, before the ack) is
+  counted, and at ``BGJOBS_WORKER__MAX_DELIVERIES`` the message is dead-lettered as poison, as
+  the Redis broker's maintenance does; only redelivered messages cost the extra round trip;
 - queue sizes come from the management API when ``BGJOBS_RABBITMQ__MANAGEMENT_URL`` is set
   (ready, delayed and in flight), otherwise from passive declarations (ready and delayed).
 """
@@ -48,6 +51,19 @@ logger = logging.getLogger("bgjobs.worker")
 _KEEP = """
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+"""
+#: Counts one more delivery of a redelivered message; at ``max_deliveries`` it becomes a dead letter
+#: (a poison message that kills its worker each time), as the Redis broker's maintenance does.
+_REDELIVERED = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if n < tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[2], cjson.encode({kind = 'poison', failed_at = tonumber(ARGV[1]),
+  deliveries = n, reason = 'delivered ' .. n .. ' times without finishing (its worker died each time)'}))
+redis.call('DEL', KEYS[1])
+return n
 """
 #: Forgets workers whose heartbeat stopped and dead letters past their ttl; returns how many expired.
 _SWEEP = """
@@ -133,6 +149,7 @@ class BgjobsRabbitmqBroker(OperatedBroker, RabbitmqBroker):
         self.management = Management(management_url, vhost) if management_url else None
         self._keep = client.register_script(_KEEP)
         self._sweep = client.register_script(_SWEEP)
+        self._redelivered = client.register_script(_REDELIVERED)
 
     @property
     def consumer_class(self) -> type[_Consumer]:
@@ -144,6 +161,15 @@ class BgjobsRabbitmqBroker(OperatedBroker, RabbitmqBroker):
         at = int(time.time() * 1000) if failed_at_ms is None else failed_at_ms
         key = self.key(f"{queue}.XQ")
         self._keep(keys=[key, f"{key}.msgs"], args=[at, message.message_id, data])
+
+    def redelivered(self, message: Message[Any], data: bytes) -> bool:
+        """Count a redelivery of ``message``; True when that made it a poison dead letter."""
+        queue = message.queue_name.removesuffix(".DQ")
+        xq = self.key(f"{queue}.XQ")
+        ws = self.worker_settings
+        args = [int(time.time() * 1000), message.message_id, data, ws.max_deliveries, ws.dead_message_ttl_ms]
+        keys = [self.key("bgjobs-deliveries", message.message_id), xq, f"{xq}.msgs", f"{xq}.reasons"]
+        return bool(self._redelivered(keys=keys, args=args))
 
     def is_dead_letter(self, queue_name: str, message_id: str) -> bool:
         return bool(self.client.hexists(self.key(f"{queue_name.removesuffix('.DQ')}.XQ.msgs"), message_id))
@@ -162,9 +188,13 @@ class BgjobsRabbitmqBroker(OperatedBroker, RabbitmqBroker):
                 sizes[q] = QueueSizes(ready, delayed, unacked, int(dead[q]))
             return sizes
         found = {}
-        for q in queues:
-            ready, delayed, _ = self.get_queue_message_counts(q)
-            found[q] = QueueSizes(ready, delayed, None, int(dead[q]))
+        try:
+            for q in queues:
+                ready, delayed, _ = self.get_queue_message_counts(q)
+                found[q] = QueueSizes(ready, delayed, None, int(dead[q]))
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+            del self.connection  # the next call connects afresh
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
         return found
 
     def run_maintenance(self, *, heartbeat: bool = True, now_ms: int | None = None) -> MaintenanceReport:
@@ -204,6 +234,8 @@ class _Consumer(_RabbitmqConsumer):
         self._queue = queue_name.removesuffix(".DQ")
         self._paused_key = broker.key(PAUSED_KEY)
         self._pause_checked, self._paused = -PAUSE_CHECK_S, False
+        #: Deliveries that arrived as the queue was paused, handed out (in order) once it resumes.
+        self._held: list[tuple[Any, bytes]] = []
 
     def _is_paused(self) -> bool:
         now = time.monotonic()
@@ -230,18 +262,32 @@ class _Consumer(_RabbitmqConsumer):
             except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
                 raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
             return None
-        try:
-            method, _properties, body = next(self.iterator)
-            if method is None:
+        if self._held:
+            method, body = self._held.pop(0)
+        else:
+            try:
+                method, _properties, body = next(self.iterator)
+                if method is None:
+                    return None
+            except (AssertionError, pika.exceptions.AMQPConnectionError,
+                    pika.exceptions.AMQPChannelError) as e:  # fmt: skip
+                raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+            if self._is_paused():  # paused while this consumer waited: kept unacked until resumed
+                self._held.append((method, body))
                 return None
-        except (AssertionError, pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
-            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+        return self._delivered(method, body)
+
+    def _delivered(self, method: Any, body: bytes) -> Any:
         try:
             message = Message.decode(body)
         except DecodeError:
             return self._undecodable(method.delivery_tag, body)
-        if method.redelivered and self.broker.is_dead_letter(self.queue_name, message.message_id):
-            # Dead-lettered by a worker killed before its ack: stored already, not to run again.
+        if method.redelivered and (
+            # Dead-lettered by a worker killed before its ack: stored already, not to run again;
+            # or handed out max_deliveries times, each worker dying on it: a poison message.
+            self.broker.is_dead_letter(self.queue_name, message.message_id)
+            or self.broker.redelivered(message, body)
+        ):
             self.connection.add_callback_threadsafe(lambda: self.channel.basic_ack(method.delivery_tag))
             return None
         self.known_tags.add(method.delivery_tag)

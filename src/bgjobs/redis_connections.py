@@ -28,7 +28,7 @@ from .errors import ConfigurationError
 from .redact import mask_url
 from .sections import RedisTlsSettings
 
-__all__ = ["SCHEMES", "client_for", "explain", "is_redis_url", "sentinel_parts"]
+__all__ = ["SCHEMES", "client_for", "explain", "explain_for", "is_redis_url", "sentinel_parts"]
 
 SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
 #: Every connection gives up on a socket after this long, so a dead master is noticed (and a
@@ -113,7 +113,18 @@ _REFUSED_LOGIN = (
 )  # fmt: skip
 
 
-def explain(exc: BaseException, url: str) -> str:
+def explain_for(exc: BaseException, broker_url: str, coordination_url: str | None) -> str:
+    """:func:`explain` for a deployment: on RabbitMQ, a Redis error is its coordination store's."""
+    redis_error = isinstance(exc, redis.RedisError)
+    if redis_error and coordination_url and not is_redis_url(broker_url):
+        store = "the coordination store"
+        return explain(exc, coordination_url, setting="BGJOBS_COORDINATION_URL", what=store)
+    return explain(exc, broker_url)
+
+
+def explain(
+    exc: BaseException, url: str, *, setting: str = "BGJOBS_BROKER_URL", what: str = "the broker"
+) -> str:
     """One line for a failed broker connection (Redis or RabbitMQ): what happened and which setting
     fixes it, the URL's password masked."""
     cause = exc.__cause__ or getattr(exc, "cause", None) or (exc.args[0] if exc.args else None)
@@ -132,4 +143,4 @@ def explain(exc: BaseException, url: str) -> str:
     if "No master found" in text or type(exc).__name__ == "MasterNotFoundError":
         return (f"no sentinel at {shown} knows a master for that service ({text}); check the service name "
                 "and that the sentinels run")  # fmt: skip
-    return f"cannot reach the broker at {shown} ({text}); is it running? check BGJOBS_BROKER_URL"
+    return f"cannot reach {what} at {shown} ({text}); is it running? check {setting}"

@@ -145,6 +145,9 @@ def reset() -> None:
             close = getattr(adapter, "close", None)
             if callable(close) and not isinstance(adapter, type):
                 close()
+        built = previous.built_broker
+        if built is not None and hasattr(built, "connections"):  # RabbitMQ's AMQP connections
+            built.close()
 
 
 def get_broker() -> dramatiq.Broker:

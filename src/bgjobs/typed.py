@@ -208,9 +208,10 @@ def reachable() -> Iterator[None]:
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError, ConnectionError, BrokerConnectionError) as exc:
-        from .redis_connections import explain
+        from .redis_connections import explain_for
 
-        raise BrokerUnavailable(explain(exc, runtime.current().settings.broker_url)) from None
+        settings = runtime.current().settings
+        raise BrokerUnavailable(explain_for(exc, settings.broker_url, settings.coordination_url)) from None
 
 
 def _check_sizes(broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]]) -> None:

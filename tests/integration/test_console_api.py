@@ -234,8 +234,9 @@ def test_dead_letters_are_listed_filtered_shown_masked_requeued_and_purged(
 
 
 def test_a_paused_queue_is_not_taken_until_resumed_also_across_a_worker_restart(
-    serve: Callable[..., ConsoleServer], worker_env: dict[str, str], workers: list[WorkerProcess]
+    serve: Callable[..., ConsoleServer], engine_env: dict[str, str], workers: list[WorkerProcess]
 ) -> None:
+    worker_env = engine_env
     console = serve()
     start_worker(workers, worker_env, processes=1)
     with _browser(console) as browser:
@@ -244,8 +245,12 @@ def test_a_paused_queue_is_not_taken_until_resumed_also_across_a_worker_restart(
         worker_jobs.record.send({"key": "while-paused", "sleep_s": 0})
         time.sleep(2)  # absence: four times the pause check
         assert worker_jobs.effect_count() == 0
-        queue = next(q for q in browser.get("/api/v1/queues").json() if q["name"] == "default")
-        assert queue["paused"] and queue["ready"] + queue["in_flight"] == 1
+
+        def waiting() -> bool:  # RabbitMQ's management API counts lag by a second or two
+            queue = next(q for q in browser.get("/api/v1/queues").json() if q["name"] == "default")
+            return bool(queue["paused"] and queue["ready"] + queue["in_flight"] == 1)
+
+        wait_for(waiting, timeout=15, what="the paused queue's one waiting message")
         # A new worker (a deploy) still honours the pause
         workers.pop().kill()
         start_worker(workers, worker_env, processes=1)

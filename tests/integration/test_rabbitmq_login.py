@@ -48,12 +48,13 @@ def masked(rabbit: RabbitNode) -> str:
     return f"amqp://{rabbit.user}:***@127.0.0.1:{rabbit.port}/{rabbit.vhost}"
 
 
+@pytest.mark.parametrize("command", [["trigger", "cleanup.daily"], ["status"]])
 def test_a_wrong_password_is_one_line_from_a_command_with_the_password_masked(
-    rabbit: RabbitNode, tmp_path: Path
+    rabbit: RabbitNode, tmp_path: Path, command: list[str]
 ) -> None:
-    env = _env(rabbit, tmp_path, WRONG)
+    env = _env(rabbit, tmp_path, WRONG)  # no management API: status counts through AMQP
     done = subprocess.run(
-        [sys.executable, "-m", "bgjobs.cli", "trigger", "cleanup.daily"],
+        [sys.executable, "-m", "bgjobs.cli", *command],
         env=env,
         capture_output=True,
         text=True,
@@ -65,6 +66,21 @@ def test_a_wrong_password_is_one_line_from_a_command_with_the_password_masked(
         "BGJOBS_BROKER_URL (and that the user may use its virtual host)"
     ]
     assert WRONG not in done.stdout + done.stderr
+
+
+def test_a_wrong_management_password_is_one_line_naming_its_setting(
+    rabbit: RabbitNode, tmp_path: Path
+) -> None:
+    env = _env(rabbit, tmp_path)
+    env["BGJOBS_RABBITMQ__MANAGEMENT_URL"] = rabbit.management_url.replace(rabbit.password, WRONG)
+    done = subprocess.run([sys.executable, "-m", "bgjobs.cli", "status"], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"bgjobs: RabbitMQ's management API at http://{rabbit.user}:***@127.0.0.1:{rabbit.management_port} "
+        "answered 401; check the user and password in BGJOBS_RABBITMQ__MANAGEMENT_URL (the user needs the "
+        "monitoring tag)"
+    ]
 
 
 def test_a_worker_whose_login_is_refused_stops_within_a_bounded_time_saying_why(
@@ -121,3 +137,17 @@ def test_with_the_right_password_a_job_is_sent_and_runs(rabbit: RabbitNode, tmp_
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_an_unreachable_coordination_store_is_one_line_naming_its_setting(
+    rabbit: RabbitNode, tmp_path: Path
+) -> None:
+    env = _env(rabbit, tmp_path)
+    env["BGJOBS_COORDINATION_URL"] = "redis://:store-secret@127.0.0.1:1/0"
+    for command in (["status"], ["dead-letters", "list"]):
+        done = subprocess.run([sys.executable, "-m", "bgjobs.cli", *command], env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 2
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("bgjobs: cannot reach the coordination store at redis://:***@127.0.0.1:1/0 (")
+        assert line.endswith("is it running? check BGJOBS_COORDINATION_URL")

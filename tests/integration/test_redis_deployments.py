@@ -117,23 +117,31 @@ def test_tls_settings_beside_a_url_without_tls_are_refused(worker_env: dict[str,
 SECRET = "hunter2-never-print-me"
 
 
+AMQP = f"amqp://app:{SECRET}@127.0.0.1:1/%2F"
+
+
 @pytest.mark.parametrize(
-    ("variable", "value"),
+    "given",
     [
-        ("BGJOBS_BROKER_URL", f"redis://:{SECRET}@127.0.0.1:1/0"),
-        ("BGJOBS_BROKER_URL", f"redis+sentinel://:{SECRET}@127.0.0.1:1/mymaster/0"),
-        ("BGJOBS_BROKER_URL", f"redis+sentinel://:{SECRET}@127.0.0.1/not-a-port"),
-        ("BGJOBS_BROKER_URL", f"nats://user:{SECRET}@127.0.0.1:4222"),
-        ("BGJOBS_DATABASE_URL", f"postgresql+psycopg://app:{SECRET}@127.0.0.1:1/app"),
+        {"BGJOBS_BROKER_URL": f"redis://:{SECRET}@127.0.0.1:1/0"},
+        {"BGJOBS_BROKER_URL": f"redis+sentinel://:{SECRET}@127.0.0.1:1/mymaster/0"},
+        {"BGJOBS_BROKER_URL": f"redis+sentinel://:{SECRET}@127.0.0.1/not-a-port"},
+        {"BGJOBS_BROKER_URL": f"nats://user:{SECRET}@127.0.0.1:4222"},
+        {"BGJOBS_DATABASE_URL": f"postgresql+psycopg://app:{SECRET}@127.0.0.1:1/app"},
+        {"BGJOBS_BROKER_URL": AMQP},
+        {"BGJOBS_BROKER_URL": AMQP, "BGJOBS_COORDINATION_URL": f"memcached://:{SECRET}@127.0.0.1:1"},
+        {"BGJOBS_BROKER_URL": AMQP, "BGJOBS_COORDINATION_URL": f"redis://:{SECRET}@127.0.0.1:1/0"},
+        {"BGJOBS_BROKER_URL": AMQP, "BGJOBS_COORDINATION_URL": f"redis://:{SECRET}@127.0.0.1:1/0",
+         "BGJOBS_RABBITMQ__MANAGEMENT_URL": f"http://monitor:{SECRET}@127.0.0.1:1"},
     ],
 )
-def test_no_error_path_prints_a_url_s_password(variable: str, value: str, tmp_path: Path) -> None:
+def test_no_error_path_prints_a_url_s_password(given: dict[str, str], tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BGJOBS_")}
     env.update(
         {
             "BGJOBS_BROKER_URL": "redis://127.0.0.1:1/0",
             "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
-            variable: value,
+            **given,
         }
     )
     for command in (

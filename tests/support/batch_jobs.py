@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import redis
+from dramatiq.middleware import CurrentMessage
 from sqlmodel import Field, SQLModel, func, select
 
 import bgjobs
@@ -98,7 +98,9 @@ def in_parts(ctx: JobContext) -> dict[str, int]:
 def tick(ctx: JobContext) -> dict[str, int]:
     settings = get_settings()
     client = redis.Redis.from_url(settings.coordination_url or settings.broker_url)
-    client.rpush("test:ticks", f"{ctx.trigger}:{os.getpid()}")
+    message = CurrentMessage.get_current_message()
+    scheduled_for = message.args[0].get("scheduled_for") if message is not None else None
+    client.rpush("test:ticks", f"{ctx.trigger}:{scheduled_for}")
     return {"ticks": 1}
 
 

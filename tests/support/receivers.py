@@ -209,6 +209,9 @@ class WebhookReceiver:
     forever: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
+    #: Requests being answered now, and the most ever at once, per path.
+    active: Counter[str] = field(default_factory=Counter)
+    peak: Counter[str] = field(default_factory=Counter)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -226,6 +229,16 @@ class WebhookReceiver:
             return [r for r in self.requests if path is None or r.path == path]
 
     def answer(self, received: Received) -> tuple[int, dict[str, str]]:
+        with self.lock:
+            self.active[received.path] += 1
+            self.peak[received.path] = max(self.peak[received.path], self.active[received.path])
+        try:
+            return self._answer(received)
+        finally:
+            with self.lock:
+                self.active[received.path] -= 1
+
+    def _answer(self, received: Received) -> tuple[int, dict[str, str]]:
         with self.lock:
             self.requests.append(received)
             queued = self.scripts.get(received.path)
