@@ -1,5 +1,5 @@
 """Cross-process coordination behind one small interface: leases (the scheduler's leader lock
-among them), dedupe keys, wake-up lists, short mutexes, marks and the rate-limiter backend.
+among them), dedupe keys, wake-up lists, short mutexes, marks, counters and the rate-limiter backend.
 
 Families ask ``runtime.current().coordination`` instead of reaching for a Redis client, so a
 deployment without Redis gets a backend of its own in one place, not a ``getattr(broker,
@@ -117,8 +117,17 @@ class Coordination(abc.ABC):
         """The values last marked under ``names`` (None where never marked)."""
 
     @abc.abstractmethod
-    def mark(self, name: str, value: str) -> None:
-        """Record ``value`` under ``name``, for good (the scheduler's last tick of each job)."""
+    def mark(self, name: str, value: str, *, ttl_s: int | None = None) -> None:
+        """Record ``value`` under ``name``: for good (the scheduler's last tick of each job), or
+        for ``ttl_s`` (an open circuit breaker)."""
+
+    @abc.abstractmethod
+    def count(self, name: str, *, ttl_s: int) -> int:
+        """Add one to counter ``name`` (it lapses ``ttl_s`` after the last addition); the new value."""
+
+    @abc.abstractmethod
+    def forget(self, *names: str) -> None:
+        """Remove marks and counters."""
 
     @abc.abstractmethod
     def limiter_backend(self) -> Any:
@@ -184,8 +193,17 @@ class RedisCoordination(Coordination):
             return []
         return [None if v is None else v.decode() for v in self.client.mget([self.key(n) for n in names])]
 
-    def mark(self, name: str, value: str) -> None:
-        self.client.set(self.key(name), value)
+    def mark(self, name: str, value: str, *, ttl_s: int | None = None) -> None:
+        self.client.set(self.key(name), value, ex=ttl_s)
+
+    def count(self, name: str, *, ttl_s: int) -> int:
+        key = self.key(name)
+        found = self.client.pipeline(transaction=False).incr(key).expire(key, ttl_s).execute()
+        return int(found[0])
+
+    def forget(self, *names: str) -> None:
+        if names:
+            self.client.delete(*(self.key(n) for n in names))
 
     def limiter_backend(self) -> Any:
         if self._backend is None:
@@ -233,6 +251,8 @@ class LocalCoordination(Coordination):
         self.seen: dict[str, float] = {}
         self.tokens: dict[str, threading.Semaphore] = {}
         self.values: dict[str, str] = {}
+        #: name -> when its value lapses (monotonic seconds); absent: kept for good.
+        self.expiry: dict[str, float] = {}
         self._backend: Any = None
 
     def lease(self, name: str, *, ttl_ms: int) -> Lease:
@@ -272,12 +292,31 @@ class LocalCoordination(Coordination):
             return found is not None and found[1] > time.monotonic()
 
     def marks(self, names: list[str]) -> list[str | None]:
+        now = time.monotonic()
         with self.lock:
-            return [self.values.get(n) for n in names]
+            return [v if (v := self.values.get(n)) is not None and self.expiry.get(n, now + 1) > now else None
+                    for n in names]  # fmt: skip
 
-    def mark(self, name: str, value: str) -> None:
+    def mark(self, name: str, value: str, *, ttl_s: int | None = None) -> None:
         with self.lock:
             self.values[name] = value
+            if ttl_s is None:
+                self.expiry.pop(name, None)
+            else:
+                self.expiry[name] = time.monotonic() + ttl_s
+
+    def count(self, name: str, *, ttl_s: int) -> int:
+        now = time.monotonic()
+        with self.lock:
+            n = int(self.values.get(name) or 0) if self.expiry.get(name, now + 1) > now else 0
+            self.values[name], self.expiry[name] = str(n + 1), now + ttl_s
+            return n + 1
+
+    def forget(self, *names: str) -> None:
+        with self.lock:
+            for n in names:
+                self.values.pop(n, None)
+                self.expiry.pop(n, None)
 
     def limiter_backend(self) -> Any:
         if self._backend is None:

@@ -22,6 +22,7 @@ __all__ = [
     "BrokerUnavailable",
     "ConfigurationError",
     "InvalidPayload",
+    "MaybeDelivered",
     "PermanentError",
     "TransientError",
     "UsageError",
@@ -55,6 +56,16 @@ class TransientError(BgjobsError):
     """Raised when an operation may succeed later (a timeout, a 5xx, a dropped connection).
 
     The message is retried with exponential backoff and jitter up to the actor's limit.
+    """
+
+
+class MaybeDelivered(TransientError):
+    """Raised when a request may have reached the provider before the answer was lost (a timeout
+    after it was sent, a connection dropped mid-answer).
+
+    Retried like any transient error, with the same idempotency key, and with the same provider:
+    notification failover moves it to a backup only where a duplicate is acceptable
+    (``BGJOBS_NOTIFICATIONS__DUPLICABLE``).
     """
 
 

@@ -20,7 +20,7 @@ from .redis_connections import client_for, is_redis_url
 if TYPE_CHECKING:
     from .operated import OperatedBroker
 
-__all__ = ["QueueCollector", "scrape", "serve_metrics"]
+__all__ = ["CircuitCollector", "QueueCollector", "scrape", "serve_metrics"]
 
 logger = logging.getLogger("bgjobs.metrics")
 
@@ -68,6 +68,32 @@ class QueueCollector:
         yield from families.values()
 
 
+class CircuitCollector:
+    """Reads each notification provider's circuit (open or closed) from the coordination store."""
+
+    def __init__(self, coordination: Any) -> None:
+        self.coordination = coordination
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from .circuits import circuit_states
+
+        family = GaugeMetricFamily(
+            "bgjobs_notification_circuit_open",
+            "1 while a notification provider is skipped after failing (its backup takes its messages).",
+            labels=["channel", "provider"],
+        )
+        try:
+            states = circuit_states(self.coordination)
+        except Exception as exc:
+            logger.error("could not read notification circuits (%s: %s)", type(exc).__name__, exc)
+            return
+        for (channel, provider), opened in sorted(states.items()):
+            family.add_metric([channel, provider], 1.0 if opened else 0.0)
+        yield family
+
+
 def scrape(port: int, *, host: str = "127.0.0.1", timeout: float = 15.0) -> str:
     """Fetch ``/metrics``, waiting for the exposition process (it starts just after the workers)."""
     import time
@@ -107,7 +133,10 @@ def _registry() -> Any:
 
         broker = rabbitmq_broker(settings)
     if broker is not None:
+        from .coordination import coordination_for
+
         registry.register(QueueCollector(broker, list(QUEUES)))
+        registry.register(CircuitCollector(coordination_for(broker)))
     return registry
 
 

@@ -38,7 +38,7 @@ from .settings import Settings, get_settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["Runtime", "current", "get_broker", "install", "peek", "reset", "set_broker"]
+__all__ = ["Runtime", "close_adapters", "current", "get_broker", "install", "peek", "reset", "set_broker"]
 
 logger = logging.getLogger("bgjobs.runtime")
 
@@ -141,13 +141,20 @@ def reset() -> None:
         previous, _current = _current, None
         get_settings.cache_clear()
     if previous is not None:
-        for adapter in previous.adapters.values():
-            close = getattr(adapter, "close", None)
-            if callable(close) and not isinstance(adapter, type):
-                close()
+        close_adapters(list(previous.adapters.values()))
         built = previous.built_broker
         if built is not None and hasattr(built, "connections"):  # RabbitMQ's AMQP connections
             built.close()
+
+
+def close_adapters(adapters: list[Any]) -> None:
+    """Close each adapter that holds connections, once (a channel's providers are kept as a list too)."""
+    seen: set[int] = set()
+    for adapter in [a for item in adapters for a in (item if isinstance(item, list) else [item])]:
+        close = getattr(adapter, "close", None)
+        if callable(close) and not isinstance(adapter, type) and id(adapter) not in seen:
+            seen.add(id(adapter))
+            close()
 
 
 def get_broker() -> dramatiq.Broker:

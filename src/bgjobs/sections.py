@@ -13,9 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 __all__ = [
-    "ActorSettings", "CleanupSettings", "EventSettings", "ExportSettings", "FamilySettings", "HealthSettings",
-    "HttpVendorSettings", "LocalStorageSettings", "MetricsSettings", "NotificationSettings", "OutboxSettings",
-    "PayoutSettings", "PolicySettings", "RabbitmqSettings", "RetrySettings", "S3Settings",
+    "ActorSettings", "CleanupSettings", "DigestRule", "EventSettings", "ExportSettings", "FamilySettings",
+    "HealthSettings", "HttpVendorSettings", "LocalStorageSettings", "MetricsSettings", "NotificationSettings",
+    "OutboxSettings", "PayoutSettings", "PolicySettings", "RabbitmqSettings", "RetrySettings", "S3Settings",
     "SchedulerSettings", "SmtpSettings", "WebhookSettings", "WorkerSettings",
 ]  # fmt: skip
 
@@ -77,6 +77,17 @@ class HttpVendorSettings(_Section):
     timeout_s: float = Field(default=15.0, gt=0)
 
 
+class DigestRule(BaseModel):
+    """How one digest collects: ``BGJOBS_NOTIFICATIONS__DIGESTS='{"reminders": {"window_s": 600}}'``."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The first message opens the window; the digest goes when it closes, or at ``max_items``.
+    window_s: int = Field(default=600, ge=1)
+    max_items: int = Field(default=50, ge=1)
+    #: The digest's template; it gets ``items`` and ``count`` (docs/notifications.md, Digests).
+    template: str = "reminder_digest"
+
+
 class NotificationSettings(FamilySettings):
     """Templates, consent, quiet hours and the reminder sweeps."""
 
@@ -107,6 +118,16 @@ class NotificationSettings(FamilySettings):
     dunning_interval_h: int = Field(default=72, ge=1)
     #: ``booking.created``, ``booking.cancelled`` and ``payment.succeeded`` send their messages.
     on_events: bool = True
+    #: Failover: a provider failing this often in a row is skipped for the cool-down (docs/notifications.md).
+    failover_threshold: int = Field(default=3, ge=1)
+    failover_cooldown_s: int = Field(default=60, ge=1)
+    #: Categories or template names whose message may reach the recipient twice rather than not
+    #: at all: one a provider may have taken (it timed out after the request was sent) goes on to
+    #: the next provider. Others are retried with that provider only (a receipt is never doubled).
+    duplicable: list[str] = Field(default_factory=lambda: ["reminders", "operational"])
+    #: Digests, by the category or template name they collect (a template's own rule wins over its
+    #: category's): a recipient's messages within a window become one (docs/notifications.md).
+    digests: dict[str, DigestRule] = Field(default_factory=dict)
 
 
 class PayoutSettings(FamilySettings):

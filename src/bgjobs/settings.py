@@ -95,9 +95,10 @@ class Settings(BaseSettings):
     coordination_url: str | None = None
 
     #: Adapters by name (``console``, ``memory``, ``smtp``, ``localfs``) or ``pkg.mod:Class``.
-    mailer: str | None = None
-    sms: str | None = None
-    push: str | None = None
+    #: A channel's may be a JSON list, the primary first: ``'["myapp.sms:Primary", "myapp.sms:Backup"]'``.
+    mailer: str | list[str] | None = None
+    sms: str | list[str] | None = None
+    push: str | list[str] | None = None
     payment: str | None = None
     storage: str | None = None
     #: ``pkg.mod:function`` called once when a worker boots, to wire adapters and jobs.

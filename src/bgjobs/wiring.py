@@ -14,7 +14,7 @@ What is configured belongs to the current runtime (:mod:`bgjobs.runtime`), so a 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from . import runtime
@@ -23,8 +23,8 @@ from .ports import Mailer, PaymentGateway, PushSender, SmsSender, Storage
 from .settings import Settings
 
 __all__ = [
-    "HOOKS", "HOOK_SETTINGS", "PORTS", "configure", "describe", "hook", "load_object", "mailer", "payment",
-    "push", "reset", "resolve", "sms", "storage", "wired",
+    "CHANNEL_PORTS", "HOOKS", "HOOK_SETTINGS", "PORTS", "configure", "describe", "hook", "load_object",
+    "mailer", "payment", "providers", "push", "reset", "resolve", "sms", "storage", "wired",
 ]  # fmt: skip
 
 #: Port name (the setting and the ``configure`` keyword) -> the ABC it must implement.
@@ -92,9 +92,9 @@ def load_object(path: str) -> Any:
 
 def configure(
     *,
-    mailer: Mailer | None = None,
-    sms: SmsSender | None = None,
-    push: PushSender | None = None,
+    mailer: Mailer | Sequence[Mailer] | None = None,
+    sms: SmsSender | Sequence[SmsSender] | None = None,
+    push: PushSender | Sequence[PushSender] | None = None,
     payment: PaymentGateway | None = None,
     storage: Storage | None = None,
     consent: Callable[..., bool] | None = None,
@@ -106,7 +106,10 @@ def configure(
 ) -> None:
     """Plug in adapters and hooks in code; only those given change.
 
-    Ports: ``mailer``, ``sms``, ``push``, ``payment``, ``storage``. Hooks (docs/notifications.md,
+    Ports: ``mailer``, ``sms``, ``push``, ``payment``, ``storage``. A notification channel's port
+    (``mailer``, ``sms``, ``push``) may be an ordered list of providers: the first is the primary,
+    the others take over when it fails (docs/notifications.md, "Provider failover"). Hooks
+    (docs/notifications.md,
     docs/webhooks.md, docs/payouts.md): ``consent(user_id=, category=, channel=) -> bool``,
     ``appointments(start=, end=)``, ``unpaid_trips(trip_date=)``, ``past_due()``,
     ``owner_contact(owner=)`` (a webhook endpoint's owner) and ``vendor_contact(vendor_id=)``
@@ -119,7 +122,15 @@ def configure(
     hooks = {"consent": consent, "appointments": appointments, "unpaid_trips": unpaid_trips,
              "past_due": past_due, "owner_contact": owner_contact,
              "vendor_contact": vendor_contact}  # fmt: skip
-    checked = {name: _check(name, adapter) for name, adapter in ports.items() if adapter is not None}
+    checked: dict[str, Any] = {}
+    for name, given in ports.items():
+        if given is None:
+            continue
+        chain = [_check(name, a) for a in given] if isinstance(given, Sequence) else [_check(name, given)]
+        if not chain or (len(chain) > 1 and name not in CHANNEL_PORTS):
+            more = " or a non-empty list of them" if name in CHANNEL_PORTS else ""
+            raise ConfigurationError(f"{name}: give one adapter{more}")
+        checked[name], checked[_chain_key(name)] = chain[0], chain
     current = runtime.current()
     with current.lock:
         current.adapters.update(checked)
@@ -132,12 +143,31 @@ def reset() -> None:
     with current.lock:
         adapters = list(current.adapters.values())
         current.adapters.clear()
-    for adapter in adapters:
-        close = getattr(adapter, "close", None)
-        if callable(close):
-            close()
+    runtime.close_adapters(adapters)
 
 
+
+
+#: The ports of the notification channels: each may be an ordered list of providers.
+CHANNEL_PORTS = ("mailer", "sms", "push")
+
+
+def _chain_key(name: str) -> str:
+    return f"{name}:providers"
+
+
+def providers(name: str) -> list[Any]:
+    """The providers of channel port ``name`` in order (the primary first), built on first use.
+
+    Raises:
+        ConfigurationError: none is wired; the message names the setting.
+    """
+    current = runtime.current()
+    found = current.adapters.get(_chain_key(name))
+    if found is None:
+        resolve(name)
+        found = current.adapters.get(_chain_key(name)) or [current.adapters[name]]
+    return list(found)
 
 
 def wired(name: str, settings: Settings | None = None) -> bool:
@@ -206,6 +236,14 @@ def resolve(name: str, *, settings: Settings | None = None) -> Any:
             return current.adapters[name]
         settings = settings or current.settings
         path = getattr(settings, name)
+        if isinstance(path, list):  # BGJOBS_SMS='["myapp.sms:Primary", "myapp.sms:Backup"]'
+            if not path or name not in CHANNEL_PORTS:
+                raise ConfigurationError(f"BGJOBS_{name.upper()}: give one adapter" + (
+                    " or a non-empty list of them" if name in CHANNEL_PORTS else ""))  # fmt: skip
+            chain = [_check(name, _build(name, p, settings)) for p in path]
+            current.adapters[_chain_key(name)] = chain
+            current.adapters[name] = chain[0]
+            return chain[0]
         if not path:
             bundled = ", ".join(b for b, ports in BUNDLED.items() if name in ports)
             raise ConfigurationError(

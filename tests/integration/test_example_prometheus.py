@@ -62,7 +62,8 @@ def test_the_scrape_config_and_alerts_parse_and_use_exported_series() -> None:
         t.endswith(f":{MetricsSettings().port}") for t in targets
     )
     rules = yaml.safe_load((EXAMPLE / "alerts.yml").read_text())["groups"][0]["rules"]
-    assert {r["alert"] for r in rules} >= {"BgjobsDeadLetters", "BgjobsQueueBacklog", "BgjobsNoWorker"}
+    assert {r["alert"] for r in rules} >= {"BgjobsDeadLetters", "BgjobsQueueBacklog", "BgjobsNoWorker",
+                                           "BgjobsNotificationsOnBackup"}  # fmt: skip
     for rule in rules:
         if SERIES.search(rule["expr"]):
             _check(rule["expr"], rule["annotations"]["summary"])

@@ -77,7 +77,9 @@ class VendorRequest:
 class HttpVendor:
     """A JSON vendor API that honours ``Idempotency-Key`` like a real provider.
 
-    ``script`` holds responses to give before behaving: ``500``, ``400``, or ``"sleep:<s>"``.
+    ``script`` holds responses to give before behaving: ``500``, ``400``, ``"sleep:<s>"`` (hang,
+    then answer without having accepted anything) or ``"accept-sleep:<s>"`` (accept the message,
+    then hang: a provider that took it and whose answer never arrived).
     """
 
     requests: list[VendorRequest] = field(default_factory=list)
@@ -106,6 +108,12 @@ class HttpVendor:
             self.requests.append(request)
             step = self.script.pop(0) if self.script else None
         if isinstance(step, str) and step.startswith("sleep:"):
+            time.sleep(float(step.split(":", 1)[1]))
+            return 200, {"id": "too-late"}, {}
+        if isinstance(step, str) and step.startswith("accept-sleep:"):
+            with self.lock:
+                if key is not None:
+                    self.accepted.setdefault(key, (path, body))
             time.sleep(float(step.split(":", 1)[1]))
             return 200, {"id": "too-late"}, {}
         if isinstance(step, int):

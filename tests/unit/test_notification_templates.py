@@ -44,6 +44,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "webhook_endpoint_disabled": {"endpoint_id": "ep_1", "url": "https://hooks.example.com/in",
                                   "reason": "the endpoint answered 410 Gone",
                                   "disabled_at": datetime(2025, 6, 15, 9, 30, tzinfo=UTC)},
+    "reminder_digest": {"count": 2, "items": [
+        {"template": "payment_reminder", "key": "k1", "summary": "Booking B1: 250 EUR due.", "context": {}},
+        {"template": "dunning", "key": "k2", "summary": "Update the payment method for Acme", "context": {}},
+    ]},
 }  # fmt: skip
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from ..errors import ConfigurationError, PermanentError, TransientError
+from ..errors import ConfigurationError, MaybeDelivered, PermanentError, TransientError
 from ..money import Money
 from ..ports import (
     Balance,
@@ -74,6 +74,10 @@ class JsonVendor:
         headers = {"Idempotency-Key": key} if key else {}
         try:
             response = self.client.request(method, self.url + path, json=body, headers=headers, params=params)
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            # The request was (or may have been) sent: the vendor may have acted on it.
+            what = type(exc).__name__
+            raise MaybeDelivered(f"vendor did not answer after the request was sent: {what}") from exc
         except httpx.TimeoutException as exc:
             raise TransientError(f"vendor timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:

@@ -6,6 +6,7 @@ Other families register theirs beside their code (``payouts/_templates.py``, ...
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -17,6 +18,8 @@ __all__ = [
     "AppointmentReminder",
     "BookingCancellation",
     "BookingConfirmation",
+    "DigestEntry",
+    "DigestVariables",
     "Dunning",
     "PaymentConfirmation",
     "PaymentReminder",
@@ -76,6 +79,24 @@ class Dunning(TemplateVariables):
     amount_due: Money | None = None
 
 
+class DigestEntry(TemplateVariables):
+    """One message collected into a digest."""
+
+    template: str
+    key: str
+    #: The message's own template rendered to one line (its SMS text, else its email subject).
+    summary: str
+    #: Its variables, as JSON values (amounts as ``{"amount", "currency"}``).
+    context: dict[str, Any]
+
+
+class DigestVariables(TemplateVariables):
+    """What a digest template receives: the messages of the window, oldest first."""
+
+    items: list[DigestEntry]
+    count: int
+
+
 for _t in (
     Template("booking_confirmation", Category.TRANSACTIONAL, _ALL, BookingConfirmation, urgent=True),
     Template("booking_cancellation", Category.TRANSACTIONAL, _ALL, BookingCancellation, urgent=True),
@@ -83,5 +104,6 @@ for _t in (
     Template("payment_confirmation", Category.TRANSACTIONAL, _ALL, PaymentConfirmation, urgent=True),
     Template("appointment_reminder", Category.REMINDERS, _ALL, AppointmentReminder),
     Template("dunning", Category.REMINDERS, (Channel.EMAIL,), Dunning),
+    Template("reminder_digest", Category.REMINDERS, (Channel.EMAIL,), DigestVariables),
 ):
     register_template(_t)

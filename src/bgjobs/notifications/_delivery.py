@@ -9,7 +9,9 @@ Delivery of one channel message (``deliver``), with any worker killable at any l
    duplicate (a second ``send()``, a redelivery): it is counted and nothing is sent. A live
    lease means another worker is calling the provider now: this copy looks again later.
    An expired lease means an attempt died while calling the provider.
-3. The provider is called, outside any transaction, with the idempotency key.
+3. The provider is called, outside any transaction, with the idempotency key; with several
+   providers wired for the channel, one that fails hands the message to the next
+   (:mod:`._failover`), and the row records which provider took it.
 4. A second short transaction records ``sent`` (with the provider's id) or the failure.
 
 A crash between 3 and 4 is the one window where the provider may have sent already; the
@@ -27,13 +29,14 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .. import db, runtime, tally, wiring
+from .. import db, runtime, tally
 from ..clock import now as _now
-from ..errors import PERMANENT
+from ..errors import PERMANENT, MaybeDelivered, PermanentError, TransientError
 from ..ports import EmailMessage, PushMessage, SmsMessage
 from ..redact import mask_email, mask_phone, mask_token
 from ..settings import NotificationSettings
 from ..typed import final_attempt
+from ._failover import Provider, moves_on, ordered, providers, record_failure, record_success
 from ._models import Channel, ChannelMessage, NotificationRecord
 from ._policy import FINAL, consent_refusal, hold_until, ms_until
 from .tasks import CHANNEL_TASKS
@@ -96,7 +99,7 @@ class _Statements:
             stmt = new.on_conflict_do_update(
                 index_elements=["key"], set_={"updated_at": new.excluded.updated_at}
             )
-            stmt = stmt.returning(t.c.status, t.c.lease_until)
+            stmt = stmt.returning(t.c.status, t.c.lease_until, t.c.provider)
             self._take[dialect] = stmt
         return stmt
 
@@ -128,16 +131,22 @@ def _set(key: str, **values: Any) -> None:
         _update(conn, key, **values)
 
 
-def _take(conn: Any, message: ChannelMessage, channel: Channel, now: datetime) -> tuple[str, datetime | None]:
-    """The row's status and lease, creating the row on first sight (locked until commit on PostgreSQL)."""
-    status, leased = conn.execute(_statements.take(conn.dialect.name), _new_row(message, channel, now)).one()
-    return status, leased
+def _take(
+    conn: Any, message: ChannelMessage, channel: Channel, now: datetime
+) -> tuple[str, datetime | None, str | None]:
+    """The row's status, lease and provider (the one that took it, or the one it is pinned to),
+    creating the row on first sight (locked until commit on PostgreSQL)."""
+    status, leased, provider = conn.execute(
+        _statements.take(conn.dialect.name), _new_row(message, channel, now)
+    ).one()
+    return status, leased, provider
 
 
-def _count(channel: Channel, outcome: str) -> None:
+def _count(channel: Channel, outcome: str, provider: str = "") -> None:
     tally.counter(
-        "bgjobs_notifications_total", "Channel messages by outcome.", ("channel", "outcome")
-    ).labels(str(channel), outcome).inc()
+        "bgjobs_notifications_total", "Channel messages by outcome and provider.",
+        ("channel", "outcome", "provider"),
+    ).labels(str(channel), outcome, provider).inc()  # fmt: skip
 
 
 def _refusal(message: ChannelMessage, channel: Channel, settings: NotificationSettings) -> str | None:
@@ -170,10 +179,6 @@ def _port_message(message: ChannelMessage, channel: Channel) -> Any:
     )  # fmt: skip
 
 
-def _port(channel: Channel) -> Any:
-    return {Channel.EMAIL: wiring.mailer, Channel.SMS: wiring.sms, Channel.PUSH: wiring.push}[channel]()
-
-
 def deliver(message: ChannelMessage, channel: Channel) -> str:
     """Deliver one channel message at most once; returns what happened.
 
@@ -199,7 +204,7 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
     actor = CHANNEL_TASKS[channel]
     lease = timedelta(milliseconds=settings.limits_for(actor.name, actor.queue).time_limit_ms)
     with db.get_engine().begin() as conn:
-        status, leased = _take(conn, message, channel, now)
+        status, leased, pinned = _take(conn, message, channel, now)
         if status in FINAL:
             conn.execute(_statements.duplicate, {"k": message.key})
             _count(channel, "duplicate")
@@ -212,25 +217,55 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
         actor.send(message, delay=ms_until(min(busy_until, now + LEASE_RECHECK), now) + 100)
         return "busy"
 
-    port = _port(channel)
-    try:
-        receipt = port.send(message=_port_message(message, channel))
-    except BaseException as exc:
-        status = "dead" if isinstance(exc, PERMANENT) or final_attempt() else "failed"
-        _set(message.key, status=status, reason=f"{type(exc).__name__}: {exc}"[:1000], lease_until=None,
-             updated_at=_now())  # fmt: skip
-        _count(channel, status)
-        raise
+    chain = ordered(channel, pinned)
+    sent_to, receipt, maybe_elsewhere = _send(message, channel, chain, settings.notifications)
     done = _now()
     _set(
         message.key, status="sent", reason=None, provider_message_id=receipt.provider_message_id[:255],
-        sent_at=done, updated_at=done, lease_until=None,
-        possible_duplicate=in_doubt and not receipt.duplicate and not port.honours_idempotency_key,
+        sent_at=done, updated_at=done, lease_until=None, provider=sent_to.name[:64],
+        possible_duplicate=maybe_elsewhere or (
+            in_doubt and not receipt.duplicate and not sent_to.adapter.honours_idempotency_key),
     )  # fmt: skip
-    _count(channel, "sent")
+    _count(channel, "sent", sent_to.name)
     if channel is Channel.SMS:
         tally.counter(
             "bgjobs_sms_segments_total", "SMS segments handed to the provider, by template.", ("template",)
         ).labels(message.template).inc(message.sms_segments)
-    logger.info("sent %s %s to %s", message.template, channel, _reference(message, channel))
+    logger.info("sent %s %s to %s via %s", message.template, channel, _reference(message, channel),
+                sent_to.name)  # fmt: skip
     return "sent"
+
+
+def _send(
+    message: ChannelMessage, channel: Channel, chain: list[Provider], settings: NotificationSettings
+) -> tuple[Provider, Any, bool]:
+    """Hand the message to the first provider of ``chain`` that takes it: (that provider, its
+    receipt, whether an earlier one may have taken it too). A failure that does not move on to
+    the next provider (docs/notifications.md) is recorded and raised, for the actor's retry."""
+    port_message = _port_message(message, channel)
+    maybe_elsewhere = False
+    for i, provider in enumerate(chain):
+        try:
+            receipt = provider.adapter.send(message=port_message)
+        except BaseException as exc:
+            with_backup = len(chain) > 1 or len(providers(channel)) > 1
+            if with_backup and isinstance(exc, TransientError | PermanentError):
+                record_failure(channel, provider, settings)
+            onward = with_backup and moves_on(exc, category=message.category, template=message.template,
+                                              settings=settings)  # fmt: skip
+            if onward and i + 1 < len(chain):
+                logger.warning("%s %s: provider %s failed (%s: %s); trying %s", message.template, channel,
+                               provider.name, type(exc).__name__, exc, chain[i + 1].name)  # fmt: skip
+                _count(channel, "failed_over", provider.name)
+                maybe_elsewhere = maybe_elsewhere or isinstance(exc, MaybeDelivered)
+                continue
+            status = "dead" if isinstance(exc, PERMANENT) or final_attempt() else "failed"
+            # A provider that may have taken the message keeps it: the retry goes to it alone.
+            pin = provider.name[:64] if isinstance(exc, MaybeDelivered) and not onward else None
+            _set(message.key, status=status, reason=f"{provider.name}: {type(exc).__name__}: {exc}"[:1000],
+                 lease_until=None, updated_at=_now(), provider=pin)  # fmt: skip
+            _count(channel, status, provider.name)
+            raise
+        record_success(channel, provider, chain_length=len(chain))
+        return provider, receipt, maybe_elsewhere
+    raise AssertionError("a provider chain is never empty")

@@ -27,6 +27,9 @@ __all__ = [
     "Category",
     "Channel",
     "ChannelMessage",
+    "Digest",
+    "DigestClose",
+    "DigestItem",
     "NotificationRecord",
     "PastDueAccount",
     "PaymentSucceeded",
@@ -149,6 +152,9 @@ class NotificationRecord(SQLModel, table=True):
     status: str = Column(default="queued", max_length=8, index=True)
     reason: str | None = None
     provider_message_id: str | None = Column(default=None, max_length=255)
+    #: The provider that took the message (with several wired for the channel, docs/notifications.md);
+    #: while not sent, the one it is pinned to because that provider may have taken it already.
+    provider: str | None = Column(default=None, max_length=64)
     attempts: int = 0
     #: Copies that arrived after this message was sent (a second ``send()``, a redelivery).
     duplicates: int = 0
@@ -177,6 +183,7 @@ class NotificationDelivery(BaseModel):
     status: str
     reason: str | None
     provider_message_id: str | None
+    provider: str | None = None
     attempts: int
     duplicates: int
     possible_duplicate: bool
@@ -195,6 +202,55 @@ class SweepMark(SQLModel, table=True):
     at: datetime
     #: The notification key sent at ``at``, so an interrupted sweep re-sends the same one.
     key: str | None = Column(default=None, max_length=240)
+
+
+class Digest(SQLModel, table=True):
+    """``bgjobs_notification_digests``: one window collecting a recipient's messages of one digest.
+
+    ``open_slot`` is ``<digest name>:<user id>`` while the window is open and NULL once it closed:
+    its unique constraint lets one window at a time be open per recipient and digest (NULLs do not
+    collide), without a partial index.
+    """
+
+    __tablename__ = "bgjobs_notification_digests"
+
+    id: str = Column(primary_key=True, max_length=32)
+    #: The digest's name: the category or template it collects (a key of BGJOBS_NOTIFICATIONS__DIGESTS).
+    name: str = Column(max_length=100)
+    user_id: str = Column(index=True, max_length=100)
+    open_slot: str | None = Column(default=None, unique=True, max_length=210)
+    #: The template the digest is sent with, and the recipient (as JSON) it goes to.
+    template: str = Column(max_length=100)
+    recipient: str
+    item_count: int = 0
+    opened_at: datetime = Column(default_factory=_now, index=True)
+    closes_at: datetime
+    closed_at: datetime | None = None
+
+
+class DigestClose(Payload):
+    """The task that closes a digest window and sends its digest."""
+
+    digest_id: str = Field(min_length=1, max_length=32)
+
+
+class DigestItem(SQLModel, table=True):
+    """``bgjobs_notification_digest_items``: one message collected into a digest instead of sent.
+
+    Keyed by the message's business key, so sending it again (a rerun sweep, a second ``send()``)
+    adds nothing, in this window or a later one.
+    """
+
+    __tablename__ = "bgjobs_notification_digest_items"
+
+    key: str = Column(primary_key=True, max_length=240)
+    digest_id: str = Column(index=True, max_length=32)
+    template: str = Column(max_length=100)
+    #: The item's own template rendered to one line (its SMS text, else its email subject).
+    summary: str = Column(max_length=500)
+    #: Its variables as JSON, for a host's digest template that wants more than the summary.
+    context: str
+    created_at: datetime = Column(default_factory=_now)
 
 
 class _EventModel(BaseModel):
@@ -266,3 +322,8 @@ class PastDueAccount(BaseModel):
 retention.keep("bgjobs.notifications", "bgjobs_notifications", "created_at",
                days=lambda s: s.cleanup.notifications_days,
                where=lambda t: t.c.status.in_(("sent", "skipped", "dead")))  # fmt: skip
+retention.keep("bgjobs.notification_digests", "bgjobs_notification_digests", "opened_at",
+               days=lambda s: s.cleanup.notifications_days,
+               where=lambda t: t.c.closed_at.is_not(None))  # fmt: skip
+retention.keep("bgjobs.notification_digest_items", "bgjobs_notification_digest_items", "created_at",
+               days=lambda s: s.cleanup.notifications_days)  # fmt: skip

@@ -22,6 +22,7 @@ from .. import db, outbox, runtime
 from ..clock import now as _now
 from ..errors import InvalidPayload
 from ..typed import send_messages
+from ._digests import collect, rule_for
 from ._models import Channel, ChannelMessage, NotificationDelivery, NotificationRecord, Recipient
 from ._policy import FINAL, MAX_KEY_LENGTH, channel_key, consent_refusal, hold_until, ms_until
 from ._segments import count_segments
@@ -89,6 +90,10 @@ def send(
         session: the host's SQLAlchemy/SQLModel session: the messages are written to the outbox
             and exist only if that transaction commits.
 
+    A template (or category) with a rule in ``BGJOBS_NOTIFICATIONS__DIGESTS`` is collected into
+    the recipient's digest window instead, unless ``channels`` or ``session`` is given; the
+    returned ``notification_id`` is then the window's id and ``keys`` is empty.
+
     Raises:
         InvalidPayload: unknown template or channel, a bad address, a missing or wrong variable,
             an SMS over its segment budget; the message names the template and field.
@@ -101,6 +106,10 @@ def send(
     chosen = _channels(tpl, who, channels)
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         raise InvalidPayload(f"key: must be 1 to {MAX_KEY_LENGTH} characters")
+    digest = rule_for(n, tpl) if channels is None and session is None else None
+    if digest is not None:  # collected into the recipient's digest window, sent when it closes
+        digest_id = collect(*digest, tpl, who, variables, key or uuid.uuid4().hex)
+        return Queued(digest_id, {})
     notification_id = uuid.uuid4().hex
     base = key or notification_id
     payloads: dict[Channel, ChannelMessage] = {}

@@ -16,6 +16,7 @@ from ..errors import InvalidPayload
 from ..jobs import JobContext, job
 from ..typed import actor
 from . import _delivery as delivery
+from . import _digests
 from . import _sender as sender
 from . import _sources as sources
 from ._models import (
@@ -23,11 +24,12 @@ from ._models import (
     BookingCreated,
     Channel,
     ChannelMessage,
+    DigestClose,
     NotificationRecord,
     PaymentSucceeded,
     SweepMark,
 )
-from .tasks import CHANNEL_TASKS, QUEUE, send_email, send_push, send_sms
+from .tasks import CHANNEL_TASKS, QUEUE, digest_close, send_email, send_push, send_sms
 
 __all__ = ["CHANNEL_ACTORS", "appointment_reminders", "dunning", "payment_reminders"]
 
@@ -46,6 +48,13 @@ def _sms(message: ChannelMessage) -> None:
 @send_push.handler
 def _push(message: ChannelMessage) -> None:
     delivery.deliver(message, Channel.PUSH)
+
+
+@digest_close.handler
+def _close_digest(payload: DigestClose) -> None:
+    closed = _digests.close(payload.digest_id)
+    if closed is not None:
+        sender.send(closed.template, closed.recipient, closed.variables, key=closed.key)
 
 
 #: One actor per channel (see :mod:`.tasks`).

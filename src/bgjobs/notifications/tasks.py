@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from ..typed import TypedActor, task
-from ._models import Channel, ChannelMessage
+from ._models import Channel, ChannelMessage, DigestClose
 
-__all__ = ["CHANNEL_TASKS", "QUEUE", "send_email", "send_push", "send_sms"]
+__all__ = ["CHANNEL_TASKS", "QUEUE", "digest_close", "send_email", "send_push", "send_sms"]
 
 QUEUE = "notifications"
 
 send_email = task("notifications.email", queue=QUEUE, payload=ChannelMessage)
 send_sms = task("notifications.sms", queue=QUEUE, payload=ChannelMessage)
 send_push = task("notifications.push", queue=QUEUE, payload=ChannelMessage)
+#: Closes a digest window and sends its digest (sent delayed by the window when it opens).
+digest_close = task("notifications.digest_close", queue=QUEUE, payload=DigestClose)
 
 #: One task per channel, so a failing SMS vendor retries the SMS alone.
 CHANNEL_TASKS: dict[Channel, TypedActor[ChannelMessage, None]] = {
