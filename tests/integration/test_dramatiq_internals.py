@@ -1,5 +1,6 @@
-"""What bgjobs relies on inside Dramatiq's Redis broker. A failure here means a Dramatiq
-release changed its key layout or script arguments: update maintenance.lua before upgrading."""
+"""What bgjobs relies on inside Dramatiq's Redis and RabbitMQ brokers. A failure here means a Dramatiq
+release changed its key layout, script arguments or consumer: update maintenance.lua or
+rabbitmq_broker.py before upgrading."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from bgjobs.redis_broker import BgjobsRedisBroker
 from bgjobs.settings import WorkerSettings
+from tests.support.rabbitmq import RabbitNode
 
 
 def test_dramatiq_keeps_the_key_layout_maintenance_lua_expects(redis_url: str) -> None:
@@ -63,3 +65,39 @@ def test_bgjobs_enqueue_writes_what_dramatiq_reads(redis_url: str) -> None:
     assert received is not None
     assert received.message_id == sent.message_id
     assert received.options["redis_message_id"] == sent.options["redis_message_id"]
+
+
+def test_the_rabbitmq_consumer_internals_bgjobs_relies_on_are_there(
+    rabbit_vhost: RabbitNode, redis_url: str
+) -> None:
+    """``BgjobsRabbitmqBroker``'s consumer replaces ``__next__`` and ``nack`` of Dramatiq's: it uses
+    the pika iterator, the known tags, ``_nack`` and the delivery's ``redelivered`` flag."""
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
+
+    stock = RabbitmqBroker(url=rabbit_vhost.url())
+    stock.declare_queue("q")
+    stock.enqueue(dramatiq.Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={}))
+    consumer = stock.consume("q", prefetch=1, timeout=1000)
+    assert isinstance(consumer, _RabbitmqConsumer)
+    assert {"iterator", "known_tags", "channel", "connection"} <= set(vars(consumer))
+    assert callable(consumer._nack)
+    method, _properties, body = next(consumer.iterator)
+    assert method.redelivered is False and dramatiq.Message.decode(body).queue_name == "q"
+    assert len(stock.get_queue_message_counts("q")) == 3
+    consumer.close()
+    stock.close()
+
+    # And bgjobs's consumer keeps a failed message in the coordination store, not in RabbitMQ's XQ
+    from bgjobs.rabbitmq_broker import BgjobsRabbitmqBroker
+
+    client = redis.Redis.from_url(redis_url)
+    ours = BgjobsRabbitmqBroker(url=rabbit_vhost.url(), client=client, worker=WorkerSettings())
+    ours.declare_queue("q")
+    mine = ours.consume("q", prefetch=1, timeout=1000)
+    fetched = next(mine)  # the message the stock consumer left unacked, redelivered
+    assert fetched is not None and fetched.redelivered
+    mine.nack(fetched)
+    mine.close()
+    assert client.zrange("dramatiq:q.XQ", 0, -1) == [fetched.message_id.encode()]
+    assert ours.get_queue_message_counts("q") == (0, 0, 0)
+    ours.close()
