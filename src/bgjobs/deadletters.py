@@ -23,7 +23,7 @@ import dramatiq
 
 from . import runtime
 from .errors import ConfigurationError, InvalidPayload
-from .operated import OperatedBroker, registered_queues
+from .operated import LETTER_OPTION, OperatedBroker, registered_queues
 from .redis_broker import WAKE_CAP, BgjobsRedisBroker
 
 __all__ = [
@@ -242,6 +242,8 @@ def _republish(
         message["options"] = {k: v for k, v in message.get("options", {}).items()
                               if k not in ("traceback", "eta", "redis_message_id")}  # fmt: skip
         message["options"]["retries"] = 0
+        # A new id for its next failure: a worker may fail it again before this letter is removed.
+        message["options"][LETTER_OPTION] = uuid4().hex
         message["queue_name"] = letter.queue
         broker.enqueue(dramatiq.Message(**message))
         moved += purge_letters([letter], broker=broker)

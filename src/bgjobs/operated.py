@@ -24,9 +24,13 @@ import dramatiq
 from .settings import WorkerSettings
 
 __all__ = [
-    "QUEUES_KEY", "WORKERS_KEY", "MaintenanceReport", "OperatedBroker", "QueueSizes", "registered_queues",
+    "LETTER_OPTION", "QUEUES_KEY", "WORKERS_KEY", "MaintenanceReport", "OperatedBroker", "QueueSizes",
+    "registered_queues",
 ]  # fmt: skip
 
+#: The option a dead letter requeued on RabbitMQ carries: the id its next failure is stored under
+#: (there a letter's id is otherwise its message id, which a requeue keeps).
+LETTER_OPTION = "bgjobs_letter_id"
 #: A Redis set of every queue a bgjobs worker has declared; the metrics collector reads it.
 QUEUES_KEY = "__bgjobs_queues__"
 #: A Redis hash: worker id -> what ``bgjobs status`` shows about the process (host, pid, queues).

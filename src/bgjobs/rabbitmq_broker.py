@@ -38,7 +38,7 @@ from dramatiq.message import Message
 
 from .consumer import PAUSE_CHECK_S, PAUSED_KEY
 from .errors import ConfigurationError
-from .operated import MaintenanceReport, OperatedBroker, QueueSizes
+from .operated import LETTER_OPTION, MaintenanceReport, OperatedBroker, QueueSizes
 from .redact import mask_url
 from .redis_connections import client_for, is_redis_url
 from .settings import Settings, WorkerSettings
@@ -160,19 +160,25 @@ class BgjobsRabbitmqBroker(OperatedBroker, RabbitmqBroker):
         queue = message.queue_name.removesuffix(".DQ")
         at = int(time.time() * 1000) if failed_at_ms is None else failed_at_ms
         key = self.key(f"{queue}.XQ")
-        self._keep(keys=[key, f"{key}.msgs"], args=[at, message.message_id, data])
+        self._keep(keys=[key, f"{key}.msgs"], args=[at, self.dead_letter_id(message), data])
 
     def redelivered(self, message: Message[Any], data: bytes) -> bool:
         """Count a redelivery of ``message``; True when that made it a poison dead letter."""
         queue = message.queue_name.removesuffix(".DQ")
         xq = self.key(f"{queue}.XQ")
         ws = self.worker_settings
-        args = [int(time.time() * 1000), message.message_id, data, ws.max_deliveries, ws.dead_message_ttl_ms]
-        keys = [self.key("bgjobs-deliveries", message.message_id), xq, f"{xq}.msgs", f"{xq}.reasons"]
+        letter = self.dead_letter_id(message)
+        args = [int(time.time() * 1000), letter, data, ws.max_deliveries, ws.dead_message_ttl_ms]
+        keys = [self.key("bgjobs-deliveries", letter), xq, f"{xq}.msgs", f"{xq}.reasons"]
         return bool(self._redelivered(keys=keys, args=args))
 
-    def is_dead_letter(self, queue_name: str, message_id: str) -> bool:
-        return bool(self.client.hexists(self.key(f"{queue_name.removesuffix('.DQ')}.XQ.msgs"), message_id))
+    def dead_letter_id(self, message: Any) -> str:
+        """The message id, or for a requeued dead letter the id its requeue gave it, so a new failure
+        is a new letter and never collides with the old one being removed."""
+        return str(message.options.get(LETTER_OPTION) or message.message_id)
+
+    def is_dead_letter(self, queue_name: str, letter_id: str) -> bool:
+        return bool(self.client.hexists(self.key(f"{queue_name.removesuffix('.DQ')}.XQ.msgs"), letter_id))
 
     def queue_sizes(self, queues: list[str]) -> dict[str, QueueSizes]:
         pipe = self.client.pipeline(transaction=False)
@@ -285,7 +291,7 @@ class _Consumer(_RabbitmqConsumer):
         if method.redelivered and (
             # Dead-lettered by a worker killed before its ack: stored already, not to run again;
             # or handed out max_deliveries times, each worker dying on it: a poison message.
-            self.broker.is_dead_letter(self.queue_name, message.message_id)
+            self.broker.is_dead_letter(self.queue_name, self.broker.dead_letter_id(message))
             or self.broker.redelivered(message, body)
         ):
             self.connection.add_callback_threadsafe(lambda: self.channel.basic_ack(method.delivery_tag))
