@@ -31,8 +31,8 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Every benchmark, each comparing bgjobs with the obvious alternative in the same run."""
     session.install("-e", ".[dev]")
-    scripts = ("overhead", "latency", "fanout", "outbox", "notifications", "failover", "webhooks", "payouts",
-               "exports", "cleanup", "deadletters", "imports", "console")  # fmt: skip
+    scripts = ("overhead", "tracing", "latency", "fanout", "outbox", "notifications", "failover", "webhooks",
+               "payouts", "exports", "cleanup", "deadletters", "imports", "console")  # fmt: skip
     for script in scripts:
         session.run("python", f"benchmarks/{script}.py", *session.posargs)
 

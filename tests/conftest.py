@@ -22,6 +22,7 @@ from bgjobs.settings import (
     PayoutSettings,
     RetrySettings,
     Settings,
+    TracingSettings,
     WebhookSettings,
 )
 from bgjobs.testing import JobsHarness, stub_jobs
@@ -42,6 +43,24 @@ def _clean_bgjobs_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iter
     cleanup.reset()
     yield
     runtime.reset()
+
+
+@pytest.fixture(scope="session")
+def host_spans() -> Any:
+    """This test process as a traced host app: an SDK tracer provider (set once per process, as
+    OpenTelemetry allows) whose spans (a request's, bgjobs's ``send``) are kept in memory."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
 
 
 @pytest.fixture(scope="session")
@@ -81,13 +100,14 @@ def harness(database_url: str) -> Iterator[Callable[..., JobsHarness]]:
 
     def start(
         *, webhooks: WebhookSettings | None = None, payouts: PayoutSettings | None = None,
-        actors: dict[str, ActorSettings] | None = None, **notification_settings: Any,
+        actors: dict[str, ActorSettings] | None = None, tracing: bool = False, **notification_settings: Any,
     ) -> JobsHarness:  # fmt: skip
         settings = Settings(
             broker_url="stub://", database_url=database_url,
             retries=RetrySettings(max_retries=3, min_backoff_ms=10, max_backoff_ms=20, time_limit_ms=60_000),
             notifications=NotificationSettings(**notification_settings),
             webhooks=webhooks or WebhookSettings(), payouts=payouts or PayoutSettings(), actors=actors or {},
+            tracing=TracingSettings(enabled=tracing),
         )  # fmt: skip
         db.upgrade(db.engine_for(database_url))
         context = stub_jobs(settings=settings)

@@ -10,6 +10,9 @@ Request handlers do three kinds of enqueueing:
 
 The operations console is mounted at ``/bgjobs`` behind the app's own login (see ``create_app``).
 
+With ``BGJOBS_TRACING__ENABLED=true`` (``pip install 'bgjobs[otel]'``), each request is a span and
+the jobs it queues continue its trace in the worker (docs/observability.md).
+
 Run it (with a worker beside it, on the same settings):
 
     pip install -r examples/host_app/requirements.txt
@@ -31,7 +34,7 @@ from sqlalchemy import Numeric
 from sqlmodel import Field, SQLModel, select
 
 import bgjobs
-from bgjobs import db, exports, outbox, payouts
+from bgjobs import db, exports, outbox, payouts, runtime
 from bgjobs.exports import register_dataset
 from bgjobs.money import Money
 
@@ -131,7 +134,36 @@ def create_app() -> Flask:
         return str(user)  # allowed, and named in the console's audit log
 
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/bgjobs": wsgi_app(authorize=authorize)})  # type: ignore[method-assign]
+    if runtime.current().settings.tracing.enabled:
+        _trace_requests(app)
     return app
+
+
+def _trace_requests(app: Flask) -> None:
+    """A server span per request, continuing the caller's ``traceparent``, current while the
+    handler runs: bgjobs's sends (and the outbox rows it defers) become its children, and the trace
+    goes on into the worker. A real app would use ``opentelemetry-instrumentation-flask``, which
+    does this and more; this is the whole idea in a few lines (docs/observability.md)."""
+    from flask import g
+    from opentelemetry import context, trace
+    from opentelemetry.propagate import extract
+    from opentelemetry.trace import SpanKind
+
+    tracer = trace.get_tracer("examples.host_app")
+
+    @app.before_request
+    def _start() -> None:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        span = tracer.start_span(f"{request.method} {request.path}", context=extract(headers),
+                                 kind=SpanKind.SERVER)  # fmt: skip
+        g.trace = (span, context.attach(trace.set_span_in_context(span)))
+
+    @app.teardown_request
+    def _end(error: BaseException | None) -> None:
+        span, token = g.pop("trace", (None, None))
+        if span is not None:
+            span.end()
+            context.detach(token)
 
 
 #: Staff who may act in the console (requeue, pause, trigger); every staff user may look.

@@ -19,6 +19,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, default_middleware
 
+from . import tracing
 from .errors import ConfigurationError
 from .middleware import DeadLetterReasons, Maintenance
 from .redact import mask_url
@@ -41,7 +42,10 @@ def settings_for(broker: dramatiq.Broker) -> Settings:
 
 
 def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
-    stack: list[Any] = [m() for m in default_middleware]
+    # Tracing first: Dramatiq runs "after" hooks in reverse, so the job's span is still current
+    # when Retries enqueues a retry, and ends after every other middleware is done.
+    stack: list[Any] = tracing.middleware(settings, worker=worker)
+    stack += [m() for m in default_middleware]
     stack += [CurrentMessage(), DeadLetterReasons()]
     if worker and settings.metrics.enabled:
         from .observability import Metrics

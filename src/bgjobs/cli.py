@@ -261,6 +261,11 @@ def _job_options(extra: list[str]) -> list[str]:
     return pairs
 
 
+#: Commands that send messages, so record their ``send`` spans with tracing on (the worker's
+#: processes set theirs up themselves).
+TRACED = ("scheduler", "trigger", "console", "dead-letters")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -280,6 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             require_current()
         if args.command in LOADS_JOBS:
             _load()  # the host's BGJOBS_JOBS and BGJOBS_SETUP, as the worker loads them
+        if args.command in TRACED:
+            from . import tracing
+            from .settings import get_settings
+
+            tracing.setup_process(get_settings())
         return int(args.func(args))
     except BgjobsError as exc:
         print(f"bgjobs: {exc}", file=sys.stderr)

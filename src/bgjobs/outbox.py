@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, event
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from . import db, events, retention, runtime
+from . import db, events, retention, runtime, tracing
 from .clock import now as _now
 from .errors import ConfigurationError, check_size
 from .jobs import JobContext, job
@@ -50,6 +50,9 @@ class OutboxRow(SQLModel, table=True):
     payload: str
     created_at: datetime = Field(default_factory=_now)
     sent_at: datetime | None = Field(default=None, index=True)
+    #: The trace context of the transaction that deferred it (with tracing on), which its message
+    #: continues when the relay sends it.
+    trace: str | None = Field(default=None, max_length=1000)
 
 
 retention.keep("bgjobs.outbox", "bgjobs_outbox", "sent_at", days=lambda s: s.cleanup.outbox_days,
@@ -76,6 +79,7 @@ def defer(
         row = OutboxRow(kind="event", target=target, payload=json.dumps(data))
 
     check_size(row.target, len(row.payload.encode()), runtime.current().settings.worker.max_message_bytes)
+    row.trace = tracing.deferred_context()
     session.add(row)
     if not session.info.get(_WAKE_HOOKED):
         session.info[_WAKE_HOOKED] = True
@@ -108,9 +112,12 @@ def _messages(row: OutboxRow) -> list[dramatiq.Message[Any]]:
         typed = registered().get(row.target)
         if typed is None:
             raise ConfigurationError(f"outbox row {row.id} targets unknown actor {row.target!r}")
-        return [typed.message(data, bgjobs_key=delivery_key)]
-    # Events expand in the worker that takes their fan-out, like a published event's.
-    return [events.fanout_message(row.target, data, delivery_key=delivery_key)]
+        message = typed.message(data, bgjobs_key=delivery_key)
+    else:  # events expand in the worker that takes their fan-out, like a published event's
+        message = events.fanout_message(row.target, data, delivery_key=delivery_key)
+    if row.trace:
+        message.options[tracing.OPTION] = json.loads(row.trace)
+    return [message]
 
 
 def relay_once(*, engine: Engine | None = None, batch_size: int = 500) -> int:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["mask_email", "mask_phone", "mask_token", "mask_url"]
+__all__ = ["mask_email", "mask_phone", "mask_text", "mask_token", "mask_url"]
 
 _USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^/]*@", re.IGNORECASE)
+_EMAILS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONES = re.compile(r"\+[1-9]\d{6,14}")
+_URL_PASSWORDS = re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s/]*@", re.IGNORECASE)
 
 
 def mask_email(address: str) -> str:
@@ -28,3 +31,11 @@ def mask_token(token: str) -> str:
 def mask_url(url: str) -> str:
     """``redis://:s3cret@host:6379/0`` -> ``redis://:***@host:6379/0``: the password never shows."""
     return _USERINFO.sub(r"\1:***@", url)
+
+
+def mask_text(text: str) -> str:
+    """Free text (an error message) with every email address, phone number and URL password in
+    it masked as above: what a span or a log may show of a vendor's answer."""
+    text = _URL_PASSWORDS.sub(r"\1:***@", text)
+    text = _EMAILS.sub(lambda m: mask_email(m.group()), text)
+    return _PHONES.sub(lambda m: mask_phone(m.group()), text)

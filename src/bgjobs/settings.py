@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from .adapter_sections import LocalStorageSettings, S3Settings, SftpSettings, SmtpSettings
 from .errors import ConfigurationError
 from .sections import (
     ActorSettings,
@@ -25,7 +26,6 @@ from .sections import (
     FamilySettings,
     HealthSettings,
     HttpVendorSettings,
-    LocalStorageSettings,
     MetricsSettings,
     NotificationSettings,
     OutboxSettings,
@@ -34,10 +34,8 @@ from .sections import (
     RabbitmqSettings,
     RedisTlsSettings,
     RetrySettings,
-    S3Settings,
     SchedulerSettings,
-    SftpSettings,
-    SmtpSettings,
+    TracingSettings,
     WebhookSettings,
     WorkerSettings,
 )
@@ -65,6 +63,7 @@ __all__ = [
     "Settings",
     "SftpSettings",
     "SmtpSettings",
+    "TracingSettings",
     "WebhookSettings",
     "WorkerSettings",
     "get_settings",
@@ -132,6 +131,7 @@ class Settings(BaseSettings):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     redis_tls: RedisTlsSettings = Field(default_factory=RedisTlsSettings)
     rabbitmq: RabbitmqSettings = Field(default_factory=RabbitmqSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     http_sms: HttpVendorSettings = Field(default_factory=HttpVendorSettings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -15,11 +16,13 @@ from bgjobs.testing import JobsHarness
 from examples.host_app.app import Booking, create_app
 
 
-@pytest.fixture
-def served(harness: Callable[..., JobsHarness]) -> Iterator[tuple[httpx.Client, JobsHarness]]:
+@pytest.fixture(params=[False])
+def served(
+    harness: Callable[..., JobsHarness], request: pytest.FixtureRequest
+) -> Iterator[tuple[httpx.Client, JobsHarness]]:
     from datetime import time
 
-    jobs = harness(quiet_hours_start=time(0, 0), quiet_hours_end=time(0, 0))
+    jobs = harness(quiet_hours_start=time(0, 0), quiet_hours_end=time(0, 0), tracing=request.param)
     SQLModel.metadata.create_all(db.get_engine(), tables=[Booking.__table__])  # type: ignore[attr-defined]
     server = make_server("127.0.0.1", 0, create_app(), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -117,3 +120,35 @@ def test_the_console_is_mounted_behind_the_app_s_own_login(served: tuple[httpx.C
 
     assert [(e.who, e.action, e.result) for e in reversed(entries())] == [
         ("bob", "trigger", "refused"), ("ana", "trigger", "ok")]  # fmt: skip
+
+
+@pytest.mark.parametrize("served", [True], indirect=True)
+def test_with_tracing_on_a_request_is_traced_into_its_jobs(
+    served: tuple[httpx.Client, JobsHarness], host_spans: Any
+) -> None:
+    client, jobs = served
+    host_spans.clear()
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"  # a traced caller upstream
+    assert client.post("/bookings", json=BOOKING, headers={"traceparent": caller}).status_code == 201
+    assert outbox.relay_once() == 2
+    jobs.drain()
+    spans = host_spans.get_finished_spans()
+    (request,) = [s for s in spans if s.name == "POST /bookings"]
+    assert format(request.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    by_id = {s.context.span_id: s for s in spans}
+
+    def ancestry(span: Any) -> list[str]:
+        names = []
+        while span.parent is not None and span.parent.span_id in by_id:
+            span = by_id[span.parent.span_id]
+            names.append(span.name)
+        return names
+
+    # The relay sent the outbox rows as children of the request that committed them, and the jobs
+    # they started (the event's fan-out, the confirmation email and SMS, the ledger write) ran in its trace
+    (mail,) = [s for s in spans if s.name == "mail.send"]
+    assert format(mail.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
+    assert ancestry(mail)[-1] == "POST /bookings" and "process notifications.email" in ancestry(mail)
+    (entry,) = [s for s in spans if s.name == "process payouts.record"]
+    assert ancestry(entry) == ["send payouts.record", "POST /bookings"]
+    assert jobs.mailer.sent and jobs.sms.sent

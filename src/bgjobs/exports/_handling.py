@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.sql import Select
 
-from .. import db, notifications, runtime, wiring
+from .. import db, notifications, runtime, tracing, wiring
 from ..clock import now as _now
 from ..errors import InvalidPayload, PermanentError
 from ..typed import final_attempt
@@ -90,7 +90,9 @@ def run(job: ExportJob) -> str:
             if record.gzip:
                 chunks = gzipped(chunks)
             content_type = "application/gzip" if record.gzip else CONTENT_TYPES[record.fmt]
-            stored = wiring.storage().put(key=record.storage_key, chunks=chunks, content_type=content_type)
+            storage = wiring.storage()
+            with tracing.span("storage.put", **{"bgjobs.export": record.id, "bgjobs.format": record.fmt}):
+                stored = storage.put(key=record.storage_key, chunks=chunks, content_type=content_type)
     except BaseException as exc:
         if isinstance(exc, PermanentError | InvalidPayload) or final_attempt():
             failed = _update(record.id, status="failed", error=f"{type(exc).__name__}: {exc}"[:1000],

@@ -29,7 +29,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from .. import db, runtime, tally
+from .. import db, runtime, tally, tracing
 from ..clock import now as _now
 from ..errors import PERMANENT, MaybeDelivered, PermanentError, TransientError
 from ..ports import EmailMessage, PushMessage, SmsMessage
@@ -44,6 +44,9 @@ from .tasks import CHANNEL_TASKS
 __all__ = ["LEASE_RECHECK", "deliver"]
 
 logger = logging.getLogger("bgjobs.notifications")
+
+#: The port each channel's span is named after (``mail.send``, ``sms.send``, ``push.send``).
+_PORT_NAMES = {Channel.EMAIL: "mail", Channel.SMS: "sms", Channel.PUSH: "push"}
 
 #: How often a copy that found another worker sending looks again (sooner if the lease ends).
 LEASE_RECHECK = timedelta(seconds=2)
@@ -246,7 +249,9 @@ def _send(
     maybe_elsewhere = False
     for i, provider in enumerate(chain):
         try:
-            receipt = provider.adapter.send(message=port_message)
+            with tracing.span(f"{_PORT_NAMES[channel]}.send", **{"bgjobs.provider": provider.name,
+                                                                  "bgjobs.template": message.template}):
+                receipt = provider.adapter.send(message=port_message)
         except BaseException as exc:
             with_backup = len(chain) > 1 or len(providers(channel)) > 1
             if with_backup and isinstance(exc, TransientError | PermanentError):

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from .. import db, events, outbox, wiring
+from .. import db, events, outbox, tracing, wiring
 from ..clock import now as _now
 from ..errors import InvalidPayload, PermanentError, TransientError
 from ..money import Money
@@ -180,7 +180,8 @@ def sweep_charges(*, deadline: float | None = None) -> dict[str, int]:
             request = ChargeRequest(customer_id=customer, amount=charge.amount, idempotency_key=key,
                                     description=charge.description)  # fmt: skip
             try:
-                result = gateway.charge(request=request)
+                with tracing.span("payment.charge", **{"bgjobs.charge": charge.key}):
+                    result = gateway.charge(request=request)
             except NoPaymentMethod as exc:
                 for waiting in charges[i:]:  # the customer's other charges wait too
                     outcome = _failed(waiting, f"{type(exc).__name__}: {exc}", now, ttl)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import literal, select, update
 from sqlmodel import col
 
-from .. import db, notifications, runtime, tally, wiring
+from .. import db, notifications, runtime, tally, tracing, wiring
 from ..clock import now as _now
 from ..errors import PermanentError
 from ..ports import PayoutRequest
@@ -96,7 +96,8 @@ def _call_gateway(payout: Payout) -> str:
         description=f"payout {payout.run_key}",
     )  # fmt: skip
     try:
-        result = wiring.payment().payout(request=request)
+        with tracing.span("payment.payout", **{"bgjobs.payout": payout.id}):
+            result = wiring.payment().payout(request=request)
     except PermanentError as exc:
         return _fail(payout, f"{type(exc).__name__}: {exc}")
     if result.amount != payout.amount:

@@ -29,10 +29,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from dramatiq.rate_limits import ConcurrentRateLimiter, WindowRateLimiter
 
-from .. import db, events, runtime, tally
+from .. import db, events, runtime, tally, tracing
 from ..clock import now as _now
 from ..errors import PermanentError, TransientError
 from ..settings import WebhookSettings
@@ -108,14 +109,23 @@ def _headers(row: Row, body: bytes, now: datetime) -> dict[str, str]:
     }
 
 
-def _attempt(row: Row, settings: WebhookSettings, now: datetime) -> AttemptResult:
+def _attempt(row: Row, settings: WebhookSettings, now: datetime, number: int) -> AttemptResult:
     started = time.monotonic()
-    try:
-        target = check_url(row.url, require_https=settings.require_https, allow=settings.allow)
-    except (BlockedAddress, TransientError) as exc:
-        return AttemptResult(None, int((time.monotonic() - started) * 1000), None, str(exc)[:1000])
-    body = row.body.encode()
-    return post(target, _headers(row, body, now), body, settings)
+    where = {"server.address": urlsplit(row.url).hostname or "", "bgjobs.webhook.attempt": number,
+             "bgjobs.webhook.endpoint": row.endpoint_id}  # fmt: skip
+    with tracing.span("webhook.attempt", **where) as note:
+        try:
+            target = check_url(row.url, require_https=settings.require_https, allow=settings.allow)
+        except (BlockedAddress, TransientError) as exc:
+            note.fail(f"{type(exc).__name__}: {exc}")
+            return AttemptResult(None, int((time.monotonic() - started) * 1000), None, str(exc)[:1000])
+        body = row.body.encode()
+        result = post(target, _headers(row, body, now), body, settings)
+        if result.status_code is not None:
+            note.set(**{"http.response.status_code": result.status_code})
+        if not result.succeeded:
+            note.fail(result.error or f"the endpoint answered {result.status_code}")
+        return result
 
 
 def _delay(job: DeliveryJob, result: AttemptResult, settings: WebhookSettings) -> float | None:
@@ -192,7 +202,7 @@ def deliver(job: DeliveryJob) -> str:
         if taken.rowcount != 1:
             _count("bgjobs_webhook_deliveries_total", "duplicate")
             return "duplicate"
-        result = _attempt(row, settings, now)
+        result = _attempt(row, settings, now, job.attempt)
     return _record(job, row, result, settings, requested_at=now)
 
 

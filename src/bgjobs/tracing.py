@@ -1,0 +1,314 @@
+"""OpenTelemetry tracing: one trace from the host's request to the vendor call, across the queue.
+
+Optional (``pip install 'bgjobs[otel]'``) and off unless ``BGJOBS_TRACING__ENABLED=true``. Off, the
+broker gets no tracing middleware and nothing imports OpenTelemetry, so it costs nothing.
+
+On:
+
+- every enqueue (``send()``, ``send_many()``, events, the outbox relay, the scheduler, ``trigger``,
+  Dramatiq's retries) opens a producer span ``send <actor>`` and puts its W3C ``traceparent`` (and
+  ``tracestate``) in the message's options, under ``bgjobs_trace``;
+- the worker continues that trace: a consumer span ``process <actor>`` per processing, with the
+  messaging attributes, current while the job runs, so a job's own sends are its children and
+  its port calls (:func:`span`) nest under it; a retry's span is linked to the attempt before it;
+- log records carry ``otelTraceID`` and ``otelSpanID`` while a span is current;
+- each worker process sets up its own tracer provider after Dramatiq forks it (the SDK's
+  ``OTEL_*`` variables choose and configure the exporter: OTLP over HTTP by default) and flushes it
+  when the worker stops, so a clean stop loses no span. A host process keeps its own provider:
+  bgjobs only asks the API for a tracer, so its spans join the host's FastAPI or Flask traces.
+
+Dramatiq's maintainer declined to carry OpenTelemetry in Dramatiq, and the third-party instrumentor
+never detaches the context it attaches; this middleware attaches the job's context when it starts
+and detaches it when it ends, on the worker thread that ran it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from dramatiq.middleware import Middleware
+
+from .errors import ConfigurationError
+from .redact import mask_text
+
+__all__ = ["OPTION", "Note", "Tracing", "deferred_context", "enabled", "middleware", "setup_process", "span"]
+
+logger = logging.getLogger("bgjobs.tracing")
+
+#: The message option that carries the trace context (a W3C carrier: ``traceparent``, ``tracestate``).
+OPTION = "bgjobs_trace"
+#: In the carrier of a retry: the attempt before it, which its span links to.
+_PREVIOUS = "bgjobs-previous"
+#: In a carrier kept with deferred work (an outbox row): send it as a child of that context, not of
+#: whatever is current when the relay sends it.
+_DEFERRED = "bgjobs-deferred"
+
+#: Set once tracing is on in this process; :func:`span` is a no-op (one global read) until then.
+_on = False
+
+
+def enabled(settings: Any) -> bool:
+    """Whether ``settings`` turn tracing on; an error naming the extra if it is not installed."""
+    if not settings.tracing.enabled:
+        return False
+    try:
+        import opentelemetry.trace  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "BGJOBS_TRACING__ENABLED=true needs OpenTelemetry: pip install 'bgjobs[otel]'"
+        ) from None
+    return True
+
+
+def middleware(settings: Any, *, worker: bool) -> list[Middleware]:
+    """The tracing middleware for a broker built from ``settings`` (none when tracing is off)."""
+    return [Tracing(worker=worker)] if enabled(settings) else []
+
+
+def deferred_context() -> str | None:
+    """The current trace context as JSON, for work sent later (an outbox row); None when off."""
+    if not _on:
+        return None
+    import json
+
+    from opentelemetry.propagate import inject
+
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return json.dumps({**carrier, _DEFERRED: "1"}) if carrier else None
+
+
+def setup_process(settings: Any) -> None:
+    """In one of bgjobs's own commands (the scheduler, ``trigger``): a tracer provider for the
+    process, flushed when it exits. Nothing when tracing is off."""
+    if not enabled(settings):
+        return
+    import atexit
+
+    provider = _install_provider()
+    if provider is not None:
+        atexit.register(provider.shutdown)
+
+
+def _tracer() -> Any:
+    from opentelemetry import trace
+
+    return trace.get_tracer("bgjobs")
+
+
+class Note:
+    """What a :func:`span` block may add to its span: attributes, or a failure that raised nothing
+    (a webhook endpoint's 500). A no-op when tracing is off."""
+
+    def __init__(self, current: Any = None) -> None:
+        self.current = current
+
+    def set(self, **attributes: Any) -> None:
+        if self.current is not None:
+            self.current.set_attributes(attributes)
+
+    def fail(self, text: str) -> None:
+        if self.current is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            self.current.set_status(Status(StatusCode.ERROR, mask_text(text)[:500]))
+
+
+_UNTRACED = Note()
+
+
+@contextlib.contextmanager
+def span(name: str, **attributes: Any) -> Iterator[Note]:
+    """A client span around a port call (``mail.send``, ``payment.payout``, ...), when tracing is on.
+
+    Errors set the span's status and record the exception's type and message, masked as logs are
+    (no traceback, no arguments); never pass a secret or a body as an attribute.
+    """
+    if not _on:
+        yield _UNTRACED
+        return
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    with _tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes,
+                                         record_exception=False, set_status_on_exception=False) as current:
+        try:
+            yield Note(current)
+        except BaseException as exc:
+            _failed(current, exc, Status, StatusCode)
+            raise
+
+
+def _failed(current: Any, exc: BaseException, status: Any, code: Any) -> None:
+    text = mask_text(f"{type(exc).__name__}: {exc}")[:500]
+    current.set_status(status(code.ERROR, text))
+    current.add_event("exception", {"exception.type": type(exc).__name__, "exception.message": text})
+
+
+def _install_provider() -> Any:
+    """This process's SDK tracer provider, exporting as the ``OTEL_*`` variables say; None when
+    one is set already (a host's, or a test's)."""
+    import importlib
+    import os
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return None
+    name = os.environ.get("OTEL_SERVICE_NAME", "bgjobs-worker")
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    kind = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if kind == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    elif kind != "none":
+        wire = "grpc" if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "grpc" else "http"
+        package = f"opentelemetry-exporter-otlp-proto-{wire}"
+        try:
+            exporter = importlib.import_module(f"opentelemetry.exporter.otlp.proto.{wire}.trace_exporter")
+        except ImportError:
+            raise ConfigurationError(f"the OTLP exporter needs {package}: pip install {package}") from None
+        provider.add_span_processor(BatchSpanProcessor(exporter.OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _correlate_logs() -> None:
+    """Log records made while a span is current carry its trace and span ids."""
+    from opentelemetry import trace
+
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_bgjobs_tracing", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.otelTraceID = format(context.trace_id, "032x")
+            record.otelSpanID = format(context.span_id, "016x")
+        return record
+
+    factory._bgjobs_tracing = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+class Tracing(Middleware):
+    """Puts the trace context into every message sent and continues it where the message runs."""
+
+    def __init__(self, *, worker: bool) -> None:
+        global _on
+        _on = True
+        self.worker = worker
+        self.provider: Any = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        #: message id -> its open ``send`` span, ended after the enqueue (bounded: a failed enqueue
+        #: has no after_enqueue).
+        self._sending: OrderedDict[str, Any] = OrderedDict()
+        _correlate_logs()
+
+    def after_process_boot(self, broker: Any) -> None:
+        if self.worker:  # in each worker process, after Dramatiq forked it
+            self.provider = _install_provider()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        if self.provider is not None:
+            self.provider.force_flush()
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        if self.provider is not None:
+            self.provider.shutdown()
+            self.provider = None
+
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        from opentelemetry import trace
+        from opentelemetry.propagate import inject
+        from opentelemetry.trace import SpanKind
+
+        given = message.options.get(OPTION) or {}
+        parent = None
+        if given.get(_DEFERRED):  # an outbox row: a child of the transaction that deferred it
+            from opentelemetry.propagate import extract
+
+            parent = extract(given)
+        elif given and not trace.get_current_span().get_span_context().is_valid:
+            # Moved on by the broker outside any job (a delayed retry released from the delay
+            # queue, a dead letter requeued): it keeps the trace it was sent in.
+            return
+        sending = _tracer().start_span(
+            f"send {message.actor_name}", context=parent, kind=SpanKind.PRODUCER,
+            attributes=_attributes(message, "publish"),
+        )  # fmt: skip
+        carrier: dict[str, str] = {}
+        inject(carrier, context=trace.set_span_in_context(sending))
+        running = getattr(self._local, "span", None)
+        if running is not None and message.options.get("retries", 0) and message.message_id == running[2]:
+            previous: dict[str, str] = {}
+            inject(previous, context=trace.set_span_in_context(running[0]))
+            carrier[_PREVIOUS] = previous.get("traceparent", "")
+        message.options[OPTION] = carrier
+        with self._lock:
+            self._sending[message.message_id] = sending
+            while len(self._sending) > 10_000:
+                self._sending.popitem(last=False)[1].end()
+
+    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        with self._lock:
+            sending = self._sending.pop(message.message_id, None)
+        if sending is not None:
+            sending.end()
+
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        from opentelemetry import context, trace
+        from opentelemetry.propagate import extract
+        from opentelemetry.trace import Link, SpanKind
+
+        carrier = message.options.get(OPTION) or {}
+        links = []
+        if carrier.get(_PREVIOUS):
+            before = trace.get_current_span(extract({"traceparent": carrier[_PREVIOUS]})).get_span_context()
+            if before.is_valid:
+                links.append(Link(before, {"bgjobs.link": "previous attempt"}))
+        processing = _tracer().start_span(
+            f"process {message.actor_name}", context=extract(carrier), kind=SpanKind.CONSUMER,
+            attributes={**_attributes(message, "process"),
+                        "messaging.dramatiq.retry_count": int(message.options.get("retries", 0))},
+            links=links,
+        )  # fmt: skip
+        token = context.attach(trace.set_span_in_context(processing))
+        self._local.span = (processing, token, message.message_id)
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        from opentelemetry import context
+        from opentelemetry.trace import Status, StatusCode
+
+        running = getattr(self._local, "span", None)
+        if running is None or running[2] != message.message_id:
+            return
+        self._local.span = None
+        processing, token, _ = running
+        if exception is not None:
+            _failed(processing, exception, Status, StatusCode)
+        processing.end()
+        context.detach(token)
+
+    def after_skip_message(self, broker: Any, message: Any) -> None:
+        self.after_process_message(broker, message)
+
+
+def _attributes(message: Any, operation: str) -> dict[str, Any]:
+    return {
+        "messaging.system": "dramatiq",
+        "messaging.operation.type": operation,
+        "messaging.destination.name": message.queue_name.removesuffix(".DQ"),
+        "messaging.message.id": message.message_id,
+    }

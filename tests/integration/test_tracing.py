@@ -1,0 +1,205 @@
+"""OpenTelemetry tracing through real worker processes on a real Redis, to a real OTLP/HTTP receiver
+on 127.0.0.1 and a real SMTP server: a host's request is one trace to the SMTP call, a retry shows
+both attempts, and tracing off imports nothing."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from bgjobs import db, events, outbox
+from bgjobs.notifications import BookingCreated
+from tests.support import worker_jobs
+from tests.support.otlp import OtlpReceiver, otlp_receiver
+from tests.support.receivers import SmtpReceiver
+from tests.support.workers import ROOT, WorkerProcess, start_worker, use_environment, wait_for
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with otlp_receiver() as r:
+        yield r
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpReceiver]:
+    with SmtpReceiver() as s:
+        yield s
+
+
+@pytest.fixture
+def traced_env(
+    worker_env: dict[str, str], receiver: OtlpReceiver, smtp: SmtpReceiver, monkeypatch: pytest.MonkeyPatch,
+    host_spans: InMemorySpanExporter,
+) -> dict[str, str]:  # fmt: skip
+    env = {**worker_env, "BGJOBS_TRACING__ENABLED": "true", "BGJOBS_METRICS__ENABLED": "false",
+           "BGJOBS_MAILER": "smtp", "BGJOBS_SMTP__HOST": "127.0.0.1", "BGJOBS_SMTP__PORT": str(smtp.port),
+           "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
+           "OTEL_SERVICE_NAME": "bgjobs-test-worker"}  # fmt: skip
+    use_environment(monkeypatch, env)
+    host_spans.clear()
+    return env
+
+
+def test_a_host_request_is_one_trace_through_the_queue_to_the_smtp_call(
+    traced_env: dict[str, str], workers: list[WorkerProcess], receiver: OtlpReceiver, smtp: SmtpReceiver,
+    host_spans: InMemorySpanExporter,
+) -> None:  # fmt: skip
+    # Spans leave a worker every 10 minutes only: what arrives was flushed by its clean stop
+    start_worker(workers, {**traced_env, "OTEL_BSP_SCHEDULE_DELAY": "600000"}, processes=2, threads=2)
+    # Given a host request that publishes booking.created (a job that sends a job that sends mail)
+    booking = BookingCreated(booking_id="B1", trip_date="2025-06-15",  # type: ignore[arg-type]
+                             total={"amount": "500.00", "currency": "USD"},  # type: ignore[arg-type]
+                             recipient={"user_id": "u1", "email": "ann@example.com"})  # type: ignore[arg-type]
+    with trace.get_tracer("host").start_as_current_span("POST /bookings") as request:
+        events.publish("booking.created", booking, key="B1")
+    host = format(request.get_span_context().trace_id, "032x")
+    wait_for(lambda: len(smtp.messages) == 1, timeout=60, what="the email")
+    assert receiver.spans == []
+    workers[-1].terminate()  # a clean stop flushes every span
+    wait_for(lambda: receiver.named("mail.send"), timeout=10, what="the mail.send span")
+    # Then every span, in the host and in the worker processes, is in the request's trace
+    (sent,) = [s for s in host_spans.get_finished_spans() if s.name == "send events.fanout"]
+    assert sent.parent is not None and sent.parent.span_id == request.get_span_context().span_id
+    chain = ["process events.fanout", "send notifications.on_booking_created",
+             "process notifications.on_booking_created", "send notifications.email",
+             "process notifications.email", "mail.send"]  # fmt: skip
+    found = {name: receiver.named(name) for name in chain}
+    assert all(len(spans) == 1 for spans in found.values()), found
+    spans = [found[name][0] for name in chain]
+    assert {s.trace_id for s in spans} == {host}
+    # Each is the child of the one before it: the job enqueued by a job is its child
+    assert spans[0].parent_id == format(sent.context.span_id, "016x")
+    for parent, child in itertools.pairwise(spans):
+        assert child.parent_id == parent.span_id, (parent.name, child.name)
+    process = found["process notifications.email"][0]
+    assert process.attributes["messaging.system"] == "dramatiq"
+    assert process.attributes["messaging.destination.name"] == "notifications"
+    assert process.attributes["messaging.dramatiq.retry_count"] == 0
+    assert process.service == "bgjobs-test-worker"
+    mail = found["mail.send"][0]
+    assert mail.attributes["bgjobs.template"] == "booking_confirmation" and mail.status_code != 2
+    assert not any("ann@example.com" in str(v) for s in receiver.spans for v in s.attributes.values())
+    assert len(smtp.messages) == 1
+
+
+def test_a_retried_job_shows_both_attempts_in_one_trace_the_second_linked_to_the_first(
+    traced_env: dict[str, str], workers: list[WorkerProcess], receiver: OtlpReceiver,
+) -> None:  # fmt: skip
+    start_worker(workers, traced_env, processes=1, threads=2)
+    with trace.get_tracer("host").start_as_current_span("POST /flaky"):
+        worker_jobs.flaky_once.send({"key": "traced"})
+    wait_for(lambda: len(receiver.named("process flaky_once")) == 2, timeout=60, what="two attempts")
+    first, second = sorted(receiver.named("process flaky_once"),
+                           key=lambda s: s.attributes["messaging.dramatiq.retry_count"])  # fmt: skip
+    assert first.trace_id == second.trace_id
+    retries = "messaging.dramatiq.retry_count"
+    assert (first.attributes[retries], second.attributes[retries]) == (0, 1)
+    assert first.status_code == 2 and "TransientError: first attempt of traced" in first.status_message
+    assert second.status_code != 2
+    assert (first.trace_id, first.span_id) in second.links
+    (retry,) = [s for s in receiver.named("send flaky_once") if s.parent_id == first.span_id]
+    assert second.parent_id == retry.span_id
+
+
+def test_an_outbox_deferred_job_continues_the_trace_of_the_transaction_that_deferred_it(
+    traced_env: dict[str, str], workers: list[WorkerProcess], receiver: OtlpReceiver,
+) -> None:  # fmt: skip
+    start_worker(workers, traced_env, processes=1, threads=2)
+    with trace.get_tracer("host").start_as_current_span("POST /orders") as request, db.session() as s:
+        outbox.defer(s, worker_jobs.record, {"key": "outboxed"})
+    wait_for(lambda: receiver.named("process record"), timeout=60, what="the relayed job's span")
+    (sent,) = receiver.named("send record")
+    (processed,) = receiver.named("process record")
+    host = request.get_span_context()
+    assert sent.trace_id == processed.trace_id == format(host.trace_id, "032x")
+    assert sent.parent_id == format(host.span_id, "016x")  # the relay sent it in the request's trace
+    assert processed.parent_id == sent.span_id
+
+
+def test_a_trigger_command_s_send_is_the_parent_of_the_run(
+    traced_env: dict[str, str], workers: list[WorkerProcess], receiver: OtlpReceiver,
+) -> None:  # fmt: skip
+    env = {**traced_env, "BGJOBS_JOBS": '["tests.support.worker_jobs", "tests.support.batch_jobs"]'}
+    start_worker(workers, env, processes=1, threads=2)
+    done = subprocess.run([sys.executable, "-m", "bgjobs.cli", "trigger", "tests.count_things"],
+                          env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: receiver.named("process tests.count_things"), timeout=60, what="the run's span")
+    (sent,) = receiver.named("send tests.count_things")  # exported by the command as it exited
+    (run,) = receiver.named("process tests.count_things")
+    assert sent.parent_id == "" and run.parent_id == sent.span_id and run.trace_id == sent.trace_id
+
+
+def test_webhook_attempts_are_client_spans_with_host_status_and_attempt_number(
+    traced_env: dict[str, str], workers: list[WorkerProcess], receiver: OtlpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from bgjobs import webhooks
+    from tests.support.receivers import webhook_receiver
+
+    env = {**traced_env, "BGJOBS_WEBHOOKS__REQUIRE_HTTPS": "false",
+           "BGJOBS_WEBHOOKS__ALLOW": '["127.0.0.1/32"]', "BGJOBS_WEBHOOKS__RETRY_SCHEDULE_S": "[0.2]"}
+    use_environment(monkeypatch, env)
+    with webhook_receiver() as endpoint:
+        endpoint.script("/hook", 500)
+        webhooks.add_endpoint(endpoint.url("/hook"), event_types=["*"])
+        start_worker(workers, env, processes=1, threads=2)
+        with trace.get_tracer("host").start_as_current_span("POST /payments") as request:
+            webhooks.publish("payment.succeeded", {"id": "p1", "card": "4242"})
+        wait_for(lambda: len(receiver.named("webhook.attempt")) == 2, timeout=60, what="two attempts")
+    number, status = "bgjobs.webhook.attempt", "http.response.status_code"
+    first, second = sorted(receiver.named("webhook.attempt"), key=lambda s: s.attributes[number])
+    assert {first.trace_id, second.trace_id} == {format(request.get_span_context().trace_id, "032x")}
+    assert (first.attributes[number], second.attributes[number]) == (1, 2)
+    assert (first.attributes[status], second.attributes[status]) == (500, 200)
+    assert first.attributes["server.address"] == "127.0.0.1" and first.kind == 3  # CLIENT
+    assert first.status_code == 2 and second.status_code != 2
+    shown = " ".join(f"{k}={v}" for s in receiver.spans for k, v in s.attributes.items())
+    assert "4242" not in shown and "whsec" not in shown  # never the body or the secret
+
+
+def test_log_records_in_a_span_carry_its_trace_and_span_ids(
+    traced_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from bgjobs import runtime
+
+    runtime.get_broker()  # builds the broker, and with it the tracing middleware
+    caplog.set_level(logging.INFO, logger="bgjobs.test")
+    with trace.get_tracer("host").start_as_current_span("work") as current:
+        logging.getLogger("bgjobs.test").info("inside")
+    (record,) = [r for r in caplog.records if r.getMessage() == "inside"]
+    assert record.otelTraceID == format(current.get_span_context().trace_id, "032x")  # type: ignore[attr-defined]
+    assert record.otelSpanID == format(current.get_span_context().span_id, "016x")  # type: ignore[attr-defined]
+
+
+_OFF = """
+import sys
+import dramatiq, redis, httpx, sqlalchemy  # what bgjobs imports anyway (redis-py may load otel metrics)
+before = {m for m in sys.modules if m.startswith("opentelemetry")}
+from bgjobs.broker import build_broker
+from bgjobs.settings import Settings
+import bgjobs.notifications, bgjobs.webhooks, bgjobs.worker
+broker = build_broker(Settings(broker_url="stub://"), worker=True)
+added = sorted(m for m in sys.modules if m.startswith("opentelemetry") and m not in before)
+assert not added, added
+assert "opentelemetry.propagate" not in sys.modules and "opentelemetry.sdk.trace" not in sys.modules
+assert not [m for m in broker.middleware if type(m).__name__ == "Tracing"]
+print("untraced")
+"""
+
+
+def test_with_tracing_off_nothing_of_opentelemetry_is_imported_or_added() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BGJOBS_", "OTEL_"))}
+    done = subprocess.run([sys.executable, "-c", _OFF], env={**env, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "untraced", done.stderr
