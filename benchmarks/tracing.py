@@ -21,7 +21,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_seconds, worker  # noqa: E402
+from benchmarks.overhead import process_rate  # noqa: E402
 from bgjobs.embedded import RedisServer  # noqa: E402
 from tests.support.otlp import otlp_receiver  # noqa: E402
 
@@ -40,21 +40,6 @@ def send_rate(n: int, client: redis.Redis, traced: bool) -> float:
     for i in range(n):
         typed.noop.send({"id": i, "name": f"job-{i}"})
     return n / (time.perf_counter() - start)
-
-
-def process_rate(n: int, env: dict[str, str], client: redis.Redis) -> tuple[float, float]:
-    with worker("bgjobs.actors", {**env, "BGJOBS_JOBS": '["benchmarks.apps.typed"]'}) as proc:
-        key = "dramatiq:default.msgs"
-        while client.hlen(key) >= n:
-            time.sleep(0.001)
-            if proc.poll() is not None:
-                raise RuntimeError("worker exited before taking a message")
-        start, remaining = time.perf_counter(), client.hlen(key)
-        cpu_start = cpu_seconds(proc.pid)
-        while client.hlen(key) > 0:
-            time.sleep(0.005)
-        elapsed = time.perf_counter() - start
-        return remaining / elapsed, (cpu_seconds(proc.pid) - cpu_start) * 1e6 / remaining
 
 
 def main() -> None:
@@ -81,7 +66,7 @@ def main() -> None:
                        "BGJOBS_TRACING__ENABLED": "true" if traced else "false",
                        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}  # fmt: skip
                 results[variant]["send"].append(send_rate(args.messages, client, traced))
-                rate, cpu = process_rate(args.messages, env, client)
+                rate, cpu = process_rate("bgjobs", args.messages, env, client)
                 results[variant]["process"].append(rate)
                 results[variant]["cpu"].append(cpu)
         received = len(receiver.spans)
