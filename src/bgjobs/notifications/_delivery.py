@@ -253,9 +253,10 @@ def _send(
                                                                   "bgjobs.template": message.template}):
                 receipt = provider.adapter.send(message=port_message)
         except BaseException as exc:
-            with_backup = len(chain) > 1 or len(providers(channel)) > 1
+            every = providers(channel)  # the whole chain: ``chain`` leaves out open circuits
+            with_backup = len(every) > 1
             if with_backup and isinstance(exc, TransientError | PermanentError):
-                record_failure(channel, provider, settings)
+                record_failure(channel, provider, settings, every)
             onward = with_backup and moves_on(exc, category=message.category, template=message.template,
                                               settings=settings)  # fmt: skip
             if onward and i + 1 < len(chain):

@@ -64,9 +64,7 @@ def ordered(channel: Channel, pinned: str | None) -> list[Provider]:
         return [p for p in chain if p.name == pinned] or chain[:1]
     if len(chain) == 1:
         return chain
-    coordination = runtime.current().coordination
-    coordination.mark(providers_key(channel), ",".join(p.name for p in chain))
-    opened = coordination.marks([open_key(channel, p.name) for p in chain])
+    opened = runtime.current().coordination.marks([open_key(channel, p.name) for p in chain])
     closed = [p for p, o in zip(chain, opened, strict=True) if o is None]
     return closed or chain
 
@@ -80,9 +78,15 @@ def moves_on(exc: BaseException, *, category: str, template: str, settings: Noti
     return isinstance(exc, PermanentError) and getattr(exc, "status", None) in (401, 403)
 
 
-def record_failure(channel: Channel, provider: Provider, settings: NotificationSettings) -> None:
-    """Count a failure; open the circuit at the threshold, or at once when it was open before."""
+def record_failure(
+    channel: Channel, provider: Provider, settings: NotificationSettings, chain: list[Provider]
+) -> None:
+    """Count a failure; open the circuit at the threshold, or at once when it was open before.
+
+    Also notes the channel's providers for the circuit gauge: here, not on every delivery, since a
+    gauge of circuits only matters once one has failed."""
     coordination = runtime.current().coordination
+    coordination.mark(providers_key(channel), ",".join(p.name for p in chain))
     cooldown = settings.failover_cooldown_s
     failures = coordination.count(failures_key(channel, provider.name), ttl_s=cooldown * 10)
     (tripped,) = coordination.marks([tripped_key(channel, provider.name)])
