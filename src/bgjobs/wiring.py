@@ -127,9 +127,7 @@ def configure(
         if given is None:
             continue
         chain = [_check(name, a) for a in given] if isinstance(given, Sequence) else [_check(name, given)]
-        if not chain or (len(chain) > 1 and name not in CHANNEL_PORTS):
-            more = " or a non-empty list of them" if name in CHANNEL_PORTS else ""
-            raise ConfigurationError(f"{name}: give one adapter{more}")
+        _one_or_chain(name, len(chain), name)
         checked[name], checked[_chain_key(name)] = chain[0], chain
     current = runtime.current()
     with current.lock:
@@ -150,6 +148,13 @@ def reset() -> None:
 
 #: The ports of the notification channels: each may be an ordered list of providers.
 CHANNEL_PORTS = ("mailer", "sms", "push")
+
+
+def _one_or_chain(name: str, count: int, where: str) -> None:
+    """Only a channel's port takes a list, and never an empty one."""
+    if count == 0 or (count > 1 and name not in CHANNEL_PORTS):
+        more = " or a non-empty list of them" if name in CHANNEL_PORTS else ""
+        raise ConfigurationError(f"{where}: give one adapter{more}")
 
 
 def _chain_key(name: str) -> str:
@@ -237,9 +242,7 @@ def resolve(name: str, *, settings: Settings | None = None) -> Any:
         settings = settings or current.settings
         path = getattr(settings, name)
         if isinstance(path, list):  # BGJOBS_SMS='["myapp.sms:Primary", "myapp.sms:Backup"]'
-            if not path or name not in CHANNEL_PORTS:
-                raise ConfigurationError(f"BGJOBS_{name.upper()}: give one adapter" + (
-                    " or a non-empty list of them" if name in CHANNEL_PORTS else ""))  # fmt: skip
+            _one_or_chain(name, len(path) if name in CHANNEL_PORTS else 0, f"BGJOBS_{name.upper()}")
             chain = [_check(name, _build(name, p, settings)) for p in path]
             current.adapters[_chain_key(name)] = chain
             current.adapters[name] = chain[0]
