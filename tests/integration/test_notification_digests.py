@@ -32,11 +32,6 @@ def person(n: int) -> Recipient:
 
 
 @pytest.fixture
-def database_url(tmp_path: object) -> str:
-    return f"sqlite:///{tmp_path}/n.db"
-
-
-@pytest.fixture
 def smtp() -> Iterator[SmtpReceiver]:
     with SmtpReceiver() as receiver:
         yield receiver

@@ -28,8 +28,6 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from .. import db, runtime
@@ -72,10 +70,6 @@ def _summary(template: Template, variables: dict[str, Any], who: Recipient, n: N
     return " ".join(line.split())[:500]
 
 
-def _insert(dialect: str) -> Any:
-    return pg_insert if dialect == "postgresql" else sqlite_insert
-
-
 def collect(
     name: str, rule: DigestRule, template: Template, who: Recipient, variables: dict[str, Any], key: str
 ) -> str:
@@ -99,9 +93,8 @@ def _collect(
 ) -> str:  # fmt: skip
     now = _now()
     table: Any = Digest.__table__  # type: ignore[attr-defined]
-    items: Any = DigestItem.__table__  # type: ignore[attr-defined]
     close_now = False
-    with db.get_engine().begin() as conn:
+    with db.session() as conn:
         found = conn.execute(
             select(table.c.id, table.c.closes_at).where(table.c.open_slot == slot).with_for_update()
         ).first()
@@ -116,13 +109,9 @@ def _collect(
         else:
             digest_id = found.id
             close_now = db.aware(found.closes_at) + OVERDUE < now
-        added = conn.execute(
-            _insert(conn.dialect.name)(items)
-            .values(key=key, digest_id=digest_id, template=template.name, summary=summary, context=context,
-                    created_at=now)
-            .on_conflict_do_nothing(index_elements=["key"])
-        ).rowcount  # fmt: skip
-        if added:
+        item = {"key": key, "digest_id": digest_id, "template": template.name, "summary": summary,
+                "context": context, "created_at": now}  # fmt: skip
+        if db.insert_new(conn, DigestItem, item):
             grown = update(table).where(table.c.id == digest_id).values(item_count=table.c.item_count + 1)
             conn.execute(grown)
             count = conn.execute(select(table.c.item_count).where(table.c.id == digest_id)).scalar_one()
