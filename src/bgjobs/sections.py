@@ -236,6 +236,12 @@ class WebhookSettings(FamilySettings):
     disable_min_failures: int = Field(default=10, ge=1)
     #: Deliveries one endpoint may have in flight at once, across all workers.
     endpoint_concurrency: int = Field(default=4, ge=1)
+    #: Deliveries per second to an endpoint that sets no ``rate_limit`` of its own; None: no limit.
+    rate_limit: int | None = Field(default=None, ge=1)
+    #: Requests one worker process's dispatcher keeps in flight (slow endpoints hold no thread).
+    in_flight: int = Field(default=256, ge=1)
+    #: The dispatcher takes messages from the lanes for about this many deliveries at a time.
+    batch_deliveries: int = Field(default=100, ge=1)
     #: Bodies above this size are refused at ``publish``.
     max_payload_bytes: int = Field(default=256 * 1024, ge=1)
     #: How much of each response body the attempt log keeps.

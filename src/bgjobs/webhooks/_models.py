@@ -23,6 +23,7 @@ __all__ = [
     "Endpoint",
     "EndpointDisabled",
     "EndpointRow",
+    "Wake",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookDeliveryExhausted",
@@ -134,6 +135,14 @@ class DeliveryJob(Payload):
     trigger: Literal["scheduled", "manual"] = "scheduled"
     #: Times this attempt waited for the endpoint's rate limit or concurrency cap.
     deferrals: int = 0
+    #: The endpoint's turn this attempt keeps (epoch milliseconds; 0: take the next one).
+    turn_ms: int = 0
+    #: Set on the job that dead-letters a delivery whose last attempt the dispatcher made.
+    check: bool = False
+
+
+class Wake(Payload):
+    """Wakes a worker's dispatcher: messages are waiting in the lanes."""
 
 
 class Endpoint(BaseModel):

@@ -1,8 +1,9 @@
 """Publishing a webhook (the host side): store the message once, one delivery per endpoint.
 
 ``publish`` checks what a worker would refuse (event type, key, JSON, size) so a bad call fails
-in the caller, stores the message and its deliveries in one transaction, and sends one
-:data:`~bgjobs.webhooks.tasks.deliver_webhook` per enabled endpoint subscribed to it.
+in the caller, stores the message and its deliveries in one transaction, puts the message in
+its owner's lane and wakes a dispatcher (:mod:`._dispatch`). A crash between the commit and the
+lane leaves the deliveries ``pending``: the health sweep sends them.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from pydantic import BaseModel
 from sqlalchemy import insert, select
 from sqlmodel import col
 
-from .. import db
+from .. import db, runtime
 from ..clock import now as _now
 from ..errors import InvalidPayload
 from ._endpoints import current
+from ._lanes import lanes_for
 from ._models import DeliveryJob, EndpointRow, WebhookDelivery, WebhookMessage
-from .tasks import deliver_webhook
+from .tasks import dispatch_webhooks
 
 __all__ = ["MAX_KEY_LENGTH", "matches", "publish"]
 
@@ -135,5 +137,6 @@ def publish(
             )  # fmt: skip
             jobs = [DeliveryJob(delivery_id=d, endpoint_id=e, attempt=1) for d, e in s.execute(unstarted)]
     if jobs:
-        deliver_webhook.send_many(jobs)
+        lanes_for(runtime.current().coordination).push(owner, message_id, len(jobs))
+        dispatch_webhooks.send({})
     return message_id

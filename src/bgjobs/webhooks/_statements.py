@@ -10,7 +10,7 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
 from ._models import EndpointRow, WebhookAttempt, WebhookDelivery, WebhookMessage
 
-__all__ = ["Row", "Statements", "read_row", "statements"]
+__all__ = ["Row", "Statements", "read_messages", "read_row", "statements"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Row:
     owner: str | None
     event_type: str
     body: str
+    last_error: str | None
 
 
 class Statements:
@@ -47,10 +48,14 @@ class Statements:
             select(d.c.id, d.c.message_id, d.c.endpoint_id, d.c.status, d.c.attempts, d.c.lease_until,
                    e.c.url, e.c.enabled, e.c.rate_limit, e.c.secret, e.c.previous_secret,
                    e.c.previous_secret_until, e.c.failing_since, e.c.failures, m.c.owner, m.c.event_type,
-                   m.c.body)
+                   m.c.body, d.c.last_error)
             .join(e, e.c.id == d.c.endpoint_id).join(m, m.c.id == d.c.message_id)
-            .where(d.c.id == bindparam("k"))
         )  # fmt: skip
+        self.read_one = self.read.where(d.c.id == bindparam("k"))
+        #: A batch of messages' deliveries that may still need an attempt.
+        self.read_messages = self.read.where(
+            d.c.message_id.in_(bindparam("ids", expanding=True)), d.c.status.in_(("pending", "delivering"))
+        )
         same = and_(
             d.c.id == bindparam("k"), d.c.attempts == bindparam("seen_attempts"),
             d.c.status == bindparam("seen_status"),
@@ -58,6 +63,15 @@ class Statements:
         self.take = update(d).where(same).values(
             attempts=bindparam("attempt"), status="delivering", lease_until=bindparam("lease"),
             updated_at=bindparam("now"),
+        )  # fmt: skip
+        #: The same for a batch in one state: the ids it took.
+        self.take_many = (
+            update(d)
+            .where(d.c.id.in_(bindparam("ids", expanding=True)), d.c.attempts == bindparam("seen_attempts"),
+                   d.c.status == bindparam("seen_status"))
+            .values(attempts=bindparam("attempt"), status="delivering", lease_until=bindparam("lease"),
+                    updated_at=bindparam("now"))
+            .returning(d.c.id)
         )  # fmt: skip
         self.fail_unsent = update(d).where(same).values(
             status="failed", last_error=bindparam("error"), lease_until=None, next_attempt_at=None,
@@ -99,5 +113,9 @@ statements = Statements()
 
 
 def read_row(conn: Any, delivery_id: str) -> Row | None:
-    found = conn.execute(statements.read, {"k": delivery_id}).first()
+    found = conn.execute(statements.read_one, {"k": delivery_id}).first()
     return None if found is None else Row(*found)
+
+
+def read_messages(conn: Any, message_ids: list[str]) -> list[Row]:
+    return [Row(*found) for found in conn.execute(statements.read_messages, {"ids": message_ids})]

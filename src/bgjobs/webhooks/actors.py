@@ -14,13 +14,14 @@ from .. import events, wiring
 from ..jobs import JobContext, job
 from ..typed import actor, delivery_key
 from . import _delivery as delivery
+from . import _dispatch as dispatcher
 from . import _operations as operations
 from . import _publishing as publishing
 from ._endpoints import current
-from ._models import DeliveryJob, EndpointDisabled, WebhookDeliveryExhausted
-from .tasks import QUEUE, deliver_webhook
+from ._models import DeliveryJob, EndpointDisabled, Wake, WebhookDeliveryExhausted
+from .tasks import QUEUE, deliver_webhook, dispatch_webhooks
 
-__all__ = ["deliver_webhook", "endpoint_health"]
+__all__ = ["deliver_webhook", "dispatch_webhooks", "endpoint_health"]
 
 logger = logging.getLogger("bgjobs.webhooks")
 
@@ -31,6 +32,12 @@ events.declare("webhook.endpoint.disabled", EndpointDisabled)
 @deliver_webhook.handler
 def _deliver(job: DeliveryJob) -> None:
     delivery.deliver(job)
+
+
+@dispatch_webhooks.handler
+def _dispatch(wake: Wake) -> None:
+    message = CurrentMessage.get_current_message()
+    dispatcher.dispatch(message.message_id if message is not None else "local")
 
 
 class AnyEvent(BaseModel):
@@ -74,6 +81,7 @@ def endpoint_health(ctx: JobContext) -> dict[str, int]:
 
 
 # Telling the owner.
+
 
 def _contact() -> Callable[..., Any] | None:
     return wiring.hook("owner_contact", current().owner_contact)

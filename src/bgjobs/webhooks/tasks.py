@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from ..typed import task
-from ._models import DeliveryJob
+from ._models import DeliveryJob, Wake
 
-__all__ = ["QUEUE", "deliver_webhook"]
+__all__ = ["QUEUE", "deliver_webhook", "dispatch_webhooks"]
 
 QUEUE = "webhooks"
 
-#: One attempt of one delivery (sent by ``publish``, by the attempt before, and by replays).
+#: Take published messages from the fair lanes and make their first attempts (sent by ``publish``).
+dispatch_webhooks = task("webhooks.dispatch", queue=QUEUE, payload=Wake)
+
+#: One attempt of one delivery (sent for retries, replays, the health sweep, and deliveries
+#: waiting for their endpoint's turn or a free slot).
 deliver_webhook = task("webhooks.deliver", queue=QUEUE, payload=DeliveryJob)
