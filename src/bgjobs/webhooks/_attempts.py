@@ -33,7 +33,7 @@ from ._statements import Row, statements
 from ._transport import RETRY_AFTER_STATUSES, AttemptResult, post
 from .tasks import deliver_webhook
 
-__all__ = ["Finished", "Started", "ask", "attempt", "count", "record"]
+__all__ = ["Finished", "Outcome", "Started", "ask", "attempt", "count", "follow", "write"]
 
 logger = logging.getLogger("bgjobs.webhooks")
 
@@ -136,52 +136,59 @@ def _delay(job: DeliveryJob, result: AttemptResult, settings: WebhookSettings) -
 
 
 @dataclass
-class _Outcome:
+class Outcome:
     finished: Finished
     error: str | None
     delay: float | None
     disabled: tuple[str, str | None, str] | None = None
 
 
-def record(finished: list[Finished], settings: WebhookSettings) -> list[tuple[str, str | None]]:
-    """Log the attempts and settle their deliveries in one transaction, then give back their slots,
-    pause endpoints that asked for it, and send what follows.
+def write(conn: Any, finished: list[Finished], settings: WebhookSettings, now: datetime) -> list[Outcome]:
+    """In the caller's transaction: log the attempts, settle their deliveries, count endpoint failures.
 
-    Returns each attempt's outcome (``delivered``, ``retrying``, ``failed`` or ``exhausted``) and,
-    when exhausted, the reason; the caller dead-letters those.
+    Pass what it returns to :func:`follow` once the transaction has committed.
     """
-    if not finished:
-        return []
-    now = _now()
     outcomes = []
     for f in finished:
         ok = f.result.succeeded
         error = None if ok else (f.result.error or f"HTTP {f.result.status_code}")
-        outcomes.append(_Outcome(f, error, None if ok else _delay(f.started.job, f.result, settings)))
-    with db.get_engine().begin() as conn:
-        conn.execute(statements.log, [_log(o) for o in outcomes])
-        rows = [o.finished.started.row for o in outcomes if o.finished.result.succeeded]
-        recovered = {row.endpoint_id for row in rows if row.failures or row.failing_since}
-        if recovered:
-            conn.execute(statements.healthy, [{"k": k} for k in sorted(recovered)])
-        for o in outcomes:
-            if not o.finished.result.succeeded and _endpoint_health(conn, o, settings, now):
-                o.delay = None  # the endpoint is to be disabled (by this attempt, or it already was)
-        conn.execute(statements.record, [_settled(o, now) for o in outcomes])
+        outcomes.append(Outcome(f, error, None if ok else _delay(f.started.job, f.result, settings)))
+    if not outcomes:
+        return outcomes
+    conn.execute(statements.log, [_log(o) for o in outcomes])
+    rows = [o.finished.started.row for o in outcomes if o.finished.result.succeeded]
+    recovered = {row.endpoint_id for row in rows if row.failures or row.failing_since}
+    if recovered:
+        conn.execute(statements.healthy, [{"k": k} for k in sorted(recovered)])
+    for o in outcomes:
+        if not o.finished.result.succeeded and _endpoint_health(conn, o, settings, now):
+            o.delay = None  # the endpoint is to be disabled (by this attempt, or it already was)
+    conn.execute(statements.record, [_settled(o, now) for o in outcomes])
+    return outcomes
+
+
+def follow(outcomes: list[Outcome], settings: WebhookSettings, now: datetime) -> list[tuple[str, str | None]]:
+    """After the commit: give back the slots, pause endpoints that asked for it, and send what follows.
+
+    Returns each attempt's outcome (``delivered``, ``retrying``, ``failed`` or ``exhausted``) and,
+    when exhausted, the reason; the caller dead-letters those.
+    """
+    if not outcomes:
+        return []
+    finished = [o.finished for o in outcomes]
     gates = gates_for(runtime.current().coordination)
     gates.release([(f.started.row.endpoint_id, f.started.holder) for f in finished])
     for f in finished:
         if f.result.retry_after_s is not None and f.result.status_code in RETRY_AFTER_STATUSES:
-            gates.pause(
-                f.started.row.endpoint_id, seconds=min(f.result.retry_after_s, settings.retry_after_max_s)
-            )
+            seconds = min(f.result.retry_after_s, settings.retry_after_max_s)
+            gates.pause(f.started.row.endpoint_id, seconds=seconds)
     succeeded = sum(1 for f in finished if f.result.succeeded)
     count("bgjobs_webhook_attempts_total", "succeeded", succeeded)
     count("bgjobs_webhook_attempts_total", "failed", len(finished) - succeeded)
     return [_next(o, now) for o in outcomes]
 
 
-def _log(o: _Outcome) -> dict[str, Any]:
+def _log(o: Outcome) -> dict[str, Any]:
     s, r = o.finished.started, o.finished.result
     return {
         "delivery_id": s.row.delivery_id, "message_id": s.row.message_id, "endpoint_id": s.row.endpoint_id,
@@ -191,7 +198,7 @@ def _log(o: _Outcome) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _endpoint_health(conn: Any, o: _Outcome, settings: WebhookSettings, now: datetime) -> bool:
+def _endpoint_health(conn: Any, o: Outcome, settings: WebhookSettings, now: datetime) -> bool:
     """Count the failure; disable the endpoint when it is time. Returns whether it is to be disabled,
     and notes (url, owner, reason) on ``o`` when this attempt is the one that disabled it."""
     row, result = o.finished.started.row, o.finished.result
@@ -205,7 +212,7 @@ def _endpoint_health(conn: Any, o: _Outcome, settings: WebhookSettings, now: dat
     return True
 
 
-def _settled(o: _Outcome, now: datetime) -> dict[str, Any]:
+def _settled(o: Outcome, now: datetime) -> dict[str, Any]:
     result = o.finished.result
     status = "delivered" if result.succeeded else ("pending" if o.delay is not None else "failed")
     return {
@@ -223,7 +230,7 @@ def _announce_disabled(row: Row, disabled: tuple[str, str | None, str], now: dat
     ), key=f"{row.endpoint_id}:{now.isoformat()}")  # fmt: skip
 
 
-def _next(o: _Outcome, now: datetime) -> tuple[str, str | None]:
+def _next(o: Outcome, now: datetime) -> tuple[str, str | None]:
     """The outcome, after sending the next attempt, or announcing the last failure."""
     job, row = o.finished.started.job, o.finished.started.row
     if o.disabled is not None:

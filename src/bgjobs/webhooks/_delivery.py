@@ -29,14 +29,16 @@ import logging
 import random
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from .. import db, runtime
 from ..clock import now as _now
 from ..errors import PermanentError, TransientError
 from ..settings import WebhookSettings
 from . import _transport as transport
-from ._attempts import Finished, Started, announce_exhausted, ask, attempt, count, lease_ms, record
+from ._attempts import Finished, Started, announce_exhausted, ask, attempt, count, follow, lease_ms, write
 from ._endpoints import current
 from ._gates import Verdict, gates_for
 from ._guard import BlockedAddress, Target, check_url
@@ -44,7 +46,10 @@ from ._models import DeliveryJob
 from ._statements import Row, read_row, statements
 from .tasks import deliver_webhook
 
-__all__ = ["HOLD_MS", "LEASE_RECHECK", "DeliveryExhausted", "Launched", "deliver", "launch", "screen"]
+__all__ = [
+    "HOLD_MS", "LEASE_RECHECK", "DeliveryExhausted", "Later", "Launched", "Round", "admit", "backoff",
+    "deliver", "screen",
+]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.webhooks")
 
@@ -87,16 +92,14 @@ def screen(job: DeliveryJob, row: Row | None, now: datetime) -> str | DeliveryJo
     return job
 
 
-def defer(job: DeliveryJob, *, delay_s: float, turn_ms: int = 0, why: str) -> str:
-    """Send the attempt again in ``delay_s`` without using it (its endpoint is busy or throttled)."""
-    due = _now() + timedelta(seconds=delay_s)
-    with db.get_engine().begin() as conn:  # so the health sweep does not take it for lost
-        conn.execute(statements.postpone, {"k": job.delivery_id, "next": due})
-    later = job.model_copy(update={"deferrals": job.deferrals + 1, "turn_ms": turn_ms})
-    deliver_webhook.send(later, delay=max(0, int(delay_s * 1000)))
-    count("bgjobs_webhook_deliveries_total", "deferred")
-    logger.debug("delivery %s waits %.1fs for %s's %s", job.delivery_id, delay_s, job.endpoint_id, why)
-    return "deferred"
+@dataclass(frozen=True)
+class Later:
+    """A delivery sent again for later without using its attempt: its turn is far off, or every
+    slot of its endpoint stayed taken."""
+
+    job: DeliveryJob
+    delay_s: float
+    turn_ms: int = 0
 
 
 def backoff(deferrals: int) -> float:
@@ -104,55 +107,91 @@ def backoff(deferrals: int) -> float:
     return min(30.0, 0.25 * 2.0**deferrals) * random.uniform(0.5, 1.5)
 
 
+def admit(
+    items: list[tuple[DeliveryJob, Row]], settings: WebhookSettings, *, hold_ms: int
+) -> tuple[list[tuple[DeliveryJob, Row, int]], list[tuple[DeliveryJob, Row]], list[tuple[Later, Row]]]:
+    """Pass items through their endpoints' gates: those to go (with their wait in milliseconds),
+    those whose endpoint's slots are all taken, and those whose turn is later."""
+    if not items:
+        return [], [], []
+    gates = gates_for(runtime.current().coordination)
+    asks = [ask(job, row, settings) for job, row in items]
+    go, full, later = [], [], []
+    now_ms = int(time.time() * 1000)
+    for (job, row), admission in zip(
+        items, gates.admit(asks, lease_ms=lease_ms(), hold_ms=hold_ms), strict=True
+    ):
+        if admission.verdict is Verdict.GO:
+            go.append((job, row, admission.wait_ms))
+        elif admission.verdict is Verdict.FULL:
+            full.append((job, row))
+        else:
+            later.append((Later(job, admission.wait_ms / 1000, now_ms + admission.wait_ms), row))
+    return go, full, later
+
+
+@dataclass
+class Round:
+    """What one write transaction does: record finished attempts, take admitted ones, postpone
+    deliveries sent for later. Few transactions matter: on SQLite they queue for one lock."""
+
+    finished: list[Finished] = field(default_factory=list)
+    go: list[tuple[DeliveryJob, Row, int]] = field(default_factory=list)
+    later: list[Later] = field(default_factory=list)
+    #: Filled in by :meth:`commit`: the finished attempts' outcomes, the attempts started, and the
+    #: rows another copy of the job had taken first.
+    outcomes: list[tuple[str, str | None]] = field(default_factory=list)
+    started: list[Launched] = field(default_factory=list)
+    lost: list[Row] = field(default_factory=list)
+
+    def commit(self, settings: WebhookSettings) -> Round:
+        if not (self.finished or self.go or self.later):
+            return self
+        now, lease = _now(), lease_ms()
+        with db.get_engine().begin() as conn:
+            written = write(conn, self.finished, settings, now)
+            taken = _take(conn, self.go, now, lease)
+            if self.later:
+                conn.execute(statements.postpone, [
+                    {"k": d.job.delivery_id, "next": now + timedelta(seconds=d.delay_s)} for d in self.later
+                ])  # fmt: skip
+        self.outcomes = follow(written, settings, now)
+        for d in self.later:
+            job = d.job.model_copy(update={"deferrals": d.job.deferrals + 1, "turn_ms": d.turn_ms})
+            deliver_webhook.send(job, delay=max(0, int(d.delay_s * 1000)))
+        count("bgjobs_webhook_deliveries_total", "deferred", len(self.later))
+        released = []
+        for job, row, wait_ms in self.go:
+            started = Started(job, row, now, f"{row.delivery_id}:{job.attempt}")
+            if row.delivery_id not in taken:  # another copy took it first
+                self.lost.append(row)
+                released.append((row.endpoint_id, started.holder))
+                continue
+            future = transport.run(attempt(started, _target(row, settings), settings, wait_ms))
+            self.started.append((started, future))
+        count("bgjobs_webhook_deliveries_total", "duplicate", len(self.lost))
+        gates_for(runtime.current().coordination).release(released)
+        return self
+
+
+def _take(conn: Any, go: list[tuple[DeliveryJob, Row, int]], now: datetime, lease: int) -> set[str]:
+    """Take the attempts with conditional UPDATEs, one per state seen; returns the ids taken."""
+    groups: dict[tuple[int, int, str], list[str]] = defaultdict(list)
+    for job, row, _ in go:
+        groups[(row.attempts, job.attempt, row.status)].append(row.delivery_id)
+    taken: set[str] = set()
+    for (seen, number, status), ids in groups.items():
+        params = {"ids": ids, "seen_attempts": seen, "seen_status": status, "attempt": number, "now": now,
+                  "lease": now + timedelta(milliseconds=lease + 5_000)}  # fmt: skip
+        taken.update(found for (found,) in conn.execute(statements.take_many, params))
+    return taken
+
+
 def _target(row: Row, settings: WebhookSettings) -> Target | str:
     try:
         return check_url(row.url, require_https=settings.require_https, allow=settings.allow)
     except (BlockedAddress, TransientError) as exc:
         return str(exc)
-
-
-def launch(
-    items: list[tuple[DeliveryJob, Row]], settings: WebhookSettings, *, hold_ms: int
-) -> list[Launched | str | DeliveryJob]:
-    """Admit, take and start attempts; for each item, the attempt on its way, an outcome
-    (``deferred``, ``duplicate``), or the job itself when its endpoint's slots are all taken."""
-    gates = gates_for(runtime.current().coordination)
-    lease = lease_ms()
-    admissions = gates.admit([ask(job, row, settings) for job, row in items], lease_ms=lease, hold_ms=hold_ms)
-    out: list[Launched | str | DeliveryJob] = []
-    going: dict[tuple[int, int, str], list[int]] = defaultdict(list)
-    for i, ((job, row), admission) in enumerate(zip(items, admissions, strict=True)):
-        if admission.verdict is Verdict.FULL:
-            out.append(job)
-        elif admission.verdict is Verdict.LATER:
-            turn = int(time.time() * 1000) + admission.wait_ms
-            out.append(defer(job, delay_s=admission.wait_ms / 1000, turn_ms=turn, why="turn"))
-        else:
-            out.append("duplicate")
-            going[(row.attempts, job.attempt, row.status)].append(i)
-    if not going:
-        return out
-    now = _now()
-    taken: set[str] = set()
-    with db.get_engine().begin() as conn:
-        for (seen, number, status), indexes in going.items():
-            params = {"ids": [items[i][1].delivery_id for i in indexes], "seen_attempts": seen,
-                      "seen_status": status, "attempt": number, "now": now,
-                      "lease": now + timedelta(milliseconds=lease + 5_000)}  # fmt: skip
-            taken.update(found for (found,) in conn.execute(statements.take_many, params))
-    lost = []
-    for indexes in going.values():
-        for i in indexes:
-            job, row = items[i]
-            started = Started(job, row, now, f"{row.delivery_id}:{job.attempt}")
-            if row.delivery_id not in taken:  # another copy took it first
-                count("bgjobs_webhook_deliveries_total", "duplicate")
-                lost.append((row.endpoint_id, started.holder))
-                continue
-            future = transport.run(attempt(started, _target(row, settings), settings, admissions[i].wait_ms))
-            out[i] = (started, future)
-    gates.release(lost)
-    return out
 
 
 def deliver(job: DeliveryJob) -> str:
@@ -177,12 +216,17 @@ def deliver(job: DeliveryJob) -> str:
     if isinstance(screened, str):
         return screened
     assert row is not None
-    (launched,) = launch([(screened, row)], settings, hold_ms=200)
-    if isinstance(launched, DeliveryJob):
-        return defer(launched, delay_s=backoff(launched.deferrals), why="concurrency cap")
-    if isinstance(launched, str):
-        return launched
-    ((outcome, reason),) = record([launched[1].result()], settings)
+    go, full, later = admit([(screened, row)], settings, hold_ms=200)
+    if full:
+        Round(later=[Later(screened, backoff(screened.deferrals))]).commit(settings)
+        return "deferred"
+    if later:
+        Round(later=[d for d, _ in later]).commit(settings)
+        return "deferred"
+    started = Round(go=go).commit(settings).started
+    if not started:
+        return "duplicate"
+    ((outcome, reason),) = Round(finished=[started[0][1].result()]).commit(settings).outcomes
     if outcome == "exhausted":
         raise DeliveryExhausted(reason)
     return outcome

@@ -24,14 +24,14 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future
 
 from .. import db, runtime
 from ..clock import now as _now
 from ..settings import WebhookSettings
-from ._attempts import Finished, record
-from ._delivery import HOLD_MS, Launched, backoff, defer, launch, screen
+from ._attempts import Finished
+from ._delivery import HOLD_MS, Later, Round, admit, backoff, screen
 from ._endpoints import current
 from ._lanes import Lanes, lanes_for
 from ._models import DeliveryJob
@@ -45,8 +45,14 @@ logger = logging.getLogger("bgjobs.webhooks")
 #: A dispatcher takes new batches for this long, then finishes what it started and hands over to
 #: a fresh wake-up, so its worker thread and its message are given back now and then.
 BUDGET_S = 10.0
-#: A delivery waits in the dispatcher for a free slot this long, then is sent again for later.
+#: A delivery waiting for a slot of an endpoint that has answered nothing here for this long (a
+#: slow endpoint, or one whose slots other workers hold) is sent again for later, as a job.
 SLOT_WAIT_S = 2.0
+#: Waiting deliveries are all admitted again this often (slots other workers hold free silently).
+SWEEP_S = 0.02
+#: After the first finished attempt, the dispatcher gathers more for this long to record together.
+GATHER_S = 0.002
+GATHER_MAX = 500
 
 
 class _Process:
@@ -88,31 +94,45 @@ class _Dispatcher:
     def __init__(self, lanes: Lanes, settings: WebhookSettings, holder: str) -> None:
         self.lanes, self.settings, self.holder = lanes, settings, holder
         self.in_flight = 0
-        self.waiting: list[tuple[DeliveryJob, Row, float]] = []
+        #: endpoint id -> this dispatcher's requests in flight to it
+        self.busy: Counter[str] = Counter()
+        #: endpoint id -> deliveries waiting for one of its slots, with when they began to wait
+        self.waiting: dict[str, deque[tuple[DeliveryJob, Row, float]]] = {}
+        #: endpoints with a slot given back since their waiting deliveries were last admitted
+        self.freed: set[str] = set()
+        self.last_sweep = time.monotonic()
+        #: endpoint id -> when it last answered here (or began to be waited for)
+        self.progress: dict[str, float] = {}
         #: message id -> its deliveries not yet recorded or handed over
         self.open: Counter[str] = Counter()
+        #: deliveries handed to jobs of their own in the round being built
+        self.handed: list[Row] = []
 
     def run(self, held: list[str]) -> None:
         self.start(held)
         deadline = time.monotonic() + BUDGET_S
+        took = True  # so the first turn takes a batch before it waits for anything
         while True:
+            round_ = Round(finished=self.collect(block=not took))
             took = False
             with _here.lock:
                 adopted, _here.adopted = _here.adopted, []
             self.start(adopted)
-            room = self.settings.in_flight - self.in_flight - len(self.waiting)
-            if room > 0 and time.monotonic() < deadline:
+            room = self.settings.in_flight - self.in_flight
+            if room > 0 and self.queued() < self.settings.in_flight and time.monotonic() < deadline:
                 batch = self.lanes.take(self.holder, deliveries=min(room, self.settings.batch_deliveries))
                 took = bool(batch)
                 self.start(batch)
-            if self.waiting:
-                self.retry_waiting()
+            self.admit_waiting(round_)
+            self.commit(round_)
             if not took and not self.in_flight and not self.waiting:
                 with _here.lock:
                     if not _here.adopted:
                         _here.running = None  # from here on, a wake-up runs a dispatcher of its own
                         return
-            self.collect(block=not took)
+
+    def queued(self) -> int:
+        return sum(len(q) for q in self.waiting.values())
 
     def start(self, message_ids: list[str]) -> None:
         if not message_ids:
@@ -135,63 +155,78 @@ class _Dispatcher:
                 items.append((screened, row))
                 self.open[row.message_id] += 1
         self.settle([message_id for message_id in message_ids if self.open[message_id] == 0])
-        self.launch(items)
+        since = time.monotonic()
+        for job, row in items:
+            self.waiting.setdefault(row.endpoint_id, deque()).append((job, row, since))
+            self.freed.add(row.endpoint_id)
+            self.progress.setdefault(row.endpoint_id, since)
 
-    def launch(self, items: list[tuple[DeliveryJob, Row]]) -> None:
-        if not items:
-            return
-        for (_job, row), launched in zip(items, launch(items, self.settings, hold_ms=HOLD_MS), strict=True):
-            if isinstance(launched, DeliveryJob):
-                self.waiting.append((launched, row, time.monotonic()))
-            elif isinstance(launched, str):
-                self.done(row)
-            else:
-                self.in_flight += 1
-                self.watch(launched)
-
-    def watch(self, launched: Launched) -> None:
-        def finished(future: Future[Finished]) -> None:
-            _here.finished.put(future.result())
-
-        launched[1].add_done_callback(finished)
-
-    def retry_waiting(self) -> None:
+    def admit_waiting(self, round_: Round) -> None:
+        """Admit the deliveries waiting for endpoints with a slot free here; all of them now and then
+        (their slots may be held by other workers), handing over those of stalled endpoints."""
         now = time.monotonic()
-        again, self.waiting = self.waiting, []
-        for job, row, since in again:
-            if now - since > SLOT_WAIT_S:
-                defer(job, delay_s=backoff(job.deferrals), why="concurrency cap")
-                self.done(row)
-        still = [(job, row) for job, row, since in again if now - since <= SLOT_WAIT_S]
-        kept = {id(job): since for job, _, since in again}
-        for (job, row), launched in zip(still, launch(still, self.settings, hold_ms=HOLD_MS), strict=True):
-            if isinstance(launched, DeliveryJob):
-                self.waiting.append((launched, row, kept.get(id(job), now)))
-            elif isinstance(launched, str):
-                self.done(row)
-            else:
-                self.in_flight += 1
-                self.watch(launched)
+        if now - self.last_sweep > SWEEP_S:
+            self.freed.update(self.waiting)
+            self.last_sweep = now
+        cap = self.settings.endpoint_concurrency
+        items: list[tuple[DeliveryJob, Row, float]] = []
+        for endpoint_id in self.freed:
+            queue_ = self.waiting.get(endpoint_id)
+            stalled = self.progress.get(endpoint_id, now) < now - SLOT_WAIT_S
+            while queue_ and stalled and queue_[0][2] < now - SLOT_WAIT_S:
+                job, row, _ = queue_.popleft()
+                round_.later.append(Later(job, backoff(job.deferrals)))
+                self.handed.append(row)
+            for _ in range(min(len(queue_ or ()), cap - self.busy[endpoint_id])):
+                items.append(queue_.popleft())  # type: ignore[union-attr]
+            if not queue_:
+                self.waiting.pop(endpoint_id, None)
+                self.progress.pop(endpoint_id, None)
+        self.freed.clear()
+        since = {id(job): at for job, _, at in items}
+        go, full, later = admit([(job, row) for job, row, _ in items], self.settings, hold_ms=HOLD_MS)
+        round_.go += go
+        for job, row in full:  # every slot is held elsewhere: wait for the next sweep
+            self.waiting.setdefault(row.endpoint_id, deque()).appendleft((job, row, since[id(job)]))
+        for deferred, row in later:
+            round_.later.append(deferred)
+            self.handed.append(row)
 
-    def collect(self, *, block: bool) -> None:
-        """Record the attempts that have finished, waiting a little for one if asked to."""
-        finished: list[Finished] = []
-        try:
-            timeout = 0.05 if self.waiting else 0.5
-            found = _here.finished.get(timeout=timeout) if block else _here.finished.get_nowait()
-            while True:
-                if found is not None:
-                    finished.append(found)
-                found = _here.finished.get_nowait()
-        except queue.Empty:
-            pass
-        if not finished:
-            return
-        self.in_flight = max(0, self.in_flight - len(finished))
-        for f, (outcome, _) in zip(finished, record(finished, self.settings), strict=True):
+    def commit(self, round_: Round) -> None:
+        round_.commit(self.settings)
+        for f, (outcome, _) in zip(round_.finished, round_.outcomes, strict=True):
             if outcome == "exhausted":
                 deliver_webhook.send(f.started.job.model_copy(update={"check": True}))
             self.done(f.started.row)
+        for row in self.handed + round_.lost:
+            self.done(row)
+        self.handed = []
+        for started, future in round_.started:
+            self.in_flight += 1
+            self.busy[started.row.endpoint_id] += 1
+            future.add_done_callback(_finished)
+
+    def collect(self, *, block: bool) -> list[Finished]:
+        """The attempts that have finished, waiting a little for the first if asked to."""
+        finished: list[Finished] = []
+        try:
+            found = _here.finished.get(timeout=SWEEP_S) if block else _here.finished.get_nowait()
+            deadline = time.monotonic() + GATHER_S
+            while len(finished) < GATHER_MAX:
+                if found is not None:
+                    finished.append(found)
+                found = _here.finished.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            pass
+        self.in_flight = max(0, self.in_flight - len(finished))
+        now = time.monotonic()
+        for f in finished:
+            endpoint_id = f.started.row.endpoint_id
+            self.busy[endpoint_id] = max(0, self.busy[endpoint_id] - 1)
+            if endpoint_id in self.waiting:
+                self.freed.add(endpoint_id)
+                self.progress[endpoint_id] = now
+        return finished
 
     def done(self, row: Row) -> None:
         self.open[row.message_id] -= 1
@@ -202,3 +237,7 @@ class _Dispatcher:
         for message_id in message_ids:
             self.open.pop(message_id, None)
         self.lanes.settle(self.holder, message_ids)
+
+
+def _finished(future: Future[Finished]) -> None:
+    _here.finished.put(future.result())
