@@ -1,10 +1,12 @@
 """Webhooks through real ``dramatiq bgjobs.actors`` workers on a real Redis and SQLite, to real
-endpoints on 127.0.0.1: a slow endpoint does not hold up the others, and SIGKILLed workers
-lose no delivery and never change a ``webhook-id``."""
+endpoints on 127.0.0.1: slow endpoints do not hold up the others, an endpoint's rate limit and
+its ``Retry-After`` hold at the receiver, one owner's flood does not hold up another owner, and
+SIGKILLed workers lose no delivery and never change a ``webhook-id``."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,8 +88,8 @@ def test_sigkilled_workers_lose_no_delivery_and_never_change_a_webhook_id(
     paths = [f"/e{i}" for i in range(10)]
     for path in paths:
         webhooks.add_endpoint(receiver.url(path), event_types=["order.*"])
-    # A fan-out of 1,000 deliveries: 100 messages to 10 endpoints
-    ids = {n: webhooks.publish("order.placed", {"n": n}) for n in range(100)}
+    # A fan-out of 3,000 deliveries: 300 messages to 10 endpoints
+    ids = {n: webhooks.publish("order.placed", {"n": n}) for n in range(300)}
     expected = {(message_id, path) for message_id in ids.values() for path in paths}
 
     def pairs() -> set[tuple[str, str]]:
@@ -120,14 +122,122 @@ def test_sigkilled_workers_lose_no_delivery_and_never_change_a_webhook_id(
     log = all_attempts()
     successes = Counter(a.delivery_id for a in log if a.succeeded)
     deliveries = all_deliveries()
-    assert len(deliveries) == 1000
+    assert len(deliveries) == 3000
     assert set(successes.values()) == {1}
     assert set(successes) == {d.id for d in deliveries}
     assert len({(a.delivery_id, a.attempt) for a in log}) == len(log)
     logged = Counter(a.delivery_id for a in log)
     assert all(logged[d.id] <= d.attempts for d in deliveries)
-    copies = sum(Counter((r.headers["webhook-id"], r.path) for r in receiver.received()).values()) - 1000
+    copies = sum(Counter((r.headers["webhook-id"], r.path) for r in receiver.received()).values()) - 3000
     print(f"kills after {kills} deliveries; {copies} copies received, each with its original webhook-id")
+
+
+def test_slow_endpoints_hold_no_worker_thread_that_the_fast_ones_need(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: WebhookReceiver
+) -> None:
+    # Given five endpoints that answer after 2 s and five that answer at once, on ONE worker thread
+    env = environment(redis_url, tmp_path, monkeypatch)
+    slow, fast = [f"/slow{i}" for i in range(5)], [f"/fast{i}" for i in range(5)]
+    for path in slow:
+        receiver.always(path, "sleep:2")
+    for path in slow + fast:
+        webhooks.add_endpoint(receiver.url(path), event_types=["*"])
+    worker = WorkerProcess(env, processes=1, threads=1).start()
+    try:
+        # When twenty messages go to all ten, five a second
+        published = {}
+        for n in range(20):
+            published[webhooks.publish("order.placed", {"n": n})] = time.monotonic()
+            time.sleep(0.2)
+        wait_for(lambda: len(receiver.received()) == 200, timeout=90, what="every delivery")
+    finally:
+        worker.stop()
+
+    # Then every fast delivery arrived within a second of its publish, while the slow ones (100
+    # requests of 2 s: 200 s of a thread's time) were still being answered
+    waits = [r.at - published[r.headers["webhook-id"]] for path in fast for r in receiver.received(path)]
+    assert len(waits) == 100
+    assert max(waits) < 1.0, sorted(waits)[-5:]
+    assert all(len(receiver.received(path)) == 20 for path in slow)
+    assert max(receiver.peak[path] for path in slow) <= 4  # the endpoint's concurrency cap
+
+
+def test_an_endpoint_s_rate_limit_holds_at_the_receiver_without_spending_attempts(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: WebhookReceiver
+) -> None:
+    # Given an endpoint limited to 10 deliveries a second, another on the settings' default of 50,
+    # and 60 messages for each, published at once
+    env = environment(redis_url, tmp_path, monkeypatch, BGJOBS_WEBHOOKS__RATE_LIMIT="50")
+    limited = webhooks.add_endpoint(receiver.url("/limited"), event_types=["*"], rate_limit=10)
+    webhooks.add_endpoint(receiver.url("/default"), event_types=["*"])
+    for n in range(60):
+        webhooks.publish("order.placed", {"n": n})
+    worker = WorkerProcess(env, processes=2, threads=2).start()
+    try:
+        wait_for(lambda: len(receiver.received()) == 120, timeout=60, what="every delivery")
+        wait_for(lambda: all(d.status == "delivered" for d in all_deliveries()), timeout=30,
+                 what="every delivery to be recorded")  # fmt: skip
+    finally:
+        worker.stop()
+
+    # Then each receiver saw its rate, within 10%, measured from its first request to its last
+    for path, rate in (("/limited", 10), ("/default", 50)):
+        times = sorted(r.at for r in receiver.received(path))
+        measured = (len(times) - 1) / (times[-1] - times[0])
+        assert abs(measured - rate) <= 0.1 * rate, f"{path}: {measured:.1f}/s for a limit of {rate}/s"
+    # and waiting for a turn used no attempt: one attempt logged per delivery, each the first
+    log = all_attempts()
+    assert sorted((a.endpoint_id == limited.id, a.attempt) for a in log) == sorted(
+        [(True, 1)] * 60 + [(False, 1)] * 60
+    )
+
+
+def test_retry_after_pauses_every_delivery_to_the_endpoint_not_only_the_one_refused(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: WebhookReceiver
+) -> None:
+    env = environment(redis_url, tmp_path, monkeypatch, BGJOBS_WEBHOOKS__RETRY_SCHEDULE_S="[0.1]")
+    webhooks.add_endpoint(receiver.url("/busy"), event_types=["*"], rate_limit=20)
+    receiver.script("/busy", (429, {"Retry-After": "2"}))
+    worker = WorkerProcess(env, processes=1, threads=2).start()
+    try:
+        for n in range(10):
+            webhooks.publish("order.placed", {"n": n})
+            time.sleep(0.05)
+        wait_for(lambda: len(receiver.received("/busy")) == 11, timeout=30,
+                 what="the ten messages and the refused one's retry")  # fmt: skip
+    finally:
+        worker.stop()
+
+    # The first request was refused for 2 s: nothing reached the endpoint in those 2 s, the refused
+    # one's retry included, and afterwards the endpoint's rate of 20/s held
+    first, *rest = sorted(r.at for r in receiver.received("/busy"))
+    assert len({r.headers["webhook-id"] for r in receiver.received("/busy")}) == 10
+    assert min(rest) - first >= 1.9
+    assert (len(rest) - 1) / (max(rest) - min(rest)) <= 22
+
+
+def test_one_owner_s_flood_does_not_hold_up_another_owner_s_message(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: WebhookReceiver
+) -> None:
+    # Given owner "bulk" has published 2,000 messages, and then owner "quiet" one
+    env = environment(redis_url, tmp_path, monkeypatch)
+    webhooks.add_endpoint(receiver.url("/bulk"), event_types=["*"], owner="bulk")
+    webhooks.add_endpoint(receiver.url("/quiet"), event_types=["*"], owner="quiet")
+    for n in range(2_000):
+        webhooks.publish("order.placed", {"n": n}, owner="bulk")
+    webhooks.publish("order.placed", {"n": 0}, owner="quiet")
+
+    # When a worker starts on that backlog
+    worker = WorkerProcess(env, processes=2, threads=2).start()
+    try:
+        wait_for(lambda: receiver.received("/quiet"), timeout=60, what="the quiet owner's message")
+        before = len(receiver.received("/bulk"))
+    finally:
+        worker.kill()
+
+    # Then the quiet owner's message went out while the flood was still queued: within the first
+    # batches (a FIFO queue would have delivered all 2,000 first)
+    assert before < 400, f"{before} of the flood's deliveries went first"
 
 
 def all_deliveries() -> list[webhook_tables.WebhookDelivery]:

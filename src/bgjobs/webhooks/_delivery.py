@@ -15,8 +15,9 @@ One attempt of one delivery, with any worker killable at any line:
    next attempt's job is sent. A crash between the two leaves the delivery ``pending`` and
    overdue: the health sweep sends it again.
 
-The dispatcher (:mod:`._dispatch`) runs steps 2 to 5 for batches of first attempts; the
-``webhooks.deliver`` job runs them for one delivery (retries, replays, resends).
+The dispatcher (:mod:`._dispatch`) runs steps 2 to 5, in batches, for published messages' first
+attempts and for the attempts the ``webhooks.deliver`` job screens and queues (retries, replays,
+resends, deliveries whose turn has come), so no attempt holds a worker thread while it waits.
 
 Receivers see the same ``webhook-id`` on every attempt, so the copies at-least-once
 delivery can bring are theirs to drop.
@@ -39,9 +40,9 @@ from ..errors import PermanentError, TransientError
 from ..settings import WebhookSettings
 from . import _transport as transport
 from ._attempts import Finished, Started, announce_exhausted, ask, attempt, count, follow, lease_ms, write
-from ._endpoints import current
 from ._gates import Verdict, gates_for
 from ._guard import BlockedAddress, Target, check_url
+from ._lanes import lanes_for
 from ._models import DeliveryJob
 from ._statements import Row, read_row, statements
 from .tasks import deliver_webhook
@@ -142,7 +143,7 @@ class Round:
     #: rows another copy of the job had taken first.
     outcomes: list[tuple[str, str | None]] = field(default_factory=list)
     started: list[Launched] = field(default_factory=list)
-    lost: list[Row] = field(default_factory=list)
+    lost: list[DeliveryJob] = field(default_factory=list)
 
     def commit(self, settings: WebhookSettings) -> Round:
         if not (self.finished or self.go or self.later):
@@ -164,7 +165,7 @@ class Round:
         for job, row, wait_ms in self.go:
             started = Started(job, row, now, f"{row.delivery_id}:{job.attempt}")
             if row.delivery_id not in taken:  # another copy took it first
-                self.lost.append(row)
+                self.lost.append(job)
                 released.append((row.endpoint_id, started.holder))
                 continue
             future = transport.run(attempt(started, _target(row, settings), settings, wait_ms))
@@ -195,41 +196,26 @@ def _target(row: Row, settings: WebhookSettings) -> Target | str:
 
 
 def deliver(job: DeliveryJob) -> str:
-    """Make one attempt of a delivery; returns what happened.
+    """Screen one attempt of a delivery and queue it for the dispatcher; returns what happened.
 
-    Outcomes: ``delivered``; ``retrying`` (failed, next attempt scheduled); ``failed`` (a manual
-    attempt failed, or the endpoint is disabled or was just disabled); ``duplicate`` (a copy of
-    an attempt already made); ``busy`` (another worker is making it); ``deferred`` (the
-    endpoint's slots are all taken, or its turn is later).
+    Outcomes: ``queued`` (in its owner's lane: run the dispatcher); ``duplicate`` (a copy of an
+    attempt already made); ``busy`` (another worker is making it; looked at again later);
+    ``failed`` (the endpoint is disabled).
 
     Raises:
-        DeliveryExhausted: the last scheduled attempt failed; the job is dead-lettered with the
-            reason and ``webhook.delivery.exhausted`` is published.
+        DeliveryExhausted: a check job found the delivery's last scheduled attempt failed; the
+            job is dead-lettered with the reason and ``webhook.delivery.exhausted`` is published.
     """
-    settings = current()
-    now = _now()
     with db.read() as conn:
         row = read_row(conn, job.delivery_id)
     if job.check and row is not None:
         return _check(job, row)
-    screened = screen(job, row, now)
+    screened = screen(job, row, _now())
     if isinstance(screened, str):
         return screened
     assert row is not None
-    go, full, later = admit([(screened, row)], settings, hold_ms=200)
-    if full:
-        Round(later=[Later(screened, backoff(screened.deferrals))]).commit(settings)
-        return "deferred"
-    if later:
-        Round(later=[d for d, _ in later]).commit(settings)
-        return "deferred"
-    started = Round(go=go).commit(settings).started
-    if not started:
-        return "duplicate"
-    ((outcome, reason),) = Round(finished=[started[0][1].result()]).commit(settings).outcomes
-    if outcome == "exhausted":
-        raise DeliveryExhausted(reason)
-    return outcome
+    lanes_for(runtime.current().coordination).push(row.owner, screened.model_dump_json(), 1)
+    return "queued"
 
 
 def _check(job: DeliveryJob, row: Row) -> str:

@@ -35,7 +35,7 @@ from ._delivery import HOLD_MS, Later, Round, admit, backoff, screen
 from ._endpoints import current
 from ._lanes import Lanes, lanes_for
 from ._models import DeliveryJob
-from ._statements import Row, read_messages
+from ._statements import Row, read_messages, read_rows
 from .tasks import deliver_webhook, dispatch_webhooks
 
 __all__ = ["BUDGET_S", "dispatch"]
@@ -103,10 +103,12 @@ class _Dispatcher:
         self.last_sweep = time.monotonic()
         #: endpoint id -> when it last answered here (or began to be waited for)
         self.progress: dict[str, float] = {}
-        #: message id -> its deliveries not yet recorded or handed over
+        #: lane item -> its deliveries not yet recorded or handed over
         self.open: Counter[str] = Counter()
+        #: (delivery id, attempt) -> the lane item it came from
+        self.item_of: dict[tuple[str, int], str] = {}
         #: deliveries handed to jobs of their own in the round being built
-        self.handed: list[Row] = []
+        self.handed: list[DeliveryJob] = []
 
     def run(self, held: list[str]) -> None:
         self.start(held)
@@ -134,32 +136,40 @@ class _Dispatcher:
     def queued(self) -> int:
         return sum(len(q) for q in self.waiting.values())
 
-    def start(self, message_ids: list[str]) -> None:
-        if not message_ids:
+    def start(self, items: list[str]) -> None:
+        """Screen the deliveries of items taken from the lanes and queue them for their endpoints."""
+        if not items:
             return
+        jobs = {item: DeliveryJob.model_validate_json(item) for item in items if item.startswith("{")}
+        messages = [item for item in items if item not in jobs]
         with db.read() as conn:
-            rows = read_messages(conn, message_ids)
-        for message_id in message_ids:
-            self.open[message_id] += 0
+            first = read_messages(conn, messages) if messages else []
+            rows = read_rows(conn, [job.delivery_id for job in jobs.values()]) if jobs else {}
         now = _now()
-        items = []
-        for row in rows:
+        screened: list[tuple[str, DeliveryJob | str, Row]] = []
+        for row in first:
             if row.status == "pending" and row.attempts > 0:
                 continue  # waiting for a retry, which has a job of its own
             # An attempt under way (or whose worker died) is screened as a copy of it: left to its
             # lease, or made again once the lease has run out.
             number = row.attempts if row.status == "delivering" else row.attempts + 1
             job = DeliveryJob(delivery_id=row.delivery_id, endpoint_id=row.endpoint_id, attempt=number)
-            screened = screen(job, row, now)
-            if isinstance(screened, DeliveryJob):
-                items.append((screened, row))
-                self.open[row.message_id] += 1
-        self.settle([message_id for message_id in message_ids if self.open[message_id] == 0])
+            screened.append((row.message_id, screen(job, row, now), row))
+        for item, job in jobs.items():
+            found = rows.get(job.delivery_id)
+            if found is not None:
+                screened.append((item, screen(job, found, now), found))
+        for item in items:
+            self.open[item] += 0
         since = time.monotonic()
-        for job, row in items:
-            self.waiting.setdefault(row.endpoint_id, deque()).append((job, row, since))
-            self.freed.add(row.endpoint_id)
-            self.progress.setdefault(row.endpoint_id, since)
+        for item, outcome, row in screened:
+            if isinstance(outcome, DeliveryJob):
+                self.open[item] += 1
+                self.item_of[(row.delivery_id, outcome.attempt)] = item
+                self.waiting.setdefault(row.endpoint_id, deque()).append((outcome, row, since))
+                self.freed.add(row.endpoint_id)
+                self.progress.setdefault(row.endpoint_id, since)
+        self.settle([item for item in items if self.open[item] == 0])
 
     def admit_waiting(self, round_: Round) -> None:
         """Admit the deliveries waiting for endpoints with a slot free here; all of them now and then
@@ -176,7 +186,7 @@ class _Dispatcher:
             while queue_ and stalled and queue_[0][2] < now - SLOT_WAIT_S:
                 job, row, _ = queue_.popleft()
                 round_.later.append(Later(job, backoff(job.deferrals)))
-                self.handed.append(row)
+                self.handed.append(job)
             for _ in range(min(len(queue_ or ()), cap - self.busy[endpoint_id])):
                 items.append(queue_.popleft())  # type: ignore[union-attr]
             if not queue_:
@@ -188,18 +198,18 @@ class _Dispatcher:
         round_.go += go
         for job, row in full:  # every slot is held elsewhere: wait for the next sweep
             self.waiting.setdefault(row.endpoint_id, deque()).appendleft((job, row, since[id(job)]))
-        for deferred, row in later:
+        for deferred, _ in later:
             round_.later.append(deferred)
-            self.handed.append(row)
+            self.handed.append(deferred.job)
 
     def commit(self, round_: Round) -> None:
         round_.commit(self.settings)
         for f, (outcome, _) in zip(round_.finished, round_.outcomes, strict=True):
             if outcome == "exhausted":
                 deliver_webhook.send(f.started.job.model_copy(update={"check": True}))
-            self.done(f.started.row)
-        for row in self.handed + round_.lost:
-            self.done(row)
+            self.done(f.started.job)
+        for job in self.handed + round_.lost:
+            self.done(job)
         self.handed = []
         for started, future in round_.started:
             self.in_flight += 1
@@ -228,15 +238,18 @@ class _Dispatcher:
                 self.progress[endpoint_id] = now
         return finished
 
-    def done(self, row: Row) -> None:
-        self.open[row.message_id] -= 1
-        if self.open[row.message_id] <= 0:
-            self.settle([row.message_id])
+    def done(self, job: DeliveryJob) -> None:
+        item = self.item_of.pop((job.delivery_id, job.attempt), None)
+        if item is None:
+            return
+        self.open[item] -= 1
+        if self.open[item] <= 0:
+            self.settle([item])
 
-    def settle(self, message_ids: list[str]) -> None:
-        for message_id in message_ids:
-            self.open.pop(message_id, None)
-        self.lanes.settle(self.holder, message_ids)
+    def settle(self, items: list[str]) -> None:
+        for item in items:
+            self.open.pop(item, None)
+        self.lanes.settle(self.holder, items)
 
 
 def _finished(future: Future[Finished]) -> None:

@@ -1,14 +1,16 @@
-"""Fair lanes: messages waiting for their first attempts, one lane per owner, taken in turn.
+"""Fair lanes: work waiting for the dispatcher, one lane per owner, taken in turn.
 
-``publish`` puts a message in its owner's lane; the dispatcher takes batches by going round the
-owners with waiting messages, one message from each per turn. An owner who publishes 100,000
-messages fills their own lane; another owner's single message is in the next batch.
+An item is a published message (its first attempts) or one attempt of one delivery (a retry, a
+replay, a delivery whose turn has come), as its job's JSON. ``publish`` and the delivery job put
+items in the owner's lane; the dispatcher takes batches by going round the owners with waiting
+items, one item from each per turn. An owner who publishes 100,000 messages fills their own lane;
+another owner's single message is in the next batch.
 
 A batch taken is held under the taker's name (its Dramatiq message id) until its deliveries
 are settled. A worker killed with a batch in hand leaves it held; Dramatiq redelivers the
 taker's message, and the copy takes the held batch again before anything new.
 
-Lane items are ``<message id>:<deliveries>``, so a batch is cut by deliveries, not messages. On Redis
+Lane items are stored as ``<item>:<deliveries>``, so a batch is cut by deliveries, not items. On Redis
 each operation is one script (one round trip); :class:`LocalLanes` does the same in memory for
 the stub broker.
 """
@@ -47,9 +49,9 @@ while total < budget do
     redis.call('SREM', owners, owner)
   end
   if item then
-    local sep = string.find(item, ':', 1, true)
-    out[#out + 1] = string.sub(item, 1, sep - 1)
-    total = total + tonumber(string.sub(item, sep + 1))
+    local name, n = string.match(item, '^(.*):(%d+)$')
+    out[#out + 1] = name
+    total = total + tonumber(n)
   end
 end
 if #out > 0 then
@@ -71,34 +73,34 @@ return taken
 """
 
 
-def _item(message_id: str, deliveries: int) -> str:
-    return f"{message_id}:{deliveries}"
+def _item(item: str, deliveries: int) -> str:
+    return f"{item}:{deliveries}"
 
 
 class Lanes(abc.ABC):
     @abc.abstractmethod
-    def push(self, owner: str | None, message_id: str, deliveries: int) -> None:
-        """Queue a message for its first attempts in ``owner``'s lane."""
+    def push(self, owner: str | None, item: str, deliveries: int) -> None:
+        """Queue an item (a message id, or a delivery job's JSON) in ``owner``'s lane."""
 
     @abc.abstractmethod
     def take(self, holder: str, *, deliveries: int) -> list[str]:
-        """Message ids for about ``deliveries`` deliveries, one owner at a time, held by ``holder``."""
+        """Items for about ``deliveries`` deliveries, one owner at a time, held by ``holder``."""
 
     @abc.abstractmethod
     def held(self, holder: str) -> list[str]:
-        """The message ids ``holder`` took and has not settled (a redelivered taker's batch)."""
+        """The items ``holder`` took and has not settled (a redelivered taker's batch)."""
 
     @abc.abstractmethod
     def adopt(self, holder: str, *, into: str) -> list[str]:
         """Move ``holder``'s held batches to ``into`` (a running dispatcher); returns their ids."""
 
     @abc.abstractmethod
-    def settle(self, holder: str, message_ids: list[str]) -> None:
-        """The deliveries of these messages are recorded, or scheduled by a job of their own."""
+    def settle(self, holder: str, items: list[str]) -> None:
+        """These items' deliveries are recorded, or handed to a job of their own."""
 
     @abc.abstractmethod
     def waiting(self) -> bool:
-        """Whether any lane holds a message."""
+        """Whether any lane holds an item."""
 
 
 class RedisLanes(Lanes):
@@ -111,27 +113,25 @@ class RedisLanes(Lanes):
         self._take = self.client.register_script(_TAKE)
         self._adopt = self.client.register_script(_ADOPT)
 
-    def push(self, owner: str | None, message_id: str, deliveries: int) -> None:
+    def push(self, owner: str | None, item: str, deliveries: int) -> None:
         name = owner or ""
-        self._push(
-            keys=[self.ring, self.owners, self.prefix + name], args=[name, _item(message_id, deliveries)]
-        )
+        self._push(keys=[self.ring, self.owners, self.prefix + name], args=[name, _item(item, deliveries)])
 
     def take(self, holder: str, *, deliveries: int) -> list[str]:
         keys = [self.ring, self.owners, self.held_prefix + holder]
         found: list[bytes] = self._take(keys=keys, args=[self.prefix, deliveries, HELD_TTL_S])
-        return [message_id.decode() for message_id in found]
+        return [item.decode() for item in found]
 
     def held(self, holder: str) -> list[str]:
-        return sorted(message_id.decode() for message_id in self.client.smembers(self.held_prefix + holder))
+        return sorted(item.decode() for item in self.client.smembers(self.held_prefix + holder))
 
     def adopt(self, holder: str, *, into: str) -> list[str]:
         keys = [self.held_prefix + holder, self.held_prefix + into]
-        return sorted(message_id.decode() for message_id in self._adopt(keys=keys, args=[HELD_TTL_S]))
+        return sorted(item.decode() for item in self._adopt(keys=keys, args=[HELD_TTL_S]))
 
-    def settle(self, holder: str, message_ids: list[str]) -> None:
-        if message_ids:
-            self.client.srem(self.held_prefix + holder, *message_ids)
+    def settle(self, holder: str, items: list[str]) -> None:
+        if items:
+            self.client.srem(self.held_prefix + holder, *items)
 
     def waiting(self) -> bool:
         return bool(self.client.llen(self.ring))
@@ -146,12 +146,12 @@ class LocalLanes(Lanes):
         self.ring: deque[str] = deque()
         self.holders: dict[str, set[str]] = {}
 
-    def push(self, owner: str | None, message_id: str, deliveries: int) -> None:
+    def push(self, owner: str | None, item: str, deliveries: int) -> None:
         name = owner or ""
         with self.lock:
             if name not in self.lanes:
                 self.ring.append(name)
-            self.lanes.setdefault(name, deque()).append(_item(message_id, deliveries))
+            self.lanes.setdefault(name, deque()).append(_item(item, deliveries))
 
     def take(self, holder: str, *, deliveries: int) -> list[str]:
         out: list[str] = []
@@ -165,8 +165,8 @@ class LocalLanes(Lanes):
                     self.ring.append(name)
                 else:
                     del self.lanes[name]
-                message_id, count = item.rsplit(":", 1)
-                out.append(message_id)
+                name, count = item.rsplit(":", 1)
+                out.append(name)
                 total += int(count)
             self.holders.setdefault(holder, set()).update(out)
         return out
@@ -182,10 +182,10 @@ class LocalLanes(Lanes):
                 self.holders.setdefault(into, set()).update(taken)
             return sorted(taken)
 
-    def settle(self, holder: str, message_ids: list[str]) -> None:
+    def settle(self, holder: str, items: list[str]) -> None:
         with self.lock:
             mine = self.holders.get(holder, set())
-            mine.difference_update(message_ids)
+            mine.difference_update(items)
             if not mine:
                 self.holders.pop(holder, None)
 

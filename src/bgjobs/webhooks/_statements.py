@@ -10,7 +10,7 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
 from ._models import EndpointRow, WebhookAttempt, WebhookDelivery, WebhookMessage
 
-__all__ = ["Row", "Statements", "read_messages", "read_row", "statements"]
+__all__ = ["Row", "Statements", "read_messages", "read_row", "read_rows", "statements"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class Statements:
             .join(e, e.c.id == d.c.endpoint_id).join(m, m.c.id == d.c.message_id)
         )  # fmt: skip
         self.read_one = self.read.where(d.c.id == bindparam("k"))
+        self.read_some = self.read.where(d.c.id.in_(bindparam("ids", expanding=True)))
         #: A batch of messages' deliveries that may still need an attempt.
         self.read_messages = self.read.where(
             d.c.message_id.in_(bindparam("ids", expanding=True)), d.c.status.in_(("pending", "delivering"))
@@ -119,3 +120,7 @@ def read_row(conn: Any, delivery_id: str) -> Row | None:
 
 def read_messages(conn: Any, message_ids: list[str]) -> list[Row]:
     return [Row(*found) for found in conn.execute(statements.read_messages, {"ids": message_ids})]
+
+
+def read_rows(conn: Any, delivery_ids: list[str]) -> dict[str, Row]:
+    return {found[0]: Row(*found) for found in conn.execute(statements.read_some, {"ids": delivery_ids})}

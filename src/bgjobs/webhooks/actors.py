@@ -29,15 +29,20 @@ events.declare("webhook.delivery.exhausted", WebhookDeliveryExhausted)
 events.declare("webhook.endpoint.disabled", EndpointDisabled)
 
 
+def _holder() -> str:
+    message = CurrentMessage.get_current_message()
+    return message.message_id if message is not None else "local"
+
+
 @deliver_webhook.handler
 def _deliver(job: DeliveryJob) -> None:
-    delivery.deliver(job)
+    if delivery.deliver(job) == "queued":
+        dispatcher.dispatch(_holder())
 
 
 @dispatch_webhooks.handler
 def _dispatch(wake: Wake) -> None:
-    message = CurrentMessage.get_current_message()
-    dispatcher.dispatch(message.message_id if message is not None else "local")
+    dispatcher.dispatch(_holder())
 
 
 class AnyEvent(BaseModel):
