@@ -238,8 +238,9 @@ class WebhookSettings(FamilySettings):
     endpoint_concurrency: int = Field(default=4, ge=1)
     #: Deliveries per second to an endpoint that sets no ``rate_limit`` of its own; None: no limit.
     rate_limit: int | None = Field(default=None, ge=1)
-    #: Requests one worker process's dispatcher keeps in flight (slow endpoints hold no thread).
-    in_flight: int = Field(default=256, ge=1)
+    #: Requests one worker process's dispatcher keeps in flight, slow ones (unanswered after 1 s)
+    #: aside: more only lengthens every request's wait at a busy receiver.
+    in_flight: int = Field(default=64, ge=1)
     #: The dispatcher takes messages from the lanes for about this many deliveries at a time.
     batch_deliveries: int = Field(default=100, ge=1)
     #: Bodies above this size are refused at ``publish``.

@@ -33,7 +33,7 @@ from ._statements import Row, statements
 from ._transport import RETRY_AFTER_STATUSES, AttemptResult, post
 from .tasks import deliver_webhook
 
-__all__ = ["Finished", "Outcome", "Started", "ask", "attempt", "count", "follow", "write"]
+__all__ = ["Finished", "Outcome", "Started", "ask", "attempt", "count", "follow", "free", "write"]
 
 logger = logging.getLogger("bgjobs.webhooks")
 
@@ -167,8 +167,21 @@ def write(conn: Any, finished: list[Finished], settings: WebhookSettings, now: d
     return outcomes
 
 
+def free(finished: list[Finished], settings: WebhookSettings) -> None:
+    """As soon as the answers are in: give back the slots, and pause endpoints that asked for it
+    (a 429 or 503 with ``Retry-After``), before the next deliveries are admitted."""
+    if not finished:
+        return
+    gates = gates_for(runtime.current().coordination)
+    gates.release([(f.started.row.endpoint_id, f.started.holder) for f in finished])
+    for f in finished:
+        if f.result.retry_after_s is not None and f.result.status_code in RETRY_AFTER_STATUSES:
+            seconds = min(f.result.retry_after_s, settings.retry_after_max_s)
+            gates.pause(f.started.row.endpoint_id, seconds=seconds)
+
+
 def follow(outcomes: list[Outcome], settings: WebhookSettings, now: datetime) -> list[tuple[str, str | None]]:
-    """After the commit: give back the slots, pause endpoints that asked for it, and send what follows.
+    """After the commit: count, and send what follows (retries, events).
 
     Returns each attempt's outcome (``delivered``, ``retrying``, ``failed`` or ``exhausted``) and,
     when exhausted, the reason; the caller dead-letters those.
@@ -176,12 +189,6 @@ def follow(outcomes: list[Outcome], settings: WebhookSettings, now: datetime) ->
     if not outcomes:
         return []
     finished = [o.finished for o in outcomes]
-    gates = gates_for(runtime.current().coordination)
-    gates.release([(f.started.row.endpoint_id, f.started.holder) for f in finished])
-    for f in finished:
-        if f.result.retry_after_s is not None and f.result.status_code in RETRY_AFTER_STATUSES:
-            seconds = min(f.result.retry_after_s, settings.retry_after_max_s)
-            gates.pause(f.started.row.endpoint_id, seconds=seconds)
     succeeded = sum(1 for f in finished if f.result.succeeded)
     count("bgjobs_webhook_attempts_total", "succeeded", succeeded)
     count("bgjobs_webhook_attempts_total", "failed", len(finished) - succeeded)

@@ -20,6 +20,7 @@ killed, Dramatiq redelivers the message and its copy takes the held batches firs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -30,7 +31,7 @@ from concurrent.futures import Future
 from .. import db, runtime
 from ..clock import now as _now
 from ..settings import WebhookSettings
-from ._attempts import Finished
+from ._attempts import Finished, free
 from ._delivery import HOLD_MS, Later, Round, admit, backoff, screen
 from ._endpoints import current
 from ._lanes import Lanes, lanes_for
@@ -50,8 +51,10 @@ BUDGET_S = 10.0
 SLOT_WAIT_S = 2.0
 #: Waiting deliveries are all admitted again this often (slots other workers hold free silently).
 SWEEP_S = 0.02
+#: A request unanswered after this long is slow: it no longer counts against ``in_flight``.
+SLOW_S = 1.0
 #: After the first finished attempt, the dispatcher gathers more for this long to record together.
-GATHER_S = 0.002
+GATHER_S = 0.01
 GATHER_MAX = 500
 
 
@@ -94,6 +97,8 @@ class _Dispatcher:
     def __init__(self, lanes: Lanes, settings: WebhookSettings, holder: str) -> None:
         self.lanes, self.settings, self.holder = lanes, settings, holder
         self.in_flight = 0
+        #: (delivery id, attempt) -> when its request started
+        self.since: dict[tuple[str, int], float] = {}
         #: endpoint id -> this dispatcher's requests in flight to it
         self.busy: Counter[str] = Counter()
         #: endpoint id -> deliveries waiting for one of its slots, with when they began to wait
@@ -109,29 +114,49 @@ class _Dispatcher:
         self.item_of: dict[tuple[str, int], str] = {}
         #: deliveries handed to jobs of their own in the round being built
         self.handed: list[DeliveryJob] = []
+        #: attempts finished and handed to the recorder, not yet recorded
+        self.recording = 0
 
     def run(self, held: list[str]) -> None:
+        recorder = _Recorder(self.settings)
+        try:
+            self.loop(held, recorder)
+        finally:
+            recorder.stop()
+
+    def loop(self, held: list[str], recorder: _Recorder) -> None:
         self.start(held)
         deadline = time.monotonic() + BUDGET_S
         took = True  # so the first turn takes a batch before it waits for anything
         while True:
-            round_ = Round(finished=self.collect(block=not took))
+            finished = self.collect(block=not took)
+            if finished:
+                recorder.put(finished)
+                self.recording += len(finished)
+            self.recorded(recorder)
+            round_ = Round()
             took = False
             with _here.lock:
                 adopted, _here.adopted = _here.adopted, []
             self.start(adopted)
-            room = self.settings.in_flight - self.in_flight
+            room = self.settings.in_flight - self.active()
             if room > 0 and self.queued() < self.settings.in_flight and time.monotonic() < deadline:
                 batch = self.lanes.take(self.holder, deliveries=min(room, self.settings.batch_deliveries))
                 took = bool(batch)
                 self.start(batch)
             self.admit_waiting(round_)
             self.commit(round_)
-            if not took and not self.in_flight and not self.waiting:
+            if not took and not self.in_flight and not self.waiting and not self.recording:
                 with _here.lock:
                     if not _here.adopted:
                         _here.running = None  # from here on, a wake-up runs a dispatcher of its own
                         return
+
+    def active(self) -> int:
+        """Requests in flight that are not yet slow: a slow endpoint's requests (capped by its slots)
+        do not count against ``in_flight``, so they never keep the other endpoints' deliveries back."""
+        slow = time.monotonic() - SLOW_S
+        return sum(1 for at in self.since.values() if at > slow)
 
     def queued(self) -> int:
         return sum(len(q) for q in self.waiting.values())
@@ -202,17 +227,23 @@ class _Dispatcher:
             round_.later.append(deferred)
             self.handed.append(deferred.job)
 
+    def recorded(self, recorder: _Recorder) -> None:
+        """Settle what the recorder has recorded; its failure is the dispatcher's."""
+        for finished, outcomes in recorder.results():
+            self.recording -= len(finished)
+            for f, (outcome, _) in zip(finished, outcomes, strict=True):
+                if outcome == "exhausted":
+                    deliver_webhook.send(f.started.job.model_copy(update={"check": True}))
+                self.done(f.started.job)
+
     def commit(self, round_: Round) -> None:
         round_.commit(self.settings)
-        for f, (outcome, _) in zip(round_.finished, round_.outcomes, strict=True):
-            if outcome == "exhausted":
-                deliver_webhook.send(f.started.job.model_copy(update={"check": True}))
-            self.done(f.started.job)
         for job in self.handed + round_.lost:
             self.done(job)
         self.handed = []
         for started, future in round_.started:
             self.in_flight += 1
+            self.since[(started.job.delivery_id, started.job.attempt)] = time.monotonic()
             self.busy[started.row.endpoint_id] += 1
             future.add_done_callback(_finished)
 
@@ -228,7 +259,10 @@ class _Dispatcher:
                 found = _here.finished.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             pass
+        free(finished, self.settings)
         self.in_flight = max(0, self.in_flight - len(finished))
+        for f in finished:
+            self.since.pop((f.started.job.delivery_id, f.started.job.attempt), None)
         now = time.monotonic()
         for f in finished:
             endpoint_id = f.started.row.endpoint_id
@@ -250,6 +284,52 @@ class _Dispatcher:
         for item in items:
             self.open.pop(item, None)
         self.lanes.settle(self.holder, items)
+
+
+class _Recorder:
+    """Records finished attempts on a thread of its own, so the dispatcher goes on admitting and
+    starting attempts while a transaction waits for the database (on SQLite, for its one lock)."""
+
+    def __init__(self, settings: WebhookSettings) -> None:
+        self.settings = settings
+        self.todo: queue.SimpleQueue[list[Finished] | None] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[tuple[list[Finished], list[tuple[str, str | None]]]] = (
+            queue.SimpleQueue()
+        )
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self.run, name="bgjobs-webhooks-recorder", daemon=True)
+        self.thread.start()
+
+    def put(self, finished: list[Finished]) -> None:
+        self.todo.put(finished)
+
+    def results(self) -> list[tuple[list[Finished], list[tuple[str, str | None]]]]:
+        if self.error is not None:
+            raise self.error
+        out = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                out.append(self.done.get_nowait())
+        return out
+
+    def run(self) -> None:
+        while (first := self.todo.get()) is not None:
+            batch, last = list(first), False
+            with contextlib.suppress(queue.Empty):
+                while (more := self.todo.get_nowait()) is not None:
+                    batch += more
+                last = True  # the stop came behind them
+            try:
+                self.done.put((batch, Round(finished=batch).commit(self.settings).outcomes))
+            except BaseException as exc:  # the dispatcher raises it: its message is retried
+                self.error = exc
+                return
+            if last:
+                return
+
+    def stop(self) -> None:
+        self.todo.put(None)
+        self.thread.join(timeout=60)
 
 
 def _finished(future: Future[Finished]) -> None:
