@@ -83,8 +83,8 @@ def main() -> None:
     print(f"webhook fairness: owner 'bulk' publishes {args.flood} messages at once "
           f"({args.flood / publish_s:.0f}/s), then owner 'quiet' {args.quiet}, 5 a second")  # fmt: skip
     print(f"  quiet owner, no flood:     p50 {ms(alone, 0.5)}, p99 {ms(alone, 0.99)}")
-    print(f"  quiet owner, during flood: p50 {ms(flooded, 0.5)}, p99 {ms(flooded, 0.99)} "
-          f"({drained} of the flood's {args.flood} delivered when the last quiet message arrived)")  # fmt: skip
+    print(f"  quiet owner, during flood: p50 {ms(flooded, 0.5)}, p99 {ms(flooded, 0.99)} ({drained} of "
+          f"the flood's {args.flood} delivered when the last quiet message arrived)")  # fmt: skip
     print(f"  p99 with the flood / without: {percentile(flooded, 0.99) / percentile(alone, 0.99):.2f}x")
     if drained >= args.flood:
         print("  (the flood had drained before the quiet messages were done: raise --flood)")

@@ -51,6 +51,8 @@ BUDGET_S = 10.0
 SLOT_WAIT_S = 2.0
 #: Waiting deliveries are all admitted again this often (slots other workers hold free silently).
 SWEEP_S = 0.02
+#: Deliveries the dispatcher may hold waiting for their endpoints' slots, per request in flight.
+QUEUED_PER_REQUEST = 4
 #: A request unanswered after this long is slow: it no longer counts against ``in_flight``.
 SLOW_S = 1.0
 #: After the first finished attempt, the dispatcher gathers more for this long to record together.
@@ -108,10 +110,12 @@ class _Dispatcher:
         self.last_sweep = time.monotonic()
         #: endpoint id -> when it last answered here (or began to be waited for)
         self.progress: dict[str, float] = {}
+        #: owner -> their deliveries taken from the lanes and not yet recorded or handed over
+        self.by_owner: Counter[str] = Counter()
         #: lane item -> its deliveries not yet recorded or handed over
         self.open: Counter[str] = Counter()
-        #: (delivery id, attempt) -> the lane item it came from
-        self.item_of: dict[tuple[str, int], str] = {}
+        #: (delivery id, attempt) -> the lane item it came from, and its owner
+        self.item_of: dict[tuple[str, int], tuple[str, str]] = {}
         #: deliveries handed to jobs of their own in the round being built
         self.handed: list[DeliveryJob] = []
         #: attempts finished and handed to the recorder, not yet recorded
@@ -139,9 +143,13 @@ class _Dispatcher:
             with _here.lock:
                 adopted, _here.adopted = _here.adopted, []
             self.start(adopted)
+            # An owner with a request's worth of deliveries already waiting here keeps its turn in the
+            # lanes, so its backlog never stands between another owner and the next batch.
             room = self.settings.in_flight - self.active()
-            if room > 0 and self.queued() < self.settings.in_flight and time.monotonic() < deadline:
-                batch = self.lanes.take(self.holder, deliveries=min(room, self.settings.batch_deliveries))
+            queued = self.queued() < QUEUED_PER_REQUEST * self.settings.in_flight
+            if room > 0 and queued and time.monotonic() < deadline:
+                full = [owner for owner, n in self.by_owner.items() if n >= self.settings.in_flight]
+                batch = self.lanes.take(self.holder, deliveries=self.settings.batch_deliveries, skip=full)
                 took = bool(batch)
                 self.start(batch)
             self.admit_waiting(round_)
@@ -190,7 +198,8 @@ class _Dispatcher:
         for item, outcome, row in screened:
             if isinstance(outcome, DeliveryJob):
                 self.open[item] += 1
-                self.item_of[(row.delivery_id, outcome.attempt)] = item
+                self.by_owner[row.owner or ""] += 1
+                self.item_of[(row.delivery_id, outcome.attempt)] = (item, row.owner or "")
                 self.waiting.setdefault(row.endpoint_id, deque()).append((outcome, row, since))
                 self.freed.add(row.endpoint_id)
                 self.progress.setdefault(row.endpoint_id, since)
@@ -273,9 +282,11 @@ class _Dispatcher:
         return finished
 
     def done(self, job: DeliveryJob) -> None:
-        item = self.item_of.pop((job.delivery_id, job.attempt), None)
-        if item is None:
+        found = self.item_of.pop((job.delivery_id, job.attempt), None)
+        if found is None:
             return
+        item, owner = found
+        self.by_owner[owner] -= 1
         self.open[item] -= 1
         if self.open[item] <= 0:
             self.settle([item])

@@ -21,6 +21,7 @@ import abc
 import threading
 import weakref
 from collections import deque
+from collections.abc import Iterable
 
 from ..coordination import Coordination, RedisCoordination
 
@@ -37,10 +38,18 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[1], A
 _TAKE = """
 local ring, owners, held = KEYS[1], KEYS[2], KEYS[3]
 local prefix, budget = ARGV[1], tonumber(ARGV[2])
-local out, total = {}, 0
+local skip = {}
+for i = 4, #ARGV do skip[ARGV[i]] = true end
+local out, total, skipped = {}, 0, 0
 while total < budget do
   local owner = redis.call('LPOP', ring)
   if not owner then break end
+  if skip[owner] then
+    redis.call('RPUSH', ring, owner)
+    skipped = skipped + 1
+    if skipped >= redis.call('LLEN', ring) then break end
+  else
+  skipped = 0
   local lane = prefix .. owner
   local item = redis.call('LPOP', lane)
   if redis.call('LLEN', lane) > 0 then
@@ -52,6 +61,7 @@ while total < budget do
     local name, n = string.match(item, '^(.*):(%d+)$')
     out[#out + 1] = name
     total = total + tonumber(n)
+  end
   end
 end
 if #out > 0 then
@@ -83,8 +93,9 @@ class Lanes(abc.ABC):
         """Queue an item (a message id, or a delivery job's JSON) in ``owner``'s lane."""
 
     @abc.abstractmethod
-    def take(self, holder: str, *, deliveries: int) -> list[str]:
-        """Items for about ``deliveries`` deliveries, one owner at a time, held by ``holder``."""
+    def take(self, holder: str, *, deliveries: int, skip: Iterable[str] = ()) -> list[str]:
+        """Items for about ``deliveries`` deliveries, one owner at a time, held by ``holder``; owners
+        in ``skip`` (whose work already waits in the dispatcher) keep their turn."""
 
     @abc.abstractmethod
     def held(self, holder: str) -> list[str]:
@@ -117,9 +128,9 @@ class RedisLanes(Lanes):
         name = owner or ""
         self._push(keys=[self.ring, self.owners, self.prefix + name], args=[name, _item(item, deliveries)])
 
-    def take(self, holder: str, *, deliveries: int) -> list[str]:
+    def take(self, holder: str, *, deliveries: int, skip: Iterable[str] = ()) -> list[str]:
         keys = [self.ring, self.owners, self.held_prefix + holder]
-        found: list[bytes] = self._take(keys=keys, args=[self.prefix, deliveries, HELD_TTL_S])
+        found: list[bytes] = self._take(keys=keys, args=[self.prefix, deliveries, HELD_TTL_S, *skip])
         return [item.decode() for item in found]
 
     def held(self, holder: str) -> list[str]:
@@ -153,12 +164,19 @@ class LocalLanes(Lanes):
                 self.ring.append(name)
             self.lanes.setdefault(name, deque()).append(_item(item, deliveries))
 
-    def take(self, holder: str, *, deliveries: int) -> list[str]:
+    def take(self, holder: str, *, deliveries: int, skip: Iterable[str] = ()) -> list[str]:
         out: list[str] = []
-        total = 0
+        total, skipped, passed = 0, 0, set(skip)
         with self.lock:
             while total < deliveries and self.ring:
                 name = self.ring.popleft()
+                if name in passed:
+                    self.ring.append(name)
+                    skipped += 1
+                    if skipped >= len(self.ring):
+                        break
+                    continue
+                skipped = 0
                 lane = self.lanes[name]
                 item = lane.popleft()
                 if lane:
