@@ -1,5 +1,5 @@
 """Cross-process coordination behind one small interface: leases (the scheduler's leader lock
-among them), dedupe keys, wake-up lists, short mutexes, marks, counters and the rate-limiter backend.
+among them), dedupe keys, wake-up lists, short mutexes, marks, and counters.
 
 Families ask ``runtime.current().coordination`` instead of reaching for a Redis client, so a
 deployment without Redis gets a backend of its own in one place, not a ``getattr(broker,
@@ -129,10 +129,6 @@ class Coordination(abc.ABC):
     def forget(self, *names: str) -> None:
         """Remove marks and counters."""
 
-    @abc.abstractmethod
-    def limiter_backend(self) -> Any:
-        """The backend for Dramatiq's rate limiters (concurrency caps, request rates)."""
-
 
 class _RedisLease(Lease):
     def __init__(self, client: Any, key: str, ttl_ms: int) -> None:
@@ -155,7 +151,6 @@ class RedisCoordination(Coordination):
     def __init__(self, client: Any, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
-        self._backend: Any = None
 
     def key(self, name: str) -> str:
         return f"{self.namespace}:{name}"
@@ -205,13 +200,6 @@ class RedisCoordination(Coordination):
         if names:
             self.client.delete(*(self.key(n) for n in names))
 
-    def limiter_backend(self) -> Any:
-        if self._backend is None:
-            from .ratelimits import ScriptedRedisBackend
-
-            self._backend = ScriptedRedisBackend(client=self.client)
-        return self._backend
-
 
 class _LocalLease(Lease):
     def __init__(self, home: LocalCoordination, key: str, ttl_ms: int) -> None:
@@ -253,7 +241,6 @@ class LocalCoordination(Coordination):
         self.values: dict[str, str] = {}
         #: name -> when its value lapses (monotonic seconds); absent: kept for good.
         self.expiry: dict[str, float] = {}
-        self._backend: Any = None
 
     def lease(self, name: str, *, ttl_ms: int) -> Lease:
         return _LocalLease(self, name, ttl_ms)
@@ -317,13 +304,6 @@ class LocalCoordination(Coordination):
             for n in names:
                 self.values.pop(n, None)
                 self.expiry.pop(n, None)
-
-    def limiter_backend(self) -> Any:
-        if self._backend is None:
-            from dramatiq.rate_limits.backends import StubBackend
-
-            self._backend = StubBackend()  # type: ignore[no-untyped-call]
-        return self._backend
 
 
 _lock = threading.Lock()

@@ -219,7 +219,8 @@ class WebhookSettings(FamilySettings):
     time_limit_ms: int | None = Field(default=60_000, ge=1)
 
     connect_timeout_s: float = Field(default=5.0, gt=0)
-    #: Each read or write may take this long; the response is cut off once the attempt has run this long.
+    #: Each read may wait this long; an attempt is cut off once it has run ``connect_timeout_s``
+    #: plus this long in all.
     timeout_s: float = Field(default=15.0, gt=0)
     #: Seconds to wait before each retry after a failed attempt: 8 attempts in all by default.
     #: Five retries with exponential backoff is ``[30, 60, 120, 240, 480]``.

@@ -164,14 +164,16 @@ class Round:
         released = []
         for job, row, wait_ms in self.go:
             started = Started(job, row, now, f"{row.delivery_id}:{job.attempt}")
-            if row.delivery_id not in taken:  # another copy took it first
+            if row.delivery_id not in taken:  # another copy took it first (in this round, too)
                 self.lost.append(job)
                 released.append((row.endpoint_id, started.holder))
                 continue
+            taken.discard(row.delivery_id)
             future = transport.run(attempt(started, _target(row, settings), settings, wait_ms))
             self.started.append((started, future))
         count("bgjobs_webhook_deliveries_total", "duplicate", len(self.lost))
-        gates_for(runtime.current().coordination).release(released)
+        going = {started.holder for started, _ in self.started}  # a copy in this round shares its slot
+        gates_for(runtime.current().coordination).release([r for r in released if r[1] not in going])
         return self
 
 

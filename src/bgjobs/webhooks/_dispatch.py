@@ -43,8 +43,9 @@ __all__ = ["BUDGET_S", "dispatch"]
 
 logger = logging.getLogger("bgjobs.webhooks")
 
-#: A dispatcher takes new batches for this long, then finishes what it started and hands over to
-#: a fresh wake-up, so its worker thread and its message are given back now and then.
+#: A dispatcher takes new batches for this long, then puts the deliveries still waiting for a slot
+#: back in the lanes, wakes the next dispatcher and finishes its own requests, so its worker thread
+#: and its message are given back now and then, well within the actor's time limit.
 BUDGET_S = 10.0
 #: A delivery waiting for a slot of an endpoint that has answered nothing here for this long (a
 #: slow endpoint, or one whose slots other workers hold) is sent again for later, as a job.
@@ -61,14 +62,11 @@ GATHER_MAX = 500
 
 
 class _Process:
-    """Whether this process's dispatcher runs, and how to nudge it."""
+    """This process's current dispatcher (the one taking from the lanes), if any."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.running: str | None = None  # the running dispatcher's holder
-        self.finished: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
-        #: Batches moved under the running dispatcher's holder, for it to start.
-        self.adopted: list[str] = []
+        self.current: _Dispatcher | None = None
 
 
 _here = _Process()
@@ -78,19 +76,18 @@ def dispatch(holder: str) -> None:
     """Run this process's dispatcher, or nudge the one running (handing it ``holder``'s held batches)."""
     lanes = lanes_for(runtime.current().coordination)
     with _here.lock:
-        if _here.running is not None:
+        running = _here.current
+        if running is not None:
             # Moved while the running dispatcher cannot finish, so the batches are always held under
             # an unacknowledged message: this one's, until the move, then the dispatcher's.
-            _here.adopted += lanes.adopt(holder, into=_here.running)
-            _here.finished.put(None)
+            running.adopted += lanes.adopt(holder, into=running.holder)
+            running.finished.put(None)
             return
-        _here.running = holder
+        dispatcher = _here.current = _Dispatcher(lanes, current(), holder)
     try:
-        _Dispatcher(lanes, current(), holder).run(lanes.held(holder))
+        dispatcher.run(lanes.held(holder))
     finally:
-        with _here.lock:
-            _here.running = None
-            _here.adopted.clear()
+        dispatcher.retire()
     if lanes.waiting():  # published while this one was finishing: wake a fresh one
         dispatch_webhooks.send({})
 
@@ -98,6 +95,12 @@ def dispatch(holder: str) -> None:
 class _Dispatcher:
     def __init__(self, lanes: Lanes, settings: WebhookSettings, holder: str) -> None:
         self.lanes, self.settings, self.holder = lanes, settings, holder
+        #: Finished attempts (None: a nudge), put there by the event loop.
+        self.finished: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
+        #: Batches moved under this dispatcher's holder by wake-ups, for it to start.
+        self.adopted: list[str] = []
+        #: Taking from the lanes (until its time is up).
+        self.taking = True
         self.in_flight = 0
         #: (delivery id, attempt) -> when its request started
         self.since: dict[tuple[str, int], float] = {}
@@ -110,12 +113,10 @@ class _Dispatcher:
         self.last_sweep = time.monotonic()
         #: endpoint id -> when it last answered here (or began to be waited for)
         self.progress: dict[str, float] = {}
-        #: owner -> their deliveries taken from the lanes and not yet recorded or handed over
-        self.by_owner: Counter[str] = Counter()
         #: lane item -> its deliveries not yet recorded or handed over
         self.open: Counter[str] = Counter()
-        #: (delivery id, attempt) -> the lane item it came from, and its owner
-        self.item_of: dict[tuple[str, int], tuple[str, str]] = {}
+        #: (delivery id, attempt) -> the lane item it came from
+        self.item_of: dict[tuple[str, int], str] = {}
         #: deliveries handed to jobs of their own in the round being built
         self.handed: list[DeliveryJob] = []
         #: attempts finished and handed to the recorder, not yet recorded
@@ -128,11 +129,38 @@ class _Dispatcher:
         finally:
             recorder.stop()
 
+    def retire(self) -> bool:
+        """Stop being the process's current dispatcher (a wake-up now starts another); False if it
+        has batches handed to it to start first."""
+        with _here.lock:
+            if _here.current is self:
+                if self.adopted:
+                    return False
+                _here.current = None
+            return True
+
+    def hand_back(self) -> None:
+        """Out of time: put the deliveries still waiting for a slot back in their owners' lanes, for
+        the next dispatcher, and let a fresh wake-up start it while this one finishes its requests."""
+        for queue_ in self.waiting.values():
+            for job, row, _ in queue_:
+                self.lanes.push(row.owner, job.model_dump_json(), 1)
+                self.done(job)
+        self.waiting.clear()
+        while not self.retire():  # batches handed over meanwhile are held under this one: start them
+            with _here.lock:
+                adopted, self.adopted = self.adopted, []
+            self.start(adopted)
+        dispatch_webhooks.send({})
+
     def loop(self, held: list[str], recorder: _Recorder) -> None:
         self.start(held)
         deadline = time.monotonic() + BUDGET_S
         took = True  # so the first turn takes a batch before it waits for anything
         while True:
+            if self.taking and time.monotonic() > deadline:
+                self.taking = False
+                self.hand_back()
             finished = self.collect(block=not took)
             if finished:
                 recorder.put(finished)
@@ -141,24 +169,22 @@ class _Dispatcher:
             round_ = Round()
             took = False
             with _here.lock:
-                adopted, _here.adopted = _here.adopted, []
+                adopted, self.adopted = self.adopted, []
             self.start(adopted)
-            # An owner with a request's worth of deliveries already waiting here keeps its turn in the
-            # lanes, so its backlog never stands between another owner and the next batch.
+            # An owner with IN_FLIGHT deliveries waiting here for their endpoints' slots keeps its turn
+            # in the lanes, so its backlog never stands between another owner and the next batch.
             room = self.settings.in_flight - self.active()
             queued = self.queued() < QUEUED_PER_REQUEST * self.settings.in_flight
-            if room > 0 and queued and time.monotonic() < deadline:
-                full = [owner for owner, n in self.by_owner.items() if n >= self.settings.in_flight]
+            if room > 0 and queued and self.taking:
+                waiting = Counter(row.owner or "" for q in self.waiting.values() for _, row, _ in q)
+                full = [owner for owner, n in waiting.items() if n >= self.settings.in_flight]
                 batch = self.lanes.take(self.holder, deliveries=self.settings.batch_deliveries, skip=full)
                 took = bool(batch)
                 self.start(batch)
             self.admit_waiting(round_)
             self.commit(round_)
-            if not took and not self.in_flight and not self.waiting and not self.recording:
-                with _here.lock:
-                    if not _here.adopted:
-                        _here.running = None  # from here on, a wake-up runs a dispatcher of its own
-                        return
+            if not took and not self.in_flight and not self.waiting and not self.recording and self.retire():
+                return
 
     def active(self) -> int:
         """Requests in flight that are not yet slow: a slow endpoint's requests (capped by its slots)
@@ -196,10 +222,9 @@ class _Dispatcher:
             self.open[item] += 0
         since = time.monotonic()
         for item, outcome, row in screened:
-            if isinstance(outcome, DeliveryJob):
+            if isinstance(outcome, DeliveryJob) and (row.delivery_id, outcome.attempt) not in self.item_of:
                 self.open[item] += 1
-                self.by_owner[row.owner or ""] += 1
-                self.item_of[(row.delivery_id, outcome.attempt)] = (item, row.owner or "")
+                self.item_of[(row.delivery_id, outcome.attempt)] = item
                 self.waiting.setdefault(row.endpoint_id, deque()).append((outcome, row, since))
                 self.freed.add(row.endpoint_id)
                 self.progress.setdefault(row.endpoint_id, since)
@@ -254,18 +279,18 @@ class _Dispatcher:
             self.in_flight += 1
             self.since[(started.job.delivery_id, started.job.attempt)] = time.monotonic()
             self.busy[started.row.endpoint_id] += 1
-            future.add_done_callback(_finished)
+            future.add_done_callback(self.on_finished)
 
     def collect(self, *, block: bool) -> list[Finished]:
         """The attempts that have finished, waiting a little for the first if asked to."""
         finished: list[Finished] = []
         try:
-            found = _here.finished.get(timeout=SWEEP_S) if block else _here.finished.get_nowait()
+            found = self.finished.get(timeout=SWEEP_S) if block else self.finished.get_nowait()
             deadline = time.monotonic() + GATHER_S
             while len(finished) < GATHER_MAX:
                 if found is not None:
                     finished.append(found)
-                found = _here.finished.get(timeout=max(0.0, deadline - time.monotonic()))
+                found = self.finished.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             pass
         free(finished, self.settings)
@@ -281,12 +306,14 @@ class _Dispatcher:
                 self.progress[endpoint_id] = now
         return finished
 
+    def on_finished(self, future: Future[Finished]) -> None:
+        self.finished.put(future.result())
+
     def done(self, job: DeliveryJob) -> None:
         found = self.item_of.pop((job.delivery_id, job.attempt), None)
         if found is None:
             return
-        item, owner = found
-        self.by_owner[owner] -= 1
+        item = found
         self.open[item] -= 1
         if self.open[item] <= 0:
             self.settle([item])
@@ -341,7 +368,3 @@ class _Recorder:
     def stop(self) -> None:
         self.todo.put(None)
         self.thread.join(timeout=60)
-
-
-def _finished(future: Future[Finished]) -> None:
-    _here.finished.put(future.result())
