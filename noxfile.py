@@ -32,7 +32,8 @@ def bench(session: nox.Session) -> None:
     """Every benchmark, each comparing bgjobs with the obvious alternative in the same run."""
     session.install("-e", ".[dev]")
     scripts = ("overhead", "tracing", "latency", "fanout", "outbox", "notifications", "failover", "webhooks",
-               "webhook_fairness", "payouts", "exports", "cleanup", "deadletters", "imports", "console")  # fmt: skip
+               "webhook_fairness", "payouts", "exports", "cleanup", "deadletters", "imports",
+               "console")  # fmt: skip
     for script in scripts:
         session.run("python", f"benchmarks/{script}.py", *session.posargs)
 

@@ -36,7 +36,10 @@ from dramatiq.middleware import Middleware
 from .errors import ConfigurationError
 from .redact import mask_text
 
-__all__ = ["OPTION", "Note", "Tracing", "deferred_context", "enabled", "middleware", "setup_process", "span"]
+__all__ = [
+    "OPTION", "Note", "Tracing", "attached", "deferred_context", "enabled", "middleware", "setup_process",
+    "span",
+]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.tracing")
 
@@ -81,6 +84,25 @@ def deferred_context() -> str | None:
     carrier: dict[str, str] = {}
     inject(carrier)
     return json.dumps({**carrier, _DEFERRED: "1"}) if carrier else None
+
+
+@contextlib.contextmanager
+def attached(carrier: str | None) -> Iterator[None]:
+    """Make a context kept with deferred work (:func:`deferred_context`) current for the block: work
+    picked up in a batch (a webhook delivery) continues the trace it was published in."""
+    if not _on or not carrier:
+        yield
+        return
+    import json
+
+    from opentelemetry import context
+    from opentelemetry.propagate import extract
+
+    token = context.attach(extract(json.loads(carrier)))
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 def setup_process(settings: Any) -> None:
@@ -134,8 +156,13 @@ def span(name: str, **attributes: Any) -> Iterator[Note]:
         return
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
-    with _tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes,
-                                         record_exception=False, set_status_on_exception=False) as current:
+    with _tracer().start_as_current_span(
+        name,
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as current:
         try:
             yield Note(current)
         except BaseException as exc:

@@ -168,6 +168,30 @@ def test_webhook_attempts_are_client_spans_with_host_status_and_attempt_number(
     assert "4242" not in shown and "whsec" not in shown  # never the body or the secret
 
 
+def test_deliveries_sent_in_one_batch_each_continue_the_trace_of_their_own_publish(
+    traced_env: dict[str, str], workers: list[WorkerProcess], receiver: OtlpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from bgjobs import webhooks
+    from tests.support.receivers import webhook_receiver
+
+    env = {**traced_env, "BGJOBS_WEBHOOKS__REQUIRE_HTTPS": "false",
+           "BGJOBS_WEBHOOKS__ALLOW": '["127.0.0.1/32"]'}  # fmt: skip
+    use_environment(monkeypatch, env)
+    with webhook_receiver() as endpoint:
+        # Three owners' messages, each published in a request of its own, wait for one dispatcher
+        requests = {}
+        for owner in ("o1", "o2", "o3"):
+            added = webhooks.add_endpoint(endpoint.url(f"/{owner}"), event_types=["*"], owner=owner)
+            with trace.get_tracer("host").start_as_current_span(f"POST /{owner}") as request:
+                webhooks.publish("payment.succeeded", {"owner": owner}, owner=owner)
+            requests[added.id] = format(request.get_span_context().trace_id, "032x")
+        start_worker(workers, env, processes=1, threads=2)
+        wait_for(lambda: len(receiver.named("webhook.attempt")) == 3, timeout=60, what="three attempts")
+    made = receiver.named("webhook.attempt")
+    assert {s.attributes["bgjobs.webhook.endpoint"]: s.trace_id for s in made} == requests
+
+
 def test_log_records_in_a_span_carry_its_trace_and_span_ids(
     traced_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:

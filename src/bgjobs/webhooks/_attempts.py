@@ -192,7 +192,11 @@ def follow(outcomes: list[Outcome], settings: WebhookSettings, now: datetime) ->
     succeeded = sum(1 for f in finished if f.result.succeeded)
     count("bgjobs_webhook_attempts_total", "succeeded", succeeded)
     count("bgjobs_webhook_attempts_total", "failed", len(finished) - succeeded)
-    return [_next(o, now) for o in outcomes]
+    out = []
+    for o in outcomes:
+        with tracing.attached(o.finished.started.job.trace):  # retries and events stay in its trace
+            out.append(_next(o, now))
+    return out
 
 
 def _log(o: Outcome) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from .. import db, runtime
+from .. import db, runtime, tracing
 from ..clock import now as _now
 from ..errors import PermanentError, TransientError
 from ..settings import WebhookSettings
@@ -159,7 +159,8 @@ class Round:
         self.outcomes = follow(written, settings, now)
         for d in self.later:
             job = d.job.model_copy(update={"deferrals": d.job.deferrals + 1, "turn_ms": d.turn_ms})
-            deliver_webhook.send(job, delay=max(0, int(d.delay_s * 1000)))
+            with tracing.attached(job.trace):
+                deliver_webhook.send(job, delay=max(0, int(d.delay_s * 1000)))
         count("bgjobs_webhook_deliveries_total", "deferred", len(self.later))
         released = []
         for job, row, wait_ms in self.go:
@@ -169,7 +170,8 @@ class Round:
                 released.append((row.endpoint_id, started.holder))
                 continue
             taken.discard(row.delivery_id)
-            future = transport.run(attempt(started, _target(row, settings), settings, wait_ms))
+            with tracing.attached(job.trace):  # the loop runs it in the context it is given here
+                future = transport.run(attempt(started, _target(row, settings), settings, wait_ms))
             self.started.append((started, future))
         count("bgjobs_webhook_deliveries_total", "duplicate", len(self.lost))
         going = {started.holder for started, _ in self.started}  # a copy in this round shares its slot
@@ -216,7 +218,8 @@ def deliver(job: DeliveryJob) -> str:
     if isinstance(screened, str):
         return screened
     assert row is not None
-    lanes_for(runtime.current().coordination).push(row.owner, screened.model_dump_json(), 1)
+    traced = screened.model_copy(update={"trace": tracing.deferred_context() or screened.trace})
+    lanes_for(runtime.current().coordination).push(row.owner, traced.model_dump_json(), 1)
     return "queued"
 
 

@@ -34,7 +34,7 @@ from ..settings import WebhookSettings
 from ._attempts import Finished, free
 from ._delivery import HOLD_MS, Later, Round, admit, backoff, screen
 from ._endpoints import current
-from ._lanes import Lanes, lanes_for
+from ._lanes import TRACE_SEPARATOR, Lanes, lanes_for
 from ._models import DeliveryJob
 from ._statements import Row, read_messages, read_rows
 from .tasks import deliver_webhook, dispatch_webhooks
@@ -200,9 +200,16 @@ class _Dispatcher:
         if not items:
             return
         jobs = {item: DeliveryJob.model_validate_json(item) for item in items if item.startswith("{")}
-        messages = [item for item in items if item not in jobs]
+        messages: dict[str, str] = {}  # message id -> its lane item
+        traces: dict[str, str] = {}  # message id -> the trace it was published in
+        for item in items:
+            if item not in jobs:
+                message_id, _, carrier = item.partition(TRACE_SEPARATOR)
+                messages[message_id] = item
+                if carrier:
+                    traces[message_id] = carrier
         with db.read() as conn:
-            first = read_messages(conn, messages) if messages else []
+            first = read_messages(conn, list(messages)) if messages else []
             rows = read_rows(conn, [job.delivery_id for job in jobs.values()]) if jobs else {}
         now = _now()
         screened: list[tuple[str, DeliveryJob | str, Row]] = []
@@ -212,8 +219,9 @@ class _Dispatcher:
             # An attempt under way (or whose worker died) is screened as a copy of it: left to its
             # lease, or made again once the lease has run out.
             number = row.attempts if row.status == "delivering" else row.attempts + 1
-            job = DeliveryJob(delivery_id=row.delivery_id, endpoint_id=row.endpoint_id, attempt=number)
-            screened.append((row.message_id, screen(job, row, now), row))
+            job = DeliveryJob(delivery_id=row.delivery_id, endpoint_id=row.endpoint_id, attempt=number,
+                              trace=traces.get(row.message_id))  # fmt: skip
+            screened.append((messages[row.message_id], screen(job, row, now), row))
         for item, job in jobs.items():
             found = rows.get(job.delivery_id)
             if found is not None:

@@ -25,8 +25,10 @@ from collections.abc import Iterable
 
 from ..coordination import Coordination, RedisCoordination
 
-__all__ = ["Lanes", "lanes_for"]
+__all__ = ["TRACE_SEPARATOR", "Lanes", "lanes_for"]
 
+#: Between a message id and the trace context it was published in, in a lane item.
+TRACE_SEPARATOR = "\x1f"
 #: A held batch whose taker never came back is forgotten after this long (the sweep resends it).
 HELD_TTL_S = 7 * 24 * 3600
 

@@ -139,6 +139,8 @@ class DeliveryJob(Payload):
     turn_ms: int = 0
     #: Set on the job that dead-letters a delivery whose last attempt the dispatcher made.
     check: bool = False
+    #: The trace context it continues (with tracing on): the publish's, or the job's before it.
+    trace: str | None = None
 
 
 class Wake(Payload):

@@ -19,11 +19,11 @@ from pydantic import BaseModel
 from sqlalchemy import insert, select
 from sqlmodel import col
 
-from .. import db, runtime
+from .. import db, runtime, tracing
 from ..clock import now as _now
 from ..errors import InvalidPayload
 from ._endpoints import current
-from ._lanes import lanes_for
+from ._lanes import TRACE_SEPARATOR, lanes_for
 from ._models import DeliveryJob, EndpointRow, WebhookDelivery, WebhookMessage
 from .tasks import dispatch_webhooks
 
@@ -137,6 +137,8 @@ def publish(
             )  # fmt: skip
             jobs = [DeliveryJob(delivery_id=d, endpoint_id=e, attempt=1) for d, e in s.execute(unstarted)]
     if jobs:
-        lanes_for(runtime.current().coordination).push(owner, message_id, len(jobs))
+        carrier = tracing.deferred_context()  # the dispatcher sends it in this trace
+        item = message_id if carrier is None else f"{message_id}{TRACE_SEPARATOR}{carrier}"
+        lanes_for(runtime.current().coordination).push(owner, item, len(jobs))
         dispatch_webhooks.send({})
     return message_id
