@@ -116,3 +116,17 @@ def child(script: str, *args: str) -> dict[str, float]:
     done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def webhook_env(broker_url: str, name: str) -> dict[str, str]:
+    """The environment of a webhook benchmark: its broker, a throwaway SQLite file, and endpoints on
+    127.0.0.1 let through the SSRF guard; also set in this process, which publishes."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"bgjobs-bench-{name}-"))
+    env = {
+        "BGJOBS_BROKER_URL": broker_url,
+        "BGJOBS_DATABASE_URL": f"sqlite:///{workdir / f'{name}.db'}",
+        "BGJOBS_WEBHOOKS__REQUIRE_HTTPS": "false",
+        "BGJOBS_WEBHOOKS__ALLOW": '["127.0.0.1/32"]',
+    }
+    os.environ.update(env)
+    return env

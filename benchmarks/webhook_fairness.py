@@ -12,9 +12,7 @@ each quiet message behind the whole flood.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import percentile, worker  # noqa: E402
+from benchmarks.common import percentile, webhook_env, worker  # noqa: E402
 from bgjobs.embedded import RedisServer  # noqa: E402
 from tests.support.receivers import WebhookReceiver, webhook_receiver  # noqa: E402
 
@@ -52,15 +50,8 @@ def main() -> None:
     parser.add_argument("--flood", type=int, default=20_000)
     parser.add_argument("--quiet", type=int, default=50)
     args, _ = parser.parse_known_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bgjobs-bench-fairness-"))
     with RedisServer() as server, webhook_receiver() as receiver:
-        env = {
-            "BGJOBS_BROKER_URL": server.url,
-            "BGJOBS_DATABASE_URL": f"sqlite:///{workdir / 'fairness.db'}",
-            "BGJOBS_WEBHOOKS__REQUIRE_HTTPS": "false",
-            "BGJOBS_WEBHOOKS__ALLOW": '["127.0.0.1/32"]',
-        }
-        os.environ.update(env)
+        env = webhook_env(server.url, "fairness")
         from bgjobs import db, webhooks
 
         db.upgrade()

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_seconds, percentile, timed_calls, worker  # noqa: E402
+from benchmarks.common import cpu_seconds, percentile, timed_calls, webhook_env, worker  # noqa: E402
 from bgjobs.embedded import RedisServer  # noqa: E402
 from tests.support.receivers import WebhookReceiver, webhook_receiver  # noqa: E402
 
@@ -100,15 +98,8 @@ def main() -> None:
     args, _ = parser.parse_known_args()
     m = args.messages
     n = m * ENDPOINTS
-    workdir = Path(tempfile.mkdtemp(prefix="bgjobs-bench-webhooks-"))
     with RedisServer() as server, webhook_receiver() as receiver:
-        env = {
-            "BGJOBS_BROKER_URL": server.url,
-            "BGJOBS_DATABASE_URL": f"sqlite:///{workdir / 'webhooks.db'}",
-            "BGJOBS_WEBHOOKS__REQUIRE_HTTPS": "false",
-            "BGJOBS_WEBHOOKS__ALLOW": '["127.0.0.1/32"]',
-        }
-        os.environ.update(env)
+        env = webhook_env(server.url, "webhooks")
         from bgjobs import db, webhooks
 
         db.upgrade()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from ..coordination import Coordination, RedisCoordination
+from ._lanes import one_per_store
 
 __all__ = ["Admission", "Ask", "Gates", "Verdict", "gates_for"]
 
@@ -182,8 +183,4 @@ _made: weakref.WeakKeyDictionary[Coordination, Gates] = weakref.WeakKeyDictionar
 
 def gates_for(coordination: Coordination) -> Gates:
     """The gates in ``coordination``'s store (one object per store)."""
-    found = _made.get(coordination)
-    if found is None:
-        found = RedisGates(coordination) if isinstance(coordination, RedisCoordination) else LocalGates()
-        _made[coordination] = found
-    return found
+    return one_per_store(_made, coordination, RedisGates, LocalGates)

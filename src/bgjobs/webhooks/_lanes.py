@@ -21,7 +21,8 @@ import abc
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from ..coordination import Coordination, RedisCoordination
 
@@ -214,13 +215,24 @@ class LocalLanes(Lanes):
             return bool(self.ring)
 
 
+T = TypeVar("T")
+
+
+def one_per_store(
+    made: weakref.WeakKeyDictionary[Coordination, T], coordination: Coordination,
+    redis: Callable[[RedisCoordination], T], local: Callable[[], T],
+) -> T:  # fmt: skip
+    """The object kept for ``coordination``'s store, made on first use (Redis-backed or in memory)."""
+    found = made.get(coordination)
+    if found is None:
+        found = redis(coordination) if isinstance(coordination, RedisCoordination) else local()
+        made[coordination] = found
+    return found
+
+
 _made: weakref.WeakKeyDictionary[Coordination, Lanes] = weakref.WeakKeyDictionary()
 
 
 def lanes_for(coordination: Coordination) -> Lanes:
     """The lanes in ``coordination``'s store (one object per store)."""
-    found = _made.get(coordination)
-    if found is None:
-        found = RedisLanes(coordination) if isinstance(coordination, RedisCoordination) else LocalLanes()
-        _made[coordination] = found
-    return found
+    return one_per_store(_made, coordination, RedisLanes, LocalLanes)
