@@ -13,7 +13,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import redis
@@ -22,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.overhead import process_rate  # noqa: E402
+from benchmarks.overhead import send_rate as overhead_send_rate  # noqa: E402
 from bgjobs.embedded import RedisServer  # noqa: E402
 from tests.support.otlp import otlp_receiver  # noqa: E402
 
@@ -31,15 +31,7 @@ def send_rate(n: int, client: redis.Redis, traced: bool) -> float:
 
     os.environ["BGJOBS_TRACING__ENABLED"] = "true" if traced else "false"
     runtime.reset()
-    from benchmarks.apps import typed
-
-    for i in range(200):
-        typed.noop.send({"id": i, "name": f"job-{i}"})
-    client.flushall()
-    start = time.perf_counter()
-    for i in range(n):
-        typed.noop.send({"id": i, "name": f"job-{i}"})
-    return n / (time.perf_counter() - start)
+    return overhead_send_rate("typed", n, client)
 
 
 def main() -> None:

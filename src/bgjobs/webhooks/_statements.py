@@ -61,11 +61,8 @@ class Statements:
             d.c.id == bindparam("k"), d.c.attempts == bindparam("seen_attempts"),
             d.c.status == bindparam("seen_status"),
         )  # fmt: skip
-        self.take = update(d).where(same).values(
-            attempts=bindparam("attempt"), status="delivering", lease_until=bindparam("lease"),
-            updated_at=bindparam("now"),
-        )  # fmt: skip
-        #: The same for a batch in one state: the ids it took.
+        #: Take attempts of a batch of deliveries seen in one state (a conditional UPDATE: of two
+        #: copies one wins); returns the ids it took.
         self.take_many = (
             update(d)
             .where(d.c.id.in_(bindparam("ids", expanding=True)), d.c.attempts == bindparam("seen_attempts"),
