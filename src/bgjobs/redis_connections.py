@@ -99,11 +99,14 @@ def client_for(url: str, tls: RedisTlsSettings | None = None) -> redis.Redis:
     if url.startswith(("redis+sentinel://", "rediss+sentinel://")):
         sentinels, service, db, password, sentinel_password = sentinel_parts(url)
         ssl = {"ssl": True, **tls_kwargs} if tls_kwargs else {}
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        # redis-py typed Sentinel only in 8.x: through Any, so `mypy --strict` passes on 5.x to 8.x
+        # alike, with no `type: ignore` that one of them reports as unused.
+        sentinel_class: Any = Sentinel
+        sentinel = sentinel_class(
             sentinels, sentinel_kwargs={"password": sentinel_password, "socket_timeout": 2.0, **ssl},
             password=password, **common, **ssl,
         )  # fmt: skip
-        master: redis.Redis = sentinel.master_for(service, db=db)  # type: ignore[no-untyped-call]
+        master: redis.Redis = sentinel.master_for(service, db=db)
         return master
     return redis.Redis.from_url(url, **common, **tls_kwargs)
 
