@@ -27,9 +27,36 @@ from bgjobs.settings import (
 )
 from bgjobs.testing import JobsHarness, stub_jobs
 from bgjobs.webhooks import _transport as webhook_transport
+from tests.support import processes
 from tests.support.postgres import PostgresCluster
 
 _db_counter = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each process that runs tests adopts what its children orphan (not the xdist controller,
+    whose children are the workers)."""
+    controller = not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", 0))
+    if not controller:
+        processes.become_subreaper()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_left_behind() -> Iterator[None]:
+    """The run fails, naming them, if any process the suite started is alive at its end (they are
+    killed first, so none outlives it either way)."""
+    yield
+    processes.stop_session_processes()
+    left = processes.leftovers()
+    processes.kill_leftovers()
+    assert left == [], f"processes the tests started were still running at the end: {left}"
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_the_test_started() -> Iterator[None]:
+    """Every process group the test spawned is killed and waited for, whatever the test did."""
+    yield
+    processes.stop_test_processes()
 
 
 @pytest.fixture(autouse=True)

@@ -139,13 +139,15 @@ def _runs(args: argparse.Namespace) -> int:
 def _outbox_relay(args: argparse.Namespace) -> int:
     from .outbox import Relay
     from .settings import get_settings
+    from .stopping import stop_on_signals
 
     _load()
     relay = Relay.from_settings(get_settings().outbox, batch_size=args.batch)
-    try:
-        print(f"relayed {relay.run(until_empty=args.once)} row(s)")
-    except KeyboardInterrupt:
-        relay.stopped.set()
+    with stop_on_signals():
+        try:
+            print(f"relayed {relay.run(until_empty=args.once)} row(s)")
+        except KeyboardInterrupt:
+            relay.stopped.set()
     return 0
 
 

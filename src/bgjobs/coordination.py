@@ -207,7 +207,7 @@ class _LocalLease(Lease):
         self.home = home
 
     def acquire(self) -> bool:
-        now = time.monotonic()
+        now = self.home.now()
         with self.home.lock:
             held = self.home.leases.get(self.key)
             if held is not None and held[1] > now:
@@ -220,7 +220,7 @@ class _LocalLease(Lease):
             held = self.home.leases.get(self.key)
             if held is None or held[0] != self.token:
                 return False
-            self.home.leases[self.key] = (self.token, time.monotonic() + self.ttl_ms / 1000)
+            self.home.leases[self.key] = (self.token, self.home.now() + self.ttl_ms / 1000)
             return True
 
     def release(self) -> None:
@@ -241,12 +241,24 @@ class LocalCoordination(Coordination):
         self.values: dict[str, str] = {}
         #: name -> when its value lapses (monotonic seconds); absent: kept for good.
         self.expiry: dict[str, float] = {}
+        #: How far :meth:`advance` moved this store's clock past the machine's.
+        self.offset_s = 0.0
+
+    def now(self) -> float:
+        """This store's clock, in monotonic seconds, which every lease, mark and count lapses by."""
+        return time.monotonic() + self.offset_s
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass for what this store keeps: a test of a cool-down or a lease's expiry
+        moves time on instead of sleeping through it (and racing a busy machine's clock)."""
+        with self.lock:
+            self.offset_s += seconds
 
     def lease(self, name: str, *, ttl_ms: int) -> Lease:
         return _LocalLease(self, name, ttl_ms)
 
     def first_time(self, name: str, *, ttl_s: int) -> bool:
-        now = time.monotonic()
+        now = self.now()
         with self.lock:
             if self.seen.get(name, 0) > now:
                 return False
@@ -276,10 +288,10 @@ class LocalCoordination(Coordination):
     def held(self, name: str) -> bool:
         with self.lock:
             found = self.leases.get(name)
-            return found is not None and found[1] > time.monotonic()
+            return found is not None and found[1] > self.now()
 
     def marks(self, names: list[str]) -> list[str | None]:
-        now = time.monotonic()
+        now = self.now()
         with self.lock:
             return [v if (v := self.values.get(n)) is not None and self.expiry.get(n, now + 1) > now else None
                     for n in names]  # fmt: skip
@@ -290,10 +302,10 @@ class LocalCoordination(Coordination):
             if ttl_s is None:
                 self.expiry.pop(name, None)
             else:
-                self.expiry[name] = time.monotonic() + ttl_s
+                self.expiry[name] = self.now() + ttl_s
 
     def count(self, name: str, *, ttl_s: int) -> int:
-        now = time.monotonic()
+        now = self.now()
         with self.lock:
             n = int(self.values.get(name) or 0) if self.expiry.get(name, now + 1) > now else 0
             self.values[name], self.expiry[name] = str(n + 1), now + ttl_s

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from typing import Any
 from .embedded import RedisServer, free_port
 from .exposition import scrape
 from .money import Money
+from .stopping import stop_on_signals
 
 __all__ = ["run"]
 
@@ -271,17 +271,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
-
-
 def run(*, keep: bool = False, processes: int = 2) -> int:
     """Start the stack, drive sample work, print a summary; with ``keep`` run until Ctrl-C."""
     workdir = Path(tempfile.mkdtemp(prefix="bgjobs-dev-"))
     metrics_port = free_port()
     started: list[subprocess.Popen[bytes]] = []
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill <pid>` cleans up as Ctrl-C does
-    with RedisServer() as redis_server:
+    with stop_on_signals(), RedisServer() as redis_server:  # `kill <pid>` cleans up as Ctrl-C does
         env = _env(redis_server.url, workdir, metrics_port)
         os.environ.update(env)
         from . import db, runtime

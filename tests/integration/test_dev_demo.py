@@ -8,11 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.processes import spawn
 from tests.support.workers import ROOT, wait_for
 
 
@@ -52,39 +52,40 @@ def test_bgjobs_dev_does_real_work_of_every_family_and_exits_cleanly() -> None:
     assert _started_by_it(redis_url) == []
 
 
+def _as_a_background_job() -> None:
+    """What a shell does for `cmd &` and a script's children inherit: SIGINT and SIGQUIT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_stops_everything_bgjobs_dev_started(stop: signal.Signals) -> None:
-    proc = subprocess.Popen(
+    # Given `bgjobs dev --keep` started as a background job (SIGINT ignored), as CI and scripts do
+    proc = spawn(
         [sys.executable, "-m", "bgjobs.cli", "dev", "--keep"], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True,
+        stderr=subprocess.DEVNULL, text=True, preexec_fn=_as_a_background_job,
     )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.strip().startswith("export BGJOBS_BROKER_URL="):  # the line --keep prints to paste
-                break
-        port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/", lines[0]).group(1))  # type: ignore[union-attr]
-        started = _descendants(proc.pid)
-        # redis, the worker command, its 2 processes, the scheduler, the console
-        assert len(started) >= 6, started
-        console = re.search(r"console: (http://127\.0\.0\.1:\d+/)", "".join(lines)).group(1)  # type: ignore[union-attr]
-        wait_for(lambda: _get_json(console + "api/v1/overview"), timeout=30, what="the console")
-        overview = _get_json(console + "api/v1/overview")
-        assert isinstance(overview, dict) and len(overview["workers"]) == 2  # the demo's two worker processes
-        workdir = Path(re.search(r"sqlite (\S+)/bgjobs\.db", lines[0]).group(1))  # type: ignore[union-attr]
-        assert workdir.is_dir()
-        proc.send_signal(stop)
-        assert proc.wait(timeout=60) == 0
-    finally:
-        proc.kill()
-        if proc.stdout is not None:
-            proc.stdout.close()
-    deadline = time.monotonic() + 10
-    while [p for p in started if _alive(p)] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert [p for p in started if _alive(p)] == []
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip().startswith("export BGJOBS_BROKER_URL="):  # the line --keep prints to paste
+            break
+    port = int(re.search(r"redis://127\.0\.0\.1:(\d+)/", lines[0]).group(1))  # type: ignore[union-attr]
+    started = _descendants(proc.pid)
+    # redis, the worker command, its 2 processes, the scheduler, the console
+    assert len(started) >= 6, started
+    console = re.search(r"console: (http://127\.0\.0\.1:\d+/)", "".join(lines)).group(1)  # type: ignore[union-attr]
+    wait_for(lambda: _get_json(console + "api/v1/overview"), timeout=30, what="the console")
+    overview = _get_json(console + "api/v1/overview")
+    assert isinstance(overview, dict) and len(overview["workers"]) == 2  # the demo's two worker processes
+    workdir = Path(re.search(r"sqlite (\S+)/bgjobs\.db", lines[0]).group(1))  # type: ignore[union-attr]
+    assert workdir.is_dir()
+    # When it is sent SIGINT (Ctrl-C) or SIGTERM
+    proc.send_signal(stop)
+    # Then it exits cleanly, and everything it started is gone (the fixture kills what is left)
+    assert proc.wait(timeout=60) == 0
+    wait_for(lambda: not [p for p in started if _alive(p)], timeout=30, what="what it started to exit")
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # its Redis is gone
     assert not workdir.exists()  # and its temp directory

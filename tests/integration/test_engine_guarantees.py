@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -20,6 +19,8 @@ from bgjobs import cli, pausing, runs, webhooks
 from bgjobs.exposition import scrape
 from bgjobs.jobs import trigger
 from tests.support import batch_jobs, worker_jobs
+from tests.support.pause_checks import pause_checks
+from tests.support.processes import spawn
 from tests.support.receivers import WebhookReceiver, webhook_receiver
 from tests.support.scheduler import Scheduler
 from tests.support.workers import ROOT, WorkerProcess, broker_client, start_worker, use_environment, wait_for
@@ -70,7 +71,7 @@ print(sum(bool(events.publish("test.dedupe", {"n": i}, key=f"k{i}")) for i in ra
 def test_an_event_key_is_published_once_across_processes(engine_env: dict[str, str]) -> None:
     # Given two host processes that publish the same 40 keyed events at the same time
     env = {**os.environ, **engine_env, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", _PUBLISH], env=env, stdin=subprocess.PIPE,
+    procs = [spawn([sys.executable, "-c", _PUBLISH], env=env, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]  # fmt: skip
     outputs = [p.communicate("go\n", timeout=60) for p in procs]
@@ -126,11 +127,12 @@ def test_queue_gauges_status_and_pausing_read_the_deployment(
 
     # When "default" is paused, a message sent to it waits; resumed, it runs
     client.delete("test:refusing")
-    pausing.pause("default")
-    time.sleep(1)  # consumers read the paused set every half second
-    worker_jobs.record.send({"key": "after-pause"})
-    with pytest.raises(AssertionError, match="timed out"):
-        wait_for(lambda: worker_jobs.effect_count() > 0, timeout=2.5, what="a paused queue's job")
+    with pause_checks(client, "default") as checks:
+        pausing.pause("default")
+        checks.wait_seen()  # a consumer read the pause
+        worker_jobs.record.send({"key": "after-pause"})
+        checks.wait_reads(4)  # four more reads, each of which would have handed it out if not paused
+        assert worker_jobs.effect_count() == 0
     pausing.resume("default")
     wait_for(lambda: "after-pause" in worker_jobs.effects(), timeout=15, what="the job after resume")
 

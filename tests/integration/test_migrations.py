@@ -21,6 +21,7 @@ from bgjobs import db, exports, jobs, migrations, notifications, payouts, runs, 
 from bgjobs.settings import PayoutSettings, WebhookSettings
 from bgjobs.testing import JobsHarness
 from tests.support.postgres import PostgresCluster
+from tests.support.processes import spawn
 from tests.support.receivers import webhook_receiver
 from tests.support.workers import ROOT, wait_for
 
@@ -206,7 +207,7 @@ def test_two_upgrades_at_once_on_postgresql_one_migrates_the_other_waits(postgre
     holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": migrations.LOCK_KEY})
     cmd = [sys.executable, "-m", "bgjobs.cli", "db", "upgrade"]
     procs = [
-        subprocess.Popen(cmd, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        spawn(cmd, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]  # fmt: skip

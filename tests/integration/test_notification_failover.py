@@ -4,7 +4,6 @@ and closes, a primary that took a message and timed out keeps it, and the metric
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -70,7 +69,7 @@ def counted(outcome: str, provider: str) -> float:
 def test_a_failing_primary_hands_messages_to_the_backup_at_once_and_its_circuit_opens_and_closes(
     harness: Callable[..., JobsHarness], primary: HttpVendor, backup: HttpVendor
 ) -> None:
-    jobs = harness(failover_threshold=3, failover_cooldown_s=1)
+    jobs = harness(failover_threshold=3, failover_cooldown_s=600)
     wire_two(primary, backup)
     sent_before = counted("sent", "backup")
     # Given a primary answering 503 to its next ten requests
@@ -90,7 +89,7 @@ def test_a_failing_primary_hands_messages_to_the_backup_at_once_and_its_circuit_
     assert counted("failed_over", "primary") >= 3
 
     # When the cool-down passes and the primary is healthy again, the next message probes it
-    time.sleep(1.2)
+    jobs.advance(601)
     primary.script = []
     send("booking_confirmation", ann(10), BOOKING, key="b:10", channels=["sms"])
     jobs.drain()
@@ -101,14 +100,14 @@ def test_a_failing_primary_hands_messages_to_the_backup_at_once_and_its_circuit_
 def test_a_half_open_primary_that_fails_again_is_skipped_again_at_once(
     harness: Callable[..., JobsHarness], primary: HttpVendor, backup: HttpVendor
 ) -> None:
-    jobs = harness(failover_threshold=2, failover_cooldown_s=1)
+    jobs = harness(failover_threshold=2, failover_cooldown_s=600)
     wire_two(primary, backup)
     primary.script = [503] * 3
     for n in range(3):
         send("booking_confirmation", ann(n), BOOKING, key=f"h:{n}", channels=["sms"])
     jobs.drain()
     assert len(primary.requests) == 2  # opened after two failures
-    time.sleep(1.2)
+    jobs.advance(601)  # the cool-down passes
     for n in range(3, 6):  # the probe fails: reopened by that one failure, not after two more
         send("booking_confirmation", ann(n), BOOKING, key=f"h:{n}", channels=["sms"])
     jobs.drain()

@@ -18,6 +18,7 @@ from bgjobs.runtime import set_broker
 from bgjobs.settings import Settings
 from bgjobs.testing import JobsHarness, stub_jobs
 from tests.support import batch_jobs
+from tests.support.processes import spawn
 
 
 @pytest.fixture
@@ -137,7 +138,7 @@ def test_a_relay_killed_mid_batch_loses_nothing_and_duplicates_take_no_effect(
     # Given relays SIGKILLed at random points, again and again
     rng = random.Random(7)
     for _ in range(4):
-        relay = subprocess.Popen(
+        relay = spawn(
             [sys.executable, "-m", "bgjobs.cli", "outbox", "relay", "--batch", "1"],
             env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import spawn
 from tests.support.rabbitmq import RabbitNode
 from tests.support.workers import ROOT
 
@@ -113,7 +114,7 @@ def test_with_the_right_password_a_job_is_sent_and_runs(rabbit: RabbitNode, tmp_
         timeout=120,
     )
     assert sent.returncode == 0, sent.stderr
-    worker = subprocess.Popen(
+    worker = spawn(
         [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", "1", "-t", "1"],
         env=env,
         stdout=subprocess.DEVNULL,

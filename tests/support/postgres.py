@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bgjobs.embedded import free_port
+from tests.support.processes import spawn
 
 
 def _binary(name: str) -> str:
@@ -60,10 +61,10 @@ class PostgresCluster:
              "--no-sync"],
             check=True, capture_output=True, preexec_fn=preexec,
         )  # fmt: skip
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [_binary("postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.dir),
              "-h", "127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=preexec,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=preexec, for_session=True,
         )  # fmt: skip
         import psycopg
 

@@ -20,9 +20,11 @@ from urllib.parse import quote
 import httpx
 
 from bgjobs.embedded import free_port
+from tests.support.processes import kill_group, spawn
 
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
+EPMD = "/usr/bin/epmd"
 
 
 @dataclass
@@ -73,6 +75,7 @@ def rabbitmq_node() -> Iterator[RabbitNode]:
     env = {
         **os.environ,
         "RABBITMQ_NODENAME": f"bgjobs{port}@localhost",
+        "ERL_EPMD_PORT": str(free_port()),
         "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
         "RABBITMQ_NODE_PORT": str(port),
         "RABBITMQ_DIST_PORT": str(dist),
@@ -88,9 +91,11 @@ def rabbitmq_node() -> Iterator[RabbitNode]:
         "collect_statistics_interval = 500\n"  # the management API's counts, every half second
     )
     log = (directory / "server.log").open("wb")
-    process = subprocess.Popen(
-        [str(SERVER)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    # The node's own epmd on a port of its own, in the node's group: rabbitmq-server would otherwise
+    # start (or join) a machine-wide `epmd -daemon` that outlives the test run.
+    epmd = spawn([EPMD, "-port", env["ERL_EPMD_PORT"], "-address", "127.0.0.1"], for_session=True,
+                 stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    process = spawn([str(SERVER)], env=env, stdout=log, stderr=subprocess.STDOUT, for_session=True)
     try:
         deadline = time.monotonic() + 90
         while _ctl(env, "await_startup", "--timeout", "5").returncode != 0:
@@ -107,8 +112,8 @@ def rabbitmq_node() -> Iterator[RabbitNode]:
         _ctl(env, "stop")
         try:
             process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+        finally:
+            kill_group(process)
+            kill_group(epmd)
         log.close()
         shutil.rmtree(directory, ignore_errors=True)

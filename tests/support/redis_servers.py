@@ -19,6 +19,7 @@ from pathlib import Path
 import redis
 
 from bgjobs.embedded import free_port
+from tests.support.processes import kill_group, spawn
 
 
 def _binary(name: str) -> str:
@@ -39,12 +40,10 @@ class Process:
         self.conf.write_text(config)
         binary = _binary("redis-sentinel") if sentinel else _binary("redis-server")
         self.log = (self.dir / f"{self.conf.stem}.log").open("wb")
-        self.proc = subprocess.Popen([binary, str(self.conf)], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = spawn([binary, str(self.conf)], stdout=self.log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        kill_group(self.proc)
 
     def close(self) -> None:
         self.kill()

@@ -9,16 +9,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.support.processes import spawn
 from tests.support.workers import ROOT
 
 
 class Scheduler:
     def __init__(self, env: dict[str, str]) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="bgjobs-scheduler-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [sys.executable, "-m", "bgjobs.cli", "scheduler"],
             env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.log.close()  # the scheduler writes through its own descriptor; output() reads the file
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bgjobs.embedded import free_port
+from tests.support.processes import spawn
 
 
 @dataclass
@@ -82,7 +83,7 @@ def ssh_server() -> Iterator[SshServer]:
     )
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
     log = (directory / "sshd.log").open("wb")
-    process = subprocess.Popen(
+    process = spawn(
         [str(sshd), "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
     )
     try:

@@ -17,6 +17,7 @@ import redis
 
 from bgjobs.embedded import free_port
 from bgjobs.redis_broker import WORKERS_KEY
+from tests.support.processes import spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Workers started with the ``worker_env`` fixture declare a silent peer dead after this long.
@@ -104,13 +105,12 @@ class WorkerProcess:
         _made.append(self)
 
     def start(self, *, wait: bool = True) -> WorkerProcess:
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             self.argv,
             env=self.env,
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         self.log.close()  # the worker writes through its own descriptor; output() reads the file by name
         if wait:
