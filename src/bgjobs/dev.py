@@ -262,13 +262,17 @@ def _console_line(port: int | None) -> str:
     return f"http://127.0.0.1:{port}/"
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to all at once (each shuts down cleanly, side by side), then wait; SIGKILL after 20 s."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + 20
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def run(*, keep: bool = False, processes: int = 2) -> int:
@@ -315,7 +319,6 @@ def run(*, keep: bool = False, processes: int = 2) -> int:
         except KeyboardInterrupt:
             return 0
         finally:
-            for process in reversed(started):
-                _stop(process)
+            _stop(started)
             log.close()
             shutil.rmtree(workdir, ignore_errors=True)

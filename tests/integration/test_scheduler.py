@@ -138,11 +138,14 @@ def test_every_tick_fires_exactly_once_when_the_leader_dies_or_stalls_just_befor
         leader.kill()
     else:
         os.killpg(leader.proc.pid, signal.SIGSTOP)
-        time.sleep(LOCK_TIMEOUT_S + GRID_S)  # the follower takes over while it is stopped
+        # the follower takes over while it is stopped, and fires a tick
+        wait_for(lambda: "scheduler lock acquired" in follower.output() and len(ticks(client)) > at_stop,
+                 timeout=60, what="the follower to take over")  # fmt: skip
         os.killpg(leader.proc.pid, signal.SIGCONT)  # ... and then it wakes up still thinking it leads
     # Then the follower fires the missed tick, and every tick after it, each exactly once
-    wait_for(lambda: len(ticks(client)) >= at_stop + 3, timeout=4 * GRID_S + LOCK_TIMEOUT_S, what="3 ticks")
-    time.sleep(GRID_S)
+    wait_for(lambda: len(ticks(client)) >= at_stop + 3, timeout=60, what="3 ticks")
+    # (one tick more: a second copy of any tick before it would be in by then)
+    wait_for(lambda: len(ticks(client)) >= at_stop + 4, timeout=60, what="a fourth tick")
     _assert_every_tick_once(_grid(client))
     assert follower.proc.poll() is None
     if how == "paused":
@@ -194,7 +197,7 @@ def test_the_scheduler_outlives_a_redis_outage_and_fires_again_after_it(
         wait_for(lambda: len(ticks(redis.Redis.from_url(server.url))) >= 1, timeout=30, what="a first tick")
         # When Redis goes away for a few seconds, and comes back (empty, as after a restart)
         server.stop()
-        time.sleep(3)
+        wait_for(lambda: "Retrying; next report in" in leader.output(), timeout=60, what="the outage")
         assert leader.proc.poll() is None, leader.output()
     finally:
         server.stop()

@@ -54,9 +54,11 @@ def kill_group(process: subprocess.Popen[Any], sig: int = signal.SIGKILL) -> Non
 
 
 def stop_test_processes() -> None:
-    """Kill every group the test now ending spawned, whatever state it left them in."""
+    """Kill every group the test now ending spawned, whatever state it left them in, and reap the
+    orphans that came back to this process (a SIGKILLed worker's children) once they exited."""
     while _for_test:
         kill_group(_for_test.pop())
+    leftovers()
 
 
 def stop_session_processes() -> None:
@@ -85,6 +87,7 @@ def leftovers() -> list[str]:
     """This process's live children (orphans included, as a subreaper), each as ``pid: command``;
     its zombies are reaped on the way."""
     me = os.getpid()
+    tracked = {p.pid for p in (*_for_test, *_for_session)}  # their Popen waits for them itself
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -94,8 +97,9 @@ def leftovers() -> list[str]:
         if stat is None or stat[1] != me:
             continue
         if stat[0] == "Z":
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+            if pid not in tracked:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
             continue
         found.append(f"{pid}: {_command(pid)}")
     return found
