@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CHANNELS", "circuit_states", "failures_key", "open_key", "providers_key", "tripped_key"]
+__all__ = [
+    "CHANNELS", "circuit_states", "failures_key", "open_key", "probe_key", "providers_key", "tripped_key",
+]  # fmt: skip
 
 CHANNELS = ("email", "sms", "push")
 
@@ -21,6 +23,12 @@ def open_key(channel: str, provider: str) -> str:
 def tripped_key(channel: str, provider: str) -> str:
     """Set once the circuit has opened, until a success: the next failure reopens it at once."""
     return f"bgjobs-circuit:{channel}:{provider}:tripped"
+
+
+def probe_key(channel: str, provider: str, opened: str) -> str:
+    """Taken by the one message that probes a half-open circuit (``opened``: the tripped mark's
+    value, new each time the circuit opens), so concurrent messages do not all probe at once."""
+    return f"bgjobs-circuit:{channel}:{provider}:probe:{opened}"
 
 
 def failures_key(channel: str, provider: str) -> str:

@@ -16,6 +16,7 @@ from bgjobs.settings import HttpVendorSettings
 from bgjobs.testing import JobsHarness
 from bgjobs.wiring import configure as wire
 from tests.support.receivers import HttpVendor, http_vendor
+from tests.support.workers import wait_for
 
 BOOKING = {"booking_id": "B1", "trip_date": "2025-06-15", "total": {"amount": "500.00", "currency": "USD"}}
 
@@ -97,22 +98,32 @@ def test_a_failing_primary_hands_messages_to_the_backup_at_once_and_its_circuit_
     assert circuits() == {("sms", "primary"): 0.0, ("sms", "backup"): 0.0}
 
 
-def test_a_half_open_primary_that_fails_again_is_skipped_again_at_once(
+def test_a_half_open_primary_is_probed_by_one_message_and_skipped_again_at_once_when_it_fails(
     harness: Callable[..., JobsHarness], primary: HttpVendor, backup: HttpVendor
 ) -> None:
     jobs = harness(failover_threshold=2, failover_cooldown_s=600)
-    wire_two(primary, backup)
-    primary.script = [503] * 3
-    for n in range(3):
+    wire_two(primary, backup, timeout_s=60)
+    primary.script = [503] * 2
+    for n in range(2):
         send("booking_confirmation", ann(n), BOOKING, key=f"h:{n}", channels=["sms"])
     jobs.drain()
     assert len(primary.requests) == 2  # opened after two failures
-    jobs.advance(601)  # the cool-down passes
-    for n in range(3, 6):  # the probe fails: reopened by that one failure, not after two more
+    # When the cool-down passes, one message probes the primary, and its answer is held
+    jobs.advance(601)
+    primary.script = ["held-503"]
+    send("booking_confirmation", ann(2), BOOKING, key="h:2", channels=["sms"])
+    wait_for(lambda: len(primary.requests) == 3, timeout=30, what="the probe to reach the primary")
+    # Then messages sent while the probe is in flight keep to the backup (the worker's other thread)
+    for n in range(3, 5):
         send("booking_confirmation", ann(n), BOOKING, key=f"h:{n}", channels=["sms"])
+    wait_for(lambda: len(backup.delivered("/sms")) == 4, timeout=30, what="two more on the backup")
+    # And when the probe fails, the circuit is open again at once: nothing more reaches the primary
+    primary.release.set()
+    jobs.drain()
+    send("booking_confirmation", ann(5), BOOKING, key="h:5", channels=["sms"])
     jobs.drain()
     assert len(primary.requests) == 3
-    assert set(sent_by().values()) == {"backup"}
+    assert set(sent_by().values()) == {"backup"} and len(backup.delivered("/sms")) == 6
 
 
 def test_a_primary_that_took_the_message_and_timed_out_keeps_it(

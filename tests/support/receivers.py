@@ -78,8 +78,9 @@ class HttpVendor:
     """A JSON vendor API that honours ``Idempotency-Key`` like a real provider.
 
     ``script`` holds responses to give before behaving: ``500``, ``400``, ``"sleep:<s>"`` (hang,
-    then answer without having accepted anything) or ``"accept-sleep:<s>"`` (accept the message,
-    then hang: a provider that took it and whose answer never arrived).
+    then answer without having accepted anything), ``"accept-sleep:<s>"`` (accept the message,
+    then hang: a provider that took it and whose answer never arrived) or ``"held-503"`` (hang until
+    the test sets ``release``, then answer 503: a request the test knows to be in flight).
     """
 
     requests: list[VendorRequest] = field(default_factory=list)
@@ -89,6 +90,7 @@ class HttpVendor:
     #: Requests answered from the idempotency store: copies a real provider would drop.
     replays: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)
     port: int = 0
 
     @property
@@ -110,6 +112,9 @@ class HttpVendor:
         if isinstance(step, str) and step.startswith("sleep:"):
             time.sleep(float(step.split(":", 1)[1]))
             return 200, {"id": "too-late"}, {}
+        if step == "held-503":
+            self.release.wait(timeout=120)
+            return 503, {"error": "scripted 503 after a hold"}, {}
         if isinstance(step, str) and step.startswith("accept-sleep:"):
             with self.lock:
                 if key is not None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import runtime, tally, wiring
-from ..circuits import failures_key, open_key, providers_key, tripped_key
+from ..circuits import failures_key, open_key, probe_key, providers_key, tripped_key
 from ..errors import MaybeDelivered, PermanentError, TransientError
 from ..settings import NotificationSettings
 from ._models import Channel
@@ -64,8 +64,22 @@ def ordered(channel: Channel, pinned: str | None) -> list[Provider]:
         return [p for p in chain if p.name == pinned] or chain[:1]
     if len(chain) == 1:
         return chain
-    opened = runtime.current().coordination.marks([open_key(channel, p.name) for p in chain])
-    closed = [p for p, o in zip(chain, opened, strict=True) if o is None]
+    current = runtime.current()
+    coordination = current.coordination
+    found = coordination.marks([open_key(channel, p.name) for p in chain]
+                               + [tripped_key(channel, p.name) for p in chain])  # fmt: skip
+    cooldown = current.settings.notifications.failover_cooldown_s
+    closed = []
+    for provider, opened, tripped in zip(chain, found[: len(chain)], found[len(chain) :], strict=True):
+        if opened is not None:
+            continue
+        # Half-open (its cool-down over, no success since): one message probes it, the others
+        # keep to the backups until that probe has closed the circuit or opened it again.
+        if tripped is not None and not coordination.first_time(
+            probe_key(channel, provider.name, tripped), ttl_s=cooldown
+        ):
+            continue
+        closed.append(provider)
     return closed or chain
 
 
@@ -93,7 +107,7 @@ def record_failure(
     if failures >= settings.failover_threshold or tripped is not None:
         until = time.time() + cooldown
         coordination.mark(open_key(channel, provider.name), str(until), ttl_s=cooldown)
-        coordination.mark(tripped_key(channel, provider.name), "1", ttl_s=cooldown * 10)
+        coordination.mark(tripped_key(channel, provider.name), str(until), ttl_s=cooldown * 10)
         coordination.forget(failures_key(channel, provider.name))
         logger.warning("%s provider %s failed %d time(s) in a row: skipped for %d s", channel,
                        provider.name, failures, cooldown)  # fmt: skip
