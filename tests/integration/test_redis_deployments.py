@@ -135,33 +135,37 @@ AMQP = f"amqp://app:{SECRET}@127.0.0.1:1/%2F"
          "BGJOBS_RABBITMQ__MANAGEMENT_URL": f"http://monitor:{SECRET}@127.0.0.1:1"},
     ],
 )
-def test_no_error_path_prints_a_url_s_password(given: dict[str, str], tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BGJOBS_")}
-    env.update(
-        {
-            "BGJOBS_BROKER_URL": "redis://127.0.0.1:1/0",
-            "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
-            **given,
-        }
-    )
-    for command in (
-        ["status"],
-        ["runs"],
-        ["trigger", "cleanup.daily"],
-        ["dead-letters", "list"],
-        ["db", "check"],
-    ):
-        done = subprocess.run(
-            [sys.executable, "-m", "bgjobs.cli", *command],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        shown = done.stdout + done.stderr
-        assert done.returncode != 0, (command, shown)
-        assert SECRET not in shown, (command, shown)
+def test_no_error_path_prints_a_url_s_password(
+    given: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    from bgjobs import cli
+    from bgjobs.settings import get_settings
+
+    database = f"sqlite:///{tmp_path / 'x.db'}"
+    env = {"BGJOBS_BROKER_URL": "redis://127.0.0.1:1/0", "BGJOBS_DATABASE_URL": database, **given}
+    commands = (["status"], ["runs"], ["trigger", "cleanup.daily"], ["dead-letters", "list"], ["db", "check"])
+    # Every command in this process (the same code paths, without an interpreter's start each) ...
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for command in commands:
+        runtime.reset()
+        get_settings.cache_clear()
+        caplog.clear()
+        try:
+            code = cli.main(command)
+        except SystemExit as exc:
+            code = exc.code  # type: ignore[assignment]
+        out = capsys.readouterr()
+        shown = out.out + out.err
+        assert code != 0, (command, shown)
+        assert SECRET not in shown + caplog.text, (command, shown)  # nor in any log record
         assert "Traceback" not in shown, (command, shown)
+    runtime.reset()
+    # ... and one as its own process, logging configured as a command's is
+    done = _bgjobs(env, "status")
+    shown = done.stdout + done.stderr
+    assert done.returncode != 0 and SECRET not in shown and "Traceback" not in shown, shown
 
 
 def test_a_worker_s_enqueue_waits_out_a_short_outage_and_a_host_s_fails_at_once() -> None:
