@@ -224,6 +224,17 @@ def test_dead_letters_are_listed_filtered_shown_masked_requeued_and_purged(
         )
         assert done.json() == {"selected": 1, "requeued": 1}
         wait_for(lambda: worker_jobs.effect_count() == 1, timeout=30, what="the requeued job's effect")
+        # A filter with a key nobody knows, or no criterion without "all", touches nothing
+        unknown = ({"match": {"colour": "red"}}, {"match": {}}, {"match": {"actor": "refused"}, "colour": 1})
+        for body in unknown:
+            for action in ("purge", "requeue"):
+                refused = browser.post(f"/api/v1/dead-letters/{action}", json=body, headers=_csrf(browser))
+                assert refused.status_code == 422, (action, body, refused.text)
+        assert browser.post("/api/v1/dead-letters/purge", json={"match": {"colour": "red"}},
+                            headers=_csrf(browser)).json()["field"] == "match.colour"  # fmt: skip
+        assert "all" in browser.post("/api/v1/dead-letters/purge", json={"match": {}},
+                                     headers=_csrf(browser)).json()["error"]  # fmt: skip
+        assert len(browser.get("/api/v1/dead-letters").json()["items"]) == 2
         # And the rest are purged by a filter
         purged = browser.post("/api/v1/dead-letters/purge", json={"match": {"actor": "refused"}},
                               headers=_csrf(browser))  # fmt: skip

@@ -16,6 +16,7 @@ from bgjobs.console import create_app
 from bgjobs.settings import get_settings
 from tests.support import worker_jobs
 from tests.support.console import ConsoleServer
+from tests.support.pause_checks import pause_checks
 from tests.support.workers import ROOT, WorkerProcess, start_worker, wait_for
 
 ARTIFACTS = ROOT / "build" / "test-artifacts" / "console"
@@ -115,15 +116,28 @@ def test_requeueing_a_dead_letter_from_its_page_runs_it(console: str, page: Any)
     page.locator("td.empty", has_text="no dead letters").wait_for(timeout=10_000)  # the page refreshed itself
 
 
-def test_pausing_and_resuming_a_queue_from_the_queues_page(console: str, page: Any) -> None:
+def test_purging_every_dead_letter_says_how_many_and_needs_no_hidden_filter(console: str, page: Any) -> None:
+    asked: list[str] = []
+    page.on("dialog", lambda d: asked.append(d.message))  # the fixture's handler accepts it
+    page.goto(console + "/dead-letters")
+    assert page.locator("tr[data-letter]").count() == 1
+    page.locator("button", has_text="Purge all matching").click()
+    page.locator("td.empty", has_text="no dead letters").wait_for(timeout=10_000)
+    assert asked == ["Delete every dead letter (all 1, no filter) for good?"]
+
+
+def test_pausing_and_resuming_a_queue_from_the_queues_page(
+    console: str, page: Any, worker_env: dict[str, str]
+) -> None:
     page.goto(console + "/queues")
     row = page.locator('tr[data-queue="default"]')
-    row.locator("button", has_text="Pause").click()
-    row.locator(".badge", has_text="paused").wait_for(timeout=10_000)
-    page.wait_for_timeout(1000)  # a pause takes effect within a second: consumers read it every 0.5 s
-    worker_jobs.record.send({"key": "paused-in-browser", "sleep_s": 0})
-    page.wait_for_timeout(2000)  # absence: four times the consumers' pause check
-    assert worker_jobs.effect_count() == 0
+    with pause_checks(redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"]), "default") as checks:
+        row.locator("button", has_text="Pause").click()
+        row.locator(".badge", has_text="paused").wait_for(timeout=10_000)
+        checks.wait_seen()  # a consumer read the pause
+        worker_jobs.record.send({"key": "paused-in-browser", "sleep_s": 0})
+        checks.wait_reads(4)  # absence: four more reads, each of which would have handed it out
+        assert worker_jobs.effect_count() == 0
     row.locator("button", has_text="Resume").click()
     row.locator(".badge", has_text="running").wait_for(timeout=10_000)
     wait_for(lambda: worker_jobs.effect_count() == 1, timeout=10, what="the job after resume")

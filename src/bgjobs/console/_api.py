@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import runtime
 from ._actions import Actor, NotFound, acting, reader
@@ -128,7 +128,10 @@ def _letter(d: Any, *, full: bool = False) -> dict[str, Any]:
 
 
 class LetterFilter(BaseModel):
-    """Which dead letters: all of them match an empty filter."""
+    """Which dead letters. An unknown key is refused, never dropped: a dropped criterion once
+    turned a purge of a few letters into a purge of all of them."""
+
+    model_config = ConfigDict(extra="forbid")
 
     queue: str | None = None
     actor: str | None = None
@@ -139,10 +142,14 @@ class LetterFilter(BaseModel):
 
 
 class LetterSelection(BaseModel):
-    """Dead letters by id (``ids``), or every one matching ``match``; one of the two."""
+    """Dead letters by id (``ids``), or every one matching ``match``; one of the two. A ``match``
+    with no criterion selects every dead letter, and needs ``"all": true`` to say so."""
+
+    model_config = ConfigDict(extra="forbid")
 
     ids: list[str] | None = Field(default=None, max_length=10_000)
     match: LetterFilter | None = None
+    all: bool = False
 
 
 def _selected(body: LetterSelection) -> list[Any]:
@@ -155,6 +162,8 @@ def _selected(body: LetterSelection) -> list[Any]:
         return find(body.ids)
     m = body.match
     assert m is not None
+    if not m.model_dump(exclude_none=True) and not body.all:
+        raise InvalidPayload('match: no criterion selects every dead letter; send "all": true to mean that')
     return dead_letters(queue=m.queue, actor=m.actor, reason=m.reason, since=m.since, limit=None)
 
 
