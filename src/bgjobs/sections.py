@@ -10,7 +10,7 @@ from datetime import time
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 __all__ = [
     "ActorSettings", "CleanupSettings", "DigestRule", "EventSettings", "ExportSettings", "FamilySettings",
@@ -305,6 +305,10 @@ class TracingSettings(_Section):
     enabled: bool = False
 
 
+#: The shortest console token and password accepted.
+MIN_TOKEN, MIN_PASSWORD = 16, 8
+
+
 class ConsoleSettings(_Section):
     """The operations console (``bgjobs console``, or ``bgjobs.console.create_app()`` mounted).
 
@@ -322,6 +326,19 @@ class ConsoleSettings(_Section):
     read_only: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=9181, ge=0, le=65535)
+
+    @field_validator("token", "password")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """An empty or short secret is refused, never taken as a credential: ``TOKEN=`` (set but
+        empty) once let ``curl -u x:`` in."""
+        least = MIN_TOKEN if info.field_name == "token" else MIN_PASSWORD
+        if value is not None and len(value.get_secret_value()) < least:
+            raise ValueError(
+                f"at least {least} characters (it has {len(value.get_secret_value())}); for example "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
 
 
 class MetricsSettings(_Section):

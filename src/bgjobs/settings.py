@@ -198,7 +198,8 @@ def load_settings(**overrides: object) -> Settings:
         name = ENV_PREFIX + "__".join(str(p) for p in first["loc"]).upper()
         value = first.get("input")
         shown = f"={value!r}" if isinstance(value, str | int) and not _SECRETISH.search(name) else ""
-        raise ConfigurationError(f"{name}{shown}: {first['msg']}") from None
+        said = str(first["msg"]).removeprefix("Value error, ")  # a validator's own sentence, as written
+        raise ConfigurationError(f"{name}{shown}: {said}") from None
 
 
 def _known_names() -> tuple[set[str], set[str]]:

@@ -538,3 +538,13 @@ def test_the_standalone_console_refuses_a_public_address_without_authentication(
         "bgjobs: the console would listen on 0.0.0.0 with no authentication: set "
         "BGJOBS_CONSOLE__TOKEN (or BGJOBS_CONSOLE__USERNAME and __PASSWORD), or listen on 127.0.0.1"
     ]
+    # An empty or short token is no token: refused with the minimum, never taken as a credential
+    for token, length in (("", 0), ("short", 5)):
+        done = subprocess.run([sys.executable, "-m", "bgjobs.cli", "console", "--host", "0.0.0.0"],
+                              env={**env, "BGJOBS_CONSOLE__TOKEN": token}, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [
+            f"bgjobs: BGJOBS_CONSOLE__TOKEN: at least 16 characters (it has {length}); for example "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        ]

@@ -120,3 +120,13 @@ def test_family_limits_survive_a_variable_of_their_section(monkeypatch: pytest.M
     assert (limits.max_retries, limits.min_backoff_ms, limits.max_backoff_ms, limits.time_limit_ms) == (
         10, 10, 3_600_000, 600_000,
     )  # fmt: skip
+
+
+def test_an_empty_console_secret_is_never_a_credential(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bgjobs.console._security import _same
+
+    monkeypatch.setenv("BGJOBS_CONSOLE__PASSWORD", "")  # set, but empty
+    refused = r"^BGJOBS_CONSOLE__PASSWORD: at least 8 characters \(it has 0\)"
+    with pytest.raises(ConfigurationError, match=refused):
+        load_settings()
+    assert not _same("", "") and not _same("x", "") and _same("a-long-token", "a-long-token")

@@ -47,7 +47,8 @@ class Access:
 
 
 def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
+    """Equal in constant time; an empty secret matches nothing."""
+    return bool(given) and bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _loopback(request: Request) -> bool:
