@@ -28,7 +28,7 @@ from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
-__all__ = ["PAUSED_KEY", "WakingConsumer"]
+__all__ = ["PAUSED_KEY", "PAUSE_SEEN_KEY", "PauseWatch", "WakingConsumer"]
 
 logger = logging.getLogger("bgjobs.consumer")
 _UNDECODABLE = resources.files("bgjobs").joinpath("undecodable.lua").read_text()
@@ -37,7 +37,33 @@ _UNDECODABLE = resources.files("bgjobs").joinpath("undecodable.lua").read_text()
 MAX_BLOCK_S = 2.0
 #: A Redis set of paused queue names (``bgjobs.pausing``); consumers read it this often.
 PAUSED_KEY = "__bgjobs_paused__"
+#: A Redis hash, ``<worker id>:<queue>`` -> ``1`` or ``0``: whether that consumer honours a pause
+#: now, written when it changes, so a pause can be seen to have reached every consumer.
+PAUSE_SEEN_KEY = "__bgjobs_pause_seen__"
 PAUSE_CHECK_S = 0.5
+
+
+class PauseWatch:
+    """Whether an operator paused a queue (its delay queue pauses with it), read at most every
+    ``PAUSE_CHECK_S``: a pause takes effect within a second and survives restarts. A change is
+    noted under ``PAUSE_SEEN_KEY`` (kept a day after the last one), one write per pause or resume."""
+
+    def __init__(self, client: Any, namespace_key: Any, worker_id: str, queue_name: str) -> None:
+        self.client, self.worker_id, self.queue_name = client, worker_id, queue_name
+        self.paused_key, self.seen_key = namespace_key(PAUSED_KEY), namespace_key(PAUSE_SEEN_KEY)
+        self.queue = queue_name.removesuffix(".DQ")
+        self.checked, self.paused = -PAUSE_CHECK_S, False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.checked >= PAUSE_CHECK_S:
+            paused = bool(self.client.sismember(self.paused_key, self.queue))
+            if paused != self.paused:
+                field = f"{self.worker_id}:{self.queue_name}"
+                self.client.pipeline(transaction=False).hset(self.seen_key, field, int(paused)).expire(
+                    self.seen_key, 86_400).execute()  # fmt: skip
+            self.paused, self.checked = paused, now
+        return self.paused
 
 
 class WakingConsumer(_RedisConsumer):
@@ -46,18 +72,8 @@ class WakingConsumer(_RedisConsumer):
         # Delay queues keep polling: their consumer thread releases due messages between polls.
         self.wake_key = None if queue_name.endswith(".DQ") else f"{broker.namespace}:{queue_name}.wake"
         self._undecodable = broker.client.register_script(_UNDECODABLE)
-        self._paused_key = f"{broker.namespace}:{PAUSED_KEY}"
-        self._queue = queue_name.removesuffix(".DQ")
-        self._pause_checked, self._paused = -PAUSE_CHECK_S, False
-
-    def _is_paused(self) -> bool:
-        """Whether an operator paused this queue (its delay queue pauses with it), read at most
-        every ``PAUSE_CHECK_S``: a pause takes effect within a second and survives restarts."""
-        now = time.monotonic()
-        if now - self._pause_checked >= PAUSE_CHECK_S:
-            self._paused = bool(self.broker.client.sismember(self._paused_key, self._queue))
-            self._pause_checked = now
-        return self._paused
+        in_namespace = lambda name: f"{broker.namespace}:{name}"  # noqa: E731
+        self._is_paused = PauseWatch(broker.client, in_namespace, broker.broker_id, queue_name)
 
     def close(self) -> None:
         """Dramatiq restarts a consumer after a connection error and drops what it had fetched and

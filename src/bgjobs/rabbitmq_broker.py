@@ -36,7 +36,7 @@ from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
-from .consumer import PAUSE_CHECK_S, PAUSED_KEY
+from .consumer import PAUSE_CHECK_S, PauseWatch
 from .errors import ConfigurationError
 from .operated import LETTER_OPTION, MaintenanceReport, OperatedBroker, QueueSizes
 from .redact import mask_url
@@ -238,17 +238,9 @@ class _Consumer(_RabbitmqConsumer):
     def __init__(self, broker: BgjobsRabbitmqBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         self._queue = queue_name.removesuffix(".DQ")
-        self._paused_key = broker.key(PAUSED_KEY)
-        self._pause_checked, self._paused = -PAUSE_CHECK_S, False
+        self._is_paused = PauseWatch(broker.client, broker.key, broker.broker_id, queue_name)
         #: Deliveries that arrived as the queue was paused, handed out (in order) once it resumes.
         self._held: list[tuple[Any, bytes]] = []
-
-    def _is_paused(self) -> bool:
-        now = time.monotonic()
-        if now - self._pause_checked >= PAUSE_CHECK_S:
-            self._paused = bool(self.broker.client.sismember(self._paused_key, self._queue))
-            self._pause_checked = now
-        return self._paused
 
     def nack(self, message: Any) -> None:
         try:

@@ -265,7 +265,8 @@ def test_a_paused_queue_is_not_taken_until_resumed_also_across_a_worker_restart(
         # A new worker (a deploy) still honours the pause
         workers.pop().kill()
         start_worker(workers, worker_env, processes=1)
-        checks.wait_reads(3)  # the new worker read the pause
+        checks.wait_seen()  # the new worker honours the pause
+        checks.wait_reads(2)
         assert worker_jobs.effect_count() == 0
         assert browser.post("/api/v1/queues/default/resume", headers=_csrf(browser)).json()["paused"] is False
         wait_for(lambda: worker_jobs.effect_count() == 1, timeout=30, what="the job after resume")
