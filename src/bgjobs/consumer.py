@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -48,9 +49,9 @@ class PauseWatch:
     ``PAUSE_CHECK_S``: a pause takes effect within a second and survives restarts. A change is
     noted under ``PAUSE_SEEN_KEY`` (kept a day after the last one), one write per pause or resume."""
 
-    def __init__(self, client: Any, namespace_key: Any, worker_id: str, queue_name: str) -> None:
+    def __init__(self, client: Any, key: Callable[[str], str], worker_id: str, queue_name: str) -> None:
         self.client, self.worker_id, self.queue_name = client, worker_id, queue_name
-        self.paused_key, self.seen_key = namespace_key(PAUSED_KEY), namespace_key(PAUSE_SEEN_KEY)
+        self.paused_key, self.seen_key = key(PAUSED_KEY), key(PAUSE_SEEN_KEY)
         self.queue = queue_name.removesuffix(".DQ")
         self.checked, self.paused = -PAUSE_CHECK_S, False
 
@@ -72,8 +73,7 @@ class WakingConsumer(_RedisConsumer):
         # Delay queues keep polling: their consumer thread releases due messages between polls.
         self.wake_key = None if queue_name.endswith(".DQ") else f"{broker.namespace}:{queue_name}.wake"
         self._undecodable = broker.client.register_script(_UNDECODABLE)
-        in_namespace = lambda name: f"{broker.namespace}:{name}"  # noqa: E731
-        self._is_paused = PauseWatch(broker.client, in_namespace, broker.broker_id, queue_name)
+        self._is_paused = PauseWatch(broker.client, broker.key, broker.broker_id, queue_name)
 
     def close(self) -> None:
         """Dramatiq restarts a consumer after a connection error and drops what it had fetched and
