@@ -217,6 +217,36 @@ def test_retry_after_pauses_every_delivery_to_the_endpoint_not_only_the_one_refu
     assert (len(rest) - 1) / (max(rest) - min(rest)) <= 22
 
 
+def test_a_delivery_waiting_for_its_turn_when_the_endpoint_asks_for_a_pause_waits_for_the_pause(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: WebhookReceiver
+) -> None:
+    # Given an endpoint limited to one request a second, whose first answer is a 429 asking for 3 s,
+    # and two messages admitted together: the second's turn is 1 s after the first's
+    env = environment(redis_url, tmp_path, monkeypatch, BGJOBS_WEBHOOKS__RETRY_SCHEDULE_S="[0.1]")
+    webhooks.add_endpoint(receiver.url("/paced"), event_types=["*"], rate_limit=1)
+    receiver.script("/paced", (429, {"Retry-After": "3"}))
+    published = {webhooks.publish("order.placed", {"n": n}) for n in range(2)}
+
+    # When a worker delivers them
+    worker = WorkerProcess(env, processes=1, threads=2).start()
+    try:
+        wait_for(lambda: len(receiver.received("/paced")) == 3, timeout=60,
+                 what="both messages and the refused one's retry")  # fmt: skip
+        wait_for(lambda: all(d.status == "delivered" for d in all_deliveries()), timeout=30,
+                 what="both deliveries to be recorded")  # fmt: skip
+    finally:
+        worker.stop()
+
+    # Then the second, which was waiting for its turn when the pause was asked for, waited for the
+    # pause too, and its wait spent no attempt
+    refused, *rest = sorted(receiver.received("/paced"), key=lambda r: r.at)
+    assert min(r.at for r in rest) - refused.at >= 2.9
+    (second_id,) = published - {refused.headers["webhook-id"]}
+    second = next(d for d in all_deliveries() if d.message_id == second_id)
+    assert second.attempts == 1
+    assert [(a.attempt, a.succeeded) for a in all_attempts() if a.delivery_id == second.id] == [(1, True)]
+
+
 def test_one_owner_s_flood_does_not_hold_up_another_owner_s_message(
     redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: WebhookReceiver
 ) -> None:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from .. import db, events, runtime, tally, tracing
 from ..clock import now as _now
 from ..settings import WebhookSettings
-from ._gates import Ask, gates_for
+from ._gates import Ask, Gates, gates_for
 from ._guard import Target
 from ._models import DeliveryJob, EndpointDisabled
 from ._models import WebhookDeliveryExhausted as Exhausted
@@ -72,6 +72,16 @@ class Started:
 class Finished:
     started: Started
     result: AttemptResult
+    #: Not sent: its endpoint was paused while it waited for its turn; it goes again this much
+    #: later, on the same attempt number.
+    postponed_ms: int = 0
+
+
+#: Pauses asked for by answers this process received (endpoint id -> until, epoch milliseconds).
+#: Read and written on the event loop only, so an attempt sees a pause the moment the answer
+#: asking for it arrives, before the dispatcher stores it for every worker.
+_asked: dict[str, int] = {}
+_NOT_SENT = AttemptResult(None, 0, None, None)
 
 
 @functools.cache
@@ -101,15 +111,22 @@ def attempt(
 ) -> Coroutine[Any, Any, Finished]:
     """The attempt as a coroutine for the loop: wait for its turn, sign, POST. ``target`` is the
     address the SSRF guard checked, or why it refused."""
-    return _attempt(started, target, settings, wait_ms)
+    return _attempt(started, target, settings, wait_ms, gates_for(runtime.current().coordination))
 
 
 async def _attempt(
-    started: Started, target: Target | str, settings: WebhookSettings, wait_ms: int
+    started: Started, target: Target | str, settings: WebhookSettings, wait_ms: int, gates: Gates
 ) -> Finished:
-    if wait_ms > 0:
-        await asyncio.sleep(wait_ms / 1000)
     row, number = started.row, started.job.attempt
+    stored = 0
+    if wait_ms > 0:
+        # The endpoint may have asked for a pause while this one waited for its turn: look again,
+        # so a receiver that said "not now" hears nothing until then.
+        await asyncio.sleep(wait_ms / 1000)
+        stored = await asyncio.to_thread(gates.paused_until, row.endpoint_id)
+    left = max(stored, _asked.get(row.endpoint_id, 0)) - int(time.time() * 1000)
+    if left > 0:
+        return Finished(started, _NOT_SENT, postponed_ms=left)
     where = {"server.address": urlsplit(row.url).hostname or "", "bgjobs.webhook.attempt": number,
              "bgjobs.webhook.endpoint": row.endpoint_id}  # fmt: skip
     with tracing.span("webhook.attempt", **where) as note:
@@ -118,11 +135,21 @@ async def _attempt(
             return Finished(started, AttemptResult(None, 0, None, target[:1000]))
         body = row.body.encode()
         result = await post(target, _headers(row, body, _now()), body, settings)
+        if result.retry_after_s is not None and result.status_code in RETRY_AFTER_STATUSES:
+            _ask_for_pause(row.endpoint_id, min(result.retry_after_s, settings.retry_after_max_s))
         if result.status_code is not None:
             note.set(**{"http.response.status_code": result.status_code})
         if not result.succeeded:
             note.fail(result.error or f"the endpoint answered {result.status_code}")
         return Finished(started, result)
+
+
+def _ask_for_pause(endpoint_id: str, seconds: float) -> None:
+    now_ms = int(time.time() * 1000)
+    if len(_asked) > 1_000:
+        for ended in [k for k, until in _asked.items() if until <= now_ms]:
+            del _asked[ended]
+    _asked[endpoint_id] = max(_asked.get(endpoint_id, 0), now_ms + int(seconds * 1000))
 
 
 def _delay(job: DeliveryJob, result: AttemptResult, settings: WebhookSettings) -> float | None:
@@ -148,13 +175,21 @@ def write(conn: Any, finished: list[Finished], settings: WebhookSettings, now: d
 
     Pass what it returns to :func:`follow` once the transaction has committed.
     """
+    postponed = [Outcome(f, None, f.postponed_ms / 1000) for f in finished if f.postponed_ms]
+    if postponed:  # not sent: the attempt is given back, and made when the pause is over
+        conn.execute(statements.give_back, [{
+            "k": o.finished.started.row.delivery_id, "attempt": o.finished.started.job.attempt,
+            "next": now + timedelta(seconds=o.delay or 0), "now": now,
+        } for o in postponed])  # fmt: skip
     outcomes = []
     for f in finished:
+        if f.postponed_ms:
+            continue
         ok = f.result.succeeded
         error = None if ok else (f.result.error or f"HTTP {f.result.status_code}")
         outcomes.append(Outcome(f, error, None if ok else _delay(f.started.job, f.result, settings)))
     if not outcomes:
-        return outcomes
+        return postponed
     conn.execute(statements.log, [_log(o) for o in outcomes])
     rows = [o.finished.started.row for o in outcomes if o.finished.result.succeeded]
     recovered = {row.endpoint_id for row in rows if row.failures or row.failing_since}
@@ -164,7 +199,7 @@ def write(conn: Any, finished: list[Finished], settings: WebhookSettings, now: d
         if not o.finished.result.succeeded and _endpoint_health(conn, o, settings, now):
             o.delay = None  # the endpoint is to be disabled (by this attempt, or it already was)
     conn.execute(statements.record, [_settled(o, now) for o in outcomes])
-    return outcomes
+    return outcomes + postponed
 
 
 def free(finished: list[Finished], settings: WebhookSettings) -> None:
@@ -183,12 +218,12 @@ def free(finished: list[Finished], settings: WebhookSettings) -> None:
 def follow(outcomes: list[Outcome], settings: WebhookSettings, now: datetime) -> list[tuple[str, str | None]]:
     """After the commit: count, and send what follows (retries, events).
 
-    Returns each attempt's outcome (``delivered``, ``retrying``, ``failed`` or ``exhausted``) and,
-    when exhausted, the reason; the caller dead-letters those.
+    Returns each attempt's outcome (``delivered``, ``retrying``, ``postponed``, ``failed`` or
+    ``exhausted``) and, when exhausted, the reason; the caller dead-letters those.
     """
     if not outcomes:
         return []
-    finished = [o.finished for o in outcomes]
+    finished = [o.finished for o in outcomes if not o.finished.postponed_ms]
     succeeded = sum(1 for f in finished if f.result.succeeded)
     count("bgjobs_webhook_attempts_total", "succeeded", succeeded)
     count("bgjobs_webhook_attempts_total", "failed", len(finished) - succeeded)
@@ -244,6 +279,11 @@ def _announce_disabled(row: Row, disabled: tuple[str, str | None, str], now: dat
 def _next(o: Outcome, now: datetime) -> tuple[str, str | None]:
     """The outcome, after sending the next attempt, or announcing the last failure."""
     job, row = o.finished.started.job, o.finished.started.row
+    if o.finished.postponed_ms:
+        again = job.model_copy(update={"deferrals": job.deferrals + 1, "turn_ms": 0})
+        deliver_webhook.send(again, delay=o.finished.postponed_ms)
+        count("bgjobs_webhook_deliveries_total", "deferred")
+        return "postponed", None
     if o.disabled is not None:
         _announce_disabled(row, o.disabled, now)
     if o.finished.result.succeeded:

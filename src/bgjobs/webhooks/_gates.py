@@ -8,7 +8,9 @@ One call admits a whole batch, in one round trip on Redis:
   keeps the turn and is sent again for then, so it spends no attempt and holds no thread. The
   receiver sees the rate it was promised, not bursts and silences.
 - **Pauses.** A ``Retry-After`` on a 429 or 503 pauses the endpoint until then for every
-  delivery, not only the one refused: a receiver that asks for less gets less.
+  delivery, not only the one refused: a receiver that asks for less gets less. A delivery
+  admitted before the pause and waiting for its turn looks again before it goes (see
+  :mod:`._attempts`).
 - **Slots.** At most ``endpoint_concurrency`` requests in flight to an endpoint, across every
   worker. A slot is a sorted-set member with a deadline, so a killed worker's slot frees itself.
 """
@@ -101,6 +103,10 @@ class Gates(abc.ABC):
     def pause(self, endpoint_id: str, *, seconds: float) -> None:
         """Hold every delivery to the endpoint for ``seconds`` from now."""
 
+    @abc.abstractmethod
+    def paused_until(self, endpoint_id: str) -> int:
+        """When the endpoint's pause ends (epoch milliseconds), or 0 when it is not paused."""
+
 
 class RedisGates(Gates):
     def key(self, kind: str, endpoint_id: str) -> str:
@@ -132,6 +138,9 @@ class RedisGates(Gates):
     def pause(self, endpoint_id: str, *, seconds: float) -> None:
         until = _now_ms() + int(seconds * 1000)
         self.client.set(self.key("pause", endpoint_id), until, px=int(seconds * 1000) + 1000)
+
+    def paused_until(self, endpoint_id: str) -> int:
+        return int(self.client.get(self.key("pause", endpoint_id)) or 0)
 
 
 class LocalGates(Gates):
@@ -176,6 +185,10 @@ class LocalGates(Gates):
     def pause(self, endpoint_id: str, *, seconds: float) -> None:
         with self.lock:
             self.pauses[endpoint_id] = _now_ms() + int(seconds * 1000)
+
+    def paused_until(self, endpoint_id: str) -> int:
+        with self.lock:
+            return self.pauses.get(endpoint_id, 0)
 
 
 _made: weakref.WeakKeyDictionary[Coordination, Gates] = weakref.WeakKeyDictionary()

@@ -81,6 +81,13 @@ class Statements:
                     last_error=bindparam("error"), next_attempt_at=bindparam("next"), lease_until=None,
                     delivered_at=bindparam("delivered"), updated_at=bindparam("now"))
         )  # fmt: skip
+        #: An attempt taken but not sent (its endpoint was paused meanwhile): made again later.
+        self.give_back = (
+            update(d)
+            .where(d.c.id == bindparam("k"), d.c.attempts == bindparam("attempt"), d.c.status == "delivering")
+            .values(attempts=d.c.attempts - 1, status="pending", lease_until=None,
+                    next_attempt_at=bindparam("next"), updated_at=bindparam("now"))
+        )  # fmt: skip
         self.postpone = (
             update(d).where(d.c.id == bindparam("k"), d.c.status == "pending")
             .values(next_attempt_at=bindparam("next"))
