@@ -13,7 +13,7 @@ from typing import Any as _Any
 if _TYPE_CHECKING:
     from . import cleanup, events, exports, notifications, outbox, payouts, webhooks
     from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
-    from .jobs import JobContext, job, trigger
+    from .jobs import JobArguments, JobContext, job, trigger
     from .money import Money
     from .runtime import get_broker, set_broker
     from .settings import Settings, get_settings
@@ -29,7 +29,7 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 _EXPORTS: dict[str, str] = {
     "BgjobsError": "errors", "ConfigurationError": "errors", "InvalidPayload": "errors",
     "PermanentError": "errors", "TransientError": "errors",
-    "JobContext": "jobs", "job": "jobs", "trigger": "jobs",
+    "JobArguments": "jobs", "JobContext": "jobs", "job": "jobs", "trigger": "jobs",
     "Money": "money",
     "Payload": "typed", "TypedActor": "typed", "actor": "typed", "delivery_key": "typed",
     "Settings": "settings", "get_settings": "settings",
@@ -58,6 +58,7 @@ __all__ = [
     "BgjobsError",
     "ConfigurationError",
     "InvalidPayload",
+    "JobArguments",
     "JobContext",
     "Money",
     "Payload",

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
 from .errors import BgjobsError, ConfigurationError, UsageError
+from .jobs import UnknownArgument
 from .settings import unknown_variables
 
 __all__ = ["main"]
@@ -293,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             tracing.setup_process(get_settings())
         return int(args.func(args))
+    except UnknownArgument as exc:
+        print(f"bgjobs: trigger: {exc.line(flags=True)}", file=sys.stderr)
+        return 2
     except BgjobsError as exc:
         print(f"bgjobs: {exc}", file=sys.stderr)
         return 2

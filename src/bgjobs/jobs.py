@@ -8,10 +8,16 @@
   lapses with its worker's heartbeat;
 - writes a ``bgjobs_runs`` row with the trigger, the outcome, the counts and any error;
 - tells the function how much of its time budget is left, so long sweeps stop cleanly.
+
+A job declares the arguments it reads as a :class:`JobArguments` model. An argument it does not
+declare is refused wherever a trigger comes from (``bgjobs trigger``, the console, :func:`trigger`,
+and the worker for a message sent by an older sender): a misspelt ``--perod`` that was dropped
+would pay the default period instead of the one asked for.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import threading
 import time
@@ -21,15 +27,47 @@ from datetime import datetime
 from typing import Any, Literal
 
 import dramatiq
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import runs, runtime
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidPayload
 from .typed import Payload, TypedActor, actor
 
-__all__ = ["Job", "JobContext", "JobRun", "job", "registered_jobs", "trigger"]
+__all__ = [
+    "Job", "JobArguments", "JobContext", "JobRun", "UnknownArgument", "job", "registered_jobs", "trigger",
+]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.jobs")
+
+
+class JobArguments(BaseModel):
+    """The arguments a batch job reads, one field each; subclass it and pass ``arguments=`` to :func:`job`.
+
+    Triggers carry them as strings (``--period 2025-W23``), so give fields types pydantic reads from
+    a string (``str``, ``int``, ``bool``, ``date``, ``Literal``). Unknown names are refused.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UnknownArgument(InvalidPayload):
+    """Raised when a trigger names an argument its job does not declare; nothing is sent."""
+
+    def __init__(self, job: str, name: str, known: list[str]) -> None:
+        self.job, self.name, self.known = job, name, known
+        super().__init__(self.line())
+
+    def line(self, *, flags: bool = False) -> str:
+        """One line naming the argument, the likely intended one, and the job's arguments; as
+        command-line flags (``--dry-run``) when ``flags``."""
+
+        def shown(name: str) -> str:
+            return "--" + name.replace("_", "-") if flags else name
+
+        close = difflib.get_close_matches(self.name, self.known, n=1)
+        hint = f" (did you mean {shown(close[0])}?)" if close else ""
+        takes = ", ".join(shown(k) for k in self.known) if self.known else "none"
+        return f"{self.job} has no argument {shown(self.name)}{hint}; its arguments: {takes}"
 
 
 class JobRun(Payload):
@@ -51,6 +89,8 @@ class JobContext:
     trigger: str
     args: dict[str, str]
     deadline: float | None = None
+    #: ``args`` read by the job's :class:`JobArguments` model (None for a job that takes none).
+    arguments: JobArguments | None = None
     counts: dict[str, Any] = field(default_factory=dict)
     #: Arguments of the follow-up run asked for with :meth:`continue_later`.
     continuation: dict[str, str] | None = None
@@ -101,14 +141,37 @@ class Job:
     check: Callable[[dict[str, str]], object] | None = None
     #: Ports or hooks the job cannot run without; its cron entry is left out until they are wired.
     needs: tuple[str, ...] = ()
+    #: The arguments it reads; None: it takes none.
+    arguments: type[JobArguments] | None = None
 
     def send(self, *, trigger: str = "manual", **args: str) -> dramatiq.Message[Any]:
         """Raises:
+        UnknownArgument: an argument the job does not declare; nothing is sent.
         InvalidPayload: an argument the job cannot read (``period=2025-13``); nothing is sent.
         """
+        self.validate(args)
+        return self.typed.send(JobRun(trigger=trigger, args=args))
+
+    def validate(self, args: Mapping[str, str]) -> JobArguments | None:
+        """The arguments, read by the job's model and checked by its ``check``.
+
+        Raises:
+            UnknownArgument: an argument the job does not declare.
+            InvalidPayload: a value the job cannot read, naming the argument.
+        """
+        known = sorted(self.arguments.model_fields) if self.arguments is not None else []
+        for name in args:
+            if name not in known:
+                raise UnknownArgument(self.name, name, known)
+        parsed = None
+        if self.arguments is not None:
+            try:
+                parsed = self.arguments.model_validate(dict(args))
+            except ValidationError as exc:
+                raise InvalidPayload.from_validation_error(self.name, exc) from None
         if self.check is not None:
             self.check(dict(args))
-        return self.typed.send(JobRun(trigger=trigger, args=args))
+        return parsed
 
 
 def registered_jobs() -> dict[str, Job]:
@@ -136,10 +199,15 @@ def _run_job(spec: Job, payload: JobRun) -> None:
         return
     with lease.kept():
         run = runs.start(spec.name, payload.trigger)
+        try:  # a message from a sender that did not check them (an older release, a hand-made one)
+            parsed = spec.validate(payload.args)
+        except InvalidPayload as exc:
+            runs.finish(run, "failed", error=str(exc))
+            raise
         budget = spec.time_budget
         ctx = JobContext(
             job=spec.name, run_id=run.id, trigger=payload.trigger, args=dict(payload.args),
-            deadline=time.monotonic() + budget if budget else None,
+            deadline=time.monotonic() + budget if budget else None, arguments=parsed,
         )  # fmt: skip
         try:
             result = spec.fn(ctx)
@@ -157,7 +225,8 @@ def _run_job(spec: Job, payload: JobRun) -> None:
 
 def job(
     name: str, *, schedule: str | None = None, queue: str = "default", time_budget: float | None = None,
-    check: Callable[[dict[str, str]], object] | None = None, needs: tuple[str, ...] = (), **options: Any,
+    check: Callable[[dict[str, str]], object] | None = None, needs: tuple[str, ...] = (),
+    arguments: type[JobArguments] | None = None, **options: Any,
 ) -> Callable[[JobFunction], Job]:  # fmt: skip
     """Declare a batch job.
 
@@ -168,6 +237,8 @@ def job(
             settings override it, an empty setting disables it, None means manual only.
         queue: the queue its messages go to.
         time_budget: seconds the function may use; it reads ``ctx.time_left()``.
+        arguments: the arguments it reads (a :class:`JobArguments` model); without it, it takes
+            none. A trigger naming another is refused, here and in the worker.
         check: called with a trigger's arguments before it is sent; raises ``InvalidPayload`` for
             one the job cannot read, so a bad ``bgjobs trigger`` fails at once, not in the worker.
         needs: ports (``payment``, ``storage``, ...) or hooks (``appointments``, ...) the job cannot
@@ -185,7 +256,7 @@ def job(
         run.__module__ = fn.__module__
         typed = actor(name=name, queue=queue, **options)(run)
         spec = Job(name=name, fn=fn, schedule=schedule, queue=queue, time_budget=time_budget, typed=typed,
-                   check=check, needs=needs)  # fmt: skip
+                   check=check, needs=needs, arguments=arguments)  # fmt: skip
         with _lock:
             _jobs[name] = spec
         return spec
@@ -194,12 +265,21 @@ def job(
 
 
 def trigger(job_name: str, **args: str) -> dramatiq.Message[Any]:
-    """Enqueue a batch job now, as ``bgjobs trigger`` does.
+    """Enqueue a batch job now, as ``bgjobs trigger`` does: bgjobs's own jobs and ``BGJOBS_JOBS``'s
+    are found without importing their modules first.
 
     Raises:
         ConfigurationError: no job has that name; the message lists the known ones.
+        UnknownArgument: an argument the job does not declare; nothing is sent.
+        InvalidPayload: an argument the job cannot read; nothing is sent.
     """
     known = registered_jobs()
+    if job_name not in known:
+        from .families import import_job_modules
+        from .settings import get_settings
+
+        import_job_modules(get_settings())
+        known = registered_jobs()
     if job_name not in known:
         names = ", ".join(sorted(known)) or "none are declared"
         raise ConfigurationError(f"unknown job {job_name!r}; known jobs: {names}")

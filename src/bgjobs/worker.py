@@ -7,7 +7,6 @@ setting stops the worker at boot with one line instead of failing message by mes
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import os
 import sys
@@ -21,25 +20,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import runtime
 from .broker import build_broker
 from .errors import ConfigurationError, PermanentError
+from .families import FAMILY_MODULES, import_job_modules
 from .outage import BrokerOutageLog
 from .settings import Settings, get_settings, unknown_variables
 from .typed import final_attempt
 from .wiring import PORTS, load_object, resolve
 
-__all__ = ["FAMILY_MODULES", "OneLineRetries", "boot", "load_modules"]
+__all__ = ["FAMILY_MODULES", "OneLineRetries", "boot", "import_job_modules", "load_modules"]
 
 logger = logging.getLogger("bgjobs.worker")
-
-#: Modules whose import declares the bundled families' actors.
-FAMILY_MODULES: tuple[str, ...] = (
-    "bgjobs.outbox",
-    "bgjobs.notifications",
-    "bgjobs.webhooks",
-    "bgjobs.payouts",
-    "bgjobs.exports",
-    "bgjobs.cleanup",
-)
-
 
 class OneLineRetries(logging.Filter):
     """A failure that will be retried logs one line (the actor, the attempt, the error), not a
@@ -135,19 +124,8 @@ def _fold_connection_errors(broker: dramatiq.Broker) -> None:
 
 
 def load_modules(settings: Settings) -> None:
-    """Import the families, the host's job modules, and run the setup hook: every actor is declared.
-
-    The current directory is searched first, as ``dramatiq`` does, so ``bgjobs scheduler`` and
-    ``bgjobs trigger`` find ``BGJOBS_JOBS=["myapp.jobs"]`` wherever the worker finds it.
-    """
-    here = os.getcwd()
-    if here not in sys.path and "" not in sys.path:
-        sys.path.insert(0, here)
-    for module in (*FAMILY_MODULES, *settings.jobs):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise ConfigurationError(f"BGJOBS_JOBS: cannot import {module!r}: {exc}") from None
+    """Import the families, the host's job modules, and run the setup hook: every actor is declared."""
+    import_job_modules(settings)
     if settings.setup:
         load_object(settings.setup)()
 

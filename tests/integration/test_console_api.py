@@ -290,6 +290,13 @@ def test_a_trigger_checks_its_arguments_and_its_run_appears(
     with _client(console, headers=cron) as api:
         bad = api.post("/api/v1/jobs/payouts.weekly/trigger", json={"args": {"period": "2025-W99"}})
         assert bad.status_code == 422 and bad.json()["field"] == "period"
+        for job, args in (("payouts.weekly", {"colour": "blue"}), ("cleanup.daily", {"region": "west"})):
+            unknown = api.post(f"/api/v1/jobs/{job}/trigger", json={"args": args})
+            (name,) = args
+            assert unknown.status_code == 422 and unknown.json()["field"] == f"args.{name}"
+            assert f"{job} has no argument {name}" in unknown.json()["error"]
+        misnamed = api.post("/api/v1/jobs/cleanup.daily/trigger", json={"arg": {"dry_run": "true"}})
+        assert misnamed.status_code == 422 and misnamed.json()["field"] == "arg"
         missing = api.post("/api/v1/jobs/no.such.job/trigger", json={})
         assert missing.status_code == 404 and missing.json()["field"] == "name"
         sent = api.post("/api/v1/jobs/cleanup.daily/trigger", json={"args": {"dry_run": "true"}})

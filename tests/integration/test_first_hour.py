@@ -219,3 +219,19 @@ def test_a_worker_asked_for_a_queue_that_does_not_exist_stops_with_one_line(tmp_
     assert ("bgjobs: configuration error: -Q outbox: no such queue; the queues are cleanup, default, "
             "exports, notifications, payouts, webhooks") in done.stdout + done.stderr  # fmt: skip
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_host_code_triggers_bundled_and_declared_jobs_without_importing_them_first(tmp_path: Path) -> None:
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "myapp" / "jobs.py").write_text(HOST_MODULE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BGJOBS_")}
+    env.update({"BGJOBS_BROKER_URL": "stub://", "BGJOBS_JOBS": '["myapp.jobs"]',
+                "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'host.db'}"})  # fmt: skip
+    code = ("import bgjobs\n"
+            "print(bgjobs.trigger('payouts.weekly', period='2025-W23').actor_name)\n"
+            "print(bgjobs.trigger('myapp.hello').actor_name)\n")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "payouts.weekly\nmyapp.hello\n"

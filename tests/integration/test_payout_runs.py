@@ -207,6 +207,11 @@ def test_the_cli_triggers_a_given_period(
     assert cli.main(["trigger", "payouts.weekly", "--period", "June"]) == 2
     err = capsys.readouterr().err
     assert "period: 'June' is not an ISO week" in err and len(err.strip().splitlines()) == 1
+    # So is a misspelt argument, which would otherwise pay the default period
+    assert cli.main(["trigger", "payouts.weekly", "--perod", "2025-W23"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("bgjobs: trigger: payouts.weekly has no argument --perod (did you mean --period?); "
+                   "its arguments: --period\n")  # fmt: skip
     jobs.drain()
     assert len(runs.recent(job="payouts.weekly")) == 1
     assert json.loads(first_run_counts()).get("paid") == 1

@@ -108,7 +108,10 @@ def test_sigkilled_workers_lose_no_delivery_and_never_change_a_webhook_id(
 
     worker = WorkerProcess(env, processes=2, threads=4).start()
     try:
-        wait_for(lambda: pairs() == expected, timeout=180, what="every delivery")
+        try:
+            wait_for(lambda: pairs() == expected, timeout=180, what="every delivery")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{left_behind(expected - pairs(), worker)}") from None
         wait_for(lambda: all(d.status == "delivered" for d in all_deliveries()), timeout=60,
                  what="every delivery to be recorded")  # fmt: skip
     finally:
@@ -269,6 +272,16 @@ def test_one_owner_s_flood_does_not_hold_up_another_owner_s_message(
     # Then the quiet owner's message went out while the flood was still queued: within the first
     # batches (a FIFO queue would have delivered all 2,000 first)
     assert before < 400, f"{before} of the flood's deliveries went first"
+
+
+def left_behind(missing: set[tuple[str, str]], worker: WorkerProcess) -> str:
+    """What a failed wait saw: the deliveries not delivered, and the worker's warnings and errors."""
+    rows = [d for d in all_deliveries() if d.status != "delivered"]
+    lines = [f"{len(missing)} (message, endpoint) never received; {len(rows)} deliveries not delivered:"]
+    lines += [f"  {d.id} {d.status} attempts={d.attempts} lease={d.lease_until} next={d.next_attempt_at} "
+              f"error={d.last_error}" for d in rows[:20]]  # fmt: skip
+    lines += [line for line in worker.output().splitlines() if "WARNING" in line or "ERROR" in line][-30:]
+    return "\n".join(lines)
 
 
 def all_deliveries() -> list[webhook_tables.WebhookDelivery]:

@@ -11,7 +11,7 @@ from sqlmodel import Field, SQLModel, func, select
 
 import bgjobs
 from bgjobs import db, events, idempotency
-from bgjobs.jobs import JobContext, job
+from bgjobs.jobs import JobArguments, JobContext, job
 from bgjobs.settings import get_settings
 
 seen: list[str] = []
@@ -74,7 +74,17 @@ def delivery_count() -> int:
         return int(s.exec(select(func.count()).select_from(Delivery)).one())
 
 
-@job("tests.count_things", time_budget=5)
+class CountArguments(JobArguments):
+    n: int = 3
+    fail: str | None = None
+    sleep: float | None = None
+
+
+class PartsArguments(JobArguments):
+    parts: int = 1
+
+
+@job("tests.count_things", time_budget=5, arguments=CountArguments)
 def count_things(ctx: JobContext) -> dict[str, int]:
     n = int(ctx.args.get("n", "3"))
     ctx.counts["seen"] = n
@@ -85,7 +95,7 @@ def count_things(ctx: JobContext) -> dict[str, int]:
     return {"processed": n, "remaining": 0}
 
 
-@job("tests.in_parts")
+@job("tests.in_parts", arguments=PartsArguments)
 def in_parts(ctx: JobContext) -> dict[str, int]:
     """Does one part per run and asks for a follow-up until none is left."""
     left = int(ctx.args.get("parts", "1")) - 1

@@ -13,7 +13,7 @@ import bgjobs
 from bgjobs import events, runs
 from bgjobs import settings as bgjobs_settings
 from bgjobs.errors import ConfigurationError, InvalidPayload
-from bgjobs.jobs import trigger
+from bgjobs.jobs import JobRun, UnknownArgument, trigger
 from bgjobs.scheduling import cron_table, validate
 from bgjobs.settings import RetrySettings, SchedulerSettings, Settings, WebhookSettings
 from bgjobs.testing import JobsHarness, stub_jobs
@@ -264,3 +264,36 @@ def test_a_family_s_cron_entries_wait_until_what_they_need_is_wired() -> None:
     wiring.configure(payment=MemoryPaymentGateway(), past_due=lambda: [])
     assert {"payouts.charges", "notifications.dunning"} <= scheduled(mail_only)
     assert "payouts.settlement" not in scheduled(mail_only)  # it needs storage too
+
+
+def test_an_argument_the_job_does_not_declare_is_refused_naming_the_likely_one(jobs: JobsHarness) -> None:
+    with pytest.raises(UnknownArgument, match=r"tests\.count_things has no argument nn \(did you mean n\?\); "
+                                              r"its arguments: fail, n, sleep"):  # fmt: skip
+        trigger("tests.count_things", nn="7")
+    with pytest.raises(UnknownArgument, match=r"tests\.sweep has no argument region; its arguments: none"):
+        trigger("tests.sweep", region="west")
+    with pytest.raises(InvalidPayload, match=r"tests\.count_things: n: Input should be a valid integer"):
+        trigger("tests.count_things", n="seven")
+    jobs.drain()
+    assert runs.recent(job="tests.count_things") == []
+    assert runs.recent(job="tests.sweep") == []
+
+
+def test_a_message_with_an_undeclared_argument_is_refused_by_the_worker_too(jobs: JobsHarness) -> None:
+    # Given a message sent without the sender's check (an older release, or by hand)
+    spec = bgjobs.jobs.registered_jobs()["tests.count_things"]
+    spec.typed.send(JobRun(args={"colour": "blue"}))
+
+    # When a worker takes it, the run fails naming the argument, and the message is dead-lettered
+    jobs.drain()
+    (run,) = runs.recent(job="tests.count_things")
+    assert run.outcome == "failed"
+    assert run.error == "tests.count_things has no argument colour; its arguments: fail, n, sleep"
+    (letter,) = jobs.dead_letters
+    assert letter.actor_name == "tests.count_things"
+
+
+def test_the_job_reads_its_arguments_typed(jobs: JobsHarness) -> None:
+    trigger("tests.in_parts", parts="2")
+    jobs.drain()
+    assert [r.figures for r in runs.recent(job="tests.in_parts")] == [{"left": 0}, {"left": 1}]

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from .. import runtime
-from ..jobs import JobContext, job
+from ..jobs import JobArguments, JobContext, job
 from ._compress import compress_logs
 from ._policies import policies
 from ._service import run_policy
@@ -39,7 +39,24 @@ def run_cleanup(
     return report
 
 
-@job("cleanup.daily", schedule="0 2 * * *", queue="cleanup")
+class CleanupArguments(JobArguments):
+    #: One retention policy by name; every policy without it.
+    policy: str | None = None
+    #: Count what would go, delete nothing.
+    dry_run: bool = False
+
+
+def _known_policy(args: dict[str, str]) -> None:
+    from ..errors import InvalidPayload
+
+    name = args.get("policy")
+    names = [p.name for p in policies(runtime.current().settings)]
+    if name is not None and name not in names:
+        known = ", ".join(names) or "none"
+        raise InvalidPayload(f"policy: no cleanup policy named {name!r}; policies: {known}")
+
+
+@job("cleanup.daily", schedule="0 2 * * *", queue="cleanup", arguments=CleanupArguments, check=_known_policy)
 def cleanup_daily(ctx: JobContext) -> dict[str, Any]:
     """Apply every retention policy (--policy NAME: one; --dry-run true: count only) until the budget.
 
@@ -49,9 +66,8 @@ def cleanup_daily(ctx: JobContext) -> dict[str, Any]:
 
     limit_ms = runtime.current().settings.limits_for("cleanup.daily", "cleanup").time_limit_ms
     deadline = ctx.deadline or time.monotonic() + max(1.0, limit_ms / 1000 - 60)
-    report = run_cleanup(
-        policy=ctx.args.get("policy"), dry_run=ctx.args.get("dry_run") == "true", deadline=deadline
-    )
+    args = ctx.arguments if isinstance(ctx.arguments, CleanupArguments) else CleanupArguments()
+    report = run_cleanup(policy=args.policy, dry_run=args.dry_run, deadline=deadline)
     if report["status"] == "stopped":
         ctx.continue_later(**ctx.args)
     return report

@@ -276,6 +276,8 @@ def jobs(_: Reader) -> list[dict[str, Any]]:
 class TriggerBody(BaseModel):
     """The job's arguments, as ``bgjobs trigger JOB --name value`` takes them."""
 
+    model_config = ConfigDict(extra="forbid")
+
     args: dict[str, str] = Field(default_factory=dict)
 
 
@@ -284,7 +286,8 @@ class TriggerBody(BaseModel):
 def trigger(
     name: str, actor: Annotated[Actor, Depends(acting("trigger"))], body: TriggerBody | None = None
 ) -> dict[str, Any]:
-    from ..jobs import registered_jobs
+    from ..errors import InvalidPayload
+    from ..jobs import UnknownArgument, registered_jobs
     from ..jobs import trigger as trigger_job
 
     args = body.args if body else {}
@@ -292,7 +295,10 @@ def trigger(
     def act() -> dict[str, Any]:
         if name not in registered_jobs():
             raise NotFound(f"name: no job {name!r}; GET /api/v1/jobs lists them")
-        sent = trigger_job(name, **args)
+        try:
+            sent = trigger_job(name, **args)
+        except UnknownArgument as exc:  # named as the body names it
+            raise InvalidPayload(f"args.{exc.name}: {exc.line()}") from None
         return {"job": name, "message_id": sent.message_id, "args": args}
 
     return actor.run(f"job:{name}", act)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from .. import runtime
-from ..jobs import JobContext, job
+from ..jobs import JobArguments, JobContext, job
 from ..typed import Payload, actor
 from . import _ledger as ledger
 from . import _paying as paying
@@ -40,13 +40,25 @@ def _period(kind: str) -> Any:
     return check
 
 
-@job("payouts.weekly", schedule="0 8 * * mon", queue=QUEUE, check=_period("weekly"), needs=("payment",))
+class PeriodArguments(JobArguments):
+    #: The period to pay (``2025-W23`` weekly, ``2025-06`` monthly); the last one ended without it.
+    period: str | None = None
+
+
+class DayArguments(JobArguments):
+    #: The day to report (``2025-06-01``); yesterday without it.
+    day: str | None = None
+
+
+@job("payouts.weekly", schedule="0 8 * * mon", queue=QUEUE, arguments=PeriodArguments,
+     check=_period("weekly"), needs=("payment",))  # fmt: skip
 def weekly(ctx: JobContext) -> dict[str, Any]:
     """Pay every vendor's balance up to the end of last week (Mon-Sun); --period 2025-W23 for another."""
     return _run("weekly", ctx)
 
 
-@job("payouts.monthly", schedule="0 0 1 * *", queue=QUEUE, check=_period("monthly"), needs=("payment",))
+@job("payouts.monthly", schedule="0 0 1 * *", queue=QUEUE, arguments=PeriodArguments,
+     check=_period("monthly"), needs=("payment",))  # fmt: skip
 def monthly(ctx: JobContext) -> dict[str, Any]:
     """Pay every vendor's balance up to the end of last month; --period 2025-06 for another month."""
     return _run("monthly", ctx)
@@ -75,7 +87,8 @@ def _day(args: dict[str, str]) -> object:
     return parse_day(args.get("day"), field="day")
 
 
-@job("payouts.settlement", schedule="0 8 * * *", queue=QUEUE, check=_day, needs=("storage",))
+@job("payouts.settlement", schedule="0 8 * * *", queue=QUEUE, arguments=DayArguments, check=_day,
+     needs=("storage",))  # fmt: skip
 def settlement(ctx: JobContext) -> dict[str, Any]:
     """Yesterday's settlement report as a CSV export; --day 2025-06-01 for another day."""
     from ._settlement import parse_day, settlement_report

@@ -1,0 +1,41 @@
+"""Where actors and jobs are declared: bgjobs's families and the host's ``BGJOBS_JOBS`` modules.
+
+Importing a module declares its actors and jobs, so everything that runs or sends them by name
+(the worker, the scheduler, ``bgjobs trigger`` and :func:`bgjobs.trigger`) imports the same list.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = ["FAMILY_MODULES", "import_job_modules"]
+
+FAMILY_MODULES: tuple[str, ...] = (
+    "bgjobs.outbox",
+    "bgjobs.notifications",
+    "bgjobs.webhooks",
+    "bgjobs.payouts",
+    "bgjobs.exports",
+    "bgjobs.cleanup",
+)
+
+
+def import_job_modules(settings: Settings) -> None:
+    """Import the families and the host's job modules, from the current directory first, as
+    ``dramatiq`` looks, so a command finds ``BGJOBS_JOBS=["myapp.jobs"]`` wherever the worker does."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
+    for module in (*FAMILY_MODULES, *settings.jobs):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigurationError(f"BGJOBS_JOBS: cannot import {module!r}: {exc}") from None
