@@ -23,6 +23,7 @@ import dramatiq
 
 from . import runtime
 from .errors import ConfigurationError, InvalidPayload
+from .moments import as_utc
 from .operated import LETTER_OPTION, OperatedBroker, registered_queues
 from .redis_broker import WAKE_CAP, BgjobsRedisBroker
 
@@ -139,8 +140,10 @@ def dead_letters(
     broker: dramatiq.Broker | None = None,
 ) -> list[DeadLetter]:  # fmt: skip
     """Dead letters, newest first, of one queue or all, optionally of one actor, whose reason
-    contains ``reason`` (any case), failed at or after ``since``; ``offset`` skips the newest."""
+    contains ``reason`` (any case), failed at or after ``since`` (UTC when it has no zone);
+    ``offset`` skips the newest."""
     found = operated_broker(broker)
+    since = None if since is None else as_utc(since)
     wanted = None if limit is None else offset + limit
     needle = reason.casefold() if reason else None
     # Unfiltered, a page of exactly what is wanted: the overview's latest five read five, not 500.

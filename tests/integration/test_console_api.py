@@ -209,6 +209,27 @@ def test_dead_letters_are_listed_filtered_shown_masked_requeued_and_purged(
         assert len(listed["items"]) == 3 and not listed["more"]
         assert {d["kind"] for d in listed["items"]} == {"permanent"}
         assert browser.get("/api/v1/dead-letters", params={"reason": "no such text"}).json()["items"] == []
+        # "since" takes a date, a time without a zone (UTC) or with one; empty fields filter nothing
+        moments = (("", 3), ("2000-01-01", 3), ("2999-01-01T00:00", 0), ("2000-01-01T00:00+02:00", 3))
+        for since, count in moments:
+            found = browser.get("/api/v1/dead-letters", params={"since": since, "actor": "", "queue": ""})
+            assert found.status_code == 200 and len(found.json()["items"]) == count, (since, found.text)
+        unreadable = browser.get("/api/v1/dead-letters", params={"since": "yesterday"})
+        assert unreadable.status_code == 422 and unreadable.json()["field"] == "since"
+        assert "'yesterday' is not a date or a time" in unreadable.json()["error"]
+        # and so does the page, which says a mistake on the page
+        empty = {"since": "", "queue": "", "actor": "", "reason": ""}
+        listed_page = browser.get("/dead-letters", params=empty)
+        assert listed_page.status_code == 200 and listed_page.text.count("data-letter=") == 3
+        mistaken = browser.get("/dead-letters", params={"since": "yesterday"})
+        assert mistaken.status_code == 422 and "&#39;yesterday&#39; is not a date or a time" in mistaken.text
+        future = {"match": {"since": "2999-01-01T00:00"}}
+        assert browser.post("/api/v1/dead-letters/purge", json=future, headers=_csrf(browser)).json() == {
+            "selected": 0, "purged": 0}  # fmt: skip
+        bad_since = browser.post("/api/v1/dead-letters/purge", json={"match": {"since": "soon"}},
+                                 headers=_csrf(browser))  # fmt: skip
+        assert bad_since.status_code == 422 and bad_since.json()["field"] == "match.since"
+        assert bad_since.json()["error"].startswith("match.since: 'soon' is not a date or a time")
         page = browser.get("/api/v1/dead-letters", params={"limit": 2}).json()
         assert len(page["items"]) == 2 and page["more"]
         first = page["items"][0]

@@ -126,6 +126,22 @@ def test_purging_every_dead_letter_says_how_many_and_needs_no_hidden_filter(cons
     assert asked == ["Delete every dead letter (all 1, no filter) for good?"]
 
 
+def test_the_dead_letter_filter_reads_an_empty_or_a_zone_less_since(console: str, page: Any) -> None:
+    page.goto(console + "/dead-letters")
+    form = page.locator("form.filters")
+    form.locator("button", has_text="Filter").click()  # every field empty, "since" included
+    page.wait_for_url("**/dead-letters?*")
+    assert page.locator("tr[data-letter]").count() == 1
+    form.locator("input[name=since]").fill("2000-01-01T00:00")  # what a datetime-local input sends
+    form.locator("button", has_text="Filter").click()
+    page.wait_for_url("**since=2000-01-01T00%3A00*")
+    assert page.locator("tr[data-letter]").count() == 1
+    form.locator("input[name=since]").fill("2999-01-01T00:00")
+    form.locator("button", has_text="Filter").click()
+    page.locator("td.empty", has_text="no dead letters match").wait_for()
+    _shot(page, "laptop-dead-letters-filtered")
+
+
 def test_pausing_and_resuming_a_queue_from_the_queues_page(
     console: str, page: Any, worker_env: dict[str, str]
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import runtime
 from ._actions import Actor, NotFound, acting, reader
@@ -127,6 +127,9 @@ def _letter(d: Any, *, full: bool = False) -> dict[str, Any]:
     return found
 
 
+SINCE = "failed at or after: a date, or an ISO 8601 time (UTC without a zone)"
+
+
 class LetterFilter(BaseModel):
     """Which dead letters. An unknown key is refused, never dropped: a dropped criterion once
     turned a purge of a few letters into a purge of all of them."""
@@ -137,8 +140,21 @@ class LetterFilter(BaseModel):
     actor: str | None = None
     #: Text the reason contains (any case).
     reason: str | None = None
-    #: Failed at or after this time.
+    #: Failed at or after this time (a date, or a time; UTC without a zone).
     since: datetime | None = None
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _moment(cls, value: Any) -> Any:
+        from ..errors import InvalidPayload
+        from ..moments import parse_moment
+
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_moment(value)
+        except InvalidPayload as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
 
 
 class LetterSelection(BaseModel):
@@ -179,12 +195,13 @@ def _resource(body: LetterSelection) -> str:
 def list_dead_letters(
     _: Reader, queue: str | None = None, actor: str | None = None,
     reason: Annotated[str | None, Query(description="text the reason contains")] = None,
-    since: Annotated[datetime | None, Query(description="failed at or after (ISO 8601)")] = None,
-    limit: Limit = 50, offset: Offset = 0,
+    since: Annotated[str | None, Query(description=SINCE)] = None, limit: Limit = 50, offset: Offset = 0,
 ) -> dict[str, Any]:  # fmt: skip
     from ..deadletters import dead_letters
+    from ..moments import parse_moment
 
-    found = dead_letters(queue=queue, actor=actor, reason=reason, since=since, limit=limit + 1, offset=offset)
+    found = dead_letters(queue=queue or None, actor=actor or None, reason=reason or None,
+                         since=parse_moment(since), limit=limit + 1, offset=offset)  # fmt: skip
     return {"items": [_letter(d) for d in found[:limit]], "more": len(found) > limit, "offset": offset}
 
 

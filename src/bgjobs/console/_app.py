@@ -29,7 +29,8 @@ def _validation(request: Request, exc: Exception) -> Response:
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
     field = ".".join(where) or None
-    text = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+    message = str(first.get("msg")).removeprefix("Value error, ")
+    text = f"{field}: {message}" if field else message
     return JSONResponse({"error": text, "field": field}, status_code=422)
 
 

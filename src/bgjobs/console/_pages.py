@@ -129,15 +129,26 @@ def queues(request: Request, access: Reader) -> Response:
 @router.get("/dead-letters", response_class=HTMLResponse)
 def dead_letters(
     request: Request, access: Reader, queue: str | None = None, actor: str | None = None,
-    reason: str | None = None, since: datetime | None = None, offset: Annotated[int, Query(ge=0)] = 0,
+    reason: str | None = None, since: str | None = None, offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:  # fmt: skip
+    """Empty fields filter nothing; a "since" the page cannot read is said on the page (422), with
+    nothing listed, rather than as a raw error or a list that ignores it."""
     from ..deadletters import dead_letters as find
+    from ..errors import InvalidPayload
+    from ..moments import parse_moment
     from ._api import _letter
 
-    found = find(queue=queue or None, actor=actor or None, reason=reason or None, since=since,
+    try:
+        moment = parse_moment(since)
+    except InvalidPayload as exc:
+        page = render(request, "dead_letters.html", access, "Dead letters", letters=[], match={},
+                      pages=_pages({}, 0, False), error=str(exc))  # fmt: skip
+        page.status_code = 422
+        return page
+    found = find(queue=queue or None, actor=actor or None, reason=reason or None, since=moment,
                  limit=PAGE + 1, offset=offset)  # fmt: skip
     match = {k: v for k, v in {"queue": queue, "actor": actor, "reason": reason,
-                               "since": since.isoformat() if since else None}.items() if v}  # fmt: skip
+                               "since": moment.isoformat() if moment else None}.items() if v}  # fmt: skip
     pages = _pages(dict(request.query_params), offset, len(found) > PAGE)
     letters = [_letter(d) for d in found[:PAGE]]
     return render(request, "dead_letters.html", access, "Dead letters", letters=letters, match=match,
