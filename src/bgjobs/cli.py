@@ -61,7 +61,7 @@ def _db_check(args: argparse.Namespace) -> int:
 #: Commands that read or write bgjobs's tables: they check the database's revision first.
 NEEDS_TABLES = frozenset({"scheduler", "runs", "outbox", "webhooks", "cleanup", "exports", "console"})
 #: Commands that act on declared jobs, policies or datasets: they import the host's modules first.
-LOADS_JOBS = frozenset({"scheduler", "trigger", "cleanup", "exports", "webhooks", "outbox"})
+LOADS_JOBS = frozenset({"scheduler", "trigger", "cleanup", "exports", "webhooks", "outbox", "status"})
 
 
 def _load() -> None:

@@ -19,8 +19,8 @@ from .coordination import coordination_for
 from .deadletters import operated_broker, queues
 from .operated import WORKERS_KEY, OperatedBroker
 from .redis_broker import BgjobsRedisBroker
-from .scheduling import LOCK_NAME
-from .settings import HealthSettings
+from .scheduling import LOCK_NAME, cron_table
+from .settings import HealthSettings, Settings
 
 __all__ = ["QueueStatus", "Status", "WorkerStatus", "status"]
 
@@ -130,6 +130,18 @@ def _workers(broker: OperatedBroker, now: float) -> list[WorkerStatus]:
     return sorted(found, key=lambda w: (w.host or "", w.pid or 0, w.id))
 
 
+def scheduler_problem(settings: Settings, *, leading: bool) -> str | None:
+    """Why the deployment is not healthy for want of a scheduler, or None.
+
+    The one rule ``bgjobs status`` and ``/readyz`` both apply, so they never disagree: a cron table
+    with entries and no scheduler leading means scheduled work silently stops. (Disable the
+    entries, ``BGJOBS_SCHEDULE__<JOB>=""``, where an outside cron triggers the jobs instead.)
+    """
+    if leading or not cron_table(settings):
+        return None
+    return "the cron table has entries and no scheduler leads: start 'bgjobs scheduler'"
+
+
 def status(*, health: HealthSettings | None = None, broker: dramatiq.Broker | None = None) -> Status:
     """The deployment's queues and workers now, judged against ``health`` (settings by default).
 
@@ -139,7 +151,8 @@ def status(*, health: HealthSettings | None = None, broker: dramatiq.Broker | No
     """
 
     found = operated_broker(broker)
-    limits = health or runtime.current().settings.health
+    settings = runtime.current().settings
+    limits = health or settings.health
     now = time.time()
     workers = _workers(found, now)
     queue_list = _queues(found, workers, now)
@@ -157,4 +170,7 @@ def status(*, health: HealthSettings | None = None, broker: dramatiq.Broker | No
     for w in workers:
         if not w.queues:  # it heartbeats (fetches), but its maintenance has not run: nothing recovers
             problems.append(f"worker {w.id} has not described itself: its maintenance is not running")
+    leaderless = scheduler_problem(settings, leading=scheduler)
+    if leaderless is not None:
+        problems.append(leaderless)
     return Status(queues=queue_list, workers=workers, scheduler=scheduler, problems=problems)

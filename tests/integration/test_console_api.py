@@ -83,12 +83,19 @@ def test_probes_answer_without_authentication_and_name_each_failed_check(
     console = serve(token=SecretStr(TOKEN))
     with _client(console) as client:
         assert client.get("/api/v1/healthz").json() == {"status": "alive"}
+        assert client.get("/healthz").json() == {"status": "alive"}  # where probes look first
         # Given work waiting, no worker and no scheduler
         worker_jobs.record.send({"key": "waiting", "sleep_s": 0})
         not_ready = client.get("/api/v1/readyz")
         assert not_ready.status_code == 503
         body = not_ready.json()
         assert body["failed"] == ["workers", "scheduler"]
+        assert client.get("/readyz").json()["failed"] == ["workers", "scheduler"]
+        # bgjobs status agrees about the scheduler (one rule decides both)
+        from bgjobs.status import status
+
+        leaderless = "the cron table has entries and no scheduler leads: start 'bgjobs scheduler'"
+        assert leaderless in status().problems
         checks = {c["name"]: c for c in body["checks"]}
         assert checks["workers"]["detail"] == "no live worker for default (1 ready)"
         assert checks["broker"]["ok"] and checks["database"]["ok"]
@@ -100,6 +107,7 @@ def test_probes_answer_without_authentication_and_name_each_failed_check(
         finally:
             scheduler.remove()
         assert client.get("/api/v1/readyz").json()["failed"] == []
+        assert not [p for p in status().problems if "scheduler" in p]
 
 
 def test_readyz_names_a_database_behind_its_revision(serve: Callable[..., ConsoleServer]) -> None:

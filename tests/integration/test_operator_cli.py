@@ -14,6 +14,7 @@ import redis
 
 from bgjobs import cli, deadletters, runtime
 from bgjobs.progress import Progress
+from bgjobs.scheduling import LOCK_NAME
 from tests.support import worker_jobs
 from tests.support.workers import WorkerProcess, broker_client, start_worker, wait_for
 
@@ -106,14 +107,25 @@ def test_requeue_needs_ids_or_all_and_purge_a_readable_age(
 
 
 def test_status_reports_queues_workers_and_crossed_thresholds(
-    worker_env: dict[str, str], workers: list[WorkerProcess], capsys: pytest.CaptureFixture[str]
-) -> None:
+    worker_env: dict[str, str], workers: list[WorkerProcess], capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
     client = redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"])
     # `bgjobs worker` wraps the dramatiq command, passing dramatiq's own flags through (-Q).
     w = WorkerProcess(worker_env, processes=1)
     w.argv = [sys.executable, "-m", "bgjobs.cli", "worker", "-p", "1", "-t", "2", "-Q", "default"]
     workers.append(w)
     w.start()
+
+    # No scheduler leads while the cron table has entries: unhealthy, as /readyz says (one rule)
+    code, out = run(capsys, "status", "--json")
+    report = json.loads(out)
+    assert code == 1 and report["scheduler"] is False
+    leaderless = "the cron table has entries and no scheduler leads: start 'bgjobs scheduler'"
+    assert report["problems"] == [leaderless]
+    leading = runtime.current().coordination.lease(LOCK_NAME, ttl_ms=600_000)  # as a scheduler would
+    assert leading.acquire()
+    request.addfinalizer(leading.release)
 
     code, out = run(capsys, "status", "--json")
     report = json.loads(out)
@@ -135,7 +147,7 @@ def test_status_reports_queues_workers_and_crossed_thresholds(
     row = next(line.split() for line in out.splitlines() if line.startswith("notifications "))
     assert row[1] == "1" and 3590 <= float(row[5]) <= 3700 and row[6] == "0"
     assert "UNHEALTHY: queue notifications: oldest message waited 36" in out
-    assert "scheduler: not running" in out
+    assert "scheduler: running" in out
     assert run(capsys, "status", "--max-age", "7200")[0] == 0
 
     # Dead letters above the threshold

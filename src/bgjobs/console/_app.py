@@ -91,6 +91,11 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     from ._pages import router as pages
 
     app.include_router(api)
+    from ._api import healthz, readyz
+
+    # Where probes and newcomers look first, as well as under /api/v1
+    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.include_router(families)
     app.include_router(pages)
     static = resources.files("bgjobs.console") / "static"

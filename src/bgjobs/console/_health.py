@@ -70,12 +70,11 @@ def _workers() -> str | None:
 
 
 def _scheduler() -> str | None:
-    from ..scheduling import LOCK_NAME, cron_table
+    from ..scheduling import LOCK_NAME
+    from ..status import scheduler_problem
 
     current = runtime.current()
-    if cron_table(current.settings) and not current.coordination.held(LOCK_NAME):
-        return "the cron table has entries and no scheduler leads: start 'bgjobs scheduler'"
-    return None
+    return scheduler_problem(current.settings, leading=current.coordination.held(LOCK_NAME))
 
 
 _CHECKS = (("broker", _broker), ("database", _database), ("workers", _workers), ("scheduler", _scheduler))
