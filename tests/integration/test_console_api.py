@@ -84,6 +84,16 @@ def test_probes_answer_without_authentication_and_name_each_failed_check(
     with _client(console) as client:
         assert client.get("/api/v1/healthz").json() == {"status": "alive"}
         assert client.get("/healthz").json() == {"status": "alive"}  # where probes look first
+        # The schema maps every operation: it is for those the console serves, as the API is
+        assert client.get("/api/v1/openapi.json").status_code == 401
+        schema = client.get("/api/v1/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert schema.status_code == 200 and schema.json()["info"]["title"] == "bgjobs console API"
+        assert schema.headers["cache-control"] == "no-store"
+        # An unknown path answers in the documented shape
+        unknown = client.get("/api/v1/no-such-thing", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert unknown.status_code == 404
+        assert unknown.json() == {"error": "no such page or endpoint: /api/v1/no-such-thing; "
+                                           "/api/v1/openapi.json lists the API"}  # fmt: skip
         # Given work waiting, no worker and no scheduler
         worker_jobs.record.send({"key": "waiting", "sleep_s": 0})
         not_ready = client.get("/api/v1/readyz")

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -38,6 +38,12 @@ def _health_body() -> tuple[int, dict[str, Any]]:
 @router.get("/healthz", tags=["health"], summary="the console process is alive (no authentication)")
 def healthz() -> dict[str, str]:
     return {"status": "alive"}
+
+
+@router.get("/openapi.json", include_in_schema=False)
+def openapi(request: Request, _: Reader) -> JSONResponse:
+    """The API's schema, for those the console serves (it maps every operation)."""
+    return JSONResponse(request.app.openapi())
 
 
 @router.get("/readyz", tags=["health"], summary="broker, database revision, workers and scheduler (no auth)")

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import runtime
 from ..errors import ConfigurationError, InvalidPayload
@@ -40,7 +41,8 @@ def _console_error(request: Request, exc: Exception) -> Response:
 
 
 def _http(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    """Errors in the documented shape (``{"error": ...}``), an unknown path's included."""
+    assert isinstance(exc, StarletteHTTPException)
     wants_page = "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(
         str(request.scope.get("root_path", "")) + "/api/"
     )
@@ -48,6 +50,9 @@ def _http(request: Request, exc: Exception) -> Response:
         from ._pages import refused_page
 
         return refused_page(request, exc)
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        error = f"no such page or endpoint: {request.url.path}; /api/v1/openapi.json lists the API"
+        return JSONResponse({"error": error}, status_code=404)
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -56,6 +61,15 @@ def _operation_error(request: Request, exc: Exception) -> Response:
     if status == 500:
         logger.error("console: %s", body["error"])
     return JSONResponse(body, status_code=status)
+
+
+async def _no_store(request: Request, call_next: Any) -> Response:
+    """Nothing the console answers is cached (it is live, and some of it is private); its static
+    files excepted."""
+    response: Response = await call_next(request)
+    if "/static/" not in request.url.path:
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 def create_app(settings: Settings | None = None, authorize: Authorize | None = None) -> Any:
@@ -76,7 +90,7 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     current = runtime.current()
     load_modules(current.settings)  # the host's jobs, for the schedule and triggers
     app = FastAPI(
-        title="bgjobs console API", version="1", openapi_url="/api/v1/openapi.json", docs_url=None,
+        title="bgjobs console API", version="1", openapi_url=None, docs_url=None,
         redoc_url=None, description="Queues, workers, dead letters, runs, the schedule and the families' "
         "business state of a bgjobs deployment. Authenticate with `Authorization: Bearer <token>`.",
     )  # fmt: skip
@@ -84,6 +98,8 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(ConsoleError, _console_error)
     app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.middleware("http")(_no_store)
     for kind in (InvalidPayload, ConfigurationError, SQLAlchemyError, *CONNECTION_ERRORS):
         app.add_exception_handler(kind, _operation_error)
     from ._api import router as api

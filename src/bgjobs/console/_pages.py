@@ -13,10 +13,11 @@ from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import runtime
 from ._actions import reader
@@ -99,7 +100,7 @@ def render(request: Request, name: str, access: Access | None, title: str, **con
     return page
 
 
-def refused_page(request: Request, exc: HTTPException) -> Response:
+def refused_page(request: Request, exc: StarletteHTTPException) -> Response:
     page = render(request, "refused.html", None, "Sign in", reason=exc.detail)
     page.status_code = exc.status_code
     page.headers.update(exc.headers or {})
