@@ -46,17 +46,7 @@ class CleanupArguments(JobArguments):
     dry_run: bool = False
 
 
-def _known_policy(args: dict[str, str]) -> None:
-    from ..errors import InvalidPayload
-
-    name = args.get("policy")
-    names = [p.name for p in policies(runtime.current().settings)]
-    if name is not None and name not in names:
-        known = ", ".join(names) or "none"
-        raise InvalidPayload(f"policy: no cleanup policy named {name!r}; policies: {known}")
-
-
-@job("cleanup.daily", schedule="0 2 * * *", queue="cleanup", arguments=CleanupArguments, check=_known_policy)
+@job("cleanup.daily", schedule="0 2 * * *", queue="cleanup", arguments=CleanupArguments)
 def cleanup_daily(ctx: JobContext) -> dict[str, Any]:
     """Apply every retention policy (--policy NAME: one; --dry-run true: count only) until the budget.
 
