@@ -27,6 +27,7 @@ from .redis_broker import BgjobsRedisBroker
 from .redis_connections import client_for, is_redis_url
 from .registry import QUEUES
 from .settings import Settings, get_settings
+from .unknown_actors import UnknownActors
 
 __all__ = ["ENQUEUE_PATIENCE_S", "build_broker", "settings_for"]
 
@@ -44,7 +45,8 @@ def settings_for(broker: dramatiq.Broker) -> Settings:
 def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
     # Tracing first: Dramatiq runs "after" hooks in reverse, so the job's span is still current
     # when Retries enqueues a retry, and ends after every other middleware is done.
-    stack: list[Any] = tracing.middleware(settings, worker=worker)
+    stack: list[Any] = [UnknownActors(settings.worker.unknown_actor_grace_s)] if worker else []
+    stack += tracing.middleware(settings, worker=worker)
     stack += [m() for m in default_middleware]
     stack += [CurrentMessage(), DeadLetterReasons()]
     if worker and settings.metrics.enabled:

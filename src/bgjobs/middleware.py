@@ -14,6 +14,7 @@ from . import history
 from .errors import ConfigurationError, InvalidPayload, PermanentError
 from .operated import OperatedBroker
 from .outage import broker_outage, is_connection_error
+from .unknown_actors import UnknownActor
 
 __all__ = ["DeadLetterReasons", "Maintenance", "describe_failure"]
 
@@ -97,7 +98,9 @@ def describe_failure(message: Any, exception: BaseException | None) -> dict[str,
     """Why a message is being dead-lettered, as stored beside it."""
     # Retries counts the failed attempt before giving up, but not before a ``throws`` abort.
     retries = message.options.get("retries", 0)
-    if isinstance(exception, InvalidPayload | ValidationError):
+    if isinstance(exception, UnknownActor):
+        kind = "unknown_actor"
+    elif isinstance(exception, InvalidPayload | ValidationError):
         kind = "invalid"
     elif isinstance(exception, ConfigurationError):
         kind = "configuration"

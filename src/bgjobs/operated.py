@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import dramatiq
 
 from .settings import WorkerSettings
+from .unknown_actors import StandIn
 
 __all__ = [
     "LETTER_OPTION", "QUEUES_KEY", "WORKERS_KEY", "MaintenanceReport", "OperatedBroker", "QueueSizes",
@@ -78,6 +79,13 @@ class OperatedBroker(dramatiq.Broker):
     def key(self, *parts: str) -> str:
         """A key in this broker's namespace."""
         return ":".join((self.namespace, *parts))
+
+    def get_actor(self, actor_name: str) -> Any:
+        """The actor, or for one this process does not declare a stand-in: Dramatiq's worker would
+        dead-letter the message the moment it is fetched, before any middleware sees it; the
+        :class:`~bgjobs.unknown_actors.UnknownActors` middleware gives it back instead."""
+        found = self.actors.get(actor_name)
+        return found if found is not None else StandIn(actor_name)
 
     @abc.abstractmethod
     def queue_sizes(self, queues: list[str]) -> dict[str, QueueSizes]:

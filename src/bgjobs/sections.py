@@ -39,6 +39,9 @@ class WorkerSettings(_Section):
     namespace: str = "dramatiq"
     #: A message (its encoded payload and options) larger than this is refused when it is sent.
     max_message_bytes: int = Field(default=1_048_576, ge=1_024)
+    #: A message for an actor this worker does not know is sent again, for a worker that knows it,
+    #: for this long (a rolling deploy), then dead-lettered as ``unknown_actor``.
+    unknown_actor_grace_s: float = Field(default=900, ge=0)
 
 
 class ActorSettings(_Section):

@@ -125,3 +125,9 @@ def test_the_build_fails_on_a_broken_link_or_anchor_or_an_undocumented_setting(
     built = _build(copy, tmp_path / "site")
     assert built.returncode != 0
     assert complaint in built.stderr
+
+
+def test_the_migrations_page_lists_every_revision() -> None:
+    shipped = sorted(p.name[:4] for p in (ROOT / "src/bgjobs/migrations/versions").glob("[0-9]*.py"))
+    listed = re.findall(r"^\| `(\d{4})` \|", (ROOT / "docs/migrations.md").read_text(), re.M)
+    assert shipped and listed == shipped
