@@ -244,6 +244,10 @@ def run_scheduler(settings: Settings) -> int:
         logger.info("cron: %-40s %s", entry.job.name, entry.schedule)
     for line in left_out(settings):
         logger.info("cron: %s", line)
+    if not table:
+        logger.warning("cron: the table is empty, so this scheduler will fire nothing: declare a job "
+                       "with a schedule (@bgjobs.job(..., schedule=...)) in a module of BGJOBS_JOBS, "
+                       "set BGJOBS_SCHEDULE__<JOB>, or wire what a bundled job needs (the lines above)")
     with stop_on_signals():
         return _lead_until_stopped(ticker, lock, refresh_s)
 

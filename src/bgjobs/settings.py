@@ -198,6 +198,9 @@ def load_settings(**overrides: object) -> Settings:
         name = ENV_PREFIX + "__".join(str(p) for p in first["loc"]).upper()
         value = first.get("input")
         shown = f"={value!r}" if isinstance(value, str | int) and not _SECRETISH.search(name) else ""
+        if first["type"] == "extra_forbidden":
+            hint = _hint(name, _known_names()[0])
+            raise ConfigurationError(f"{name} is not a bgjobs setting{hint}") from None
         said = str(first["msg"]).removeprefix("Value error, ")  # a validator's own sentence, as written
         raise ConfigurationError(f"{name}{shown}: {said}") from None
 
@@ -223,16 +226,23 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """One line per ``BGJOBS_*`` variable that no setting reads, with the closest name: a typo
     (``BGJOBS_MAILR``) would otherwise be ignored in silence."""
     names, open_prefixes = _known_names()
+    sections = tuple(n + "__" for n in names if "__" not in n.removeprefix(ENV_PREFIX))
     lines = []
     for variable in sorted(environ):
         upper = variable.upper()
         if not upper.startswith(ENV_PREFIX) or upper in names or upper.startswith(tuple(open_prefixes)):
             continue
-        bare = {n.removeprefix(ENV_PREFIX): n for n in names}
-        close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), list(bare), n=1, cutoff=0.75)
-        hint = f"; did you mean {bare[close[0]]}?" if close else "; docs/configuration.md lists the settings"
-        lines.append(f"{variable} is not a bgjobs setting and is ignored{hint}")
+        if upper.startswith(sections):
+            continue  # inside a section it is refused when the settings load, with the same hint
+        lines.append(f"{variable} is not a bgjobs setting and is ignored{_hint(upper, names)}")
     return lines
+
+
+def _hint(variable: str, names: set[str]) -> str:
+    """"; did you mean <the closest setting>?", or where the settings are listed."""
+    bare = {n.removeprefix(ENV_PREFIX): n for n in names}
+    close = difflib.get_close_matches(variable.removeprefix(ENV_PREFIX), list(bare), n=1, cutoff=0.75)
+    return f"; did you mean {bare[close[0]]}?" if close else "; docs/configuration.md lists the settings"
 
 
 @functools.cache

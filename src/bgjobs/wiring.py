@@ -219,7 +219,10 @@ def _build(name: str, path: str, settings: Settings) -> Any:
         raise ConfigurationError(
             f"BGJOBS_{name.upper()}={path!r}: the {path} adapters do not include a {name}"
         )
-    factory = load_object(path)
+    try:
+        factory = load_object(path)
+    except ConfigurationError as exc:  # name the setting that holds the path
+        raise ConfigurationError(f"BGJOBS_{name.upper()}: {exc}") from None
     if isinstance(factory, type) and hasattr(factory, "from_settings"):
         return factory.from_settings(settings)
     return factory() if callable(factory) else factory

@@ -127,7 +127,11 @@ def load_modules(settings: Settings) -> None:
     """Import the families, the host's job modules, and run the setup hook: every actor is declared."""
     import_job_modules(settings)
     if settings.setup:
-        load_object(settings.setup)()
+        try:
+            setup = load_object(settings.setup)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"BGJOBS_SETUP: {exc}") from None
+        setup()
 
 
 def build_runtime(settings: Settings) -> runtime.Runtime:

@@ -60,6 +60,24 @@ def test_a_misspelt_setting_is_named_with_the_closest_real_one(tmp_path: Path) -
     )
 
 
+def test_a_misspelt_setting_in_a_section_is_refused_in_one_line_with_the_closest_one(tmp_path: Path) -> None:
+    said = ("bgjobs: BGJOBS_WORKER__MAX_DELIVERYS is not a bgjobs setting; "
+            "did you mean BGJOBS_WORKER__MAX_DELIVERIES?")  # fmt: skip
+    done = bgjobs_command(tmp_path, "status", BGJOBS_WORKER__MAX_DELIVERYS="3", BGJOBS_BROKER_URL="stub://")
+    assert done.returncode == 2
+    assert one_line(done) == said
+    # and the worker says the same, in one line
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BGJOBS_")}
+    env.update({"BGJOBS_BROKER_URL": "stub://", "BGJOBS_WORKER__MAX_DELIVERYS": "3",
+                "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}"})  # fmt: skip
+    worker = [sys.executable, "-m", "dramatiq", "bgjobs.actors", "-p", "1", "-t", "1"]
+    ran = subprocess.run(worker, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert ran.returncode != 0
+    lines = [line for line in (ran.stdout + ran.stderr).splitlines() if "MAX_DELIVERYS" in line]
+    assert lines == ["bgjobs: configuration error: " + said.removeprefix("bgjobs: ")]
+    assert "Traceback" not in ran.stdout + ran.stderr
+
+
 def test_an_unwritable_sqlite_path_gets_one_line(tmp_path: Path) -> None:
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")

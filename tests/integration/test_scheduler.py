@@ -206,3 +206,17 @@ def test_the_scheduler_outlives_a_redis_outage_and_fires_again_after_it(
         wait_for(lambda: len(ticks(redis.Redis.from_url(again.url))) >= 1, timeout=30, what="ticks after")
         assert leader.proc.poll() is None
         assert "Redis" in leader.output() and "Traceback" not in leader.output()
+
+
+def test_a_scheduler_with_an_empty_table_says_so_and_how_to_fill_it(
+    scheduler_env: dict[str, str], schedulers: list[Scheduler]
+) -> None:
+    empty = {**scheduler_env, "BGJOBS_JOBS": "[]", "BGJOBS_SCHEDULE__CLEANUP_DAILY": "",
+             "BGJOBS_SCHEDULE__WEBHOOKS_ENDPOINT_HEALTH": ""}  # fmt: skip
+    scheduler = Scheduler(empty)
+    schedulers.append(scheduler)
+    wait_for(lambda: "cron: the table is empty" in scheduler.output(), timeout=30, what="the line")
+    assert ("this scheduler will fire nothing: declare a job with a schedule "
+            "(@bgjobs.job(..., schedule=...)) in a module of BGJOBS_JOBS, set BGJOBS_SCHEDULE__<JOB>"
+            ) in scheduler.output()  # fmt: skip
+    assert "cron: cleanup.daily" not in scheduler.output()

@@ -50,7 +50,8 @@ def test_boot_runs_the_setup_hook_imports_jobs_and_builds_named_adapters(tmp_pat
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
-        ({"mailer": "myapp.nowhere:Mailer"}, "cannot load 'myapp.nowhere:Mailer'"),
+        ({"mailer": "myapp.nowhere:Mailer"}, "^BGJOBS_MAILER: cannot load 'myapp.nowhere:Mailer'"),
+        ({"setup": "myapp.nowhere:setup"}, "^BGJOBS_SETUP: cannot load 'myapp.nowhere:setup'"),
         ({"storage": "console"}, "the console adapters do not include a storage"),
         ({"mailer": "bgjobs.adapters.localfs:LocalFileStorage"}, "mailer must be a Mailer"),
         ({"jobs": ["myapp.missing_jobs"]}, "BGJOBS_JOBS: cannot import 'myapp.missing_jobs'"),
