@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
+import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +18,7 @@ from pydantic import SecretStr
 
 from bgjobs import runtime, webhooks
 from bgjobs.console import create_app
+from bgjobs.embedded import RedisServer
 from bgjobs.settings import ConsoleSettings, Settings, get_settings
 from tests.support import worker_jobs
 from tests.support.console import ConsoleServer
@@ -118,6 +122,30 @@ def test_probes_answer_without_authentication_and_name_each_failed_check(
             scheduler.remove()
         assert client.get("/api/v1/readyz").json()["failed"] == []
         assert not [p for p in status().problems if "scheduler" in p]
+
+
+def test_readyz_answers_within_its_bound_when_redis_hangs(worker_env: dict[str, str], tmp_path: Any) -> None:
+    # Given a console on a Redis of its own, which then hangs (stopped: its sockets stay open)
+    with RedisServer() as hung:
+        settings = Settings(broker_url=hung.url, database_url=worker_env["BGJOBS_DATABASE_URL"])
+        with ConsoleServer(create_app(settings)) as console, _client(console) as client:
+            first = client.get("/readyz").json()["checks"][0]
+            assert (first["name"], first["ok"]) == ("broker", True)
+            assert hung.process is not None
+            os.kill(hung.process.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                answer = client.get("/readyz")
+                took = time.monotonic() - started
+            finally:
+                os.kill(hung.process.pid, signal.SIGCONT)
+    # Then the probe answered, naming the check that hung, rather than waiting for the client's 10 s
+    assert answer.status_code == 503
+    broker = answer.json()["checks"][0]
+    assert (broker["name"], broker["ok"]) == ("broker", False)
+    assert broker["detail"] == "did not answer within 0.9 s"
+    assert answer.json()["failed"] == ["broker", "workers", "scheduler"]
+    assert took < 5, f"readyz took {took:.1f} s"
 
 
 def test_readyz_names_a_database_behind_its_revision(serve: Callable[..., ConsoleServer]) -> None:

@@ -6,8 +6,10 @@ lease) or asks the database one indexed question, so the cost does not grow with
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -80,8 +82,23 @@ def _scheduler() -> str | None:
 _CHECKS = (("broker", _broker), ("database", _database), ("workers", _workers), ("scheduler", _scheduler))
 
 
+#: Each check answers within this, or fails: a probe must answer within about 2 s even when Redis
+#: hangs (a stopped process keeps its connections open, and a client's timeout is 10 s).
+CHECK_TIMEOUT_S = 0.9
+#: Threads the checks run on; a check that hangs holds one until its own client times out.
+_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="bgjobs-readyz")
+
+
+def _bounded(check: Callable[[], str | None]) -> str | None:
+    try:
+        return _pool.submit(check).result(timeout=CHECK_TIMEOUT_S)
+    except concurrent.futures.TimeoutError:
+        return f"did not answer within {CHECK_TIMEOUT_S} s"
+
+
 def readiness() -> list[Check]:
-    """Each check, in order; a check after a failed broker check is not run (it would only time out)."""
+    """Each check, in order, each bounded by ``CHECK_TIMEOUT_S``; a check after a failed broker
+    check is not run (it would only time out)."""
     found: list[Check] = []
     broken = False
     for name, check in _CHECKS:
@@ -90,7 +107,7 @@ def readiness() -> list[Check]:
             found.append(Check(name, False, "not checked: the broker does not answer", 0.0))
             continue
         try:
-            problem = check()
+            problem = _bounded(check)
         except CONNECTION_ERRORS as exc:
             problem = f"does not answer: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         except SQLAlchemyError as exc:
