@@ -55,6 +55,8 @@ class DeadLetter:
     reason: str
     attempts: int
     message: dict[str, Any]
+    #: The last failure's traceback (bounded, masked), where one was kept.
+    traceback: str | None = None
 
 
 def operated_broker(broker: dramatiq.Broker | None = None) -> OperatedBroker:
@@ -112,6 +114,7 @@ def _letter(queue: str, redis_id: str, score: float, data: bytes | None, why: by
         reason=str(reason.get("reason", "")),
         attempts=int(reason.get("attempts", options.get("retries", 0)) or 0),
         message=message,
+        traceback=reason.get("traceback") or options.get("traceback"),
     )
 
 

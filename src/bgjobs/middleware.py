@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from typing import Any
 
 from dramatiq.middleware import Middleware
@@ -14,6 +15,7 @@ from . import history
 from .errors import ConfigurationError, InvalidPayload, PermanentError
 from .operated import OperatedBroker
 from .outage import broker_outage, is_connection_error
+from .redact import mask_text
 from .unknown_actors import UnknownActor
 
 __all__ = ["DeadLetterReasons", "Maintenance", "describe_failure"]
@@ -112,7 +114,24 @@ def describe_failure(message: Any, exception: BaseException | None) -> dict[str,
     text = f"{type(exception).__name__}: {exception}" if exception is not None else "failed"
     if kind == "exhausted":
         text = f"retries exhausted after {attempts} attempt(s); last error {text}"
-    return {"kind": kind, "reason": text, "failed_at": int(time.time() * 1000), "attempts": attempts}
+    found = {"kind": kind, "reason": text, "failed_at": int(time.time() * 1000), "attempts": attempts}
+    told = _traceback(exception)
+    if told:
+        found["traceback"] = told
+    return found
+
+
+#: A dead letter keeps at most this much of its last traceback (its end: where it failed).
+TRACEBACK_CHARS = 4_000
+
+
+def _traceback(exception: BaseException | None) -> str | None:
+    """The failure's traceback, bounded and with addresses, numbers and URL passwords masked: the
+    message the exception carries may quote a vendor's answer."""
+    if exception is None or exception.__traceback__ is None:
+        return None
+    text = "".join(traceback.format_exception(exception, limit=30))
+    return mask_text(text[-TRACEBACK_CHARS:])
 
 
 class DeadLetterReasons(Middleware):

@@ -91,6 +91,7 @@ def _show(args: argparse.Namespace) -> int:
     shown = {
         "queue": letter.queue, "redis_id": letter.redis_id, "failed_at": letter.failed_at.isoformat(),
         "kind": letter.kind, "reason": letter.reason, "attempts": letter.attempts, "message": letter.message,
+        "traceback": letter.traceback,
     }  # fmt: skip
     print(json.dumps(shown, indent=2, default=str))
     return 0

@@ -285,6 +285,9 @@ def test_dead_letters_are_listed_filtered_shown_masked_requeued_and_purged(
             "sleep_s": "***",
         }  # identifiers shown, the rest masked
         assert shown["reason"].startswith("PermanentError: vendor refused refused-")
+        assert shown["traceback"].startswith("Traceback (most recent call last):")
+        assert "in refused" in shown["traceback"] and "PermanentError: vendor refused" in shown["traceback"]
+        assert "PermanentError: vendor refused" in browser.get(f"/dead-letters/{first['id']}").text
         # When one is requeued by id, it runs (the vendor now accepts)
         done = browser.post(
             "/api/v1/dead-letters/requeue", json={"ids": [first["id"]]}, headers=_csrf(browser)

@@ -129,7 +129,7 @@ def _letter(d: Any, *, full: bool = False) -> dict[str, Any]:
         found["args"] = masked(message.get("args", []))
         found["kwargs"] = masked(message.get("kwargs", {}))
         found["options"] = {k: v for k, v in message.get("options", {}).items() if k not in ("traceback",)}
-        found["traceback"] = message.get("options", {}).get("traceback")
+        found["traceback"] = d.traceback
     return found
 
 
