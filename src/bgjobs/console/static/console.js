@@ -1,5 +1,7 @@
-// bgjobs console: live refresh of <main>, and data-action buttons that POST to the API with the
-// CSRF token. Plain JavaScript, shipped in the wheel; nothing is loaded from elsewhere.
+// bgjobs console: live refresh of <main> (never of a form: what a person types stays), a freshness
+// marker that says when the data was last updated or that it is stale, and data-action buttons that
+// POST to the API with the CSRF token. Plain JavaScript, shipped in the wheel; nothing is loaded
+// from elsewhere.
 "use strict";
 
 (function () {
@@ -20,20 +22,55 @@
   }
 
   let busy = false;
+  const live = { on: localStorage.getItem("bgjobs-live") !== "off", updated: Date.now(), failed: null, count: 0 };
 
-  async function refresh() {
+  // Put the fresh page in place, keeping every form of the current one as it is (the values typed
+  // or chosen in it): a refresh replaces what the console shows, never what a person is entering.
+  function swap(area, html) {
+    const fresh = document.createElement("div");
+    fresh.innerHTML = html;
+    const kept = [...area.querySelectorAll("form")];
+    [...fresh.querySelectorAll("form")].forEach((form, i) => {
+      const old = (form.id && kept.find((k) => k.id === form.id)) || kept[i];
+      if (old) form.replaceWith(old);
+    });
+    area.replaceChildren(...fresh.childNodes);
+  }
+
+  function showFreshness() {
+    const marker = document.getElementById("freshness");
+    if (!marker) return;
+    const ago = (t) => Math.max(0, Math.round((Date.now() - t) / 1000));
+    if (live.failed !== null) {
+      marker.textContent = `stale: not updated for ${ago(live.updated)} s (the last refresh failed)`;
+      marker.className = "freshness bad";
+    } else {
+      marker.textContent = (live.on ? "live · " : "paused · ") + `updated ${ago(live.updated)} s ago`;
+      marker.className = "freshness";
+    }
+    const toggle = document.getElementById("live-toggle");
+    if (toggle) toggle.textContent = live.on ? "Pause live refresh" : "Resume live refresh";
+  }
+
+  async function refresh(force) {
     const area = main();
-    if (!area || busy || document.visibilityState !== "visible") return;
+    if (!area || busy || (!live.on && !force) || document.visibilityState !== "visible") return;
     // Never pull the page from under a person: not while they type, select or a dialog is open.
     const active = document.activeElement;
     if (active && area.contains(active) && /INPUT|SELECT|TEXTAREA/.test(active.tagName)) return;
     if (area.querySelector("input[type=checkbox]:checked")) return;
     try {
       const answer = await fetch(location.href, { headers: { "X-Bgjobs-Fragment": "1" }, credentials: "same-origin" });
-      if (answer.ok) area.innerHTML = await answer.text();
+      if (!answer.ok) throw new Error(String(answer.status));
+      swap(area, await answer.text());
+      live.updated = Date.now();
+      live.failed = null;
+      live.count += 1;
+      document.body.dataset.refreshed = String(live.count);
     } catch (err) {
-      // the console restarted or the network blinked: the next tick tries again
+      live.failed = Date.now(); // the console restarted, the network blinked, or a check failed
     }
+    showFreshness();
   }
 
   function argsOf(text) {
@@ -53,19 +90,23 @@
       if (!ids.length) { toast("Select at least one row first.", true); return null; }
       body = { ids };
     }
+    let confirm = button.dataset.confirm;
     if (button.dataset.form) {
       const form = document.getElementById(button.dataset.form);
       const data = new FormData(form);
-      url = url.replace("{job}", encodeURIComponent(data.get("job")));
+      const job = String(data.get("job"));
+      url = url.replace("{job}", encodeURIComponent(job));
       body = { args: argsOf(String(data.get("args") || "")) };
+      const args = Object.entries(body.args).map(([k, v]) => `${k}=${v}`).join(" ");
+      confirm = `Run ${job} ${args ? "with " + args : "with no arguments"}?`;
     }
-    return { url, body };
+    return { url, body, confirm };
   }
 
   async function act(button) {
     const made = request(button);
     if (!made) return;
-    if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+    if (made.confirm && !window.confirm(made.confirm)) return;
     const label = button.textContent;
     button.disabled = true;
     button.textContent = label + "…";
@@ -91,11 +132,17 @@
       button.removeAttribute("aria-busy");
       busy = false;
       document.querySelectorAll("input[type=checkbox]:checked").forEach((i) => { i.checked = false; });
-      refresh();
+      refresh(true);
     }
   }
 
   document.addEventListener("click", (event) => {
+    if (event.target.closest("#live-toggle")) {
+      live.on = !live.on;
+      localStorage.setItem("bgjobs-live", live.on ? "on" : "off");
+      showFreshness();
+      return;
+    }
     const button = event.target.closest("[data-action]");
     if (button) { event.preventDefault(); act(button); }
   });
@@ -106,5 +153,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     const every = Number(main() && main().dataset.live) || 3000;
     setInterval(refresh, every);
+    setInterval(showFreshness, 1000);
+    showFreshness();
   });
 })();
