@@ -13,7 +13,8 @@ import redis
 
 from bgjobs import runtime, webhooks
 from bgjobs.console import create_app
-from bgjobs.settings import get_settings
+from bgjobs.embedded import RedisServer
+from bgjobs.settings import Settings, get_settings
 from tests.support import worker_jobs
 from tests.support.console import ConsoleServer
 from tests.support.pause_checks import pause_checks
@@ -180,6 +181,25 @@ def test_a_failed_refresh_marks_the_page_stale(console: str, page: Any) -> None:
                if route.request.headers.get("x-bgjobs-fragment") == "1" else route.continue_())  # fmt: skip
     page.locator("#freshness.bad").wait_for()
     assert page.locator("#freshness").inner_text().startswith("stale: not updated for ")
+
+
+@pytest.mark.expected_console_error("the server responded with a status of 503")
+def test_with_redis_down_a_page_says_which_check_failed_instead_of_raw_json(
+    worker_env: dict[str, str], page: Any
+) -> None:
+    with RedisServer() as server:
+        settings = Settings(broker_url=server.url, database_url=worker_env["BGJOBS_DATABASE_URL"])
+        with ConsoleServer(create_app(settings)) as console:
+            page.goto(console.url + "/queues")
+            assert page.locator("h1").inner_text() == "Queues"
+            server.stop()  # Redis goes away
+            for path in ("/", "/queues", "/dead-letters"):
+                answer = page.goto(console.url + path)
+                assert answer is not None and answer.status == 503, path
+                problem = page.locator("ul.problems[role=alert]").inner_text()
+                assert problem.startswith("the broker does not answer"), (path, problem)
+                assert "check BGJOBS_BROKER_URL" in problem
+            _shot(page, "laptop-redis-down")
 
 
 def test_pausing_and_resuming_a_queue_from_the_queues_page(

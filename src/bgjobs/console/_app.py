@@ -40,13 +40,15 @@ def _console_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(exc.body, status_code=exc.status)
 
 
+def _wants_page(request: Request) -> bool:
+    api = str(request.scope.get("root_path", "")) + "/api/"
+    return "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(api)
+
+
 def _http(request: Request, exc: Exception) -> Response:
     """Errors in the documented shape (``{"error": ...}``), an unknown path's included."""
     assert isinstance(exc, StarletteHTTPException)
-    wants_page = "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(
-        str(request.scope.get("root_path", "")) + "/api/"
-    )
-    if wants_page and exc.status_code in (401, 403):
+    if _wants_page(request) and exc.status_code in (401, 403):
         from ._pages import refused_page
 
         return refused_page(request, exc)
@@ -60,6 +62,10 @@ def _operation_error(request: Request, exc: Exception) -> Response:
     status, body = error_body(exc)
     if status == 500:
         logger.error("console: %s", body["error"])
+    if status == 503 and (_wants_page(request) or request.headers.get("x-bgjobs-fragment") == "1"):
+        from ._pages import unavailable_page
+
+        return unavailable_page(request, status, body["error"])
     return JSONResponse(body, status_code=status)
 
 

@@ -100,6 +100,14 @@ def render(request: Request, name: str, access: Access | None, title: str, **con
     return page
 
 
+def unavailable_page(request: Request, status: int, reason: str) -> Response:
+    """A page whose data could not be read (Redis or the database down): the page, saying which
+    check failed, rather than the API's JSON; its live refresh marks it stale until it answers."""
+    page = render(request, "unavailable.html", None, "Unavailable", reason=reason)
+    page.status_code = status
+    return page
+
+
 def refused_page(request: Request, exc: StarletteHTTPException) -> Response:
     page = render(request, "refused.html", None, "Sign in", reason=exc.detail)
     page.status_code = exc.status_code
