@@ -16,13 +16,14 @@ import redis
 from bgjobs import runtime
 from tests.support import worker_jobs
 from tests.support.redis_servers import make_certificates, sentinel_deployment, tls_redis
-from tests.support.workers import WorkerProcess, start_worker, wait_for
+from tests.support.workers import ROOT, WorkerProcess, start_worker, wait_for
 
 
 def _bgjobs(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """A command as an operator runs it: where the host's job modules (BGJOBS_JOBS) import."""
     return subprocess.run(
         [sys.executable, "-m", "bgjobs.cli", *args],
-        env={**os.environ, **env},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
         text=True,
         timeout=60,
