@@ -156,11 +156,13 @@ def test_slow_endpoints_hold_no_worker_thread_that_the_fast_ones_need(
     finally:
         worker.stop()
 
-    # Then every fast delivery arrived within a second of its publish, while the slow ones (100
-    # requests of 2 s: 200 s of a thread's time) were still being answered
+    # Then every fast delivery arrived sooner than one slow answer takes (2 s), while the slow ones
+    # (100 requests of 2 s: 200 s of one thread's time) were still being answered: held behind
+    # them, a fast delivery would have waited for at least one, and the last for minutes. (How
+    # soon is the webhook benchmark's to measure; here a busy machine took up to 1.6 s.)
     waits = [r.at - published[r.headers["webhook-id"]] for path in fast for r in receiver.received(path)]
     assert len(waits) == 100
-    assert max(waits) < 1.0, sorted(waits)[-5:]
+    assert max(waits) < 1.9, sorted(waits)[-5:]
     assert all(len(receiver.received(path)) == 20 for path in slow)
     assert max(receiver.peak[path] for path in slow) <= 4  # the endpoint's concurrency cap
 
