@@ -348,7 +348,7 @@ def test_a_paused_queue_is_not_taken_until_resumed_also_across_a_worker_restart(
         wait_for(lambda: sum(default_queue()["history"]["done"]) == 1, timeout=10, what="the history")
         assert len(default_queue()["history"]["ready"]) == 30
         unknown = browser.post("/api/v1/queues/nosuch/pause", headers=_csrf(browser))
-        assert unknown.status_code == 422 and unknown.json()["field"] == "queue"
+        assert unknown.status_code == 404 and unknown.json()["field"] == "queue"
 
 
 def test_a_trigger_checks_its_arguments_and_its_run_appears(
@@ -450,6 +450,8 @@ def test_a_refused_payout_is_retried_from_the_console_and_audited(
                                    "currency": "USD", "status": "pending"}  # fmt: skip
             again = browser.post(f"/api/v1/payouts/{refused.id}/retry", json={}, headers=_csrf(browser))
             assert again.status_code == 422 and again.json()["field"] == "payout_id"
+            missing = browser.post("/api/v1/payouts/payout:nope/retry", json={}, headers=_csrf(browser))
+            assert missing.status_code == 404 and missing.json()["field"] == "payout_id"
             jobs.drain()
             statuses = [p["status"] for p in browser.get("/api/v1/payouts").json()["items"]]
             assert statuses == ["paid", "failed"]
@@ -457,7 +459,7 @@ def test_a_refused_payout_is_retried_from_the_console_and_audited(
         from bgjobs.audit import entries
 
         audited = [(e.action, e.result) for e in reversed(entries())]
-        assert audited == [("retry-payout", "ok"), ("retry-payout", "failed")]
+        assert audited == [("retry-payout", "ok"), ("retry-payout", "failed"), ("retry-payout", "failed")]
 
 
 def test_webhook_attempts_replay_and_recover_notifications_and_an_export_s_link(
@@ -495,6 +497,12 @@ def test_webhook_attempts_replay_and_recover_notifications_and_an_export_s_link(
                 f"/api/v1/webhooks/messages/{failed}/replay", json={}, headers=_csrf(browser)
             )
             assert replayed.json()["queued"] == 1
+            # A message that does not exist is a 404, as docs/console.md says, for its log and a replay
+            gone = browser.get("/api/v1/webhooks/messages/msg_nope/attempts")
+            assert gone.status_code == 404 and gone.json()["field"] == "message_id"
+            replay = "/api/v1/webhooks/messages/msg_nope/replay"
+            nothing = browser.post(replay, json={}, headers=_csrf(browser))
+            assert nothing.status_code == 404 and nothing.json()["field"] == "message"
             jobs.drain()
             attempts = browser.get(f"/api/v1/webhooks/messages/{failed}/attempts").json()
             assert [(a["trigger"], a["succeeded"]) for a in attempts] == [

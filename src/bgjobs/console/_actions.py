@@ -9,6 +9,7 @@ database that does not answer 503.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +40,10 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, InvalidPayload):
         field = text.split(":", 1)[0] if ":" in text and " " not in text.split(":", 1)[0] else None
-        status = 404 if isinstance(exc, NotFound) or text.startswith("id: no dead letter") else 422
+        # "<field>: no <thing> '<id>'" is the families' way of saying a named thing does not exist
+        missing = (isinstance(exc, NotFound) or text.startswith("id: no dead letter")
+                   or re.match(r"[\w.]+: no [\w ]+ '", text) is not None)  # fmt: skip
+        status = 404 if missing else 422
         return status, {"error": text, "field": field}
     if isinstance(exc, ConfigurationError):
         return 409, {"error": text}

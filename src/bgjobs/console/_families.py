@@ -68,9 +68,16 @@ def endpoints(_: Reader, owner: str | None = None, enabled: bool | None = None) 
 
 @router.get("/webhooks/messages/{message_id}/attempts", tags=["webhooks"], summary="a message's attempt log")
 def attempts(message_id: str, _: Reader) -> list[dict[str, Any]]:
+    from .. import db
     from ..webhooks import attempts as attempt_log
+    from ..webhooks._models import WebhookMessage
 
-    return [a.model_dump(mode="json") for a in attempt_log(message_id)]
+    found = [a.model_dump(mode="json") for a in attempt_log(message_id)]
+    if not found:
+        with db.session() as s:
+            if s.get(WebhookMessage, message_id) is None:
+                raise NotFound(f"message_id: no webhook message {message_id!r}")
+    return found
 
 
 class ReplayBody(BaseModel):
@@ -84,8 +91,11 @@ def replay(
     from ..webhooks import replay as replay_message
 
     chosen = body.endpoint_id if body else None
-    return actor.run(f"webhook-message:{message_id}",
-                     lambda: _replayed(replay_message(message_id, endpoint_id=chosen)))  # fmt: skip
+
+    def act() -> dict[str, Any]:
+        return _replayed(_found(lambda: replay_message(message_id, endpoint_id=chosen)))
+
+    return actor.run(f"webhook-message:{message_id}", act)
 
 
 class RecoverBody(BaseModel):
