@@ -1,9 +1,9 @@
 """Payloads as the console shows them: masked the way the logs mask recipients, secrets never.
 
 A dead letter's arguments can hold anything a host sent. Its structure and identifiers stay
-readable (that is what an operator needs to find the record); contact details are masked as the
-logs mask them, amounts and free text are hidden, and anything that looks like a secret is
-replaced whole.
+readable (that is what an operator needs to find the record), and so are a job's own counters
+(attempt, deferrals, retries, a delay in ``..._ms``); contact details are masked as the logs mask
+them, amounts and free text are hidden, and anything that looks like a secret is replaced whole.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ __all__ = ["masked"]
 _SECRET = re.compile(r"secret|password|passwd|token|api_?key|authorization|signature|credential", re.I)
 _SHOWN = re.compile(
     r"(^|_)(id|ids|key|kind|type|status|currency|channel|channels|template|category|"
-    r"queue|actor|event|locale|timezone|period|day|date|trigger|dataset|fmt|at)$",
+    r"queue|actor|event|locale|timezone|period|day|date|trigger|dataset|fmt|at|"
+    r"attempt|attempts|deferrals|retries|waits|count|priority|ms)$",
     re.I,
 )
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
