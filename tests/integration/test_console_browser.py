@@ -202,6 +202,15 @@ def test_with_redis_down_a_page_says_which_check_failed_instead_of_raw_json(
             _shot(page, "laptop-redis-down")
 
 
+def test_an_endpoint_action_s_toast_says_the_outcome_not_the_whole_endpoint(console: str, page: Any) -> None:
+    page.goto(console + "/webhooks")
+    page.locator("button", has_text="Disable").first.click()
+    toast = page.locator("#toast", has_text="Disable: ")
+    toast.wait_for()
+    assert toast.inner_text() == "Disable: disabled_reason disabled by an operator, health disabled"
+    assert "127.0.0.1:9" not in toast.inner_text()  # the endpoint's URL and the rest stay out of it
+
+
 def test_pausing_and_resuming_a_queue_from_the_queues_page(
     console: str, page: Any, worker_env: dict[str, str]
 ) -> None:

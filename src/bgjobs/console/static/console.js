@@ -82,6 +82,15 @@
     return args;
   }
 
+  // What an answer says in a toast: its counts and outcome, not every field of the object it returns.
+  const TOLD = ["message_id", "job", "selected", "requeued", "purged", "queued", "skipped", "deliveries",
+    "status", "health", "paused", "disabled_reason", "payout_id"];
+  function summary(result) {
+    const scalar = Object.entries(result).filter(([, v]) => v === null || typeof v !== "object");
+    const told = scalar.filter(([k]) => TOLD.includes(k));
+    return (told.length ? told : scalar.slice(0, 3)).map(([k, v]) => `${k} ${v}`).join(", ") || "done";
+  }
+
   function request(button) {
     let url = button.dataset.action;
     let body = button.dataset.body ? JSON.parse(button.dataset.body) : {};
@@ -120,7 +129,7 @@
       });
       const result = await answer.json().catch(() => ({ error: answer.statusText }));
       if (answer.ok) {
-        toast(label + ": " + Object.entries(result).filter(([, v]) => typeof v !== "object").map(([k, v]) => `${k} ${v}`).join(", "), false);
+        toast(label + ": " + summary(result), false);
       } else {
         toast(label + " refused: " + (result.error || answer.status), true);
       }
