@@ -329,6 +329,9 @@ class ConsoleSettings(_Section):
     read_only: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=9181, ge=0, le=65535)
+    #: Host names the console answers to (``Host`` header, port aside); empty: loopback names only
+    #: without authentication (against DNS rebinding), any name with it.
+    allowed_hosts: list[str] = Field(default_factory=list)
 
     @field_validator("token", "password")
     @classmethod

@@ -199,7 +199,7 @@ def test_without_credentials_only_loopback_clients_are_served() -> None:
 
     async def ask(client_address: str) -> httpx.Response:
         transport = httpx.ASGITransport(app=app, client=(client_address, 50_000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://console") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost:9181") as client:
             return await client.get("/api/v1/jobs")
 
     assert asyncio.run(ask("127.0.0.1")).status_code == 200
@@ -574,6 +574,38 @@ def test_the_families_state_is_readable_and_secrets_never_show(
         audit = browser.get("/api/v1/audit").json()["items"]
         assert [a["action"] for a in audit] == ["enable", "disable", "rotate-secret"]
         assert all(secret not in str(a) for a in audit)
+
+
+def test_a_foreign_host_name_or_a_cross_site_change_is_refused(
+    serve: Callable[..., ConsoleServer], worker_env: dict[str, str]
+) -> None:
+    # Given a console without authentication (a developer's machine: loopback only)
+    console = serve()
+    with _browser(console) as browser:
+        # A name that is not this console's is refused, even from 127.0.0.1 (DNS rebinding)
+        rebound = browser.get("/api/v1/overview", headers={"Host": "evil.example:7212"})
+        assert rebound.status_code == 403
+        assert "does not answer to the host name 'evil.example'" in rebound.json()["error"]
+        pause = "/api/v1/queues/default/pause"
+        forged = browser.post(pause, headers={**_csrf(browser), "Host": "evil.example:7212",
+                                              "Origin": "http://evil.example:7212"})  # fmt: skip
+        assert forged.status_code == 403
+        # A change from another site is refused though it carries the cookie and its CSRF pair
+        foreign = ({"Origin": "http://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"})
+        for header in foreign:
+            crossed = browser.post(pause, headers={**_csrf(browser), **header})
+            assert crossed.status_code == 403, header
+            assert "may not change anything here" in crossed.json()["error"]
+        # The console's own pages may, and so may a client that is no browser
+        same = {"Origin": console.url, "Sec-Fetch-Site": "same-origin"}
+        own = browser.post(pause, headers={**_csrf(browser), **same})
+        assert own.status_code == 200 and own.json()["paused"] is True
+        assert browser.post("/api/v1/queues/default/resume", headers=_csrf(browser)).status_code == 200
+    # A name listed in BGJOBS_CONSOLE__ALLOWED_HOSTS is answered
+    listed = serve(allowed_hosts=["ops.example.com"])
+    with _client(listed) as client:
+        assert client.get("/api/v1/overview", headers={"Host": "ops.example.com"}).status_code == 200
+        assert client.get("/api/v1/overview", headers={"Host": "other.example.com"}).status_code == 403
 
 
 def test_mounted_under_a_prefix_in_a_starlette_app_its_links_follow_the_mount(

@@ -8,6 +8,14 @@
 - Mounted in a host app, an ``authorize(request, action, resource) -> bool`` hook decides instead,
   with the host's own login; its sessions are ambient too, so CSRF applies.
 - With none of these, loopback clients only (a developer's machine); CSRF applies.
+
+Two checks stand in front of all of it. The ``Host`` a request names must be a loopback name
+(``localhost``, ``127.0.0.1``, ``[::1]``) or one of ``BGJOBS_CONSOLE__ALLOWED_HOSTS``: without it, a
+page on ``evil.example`` whose name is made to resolve to 127.0.0.1 (DNS rebinding) would be the
+console's own origin to the browser. With authentication and no list, any name is accepted (the
+console cannot know its public name). And a state-changing request made with ambient credentials
+must come from the console's own origin: a browser's ``Origin`` and ``Sec-Fetch-Site`` headers say
+where a request comes from, and a cross-site one is refused whatever cookies it carries.
 """
 
 from __future__ import annotations
@@ -51,6 +59,17 @@ def _same(given: str, expected: str) -> bool:
     return bool(given) and bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _host_name(value: str) -> str:
+    """``[::1]:9181`` -> ``::1``, ``Example.com:80`` -> ``example.com``."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    return value.rpartition(":")[0] if value.count(":") == 1 else value
+
+
 def _loopback(request: Request) -> bool:
     host = request.client.host if request.client else ""
     try:
@@ -87,8 +106,19 @@ class Guard:
             return Access(user or "token", ambient=True, via="basic")
         raise self._challenge("wrong user name or password")
 
+    def _check_host(self, request: Request) -> None:
+        name = _host_name(request.headers.get("host", ""))
+        allowed = {_host_name(h) for h in self.settings.allowed_hosts}
+        if name in allowed or (not allowed and (self.configured or self.authorize is not None)):
+            return
+        if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
+            return
+        raise HTTPException(403, f"this console does not answer to the host name {name!r}: add it to "
+                                 "BGJOBS_CONSOLE__ALLOWED_HOSTS if it is this console's")  # fmt: skip
+
     def access(self, request: Request) -> Access:
-        """Who this is; raises 401/403 if nobody the console serves."""
+        """Who this is; raises 401/403 if nobody the console serves, or for a host name not its own."""
+        self._check_host(request)
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value:
@@ -118,6 +148,9 @@ class Guard:
         if self.settings.read_only:
             return "the console is read-only (BGJOBS_CONSOLE__READ_ONLY=true)"
         if access.ambient:
+            crossed = _cross_site(request, self.settings.allowed_hosts)
+            if crossed:
+                return crossed
             cookie = request.cookies.get(CSRF_COOKIE, "")
             header = request.headers.get(CSRF_HEADER, "")
             if not cookie or not header or not _same(cookie, header):
@@ -129,6 +162,23 @@ class Guard:
         ):
             return "the host's authorize hook refused"
         return None
+
+
+def _cross_site(request: Request, allowed_hosts: list[str]) -> str | None:
+    """Why a request is not from the console's own origin, by what the browser says (None: it is,
+    or it came from no browser). Behind a proxy the origin may be the forwarded host or a listed one."""
+    fetched = request.headers.get("sec-fetch-site", "")
+    if fetched and fetched not in ("same-origin", "none"):
+        return f"a {fetched} request may not change anything here (Sec-Fetch-Site)"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    came_from = origin.partition("://")[2].lower()
+    ours = {request.headers.get(h, "").lower() for h in ("host", "x-forwarded-host")} - {""}
+    listed = {_host_name(h) for h in allowed_hosts}
+    if origin != "null" and (came_from in ours or _host_name(came_from) in listed):
+        return None
+    return f"a request from {origin} may not change anything here (Origin)"
 
 
 def new_csrf_token() -> str:
