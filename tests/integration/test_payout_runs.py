@@ -56,7 +56,7 @@ def paid_amounts(gateway: PaymentGatewayServer) -> dict[str, tuple[str, str]]:
 
 
 def test_a_weekly_run_pays_each_balance_once_and_carries_the_rest(
-    harness: Start, gateway: PaymentGatewayServer
+    harness: Start, gateway: PaymentGatewayServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     jobs = start(harness, gateway)
     wiring.configure(
@@ -76,6 +76,10 @@ def test_a_weekly_run_pays_each_balance_once_and_carries_the_rest(
     # When the week's run is triggered twice
     trigger("payouts.weekly", period="2025-W23")
     jobs.drain()
+    from bgjobs.payouts import _planning
+
+    later = _planning._now() + timedelta(hours=1)  # the second trigger comes an hour later
+    monkeypatch.setattr(_planning, "_now", lambda: later)
     trigger("payouts.weekly", period="2025-W23")
     jobs.drain()
 
@@ -111,7 +115,11 @@ def test_a_weekly_run_pays_each_balance_once_and_carries_the_rest(
     # carried forward: v2 and v3 (v5's sale falls after the period)
     assert (report["paid"], report["failed"], report["pending"], report["carried_forward"]) == (3, 0, 0, 2)
     assert report["total_paid"] == {"USD": "600.00", "JPY": "8000"}
-    assert second.figures["planned_now"] is False
+    # The second trigger says the period was the first run's, not a second copy of its figures, and
+    # the first run's duration stays planning-to-last-payout, not the time until the second trigger
+    assert second.figures == {"period": "weekly:2025-W23", "planned_by": first.id, "planned_now": False,
+                              "jobs_sent": 0, "pending": 0}  # fmt: skip
+    assert report["duration_s"] < 600, report["duration_s"]  # not the hour until the second trigger
 
 
 def test_a_carried_balance_is_paid_once_it_reaches_the_minimum(

@@ -31,7 +31,7 @@ from ._models import LedgerEntry, Payout, PayoutInfo, PayoutJob, PayoutReceipt, 
 from ._periods import Period
 from .tasks import pay_vendor
 
-__all__ = ["plan", "plan_payouts", "receipts", "report", "resend_pending", "write_report"]
+__all__ = ["plan", "plan_payouts", "planned_by", "receipts", "report", "resend_pending", "write_report"]
 
 SEND_BATCH = 1_000
 
@@ -126,21 +126,35 @@ def report(run_key: str, *, session: Session | None = None) -> dict[str, Any]:
         by_status = {"pending": 0, "paid": 0, "failed": 0}
         totals: dict[str, str] = {}
         query = (
-            select(col(Payout.status), col(Payout.currency), func.sum(col(Payout.amount_minor)), func.count())
+            select(col(Payout.status), col(Payout.currency), func.sum(col(Payout.amount_minor)), func.count(),
+                   func.max(col(Payout.settled_at)))
             .where(col(Payout.run_key) == run_key)
             .group_by(col(Payout.status), col(Payout.currency))
-        )
-        for status, currency, total, count in s.execute(query):
+        )  # fmt: skip
+        last_settled = None
+        for status, currency, total, count, settled in s.execute(query):
             by_status[status] = by_status.get(status, 0) + int(count)
             if status == "paid":
                 totals[currency] = str(Money.from_minor(int(total), currency).amount)
+            if settled is not None:
+                last_settled = max(last_settled or db.aware(settled), db.aware(settled))
         started = db.aware(run.created_at)
+        # From planning to the last payout settled: a report rewritten later (another trigger of the
+        # period resending what is pending) keeps the run's own duration, not the time since.
+        ended = _now() if by_status["pending"] or last_settled is None else last_settled
         return {
             "period": run_key, "period_start": run.period_start.isoformat(),
             "period_end": run.period_end.isoformat(), "payouts": run.payouts, **by_status,
             "vendors_paid": by_status["paid"], "total_paid": totals, "carried_forward": run.carried,
-            "duration_s": round((_now() - started).total_seconds(), 3),
+            "duration_s": round(max((ended - started).total_seconds(), 0.0), 3),
         }  # fmt: skip
+
+
+def planned_by(run_key: str) -> str | None:
+    """The id of the run (``bgjobs_runs``) that planned the period, if it was planned."""
+    with db.session() as s:
+        run = s.get(PayoutRun, run_key)
+        return None if run is None else run.run_id
 
 
 def write_report(run_key: str) -> None:

@@ -28,9 +28,15 @@ def _pay(job: PayoutJob) -> None:
 
 
 def _run(kind: str, ctx: JobContext) -> dict[str, Any]:
+    """Plan the period and report its payouts; a period an earlier run planned is that run's to
+    report: this run says so and what it sent again, not a second copy of the same figures."""
     period = period_for(kind, ctx.args.get("period"), timezone=runtime.current().settings.timezone)
     ctx.after_finish(lambda: planning.write_report(period.key))
-    return planning.plan(period, run_id=ctx.run_id)
+    found = planning.plan(period, run_id=ctx.run_id)
+    if found.get("planned_now", True):
+        return found
+    return {"period": period.key, "planned_by": planning.planned_by(period.key), "planned_now": False,
+            "jobs_sent": found.get("jobs_sent", 0), "pending": found.get("pending", 0)}  # fmt: skip
 
 
 def _period(kind: str) -> Any:
