@@ -90,10 +90,14 @@ def test_every_page_renders_without_errors_on_a_laptop_and_a_phone(console: str,
         assert page.locator("h1").inner_text(), path
         _shot(page, "laptop" + (path.replace("/", "-") if path != "/" else "-overview"))
     page.set_viewport_size({"width": 390, "height": 844})
-    for path in ("/", "/dead-letters"):
+    for path in ("/", "/dead-letters", "/audit"):
         page.goto(console + path)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"{path} is {width}px wide on a phone"  # tables scroll inside their box
+        # A long reason keeps a readable column (the table scrolls) rather than a row a screen tall
+        tallest = page.evaluate("Math.max(0, ...[...document.querySelectorAll('tbody tr')]"
+                                ".map(r => r.getBoundingClientRect().height))")  # fmt: skip
+        assert tallest <= 160, f"{path} has a row {tallest}px tall on a phone"
         _shot(page, "phone" + (path.replace("/", "-") if path != "/" else "-overview"))
 
 
