@@ -30,6 +30,13 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_stamp(args: argparse.Namespace) -> int:
+    from . import migrations
+
+    print(f"recorded revision {migrations.stamp(args.revision)}; nothing else was changed")
+    return 0
+
+
 def _db_current(args: argparse.Namespace) -> int:
     from . import migrations
 
@@ -191,6 +198,11 @@ def _parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--start", metavar="REVISION", help="with --sql: the revision the database is at")
     upgrade.set_defaults(func=_db_upgrade)
     db_commands.add_parser("current", help="the database's bgjobs revision").set_defaults(func=_db_current)
+    stamp = db_commands.add_parser(
+        "stamp", help="record a revision without running anything (after applying 'upgrade --sql' by hand)"
+    )
+    stamp.add_argument("revision", help="the revision the database now has, e.g. 0005, or head")
+    stamp.set_defaults(func=_db_stamp)
     history = db_commands.add_parser("history", help="every bgjobs revision, oldest first")
     history.set_defaults(func=_db_history)
     db_commands.add_parser(

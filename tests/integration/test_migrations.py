@@ -243,6 +243,46 @@ def test_upgrade_sql_prints_the_migration_for_a_dba_and_changes_nothing(postgres
     )
 
 
+def test_upgrade_sql_adopts_a_pre_migration_database_for_a_dba_and_stamp_records_a_revision(
+    postgres: PostgresCluster,
+) -> None:
+    # Given a database bgjobs 0.1 made, with a row in every table
+    url = postgres.create_database(f"bgjobs_adopt_sql_{os.getpid()}")
+    _build_pre_migration(url)
+    before = _fill_every_table(url)
+    env = {"BGJOBS_DATABASE_URL": url}
+
+    # When a DBA asks for the SQL, it adopts the tables rather than creating them again
+    done = _cli("db", "upgrade", "--sql", env=env)
+    assert done.returncode == 0, done.stderr
+    script = done.stdout
+    assert "-- bgjobs: adopting the existing bgjobs tables (they match revision 0001)" in script
+    assert "CREATE TABLE bgjobs_alembic_version" in script and "INSERT INTO bgjobs_alembic_version" in script
+    assert "CREATE TABLE bgjobs_payout_runs" not in script  # 0.1 made it
+    assert "CREATE TABLE bgjobs_console_audit" in script  # 0002 adds it
+    assert migrations.current(db.engine_for(url)) is None  # asking changed nothing
+
+    # And applying the script as written brings the database to head with every row kept
+    with db.engine_for(url).connect() as conn:
+        conn.connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+        conn.exec_driver_sql(script)
+    engine = db.engine_for(url)
+    assert migrations.current(engine) == migrations.head()
+    assert migrations.differences(engine) == []
+    assert _counts(url) == before
+    assert _cli("db", "upgrade", "--sql", env=env).stdout.strip().endswith(
+        f"nothing to do: the database is at {migrations.head()} (head)")  # fmt: skip
+
+    # A database upgraded by hand is recorded with db stamp; an unknown revision is refused
+    stamped = _cli("db", "stamp", "0004", env=env)
+    assert stamped.returncode == 0 and stamped.stdout == "recorded revision 0004; nothing else was changed\n"
+    assert migrations.current(engine) == "0004"
+    wrong = _cli("db", "stamp", "0099", env=env)
+    assert wrong.returncode == 2
+    assert wrong.stderr.startswith("bgjobs: no bgjobs revision '0099'; the revisions: 0001, 0002")
+    assert _cli("db", "stamp", "head", env=env).returncode == 0
+
+
 def test_a_database_that_is_behind_stops_the_commands_and_the_worker_with_one_line(
     tmp_path: Path, redis_url: str
 ) -> None:

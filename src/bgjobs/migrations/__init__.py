@@ -46,6 +46,7 @@ __all__ = [
     "include_object",
     "models_metadata",
     "require_current",
+    "stamp",
     "upgrade",
     "upgrade_sql",
 ]
@@ -325,11 +326,74 @@ def downgrade(engine: Engine, revision: str) -> str | None:
 
 
 def upgrade_sql(url: str, out: TextIO, *, start: str | None = None) -> None:
-    """Write the SQL that upgrades a PostgreSQL database from ``start`` (empty by default) to head,
-    for a DBA to review and run, instead of running it."""
+    """Write the SQL that upgrades a PostgreSQL database to head, for a DBA to review and run,
+    instead of running it; it changes nothing.
+
+    Without ``start``, the database is asked where it is (read only): at a revision, the SQL goes
+    from there; unversioned with bgjobs 0.1's tables matching the baseline, the script adopts them
+    (creates the version table at ``0001``) and goes on from there; empty, it creates everything.
+
+    Raises:
+        SchemaMismatch: unversioned bgjobs tables that differ from the baseline, naming each difference.
+    """
     from alembic import command
 
     if not url.startswith("postgresql"):
         raise ConfigurationError("bgjobs db upgrade --sql writes PostgreSQL; BGJOBS_DATABASE_URL is not")
-    target = f"{start}:head" if start else "head"
-    command.upgrade(alembic_config(url=url, output=out), target, sql=True)
+    adopt = False
+    if start is None:
+        start, adopt = _where_from(url)
+    config = alembic_config(url=url, output=out)
+    if adopt:
+        out.write(f"-- bgjobs: adopting the existing bgjobs tables (they match revision {BASELINE})\n")
+        command.stamp(config, BASELINE, sql=True)
+    if start == head():
+        out.write(f"-- bgjobs: nothing to do: the database is at {start} (head)\n")
+        return
+    command.upgrade(config, f"{start}:head" if start else "head", sql=True)
+
+
+def _where_from(url: str) -> tuple[str | None, bool]:
+    """The revision a database is at (None: empty), and whether it is to be adopted first."""
+    from sqlalchemy import inspect
+
+    from .. import db
+
+    engine = db.engine_for(url)
+    try:
+        with engine.connect() as conn:
+            found = _current(conn)
+            if found is not None:
+                return found, False
+            ours = [t for t in inspect(conn).get_table_names() if t.startswith(TABLE_PREFIX)]
+            if not ours:
+                return None, False
+            problems = _compare(conn, _baseline_metadata())
+            if problems:
+                raise SchemaMismatch(
+                    f"bgjobs tables exist without a revision and do not match revision {BASELINE}: "
+                    + "; ".join(problems) + ". Nothing was written"
+                )
+            return BASELINE, True
+    finally:
+        engine.dispose()
+
+
+def stamp(revision: str, engine: Engine | None = None) -> str:
+    """Record ``revision`` as the database's without running anything: for a database a DBA
+    upgraded by hand from ``bgjobs db upgrade --sql``. Returns the revision recorded.
+
+    Raises:
+        ConfigurationError: no such revision (the message lists them).
+    """
+    from alembic import command
+
+    from .. import runtime
+
+    known = [r for r, _, _ in history()]
+    if revision not in (*known, "head"):
+        raise ConfigurationError(f"no bgjobs revision {revision!r}; the revisions: {', '.join(known)}")
+    with _locked(engine or runtime.current().engine) as conn:
+        command.stamp(alembic_config(connection=conn), revision)
+        conn.commit()
+        return _current(conn) or revision
