@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
 import signal
 import time
@@ -521,6 +522,14 @@ def test_webhook_attempts_replay_and_recover_notifications_and_an_export_s_link(
             shown = browser.get(f"/api/v1/exports/{export_id}").json()
             assert shown["status"] == "done" and shown["url"] and shown["sha256"]
             assert browser.get("/api/v1/exports/exp_nope").status_code == 404
+            # The page links the file through the console, not as a file:// link a browser cannot open
+            page = browser.get("/exports").text
+            assert f'href="/api/v1/exports/{export_id}/download"' in page and "file://" not in page
+            got = browser.get(f"/api/v1/exports/{export_id}/download")
+            assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+            assert hashlib.sha256(got.content).hexdigest() == shown["sha256"]
+            assert "attachment;" in got.headers["content-disposition"]
+            assert browser.get("/api/v1/exports/exp_nope/download").status_code == 404
             assert export_id in browser.get("/exports").text and "ann@example.com" not in browser.get(
                 "/notifications").text  # fmt: skip
 
