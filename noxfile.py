@@ -23,7 +23,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "uv"
 
-LINTED = ("src", "tests", "benchmarks", "examples", "docs/hooks", "noxfile.py")
+LINTED = ("src", "tests", "benchmarks", "examples", "docs/hooks", "noxfile.py", "conftest.py")
 
 
 def _locked(session: nox.Session, *extras: str) -> None:
@@ -40,6 +40,8 @@ def _pytest(session: nox.Session) -> None:
     report = os.path.join(session.virtualenv.location, "junit.xml")
     args = session.posargs or ["-n", "2"]
     session.run("python", "-m", "pytest", "--durations=25", f"--junitxml={report}", *args, env=SUITE_ENV)
+    if not session.posargs:  # every Python block of the docs, in order, one page at a time (conftest.py)
+        session.run("python", "-m", "pytest", "-p", "no:xdist", "docs", "README.md", env=SUITE_ENV)
 
 
 @nox.session

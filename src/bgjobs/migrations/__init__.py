@@ -357,26 +357,22 @@ def _where_from(url: str) -> tuple[str | None, bool]:
     """The revision a database is at (None: empty), and whether it is to be adopted first."""
     from sqlalchemy import inspect
 
-    from .. import db
+    from ..engines import engine_for
 
-    engine = db.engine_for(url)
-    try:
-        with engine.connect() as conn:
-            found = _current(conn)
-            if found is not None:
-                return found, False
-            ours = [t for t in inspect(conn).get_table_names() if t.startswith(TABLE_PREFIX)]
-            if not ours:
-                return None, False
-            problems = _compare(conn, _baseline_metadata())
-            if problems:
-                raise SchemaMismatch(
-                    f"bgjobs tables exist without a revision and do not match revision {BASELINE}: "
-                    + "; ".join(problems) + ". Nothing was written"
-                )
-            return BASELINE, True
-    finally:
-        engine.dispose()
+    with engine_for(url).connect() as conn:
+        found = _current(conn)
+        if found is not None:
+            return found, False
+        ours = [t for t in inspect(conn).get_table_names() if t.startswith(TABLE_PREFIX)]
+        if not ours:
+            return None, False
+        problems = _compare(conn, _baseline_metadata())
+        if problems:
+            raise SchemaMismatch(
+                f"bgjobs tables exist without a revision and do not match revision {BASELINE}: "
+                + "; ".join(problems) + ". Nothing was written"
+            )
+        return BASELINE, True
 
 
 def stamp(revision: str, engine: Engine | None = None) -> str:
