@@ -329,7 +329,7 @@ def test_a_paused_queue_is_not_taken_until_resumed_also_across_a_worker_restart(
         assert worker_jobs.effect_count() == 0
 
         def waiting() -> bool:  # RabbitMQ's management API counts lag by a second or two
-            queue = next(q for q in browser.get("/api/v1/queues").json() if q["name"] == "default")
+            queue = next(q for q in browser.get("/api/v1/queues").json()["items"] if q["name"] == "default")
             return bool(queue["paused"] and queue["ready"] + queue["in_flight"] == 1)
 
         wait_for(waiting, timeout=15, what="the paused queue's one waiting message")
@@ -343,7 +343,7 @@ def test_a_paused_queue_is_not_taken_until_resumed_also_across_a_worker_restart(
         wait_for(lambda: worker_jobs.effect_count() == 1, timeout=30, what="the job after resume")
 
         def default_queue() -> dict[str, Any]:
-            return next(q for q in browser.get("/api/v1/queues").json() if q["name"] == "default")
+            return next(q for q in browser.get("/api/v1/queues").json()["items"] if q["name"] == "default")
 
         # The job shows in the queue's last 30 minutes once the worker's maintenance pass records it
         wait_for(lambda: sum(default_queue()["history"]["done"]) == 1, timeout=10, what="the history")
@@ -490,7 +490,7 @@ def test_webhook_attempts_replay_and_recover_notifications_and_an_export_s_link(
         jobs.drain()
         app = create_app(runtime.current().settings)
         with ConsoleServer(app) as console, _browser(console, "/webhooks") as browser:
-            attempts = browser.get(f"/api/v1/webhooks/messages/{failed}/attempts").json()
+            attempts = browser.get(f"/api/v1/webhooks/messages/{failed}/attempts").json()["items"]
             assert [(a["attempt"], a["status_code"], a["succeeded"]) for a in attempts] == [(1, 500, False)]
             page = browser.get("/webhooks", params={"message": failed}).text
             assert f'data-action="/api/v1/webhooks/messages/{failed}/replay"' in page and "500" in page
@@ -505,7 +505,7 @@ def test_webhook_attempts_replay_and_recover_notifications_and_an_export_s_link(
             nothing = browser.post(replay, json={}, headers=_csrf(browser))
             assert nothing.status_code == 404 and nothing.json()["field"] == "message"
             jobs.drain()
-            attempts = browser.get(f"/api/v1/webhooks/messages/{failed}/attempts").json()
+            attempts = browser.get(f"/api/v1/webhooks/messages/{failed}/attempts").json()["items"]
             assert [(a["trigger"], a["succeeded"]) for a in attempts] == [
                 ("scheduled", False),
                 ("manual", True),

@@ -105,7 +105,7 @@ def test_the_console_is_mounted_behind_the_app_s_own_login(served: tuple[httpx.C
     assert client.get("/bgjobs/api/v1/healthz").json() == {"status": "alive"}
     assert client.get("/bgjobs/api/v1/jobs").status_code == 403  # nobody signed in
     staff, admin = {"X-Staff-User": "bob"}, {"X-Staff-User": "ana"}
-    jobs = client.get("/bgjobs/api/v1/jobs", headers=staff).json()
+    jobs = client.get("/bgjobs/api/v1/jobs", headers=staff).json()["items"]
     assert "cleanup.daily" in [j["name"] for j in jobs]
     page = client.get("/bgjobs/runs", headers=staff)
     assert page.status_code == 200 and 'href="/bgjobs/static/console.css"' in page.text

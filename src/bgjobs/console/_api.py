@@ -52,6 +52,12 @@ def readyz() -> JSONResponse:
     return JSONResponse(body, status_code=code)
 
 
+def listed(items: list[Any]) -> dict[str, Any]:
+    """A whole list in the shape every list answers in (``items``, ``more``, ``offset``), so a client
+    reads each list the same way, paged or not."""
+    return {"items": items, "more": False, "offset": 0}
+
+
 def _queues() -> list[dict[str, Any]]:
     """Each queue now, whether it is paused, and its last 30 minutes (``history``: jobs done and
     ready messages per minute, oldest first)."""
@@ -94,8 +100,8 @@ def overview(_: Reader) -> dict[str, Any]:
 
 
 @router.get("/queues", tags=["queues"], summary="each queue: sizes, oldest wait, paused, the last 30 minutes")
-def queues(_: Reader) -> list[dict[str, Any]]:
-    return _queues()
+def queues(_: Reader) -> dict[str, Any]:
+    return listed(_queues())
 
 
 @router.post("/queues/{name}/pause", tags=["queues"], summary="workers stop taking its messages within 1 s")
@@ -113,10 +119,10 @@ def resume(name: str, actor: Annotated[Actor, Depends(acting("resume"))]) -> dic
 
 
 @router.get("/workers", tags=["workers"], summary="live worker processes: host, pid, queues, last heartbeat")
-def workers(_: Reader) -> list[dict[str, Any]]:
+def workers(_: Reader) -> dict[str, Any]:
     from ..status import status
 
-    return [asdict(w) for w in status().workers]
+    return listed([asdict(w) for w in status().workers])
 
 
 def _letter(d: Any, *, full: bool = False) -> dict[str, Any]:
@@ -288,12 +294,12 @@ def schedule_data() -> dict[str, Any]:
 
 
 @router.get("/jobs", tags=["jobs"], summary="every batch job the console knows, with its default schedule")
-def jobs(_: Reader) -> list[dict[str, Any]]:
+def jobs(_: Reader) -> dict[str, Any]:
     from ..jobs import registered_jobs
 
-    return [{"name": j.name, "schedule": j.schedule, "queue": j.queue,
-             "doc": ((j.fn.__doc__ or "").strip().splitlines() or [""])[0]}
-            for j in sorted(registered_jobs().values(), key=lambda j: j.name)]  # fmt: skip
+    return listed([{"name": j.name, "schedule": j.schedule, "queue": j.queue,
+                    "doc": ((j.fn.__doc__ or "").strip().splitlines() or [""])[0]}
+                   for j in sorted(registered_jobs().values(), key=lambda j: j.name)])  # fmt: skip
 
 
 class TriggerBody(BaseModel):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from ..redact import mask_url
 from ._actions import Actor, NotFound, acting, reader
+from ._api import listed
 
 __all__ = ["router"]
 
@@ -61,14 +62,14 @@ def endpoint_data(e: Any) -> dict[str, Any]:
 
 
 @router.get("/webhooks/endpoints", tags=["webhooks"], summary="endpoints with their health; secrets never")
-def endpoints(_: Reader, owner: str | None = None, enabled: bool | None = None) -> list[dict[str, Any]]:
+def endpoints(_: Reader, owner: str | None = None, enabled: bool | None = None) -> dict[str, Any]:
     from ..webhooks import list_endpoints
 
-    return [endpoint_data(e) for e in list_endpoints(owner=owner, enabled=enabled)]
+    return listed([endpoint_data(e) for e in list_endpoints(owner=owner, enabled=enabled)])
 
 
 @router.get("/webhooks/messages/{message_id}/attempts", tags=["webhooks"], summary="a message's attempt log")
-def attempts(message_id: str, _: Reader) -> list[dict[str, Any]]:
+def attempts(message_id: str, _: Reader) -> dict[str, Any]:
     from .. import db
     from ..webhooks import attempts as attempt_log
     from ..webhooks._models import WebhookMessage
@@ -78,7 +79,7 @@ def attempts(message_id: str, _: Reader) -> list[dict[str, Any]]:
         with db.session() as s:
             if s.get(WebhookMessage, message_id) is None:
                 raise NotFound(f"message_id: no webhook message {message_id!r}")
-    return found
+    return listed(found)
 
 
 class ReplayBody(BaseModel):
@@ -202,10 +203,11 @@ def retry_payout(payout_id: str, actor: Annotated[Actor, Depends(acting("retry-p
 
 
 @router.get("/exports", tags=["exports"], summary="exports with status, size, checksum and download link")
-def exports(_: Reader, dataset: str | None = None, limit: Limit = 50) -> list[dict[str, Any]]:
+def exports(_: Reader, dataset: str | None = None, limit: Limit = 50) -> dict[str, Any]:
     from ..exports import exports as export_list
 
-    return [e.model_dump(mode="json") for e in export_list(dataset=dataset, limit=limit)]
+    found = [e.model_dump(mode="json") for e in export_list(dataset=dataset, limit=limit + 1)]
+    return _page(found, limit, 0)
 
 
 @router.get("/exports/{export_id}", tags=["exports"], summary="one export and its link")

@@ -197,16 +197,17 @@ def run(request: Request, run_id: str, access: Reader) -> Response:
 def schedule(request: Request, access: Reader) -> Response:
     from ._api import jobs
 
-    return render(request, "schedule.html", access, "Schedule", data=schedule_data(), jobs=jobs(access))
+    return render(request, "schedule.html", access, "Schedule", data=schedule_data(),
+                  jobs=jobs(access)["items"])  # fmt: skip
 
 
 @router.get("/webhooks", response_class=HTMLResponse)
 def webhooks(request: Request, access: Reader, message: str | None = None) -> Response:
     from ._families import attempts, endpoints
 
-    found = attempts(message, access) if message else None
-    return render(request, "webhooks.html", access, "Webhooks", endpoints=endpoints(access), message=message,
-                  attempts=found)  # fmt: skip
+    found = attempts(message, access)["items"] if message else None
+    return render(request, "webhooks.html", access, "Webhooks", endpoints=endpoints(access)["items"],
+                  message=message, attempts=found)  # fmt: skip
 
 
 @router.get("/notifications", response_class=HTMLResponse)
