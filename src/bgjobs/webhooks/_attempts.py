@@ -135,13 +135,22 @@ async def _attempt(
             return Finished(started, AttemptResult(None, 0, None, target[:1000]))
         body = row.body.encode()
         result = await post(target, _headers(row, body, _now()), body, settings)
-        if result.retry_after_s is not None and result.status_code in RETRY_AFTER_STATUSES:
-            _ask_for_pause(row.endpoint_id, min(result.retry_after_s, settings.retry_after_max_s))
+        asked = _pause_asked(result, settings)
+        if asked is not None:
+            _ask_for_pause(row.endpoint_id, asked)
         if result.status_code is not None:
             note.set(**{"http.response.status_code": result.status_code})
         if not result.succeeded:
             note.fail(result.error or f"the endpoint answered {result.status_code}")
         return Finished(started, result)
+
+
+def _pause_asked(result: AttemptResult, settings: WebhookSettings) -> float | None:
+    """Seconds the receiver asked every delivery to wait (a 429 or 503 with ``Retry-After``, capped
+    by ``retry_after_max_s``), or None."""
+    if result.retry_after_s is None or result.status_code not in RETRY_AFTER_STATUSES:
+        return None
+    return min(result.retry_after_s, float(settings.retry_after_max_s))
 
 
 def _ask_for_pause(endpoint_id: str, seconds: float) -> None:
@@ -210,8 +219,8 @@ def free(finished: list[Finished], settings: WebhookSettings) -> None:
     gates = gates_for(runtime.current().coordination)
     gates.release([(f.started.row.endpoint_id, f.started.holder) for f in finished])
     for f in finished:
-        if f.result.retry_after_s is not None and f.result.status_code in RETRY_AFTER_STATUSES:
-            seconds = min(f.result.retry_after_s, settings.retry_after_max_s)
+        seconds = _pause_asked(f.result, settings)
+        if seconds is not None:
             gates.pause(f.started.row.endpoint_id, seconds=seconds)
 
 
