@@ -285,27 +285,16 @@ def upgrade(engine: Engine | None = None) -> UpgradeReport:
             the message names each table and column, and nothing was changed.
     """
     from alembic import command
-    from sqlalchemy import inspect
 
     from .. import runtime
 
     with _locked(engine or runtime.current().engine) as conn:
         before = _current(conn)
-        names = inspect(conn).get_table_names()
-        ours = [t for t in names if t.startswith(TABLE_PREFIX) and t != VERSION_TABLE]
+        adopted = before is None and _adoptable(conn, nothing="changed")
         conn.commit()
-        adopted = False
-        if before is None and ours:
-            problems = _compare(conn, _baseline_metadata())
-            conn.commit()
-            if problems:
-                raise SchemaMismatch(
-                    f"bgjobs tables exist without a revision and do not match revision {BASELINE}: "
-                    + "; ".join(problems) + ". Nothing was changed"
-                )
+        if adopted:
             command.stamp(alembic_config(connection=conn), BASELINE)
             conn.commit()
-            adopted = True
         command.upgrade(alembic_config(connection=conn), "head")
         conn.commit()
         return UpgradeReport(before, _current(conn) or head(), adopted)
@@ -355,24 +344,34 @@ def upgrade_sql(url: str, out: TextIO, *, start: str | None = None) -> None:
 
 def _where_from(url: str) -> tuple[str | None, bool]:
     """The revision a database is at (None: empty), and whether it is to be adopted first."""
-    from sqlalchemy import inspect
-
     from ..engines import engine_for
 
     with engine_for(url).connect() as conn:
         found = _current(conn)
         if found is not None:
             return found, False
-        ours = [t for t in inspect(conn).get_table_names() if t.startswith(TABLE_PREFIX)]
-        if not ours:
-            return None, False
-        problems = _compare(conn, _baseline_metadata())
-        if problems:
-            raise SchemaMismatch(
-                f"bgjobs tables exist without a revision and do not match revision {BASELINE}: "
-                + "; ".join(problems) + ". Nothing was written"
-            )
-        return BASELINE, True
+        return (BASELINE, True) if _adoptable(conn, nothing="written") else (None, False)
+
+
+def _adoptable(conn: Connection, *, nothing: str) -> bool:
+    """Whether an unversioned database holds bgjobs 0.1's tables (to be adopted at the baseline);
+    False when it holds none.
+
+    Raises:
+        SchemaMismatch: they differ from the baseline, naming each difference; nothing was ``nothing``.
+    """
+    from sqlalchemy import inspect
+
+    names = inspect(conn).get_table_names()
+    if not [t for t in names if t.startswith(TABLE_PREFIX) and t != VERSION_TABLE]:
+        return False
+    problems = _compare(conn, _baseline_metadata())
+    if problems:
+        raise SchemaMismatch(
+            f"bgjobs tables exist without a revision and do not match revision {BASELINE}: "
+            + "; ".join(problems) + f". Nothing was {nothing}"
+        )
+    return True
 
 
 def stamp(revision: str, engine: Engine | None = None) -> str:
