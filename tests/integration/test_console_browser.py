@@ -203,6 +203,7 @@ def test_with_redis_down_a_page_says_which_check_failed_instead_of_raw_json(
                 problem = page.locator("ul.problems[role=alert]").inner_text()
                 assert problem.startswith("the broker does not answer"), (path, problem)
                 assert "check BGJOBS_BROKER_URL" in problem
+                assert page.locator("#freshness").inner_text().startswith("stale"), path
             _shot(page, "laptop-redis-down")
 
 

@@ -103,7 +103,7 @@ def render(request: Request, name: str, access: Access | None, title: str, **con
 def unavailable_page(request: Request, status: int, reason: str) -> Response:
     """A page whose data could not be read (Redis or the database down): the page, saying which
     check failed, rather than the API's JSON; its live refresh marks it stale until it answers."""
-    page = render(request, "unavailable.html", None, "Unavailable", reason=reason)
+    page = render(request, "unavailable.html", None, "Unavailable", reason=reason, stale=True)
     page.status_code = status
     return page
 

@@ -84,6 +84,8 @@ class Guard:
     def __init__(self, settings: ConsoleSettings, authorize: Authorize | None) -> None:
         self.settings = settings
         self.authorize = authorize
+        #: BGJOBS_CONSOLE__ALLOWED_HOSTS as host names, read once.
+        self.allowed_hosts = frozenset(_host_name(h) for h in settings.allowed_hosts)
 
     @property
     def configured(self) -> bool:
@@ -108,7 +110,7 @@ class Guard:
 
     def _check_host(self, request: Request) -> None:
         name = _host_name(request.headers.get("host", ""))
-        allowed = {_host_name(h) for h in self.settings.allowed_hosts}
+        allowed = self.allowed_hosts
         if name in allowed or (not allowed and (self.configured or self.authorize is not None)):
             return
         if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
@@ -148,7 +150,7 @@ class Guard:
         if self.settings.read_only:
             return "the console is read-only (BGJOBS_CONSOLE__READ_ONLY=true)"
         if access.ambient:
-            crossed = _cross_site(request, self.settings.allowed_hosts)
+            crossed = _cross_site(request, self.allowed_hosts)
             if crossed:
                 return crossed
             cookie = request.cookies.get(CSRF_COOKIE, "")
@@ -164,7 +166,7 @@ class Guard:
         return None
 
 
-def _cross_site(request: Request, allowed_hosts: list[str]) -> str | None:
+def _cross_site(request: Request, allowed_hosts: frozenset[str]) -> str | None:
     """Why a request is not from the console's own origin, by what the browser says (None: it is,
     or it came from no browser). Behind a proxy the origin may be the forwarded host or a listed one."""
     fetched = request.headers.get("sec-fetch-site", "")
@@ -175,8 +177,7 @@ def _cross_site(request: Request, allowed_hosts: list[str]) -> str | None:
         return None
     came_from = origin.partition("://")[2].lower()
     ours = {request.headers.get(h, "").lower() for h in ("host", "x-forwarded-host")} - {""}
-    listed = {_host_name(h) for h in allowed_hosts}
-    if origin != "null" and (came_from in ours or _host_name(came_from) in listed):
+    if origin != "null" and (came_from in ours or _host_name(came_from) in allowed_hosts):
         return None
     return f"a request from {origin} may not change anything here (Origin)"
 

@@ -23,6 +23,8 @@
 
   let busy = false;
   const live = { on: localStorage.getItem("bgjobs-live") !== "off", updated: Date.now(), failed: null, count: 0 };
+  // A page served without its data (Redis down) is stale from the start, not "updated 0 s ago".
+  document.addEventListener("DOMContentLoaded", () => { if (main() && main().dataset.stale) live.failed = Date.now(); });
 
   // Put the fresh page in place, keeping every form of the current one as it is (the values typed
   // or chosen in it): a refresh replaces what the console shows, never what a person is entering.
