@@ -37,11 +37,25 @@ def record(*, who: str, action: str, resource: str, result: str, detail: str = "
                          detail=detail[:2000]))  # fmt: skip
 
 
-def entries(*, limit: int = 50, offset: int = 0, action: str | None = None) -> list[AuditEntry]:
-    """The audit log, newest first."""
+def entries(
+    *, limit: int = 50, offset: int = 0, action: str | None = None, who: str | None = None,
+    resource: str | None = None, since: datetime | None = None, until: datetime | None = None,
+) -> list[AuditEntry]:  # fmt: skip
+    """The audit log, newest first: by ``action`` (exact), ``who`` and ``resource`` (text they
+    contain, any case), and a time window (``since`` inclusive, ``until`` exclusive; UTC if no zone)."""
+    from .moments import as_utc
+
     query = select(AuditEntry).order_by(col(AuditEntry.at).desc(), col(AuditEntry.id).desc())
     if action:
         query = query.where(AuditEntry.action == action)
+    if who:
+        query = query.where(col(AuditEntry.who).icontains(who, autoescape=True))
+    if resource:
+        query = query.where(col(AuditEntry.resource).icontains(resource, autoescape=True))
+    if since is not None:
+        query = query.where(col(AuditEntry.at) >= as_utc(since))
+    if until is not None:
+        query = query.where(col(AuditEntry.at) < as_utc(until))
     with db.session() as s:
         return list(s.exec(query.offset(offset).limit(limit)))
 

@@ -103,8 +103,10 @@ class Metrics(Middleware):
         if exception is not None:
             errored.labels(*labels).inc()
         if started is not None:
+            took = current_millis() - started
             in_progress.labels(*labels).dec()
-            durations.labels(*labels).observe(current_millis() - started)
+            durations.labels(*labels).observe(took)
+            history.ran(message.actor_name, took, failed=exception is not None)
 
     after_skip_message = after_process_message
 

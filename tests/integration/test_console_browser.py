@@ -21,8 +21,8 @@ from tests.support.pause_checks import pause_checks
 from tests.support.workers import ROOT, WorkerProcess, start_worker, wait_for
 
 ARTIFACTS = ROOT / "build" / "test-artifacts" / "console"
-PAGES = ("/", "/queues", "/dead-letters", "/runs", "/schedule", "/webhooks", "/notifications", "/payouts",
-         "/exports", "/audit")  # fmt: skip
+PAGES = ("/", "/queues", "/queues/default", "/actors", "/dead-letters", "/runs", "/schedule", "/webhooks",
+         "/notifications", "/payouts", "/exports", "/audit")  # fmt: skip
 #: Flags that keep chromium off the network this machine does not have (see the tool library's notes).
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -90,7 +90,7 @@ def test_every_page_renders_without_errors_on_a_laptop_and_a_phone(console: str,
         assert page.locator("h1").inner_text(), path
         _shot(page, "laptop" + (path.replace("/", "-") if path != "/" else "-overview"))
     page.set_viewport_size({"width": 390, "height": 844})
-    for path in ("/", "/dead-letters", "/audit"):
+    for path in ("/", "/dead-letters", "/audit", "/queues/default", "/webhooks"):
         page.goto(console + path)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"{path} is {width}px wide on a phone"  # tables scroll inside their box
@@ -243,3 +243,95 @@ def test_triggering_a_batch_job_from_the_schedule_and_seeing_its_run(console: st
     page.locator("tr[data-run]", has_text="cleanup.daily").locator(".badge", has_text="succeeded").wait_for(
         timeout=30_000)  # fmt: skip
     _shot(page, "laptop-runs-after-trigger")
+
+
+def test_a_queue_s_waiting_jobs_are_browsed_with_their_arguments_run_now_and_deleted(
+    console: str, page: Any, worker_env: dict[str, str]
+) -> None:
+    from bgjobs.pausing import pause, resume
+
+    asked: list[str] = []
+    page.on("dialog", lambda d: asked.append(d.message))  # the fixture's handler accepts it
+    with pause_checks(redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"]), "default") as checks:
+        pause("default")
+        checks.wait_seen()  # the worker's consumer honours the pause: what is sent now waits
+    for key in ("first-sent", "second-sent"):
+        worker_jobs.record.send({"key": key, "sleep_s": 0})
+    page.goto(console + "/queues")
+    page.locator('tr[data-queue="default"] a', has_text="default").click()
+    page.wait_for_url("**/queues/default")
+    rows = page.locator("tr[data-job]")
+    assert rows.count() == 2
+    assert "first-sent" in rows.nth(0).inner_text() and '"sleep_s": "***"' in rows.nth(0).inner_text()
+
+    # Run now puts the second first; Delete asks, naming the job, and takes the other away
+    rows.nth(1).locator("button", has_text="Run now").click()
+    page.locator("#toast", has_text="Run now").wait_for()
+    page.locator("tr[data-job]").first.filter(has_text="second-sent").wait_for(timeout=10_000)  # refreshed
+    page.locator("tr[data-job]", has_text="first-sent").locator("button", has_text="Delete").click()
+    page.locator("#toast", has_text="Delete").wait_for()
+    page.locator("tr[data-job]", has_text="first-sent").wait_for(state="detached", timeout=10_000)
+    assert asked[0].startswith(f"Run {worker_jobs.record.name} (") and asked[0].endswith(") next?")
+    assert asked[1].startswith(f"Delete {worker_jobs.record.name} (") and "It will not run." in asked[1]
+    _shot(page, "laptop-queue-waiting")
+
+    # Once resumed, the worker runs the job that is left and never the deleted one
+    resume("default")
+    wait_for(lambda: worker_jobs.effect_count() == 1, timeout=30, what="the job left in the queue")
+    assert set(worker_jobs.effects()) == {"second-sent"}
+    page.locator("td.empty", has_text="no waiting jobs").wait_for(timeout=10_000)
+
+
+def test_the_actors_page_charts_what_the_worker_ran(console: str, page: Any) -> None:
+    worker_jobs.record.send({"key": "charted", "sleep_s": 0})
+    wait_for(lambda: worker_jobs.effect_count() == 1, timeout=30, what="the job to run")
+    page.goto(console + "/actors")
+    row = page.locator(f'tr[data-actor="{worker_jobs.record.name}"]')
+    row.wait_for(timeout=10_000)  # the worker adds its runs on its next pass; the page refreshes itself
+    refused = page.locator(f'tr[data-actor="{worker_jobs.refused.name}"]')
+    assert "1 (100%)" in refused.inner_text()  # the fixture's dead letter: one run, failed
+    assert "runs, 1 failed" in (refused.locator("svg.chart").first.get_attribute("aria-label") or "")
+    page.locator("nav.tabs a", has_text="last day").click()
+    page.wait_for_url("**/actors?span=day")
+    assert page.locator(f'tr[data-actor="{worker_jobs.refused.name}"]').is_visible()
+    _shot(page, "laptop-actors-day")
+
+
+def test_webhook_messages_are_filtered_and_a_message_s_attempts_open_from_the_list(
+    console: str, page: Any
+) -> None:
+    booked = webhooks.publish("booking.created", {"booking_id": "B7"}, owner="merchant-1")
+    page.goto(console + "/webhooks")
+    page.locator(f'tr[data-message="{booked}"]').wait_for()
+    form = page.locator("#message-filters")
+    form.locator("input[name=event_type]").fill("booking.cancelled")
+    form.locator("button", has_text="Filter").click()
+    page.locator("td.empty", has_text="no messages match").wait_for()
+    form = page.locator("#message-filters")
+    form.locator("input[name=event_type]").fill("booking.created")
+    form.locator("button", has_text="Filter").click()
+    page.wait_for_url("**event_type=booking.created*")
+    _shot(page, "laptop-webhook-messages")
+    page.locator(f'tr[data-message="{booked}"] a').click()
+    page.wait_for_url(f"**message={booked}*")
+    assert page.locator("#attempts").is_visible()
+    assert page.locator("button", has_text="Replay to every endpoint").is_visible()
+
+
+def test_the_audit_page_filters_by_who_action_resource_and_time(console: str, page: Any) -> None:
+    page.goto(console + "/queues")
+    page.locator('tr[data-queue="default"] button', has_text="Pause").click()
+    page.locator('tr[data-queue="default"] .badge', has_text="paused").wait_for(timeout=10_000)
+    page.goto(console + "/audit")
+    form = page.locator("form.filters")
+    form.locator("input[name=action]").fill("pause")
+    form.locator("input[name=resource]").fill("queue:default")
+    form.locator("input[name=since]").fill("2000-01-01T00:00")
+    form.locator("button", has_text="Filter").click()
+    page.wait_for_url("**action=pause*")
+    assert page.locator("tbody tr").count() == 1 and "queue:default" in page.locator("tbody tr").inner_text()
+    _shot(page, "laptop-audit-filtered")
+    form = page.locator("form.filters")
+    form.locator("input[name=who]").fill("somebody-else")
+    form.locator("button", has_text="Filter").click()
+    page.locator("td.empty", has_text="no actions match").wait_for()

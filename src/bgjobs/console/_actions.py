@@ -20,7 +20,7 @@ from ..errors import ConfigurationError, InvalidPayload
 from ..outage import CONNECTION_ERRORS
 from ._security import Access, Guard
 
-__all__ = ["Actor", "ConsoleError", "NotFound", "acting", "error_body", "reader"]
+__all__ = ["Actor", "ConsoleError", "NotFound", "acting", "error_body", "known_query", "listed", "reader"]
 
 logger = logging.getLogger("bgjobs.console")
 
@@ -33,6 +33,32 @@ def _guard(request: Request) -> Guard:
 def reader(request: Request) -> Access:
     """Every route but the probes: who is asking (401/403 if nobody the console serves)."""
     return _guard(request).access(request)
+
+
+def known_query(request: Request) -> None:
+    """Every route: a query parameter the route does not take is refused with its name (422), never
+    dropped. A filter dropped for a typo lists everything; with a bulk action that was a purge of
+    every dead letter."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    taken: set[str] = set()
+    todo = [dependant]
+    while todo:  # the route's parameters and its dependencies'
+        found = todo.pop()
+        taken |= {p.alias for p in found.query_params}
+        todo += found.dependencies
+    unknown = sorted(set(request.query_params) - taken)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(taken))}" if taken else "it takes none"
+        raise InvalidPayload(f"{unknown[0]}: {request.url.path} has no parameter {unknown[0]!r}; {takes}")
+
+
+def listed(items: list[Any]) -> dict[str, Any]:
+    """A whole list in the shape every list answers in (``items``, ``more``, ``offset``), so a client
+    reads each list the same way, paged or not."""
+    return {"items": items, "more": False, "offset": 0}
 
 
 def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:

@@ -15,8 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import runtime
-from ._actions import Actor, NotFound, acting, reader
+from ._actions import Actor, NotFound, acting, listed, reader
 from ._masking import masked
+from ._queues import queue_list
 
 __all__ = ["router"]
 
@@ -52,26 +53,6 @@ def readyz() -> JSONResponse:
     return JSONResponse(body, status_code=code)
 
 
-def listed(items: list[Any]) -> dict[str, Any]:
-    """A whole list in the shape every list answers in (``items``, ``more``, ``offset``), so a client
-    reads each list the same way, paged or not."""
-    return {"items": items, "more": False, "offset": 0}
-
-
-def _queues() -> list[dict[str, Any]]:
-    """Each queue now, whether it is paused, and its last 30 minutes (``history``: jobs done and
-    ready messages per minute, oldest first)."""
-    from ..deadletters import operated_broker
-    from ..history import series
-    from ..pausing import paused
-    from ..status import status
-
-    broker = operated_broker()
-    found, stopped = status(), paused()
-    history = series(broker.client, broker.namespace, [q.name for q in found.queues])
-    return [{**asdict(q), "paused": q.name in stopped, "history": history[q.name]} for q in found.queues]
-
-
 def overview_data() -> dict[str, Any]:
     """What the overview page and ``GET /overview`` show."""
     from ..deadletters import dead_letters
@@ -81,7 +62,7 @@ def overview_data() -> dict[str, Any]:
     current = runtime.current()
     found = status()
     _, health = _health_body()
-    queues = _queues()
+    queues = queue_list()
     return {
         "health": health,
         "queues": queues,
@@ -97,25 +78,6 @@ def overview_data() -> dict[str, Any]:
 @router.get("/overview", tags=["overview"], summary="health, queues, workers, dead letters, the next ticks")
 def overview(_: Reader) -> dict[str, Any]:
     return overview_data()
-
-
-@router.get("/queues", tags=["queues"], summary="each queue: sizes, oldest wait, paused, the last 30 minutes")
-def queues(_: Reader) -> dict[str, Any]:
-    return listed(_queues())
-
-
-@router.post("/queues/{name}/pause", tags=["queues"], summary="workers stop taking its messages within 1 s")
-def pause(name: str, actor: Annotated[Actor, Depends(acting("pause"))]) -> dict[str, Any]:
-    from ..pausing import pause as pause_queue
-
-    return actor.run(f"queue:{name}", lambda: {"queue": name, "paused": True, "changed": pause_queue(name)})
-
-
-@router.post("/queues/{name}/resume", tags=["queues"], summary="workers take its messages again")
-def resume(name: str, actor: Annotated[Actor, Depends(acting("resume"))]) -> dict[str, Any]:
-    from ..pausing import resume as resume_queue
-
-    return actor.run(f"queue:{name}", lambda: {"queue": name, "paused": False, "changed": resume_queue(name)})
 
 
 @router.get("/workers", tags=["workers"], summary="live worker processes: host, pid, queues, last heartbeat")
@@ -333,11 +295,22 @@ def trigger(
     return actor.run(f"job:{name}", act)
 
 
-@router.get("/audit", tags=["audit"], summary="who did what through the console, newest first")
-def audit(_: Reader, action: str | None = None, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
-    from ..audit import entries
+UNTIL = "before: a date, or an ISO 8601 time (UTC without a zone)"
 
-    found = entries(action=action, limit=limit + 1, offset=offset)
+
+@router.get("/audit", tags=["audit"], summary="who did what through the console, newest first")
+def audit(
+    _: Reader, action: str | None = None,
+    who: Annotated[str | None, Query(description="text the actor's name contains")] = None,
+    resource: Annotated[str | None, Query(description="text the resource contains")] = None,
+    since: Annotated[str | None, Query(description=SINCE.replace("failed", "taken"))] = None,
+    until: Annotated[str | None, Query(description=UNTIL)] = None, limit: Limit = 50, offset: Offset = 0,
+) -> dict[str, Any]:  # fmt: skip
+    from ..audit import entries
+    from ..moments import parse_moment
+
+    found = entries(action=action or None, who=who or None, resource=resource or None,
+                    since=parse_moment(since), until=parse_moment(until, field="until"),
+                    limit=limit + 1, offset=offset)  # fmt: skip
     items = [{**e.model_dump(mode="json"), "at": e.at.isoformat()} for e in found[:limit]]
     return {"items": items, "more": len(found) > limit, "offset": offset}
-

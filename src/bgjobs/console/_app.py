@@ -6,7 +6,7 @@ import logging
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -17,7 +17,7 @@ from .. import runtime
 from ..errors import ConfigurationError, InvalidPayload
 from ..outage import CONNECTION_ERRORS
 from ..settings import Settings
-from ._actions import ConsoleError, error_body
+from ._actions import ConsoleError, error_body, known_query
 from ._security import Authorize, Guard
 
 __all__ = ["create_app"]
@@ -62,7 +62,8 @@ def _operation_error(request: Request, exc: Exception) -> Response:
     status, body = error_body(exc)
     if status == 500:
         logger.error("console: %s", body["error"])
-    if status == 503 and (_wants_page(request) or request.headers.get("x-bgjobs-fragment") == "1"):
+    page = _wants_page(request) or request.headers.get("x-bgjobs-fragment") == "1"
+    if page and status in (404, 422, 503):
         from ._pages import unavailable_page
 
         return unavailable_page(request, status, body["error"])
@@ -97,7 +98,8 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     load_modules(current.settings)  # the host's jobs, for the schedule and triggers
     app = FastAPI(
         title="bgjobs console API", version="1", openapi_url=None, docs_url=None,
-        redoc_url=None, description="Queues, workers, dead letters, runs, the schedule and the families' "
+        redoc_url=None, dependencies=[Depends(known_query)],
+        description="Queues, workers, dead letters, runs, the schedule and the families' "
         "business state of a bgjobs deployment. Authenticate with `Authorization: Bearer <token>`.",
     )  # fmt: skip
     app.state.guard = Guard(current.settings.console, authorize)
@@ -111,8 +113,10 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     from ._api import router as api
     from ._families import router as families
     from ._pages import router as pages
+    from ._queues import router as queue_routes
 
     app.include_router(api)
+    app.include_router(queue_routes)
     from ._api import healthz, readyz
 
     # Where probes and newcomers look first, as well as under /api/v1

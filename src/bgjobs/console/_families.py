@@ -15,8 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ..redact import mask_url
-from ._actions import Actor, NotFound, acting, reader
-from ._api import listed
+from ._actions import Actor, NotFound, acting, listed, reader
 
 __all__ = ["router"]
 
@@ -66,6 +65,33 @@ def endpoints(_: Reader, owner: str | None = None, enabled: bool | None = None) 
     from ..webhooks import list_endpoints
 
     return listed([endpoint_data(e) for e in list_endpoints(owner=owner, enabled=enabled)])
+
+
+CREATED_SINCE = "created at or after: a date, or an ISO 8601 time (UTC without a zone)"
+
+
+def message_data(m: Any) -> dict[str, Any]:
+    return {"id": m.id, "event_type": m.event_type, "owner": m.owner, "created_at": m.created_at.isoformat(),
+            "deliveries": m.deliveries}  # fmt: skip
+
+
+@router.get("/webhooks/messages", tags=["webhooks"],
+            summary="published messages, newest first, by endpoint, event type, status, time")  # fmt: skip
+def messages(
+    _: Reader, endpoint_id: str | None = None, event_type: str | None = None,
+    status: Annotated[str | None, Query(pattern="^(pending|delivering|delivered|failed)$",
+                                        description="a delivery in this state")] = None,
+    owner: str | None = None,
+    since: Annotated[str | None, Query(description=CREATED_SINCE)] = None,
+    limit: Limit = 50, offset: Offset = 0,
+) -> dict[str, Any]:  # fmt: skip
+    from ..moments import parse_moment
+    from ..webhooks import messages as message_list
+
+    found = message_list(endpoint_id=endpoint_id or None, event_type=event_type or None,
+                         status=status or None, owner=owner or None, since=parse_moment(since),
+                         limit=limit + 1, offset=offset)  # fmt: skip
+    return _page([message_data(m) for m in found], limit, offset)
 
 
 @router.get("/webhooks/messages/{message_id}/attempts", tags=["webhooks"], summary="a message's attempt log")

@@ -33,7 +33,8 @@ PAGE = 50
 
 #: (path, title) of each page, in the navigation's order.
 NAV = (
-    ("/", "Overview"), ("/queues", "Queues"), ("/dead-letters", "Dead letters"), ("/runs", "Runs"),
+    ("/", "Overview"), ("/queues", "Queues"), ("/actors", "Actors"), ("/dead-letters", "Dead letters"),
+    ("/runs", "Runs"),
     ("/schedule", "Schedule"), ("/webhooks", "Webhooks"), ("/notifications", "Notifications"),
     ("/payouts", "Payouts"), ("/exports", "Exports"), ("/audit", "Audit"),
 )  # fmt: skip
@@ -75,7 +76,42 @@ def _sparkline(values: list[int], what: str) -> Markup:
     )
 
 
+def _chart(points: list[dict[str, Any]], what: str) -> Markup:
+    """An actor's span as a small inline SVG: ``runs`` as bars with failures in red over them, or
+    ``times`` as the p50 and p95 lines (no script, so the page's CSP allows it)."""
+    width, height, n = 240, 36, max(len(points), 1)
+    step = width / n
+    if what == "runs":
+        top = max([p["done"] for p in points] + [1])
+        bars = []
+        for i, p in enumerate(points):
+            for value, cls in ((p["done"], "done"), (p["failed"], "failed")):
+                if value:
+                    h = max(value / top * (height - 2), 1)
+                    bars.append(f'<rect class="{cls}" x="{i * step:.1f}" y="{height - h:.1f}" '
+                                f'width="{max(step - 1, 1):.1f}" height="{h:.1f}"/>')  # fmt: skip
+        done, failed = sum(p["done"] for p in points), sum(p["failed"] for p in points)
+        label, body = f"{done} runs, {failed} failed; busiest point {top}", "".join(bars)
+    else:
+        top = max([p["p95_ms"] or 0 for p in points] + [1])
+        lines = []
+        for key in ("p50_ms", "p95_ms"):
+            at = [((i + 0.5) * step, height - 2 - p[key] / top * (height - 4))
+                  for i, p in enumerate(points) if p[key] is not None]  # fmt: skip
+            dots = " ".join(f"{x:.1f},{y:.1f}" for x, y in at)
+            lines.append(f'<polyline class="{key[:3]}" fill="none" stroke-width="1.5" points="{dots}"/>')
+            lines += [f'<circle class="{key[:3]}" cx="{x:.1f}" cy="{y:.1f}" r="2"/>' for x, y in at]
+        label, body = f"run time p50 and p95; highest p95 {top} ms", "".join(lines)
+    # Safe: numbers we computed, and the label escaped.
+    return Markup(  # noqa: S704
+        f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(label)}"><title>{escape(label)}</title><rect class="frame" width="{width}" '
+        f'height="{height}"/>{body}</svg>'
+    )
+
+
 templates.env.filters["ago"] = _ago
+templates.env.filters["chart"] = _chart
 templates.env.filters["sparkline"] = _sparkline
 templates.env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, default=str, sort_keys=True)
 
@@ -101,9 +137,11 @@ def render(request: Request, name: str, access: Access | None, title: str, **con
 
 
 def unavailable_page(request: Request, status: int, reason: str) -> Response:
-    """A page whose data could not be read (Redis or the database down): the page, saying which
-    check failed, rather than the API's JSON; its live refresh marks it stale until it answers."""
-    page = render(request, "unavailable.html", None, "Unavailable", reason=reason, stale=True)
+    """A page that could not be shown, as a page rather than the API's JSON: its data could not be
+    read (503: Redis or the database down; its live refresh marks it stale until it answers), or
+    what it was asked for does not exist (404) or cannot be read (422, an unknown filter)."""
+    title = {404: "Not found", 422: "Not understood"}.get(status, "Unavailable")
+    page = render(request, "unavailable.html", None, title, reason=reason, stale=status == 503, status=status)
     page.status_code = status
     return page
 
@@ -130,9 +168,33 @@ def overview(request: Request, access: Reader) -> Response:
 
 @router.get("/queues", response_class=HTMLResponse)
 def queues(request: Request, access: Reader) -> Response:
-    from ._api import _queues
+    from ._queues import queue_list
 
-    return render(request, "queues.html", access, "Queues", queues=_queues())
+    return render(request, "queues.html", access, "Queues", queues=queue_list())
+
+
+@router.get("/queues/{name}", response_class=HTMLResponse)
+def queue(
+    request: Request, name: str, access: Reader, state: str = "waiting",
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:  # fmt: skip
+    """One queue's jobs in one state, with their (masked) arguments, and per-job actions."""
+    from ..queued import STATES
+    from ._queues import queue_jobs
+
+    found = queue_jobs(name, access, state=state, limit=PAGE, offset=offset)
+    pages = _pages(dict(request.query_params), offset, found["more"])
+    return render(request, "queue.html", access, f"Queue {name}", queue=name, state=state, states=STATES,
+                  jobs=found["items"], pages=pages)  # fmt: skip
+
+
+@router.get("/actors", response_class=HTMLResponse)
+def actors(request: Request, access: Reader, span: str = "hour") -> Response:
+    """Each actor's throughput, failures and run times over the last hour or day."""
+    from ._queues import actors as actor_list
+
+    found = actor_list(access, span=span)["items"]
+    return render(request, "actors.html", access, "Actors", span=span, actors=found)
 
 
 @router.get("/dead-letters", response_class=HTMLResponse)
@@ -202,12 +264,20 @@ def schedule(request: Request, access: Reader) -> Response:
 
 
 @router.get("/webhooks", response_class=HTMLResponse)
-def webhooks(request: Request, access: Reader, message: str | None = None) -> Response:
-    from ._families import attempts, endpoints
+def webhooks(
+    request: Request, access: Reader, message: str | None = None, endpoint_id: str | None = None,
+    event_type: str | None = None, status: str | None = None, since: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:  # fmt: skip
+    """Endpoints; the messages, filtered; and, with ``message``, one message's attempts."""
+    from ._families import attempts, endpoints, messages
 
     found = attempts(message, access)["items"] if message else None
+    listed = messages(access, endpoint_id=endpoint_id, event_type=event_type, status=status, since=since,
+                      limit=PAGE, offset=offset)  # fmt: skip
     return render(request, "webhooks.html", access, "Webhooks", endpoints=endpoints(access)["items"],
-                  message=message, attempts=found)  # fmt: skip
+                  message=message, attempts=found, messages=listed["items"],
+                  pages=_pages(dict(request.query_params), offset, listed["more"]))  # fmt: skip
 
 
 @router.get("/notifications", response_class=HTMLResponse)
@@ -248,9 +318,14 @@ def exports(request: Request, access: Reader, dataset: str | None = None) -> Res
 
 
 @router.get("/audit", response_class=HTMLResponse)
-def audit(request: Request, access: Reader, offset: Annotated[int, Query(ge=0)] = 0) -> Response:
-    from ..audit import entries
+def audit(
+    request: Request, access: Reader, action: str | None = None, who: str | None = None,
+    resource: str | None = None, since: str | None = None, until: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:  # fmt: skip
+    from ._api import audit as audit_log
 
-    found = entries(limit=PAGE + 1, offset=offset)
-    return render(request, "audit.html", access, "Audit log", entries=found[:PAGE],
-                  pages=_pages(dict(request.query_params), offset, len(found) > PAGE))  # fmt: skip
+    found = audit_log(access, action=action, who=who, resource=resource, since=since, until=until, limit=PAGE,
+                      offset=offset)  # fmt: skip
+    return render(request, "audit.html", access, "Audit log", entries=found["items"],
+                  pages=_pages(dict(request.query_params), offset, found["more"]))  # fmt: skip

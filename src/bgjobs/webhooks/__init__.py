@@ -29,7 +29,7 @@ from ._models import (
     EndpointDisabled,
     WebhookDeliveryExhausted,
 )
-from ._operations import Replayed, attempts, recover, replay
+from ._operations import MessageSummary, Replayed, attempts, messages, recover, replay
 from ._publishing import publish
 from ._signing import InvalidSignature, generate_secret, verify
 
@@ -41,6 +41,7 @@ __all__ = [
     "Endpoint",
     "EndpointDisabled",
     "InvalidSignature",
+    "MessageSummary",
     "Replayed",
     "WebhookDeliveryExhausted",
     "actors",
@@ -52,6 +53,7 @@ __all__ = [
     "generate_secret",
     "get_endpoint",
     "list_endpoints",
+    "messages",
     "publish",
     "recover",
     "replay",

@@ -15,12 +15,13 @@ from sqlmodel import col, select
 from .. import db
 from ..clock import now as _now
 from ..errors import InvalidPayload
+from ..moments import as_utc
 from ._endpoints import current
-from ._models import Attempt, DeliveryJob, EndpointRow, WebhookAttempt, WebhookDelivery
+from ._models import Attempt, DeliveryJob, EndpointRow, WebhookAttempt, WebhookDelivery, WebhookMessage
 from ._statements import statements
 from .tasks import deliver_webhook
 
-__all__ = ["Replayed", "attempts", "recover", "replay", "resend_overdue"]
+__all__ = ["MessageSummary", "Replayed", "attempts", "messages", "recover", "replay", "resend_overdue"]
 
 logger = logging.getLogger("bgjobs.webhooks")
 
@@ -33,6 +34,67 @@ class Replayed:
 
     queued: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+
+
+#: A delivery's states, for a filter that refuses any other word.
+STATUSES = ("pending", "delivering", "delivered", "failed")
+
+
+@dataclass
+class MessageSummary:
+    """A published message and where each of its deliveries stands."""
+
+    id: str
+    event_type: str
+    owner: str | None
+    created_at: datetime
+    #: One per endpoint: ``endpoint_id``, ``status``, ``attempts``, ``last_status_code``, ``last_error``.
+    deliveries: list[dict[str, Any]]
+
+
+def messages(
+    *, endpoint_id: str | None = None, event_type: str | None = None, status: str | None = None,
+    owner: str | None = None, since: datetime | None = None, limit: int = 50, offset: int = 0,
+) -> list[MessageSummary]:  # fmt: skip
+    """Published messages, newest first, with their deliveries: so that an operator finds a message
+    by what it was (its endpoint, its type, how it went, when) rather than by a ``msg_`` id.
+
+    ``endpoint_id`` and ``status`` select the messages with a delivery to that endpoint, in that
+    state (both together: one delivery that is both).
+
+    Raises:
+        InvalidPayload: naming ``status``, for a word other than pending, delivering, delivered, failed.
+    """
+    if status is not None and status not in STATUSES:
+        raise InvalidPayload(f"status: {status!r} is not a delivery state; use one of {', '.join(STATUSES)}")
+    query = select(WebhookMessage)
+    if event_type:
+        query = query.where(WebhookMessage.event_type == event_type)
+    if owner:
+        query = query.where(WebhookMessage.owner == owner)
+    if since is not None:
+        query = query.where(col(WebhookMessage.created_at) >= as_utc(since))
+    if endpoint_id or status:
+        chosen = select(WebhookDelivery.message_id)
+        if endpoint_id:
+            chosen = chosen.where(WebhookDelivery.endpoint_id == endpoint_id)
+        if status:
+            chosen = chosen.where(WebhookDelivery.status == status)
+        query = query.where(col(WebhookMessage.id).in_(chosen))
+    query = query.order_by(col(WebhookMessage.created_at).desc(), col(WebhookMessage.id).desc())
+    with db.session() as s:
+        found = list(s.exec(query.offset(offset).limit(limit)))
+        ids = [m.id for m in found]
+        rows: Any = s.exec(select(WebhookDelivery).where(col(WebhookDelivery.message_id).in_(ids))
+                      .order_by(col(WebhookDelivery.endpoint_id))) if ids else []  # fmt: skip
+        by_message: dict[str, list[dict[str, Any]]] = {}
+        for d in rows:
+            by_message.setdefault(d.message_id, []).append({
+                "endpoint_id": d.endpoint_id, "status": d.status, "attempts": d.attempts,
+                "last_status_code": d.last_status_code, "last_error": d.last_error,
+            })  # fmt: skip
+        return [MessageSummary(id=m.id, event_type=m.event_type, owner=m.owner, created_at=m.created_at,
+                               deliveries=by_message.get(m.id, [])) for m in found]  # fmt: skip
 
 
 def attempts(message_id: str) -> list[Attempt]:
