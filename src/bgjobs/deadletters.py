@@ -126,15 +126,20 @@ def _scan(broker: OperatedBroker, queue: str, *, page: int = BATCH) -> Iterator[
         ids = cast(Any, broker.client).zrevrange(key, start, start + page - 1, withscores=True)
         if not ids:
             return
-        names = [i for i, _ in ids]
-        pipe = broker.client.pipeline(transaction=False)
-        pipe.hmget(f"{key}.msgs", names)
-        pipe.hmget(f"{key}.reasons", names)
-        datas, reasons = pipe.execute()
-        for (rid, score), data, why in zip(ids, datas, reasons, strict=True):
-            if data is not None:  # purged or requeued between the two reads
-                yield _letter(queue, rid.decode(), score, data, why)
+        yield from _read(broker, queue, ids)
         start += page
+
+
+def _read(broker: OperatedBroker, queue: str, ids: list[tuple[bytes, float]]) -> list[DeadLetter]:
+    """The letters of ``(id, score)`` pairs of a queue's dead-letter set; one purged or requeued
+    since the ids were read is left out."""
+    key = f"{broker.namespace}:{queue}.XQ"
+    pipe = broker.client.pipeline(transaction=False)
+    pipe.hmget(f"{key}.msgs", [i for i, _ in ids])
+    pipe.hmget(f"{key}.reasons", [i for i, _ in ids])
+    datas, reasons = pipe.execute()
+    found = zip(ids, datas, reasons, strict=True)
+    return [_letter(queue, i.decode(), at, data, why) for (i, at), data, why in found if data is not None]
 
 
 def dead_letters(
@@ -167,6 +172,17 @@ def dead_letters(
                 break
     chosen.sort(key=lambda letter: letter.failed_at, reverse=True)
     return chosen[offset:] if wanted is None else chosen[offset:wanted]
+
+
+def failed_since(
+    queue: str, *, after_ms: int, limit: int = BATCH, broker: dramatiq.Broker | None = None
+) -> list[DeadLetter]:
+    """A queue's dead letters that failed at or after ``after_ms`` (epoch ms), oldest first, at
+    most ``limit``: one page of what is new since a cursor, read by score, not by a scan."""
+    found = operated_broker(broker)
+    key = f"{found.namespace}:{queue}.XQ"
+    ids = cast(Any, found.client).zrangebyscore(key, after_ms, "+inf", start=0, num=limit, withscores=True)
+    return _read(found, queue, ids) if ids else []
 
 
 def find(ids: Iterable[str], *, broker: dramatiq.Broker | None = None) -> list[DeadLetter]:

@@ -16,7 +16,7 @@ from .errors import ConfigurationError, InvalidPayload, PermanentError
 from .operated import OperatedBroker
 from .outage import broker_outage, is_connection_error
 from .redact import mask_text
-from .unknown_actors import UnknownActor
+from .unknown_actors import UnknownActor, adopt
 
 __all__ = ["DeadLetterReasons", "Maintenance", "describe_failure"]
 
@@ -24,6 +24,8 @@ logger = logging.getLogger("bgjobs.worker")
 
 #: How often a worker process notes each queue's ready length for the console's history.
 HISTORY_SIZES_S = 10.0
+#: How often a worker process looks for dead letters a worker without their actor left.
+ADOPT_S = 5.0
 
 
 class Maintenance(Middleware):
@@ -64,7 +66,9 @@ class Maintenance(Middleware):
     def _loop(self, broker: OperatedBroker, worker: Any) -> None:
         interval = broker.worker_settings.maintenance_interval_ms / 1000
         described = False
-        next_sizes = 0.0
+        next_sizes = next_adopt = 0.0
+        # Letters left by a worker without the actor, from a grace period before this one started
+        adopted_to = int((time.time() - broker.worker_settings.unknown_actor_grace_s) * 1000)
         while not self._stop.is_set():
             try:
                 if not described:  # again after any failure: a restarted Redis has forgotten us
@@ -79,6 +83,9 @@ class Maintenance(Middleware):
                     ready = {q: s.ready for q, s in broker.queue_sizes(queues).items()}
                     next_sizes = time.monotonic() + HISTORY_SIZES_S
                 history.record(broker.client, broker.namespace, ready)
+                if time.monotonic() >= next_adopt:
+                    adopted_to = adopt(broker, after_ms=adopted_to)
+                    next_adopt = time.monotonic() + ADOPT_S
                 if report.recovered or report.dead_lettered:
                     logger.warning(
                         "recovered %d message(s) from dead workers; dead-lettered %d poison message(s)",

@@ -80,7 +80,10 @@ class WorkerProcess:
         self.env = {
             **os.environ,
             **env,
-            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            # The test's own first (another release's package), then this tree's tests
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (env.get("PYTHONPATH"), str(ROOT), os.environ.get("PYTHONPATH")) if p
+            ),
         }
         self.env.setdefault("dramatiq_prom_port", str(free_port()))
         #: The metrics directory this object made (and removes), unless the test named one.
