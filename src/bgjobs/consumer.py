@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -29,7 +30,7 @@ from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
-__all__ = ["PAUSED_KEY", "PAUSE_SEEN_KEY", "PauseWatch", "WakingConsumer"]
+__all__ = ["PAUSED_KEY", "PAUSE_SEEN_KEY", "STOPPING", "PauseWatch", "WakingConsumer"]
 
 logger = logging.getLogger("bgjobs.consumer")
 _UNDECODABLE = resources.files("bgjobs").joinpath("undecodable.lua").read_text()
@@ -42,6 +43,10 @@ PAUSED_KEY = "__bgjobs_paused__"
 #: now, written when it changes, so a pause can be seen to have reached every consumer.
 PAUSE_SEEN_KEY = "__bgjobs_pause_seen__"
 PAUSE_CHECK_S = 0.5
+#: Set when this worker process begins to stop: its consumers take nothing more, as if every queue
+#: were paused. Dramatiq stops its worker threads first and its consumers last, and a consumer that
+#: still fetches meanwhile hands a job to a thread that is about to stop.
+STOPPING = threading.Event()
 
 
 class PauseWatch:
@@ -56,6 +61,8 @@ class PauseWatch:
         self.checked, self.paused = -PAUSE_CHECK_S, False
 
     def __call__(self) -> bool:
+        if STOPPING.is_set():
+            return True
         now = time.monotonic()
         if now - self.checked >= PAUSE_CHECK_S:
             paused = bool(self.client.sismember(self.paused_key, self.queue))

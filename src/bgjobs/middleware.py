@@ -6,17 +6,19 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from dramatiq.middleware import Middleware
 from pydantic import ValidationError
 
 from . import history
+from .consumer import STOPPING
 from .errors import ConfigurationError, InvalidPayload, PermanentError
 from .operated import OperatedBroker
 from .outage import broker_outage, is_connection_error
 from .redact import mask_text
-from .unknown_actors import UnknownActor, adopt
+from .unknown_actors import UnknownActor
 
 __all__ = ["DeadLetterReasons", "Maintenance", "describe_failure"]
 
@@ -24,8 +26,16 @@ logger = logging.getLogger("bgjobs.worker")
 
 #: How often a worker process notes each queue's ready length for the console's history.
 HISTORY_SIZES_S = 10.0
-#: How often a worker process looks for dead letters a worker without their actor left.
-ADOPT_S = 5.0
+
+
+class _Task:
+    def __init__(self, every_s: float, run: Callable[[], None]) -> None:
+        self.every_s, self.run, self.due = every_s, run, 0.0
+
+    def run_if_due(self) -> None:
+        if time.monotonic() >= self.due:
+            self.run()
+            self.due = time.monotonic() + self.every_s
 
 
 class Maintenance(Middleware):
@@ -39,11 +49,18 @@ class Maintenance(Middleware):
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._tasks: list[_Task] = []
+
+    def also(self, every_s: float, task: Callable[[], None]) -> None:
+        """Run ``task`` from the maintenance thread, after a pass, at most every ``every_s``; its
+        failures are the pass's (an outage reported once, anything else logged and retried)."""
+        self._tasks.append(_Task(every_s, task))
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         if not isinstance(broker, OperatedBroker):
             return
         self._stop.clear()
+        STOPPING.clear()
         # Everything that talks to Redis runs in the thread, which keeps trying: a worker that
         # boots while Redis is down starts its maintenance (and describes itself) once it answers.
         self._thread = threading.Thread(
@@ -52,6 +69,7 @@ class Maintenance(Middleware):
         self._thread.start()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        STOPPING.set()  # first: no consumer of this process takes another message
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -66,9 +84,7 @@ class Maintenance(Middleware):
     def _loop(self, broker: OperatedBroker, worker: Any) -> None:
         interval = broker.worker_settings.maintenance_interval_ms / 1000
         described = False
-        next_sizes = next_adopt = 0.0
-        # Letters left by a worker without the actor, from a grace period before this one started
-        adopted_to = int((time.time() - broker.worker_settings.unknown_actor_grace_s) * 1000)
+        next_sizes = 0.0
         while not self._stop.is_set():
             try:
                 if not described:  # again after any failure: a restarted Redis has forgotten us
@@ -83,9 +99,8 @@ class Maintenance(Middleware):
                     ready = {q: s.ready for q, s in broker.queue_sizes(queues).items()}
                     next_sizes = time.monotonic() + HISTORY_SIZES_S
                 history.record(broker.client, broker.namespace, ready)
-                if time.monotonic() >= next_adopt:
-                    adopted_to = adopt(broker, after_ms=adopted_to)
-                    next_adopt = time.monotonic() + ADOPT_S
+                for task in self._tasks:
+                    task.run_if_due()
                 if report.recovered or report.dead_lettered:
                     logger.warning(
                         "recovered %d message(s) from dead workers; dead-lettered %d poison message(s)",

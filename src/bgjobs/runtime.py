@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
-from . import clock, registry
+from . import clock, registry, tracing
 from .broker import build_broker, settings_for
 from .coordination import Coordination, coordination_for
 from .engines import engine_for
@@ -60,6 +60,10 @@ class Runtime:
         self.lock = threading.RLock()
         self._middleware = list(middleware)
         self._broker: dramatiq.Broker | None = None
+        if tracing.enabled(settings):
+            # Now, not when the broker is built: work deferred before the first send (an outbox row,
+            # a webhook published to the lanes) keeps the trace it was deferred in.
+            tracing.switch_on()
         if broker is not None:
             self._attach(broker)
 

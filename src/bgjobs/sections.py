@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import time
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
@@ -20,8 +20,22 @@ __all__ = [
 ]  # fmt: skip
 
 
+def _takes_text(annotation: Any) -> bool:
+    return annotation in (str, SecretStr) or any(_takes_text(a) for a in get_args(annotation))
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        """An empty variable (``BGJOBS_TRACING__ENABLED=``) is unset for a setting that is not text,
+        not an error at the host's first send; text keeps it (an empty schedule disables a job)."""
+        field = cls.model_fields[info.field_name] if value == "" and info.field_name else None
+        if field is None or _takes_text(field.annotation):
+            return value
+        return field.get_default(call_default_factory=True)
 
 
 class WorkerSettings(_Section):
@@ -306,6 +320,9 @@ class TracingSettings(_Section):
 
     #: Propagate the trace through every message and record spans; off: nothing is imported.
     enabled: bool = False
+    #: A stopping worker exports its last spans for at most this long, after it has stopped taking
+    #: and running jobs; what the collector has not taken by then is dropped (and said so).
+    shutdown_flush_s: float = Field(default=2.0, ge=0, le=60)
 
 
 #: The shortest console token and password accepted.

@@ -13,9 +13,12 @@ On:
   its port calls (:func:`span`) nest under it; a retry's span is linked to the attempt before it;
 - log records carry ``otelTraceID`` and ``otelSpanID`` while a span is current;
 - each worker process sets up its own tracer provider after Dramatiq forks it (the SDK's
-  ``OTEL_*`` variables choose and configure the exporter: OTLP over HTTP by default) and flushes it
-  when the worker stops, so a clean stop loses no span. A host process keeps its own provider:
-  bgjobs only asks the API for a tracer, so its spans join the host's FastAPI or Flask traces.
+  ``OTEL_*`` variables choose and configure the exporter: OTLP over HTTP by default) and, once the
+  worker has stopped taking and running jobs, exports what is left for at most
+  ``BGJOBS_TRACING__SHUTDOWN_FLUSH_S`` (2 s), so a clean stop loses no span while the collector
+  answers and a collector outage never holds a stopping worker past its termination grace. A host
+  process keeps its own provider: bgjobs only asks the API for a tracer, so its spans join the
+  host's FastAPI or Flask traces.
 
 Dramatiq's maintainer declined to carry OpenTelemetry in Dramatiq, and the third-party instrumentor
 never detaches the context it attaches; this middleware attaches the job's context when it starts
@@ -35,10 +38,11 @@ from dramatiq.middleware import Middleware
 
 from .errors import ConfigurationError
 from .redact import mask_text
+from .tracing_provider import install_provider, shut_down
 
 __all__ = [
     "OPTION", "Note", "Tracing", "attached", "deferred_context", "enabled", "middleware", "setup_process",
-    "span",
+    "span", "switch_on",
 ]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.tracing")
@@ -68,9 +72,17 @@ def enabled(settings: Any) -> bool:
     return True
 
 
+def switch_on() -> None:
+    """Record spans and carry contexts in this process from now on (a runtime with tracing on)."""
+    global _on
+    _on = True
+
+
 def middleware(settings: Any, *, worker: bool) -> list[Middleware]:
     """The tracing middleware for a broker built from ``settings`` (none when tracing is off)."""
-    return [Tracing(worker=worker)] if enabled(settings) else []
+    if not enabled(settings):
+        return []
+    return [Tracing(worker=worker, shutdown_flush_s=settings.tracing.shutdown_flush_s)]
 
 
 def deferred_context() -> str | None:
@@ -107,14 +119,15 @@ def attached(carrier: str | None) -> Iterator[None]:
 
 def setup_process(settings: Any) -> None:
     """In one of bgjobs's own commands (the scheduler, ``trigger``): a tracer provider for the
-    process, flushed when it exits. Nothing when tracing is off."""
+    process, flushed when it exits (within ``BGJOBS_TRACING__SHUTDOWN_FLUSH_S``). Nothing when
+    tracing is off."""
     if not enabled(settings):
         return
     import atexit
 
-    provider = _install_provider()
+    provider = install_provider()
     if provider is not None:
-        atexit.register(provider.shutdown)
+        atexit.register(shut_down, provider, settings.tracing.shutdown_flush_s)
 
 
 def _tracer() -> Any:
@@ -176,36 +189,6 @@ def _failed(current: Any, exc: BaseException, status: Any, code: Any) -> None:
     current.add_event("exception", {"exception.type": type(exc).__name__, "exception.message": text})
 
 
-def _install_provider() -> Any:
-    """This process's SDK tracer provider, exporting as the ``OTEL_*`` variables say; None when
-    one is set already (a host's, or a test's)."""
-    import importlib
-    import os
-
-    from opentelemetry import trace
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-
-    if isinstance(trace.get_tracer_provider(), TracerProvider):
-        return None
-    name = os.environ.get("OTEL_SERVICE_NAME", "bgjobs-worker")
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    kind = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
-    if kind == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    elif kind != "none":
-        wire = "grpc" if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") == "grpc" else "http"
-        package = f"opentelemetry-exporter-otlp-proto-{wire}"
-        try:
-            exporter = importlib.import_module(f"opentelemetry.exporter.otlp.proto.{wire}.trace_exporter")
-        except ImportError:
-            raise ConfigurationError(f"the OTLP exporter needs {package}: pip install {package}") from None
-        provider.add_span_processor(BatchSpanProcessor(exporter.OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-    return provider
-
-
 def _correlate_logs() -> None:
     """Log records made while a span is current carry its trace and span ids."""
     from opentelemetry import trace
@@ -229,10 +212,10 @@ def _correlate_logs() -> None:
 class Tracing(Middleware):
     """Puts the trace context into every message sent and continues it where the message runs."""
 
-    def __init__(self, *, worker: bool) -> None:
-        global _on
-        _on = True
+    def __init__(self, *, worker: bool, shutdown_flush_s: float = 2.0) -> None:
+        switch_on()
         self.worker = worker
+        self.shutdown_flush_s = shutdown_flush_s
         self.provider: Any = None
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -243,16 +226,14 @@ class Tracing(Middleware):
 
     def after_process_boot(self, broker: Any) -> None:
         if self.worker:  # in each worker process, after Dramatiq forked it
-            self.provider = _install_provider()
-
-    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
-        if self.provider is not None:
-            self.provider.force_flush()
+            self.provider = install_provider()
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        # After Dramatiq stopped its workers and consumers: a flush before that (the SDK's, 30 s
+        # against a collector that does not answer) kept the stopping worker taking jobs.
         if self.provider is not None:
-            self.provider.shutdown()
-            self.provider = None
+            provider, self.provider = self.provider, None
+            shut_down(provider, self.shutdown_flush_s)
 
     def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         from opentelemetry import trace

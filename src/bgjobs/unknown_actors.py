@@ -8,8 +8,8 @@ first met it. Still unknown after that, it is dead-lettered as ``unknown_actor``
 the actor's module is missing from ``BGJOBS_JOBS``, or no worker runs the release that has it.
 
 Workers of a release before this one dead-letter such a message at once ("ActorNotFound"). So
-each worker also adopts the dead letters that failed only for a missing actor it has (:func:`adopt`,
-from its maintenance pass): a deploy from such a release loses nothing and waits for no operator.
+each worker also adopts the dead letters that failed only for a missing actor it has
+(:mod:`bgjobs.adoption`): a deploy from such a release loses nothing and waits for no operator.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 
 from .errors import ConfigurationError
 
-__all__ = ["StandIn", "UnknownActor", "UnknownActors", "adopt"]
+__all__ = ["StandIn", "UnknownActor", "UnknownActors"]
 
 logger = logging.getLogger("bgjobs.worker")
 
@@ -30,8 +30,6 @@ logger = logging.getLogger("bgjobs.worker")
 SINCE_OPTION = "bgjobs_unknown_since"
 #: Give-backs wait 5 s, 10 s, 20 s ... up to this.
 MAX_WAIT_MS = 60_000
-#: How a worker of an earlier release named the cause, when it dead-lettered a message at once.
-NOT_FOUND = "ActorNotFound: "
 
 
 class UnknownActor(ConfigurationError):
@@ -78,34 +76,3 @@ class UnknownActors(Middleware):
             "declares it to BGJOBS_JOBS, or run workers of the release that has it; then requeue this"
         ))  # fmt: skip
         message.fail()
-
-
-def _lacked(letter: Any) -> bool:
-    """Whether a dead letter failed only because the worker that took it lacked its actor."""
-    return bool(letter.kind == "unknown_actor" or f"{NOT_FOUND}{letter.actor}" in letter.reason)
-
-
-def adopt(broker: Any, *, after_ms: int) -> int:
-    """Requeue the dead letters of this worker's queues, failed at or after ``after_ms``, that
-    failed only because the worker that took them lacked an actor this one declares; returns where
-    the next call starts (the latest failure read), so each call reads only what is new.
-
-    Safe in every process at once: a letter is requeued by one of them (see
-    :func:`bgjobs.deadletters.requeue`).
-    """
-    from .deadletters import failed_since, requeue
-
-    queues = sorted({q.removesuffix(".DQ") for q in broker.get_declared_queues() if not q.endswith(".XQ")})
-    cursor = after_ms
-    adopted: list[Any] = []
-    for queue in queues:
-        read = failed_since(queue, after_ms=after_ms, broker=broker)
-        adopted += [letter for letter in read if letter.actor in broker.actors and _lacked(letter)]
-        cursor = max([cursor, *(int(letter.failed_at.timestamp() * 1000) for letter in read)])
-    if adopted:
-        moved = requeue(adopted, broker=broker)
-        if moved:
-            names = ", ".join(sorted({letter.actor for letter in adopted}))
-            logger.warning("requeued %d dead letter(s) that a worker without their actor left (%s): a "
-                           "rolling deploy; this worker has it", moved, names)  # fmt: skip
-    return cursor

@@ -150,6 +150,7 @@ def _boot(settings: Settings) -> dramatiq.Broker:
     for line in unknown_variables(os.environ):
         logger.warning("%s", line)
     broker = build_runtime(settings).broker
+    _adopt_letters(broker, settings)
     load_modules(settings)
     for name in PORTS:
         if getattr(settings, name):
@@ -168,6 +169,17 @@ def _boot(settings: Settings) -> dramatiq.Broker:
     gc.collect()
     gc.freeze()
     return broker
+
+
+def _adopt_letters(broker: dramatiq.Broker, settings: Settings) -> None:
+    """Each worker process requeues the dead letters a worker without their actor left (a rolling
+    deploy), from its maintenance thread (:mod:`bgjobs.adoption`)."""
+    from .adoption import EVERY_S, adopter
+    from .middleware import Maintenance
+
+    for m in broker.middleware:
+        if isinstance(m, Maintenance):
+            m.also(EVERY_S, adopter(broker, grace_s=settings.worker.unknown_actor_grace_s))
 
 
 def boot() -> dramatiq.Broker:

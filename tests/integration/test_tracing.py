@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -227,3 +228,40 @@ def test_with_tracing_off_nothing_of_opentelemetry_is_imported_or_added() -> Non
     done = subprocess.run([sys.executable, "-c", _OFF], env={**env, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "untraced", done.stderr
+
+
+def test_a_collector_that_never_answers_neither_holds_a_stopping_worker_nor_lets_it_take_jobs(
+    traced_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    import socket
+    import time
+
+    from tests.support.workers import broker_client
+
+    with socket.socket() as hung:  # accepts connections (the kernel's backlog) and never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        env = {**traced_env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{hung.getsockname()[1]}",
+               "OTEL_EXPORTER_OTLP_TIMEOUT": "30", "OTEL_BSP_SCHEDULE_DELAY": "600000",
+               "BGJOBS_TRACING__SHUTDOWN_FLUSH_S": "1"}  # fmt: skip
+        w = start_worker(workers, env, processes=1, threads=2)
+        for i in range(20):
+            worker_jobs.record.send({"key": f"before-{i}", "sleep_s": 0})
+        wait_for(lambda: worker_jobs.effect_count() == 20, timeout=60, what="the jobs before the stop")
+
+        # When the worker is told to stop while its spans wait for a collector that never answers
+        assert w.proc is not None
+        stopped_at = time.monotonic()
+        w.proc.send_signal(signal.SIGTERM)  # to the main process, as a supervisor sends it
+        wait_for(lambda: "Shutting down..." in w.output(), timeout=30, what="the worker to begin stopping")
+        for i in range(50):
+            worker_jobs.record.send({"key": f"after-{i}", "sleep_s": 0})
+        code = w.wait_exit(timeout=60)
+        took = time.monotonic() - stopped_at
+
+    # Then it stops within the flush bound and its usual time, taking none of the jobs sent meanwhile
+    assert code == 0, w.output()
+    assert took < 15, f"the stop took {took:.1f} s"  # the SDK's own flush waited 30 s per batch
+    assert worker_jobs.effect_count() == 20
+    assert broker_client(env).llen("dramatiq:default") == 50  # all still queued for the next worker
+    assert "tracing: the collector did not take " in w.output() and "they are dropped" in w.output()
