@@ -136,6 +136,7 @@ def describe_failure(message: Any, exception: BaseException | None) -> dict[str,
     text = f"{type(exception).__name__}: {exception}" if exception is not None else "failed"
     if kind == "exhausted":
         text = f"retries exhausted after {attempts} attempt(s); last error {text}"
+    text = mask_text(text)
     found = {"kind": kind, "reason": text, "failed_at": int(time.time() * 1000), "attempts": attempts}
     told = _traceback(exception)
     if told:

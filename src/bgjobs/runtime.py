@@ -32,7 +32,7 @@ from .broker import build_broker, settings_for
 from .coordination import Coordination, coordination_for
 from .engines import engine_for
 from .outage import broker_outage
-from .redact import mask_url
+from .redact import mask_logs, mask_url
 from .settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ class Runtime:
         self.lock = threading.RLock()
         self._middleware = list(middleware)
         self._broker: dramatiq.Broker | None = None
+        mask_logs()
         if tracing.enabled(settings):
             # Now, not when the broker is built: work deferred before the first send (an outbox row,
             # a webhook published to the lanes) keeps the trace it was deferred in.

@@ -77,14 +77,15 @@ class VendorRequest:
 class HttpVendor:
     """A JSON vendor API that honours ``Idempotency-Key`` like a real provider.
 
-    ``script`` holds responses to give before behaving: ``500``, ``400``, ``"sleep:<s>"`` (hang,
+    ``script`` holds responses to give before behaving: ``500``, ``400``, ``(503, {...})`` (a status
+    with the body to answer with), ``"sleep:<s>"`` (hang,
     then answer without having accepted anything), ``"accept-sleep:<s>"`` (accept the message,
     then hang: a provider that took it and whose answer never arrived) or ``"held-503"`` (hang until
     the test sets ``release``, then answer 503: a request the test knows to be in flight).
     """
 
     requests: list[VendorRequest] = field(default_factory=list)
-    script: list[int | str] = field(default_factory=list)
+    script: list[int | str | tuple[int, Any]] = field(default_factory=list)
     #: Idempotency key -> (path, body) of the request that was accepted as new.
     accepted: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     #: Requests answered from the idempotency store: copies a real provider would drop.
@@ -123,6 +124,8 @@ class HttpVendor:
             return 200, {"id": "too-late"}, {}
         if isinstance(step, int):
             return step, {"error": f"scripted {step}"}, {}
+        if isinstance(step, tuple):  # (status, the body to answer with)
+            return step[0], step[1], {}
         message_id = f"{path}:{key}"
         with self.lock:
             if key is not None and key in self.accepted:
@@ -213,7 +216,8 @@ class WebhookReceiver:
     """Subscriber endpoints on 127.0.0.1: every path answers 200 unless scripted.
 
     ``script(path, *steps)`` queues answers for a path: a status (``500``), a status with
-    headers (``(503, {"Retry-After": "1"})``), or ``"sleep:<s>"`` to hang before answering.
+    headers (``(503, {"Retry-After": "1"})``) and a body (``(500, {}, {...})``), or ``"sleep:<s>"``
+    to hang before answering.
     ``always(path, step)`` repeats one answer for ever.
     """
 
@@ -241,7 +245,7 @@ class WebhookReceiver:
         with self.lock:
             return [r for r in self.requests if path is None or r.path == path]
 
-    def answer(self, received: Received) -> tuple[int, dict[str, str]]:
+    def answer(self, received: Received) -> tuple[int, dict[str, str], Any]:
         with self.lock:
             self.active[received.path] += 1
             self.peak[received.path] = max(self.peak[received.path], self.active[received.path])
@@ -251,19 +255,20 @@ class WebhookReceiver:
             with self.lock:
                 self.active[received.path] -= 1
 
-    def _answer(self, received: Received) -> tuple[int, dict[str, str]]:
+    def _answer(self, received: Received) -> tuple[int, dict[str, str], Any]:
         with self.lock:
             self.requests.append(received)
             queued = self.scripts.get(received.path)
             step = queued.pop(0) if queued else self.forever.get(received.path)
+        ok = {"ok": True}
         if isinstance(step, str) and step.startswith("sleep:"):
             time.sleep(float(step.split(":", 1)[1]))
-            return 200, {}
-        if isinstance(step, tuple):
-            return step[0], step[1]
+            return 200, {}, ok
+        if isinstance(step, tuple):  # (status, headers) or (status, headers, body)
+            return step[0], step[1], step[2] if len(step) > 2 else ok
         if isinstance(step, int):
-            return step, {}
-        return 200, {}
+            return step, {}, ok
+        return 200, {}, ok
 
 
 @contextmanager
@@ -273,8 +278,8 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     class Handler(_JsonHandler):
         def answer(self, body: bytes) -> tuple[int, Any, dict[str, str]]:
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, extra = receiver.answer(Received(self.path, headers, body, time.monotonic()))
-            return status, {"ok": True}, extra
+            status, extra, payload = receiver.answer(Received(self.path, headers, body, time.monotonic()))
+            return status, payload, extra
 
     with _serving(Handler) as receiver.port:
         yield receiver

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..redact import mask_email, mask_phone
+from ..redact import mask_email, mask_phone, mask_text
 
 __all__ = ["masked"]
 
@@ -35,8 +35,8 @@ def _leaf(key: str, value: Any) -> Any:
         return mask_email(text)
     if "phone" in key.lower():
         return mask_phone(text)
-    if _SHOWN.search(key):
-        return value
+    if _SHOWN.search(key):  # an identifier, unless it quotes a secret or a recipient
+        return mask_text(value) if isinstance(value, str) else value
     return "***" if text else text
 
 

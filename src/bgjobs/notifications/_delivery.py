@@ -33,7 +33,7 @@ from .. import db, runtime, tally, tracing
 from ..clock import now as _now
 from ..errors import PERMANENT, MaybeDelivered, PermanentError, TransientError
 from ..ports import EmailMessage, PushMessage, SmsMessage
-from ..redact import mask_email, mask_phone, mask_token
+from ..redact import mask_email, mask_phone, mask_text, mask_token
 from ..settings import NotificationSettings
 from ..typed import final_attempt
 from ._failover import Provider, moves_on, ordered, providers, record_failure, record_success
@@ -268,8 +268,8 @@ def _send(
             status = "dead" if isinstance(exc, PERMANENT) or final_attempt() else "failed"
             # A provider that may have taken the message keeps it: the retry goes to it alone.
             pin = provider.name[:64] if isinstance(exc, MaybeDelivered) and not onward else None
-            _set(message.key, status=status, reason=f"{provider.name}: {type(exc).__name__}: {exc}"[:1000],
-                 lease_until=None, updated_at=_now(), provider=pin)  # fmt: skip
+            why = mask_text(f"{provider.name}: {type(exc).__name__}: {exc}")[:1000]
+            _set(message.key, status=status, reason=why, lease_until=None, updated_at=_now(), provider=pin)
             _count(channel, status, provider.name)
             raise
         record_success(channel, provider, chain_length=len(chain))

@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from ..redact import mask_text
 from ..settings import WebhookSettings
 from ._guard import Target
 
@@ -154,7 +155,8 @@ async def post(
                     if not chunk:
                         break
                     excerpt += chunk
-                text = bytes(excerpt).decode("utf-8", "replace") if cap else None
+                # The attempt log keeps the receiver's answer, masked as everything that leaves
+                text = mask_text(bytes(excerpt).decode("utf-8", "replace")) if cap else None
                 wait = None
                 if response.status in RETRY_AFTER_STATUSES:
                     wait = retry_after(response.headers.get("retry-after"))
@@ -162,4 +164,4 @@ async def post(
     except TimeoutError as exc:
         return AttemptResult(None, elapsed(), None, f"timed out ({type(exc).__name__})")
     except (aiohttp.ClientError, OSError) as exc:
-        return AttemptResult(None, elapsed(), None, f"{type(exc).__name__}: {exc}"[:1000])
+        return AttemptResult(None, elapsed(), None, mask_text(f"{type(exc).__name__}: {exc}")[:1000])
