@@ -339,6 +339,10 @@ def test_a_sweep_counts_what_it_queued_what_an_earlier_run_did_and_what_consent_
     assert figures() == {"queued": 0, "already_done": 1, "refused": 1, "invalid": 0}
     jobs.drain()
     assert [m.to for m in jobs.mailer.sent] == [(ANN.email,)]
+    # And bob's refusal is in the delivery log, once, with its reason (it was only a count)
+    (refused,) = deliveries(user_id="u2")
+    assert (refused.channel, refused.status, refused.duplicates) == ("email", "skipped", 0)
+    assert refused.reason == "user u2 does not accept reminders by email"
 
 
 def test_a_sweep_item_whose_sms_is_too_long_still_gets_its_email_and_push(harness: Harness) -> None:

@@ -137,6 +137,16 @@ def test_with_a_ttl_from_creation_an_old_charge_expires_without_a_gateway_call(
     assert [(name, e["key"]) for name, e in Seen.events] == [("charge.expired", "page:5")]
 
 
+def test_a_one_minute_ttl_reads_one_minute(harness: Start, gateway: PaymentGatewayServer) -> None:
+    jobs = start(harness, gateway, charge_ttl_min=1, charge_ttl_from="created")
+    payouts.defer_charge("cust-1", "9.99", "USD", description="publish page 5", key="page:5")
+    with db.session() as s:
+        old = update(payout_tables.Charge).where(payout_tables.Charge.key == "page:5")
+        s.execute(old.values(created_at=datetime.now(UTC) - timedelta(minutes=2)))
+    assert sweep(jobs)["expired"] == 1
+    assert charges()["page:5"].last_error == "not charged within 1 minute of its creation"  # was "1 minutes"
+
+
 def test_a_failing_charge_expires_at_its_creation_ttl_when_the_ttl_counts_from_creation(
     harness: Start, gateway: PaymentGatewayServer
 ) -> None:

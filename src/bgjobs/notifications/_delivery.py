@@ -201,6 +201,9 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
     refusal = _refusal(message, channel, settings.notifications)
     if refusal is not None:
         outcome = _finalise_without_sending(message, channel, "skipped", refusal)
+        if outcome == "skipped":
+            logger.info("%s %s to %s: skipped, %s", message.template, channel,
+                        _reference(message, channel), refusal)  # fmt: skip
         _count(channel, outcome)
         return outcome
 

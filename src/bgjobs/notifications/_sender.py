@@ -153,8 +153,10 @@ def send_once(template: str, recipient: Recipient | Mapping[str, Any], context: 
     Returns:
         ``queued`` (handed to delivery), ``already_done`` (every channel's delivery under ``key``
         is sent or skipped already: a rerun of the sweep), ``refused`` (consent refuses every
-        channel) or ``sms_too_long`` (its other channels were handed to delivery; the SMS was over
-        its segment budget). A sweep counts these, so its run never reports as sent what was not.
+        channel: the first time, it is sent anyway, and the delivery records each channel
+        ``skipped`` with consent's reason, as for any refused message) or ``sms_too_long`` (its
+        other channels were handed to delivery; the SMS was over its segment budget). A sweep
+        counts these, so its run never reports as sent what was not.
 
     Raises:
         InvalidPayload: as :func:`send`.
@@ -168,11 +170,13 @@ def send_once(template: str, recipient: Recipient | Mapping[str, Any], context: 
             select(func.count()).select_from(NotificationRecord)
             .where(col(NotificationRecord.key).in_(keys), col(NotificationRecord.status).in_(FINAL))
         ).scalar_one()  # fmt: skip
-    if done == len(keys):
-        return "already_done"
     settings = runtime.current().settings.notifications
     if all(consent_refusal(tpl.category, who.user_id, c, settings) for c in chosen):
+        if done < len(keys):  # the delivery records each channel skipped, with consent's reason
+            send(template, who, context, key=key)
         return "refused"
+    if done == len(keys):
+        return "already_done"
     try:
         send(template, who, context, key=key)
     except SmsOverBudget as exc:

@@ -173,7 +173,8 @@ def sweep_charges(*, deadline: float | None = None) -> dict[str, int]:
                 return counts
             now = _now()
             if ttl.too_late(charge, now):
-                why = f"not charged within {current().charge_ttl_min} minutes of its creation"
+                minutes = current().charge_ttl_min
+                why = f"not charged within {minutes} minute{'' if minutes == 1 else 's'} of its creation"
                 counts["expired"] += int(_record(charge, status="expired", settled_at=now, last_error=why))
                 continue
             key = f"charge:{charge.key}"
