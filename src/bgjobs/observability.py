@@ -37,9 +37,12 @@ rejected = _counter(
 in_progress = tally.gauge(
     "dramatiq_messages_inprogress", "The number of messages in progress.", _QUEUE_ACTOR, mode="livesum"
 )
+#: Up when a worker process takes a delayed message into memory, down when that same process moves
+#: it to its queue (or gives it back): by its queue's name, summed over live processes, so it
+#: returns to 0 (it went up under ``<queue>.DQ`` and down under ``<queue>``, in different processes).
 delayed = tally.gauge(
     "dramatiq_delayed_messages_inprogress", "The number of delayed messages in memory.", _QUEUE_ACTOR,
-    mode="all",
+    mode="livesum",
 )  # fmt: skip
 durations = tally.histogram(
     "dramatiq_message_duration_milliseconds", "The time spent processing messages.", _QUEUE_ACTOR,
@@ -84,13 +87,16 @@ class Metrics(Middleware):
 
     def before_delay_message(self, broker: Any, message: Any) -> None:
         self._delayed.add(message.message_id)
-        delayed.labels(message.queue_name, message.actor_name).inc()
+        delayed.labels(message.queue_name.removesuffix(".DQ"), message.actor_name).inc()
+
+    def _released(self, message: Any) -> None:
+        """A delayed message this process held left its memory (moved to its queue, or nacked)."""
+        if message.queue_name.endswith(".DQ") and message.message_id in self._delayed:
+            self._delayed.discard(message.message_id)
+            delayed.labels(message.queue_name.removesuffix(".DQ"), message.actor_name).dec()
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         labels = (message.queue_name, message.actor_name)
-        if message.message_id in self._delayed:
-            self._delayed.discard(message.message_id)
-            delayed.labels(*labels).dec()
         in_progress.labels(*labels).inc()
         self._started[message.message_id] = current_millis()
 
@@ -120,6 +126,7 @@ class Metrics(Middleware):
         if not message.queue_name.endswith(".DQ"):
             self._count(message, acked=True)
             history.finished(message.queue_name)
+        self._released(message)
 
     def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         # A retry is enqueued on the delay queue (with its backoff) and again when it moves from
@@ -128,5 +135,6 @@ class Metrics(Middleware):
             retried.labels(message.queue_name, message.actor_name).inc()
 
     def after_nack(self, broker: Any, message: Any) -> None:
+        self._released(message)
         rejected.labels(message.queue_name, message.actor_name).inc()
         self._count(message, acked=False)

@@ -301,3 +301,51 @@ def test_an_event_reaches_the_worker_s_subscribers_though_the_publisher_never_im
     wait_for(lambda: worker_jobs.effect_count() == 2, timeout=30, what="both subscribers")
     time.sleep(0.5)
     assert sorted(worker_jobs.effects()) == ["audit-7", "invoice-7"]
+
+
+def test_the_gauges_tell_the_truth_through_delays_retries_dead_letters_and_a_kill(
+    worker_env: dict[str, str], workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    # Given two worker commands in turn sharing one metrics directory, as a restarted pod does
+    env = {**worker_env, "dramatiq_prom_db": str(tmp_path / "prom")}
+    (tmp_path / "prom").mkdir()
+    client = broker_client(worker_env)
+    client.set("test:refusing", "1")
+    first = start_worker(workers, env, processes=2, threads=2)
+    for i in range(10):
+        worker_jobs.record.send({"key": f"later{i}"}, delay=60_000)  # held in memory by the worker
+    for i in range(3):
+        worker_jobs.flaky_once.send({"key": f"flaky{i}"})
+        worker_jobs.refused.send({"key": f"refused{i}"})
+    worker_jobs.record.send({"key": "slow", "sleep_s": 2})
+    wait_for(lambda: client.hlen("dramatiq:default.DQ.msgs") == 10 and client.llen("dramatiq:default.DQ") == 0
+             and client.zcard("dramatiq:default.XQ") == 3 and worker_jobs.starts("slow") == 1,
+             timeout=60, what="the delayed jobs held, the dead letters, the slow job running")  # fmt: skip
+
+    def gauges(w: WorkerProcess) -> dict[str, float]:
+        text = scrape(w.metrics_port)
+        held = [ln for ln in text.splitlines() if ln.startswith("dramatiq_delayed_messages_inprogress{")]
+        assert not [line for line in held if 'queue_name="default.DQ"' in line], held
+        return {"delayed": metric_or_0(text, "dramatiq_delayed_messages_inprogress", actor_name="record"),
+                "running": metric_or_0(text, "dramatiq_messages_inprogress", actor_name="record"),
+                "dead": metric_or_0(text, "bgjobs_dead_letters", queue="default")}  # fmt: skip
+
+    # Then while they are held the gauge says 10, under the queue's own name, however the two
+    # processes shared them
+    wait_for(lambda: gauges(first) == {"delayed": 10, "running": 1, "dead": 3}, timeout=20, interval=0.3,
+             what="the gauges to show 10 held, 1 running, 3 dead")  # fmt: skip
+
+    # When the worker is killed, and a new one takes over what it held and ran
+    first.kill()
+    client.delete("test:refusing")
+    second = start_worker(workers, env, processes=2, threads=2)
+    wait_for(lambda: worker_jobs.starts("slow") == 2, timeout=60, what="the slow job recovered")
+
+    # Then each gauge is the truth: what the new command holds and runs, nothing left by the dead one
+    wait_for(lambda: client.hlen("dramatiq:default.DQ.msgs") == 10 and not client.llen("dramatiq:default.DQ"),
+             timeout=60, what="the delayed jobs held by the new worker")  # fmt: skip
+    wait_for(lambda: worker_jobs.effect_count() == 1, timeout=30, what="the slow job's effect")
+    wait_for(lambda: gauges(second) == {"delayed": 10, "running": 0, "dead": 3}, timeout=20, interval=0.3,
+             what="the gauges to show 10 held, none running, 3 dead")  # fmt: skip
+    flaky = metric_or_0(scrape(second.metrics_port), "dramatiq_messages_inprogress", actor_name="flaky_once")
+    assert flaky == 0
