@@ -28,11 +28,12 @@ and detaches it when it ends, on the worker thread that ran it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 from dramatiq.middleware import Middleware
 
@@ -41,8 +42,8 @@ from .redact import mask_text
 from .tracing_provider import install_provider, shut_down
 
 __all__ = [
-    "OPTION", "Note", "Tracing", "attached", "deferred_context", "enabled", "middleware", "setup_process",
-    "span", "switch_on",
+    "OPTION", "Note", "Tracing", "attached", "deferred_context", "enabled", "middleware", "one_trace",
+    "setup_process", "span", "switch_on",
 ]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.tracing")
@@ -128,6 +129,49 @@ def setup_process(settings: Any) -> None:
     provider = install_provider()
     if provider is not None:
         atexit.register(shut_down, provider, settings.tracing.shutdown_flush_s)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def one_trace(prepare: Callable[[], object]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """The messages one call sends share one trace, also when the caller has no span (a host
+    without a tracer provider of its own, and no incoming ``traceparent``): the call then runs in
+    a context with a fresh, sampled trace id, which its ``send`` spans carry to the workers. The
+    root itself is recorded nowhere (nothing in that host records spans); the workers' spans of
+    the call are one trace under it. Used by ``notifications.send`` and ``webhooks.publish``: an
+    email and an SMS of one request were two unrelated traces.
+
+    ``prepare`` runs first (the runtime's ``current``, which switches tracing on in a host whose
+    first call this is)."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def traced(*args: P.args, **kwargs: P.kwargs) -> R:
+            prepare()
+            return fn(*args, **kwargs) if not _on else _in_one_trace(fn, *args, **kwargs)
+
+        return traced
+
+    return decorate
+
+
+def _in_one_trace(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    import random
+
+    from opentelemetry import context, trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    if trace.get_current_span().get_span_context().is_valid:
+        return fn(*args, **kwargs)
+    root = SpanContext(trace_id=random.getrandbits(128) or 1, span_id=random.getrandbits(64) or 1,
+                       is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))  # fmt: skip
+    token = context.attach(trace.set_span_in_context(NonRecordingSpan(root)))
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        context.detach(token)
 
 
 def _tracer() -> Any:

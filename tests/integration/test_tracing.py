@@ -265,3 +265,28 @@ def test_a_collector_that_never_answers_neither_holds_a_stopping_worker_nor_lets
     assert worker_jobs.effect_count() == 20
     assert broker_client(env).llen("dramatiq:default") == 50  # all still queued for the next worker
     assert "tracing: the collector did not take " in w.output() and "they are dropped" in w.output()
+
+
+_HOST_WITHOUT_A_PROVIDER = """
+from bgjobs.notifications import send
+send("booking_confirmation", {"user_id": "u1", "email": "ann@example.com", "phone": "+447700900123"},
+     {"booking_id": "B9", "trip_date": "2025-06-15", "total": {"amount": "500.00", "currency": "USD"}},
+     key="booking:B9:confirmed", channels=["email", "sms"])
+"""
+
+
+def test_one_send_from_a_host_without_a_tracer_provider_is_one_trace(
+    traced_env: dict[str, str], workers: list[WorkerProcess], receiver: OtlpReceiver
+) -> None:
+    env = {**traced_env, "BGJOBS_SMS": "console"}
+    start_worker(workers, env, processes=1, threads=2)
+    host = {**os.environ, **env, "PYTHONPATH": str(ROOT)}  # a host process that set up no provider
+    done = subprocess.run([sys.executable, "-c", _HOST_WITHOUT_A_PROVIDER], env=host, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    channels = ("process notifications.email", "process notifications.sms")
+    wait_for(lambda: all(receiver.named(n) for n in channels), timeout=60, what="both channels' spans")
+    (email,) = receiver.named("process notifications.email")
+    (sms,) = receiver.named("process notifications.sms")
+    assert email.trace_id == sms.trace_id  # were two unrelated root traces
+    assert email.parent_id and email.parent_id == sms.parent_id  # children of the call's (unrecorded) root

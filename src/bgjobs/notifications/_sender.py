@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from .. import db, outbox, runtime
+from .. import db, outbox, runtime, tracing
 from ..clock import now as _now
 from ..errors import InvalidPayload
 from ..typed import send_messages
@@ -70,6 +70,7 @@ def _channels(template: Any, recipient: Recipient, channels: Sequence[Channel | 
     return list(dict.fromkeys(chosen))
 
 
+@tracing.one_trace(runtime.current)
 def send(
     template: str,
     recipient: Recipient | Mapping[str, Any],

@@ -68,6 +68,7 @@ def _delivery_row(message_id: str, endpoint_id: str, now: datetime, enabled: boo
             "created_at": now, "updated_at": now}  # fmt: skip
 
 
+@tracing.one_trace(runtime.current)
 def publish(
     event_type: str,
     data: BaseModel | Mapping[str, Any],
