@@ -42,8 +42,8 @@ from .redact import mask_text
 from .tracing_provider import install_provider, shut_down
 
 __all__ = [
-    "OPTION", "Note", "Tracing", "attached", "deferred_context", "enabled", "middleware", "one_trace",
-    "setup_process", "span", "switch_on",
+    "OPTION", "SEMCONV", "Note", "Tracing", "attached", "deferred_context", "enabled", "middleware",
+    "one_trace", "setup_process", "span", "switch_on",
 ]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.tracing")
@@ -191,11 +191,14 @@ class Note:
         if self.current is not None:
             self.current.set_attributes(attributes)
 
-    def fail(self, text: str) -> None:
+    def fail(self, text: str, *, error_type: str = "_OTHER") -> None:
+        """The call failed without an exception (an HTTP status): ``error_type`` says how, as the
+        conventions ask (the status code, or ``_OTHER``)."""
         if self.current is not None:
             from opentelemetry.trace import Status, StatusCode
 
             self.current.set_status(Status(StatusCode.ERROR, mask_text(text)[:500]))
+            self.current.set_attribute("error.type", error_type)
 
 
 _UNTRACED = Note()
@@ -229,8 +232,11 @@ def span(name: str, **attributes: Any) -> Iterator[Note]:
 
 def _failed(current: Any, exc: BaseException, status: Any, code: Any) -> None:
     text = mask_text(f"{type(exc).__name__}: {exc}")[:500]
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     current.set_status(status(code.ERROR, text))
-    current.add_event("exception", {"exception.type": type(exc).__name__, "exception.message": text})
+    current.set_attribute("error.type", name)
+    current.add_event("exception", {"exception.type": name, "exception.message": text})
 
 
 def _correlate_logs() -> None:
@@ -295,8 +301,8 @@ class Tracing(Middleware):
             # queue, a dead letter requeued): it keeps the trace it was sent in.
             return
         sending = _tracer().start_span(
-            f"send {message.actor_name}", context=parent, kind=SpanKind.PRODUCER,
-            attributes=_attributes(message, "publish"),
+            f"send {_queue(message)}", context=parent, kind=SpanKind.PRODUCER,
+            attributes=_attributes(message, "send"),
         )  # fmt: skip
         carrier: dict[str, str] = {}
         inject(carrier, context=trace.set_span_in_context(sending))
@@ -329,7 +335,7 @@ class Tracing(Middleware):
             if before.is_valid:
                 links.append(Link(before, {"bgjobs.link": "previous attempt"}))
         processing = _tracer().start_span(
-            f"process {message.actor_name}", context=extract(carrier), kind=SpanKind.CONSUMER,
+            f"process {_queue(message)}", context=extract(carrier), kind=SpanKind.CONSUMER,
             attributes={**_attributes(message, "process"),
                         "messaging.dramatiq.retry_count": int(message.options.get("retries", 0))},
             links=links,
@@ -357,10 +363,22 @@ class Tracing(Middleware):
         self.after_process_message(broker, message)
 
 
+#: The OpenTelemetry semantic conventions these spans follow (messaging; HTTP client for webhooks).
+SEMCONV = "1.30.0"
+
+
+def _queue(message: Any) -> str:
+    return str(message.queue_name).removesuffix(".DQ")
+
+
 def _attributes(message: Any, operation: str) -> dict[str, Any]:
+    """A ``send`` or ``process`` span's attributes (messaging conventions of :data:`SEMCONV`): the
+    span is named ``<operation> <queue>``, the actor is ``messaging.dramatiq.actor``."""
     return {
         "messaging.system": "dramatiq",
         "messaging.operation.type": operation,
-        "messaging.destination.name": message.queue_name.removesuffix(".DQ"),
+        "messaging.operation.name": operation,
+        "messaging.destination.name": _queue(message),
         "messaging.message.id": message.message_id,
+        "messaging.dramatiq.actor": message.actor_name,
     }

@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 from bgjobs import db, outbox, payouts
 from bgjobs.testing import JobsHarness
 from examples.host_app.app import Booking, create_app
+from tests.support.otlp import job_of
 
 
 @pytest.fixture(params=[False])
@@ -141,7 +142,7 @@ def test_with_tracing_on_a_request_is_traced_into_its_jobs(
         names = []
         while span.parent is not None and span.parent.span_id in by_id:
             span = by_id[span.parent.span_id]
-            names.append(span.name)
+            names.append(job_of(span.name, span.attributes))
         return names
 
     # The relay sent the outbox rows as children of the request that committed them, and the jobs
@@ -149,6 +150,6 @@ def test_with_tracing_on_a_request_is_traced_into_its_jobs(
     (mail,) = [s for s in spans if s.name == "mail.send"]
     assert format(mail.context.trace_id, "032x") == "0af7651916cd43dd8448eb211c80319c"
     assert ancestry(mail)[-1] == "POST /bookings" and "process notifications.email" in ancestry(mail)
-    (entry,) = [s for s in spans if s.name == "process payouts.record"]
+    (entry,) = [s for s in spans if job_of(s.name, s.attributes) == "process payouts.record"]
     assert ancestry(entry) == ["send payouts.record", "POST /bookings"]
     assert jobs.mailer.sent and jobs.sms.sent

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bgjobs import db, events, outbox
 from bgjobs.notifications import BookingCreated
 from tests.support import worker_jobs
-from tests.support.otlp import OtlpReceiver, otlp_receiver
+from tests.support.otlp import OtlpReceiver, job_of, otlp_receiver
 from tests.support.receivers import SmtpReceiver
 from tests.support.workers import ROOT, WorkerProcess, start_worker, use_environment, wait_for
 
@@ -68,7 +68,8 @@ def test_a_host_request_is_one_trace_through_the_queue_to_the_smtp_call(
     workers[-1].terminate()  # a clean stop flushes every span
     wait_for(lambda: receiver.named("mail.send"), timeout=10, what="the mail.send span")
     # Then every span, in the host and in the worker processes, is in the request's trace
-    (sent,) = [s for s in host_spans.get_finished_spans() if s.name == "send events.fanout"]
+    (sent,) = [s for s in host_spans.get_finished_spans()
+               if job_of(s.name, s.attributes) == "send events.fanout"]
     assert sent.parent is not None and sent.parent.span_id == request.get_span_context().span_id
     chain = ["process events.fanout", "send notifications.on_booking_created",
              "process notifications.on_booking_created", "send notifications.email",
@@ -82,7 +83,14 @@ def test_a_host_request_is_one_trace_through_the_queue_to_the_smtp_call(
     for parent, child in itertools.pairwise(spans):
         assert child.parent_id == parent.span_id, (parent.name, child.name)
     process = found["process notifications.email"][0]
+    # The messaging conventions (tracing.SEMCONV): "<operation> <queue>", the actor an attribute
+    assert process.name == "process notifications" and found["send notifications.email"][0].name == (
+        "send notifications")  # fmt: skip
     assert process.attributes["messaging.system"] == "dramatiq"
+    said = process.attributes
+    assert (said["messaging.operation.type"], said["messaging.operation.name"]) == ("process", "process")
+    assert found["send notifications.email"][0].attributes["messaging.operation.type"] == "send"
+    assert process.attributes["messaging.dramatiq.actor"] == "notifications.email"
     assert process.attributes["messaging.destination.name"] == "notifications"
     assert process.attributes["messaging.dramatiq.retry_count"] == 0
     assert process.service == "bgjobs-test-worker"
@@ -105,7 +113,8 @@ def test_a_retried_job_shows_both_attempts_in_one_trace_the_second_linked_to_the
     retries = "messaging.dramatiq.retry_count"
     assert (first.attributes[retries], second.attributes[retries]) == (0, 1)
     assert first.status_code == 2 and "TransientError: first attempt of traced" in first.status_message
-    assert second.status_code != 2
+    assert first.attributes["error.type"] == "bgjobs.errors.TransientError"
+    assert second.status_code != 2 and "error.type" not in second.attributes
     assert (first.trace_id, first.span_id) in second.links
     (retry,) = [s for s in receiver.named("send flaky_once") if s.parent_id == first.span_id]
     assert second.parent_id == retry.span_id
@@ -152,8 +161,8 @@ def test_webhook_attempts_are_client_spans_with_host_status_and_attempt_number(
            "BGJOBS_WEBHOOKS__ALLOW": '["127.0.0.1/32"]', "BGJOBS_WEBHOOKS__RETRY_SCHEDULE_S": "[0.2]"}
     use_environment(monkeypatch, env)
     with webhook_receiver() as endpoint:
-        endpoint.script("/hook", 500)
-        webhooks.add_endpoint(endpoint.url("/hook"), event_types=["*"])
+        endpoint.script("/hook?token=s3cr3t", 500)
+        webhooks.add_endpoint(endpoint.url("/hook?token=s3cr3t"), event_types=["*"])
         start_worker(workers, env, processes=1, threads=2)
         with trace.get_tracer("host").start_as_current_span("POST /payments") as request:
             webhooks.publish("payment.succeeded", {"id": "p1", "card": "4242"})
@@ -164,9 +173,14 @@ def test_webhook_attempts_are_client_spans_with_host_status_and_attempt_number(
     assert (first.attributes[number], second.attributes[number]) == (1, 2)
     assert (first.attributes[status], second.attributes[status]) == (500, 200)
     assert first.attributes["server.address"] == "127.0.0.1" and first.kind == 3  # CLIENT
+    # The HTTP client conventions (tracing.SEMCONV); the URL without its query, which may hold a secret
+    said = first.attributes
+    assert (said["http.request.method"], said["server.port"]) == ("POST", endpoint.port)
+    assert first.attributes["url.full"] == f"http://127.0.0.1:{endpoint.port}/hook"
+    assert first.attributes["error.type"] == "500" and "error.type" not in second.attributes
     assert first.status_code == 2 and second.status_code != 2
     shown = " ".join(f"{k}={v}" for s in receiver.spans for k, v in s.attributes.items())
-    assert "4242" not in shown and "whsec" not in shown  # never the body or the secret
+    assert "4242" not in shown and "whsec" not in shown and "s3cr3t" not in shown  # never a body or a secret
 
 
 def test_deliveries_sent_in_one_batch_each_continue_the_trace_of_their_own_publish(

@@ -31,6 +31,18 @@ class ReceivedSpan:
     events: list[str]
     service: str
 
+    @property
+    def job(self) -> str:
+        """``<operation> <actor>`` for a job's span (named ``<operation> <queue>``), else its name."""
+        return job_of(self.name, self.attributes)
+
+
+def job_of(name: str, attributes: Any) -> str:
+    """A span's name, or for a ``send`` or ``process`` span its operation and actor: what the tests
+    follow (several actors share a queue, and so a span name)."""
+    actor = (attributes or {}).get("messaging.dramatiq.actor")
+    return f"{name.split(' ', 1)[0]} {actor}" if actor else name
+
 
 def _value(any_value: Any) -> Any:
     kind = any_value.WhichOneof("value")
@@ -63,8 +75,9 @@ class OtlpReceiver:
         return f"http://127.0.0.1:{self.port}"
 
     def named(self, name: str) -> list[ReceivedSpan]:
+        """Spans by name, a job's by ``<operation> <actor>`` (``process notifications.email``)."""
         with self.lock:
-            return [s for s in self.spans if s.name == name]
+            return [s for s in self.spans if s.job == name]
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from .. import db, events, runtime, tally, tracing
 from ..clock import now as _now
@@ -127,8 +127,12 @@ async def _attempt(
     left = max(stored, _asked.get(row.endpoint_id, 0)) - int(time.time() * 1000)
     if left > 0:
         return Finished(started, _NOT_SENT, postponed_ms=left)
-    where = {"server.address": urlsplit(row.url).hostname or "", "bgjobs.webhook.attempt": number,
-             "bgjobs.webhook.endpoint": row.endpoint_id}  # fmt: skip
+    url = urlsplit(row.url)
+    where = {"http.request.method": "POST", "server.address": url.hostname or "",
+             "server.port": url.port or (443 if url.scheme == "https" else 80),
+             # Without its query and any user info: either may carry a secret
+             "url.full": urlunsplit((url.scheme, url.netloc.rsplit("@", 1)[-1], url.path or "/", "", "")),
+             "bgjobs.webhook.attempt": number, "bgjobs.webhook.endpoint": row.endpoint_id}  # fmt: skip
     with tracing.span("webhook.attempt", **where) as note:
         if isinstance(target, str):
             note.fail(target)
@@ -141,7 +145,8 @@ async def _attempt(
         if result.status_code is not None:
             note.set(**{"http.response.status_code": result.status_code})
         if not result.succeeded:
-            note.fail(result.error or f"the endpoint answered {result.status_code}")
+            kind = str(result.status_code) if result.status_code is not None else "_OTHER"
+            note.fail(result.error or f"the endpoint answered {result.status_code}", error_type=kind)
         return Finished(started, result)
 
 
