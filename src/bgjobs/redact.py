@@ -96,23 +96,35 @@ def mask_text(text: str) -> str:
 MASKED_LOGGERS = ("bgjobs", "dramatiq")
 
 
+class _MaskedRecord(logging.LogRecord):
+    """A record whose message and traceback are masked when a formatter reads them: the filters
+    that read a record's template and arguments (bgjobs's outage and retry lines) see them as made."""
+
+    def getMessage(self) -> str:
+        return mask_text(super().getMessage())
+
+    @property
+    def exc_text(self) -> str | None:
+        found: str | None = self.__dict__.get("_masked_exc_text")
+        return found
+
+    @exc_text.setter
+    def exc_text(self, value: str | None) -> None:
+        self.__dict__["_masked_exc_text"] = mask_text(value) if value else value
+
+
 def mask_logs() -> None:
-    """Mask every record of bgjobs's and Dramatiq's loggers in this process as it is made: its
-    message (with its arguments) and its traceback, whatever handler or formatter then writes it.
-    Idempotent; a record factory, so it holds for loggers and handlers made later."""
+    """Mask every record of bgjobs's and Dramatiq's loggers in this process: its message (with its
+    arguments) and its traceback, when a formatter writes them, whatever handler it is. Idempotent;
+    a record factory, so it holds for loggers and handlers made later."""
     previous = logging.getLogRecordFactory()
     if getattr(previous, "_bgjobs_masking", False):
         return
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        if record.name.startswith(MASKED_LOGGERS):
-            try:
-                record.msg, record.args = mask_text(record.getMessage()), None
-            except (TypeError, ValueError):  # arguments that do not fit: logging reports it on emit
-                return record
-            if record.exc_info and record.exc_info[1] is not None:
-                record.exc_text = mask_text(logging.Formatter().formatException(record.exc_info))
+        if record.name.startswith(MASKED_LOGGERS) and type(record) is logging.LogRecord:
+            record.__class__ = _MaskedRecord
         return record
 
     factory._bgjobs_masking = True  # type: ignore[attr-defined]

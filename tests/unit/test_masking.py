@@ -68,3 +68,31 @@ def test_log_records_of_bgjobs_and_dramatiq_are_masked_with_their_traceback(logg
 def test_a_host_s_own_logger_is_left_as_the_host_set_it(logged: io.StringIO) -> None:
     logging.getLogger("myapp.billing").warning("card %s", "4242 4242 4242 4242")
     assert "4242 4242 4242 4242" in logged.getvalue()
+
+
+def test_filters_still_read_a_record_s_template_and_arguments_and_what_they_write_is_masked(
+    logged: io.StringIO,
+) -> None:
+    """bgjobs's own filters (the outage and retry lines) read the template and rewrite the record,
+    dropping its traceback: masking waits for the formatter, so they work and their line is masked."""
+
+    class Folding(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            assert record.msg == "Consumer encountered a connection error: %s"  # as it was made
+            record.msg, record.args = "folded: %s", (record.args[0] if record.args else "",)  # type: ignore[index]
+            record.exc_info, record.exc_text = None, None
+            return True
+
+    source = logging.getLogger("dramatiq.worker.ConsumerThread(masking-test)")
+    folding = Folding()
+    source.addFilter(folding)
+    try:
+        try:
+            raise ConnectionError(TEXT)
+        except ConnectionError as exc:
+            source.critical("Consumer encountered a connection error: %s", exc, exc_info=True)
+    finally:
+        source.removeFilter(folding)
+    written = logged.getvalue()
+    assert "folded: vendor answered 503" in written and "Traceback" not in written
+    assert leaked(written) == []
