@@ -174,10 +174,19 @@ def _in_one_trace(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         context.detach(token)
 
 
-def _tracer() -> Any:
-    from opentelemetry import trace
+_cached_tracer: Any = None
 
-    return trace.get_tracer("bgjobs")
+
+def _tracer() -> Any:
+    """bgjobs's tracer, made once: the SDK makes a new tracer on every ``get_tracer`` (a third of
+    a send span's cost). Made before a provider is set, it is the API's proxy, which follows the
+    provider once one is (a worker process sets its own after the fork)."""
+    global _cached_tracer
+    if _cached_tracer is None:
+        from opentelemetry import trace
+
+        _cached_tracer = trace.get_tracer("bgjobs", schema_url=f"https://opentelemetry.io/schemas/{SEMCONV}")
+    return _cached_tracer
 
 
 class Note:
