@@ -43,7 +43,7 @@ from .tracing_provider import install_provider, shut_down
 
 __all__ = [
     "OPTION", "SEMCONV", "Note", "Tracing", "attached", "deferred_context", "enabled", "middleware",
-    "one_trace", "setup_process", "span", "switch_on",
+    "one_trace", "setup_process", "span", "switch_on", "within",
 ]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.tracing")
@@ -97,6 +97,26 @@ def deferred_context() -> str | None:
     carrier: dict[str, str] = {}
     inject(carrier)
     return json.dumps({**carrier, _DEFERRED: "1"}) if carrier else None
+
+
+@contextlib.contextmanager
+def within(carrier: str | None) -> Iterator[None]:
+    """Run the block as a child of the span running now (the job's) when ``carrier``, the context
+    some work was deferred in, is of the same trace, or absent: a webhook attempt is the child of
+    the dispatch or delivery job that made it. Work deferred in another trace keeps its own."""
+    if not _on or not carrier:
+        yield
+        return
+    import json
+
+    from opentelemetry import trace
+
+    now = trace.get_current_span().get_span_context()
+    if now.is_valid and json.loads(carrier).get("traceparent", "")[3:35] == format(now.trace_id, "032x"):
+        yield
+        return
+    with attached(carrier):
+        yield
 
 
 @contextlib.contextmanager

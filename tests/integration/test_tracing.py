@@ -179,6 +179,14 @@ def test_webhook_attempts_are_client_spans_with_host_status_and_attempt_number(
     assert first.attributes["url.full"] == f"http://127.0.0.1:{endpoint.port}/hook"
     assert first.attributes["error.type"] == "500" and "error.type" not in second.attributes
     assert first.status_code == 2 and second.status_code != 2
+    # Each attempt is the child of the job that made it: the first of the dispatch, the second of
+    # the delivery job its retry sent, as a child of the attempt it repeats
+    (dispatch,) = receiver.named("process webhooks.dispatch")
+    assert first.parent_id == dispatch.span_id
+    (retry,) = receiver.named("send webhooks.deliver")
+    (delivery,) = receiver.named("process webhooks.deliver")
+    assert retry.parent_id == first.span_id and delivery.parent_id == retry.span_id
+    assert second.parent_id == delivery.span_id
     shown = " ".join(f"{k}={v}" for s in receiver.spans for k, v in s.attributes.items())
     assert "4242" not in shown and "whsec" not in shown and "s3cr3t" not in shown  # never a body or a secret
 

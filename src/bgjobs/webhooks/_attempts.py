@@ -75,6 +75,8 @@ class Finished:
     #: Not sent: its endpoint was paused while it waited for its turn; it goes again this much
     #: later, on the same attempt number.
     postponed_ms: int = 0
+    #: The attempt's span (with tracing on): its retry is sent as its child.
+    trace: str | None = None
 
 
 #: Pauses asked for by answers this process received (endpoint id -> until, epoch milliseconds).
@@ -136,7 +138,8 @@ async def _attempt(
     with tracing.span("webhook.attempt", **where) as note:
         if isinstance(target, str):
             note.fail(target)
-            return Finished(started, AttemptResult(None, 0, None, target[:1000]))
+            refused = AttemptResult(None, 0, None, target[:1000])
+            return Finished(started, refused, trace=tracing.deferred_context())
         body = row.body.encode()
         result = await post(target, _headers(row, body, _now()), body, settings)
         asked = _pause_asked(result, settings)
@@ -147,7 +150,7 @@ async def _attempt(
         if not result.succeeded:
             kind = str(result.status_code) if result.status_code is not None else "_OTHER"
             note.fail(result.error or f"the endpoint answered {result.status_code}", error_type=kind)
-        return Finished(started, result)
+        return Finished(started, result, trace=tracing.deferred_context())
 
 
 def _pause_asked(result: AttemptResult, settings: WebhookSettings) -> float | None:
@@ -243,7 +246,8 @@ def follow(outcomes: list[Outcome], settings: WebhookSettings, now: datetime) ->
     count("bgjobs_webhook_attempts_total", "failed", len(finished) - succeeded)
     out = []
     for o in outcomes:
-        with tracing.attached(o.finished.started.job.trace):  # retries and events stay in its trace
+        # Retries and events: children of the attempt they follow (of its publish, if not traced)
+        with tracing.attached(o.finished.trace or o.finished.started.job.trace):
             out.append(_next(o, now))
     return out
 

@@ -170,7 +170,7 @@ class Round:
                 released.append((row.endpoint_id, started.holder))
                 continue
             taken.discard(row.delivery_id)
-            with tracing.attached(job.trace):  # the loop runs it in the context it is given here
+            with tracing.within(job.trace):  # the loop runs it in the context it is given here
                 future = transport.run(attempt(started, _target(row, settings), settings, wait_ms))
             self.started.append((started, future))
         count("bgjobs_webhook_deliveries_total", "duplicate", len(self.lost))
