@@ -39,7 +39,7 @@ from dramatiq.middleware import Middleware
 
 from .errors import ConfigurationError
 from .redact import mask_text
-from .tracing_provider import install_provider, shut_down
+from .tracing_provider import correlate_logs, install_provider, shut_down
 
 __all__ = [
     "OPTION", "SEMCONV", "Note", "Tracing", "attached", "deferred_context", "enabled", "middleware",
@@ -268,26 +268,6 @@ def _failed(current: Any, exc: BaseException, status: Any, code: Any) -> None:
     current.add_event("exception", {"exception.type": name, "exception.message": text})
 
 
-def _correlate_logs() -> None:
-    """Log records made while a span is current carry its trace and span ids."""
-    from opentelemetry import trace
-
-    previous = logging.getLogRecordFactory()
-    if getattr(previous, "_bgjobs_tracing", False):
-        return
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            record.otelTraceID = format(context.trace_id, "032x")
-            record.otelSpanID = format(context.span_id, "016x")
-        return record
-
-    factory._bgjobs_tracing = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(factory)
-
-
 class Tracing(Middleware):
     """Puts the trace context into every message sent and continues it where the message runs."""
 
@@ -301,7 +281,7 @@ class Tracing(Middleware):
         #: message id -> its open ``send`` span, ended after the enqueue (bounded: a failed enqueue
         #: has no after_enqueue).
         self._sending: OrderedDict[str, Any] = OrderedDict()
-        _correlate_logs()
+        correlate_logs()
 
     def after_process_boot(self, broker: Any) -> None:
         if self.worker:  # in each worker process, after Dramatiq forked it

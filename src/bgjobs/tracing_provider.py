@@ -5,7 +5,8 @@ The exporter is the one the variables ask for (``OTEL_EXPORTER_OTLP_TRACES_PROTO
 ``OTEL_EXPORTER_OTLP_PROTOCOL``, as the specification orders them), and the service is named by
 ``OTEL_SERVICE_NAME`` or ``OTEL_RESOURCE_ATTRIBUTES`` (``bgjobs-worker`` only when neither does). The
 SDK's own shutdown waits 30 s per processor for a collector that does not answer; a stopping worker
-waits ``BGJOBS_TRACING__SHUTDOWN_FLUSH_S`` (2 s) and says what it drops.
+waits ``BGJOBS_TRACING__SHUTDOWN_FLUSH_S`` (2 s) and says what it drops. And its log records
+carry the trace and span ids of the span current where they are made.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["install_provider", "shut_down"]
+__all__ = ["correlate_logs", "install_provider", "shut_down"]
 
 logger = logging.getLogger("bgjobs.tracing")
 
@@ -106,3 +107,23 @@ def shut_down(provider: Any, bound_s: float) -> None:
         logger.warning("tracing: the collector did not take %s within %.1f s of the stop; they are "
                        "dropped (BGJOBS_TRACING__SHUTDOWN_FLUSH_S, OTEL_EXPORTER_OTLP_ENDPOINT)", what,
                        bound_s)  # fmt: skip
+
+
+def correlate_logs() -> None:
+    """Log records made while a span is current carry its trace and span ids."""
+    from opentelemetry import trace
+
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_bgjobs_tracing", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.otelTraceID = format(context.trace_id, "032x")
+            record.otelSpanID = format(context.span_id, "016x")
+        return record
+
+    factory._bgjobs_tracing = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
