@@ -39,6 +39,7 @@ from dramatiq.middleware import Middleware
 
 from .errors import ConfigurationError
 from .redact import mask_text
+from .trace_headers import carrier_of
 from .tracing_provider import correlate_logs, install_provider, shut_down
 
 __all__ = [
@@ -313,8 +314,7 @@ class Tracing(Middleware):
             f"send {_queue(message)}", context=parent, kind=SpanKind.PRODUCER,
             attributes=_attributes(message, "send"),
         )  # fmt: skip
-        carrier: dict[str, str] = {}
-        inject(carrier, context=trace.set_span_in_context(sending))
+        carrier = carrier_of(sending)
         running = getattr(self._local, "span", None)
         if running is not None and message.options.get("retries", 0) and message.message_id == running[2]:
             previous: dict[str, str] = {}

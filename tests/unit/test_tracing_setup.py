@@ -69,3 +69,27 @@ def test_an_empty_setting_that_is_not_text_is_unset(monkeypatch: pytest.MonkeyPa
     assert settings.tracing.enabled is False and settings.tracing.shutdown_flush_s == 2.0
     assert settings.worker.max_deliveries == 5
     assert tracing.middleware(settings, worker=False) == []
+
+
+def test_a_message_carries_what_the_propagator_would_write() -> None:
+    """The fast path writes the very headers the default propagator writes, and gives way to it
+    when there is baggage to carry."""
+    from opentelemetry import baggage, context, trace
+    from opentelemetry.propagate import inject
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    from bgjobs.trace_headers import carrier_of
+
+    span = NonRecordingSpan(SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C, span_id=0xB7AD6B7169203331, is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED), trace_state=TraceState([("vendor", "v1")]),
+    ))  # fmt: skip
+    expected: dict[str, str] = {}
+    inject(expected, context=trace.set_span_in_context(span))
+    assert carrier_of(span) == expected == {
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "vendor=v1"}
+    token = context.attach(baggage.set_baggage("tenant", "t1"))
+    try:
+        assert carrier_of(span)["baggage"] == "tenant=t1"
+    finally:
+        context.detach(token)
