@@ -252,18 +252,23 @@ def test_with_tracing_off_nothing_of_opentelemetry_is_imported_or_added() -> Non
     assert done.returncode == 0 and done.stdout.strip() == "untraced", done.stderr
 
 
-def test_a_collector_that_never_answers_neither_holds_a_stopping_worker_nor_lets_it_take_jobs(
-    traced_env: dict[str, str], workers: list[WorkerProcess]
+@pytest.mark.parametrize("collector", ["hung", "gone"])
+def test_a_collector_down_neither_holds_a_stopping_worker_nor_lets_it_take_jobs(
+    traced_env: dict[str, str], workers: list[WorkerProcess], collector: str
 ) -> None:
     import socket
     import time
 
     from tests.support.workers import broker_client
 
-    with socket.socket() as hung:  # accepts connections (the kernel's backlog) and never answers
+    with socket.socket() as hung:
         hung.bind(("127.0.0.1", 0))
-        hung.listen(64)
-        env = {**traced_env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{hung.getsockname()[1]}",
+        port = hung.getsockname()[1]
+        if collector == "hung":
+            hung.listen(64)  # accepts connections (the kernel's backlog) and never answers
+        else:
+            hung.close()  # nothing listens: every export is refused, and retried until its timeout
+        env = {**traced_env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
                "OTEL_EXPORTER_OTLP_TIMEOUT": "30", "OTEL_BSP_SCHEDULE_DELAY": "600000",
                "BGJOBS_TRACING__SHUTDOWN_FLUSH_S": "1"}  # fmt: skip
         w = start_worker(workers, env, processes=1, threads=2)
@@ -283,7 +288,7 @@ def test_a_collector_that_never_answers_neither_holds_a_stopping_worker_nor_lets
 
     # Then it stops within the flush bound and its usual time, taking none of the jobs sent meanwhile
     assert code == 0, w.output()
-    assert took < 15, f"the stop took {took:.1f} s"  # the SDK's own flush waited 30 s per batch
+    assert took < 15, f"the stop took {took:.1f} s"  # the SDK's own flush waited up to 30 s per batch
     assert worker_jobs.effect_count() == 20
     assert broker_client(env).llen("dramatiq:default") == 50  # all still queued for the next worker
     assert "tracing: the collector did not take " in w.output() and "they are dropped" in w.output()
