@@ -43,7 +43,8 @@ redis.call("hdel", KEYS[2], ARGV[1])
 return data
 """
 #: Put ``id`` at the head of the queue (next to be taken) if it is still waiting or delayed,
-#: moving a delayed message (rewritten without its eta) into the queue and waking a consumer.
+#: moving a delayed message (rewritten without its eta) into the queue and waking a consumer (the
+#: wake list kept to the broker's ``WAKE_CAP``, as ``enqueue.lua`` keeps it).
 _FIRST = """
 if redis.call("lrem", KEYS[1], 1, ARGV[1]) == 0 then return 0 end
 if KEYS[1] ~= KEYS[3] then
@@ -52,7 +53,7 @@ if KEYS[1] ~= KEYS[3] then
 end
 redis.call("lpush", KEYS[3], ARGV[1])
 redis.call("lpush", KEYS[5], "1")
-redis.call("ltrim", KEYS[5], 0, 63)
+redis.call("ltrim", KEYS[5], 0, tonumber(ARGV[3]) - 1)
 return 1
 """
 
@@ -180,6 +181,8 @@ def run_now(queue: str, job_id: str) -> QueuedJob:
     Raises:
         InvalidPayload: the job is not waiting or delayed any more (taken, held, or done).
     """
+    from .redis_broker import WAKE_CAP
+
     broker = _redis()
     _known(broker, queue)
     client, key = broker.client, broker.key(queue)
@@ -192,6 +195,6 @@ def run_now(queue: str, job_id: str) -> QueuedJob:
         message.get("options", {}).pop("eta", None)
         moved = dramatiq.get_encoder().encode(message)
         keys = (where, f"{where}.msgs", key, f"{key}.msgs", f"{key}.wake")
-        if client.eval(_FIRST, 5, *keys, job_id, moved):
+        if client.eval(_FIRST, 5, *keys, job_id, moved, WAKE_CAP):
             return _job(queue, state, job_id, data)
     raise _gone(queue, job_id)

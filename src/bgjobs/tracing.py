@@ -297,7 +297,6 @@ class Tracing(Middleware):
 
     def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         from opentelemetry import trace
-        from opentelemetry.propagate import inject
         from opentelemetry.trace import SpanKind
 
         given = message.options.get(OPTION) or {}
@@ -317,9 +316,7 @@ class Tracing(Middleware):
         carrier = carrier_of(sending)
         running = getattr(self._local, "span", None)
         if running is not None and message.options.get("retries", 0) and message.message_id == running[2]:
-            previous: dict[str, str] = {}
-            inject(previous, context=trace.set_span_in_context(running[0]))
-            carrier[_PREVIOUS] = previous.get("traceparent", "")
+            carrier[_PREVIOUS] = carrier_of(running[0]).get("traceparent", "")
         message.options[OPTION] = carrier
         with self._lock:
             self._sending[message.message_id] = sending

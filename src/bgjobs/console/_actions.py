@@ -11,16 +11,19 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import ConfigurationError, InvalidPayload
 from ..outage import CONNECTION_ERRORS
 from ._security import Access, Guard
 
-__all__ = ["Actor", "ConsoleError", "NotFound", "acting", "error_body", "known_query", "listed", "reader"]
+__all__ = [
+    "Actor", "ConsoleError", "Limit", "NotFound", "Offset", "Reader", "acting", "error_body", "known_query",
+    "listed", "paged", "reader",
+]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.console")
 
@@ -33,6 +36,12 @@ def _guard(request: Request) -> Guard:
 def reader(request: Request) -> Access:
     """Every route but the probes: who is asking (401/403 if nobody the console serves)."""
     return _guard(request).access(request)
+
+
+#: The parameters every API route shares: who reads, and a page.
+Reader = Annotated[Any, Depends(reader)]
+Limit = Annotated[int, Query(ge=1, le=500, description="at most this many")]
+Offset = Annotated[int, Query(ge=0, description="skip this many (newest first)")]
 
 
 def known_query(request: Request) -> None:
@@ -59,6 +68,11 @@ def listed(items: list[Any]) -> dict[str, Any]:
     """A whole list in the shape every list answers in (``items``, ``more``, ``offset``), so a client
     reads each list the same way, paged or not."""
     return {"items": items, "more": False, "offset": 0}
+
+
+def paged(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
+    """A page of a list read with one item more than ``limit``: that one says whether there is more."""
+    return {"items": items[:limit], "more": len(items) > limit, "offset": offset}
 
 
 def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:

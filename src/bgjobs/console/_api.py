@@ -15,16 +15,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import runtime
-from ._actions import Actor, NotFound, acting, listed, reader
+from ._actions import Actor, Limit, NotFound, Offset, Reader, acting, listed, paged
 from ._masking import masked
 from ._queues import queue_list
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1")
-Reader = Annotated[Any, Depends(reader)]
-Limit = Annotated[int, Query(ge=1, le=500, description="at most this many")]
-Offset = Annotated[int, Query(ge=0, description="skip this many (newest first)")]
 
 
 def _health_body() -> tuple[int, dict[str, Any]]:
@@ -62,7 +59,7 @@ def overview_data() -> dict[str, Any]:
     current = runtime.current()
     found = status()
     _, health = _health_body()
-    queues = queue_list()
+    queues = queue_list(found)
     return {
         "health": health,
         "queues": queues,
@@ -176,7 +173,7 @@ def list_dead_letters(
 
     found = dead_letters(queue=queue or None, actor=actor or None, reason=reason or None,
                          since=parse_moment(since), limit=limit + 1, offset=offset)  # fmt: skip
-    return {"items": [_letter(d) for d in found[:limit]], "more": len(found) > limit, "offset": offset}
+    return paged([_letter(d) for d in found], limit, offset)
 
 
 @router.get("/dead-letters/{letter_id}", tags=["dead letters"], summary="one dead letter, payload masked")
@@ -224,7 +221,7 @@ def list_runs(
     from .. import runs
 
     found = runs.recent(job=job, outcome=outcome, limit=limit + 1, offset=offset)
-    return {"items": [_run(r) for r in found[:limit]], "more": len(found) > limit, "offset": offset}
+    return paged([_run(r) for r in found], limit, offset)
 
 
 @router.get("/runs/{run_id}", tags=["runs"], summary="one run and its counts")
@@ -312,5 +309,4 @@ def audit(
     found = entries(action=action or None, who=who or None, resource=resource or None,
                     since=parse_moment(since), until=parse_moment(until, field="until"),
                     limit=limit + 1, offset=offset)  # fmt: skip
-    items = [{**e.model_dump(mode="json"), "at": e.at.isoformat()} for e in found[:limit]]
-    return {"items": items, "more": len(found) > limit, "offset": offset}
+    return paged([{**e.model_dump(mode="json"), "at": e.at.isoformat()} for e in found], limit, offset)

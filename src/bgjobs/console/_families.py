@@ -15,15 +15,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ..redact import mask_url
-from ._actions import Actor, NotFound, acting, listed, reader
+from ._actions import Actor, Limit, NotFound, Offset, Reader, acting, listed, paged
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1")
 T = TypeVar("T")
-Reader = Annotated[Any, Depends(reader)]
-Limit = Annotated[int, Query(ge=1, le=500, description="at most this many")]
-Offset = Annotated[int, Query(ge=0, description="skip this many (newest first)")]
 
 
 def _found(look_up: Callable[[], T]) -> T:
@@ -46,10 +43,6 @@ def _known(endpoint_id: str) -> str:
 
 def _replayed(done: Any) -> dict[str, Any]:
     return {"queued": len(done.queued), "deliveries": done.queued, "skipped": done.skipped}
-
-
-def _page(items: list[Any], limit: int, offset: int) -> dict[str, Any]:
-    return {"items": items[:limit], "more": len(items) > limit, "offset": offset}
 
 
 def endpoint_data(e: Any) -> dict[str, Any]:
@@ -91,7 +84,7 @@ def messages(
     found = message_list(endpoint_id=endpoint_id or None, event_type=event_type or None,
                          status=status or None, owner=owner or None, since=parse_moment(since),
                          limit=limit + 1, offset=offset)  # fmt: skip
-    return _page([message_data(m) for m in found], limit, offset)
+    return paged([message_data(m) for m in found], limit, offset)
 
 
 @router.get("/webhooks/messages/{message_id}/attempts", tags=["webhooks"], summary="a message's attempt log")
@@ -199,7 +192,7 @@ def notifications(
 
     found = deliveries(key=key, user_id=user_id, template=template, status=status, limit=limit + 1,
                        offset=offset)  # fmt: skip
-    return _page([d.model_dump(mode="json") for d in found], limit, offset)
+    return paged([d.model_dump(mode="json") for d in found], limit, offset)
 
 
 @router.get("/payouts", tags=["payouts"], summary="payouts by status, with the gateway's reason for failures")
@@ -210,7 +203,7 @@ def payouts(
     from ..payouts import payouts as payout_list
 
     found = payout_list(status=status, vendor_id=vendor_id, run_key=run_key, limit=limit + 1, offset=offset)
-    return _page(
+    return paged(
         [{**p.model_dump(mode="json"), "amount": str(p.amount.amount)} for p in found], limit, offset
     )
 
@@ -233,7 +226,7 @@ def exports(_: Reader, dataset: str | None = None, limit: Limit = 50) -> dict[st
     from ..exports import exports as export_list
 
     found = [e.model_dump(mode="json") for e in export_list(dataset=dataset, limit=limit + 1)]
-    return _page(found, limit, 0)
+    return paged(found, limit, 0)
 
 
 @router.get("/exports/{export_id}", tags=["exports"], summary="one export and its link")

@@ -8,27 +8,25 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from ._actions import Actor, acting, listed, reader
+from ._actions import Actor, Limit, Offset, Reader, acting, listed, paged
 from ._masking import masked
 
 __all__ = ["queue_list", "router"]
 
 router = APIRouter(prefix="/api/v1")
-Reader = Annotated[Any, Depends(reader)]
-Limit = Annotated[int, Query(ge=1, le=500, description="at most this many")]
-Offset = Annotated[int, Query(ge=0, description="skip this many (newest first)")]
 
 
-def queue_list() -> list[dict[str, Any]]:
+def queue_list(found: Any = None) -> list[dict[str, Any]]:
     """Each queue now, whether it is paused, and its last 30 minutes (``history``: jobs done and
-    ready messages per minute, oldest first)."""
+    ready messages per minute, oldest first); from ``found`` (a ``bgjobs.status.status()`` read
+    already), or read now."""
     from ..deadletters import operated_broker
     from ..history import series
     from ..pausing import paused
     from ..status import status
 
     broker = operated_broker()
-    found, stopped = status(), paused()
+    found, stopped = found or status(), paused()
     history = series(broker.client, broker.namespace, [q.name for q in found.queues])
     return [{**asdict(q), "paused": q.name in stopped, "history": history[q.name]} for q in found.queues]
 
@@ -71,7 +69,7 @@ def queue_jobs(
     from ..queued import jobs as queued
 
     found = queued(name, state=state, limit=limit + 1, offset=offset)
-    return {"items": [queued_job(j) for j in found[:limit]], "more": len(found) > limit, "offset": offset}
+    return paged([queued_job(j) for j in found], limit, offset)
 
 
 @router.post("/queues/{name}/jobs/{job_id}/delete", tags=["queues"],
