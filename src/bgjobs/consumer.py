@@ -30,6 +30,8 @@ from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
+from .outage import is_connection_error, report, store_outage
+
 __all__ = ["PAUSED_KEY", "PAUSE_SEEN_KEY", "STOPPING", "PauseWatch", "WakingConsumer"]
 
 logger = logging.getLogger("bgjobs.consumer")
@@ -52,7 +54,11 @@ STOPPING = threading.Event()
 class PauseWatch:
     """Whether an operator paused a queue (its delay queue pauses with it), read at most every
     ``PAUSE_CHECK_S``: a pause takes effect within a second and survives restarts. A change is
-    noted under ``PAUSE_SEEN_KEY`` (kept a day after the last one), one write per pause or resume."""
+    noted under ``PAUSE_SEEN_KEY`` (kept a day after the last one), one write per pause or resume.
+
+    While the store does not answer, the last answer holds (nobody can pause or resume then
+    either) and the outage is reported once: on RabbitMQ the store is not the broker, and a
+    consumer that raised here lost its channel, and RabbitMQ gave back the jobs it was running."""
 
     def __init__(self, client: Any, key: Callable[[str], str], worker_id: str, queue_name: str) -> None:
         self.client, self.worker_id, self.queue_name = client, worker_id, queue_name
@@ -65,12 +71,20 @@ class PauseWatch:
             return True
         now = time.monotonic()
         if now - self.checked >= PAUSE_CHECK_S:
-            paused = bool(self.client.sismember(self.paused_key, self.queue))
-            if paused != self.paused:
-                field = f"{self.worker_id}:{self.queue_name}"
-                self.client.pipeline(transaction=False).hset(self.seen_key, field, int(paused)).expire(
-                    self.seen_key, 86_400).execute()  # fmt: skip
-            self.paused, self.checked = paused, now
+            self.checked = now
+            try:
+                paused = bool(self.client.sismember(self.paused_key, self.queue))
+                if paused != self.paused:
+                    field = f"{self.worker_id}:{self.queue_name}"
+                    self.client.pipeline(transaction=False).hset(self.seen_key, field, int(paused)).expire(
+                        self.seen_key, 86_400).execute()  # fmt: skip
+            except redis.RedisError as exc:
+                if not is_connection_error(exc):
+                    raise
+                report(exc)
+                return self.paused
+            self.paused = paused
+            store_outage().recover()
         return self.paused
 
 

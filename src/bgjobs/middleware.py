@@ -9,6 +9,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware
 from pydantic import ValidationError
 
@@ -16,7 +17,7 @@ from . import history
 from .consumer import STOPPING
 from .errors import ConfigurationError, InvalidPayload, PermanentError
 from .operated import OperatedBroker
-from .outage import broker_outage, is_connection_error
+from .outage import broker_outage, is_connection_error, report, store_outage
 from .redact import mask_text
 from .unknown_actors import UnknownActor
 
@@ -91,26 +92,27 @@ class Maintenance(Middleware):
                     broker.register_queues()
                     broker.announce(worker)
                     described = True
-                report = broker.run_maintenance()
-                broker_outage.recover(log=logger)
+                done = broker.run_maintenance()
+                store_outage().recover(log=logger)
                 ready = None
                 if time.monotonic() >= next_sizes:  # the console's sparklines: a point per 10 s is plenty
                     queues = sorted(q for q in broker.get_declared_queues() if not q.endswith((".DQ", ".XQ")))
                     ready = {q: s.ready for q, s in broker.queue_sizes(queues).items()}
+                    broker_outage.recover(log=logger)  # on RabbitMQ, the sizes are the broker's
                     next_sizes = time.monotonic() + HISTORY_SIZES_S
                 history.record(broker.client, broker.namespace, ready)
                 for task in self._tasks:
                     task.run_if_due()
-                if report.recovered or report.dead_lettered:
+                if done.recovered or done.dead_lettered:
                     logger.warning(
                         "recovered %d message(s) from dead workers; dead-lettered %d poison message(s)",
-                        report.recovered,
-                        report.dead_lettered,
+                        done.recovered,
+                        done.dead_lettered,
                     )
             except Exception as exc:
                 described = False
                 if is_connection_error(exc):
-                    broker_outage.report(exc, log=logger)
+                    report(exc, log=logger)
                     self._stop.wait(min(interval, 1.0))
                     continue
                 logger.error("maintenance pass failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc,
@@ -170,8 +172,16 @@ class DeadLetterReasons(Middleware):
 
     def before_nack(self, broker: Any, message: Any) -> None:
         reason = describe_failure(message, getattr(message, "_exception", None))
-        logger.error("dead-lettering %s (%s): %s", message.message_id, message.actor_name, reason["reason"])
         if isinstance(broker, OperatedBroker):
-            broker.record_dead_letter_reason(message.queue_name, broker.dead_letter_id(message), reason)
+            try:
+                broker.record_dead_letter_reason(message.queue_name, broker.dead_letter_id(message), reason)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                # The store is down: Dramatiq tries the nack (and this) again every few seconds,
+                # the message held meanwhile; any other error would leave it unacked for good.
+                report(exc, log=logger)
+                raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         else:
             self.reasons[message.message_id] = reason
+        logger.error("dead-lettering %s (%s): %s", message.message_id, message.actor_name, reason["reason"])

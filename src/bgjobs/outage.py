@@ -1,10 +1,14 @@
-"""One process-wide account of a broker that does not answer, logged at a bounded rate.
+"""One process-wide account of each store that does not answer, logged at a bounded rate.
 
 A worker with a wrong ``BGJOBS_BROKER_URL`` (or a Redis that restarts) has a dozen consumer
 threads, the maintenance thread and the outbox relay all failing every few seconds: 973 lines in
 40 s, tracebacks included. Every one of them reports here instead; the process logs the first
-failure at once, then one line per backoff step (5 s, 10 s, 20 s ... at most 5 minutes) saying
-how many failures it folded in, and one line when the broker answers again.
+failure at once, then one line per backoff step (30 s, 60 s, 120 s ... at most 5 minutes) saying
+how many failures it folded in, and one line when the store answers again.
+
+The stores are two on RabbitMQ: the broker, and the coordination store of
+``BGJOBS_COORDINATION_URL`` (a Redis). A Redis error there is the coordination store's, and its
+lines name that store and that setting, not RabbitMQ (:func:`report`).
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from typing import Any
 
 from .redact import mask_url
 
-__all__ = ["CONNECTION_ERRORS", "BrokerOutageLog", "Outage", "broker_outage", "is_connection_error"]
+__all__ = [
+    "CONNECTION_ERRORS", "BrokerOutageLog", "Outage", "broker_outage", "coordination_outage",
+    "is_connection_error", "report", "store_outage", "watch",
+]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.broker")
 
-FIRST_STEP_S = 5.0
+FIRST_STEP_S = 30.0
 LAST_STEP_S = 300.0
 
 
@@ -49,10 +56,15 @@ def _first_line(error: object) -> str:
 class Outage:
     """Whether the broker answers, and when the next line about it may be logged."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, url: str = "its URL") -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, url: str = "its URL", what: str = "the broker",
+        setting: str = "BGJOBS_BROKER_URL",
+    ) -> None:  # fmt: skip
         self._clock = clock
-        #: The broker's URL as the lines show it (password masked); set with :meth:`watch`.
+        #: The store's URL as the lines show it (password masked); set with :meth:`watch`.
         self.url = url
+        #: The store as the lines name it, and the setting that points at it.
+        self.what, self.setting = what, setting
         self._lock = threading.Lock()
         self._since: float | None = None  # when the current outage began
         self._next_report = 0.0
@@ -60,7 +72,7 @@ class Outage:
         self._folded = 0
 
     def watch(self, url: str) -> None:
-        """Name the broker this process uses in the lines (its password masked)."""
+        """Name the store this process uses in the lines (its password masked)."""
         self.url = mask_url(url)
 
     @property
@@ -83,19 +95,21 @@ class Outage:
         from .redis_connections import explain
 
         cause = error if isinstance(error, BaseException) else Exception(_first_line(error))
-        line = explain(cause, self.url)
+        line = explain(cause, self.url, setting=self.setting, what=self.what)
         line += "."
         if down_for >= 1:
             line += f" Down for {down_for:.0f} s, {folded} more failure(s) since the last report."
         return line + f" Retrying; next report in {step:.0f} s at most"
 
     def answered(self) -> str | None:
-        """The broker answered: the line to log if it had been down, else None."""
+        """The store answered: the line to log if it had been down, else None."""
         with self._lock:
             if self._since is None:
                 return None
             down_for, self._since = self._clock() - self._since, None
-        return f"the broker at {self.url} answers again after {down_for:.0f} s"
+            folded, self._folded = self._folded, 0
+        line = f"{self.what} at {self.url} answers again after {down_for:.0f} s"
+        return line + (f"; {folded} more failure(s) since the last report" if folded else "")
 
     def report(self, error: object, *, log: logging.Logger = logger) -> None:
         """Log this failure if its step allows it (at ERROR), else fold it into the next line."""
@@ -111,6 +125,34 @@ class Outage:
 
 #: The process's one account of the broker's outages.
 broker_outage = Outage()
+#: And of the coordination store's, on RabbitMQ (on Redis, the broker is that store).
+coordination_outage = Outage(what="the coordination store", setting="BGJOBS_COORDINATION_URL")
+_apart = False
+
+
+def watch(broker_url: str, coordination_url: str | None) -> None:
+    """Name this process's stores in its lines; on RabbitMQ, the coordination store apart."""
+    global _apart
+    from .redis_connections import is_redis_url
+
+    broker_outage.watch(broker_url)
+    _apart = bool(coordination_url) and not is_redis_url(broker_url)
+    if _apart and coordination_url:
+        coordination_outage.watch(coordination_url)
+
+
+def store_outage() -> Outage:
+    """The account of the store that coordination (leases, pauses, dead letters) uses."""
+    return coordination_outage if _apart else broker_outage
+
+
+def report(error: BaseException, *, log: logging.Logger = logger) -> None:
+    """Count a connection failure against the store it came from: on RabbitMQ, a Redis error is
+    the coordination store's."""
+    from redis.exceptions import RedisError
+
+    found = coordination_outage if _apart and isinstance(error, RedisError) else broker_outage
+    found.report(error, log=log)
 
 
 class BrokerOutageLog(logging.Filter):
@@ -135,4 +177,6 @@ class BrokerOutageLog(logging.Filter):
             record.msg, record.args = "%s", (line,)
             record.levelno, record.levelname = logging.ERROR, "ERROR"
             return True
-        return not (text.startswith("Restarting consumer") and self.outage.down)
+        # Told by the outage's own lines: the restarts, and the acks Dramatiq tries again.
+        repeats = ("Restarting consumer", "Failed to post_process_message")
+        return not (text.startswith(repeats) and (self.outage.down or coordination_outage.down))

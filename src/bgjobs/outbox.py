@@ -26,7 +26,7 @@ from . import db, events, retention, runtime, tracing
 from .clock import now as _now
 from .errors import ConfigurationError, check_size
 from .jobs import JobContext, job
-from .outage import broker_outage, is_connection_error
+from .outage import is_connection_error, report
 from .redis_broker import WAKE_CAP
 from .settings import OutboxSettings
 from .typed import TypedActor, registered, send_messages
@@ -202,7 +202,7 @@ class Relay:
             except Exception as exc:
                 failures += 1
                 if is_connection_error(exc):
-                    broker_outage.report(exc, log=logger)
+                    report(exc, log=logger)
                 elif failures in (1, 10) or failures % 100 == 0:
                     logger.exception("outbox relay failed (%d in a row); retrying", failures)
                 self.stopped.wait(min(self.interval_s * 2**failures, 30))

@@ -11,26 +11,33 @@ Changes from Dramatiq's broker:
 - a failed message is stored as a dead letter in the coordination store and then acked (stock
   Dramatiq nacks it into ``<queue>.XQ``, where nothing can read its reason, list or requeue it);
   a worker killed between the two leaves it stored and unacked, and the redelivered copy is
-  recognised and acked without running again. When the store does not answer, the message falls
-  back to RabbitMQ's ``<queue>.XQ`` and the log says so: nothing is lost;
-- a consumer of a paused queue takes nothing until the queue is resumed;
+  recognised and acked without running again. While the store does not answer, the message is
+  held unacked and stored once it does; any other failure to store it falls back to RabbitMQ's
+  ``<queue>.XQ`` and the log says so: nothing is lost;
+- a consumer of a paused queue takes nothing until the queue is resumed; an outage of the store
+  never costs a consumer its channel (which would give back the jobs it runs, to run again): the
+  pause check keeps its last answer, and a redelivered message waits for the store to be checked;
 - each redelivery of a message (its worker died, or lost its connection, before the ack) is
   counted, and at ``BGJOBS_WORKER__MAX_DELIVERIES`` the message is dead-lettered as poison, as
   the Redis broker's maintenance does; only redelivered messages cost the extra round trip;
 - queue sizes come from the management API when ``BGJOBS_RABBITMQ__MANAGEMENT_URL`` is set
-  (ready, delayed and in flight), otherwise from passive declarations (ready and delayed).
+  (ready, delayed and in flight), otherwise from passive declarations (ready, and the delayed
+  messages nobody took) and from the coordination store (the delayed messages each live worker
+  holds until they are due, as of its last maintenance pass); in flight is then unknown.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import weakref
+from collections import Counter
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 from uuid import uuid4
 
 import pika
 import pika.exceptions
+import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed, DecodeError
@@ -39,11 +46,17 @@ from dramatiq.message import Message
 from .consumer import PAUSE_CHECK_S, PauseWatch
 from .errors import ConfigurationError
 from .operated import LETTER_OPTION, MaintenanceReport, OperatedBroker, QueueSizes
+from .outage import report
+from .rabbitmq_management import Management
 from .redact import mask_url
 from .redis_connections import client_for, is_redis_url
 from .settings import Settings, WorkerSettings
 
-__all__ = ["BgjobsRabbitmqBroker", "Management", "rabbitmq_broker"]
+__all__ = ["HELD_KEY", "BgjobsRabbitmqBroker", "rabbitmq_broker"]
+
+#: A hash per worker process, queue -> the delayed messages it holds (RabbitMQ without its
+#: management API cannot count them), written by each maintenance pass, gone with the heartbeat.
+HELD_KEY = "__bgjobs_held_delayed__"
 
 logger = logging.getLogger("bgjobs.worker")
 
@@ -88,47 +101,6 @@ return expired
 """
 
 
-class Management:
-    """RabbitMQ's management API (``rabbitmq_management``): each queue's ready and unacked counts."""
-
-    def __init__(self, url: str, vhost: str) -> None:
-        parts = urlsplit(url)
-        self.auth = (parts.username or "guest", parts.password or "guest")
-        netloc = parts.hostname or "127.0.0.1"
-        if parts.port:
-            netloc += f":{parts.port}"
-        self.base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        self.shown = mask_url(url)
-        self.vhost = vhost
-
-    def counts(self) -> dict[str, tuple[int, int]]:
-        """Queue name -> (ready, unacknowledged), for every queue of the vhost.
-
-        Raises:
-            ConfigurationError: the API does not answer, or refuses the credentials.
-        """
-        import httpx
-
-        where = f"{self.base}/api/queues/{quote(self.vhost, safe='')}"
-        try:
-            answer = httpx.get(where, params={"columns": "name,messages_ready,messages_unacknowledged"},
-                               auth=self.auth, timeout=5.0)  # fmt: skip
-        except httpx.HTTPError as exc:
-            raise ConfigurationError(
-                f"cannot reach RabbitMQ's management API at {self.shown} ({type(exc).__name__}); is the "
-                "rabbitmq_management plugin on? check BGJOBS_RABBITMQ__MANAGEMENT_URL"
-            ) from None
-        if answer.status_code != 200:
-            raise ConfigurationError(
-                f"RabbitMQ's management API at {self.shown} answered {answer.status_code}; check the user "
-                "and password in BGJOBS_RABBITMQ__MANAGEMENT_URL (the user needs the monitoring tag)"
-            )
-        return {
-            q["name"]: (int(q.get("messages_ready") or 0), int(q.get("messages_unacknowledged") or 0))
-            for q in answer.json()
-        }
-
-
 class BgjobsRabbitmqBroker(OperatedBroker, RabbitmqBroker):
     """RabbitMQ for the messages, the coordination Redis ``client`` for everything else."""
 
@@ -147,6 +119,8 @@ class BgjobsRabbitmqBroker(OperatedBroker, RabbitmqBroker):
         self.patience_s = 0.0
         vhost = getattr(self.parameters, "virtual_host", "/")
         self.management = Management(management_url, vhost) if management_url else None
+        #: This process's delay-queue consumers: what each holds is counted (:meth:`held_delayed`).
+        self.delay_consumers: weakref.WeakSet[_Consumer] = weakref.WeakSet()
         self._keep = client.register_script(_KEEP)
         self._sweep = client.register_script(_SWEEP)
         self._redelivered = client.register_script(_REDELIVERED)
@@ -193,11 +167,11 @@ class BgjobsRabbitmqBroker(OperatedBroker, RabbitmqBroker):
                 delayed = sum(counts.get(f"{q}.DQ", (0, 0)))
                 sizes[q] = QueueSizes(ready, delayed, unacked, int(dead[q]))
             return sizes
-        found = {}
+        found, held = {}, self._held_by_live_workers()
         try:
             for q in queues:
                 ready, delayed, _ = self.get_queue_message_counts(q)
-                found[q] = QueueSizes(ready, delayed, None, int(dead[q]))
+                found[q] = QueueSizes(ready, delayed + held[q], None, int(dead[q]))
         except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
             del self.connection  # the next call connects afresh
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
@@ -211,11 +185,43 @@ class BgjobsRabbitmqBroker(OperatedBroker, RabbitmqBroker):
         ws = self.worker_settings
         now = int(time.time() * 1000) if now_ms is None else now_ms
         if heartbeat:
-            self.client.zadd(self.key("__heartbeats__"), {self.broker_id: now})
+            held, key = self.held_delayed(), self.key(HELD_KEY, self.broker_id)
+            pipe = self.client.pipeline(transaction=False).zadd(
+                self.key("__heartbeats__"), {self.broker_id: now}
+            )
+            pipe.delete(key)
+            if held:
+                pipe.hset(key, mapping=held).pexpire(key, ws.heartbeat_timeout_ms)
+            pipe.execute()
         queues = sorted(q for q in self.get_declared_queues() if not q.endswith((".DQ", ".XQ")))
         args = [now, ws.heartbeat_timeout_ms, ws.dead_message_ttl_ms, *queues]
         expired = self._sweep(keys=[self.namespace], args=args)
         return MaintenanceReport((0, 0, int(expired)))
+
+    def retire(self) -> None:
+        super().retire()
+        self.client.delete(self.key(HELD_KEY, self.broker_id))  # RabbitMQ has them back
+
+    def held_delayed(self) -> dict[str, int]:
+        """Queue -> delayed messages this process's workers hold until they are due. RabbitMQ counts
+        them as unacknowledged, not as the delay queue's: without the management API, they are
+        seen only here."""
+        held: Counter[str] = Counter()
+        for consumer in list(self.delay_consumers):
+            held[consumer.queue_name.removesuffix(".DQ")] += len(consumer.holding)
+        return {q: n for q, n in held.items() if n}
+
+    def _held_by_live_workers(self) -> Counter[str]:
+        """What every live worker process held at its last maintenance pass."""
+        since = int(time.time() * 1000) - self.worker_settings.heartbeat_timeout_ms
+        live = self.client.zrangebyscore(self.key("__heartbeats__"), since, "+inf")
+        pipe = self.client.pipeline(transaction=False)
+        for worker in live:
+            pipe.hgetall(self.key(HELD_KEY, worker.decode() if isinstance(worker, bytes) else worker))
+        held: Counter[str] = Counter()
+        for found in pipe.execute():
+            held.update({k.decode(): int(v) for k, v in found.items()})
+        return held
 
     def enqueue_once(self, message: Message[Any], *, key: str, ttl_s: int) -> Message[Any] | None:
         """Enqueue ``message`` unless ``key`` is claimed; the claim is given back if the send fails.
@@ -241,24 +247,38 @@ class _Consumer(_RabbitmqConsumer):
         self._is_paused = PauseWatch(broker.client, broker.key, broker.broker_id, queue_name)
         #: Deliveries that arrived as the queue was paused, handed out (in order) once it resumes.
         self._held: list[tuple[Any, bytes]] = []
+        #: On a delay queue: the delivery tags of the messages the worker holds until they are due.
+        self.holding: set[int] = set()
+        if queue_name.endswith(".DQ"):
+            broker.delay_consumers.add(self)
+
+    def ack(self, message: Any) -> None:
+        self.holding.discard(message._tag)
+        super().ack(message)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self.holding.clear()  # a closed channel gives them back to RabbitMQ
+        super().close()  # type: ignore[no-untyped-call]
 
     def nack(self, message: Any) -> None:
+        self.holding.discard(message._tag)
         try:
             self.broker.keep_dead_letter(message, message.encode())
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # The store is down: Dramatiq tries the nack again every few seconds, the message held
+            # unacked meanwhile (never given back to run again while this worker lives).
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         except Exception as exc:
             logger.error("could not keep dead letter %s in the coordination store (%s: %s); it is in "
                          "RabbitMQ's %s instead", message.message_id, type(exc).__name__, exc,
                          xq_name(self._queue))  # fmt: skip
             super().nack(message)  # type: ignore[no-untyped-call]
             return
-        self.ack(message)  # type: ignore[no-untyped-call]
+        self.ack(message)
 
     def __next__(self) -> Any:
         if self._is_paused():
-            try:  # keeps the connection's heartbeats answered while nothing is taken
-                self.connection.sleep(PAUSE_CHECK_S)
-            except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
-                raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+            self._wait()
             return None
         if self._held:
             method, body = self._held.pop(0)
@@ -275,20 +295,34 @@ class _Consumer(_RabbitmqConsumer):
                 return None
         return self._delivered(method, body)
 
+    def _wait(self) -> None:
+        try:  # keeps the connection's heartbeats answered while nothing is taken
+            self.connection.sleep(PAUSE_CHECK_S)
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as e:
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
     def _delivered(self, method: Any, body: bytes) -> Any:
         try:
             message = Message.decode(body)
         except DecodeError:
             return self._undecodable(method.delivery_tag, body)
-        if method.redelivered and (
-            # Dead-lettered by a worker killed before its ack: stored already, not to run again;
-            # or handed out max_deliveries times, each worker dying on it: a poison message.
-            self.broker.is_dead_letter(self.queue_name, self.broker.dead_letter_id(message))
-            or self.broker.redelivered(message, body)
-        ):
-            self.connection.add_callback_threadsafe(lambda: self.channel.basic_ack(method.delivery_tag))
+        try:
+            if method.redelivered and (
+                # Dead-lettered by a worker killed before its ack: stored already, not to run again;
+                # or handed out max_deliveries times, each worker dying on it: a poison message.
+                self.broker.is_dead_letter(self.queue_name, self.broker.dead_letter_id(message))
+                or self.broker.redelivered(message, body)
+            ):
+                self.connection.add_callback_threadsafe(lambda: self.channel.basic_ack(method.delivery_tag))
+                return None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # the store is down: held till it answers
+            report(exc)
+            self._held.insert(0, (method, body))
+            self._wait()
             return None
         self.known_tags.add(method.delivery_tag)
+        if self.queue_name.endswith(".DQ"):
+            self.holding.add(method.delivery_tag)
         return _RabbitmqMessage(method.redelivered, method.delivery_tag, message)  # type: ignore[no-untyped-call]
 
     def _undecodable(self, tag: int, body: bytes) -> None:
@@ -308,7 +342,6 @@ class _Consumer(_RabbitmqConsumer):
             self._nack(tag)  # type: ignore[no-untyped-call]
             return
         self.connection.add_callback_threadsafe(lambda: self.channel.basic_ack(tag))
-
 
 
 def rabbitmq_broker(settings: Settings, middleware: list[Any] | None = None) -> BgjobsRabbitmqBroker:

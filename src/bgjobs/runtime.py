@@ -27,11 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
-from . import clock, registry, tracing
+from . import clock, outage, registry, tracing
 from .broker import build_broker, settings_for
 from .coordination import Coordination, coordination_for
 from .engines import engine_for
-from .outage import broker_outage
 from .redact import mask_logs, mask_url
 from .settings import Settings, get_settings
 
@@ -52,7 +51,7 @@ class Runtime:
         adapters: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
-        broker_outage.watch(settings.broker_url)  # how this process's lines about an outage name it
+        outage.watch(settings.broker_url, settings.coordination_url)  # how its outage lines name them
         self.worker = worker
         self.now = now
         #: What the host configured: ports (``mailer``, ...) and hooks (``recipient``, ...).

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import runtime
 from .errors import ConfigurationError
 from .jobs import Job, JobRun, registered_jobs
-from .outage import broker_outage, is_connection_error
+from .outage import is_connection_error, report, store_outage
 from .settings import Settings, schedule_key
 from .stopping import stop_on_signals
 
@@ -261,7 +261,7 @@ def _lead_until_stopped(ticker: Ticker, lock: Any, refresh_s: float) -> int:
         while True:
             try:
                 acquired = lock.acquire()
-                broker_outage.recover(log=logger)
+                store_outage().recover(log=logger)
                 if not acquired:
                     if not waiting_said:
                         logger.info("standing by: another scheduler holds the lock; taking over if it stops")
@@ -271,7 +271,7 @@ def _lead_until_stopped(ticker: Ticker, lock: Any, refresh_s: float) -> int:
                 waiting_said = False
             except RedisError as exc:
                 if is_connection_error(exc):
-                    broker_outage.report(exc, log=logger)
+                    report(exc, log=logger)
                 else:
                     logger.error("Redis refused the scheduler lock (%s); trying again", exc)
                 time.sleep(1)

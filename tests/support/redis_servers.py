@@ -140,6 +140,46 @@ def sentinel_deployment() -> Iterator[tuple[SentinelDeployment, dict[str, Proces
         shutil.rmtree(directory, ignore_errors=True)
 
 
+class DurableRedis:
+    """A redis-server that writes every command to its append-only file before answering, so it
+    can be SIGKILLed and started again with its data, or started again empty (a data-losing
+    restart)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="bgjobs-durable-redis-"))
+        self.process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *, empty: bool = False) -> None:
+        if empty:
+            shutil.rmtree(self.dir / "appendonlydir", ignore_errors=True)
+        config = _server_config(self.port, self.dir, "appendonly yes", "appendfsync always")
+        self.process = Process(config.replace("appendonly no\n", ""), directory=self.dir)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        _wait(lambda: client.ping() and client.info("persistence")["loading"] == 0, 20, "the Redis")
+        client.close()
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.close()
+
+
+@contextmanager
+def durable_redis() -> Iterator[DurableRedis]:
+    found = DurableRedis()
+    try:
+        found.start()
+        yield found
+    finally:
+        if found.process is not None:
+            found.process.close()
+        shutil.rmtree(found.dir, ignore_errors=True)
+
+
 @dataclass
 class Certificates:
     ca: Path

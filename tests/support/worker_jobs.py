@@ -55,6 +55,15 @@ def record(payload: Work) -> None:
 
 
 @bgjobs.actor(queue="default")
+def logged(payload: Work) -> None:
+    """Writes a line per run to ``TEST_RUNS_FILE`` (no Redis, no database): a job that ran twice
+    shows twice, whatever store was down."""
+    with open(os.environ["TEST_RUNS_FILE"], "a") as runs:
+        runs.write(f"{payload.key} {os.getpid()}\n")
+    time.sleep(payload.sleep_s)
+
+
+@bgjobs.actor(queue="default")
 def die(payload: Work) -> None:
     """Kills its own worker process, every time: a poison message."""
     _redis().incr(f"test:starts:{payload.key}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import logging
 
+import pytest
+
 from bgjobs.outage import BrokerOutageLog, Outage
 
 
@@ -25,9 +27,9 @@ def test_failures_are_logged_once_per_doubling_step_with_the_count_folded_in() -
         for _ in range(14):
             if outage.failed("Error 111 connecting to db:6379. Connection refused.") is not None:
                 said.append(clock.t - 100.0)
-    assert said[:5] == [0.0, 6.0, 18.0, 39.0, 81.0]  # the first failure at or after 5, 10, 20, 40 s later
+    assert said[:4] == [0.0, 30.0, 90.0, 210.0]  # the first failure at or after 30, 60, 120 s later
     assert all(later - earlier <= 303 for earlier, later in itertools.pairwise(said))
-    assert len(said) <= 9  # 5,600 failures in 20 minutes
+    assert len(said) <= 7  # 5,600 failures in 20 minutes
     fresh = Outage(clock=clock)
     fresh.watch("redis://:sekrit@db:6379/0")
     first = fresh.failed("refused")
@@ -43,6 +45,10 @@ def test_an_answer_ends_the_outage_and_says_for_how_long_once() -> None:
     clock.t += 42
     assert outage.answered() == "the broker at redis://h/0 answers again after 42 s"
     assert outage.answered() is None
+    outage.failed("refused")
+    outage.failed("refused")
+    said = "the broker at redis://h/0 answers again after 0 s; 1 more failure(s) since the last report"
+    assert outage.answered() == said
     assert outage.failed("refused") is not None  # a new outage is reported at once
 
 
@@ -60,3 +66,30 @@ def test_the_consumer_log_filter_keeps_one_line_per_step_and_drops_the_restart_n
     assert not gate.filter(record("Restarting consumer in %0.2f seconds.", 3.0))
     assert not gate.filter(record("Consumer encountered a connection error: %s", "Error 111"))
     assert gate.filter(record("Consumer encountered an unexpected error."))
+
+
+def test_on_rabbitmq_a_redis_error_is_told_as_the_coordination_store_s(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from bgjobs import outage
+
+    for account in (outage.broker_outage, outage.coordination_outage):
+        monkeypatch.setattr(account, "url", account.url)
+    monkeypatch.setattr(outage, "_apart", outage._apart)
+    try:
+        outage.watch("amqp://u:pw@rabbit:5672/%2F", "redis://:sekrit@coord:6379/0")
+        with caplog.at_level(logging.ERROR, logger="bgjobs.broker"):
+            outage.report(RedisConnectionError("Error 111 connecting to coord:6379. Connection refused."))
+        (line,) = [r.getMessage() for r in caplog.records]
+        assert line.startswith("cannot reach the coordination store at redis://:***@coord:6379/0 (Error 111")
+        assert "check BGJOBS_COORDINATION_URL" in line and "RabbitMQ" not in line and "sekrit" not in line
+        assert outage.store_outage() is outage.coordination_outage and outage.coordination_outage.down
+        assert not outage.broker_outage.down
+        outage.store_outage().recover()
+        # On the Redis broker, the broker is the store
+        outage.watch("redis://broker:6379/0", None)
+        assert outage.store_outage() is outage.broker_outage
+    finally:
+        outage.coordination_outage.answered()

@@ -1,0 +1,77 @@
+"""The coordination store down while jobs run, on both engines: nothing runs twice, and the
+outage is told once when it starts and once when it ends, naming the store that is down.
+
+On the Redis broker the coordination store is the broker itself; on RabbitMQ it is the Redis of
+``BGJOBS_COORDINATION_URL`` (the pause set, dead letters, heartbeats), and RabbitMQ stays up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bgjobs import runtime
+from tests.support import worker_jobs
+from tests.support.redis_servers import durable_redis
+from tests.support.workers import WorkerProcess, start_worker, use_environment, wait_for
+
+JOBS = 160
+
+
+def _runs(path: Path) -> Counter[str]:
+    if not path.exists():
+        return Counter()
+    return Counter(line.split()[0] for line in path.read_text().splitlines() if line.strip())
+
+
+@pytest.mark.parametrize("engine", ["redis", "rabbitmq"])
+def test_a_coordination_store_outage_runs_no_job_twice_and_is_told_once_naming_the_store(
+    engine: str, worker_env: dict[str, str], workers: list[WorkerProcess], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    from bgjobs.status import status
+
+    runs = tmp_path / "runs.txt"
+    with durable_redis() as store:
+        # Given a worker of two processes and four threads each, on a store that keeps its data
+        env = {**worker_env, "BGJOBS_BROKER_URL": store.url, "TEST_RUNS_FILE": str(runs)}
+        if engine == "rabbitmq":
+            node = request.getfixturevalue("rabbit_vhost")
+            env |= {"BGJOBS_BROKER_URL": node.url(), "BGJOBS_COORDINATION_URL": store.url,
+                    "BGJOBS_RABBITMQ__MANAGEMENT_URL": node.management_url}  # fmt: skip
+        use_environment(monkeypatch, env)
+        runtime.reset()
+        w = start_worker(workers, env, processes=2, threads=4)
+        for i in range(JOBS):
+            worker_jobs.logged.send(worker_jobs.Work(key=f"job-{i}", sleep_s=0.25))
+        # When the store is SIGKILLed while jobs run, and comes back with its data 6 s later
+        wait_for(lambda: len(_runs(runs)) >= 16, timeout=60, what="the first jobs to run")
+        store.kill()
+        killed_at = len(_runs(runs))
+        time.sleep(6)  # the outage
+        store.start()
+        # Then every job runs, and none twice
+        wait_for(lambda: len(_runs(runs)) == JOBS, timeout=120, what="every job to run")
+        runtime.reset()
+
+        def drained() -> bool:
+            (queue,) = [q for q in status().queues if q.name == "default"]
+            return queue.ready == 0 and queue.delayed == 0 and queue.in_flight == 0
+
+        wait_for(drained, timeout=60, what="the queue to drain")
+        doubled = {key: n for key, n in _runs(runs).items() if n > 1}
+        assert doubled == {}, f"{len(doubled)} job(s) ran twice; {killed_at} had run when the store died"
+        # And the worker said the store went away and came back, naming it, in a few lines
+        out = w.output()
+        what, setting = (
+            ("the broker", "BGJOBS_BROKER_URL") if engine == "redis"
+            else ("the coordination store", "BGJOBS_COORDINATION_URL")
+        )  # fmt: skip
+        down = [line for line in out.splitlines() if f"cannot reach {what} at {store.url}" in line]
+        assert down and all(f"check {setting}" in line for line in down), out[-3000:]
+        assert f"{what} at {store.url} answers again after" in out, out[-3000:]
+        assert "RabbitMQ" not in out and "Traceback" not in out, out[-3000:]
+        assert len(out.splitlines()) < 60, out[-3000:]
