@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import runtime
 from .errors import InvalidPayload
-from .typed import Payload, TypedActor, actor, send_messages
+from .typed import Payload, TypedActor, actor, reachable, send_messages
 
 __all__ = [
     "EventFanout", "declare", "fanout", "fanout_message", "on", "publish", "subscribe", "subscribers",
@@ -137,14 +137,17 @@ def publish(
     Raises:
         InvalidPayload: the payload does not fit the event's declared model (where this process
             declared it; the worker checks again against its own declarations and subscribers).
+        BrokerUnavailable: the broker, or the store that keeps the dedupe keys, does not answer.
     """
 
     checked = validate(name, payload)
     data = checked.model_dump(mode="json") if isinstance(checked, BaseModel) else dict(checked)
     message = fanout_message(name, data, delivery_key=f"event:{name}:{key}" if key is not None else None)
     current = runtime.current()
-    if key is not None and not _first_time(name, key, current.settings.events.dedupe_window_s):
-        return []
+    if key is not None:
+        with reachable():
+            if not _first_time(name, key, current.settings.events.dedupe_window_s):
+                return []
     return send_messages(current.broker, [message])
 
 

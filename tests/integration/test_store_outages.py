@@ -75,3 +75,33 @@ def test_a_coordination_store_outage_runs_no_job_twice_and_is_told_once_naming_t
         assert f"{what} at {store.url} answers again after" in out, out[-3000:]
         assert "RabbitMQ" not in out and "Traceback" not in out, out[-3000:]
         assert len(out.splitlines()) < 60, out[-3000:]
+
+
+@pytest.mark.parametrize("engine", ["redis", "rabbitmq"])
+def test_a_send_whose_store_is_down_raises_broker_unavailable_naming_that_store(
+    engine: str, worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    from bgjobs import events, webhooks
+    from bgjobs.embedded import free_port
+    from bgjobs.errors import BrokerUnavailable
+
+    # Given a store nothing answers on (the broker's Redis, or RabbitMQ's coordination store)
+    gone = f"redis://127.0.0.1:{free_port()}/0"
+    env = {**worker_env, "BGJOBS_BROKER_URL": gone, "BGJOBS_WEBHOOKS__REQUIRE_HTTPS": "false",
+           "BGJOBS_WEBHOOKS__ALLOW": '["127.0.0.1/32"]'}  # fmt: skip
+    if engine == "rabbitmq":
+        node = request.getfixturevalue("rabbit_vhost")
+        env |= {"BGJOBS_BROKER_URL": node.url(), "BGJOBS_COORDINATION_URL": gone}
+    use_environment(monkeypatch, env)
+    runtime.reset()
+    webhooks.add_endpoint("http://127.0.0.1:9/hook", event_types=["*"])
+    what, setting = (
+        ("the broker", "BGJOBS_BROKER_URL") if engine == "redis"
+        else ("the coordination store", "BGJOBS_COORDINATION_URL")
+    )  # fmt: skip
+    # Then a deduplicated event and a webhook raise the one error a host catches, naming the store
+    for send in (lambda: events.publish("order.paid", {"n": 1}, key="k1"),
+                 lambda: webhooks.publish("order.paid", {"n": 1}, key="k1")):  # fmt: skip
+        with pytest.raises(BrokerUnavailable) as raised:
+            send()
+        assert f"cannot reach {what} at {gone}" in str(raised.value) and setting in str(raised.value)

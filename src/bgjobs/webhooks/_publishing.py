@@ -22,6 +22,7 @@ from sqlmodel import col
 from .. import db, runtime, tracing
 from ..clock import now as _now
 from ..errors import InvalidPayload
+from ..typed import reachable
 from ._endpoints import current
 from ._lanes import TRACE_SEPARATOR, lanes_for
 from ._models import DeliveryJob, EndpointRow, WebhookDelivery, WebhookMessage
@@ -94,6 +95,8 @@ def publish(
     Raises:
         InvalidPayload: a bad event type or key, data that is not JSON, or a body over
             ``BGJOBS_WEBHOOKS__MAX_PAYLOAD_BYTES``.
+        BrokerUnavailable: the broker or the coordination store does not answer; the message
+            is stored, and publishing it again with the same key sends what did not go.
     """
     settings = current()
     if not 0 < len(event_type) <= _EVENT_TYPE_LENGTH or "*" in event_type or event_type != event_type.strip():
@@ -140,6 +143,7 @@ def publish(
     if jobs:
         carrier = tracing.deferred_context()  # the dispatcher sends it in this trace
         item = message_id if carrier is None else f"{message_id}{TRACE_SEPARATOR}{carrier}"
-        lanes_for(runtime.current().coordination).push(owner, item, len(jobs))
+        with reachable():  # the lanes live in the coordination store
+            lanes_for(runtime.current().coordination).push(owner, item, len(jobs))
         dispatch_webhooks.send({})
     return message_id
