@@ -305,7 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .settings import get_settings
 
             tracing.setup_process(get_settings())
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, where a reader that left is caught, not at the interpreter's exit
+        return code
     except UnknownArgument as exc:
         print(f"bgjobs: trigger: {exc.line(flags=True)}", file=sys.stderr)
         return 2
@@ -324,6 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"bgjobs: {unreachable(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader left (`bgjobs status | head`): nothing to say, and nothing more to write;
+        # stdout points at /dev/null so the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # as a process killed by SIGPIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,7 +55,7 @@ for _, worker in ipairs(dead_workers) do
                     redis.call("hdel", messages, id)
                     redis.call("hset", xq .. ".reasons", id, cjson.encode({
                         kind = "poison",
-                        reason = "delivered " .. n .. " times without finishing (its worker died each time)",
+                        reason = "ran " .. n .. " times without finishing (its worker died each time); not handed out again, as BGJOBS_WORKER__MAX_DELIVERIES is " .. max_deliveries,
                         failed_at = now,
                         deliveries = n,
                     }))

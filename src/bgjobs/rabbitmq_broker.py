@@ -74,7 +74,8 @@ if n < tonumber(ARGV[4]) then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[4], ARGV[2], cjson.encode({kind = 'poison', failed_at = tonumber(ARGV[1]),
-  deliveries = n, reason = 'delivered ' .. n .. ' times without finishing (its worker died each time)'}))
+  deliveries = n, reason = 'ran ' .. n .. ' times without finishing (its worker died each time); ' ..
+  'not handed out again, as BGJOBS_WORKER__MAX_DELIVERIES is ' .. ARGV[4]}))
 redis.call('DEL', KEYS[1])
 return n
 """

@@ -87,6 +87,34 @@ def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | Non
     return sentinels, service, db, password or None, sentinel_password
 
 
+#: Why no master was found, as :class:`_Sentinel` adds it to redis-py's error (:func:`explain`).
+FAILOVER, UNKNOWN_SERVICE = "[a failover is in progress]", "[no sentinel knows the service]"
+
+
+# redis-py typed Sentinel only in 8.x: through Any, so `mypy --strict` passes on 5.x to 8.x alike.
+_SentinelBase: Any = Sentinel
+
+
+class _Sentinel(_SentinelBase):  # type: ignore[misc]
+    """Sentinel, whose "no master found" says why: the sentinels know the service and see its
+    master down (a failover in progress: a send may be retried in seconds), or none of those that
+    answer knows the service (a wrong name). redis-py's error is the same for both."""
+
+    def discover_master(self, service_name: str) -> Any:
+        try:
+            return super().discover_master(service_name)
+        except redis.sentinel.MasterNotFoundError as exc:
+            known = answered = False
+            for sentinel in self.sentinels:  # asked again only on this failure path
+                try:
+                    known = known or service_name in sentinel.sentinel_masters()
+                    answered = True
+                except redis.RedisError:
+                    continue
+            why = FAILOVER if known else UNKNOWN_SERVICE if answered else ""
+            raise redis.sentinel.MasterNotFoundError(f"{exc} {why}".strip()) from None
+
+
 def client_for(url: str, tls: RedisTlsSettings | None = None) -> redis.Redis:
     """A Redis client for ``url`` with the TLS settings applied; for Sentinel, the service's master.
 
@@ -101,8 +129,7 @@ def client_for(url: str, tls: RedisTlsSettings | None = None) -> redis.Redis:
         ssl = {"ssl": True, **tls_kwargs} if tls_kwargs else {}
         # redis-py typed Sentinel only in 8.x: through Any, so `mypy --strict` passes on 5.x to 8.x
         # alike, with no `type: ignore` that one of them reports as unused.
-        sentinel_class: Any = Sentinel
-        sentinel = sentinel_class(
+        sentinel = _Sentinel(
             sentinels, sentinel_kwargs={"password": sentinel_password, "socket_timeout": 2.0, **ssl},
             password=password, **common, **ssl,
         )  # fmt: skip
@@ -143,7 +170,11 @@ def explain(
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         return (f"the Redis server at {shown} presented a certificate this process does not trust ({text}); "
                 "set BGJOBS_REDIS_TLS__CA_FILE to the CA that signed it")  # fmt: skip
+    if FAILOVER in text:
+        return (f"the sentinels at {shown} see the master down and no replica promoted yet: a failover is "
+                "in progress; the send may be retried in a few seconds")  # fmt: skip
+    if UNKNOWN_SERVICE in text:
+        return f"no sentinel at {shown} knows that service; check the service name in {setting}"
     if "No master found" in text or type(exc).__name__ == "MasterNotFoundError":
-        return (f"no sentinel at {shown} knows a master for that service ({text}); check the service name "
-                "and that the sentinels run")  # fmt: skip
+        return (f"no sentinel at {shown} answers ({text}); are they running? check {setting}")  # fmt: skip
     return f"cannot reach {what} at {shown} ({text}); is it running? check {setting}"

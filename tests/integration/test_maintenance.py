@@ -51,7 +51,7 @@ def test_a_dead_workers_message_is_recovered_then_dead_lettered_after_max_delive
     assert (report.recovered, report.dead_lettered) == (0, 1)
     assert client.llen("dramatiq:q") == 0
     assert client.zrange("dramatiq:q.XQ", 0, -1) == [rid.encode()]
-    assert b"delivered 2 times" in client.hget("dramatiq:q.XQ.reasons", rid)
+    assert b"ran 2 times without finishing" in client.hget("dramatiq:q.XQ.reasons", rid)
     assert client.hlen("dramatiq:__bgjobs_deliveries__") == 0
 
 

@@ -216,3 +216,22 @@ def test_progress_draws_on_a_terminal_and_stays_quiet_otherwise() -> None:
     assert terminal.getvalue().endswith("\rrequeue [##############################] 4/4\n")
     assert "requeue [###############---------------] 2/4" in terminal.getvalue()
     assert pipe.getvalue() == "" and quiet.done == 4
+
+
+def test_status_into_a_pipe_whose_reader_left_exits_quietly(worker_env: dict[str, str]) -> None:
+    import os
+    import subprocess
+
+    from tests.support.workers import ROOT
+
+    # Given a pipe whose reader is gone (`bgjobs status | head` once head has its lines)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "bgjobs.cli", "status"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=60,
+                              env={**os.environ, **worker_env, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    finally:
+        os.close(write)
+    # Then it stops as a tool killed by SIGPIPE would, with nothing on stderr
+    assert (done.returncode, done.stderr) == (141, "")

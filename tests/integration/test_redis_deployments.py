@@ -199,3 +199,40 @@ def test_a_worker_s_enqueue_waits_out_a_short_outage_and_a_host_s_fails_at_once(
     finally:
         broker.client.close()
         again.stop()
+
+
+def test_a_send_during_a_failover_says_one_is_in_progress_and_a_wrong_service_is_named(
+    worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bgjobs.errors import BrokerUnavailable
+
+    with sentinel_deployment() as (deployment, processes):
+        wrong = deployment.url.replace(f"/{deployment.service}/", "/no-such-service/")
+        monkeypatch.setenv("BGJOBS_BROKER_URL", wrong)
+        runtime.reset()
+        with pytest.raises(BrokerUnavailable) as raised:
+            worker_jobs.record.send({"key": "wrong-service"})
+        assert "knows that service; check the service name in BGJOBS_BROKER_URL" in str(raised.value)
+        # Given a master whose replica can never be promoted, so the failover stays in progress
+        replica = redis.Redis(host="127.0.0.1", port=deployment.replica_port, socket_timeout=2)
+        replica.config_set("replica-priority", 0)
+        replica.close()
+        monkeypatch.setenv("BGJOBS_BROKER_URL", deployment.url)
+        runtime.reset()
+        worker_jobs.record.send({"key": "before"})
+        # When the master dies
+        processes["master"].kill()
+        # Then once the sentinel sees it down, a send says a failover is in progress, not to
+        # check the configuration
+        said: list[str] = []
+
+        def failover_said() -> bool:
+            runtime.reset()
+            try:
+                worker_jobs.record.send({"key": "during"})
+            except BrokerUnavailable as exc:
+                said.append(str(exc))
+            return bool(said) and "a failover is in progress" in said[-1]
+
+        wait_for(failover_said, timeout=30, what="a send to say a failover is in progress")
+        assert "the send may be retried" in said[-1] and "check the service name" not in said[-1]
