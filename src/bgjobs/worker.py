@@ -173,13 +173,16 @@ def _boot(settings: Settings) -> dramatiq.Broker:
 
 def _adopt_letters(broker: dramatiq.Broker, settings: Settings) -> None:
     """Each worker process requeues the dead letters a worker without their actor left (a rolling
-    deploy), from its maintenance thread (:mod:`bgjobs.adoption`)."""
+    deploy), and resends lost work when the store comes back empty, from its maintenance thread
+    (:mod:`bgjobs.adoption`, :mod:`bgjobs.recovery`)."""
     from .adoption import EVERY_S, adopter
     from .middleware import Maintenance
+    from .recovery import watcher
 
     for m in broker.middleware:
         if isinstance(m, Maintenance):
             m.also(EVERY_S, adopter(broker, grace_s=settings.worker.unknown_actor_grace_s))
+            m.also(0, watcher(broker))
 
 
 def boot() -> dramatiq.Broker:

@@ -164,3 +164,40 @@ def test_the_redis_broker_refuses_a_message_above_the_size_limit_and_writes_noth
     assert (client.llen("dramatiq:q"), client.hlen("dramatiq:q.msgs")) == (0, 0)
     broker.enqueue(message(1_000))
     assert client.llen("dramatiq:q") == 1
+
+
+def test_the_sweeps_run_once_per_loss_and_never_for_a_process_that_did_not_see_the_store_before(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from bgjobs import recovery
+
+    client = redis.Redis.from_url(redis_url)
+    broker = SimpleNamespace(client=client, key=lambda *parts: ":".join(("recovery-test", *parts)))
+    swept = threading.Semaphore(0)
+    calls: list[int] = []
+
+    def sweep() -> int:
+        calls.append(1)
+        swept.release()
+        return 3
+
+    monkeypatch.setattr(recovery, "_sweeps", {"test": sweep})
+    first, second = recovery.watcher(broker), recovery.watcher(broker)
+    # A new store, and a process new to it (an upgrade, a new deployment): the marker, no sweep
+    first()
+    second()
+    assert client.exists("recovery-test:__bgjobs_store__") and calls == []
+    # When the store loses its data, the processes that had seen it notice; one of them sweeps
+    client.delete("recovery-test:__bgjobs_store__")
+    second()
+    first()
+    assert swept.acquire(timeout=10)
+    first()
+    second()
+    for running in [t for t in threading.enumerate() if t.name == "bgjobs-recovery"]:
+        running.join(timeout=10)
+    assert calls == [1]  # no second sweep started, nor running
+    client.delete(*client.keys("recovery-test:*"))

@@ -65,14 +65,20 @@ def test_a_coordination_store_outage_runs_no_job_twice_and_is_told_once_naming_t
         doubled = {key: n for key, n in _runs(runs).items() if n > 1}
         assert doubled == {}, f"{len(doubled)} job(s) ran twice; {killed_at} had run when the store died"
         # And the worker said the store went away and came back, naming it, in a few lines
-        out = w.output()
         what, setting = (
             ("the broker", "BGJOBS_BROKER_URL") if engine == "redis"
             else ("the coordination store", "BGJOBS_COORDINATION_URL")
         )  # fmt: skip
-        down = [line for line in out.splitlines() if f"cannot reach {what} at {store.url}" in line]
-        assert down and all(f"check {setting}" in line for line in down), out[-3000:]
-        assert f"{what} at {store.url} answers again after" in out, out[-3000:]
+
+        def pids(text: str) -> set[str]:
+            return {line.split("[PID ")[1].split("]")[0] for line in w.output().splitlines() if text in line}
+
+        down = [line for line in w.output().splitlines() if f"cannot reach {what} at {store.url}" in line]
+        assert down and all(f"check {setting}" in line for line in down), w.output()[-3000:]
+        # (each process that said so says when it answers, at its next pass)
+        wait_for(lambda: pids(f"cannot reach {what}") <= pids(f"{what} at {store.url} answers again after"),
+                 timeout=30, what="each process to say the store answers again")  # fmt: skip
+        out = w.output()
         assert "RabbitMQ" not in out and "Traceback" not in out, out[-3000:]
         assert len(out.splitlines()) < 60, out[-3000:]
 
@@ -105,3 +111,39 @@ def test_a_send_whose_store_is_down_raises_broker_unavailable_naming_that_store(
         with pytest.raises(BrokerUnavailable) as raised:
             send()
         assert f"cannot reach {what} at {gone}" in str(raised.value) and setting in str(raised.value)
+
+
+def test_a_store_back_without_its_data_has_the_work_it_lost_sent_again_at_once(
+    worker_env: dict[str, str], workers: list[WorkerProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    from bgjobs import pausing, webhooks
+    from tests.support.pause_checks import pause_checks
+    from tests.support.receivers import webhook_receiver
+
+    with durable_redis() as store, webhook_receiver() as receiver:
+        env = {**worker_env, "BGJOBS_BROKER_URL": store.url, "BGJOBS_WEBHOOKS__REQUIRE_HTTPS": "false",
+               "BGJOBS_WEBHOOKS__ALLOW": '["127.0.0.1/32"]'}  # fmt: skip
+        use_environment(monkeypatch, env)
+        runtime.reset()
+        webhooks.add_endpoint(receiver.url("/hook"), event_types=["*"])
+        # Given a worker that has seen the store, and 40 webhooks waiting behind a paused queue
+        w = start_worker(workers, env, processes=1)
+        client = redis.Redis.from_url(store.url)
+        wait_for(lambda: client.exists("dramatiq:__bgjobs_store__"), timeout=30, what="the store's marker")
+        with pause_checks(client, "webhooks") as checks:
+            pausing.pause("webhooks")
+            checks.wait_seen()
+        client.close()
+        for n in range(40):
+            webhooks.publish("order.placed", {"n": n})
+        # When the store restarts without its data (the messages, the lanes and the pause with it)
+        store.kill()
+        store.start(empty=True)
+        # Then the worker sees it at its next pass and sends every delivery again, at once: the
+        # health sweep would have waited for them to be 5 minutes overdue
+        wait_for(lambda: len({r.body for r in receiver.received("/hook")}) == 40, timeout=60,
+                 what="every webhook delivered")  # fmt: skip
+        assert "the store came back without its data" in w.output()
+        assert "recovery sweeps: exports=0 payouts=0 webhooks=40" in w.output(), w.output()[-2000:]

@@ -18,12 +18,13 @@ from .. import db, runtime, wiring
 from ..errors import InvalidPayload, PermanentError
 from ..notifications._models import Recipient
 from ..ports.storage import check_key
+from ..recovery import recovery_sweep
 from ._datasets import get_dataset
 from ._formats import FORMATS
 from ._models import ExportInfo, ExportJob, ExportRecord
 from .tasks import run_export
 
-__all__ = ["exports", "get", "info", "request", "storage_key"]
+__all__ = ["exports", "get", "info", "request", "resend_pending", "storage_key"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 
@@ -88,6 +89,17 @@ def request(
             return existing.id
     run_export.send(ExportJob(export_id=record.id))
     return record.id
+
+
+@recovery_sweep("exports")
+def resend_pending() -> int:
+    """After the store lost its data: the jobs of the exports not started yet (one that a worker
+    runs now keeps running; one whose worker died with it stays ``running``, docs/operating.md)."""
+    with db.session() as s:
+        ids = list(s.exec(select(ExportRecord.id).where(ExportRecord.status == "pending")))
+    for export_id in ids:
+        run_export.send(ExportJob(export_id=export_id))
+    return len(ids)
 
 
 def get(export_id: str) -> ExportInfo:

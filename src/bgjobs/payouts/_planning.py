@@ -25,13 +25,17 @@ from sqlmodel import Session, col
 from .. import db, runs
 from ..clock import now as _now
 from ..money import Money, exponent
+from ..recovery import recovery_sweep
 from ..typed import send_messages
 from ._ledger import current
 from ._models import LedgerEntry, Payout, PayoutInfo, PayoutJob, PayoutReceipt, PayoutRun, Receipt
 from ._periods import Period
 from .tasks import pay_vendor
 
-__all__ = ["plan", "plan_payouts", "planned_by", "receipts", "report", "resend_pending", "write_report"]
+__all__ = [
+    "plan", "plan_payouts", "planned_by", "receipts", "report", "resend_all_pending", "resend_pending",
+    "write_report",
+]  # fmt: skip
 
 SEND_BATCH = 1_000
 
@@ -104,6 +108,15 @@ def plan_payouts(period: Period, *, run_id: str) -> bool:
                 .values(payouts=planned, carried=carried)
             )
     return first
+
+
+@recovery_sweep("payouts")
+def resend_all_pending() -> int:
+    """After the store lost its data: the jobs of every run's pending payouts."""
+    with db.session() as s:
+        runs = [k for (k,) in s.execute(select(col(Payout.run_key)).where(
+            col(Payout.status) == "pending").distinct())]  # fmt: skip
+    return sum(resend_pending(k) for k in runs)
 
 
 def resend_pending(run_key: str) -> int:

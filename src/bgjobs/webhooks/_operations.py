@@ -197,8 +197,9 @@ def recover(endpoint_id: str, *, since: datetime, progress: Callable[[int], None
     return result
 
 
-def resend_overdue(*, limit: int = 1_000) -> int:
-    """Send again the jobs of deliveries that are overdue by the sweep grace; returns how many.
+def resend_overdue(*, limit: int = 1_000, before: datetime | None = None) -> int:
+    """Send again the jobs of deliveries that are overdue by the sweep grace (or were due
+    ``before``, when the store lost every job); returns how many.
 
     A delivery is overdue when its next attempt's time passed long ago while it is still
     ``pending`` (the worker died between recording the attempt and sending the next job), or
@@ -206,7 +207,8 @@ def resend_overdue(*, limit: int = 1_000) -> int:
     their attempt number, so resending is always safe.
     """
     now = _now()
-    before = now - timedelta(seconds=current().sweep_grace_s)
+    if before is None:
+        before = now - timedelta(seconds=current().sweep_grace_s)
     jobs = []
     with db.get_engine().begin() as conn:
         for delivery_id, endpoint_id, started, status in conn.execute(

@@ -11,7 +11,9 @@ from dramatiq.middleware import CurrentMessage
 from pydantic import BaseModel, ConfigDict
 
 from .. import events, wiring
+from ..clock import now as _now
 from ..jobs import JobContext, job
+from ..recovery import recovery_sweep
 from ..typed import actor, delivery_key
 from . import _delivery as delivery
 from . import _dispatch as dispatcher
@@ -83,6 +85,19 @@ def endpoint_health(ctx: JobContext) -> dict[str, int]:
         if n < 1_000:
             break
     return {"resent": resent}
+
+
+@recovery_sweep("webhooks")
+def _resend_due() -> int:
+    """After the store lost its data: every delivery that was due, at once (a retry not yet due is
+    resent by the health sweep once it is overdue)."""
+    cutoff, resent = _now(), 0
+    for _ in range(100):  # resent ones are due after the cutoff, so each round finds new ones
+        n = operations.resend_overdue(before=cutoff)
+        resent += n
+        if n < 1_000:
+            break
+    return resent
 
 
 # Telling the owner.
