@@ -128,3 +128,98 @@ def test_a_worker_killed_mid_upload_leaves_nothing_under_the_final_name(
     info = finish_after_kill(env, export_id, final, ROWS)
     assert partials() == []  # the retry removed what the killed upload left
     assert info.url == f"sftp://{sshd.user}@127.0.0.1:{sshd.port}{final}"
+
+
+def _encrypted_key(sshd: SshServer, tmp_path: Path) -> str:
+    import subprocess
+
+    key = tmp_path / "encrypted"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "right", "-f", str(key)], check=True)
+    with (sshd.root.parent / "authorized_keys").open("a") as keys:
+        keys.write((tmp_path / "encrypted.pub").read_text())
+    return str(key)
+
+
+#: Each lasting failure: the storage settings that cause it, and what its one line must name.
+LASTING = {
+    "a wrong key passphrase": ({"key_passphrase": "wrong"}, "BGJOBS_SFTP__KEY_PASSPHRASE"),
+    "an encrypted key without its passphrase": (
+        {}, "is encrypted; set its passphrase in BGJOBS_SFTP__KEY_PASSPHRASE"),
+    "a missing key file": (
+        {"key_file": "/nonexistent/key"}, "no key file at /nonexistent/key (BGJOBS_SFTP__KEY_FILE)"),
+    "a root the user may not write": ({"root": "/sys/bgjobs-test"}, "may not write there"),
+    "a root that cannot be made": (
+        {"root": "/proc/1/bgjobs-test"}, "cannot be made; check BGJOBS_SFTP__ROOT (/proc/1/bgjobs-test)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(LASTING))
+def test_a_lasting_failure_fails_once_naming_its_setting(sshd: SshServer, tmp_path: Path, case: str) -> None:
+    overrides, named = LASTING[case]
+    if "key" in case and "missing" not in case:
+        overrides = {"key_file": _encrypted_key(sshd, tmp_path), **overrides}
+    with pytest.raises(PermanentError) as raised:
+        _storage(sshd, **overrides).put(key="reports/x.csv", chunks=[b"x"])
+    assert named in str(raised.value)
+    if "root" in case:
+        assert "BGJOBS_SFTP__ROOT" in str(raised.value)
+
+
+def test_a_name_near_the_limit_uploads_and_one_past_it_is_refused_once(sshd: SshServer) -> None:
+    storage = _storage(sshd)
+    near = "n" * 251 + ".csv"  # 255 bytes: the suffix of a temporary name would once have broken it
+    storage.put(key=f"reports/{near}", chunks=[b"a,b\n"])
+    assert (sshd.root / "reports" / near).read_bytes() == b"a,b\n"
+    with pytest.raises(PermanentError, match=r"file name is 256 bytes, and SFTP servers take at most 255"):
+        storage.put(key=f"reports/{'n' * 252}.csv", chunks=[b"a,b\n"])
+
+
+def test_a_frozen_server_fails_the_attempt_within_the_timeout(sshd: SshServer) -> None:
+    import os
+    import signal
+    import time
+
+    # Given a server that accepts connections and never answers (its process stopped)
+    os.kill(sshd.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransientError, match=r"did not answer within 2 s \(BGJOBS_SFTP__TIMEOUT_S\)"):
+            _storage(sshd, timeout_s=2.0).put(key="x.csv", chunks=[b"x"])
+        # Then the attempt fails at the timeout, not at the sum of paramiko's own (3 of them)
+        assert time.monotonic() - started < 4.5
+    finally:
+        os.kill(sshd.process.pid, signal.SIGCONT)
+
+
+def test_accepting_unknown_hosts_pins_the_first_key_in_a_known_hosts_file_it_makes(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    known = tmp_path / "ssh" / "known_hosts"
+    _storage(sshd, known_hosts=str(known), accept_unknown_host=True).put(key="x.csv", chunks=[b"x"])
+    # The key is pinned: a storage that accepts no unknown host now trusts this one
+    assert f"[127.0.0.1]:{sshd.port}" in known.read_text()
+    _storage(sshd, known_hosts=str(known)).put(key="y.csv", chunks=[b"y"])
+    assert (sshd.root / "y.csv").read_bytes() == b"y"
+
+
+def test_a_link_under_a_relative_root_is_under_the_home_directory(sshd: SshServer) -> None:
+    storage = _storage(sshd, root="exports")
+    assert storage.url(key="a/b.csv") == f"sftp://{sshd.user}@127.0.0.1:{sshd.port}/~/exports/a/b.csv"
+
+
+def test_uploads_killed_long_ago_leave_no_part_files_after_the_daily_cleanup(sshd: SshServer) -> None:
+    import os
+    import time
+
+    old = sshd.root / "reports" / "2025" / ".0123456789ab.0123456789ab.part"
+    older_style = sshd.root / "reports" / ".settlement.csv.0123456789ab.part"
+    fresh = sshd.root / "reports" / ".ba9876543210.ba9876543210.part"
+    kept = sshd.root / "reports" / "settlement.csv"
+    for path in (old, older_style, fresh, kept):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    day_ago = time.time() - 90_000
+    for path in (old, older_style, kept):
+        os.utime(path, (day_ago, day_ago))
+    assert _storage(sshd).remove_stale_parts(older_than_s=86_400) == 2
+    assert not old.exists() and not older_style.exists() and fresh.exists() and kept.exists()

@@ -3,8 +3,11 @@ config (internal-sftp, key authentication only, its own host key), in a director
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bgjobs.embedded import free_port
-from tests.support.processes import spawn
+from tests.support.processes import leftovers, spawn
 
 
 @dataclass
@@ -103,5 +106,14 @@ def ssh_server() -> Iterator[SshServer]:
     finally:
         process.kill()
         process.wait()
+        # Each connection's session process left sshd's group; once sshd is gone it comes back to
+        # this process (a subreaper), and may still be closing: stopped here, not by the next test.
+        for line in leftovers():
+            if line.split(": ", 1)[1].startswith("sshd"):
+                pid = int(line.split(":", 1)[0])
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
         log.close()
         shutil.rmtree(directory, ignore_errors=True)

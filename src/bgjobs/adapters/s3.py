@@ -32,17 +32,44 @@ def _boto3() -> Any:
     return boto3, botocore.config
 
 
-def _mapped(exc: Exception, what: str) -> Exception:
-    """A botocore error as bgjobs's: throttling, 5xx and network trouble are transient."""
-    from botocore.exceptions import BotoCoreError, ClientError
+#: S3 error codes a setting must fix, and the setting: each fails once, naming it.
+SETTINGS = {
+    "NoSuchBucket": "BGJOBS_S3__BUCKET",
+    "InvalidAccessKeyId": "BGJOBS_S3__ACCESS_KEY_ID",
+    "SignatureDoesNotMatch": "BGJOBS_S3__SECRET_ACCESS_KEY",
+    "AccessDenied": "BGJOBS_S3__ACCESS_KEY_ID and BGJOBS_S3__SECRET_ACCESS_KEY (and the bucket's policy)",
+    "ExpiredToken": "BGJOBS_S3__ACCESS_KEY_ID and BGJOBS_S3__SECRET_ACCESS_KEY",
+    "AuthorizationHeaderMalformed": "BGJOBS_S3__REGION",
+}
+#: S3 error codes that pass: retried with backoff (so are 5xx answers).
+PASSING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
+                     "ServiceUnavailable"})  # fmt: skip
 
-    if isinstance(exc, ClientError):
+
+def _mapped(exc: Exception, what: str) -> Exception:
+    """One table from botocore's errors to bgjobs's: what a setting must fix (a missing bucket,
+    refused or missing credentials, the wrong region) fails once, naming the setting; throttling,
+    5xx answers and an endpoint that does not answer are transient; any other 4xx is permanent.
+    docs/exports.md shows the table."""
+    from botocore import exceptions as boto
+
+    if isinstance(exc, boto.ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout", "InternalError"):
+        if code in SETTINGS:
+            return PermanentError(f"S3 {what}: {code}; check {SETTINGS[code]}")
+        if status >= 500 or code in PASSING:
             return TransientError(f"S3 {what}: {code or status}")
         return PermanentError(f"S3 {what}: {code or status}: {exc}")
-    if isinstance(exc, BotoCoreError):
+    if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
+        return PermanentError(f"S3 {what}: no credentials ({exc}); set BGJOBS_S3__ACCESS_KEY_ID and "
+                              "BGJOBS_S3__SECRET_ACCESS_KEY, or give the process an AWS role")  # fmt: skip
+    if isinstance(exc, boto.EndpointConnectionError | boto.ConnectTimeoutError | boto.ReadTimeoutError):
+        return TransientError(f"S3 {what}: the endpoint did not answer ({type(exc).__name__}); check "
+                              "BGJOBS_S3__ENDPOINT_URL if this lasts")  # fmt: skip
+    if isinstance(exc, boto.ParamValidationError):
+        return PermanentError(f"S3 {what}: {exc}")
+    if isinstance(exc, boto.BotoCoreError):
         return TransientError(f"S3 {what}: {type(exc).__name__}: {exc}")
     return exc
 

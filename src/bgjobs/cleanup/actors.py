@@ -34,9 +34,26 @@ def run_cleanup(
         c = settings.cleanup
         report["logs"] = compress_logs(c.log_dirs, pattern=c.log_glob, older_than_days=c.compress_after_days,
                                        dry_run=dry_run, deadline=deadline)  # fmt: skip
+    if policy is None and not dry_run:
+        report["stale_parts"] = _remove_stale_parts(deadline)
     statuses = [t["status"] for t in tasks.values()] + [report.get("logs", {}).get("status", "done")]
     report["status"] = "stopped" if "stopped" in statuses else "dry-run" if dry_run else "done"
     return report
+
+
+#: A storage upload's temporary file older than this was left by a killed upload.
+STALE_PART_S = 86_400
+
+
+def _remove_stale_parts(deadline: float | None) -> int | str:
+    """What killed uploads left on a storage that keeps temporary files (SFTP), never retried."""
+    from .. import wiring
+
+    try:
+        remove = getattr(wiring.storage(), "remove_stale_parts", None)
+        return 0 if remove is None else int(remove(older_than_s=STALE_PART_S, deadline=deadline))
+    except Exception as exc:  # the policies' work stands; the next run tries again
+        return f"failed ({exc})"
 
 
 class CleanupArguments(JobArguments):
