@@ -26,7 +26,7 @@ from redis.sentinel import Sentinel
 
 from .errors import ConfigurationError
 from .redact import mask_url
-from .sections import RedisTlsSettings
+from .redis_sections import RedisTlsSettings
 
 __all__ = ["SCHEMES", "client_for", "explain", "explain_for", "is_redis_url", "sentinel_parts"]
 

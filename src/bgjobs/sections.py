@@ -291,18 +291,6 @@ class HealthSettings(_Section):
     min_workers: int = Field(default=1, ge=0)
 
 
-class RedisTlsSettings(_Section):
-    """TLS for every Redis connection of a ``rediss://`` (or ``rediss+sentinel://``) URL."""
-
-    #: The CA certificate(s) that signed the server's certificate (PEM); the system's by default.
-    ca_file: str | None = None
-    #: A client certificate and its key (PEM), for servers that ask for one (mutual TLS).
-    cert_file: str | None = None
-    key_file: str | None = None
-    #: ``required`` (the default: an untrusted certificate is refused), ``optional`` or ``none``.
-    verify: Literal["required", "optional", "none"] = "required"
-
-
 class RabbitmqSettings(_Section):
     """RabbitMQ deployments (``BGJOBS_BROKER_URL=amqp://...``)."""
 

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .adapter_sections import LocalStorageSettings, S3Settings, SftpSettings, SmtpSettings
 from .errors import ConfigurationError
+from .redis_sections import RedisSettings, RedisTlsSettings
 from .sections import (
     ActorSettings,
     CleanupSettings,
@@ -32,7 +33,6 @@ from .sections import (
     PayoutSettings,
     PolicySettings,
     RabbitmqSettings,
-    RedisTlsSettings,
     RetrySettings,
     SchedulerSettings,
     TracingSettings,
@@ -56,6 +56,7 @@ __all__ = [
     "PayoutSettings",
     "PolicySettings",
     "RabbitmqSettings",
+    "RedisSettings",
     "RedisTlsSettings",
     "RetrySettings",
     "S3Settings",
@@ -129,6 +130,7 @@ class Settings(BaseSettings):
 
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     redis_tls: RedisTlsSettings = Field(default_factory=RedisTlsSettings)
     rabbitmq: RabbitmqSettings = Field(default_factory=RabbitmqSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)

@@ -138,7 +138,7 @@ ANSWERS = {
     (403, "AccessDenied"): (PermanentError, "and the bucket's policy"),
     (400, "AuthorizationHeaderMalformed"): (PermanentError, "check BGJOBS_S3__REGION"),
     (400, "InvalidArgument"): (PermanentError, "InvalidArgument"),
-    (400, "ExpiredToken"): (PermanentError, "check BGJOBS_S3__ACCESS_KEY_ID and BGJOBS_S3__SECRET_ACCESS_KEY"),
+    (400, "ExpiredToken"): (PermanentError, "BGJOBS_S3__ACCESS_KEY_ID and BGJOBS_S3__SECRET_ACCESS_KEY"),
     (503, "SlowDown"): (TransientError, "SlowDown"),
     (500, "InternalError"): (TransientError, "InternalError"),
     (503, "ServiceUnavailable"): (TransientError, "ServiceUnavailable"),

@@ -50,7 +50,7 @@ def broker_client(env: dict[str, str]) -> redis.Redis:
     """A client for the deployment's Redis of ``env`` (the broker's, or RabbitMQ's coordination
     store), however it is reached (Sentinel, TLS)."""
     from bgjobs.redis_connections import client_for
-    from bgjobs.sections import RedisTlsSettings
+    from bgjobs.redis_sections import RedisTlsSettings
 
     tls = RedisTlsSettings(**{field: env.get(f"BGJOBS_REDIS_TLS__{field.upper()}") or None
                               for field in ("ca_file", "cert_file", "key_file")})  # fmt: skip
