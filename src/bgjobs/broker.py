@@ -86,9 +86,16 @@ def build_broker(
     if redis:
         client = client_for(url, settings.redis_tls)
         broker = BgjobsRedisBroker(client=client, worker=settings.worker, middleware=middleware)
+        replication = settings.redis
+        broker.wait_replicas, broker.wait_timeout_ms = replication.wait_replicas, replication.wait_timeout_ms
         if worker:
             broker.patience_s = ENQUEUE_PATIENCE_S
     elif url.startswith(("amqp://", "amqps://")):
+        if settings.redis.wait_replicas:
+            raise ConfigurationError(
+                "BGJOBS_REDIS__WAIT_REPLICAS applies to the Redis broker: RabbitMQ confirms each publish "
+                "itself (use quorum queues to replicate them); unset it"
+            )
         broker = _rabbitmq(settings, middleware)
     elif url.startswith("stub://"):
         broker = StubBroker(middleware=middleware)

@@ -17,6 +17,7 @@ fails if a Dramatiq release changes it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -31,7 +32,7 @@ from dramatiq.message import Message
 
 from .consumer import PAUSED_KEY as PAUSED_KEY
 from .consumer import WakingConsumer
-from .errors import check_size
+from .errors import BrokerUnavailable, check_size
 from .operated import (
     QUEUES_KEY,
     WORKERS_KEY,
@@ -69,6 +70,9 @@ def queue_sizes(client: Any, namespace: str, queues: list[str]) -> dict[str, Que
     return sizes
 
 
+logger = logging.getLogger("bgjobs.broker")
+
+
 class BgjobsRedisBroker(OperatedBroker, RedisBroker):
     #: It refuses messages above ``max_message_bytes`` itself, on the bytes it encodes anyway.
     checks_message_size = True
@@ -89,6 +93,9 @@ class BgjobsRedisBroker(OperatedBroker, RedisBroker):
         self.worker_settings = worker
         #: Seconds an enqueue waits out a Redis outage (a worker's broker; 0 in a host process).
         self.patience_s = 0.0
+        #: Replicas each enqueue waits for (``BGJOBS_REDIS__WAIT_REPLICAS``), and for how long.
+        self.wait_replicas, self.wait_timeout_ms = 0, 1000
+        self._replicas_said = 0.0
         self._left_behind: dict[str, list[str]] = {}
         self._left_lock = threading.Lock()
         self._maintenance = self.client.register_script(_SCRIPT)
@@ -133,9 +140,52 @@ class BgjobsRedisBroker(OperatedBroker, RedisBroker):
         """
         message = self._prepare(message, delay)
         args = [message.queue_name, WAKE_CAP, 0, message.options["redis_message_id"], self._encode(message)]
-        self._patiently(lambda: self._enqueue(keys=[self.namespace], args=args))
+        if self.wait_replicas:
+            self._patiently(lambda: self._replicated([([self.namespace], args)], [message]))
+        else:
+            self._patiently(lambda: self._enqueue(keys=[self.namespace], args=args))
         self.emit_after("enqueue", message, delay)
         return message
+
+    def _replicated(self, calls: list[tuple[list[str], list[Any]]], messages: list[Any]) -> list[Any]:
+        """The enqueue script's ``calls`` and ``WAIT`` in one pipeline: one connection, so ``WAIT``
+        counts the replicas that have these writes. Fewer than ``wait_replicas`` in time is an
+        error: the send is not acknowledged, since a failover now could lose it. (``EVALSHA`` by
+        hand: a pipeline of Script objects asks ``SCRIPT EXISTS`` first, a round trip per send.)
+
+        Raises:
+            BrokerUnavailable: the replicas did not confirm the writes in ``wait_timeout_ms``.
+        """
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", self._enqueue.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            *written, confirmed = pipe.execute(raise_on_error=False)
+            if not any(isinstance(w, redis.exceptions.NoScriptError) for w in written):
+                break
+            self.client.script_load(self._enqueue.script)  # a restarted Redis: none of them ran
+        for found in (*written, confirmed):
+            if isinstance(found, Exception):
+                raise found
+        if int(confirmed) < self.wait_replicas:
+            self._short_of_replicas(int(confirmed), messages)
+        return list(written)
+
+    def _short_of_replicas(self, confirmed: int, messages: list[Any]) -> None:
+        ids = ", ".join(m.message_id for m in messages[:3]) + (" ..." if len(messages) > 3 else "")
+        line = (f"{len(messages)} message(s) ({ids}) reached {confirmed} of {self.wait_replicas} "
+                f"replica(s) in {self.wait_timeout_ms} ms (BGJOBS_REDIS__WAIT_REPLICAS): a failover now "
+                "could lose them")  # fmt: skip
+        if not self.patience_s:  # a host's send: not acknowledged
+            raise BrokerUnavailable(f"{line}; send again (a keyed send is dropped at the effect if both "
+                                    "arrive)")  # fmt: skip
+        # A worker's enqueue (a retry, a follow-up job) is written; Dramatiq would drop an error here
+        # and ack the job that sent it all the same, so raising would add a traceback and nothing else.
+        now = time.monotonic()
+        if now >= self._replicas_said:
+            logger.warning("%s (said at most once a minute)", line)
+            self._replicas_said = now + 60
 
     def _patiently(self, call: Any) -> Any:
         """``call()``, tried again for ``patience_s`` while Redis does not answer.
@@ -165,7 +215,11 @@ class BgjobsRedisBroker(OperatedBroker, RedisBroker):
         message = self._prepare(message, None)
         data = self._encode(message)
         args = [message.queue_name, WAKE_CAP, ttl_s, message.options["redis_message_id"], data]
-        if not self._enqueue(keys=[self.namespace, key], args=args):
+        if self.wait_replicas:
+            (sent,) = self._replicated([([self.namespace, key], args)], [message])
+        else:
+            sent = self._enqueue(keys=[self.namespace, key], args=args)
+        if not sent:
             return None
         self.emit_after("enqueue", message, None)
         return message
@@ -183,14 +237,20 @@ class BgjobsRedisBroker(OperatedBroker, RedisBroker):
         by_queue: dict[str, list[tuple[Message[Any], bytes]]] = {}
         for message, data in zip(prepared, encoded, strict=True):
             by_queue.setdefault(message.queue_name, []).append((message, data))
-        pipe = self.client.pipeline(transaction=False)
+        calls: list[tuple[list[str], list[Any]]] = []
         for queue, group in by_queue.items():
             for start in range(0, len(group), BATCH):
-                args: list[str | int | bytes] = [queue, WAKE_CAP, 0]
+                args: list[Any] = [queue, WAKE_CAP, 0]
                 for message, data in group[start : start + BATCH]:
                     args += [message.options["redis_message_id"], data]
-                self._enqueue(keys=[self.namespace], args=args, client=pipe)
-        pipe.execute()
+                calls.append(([self.namespace], args))
+        if self.wait_replicas:
+            self._replicated(calls, prepared)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                self._enqueue(keys=keys, args=args, client=pipe)
+            pipe.execute()
         for message in prepared:
             self.emit_after("enqueue", message, delay)
         return prepared

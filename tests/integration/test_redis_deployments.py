@@ -236,3 +236,66 @@ def test_a_send_during_a_failover_says_one_is_in_progress_and_a_wrong_service_is
 
         wait_for(failover_said, timeout=30, what="a send to say a failover is in progress")
         assert "the send may be retried" in said[-1] and "check the service name" not in said[-1]
+
+
+def _failover_to_a_lagging_replica(wait: int, monkeypatch: pytest.MonkeyPatch) -> tuple[int, int, int]:
+    """(acknowledged sends, of them lost, sends refused) across a failover to a replica that had
+    stopped taking the master's writes."""
+    import json
+    import os
+    import signal
+
+    from bgjobs.errors import BrokerUnavailable
+
+    with sentinel_deployment() as (deployment, processes):
+        monkeypatch.setenv("BGJOBS_BROKER_URL", deployment.url)
+        monkeypatch.setenv("BGJOBS_REDIS__WAIT_REPLICAS", str(wait))
+        monkeypatch.setenv("BGJOBS_REDIS__WAIT_TIMEOUT_MS", "300")
+        runtime.reset()
+        acknowledged, refused = [], 0
+        # Given sends while the replica keeps up, then while it lags (stopped: it takes nothing)
+        for i in range(10):
+            acknowledged.append(worker_jobs.record.send({"key": f"before-{i}"}).message_id)
+        master = redis.Redis(host="127.0.0.1", port=deployment.master_port, socket_timeout=5)
+        follower = redis.Redis(host="127.0.0.1", port=deployment.replica_port, socket_timeout=5)
+        wait_for(lambda: follower.info("replication")["slave_repl_offset"]
+                 == master.info("replication")["master_repl_offset"], timeout=20,
+                 what="the replica to catch up")  # fmt: skip
+        follower.close()
+        replica = processes["replica"].proc
+        os.kill(replica.pid, signal.SIGSTOP)
+        # (and cut from the master, so nothing more reaches even its socket's buffer)
+        master.client_kill_filter(_type="replica")
+        master.close()
+        said = []
+        try:
+            for i in range(10):
+                try:
+                    acknowledged.append(worker_jobs.record.send({"key": f"lagging-{i}"}).message_id)
+                except BrokerUnavailable as exc:
+                    said.append(str(exc))
+                    refused += 1
+            # When the master dies, and the replica comes back and is promoted
+            processes["master"].kill()
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+        wait_for(lambda: deployment.master_address()[1] == deployment.replica_port, timeout=60,
+                 what="the replica's promotion")  # fmt: skip
+        assert all("reached 0 of 1 replica(s) in 300 ms" in line for line in said), said
+        client = redis.Redis(host="127.0.0.1", port=deployment.replica_port, socket_timeout=5)
+        stored = {json.loads(v)["message_id"] for v in client.hvals("dramatiq:default.msgs")}
+        client.close()
+        return len(acknowledged), len([m for m in acknowledged if m not in stored]), refused
+
+
+def test_an_acknowledged_send_survives_a_failover_to_a_lagging_replica_with_wait_replicas(
+    worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the setting: every send returns, and those the replica had not received are lost
+    sent, lost, refused = _failover_to_a_lagging_replica(0, monkeypatch)
+    print(f"lagging-replica failover, no WAIT_REPLICAS: {sent} acknowledged, {lost} lost, {refused} refused")
+    assert (sent, lost, refused) == (20, 10, 0)
+    # With BGJOBS_REDIS__WAIT_REPLICAS=1: a send the replica does not confirm is refused, not lost
+    sent, lost, refused = _failover_to_a_lagging_replica(1, monkeypatch)
+    print(f"lagging-replica failover, WAIT_REPLICAS=1: {sent} acknowledged, {lost} lost, {refused} refused")
+    assert (sent, lost, refused) == (10, 0, 10)
