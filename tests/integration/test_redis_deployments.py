@@ -299,3 +299,51 @@ def test_an_acknowledged_send_survives_a_failover_to_a_lagging_replica_with_wait
     sent, lost, refused = _failover_to_a_lagging_replica(1, monkeypatch)
     print(f"lagging-replica failover, WAIT_REPLICAS=1: {sent} acknowledged, {lost} lost, {refused} refused")
     assert (sent, lost, refused) == (10, 0, 10)
+
+
+def test_send_many_and_a_scheduler_tick_wait_for_the_replica_too(
+    worker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    from bgjobs.errors import BrokerUnavailable
+
+    with sentinel_deployment() as (deployment, processes):
+        monkeypatch.setenv("BGJOBS_BROKER_URL", deployment.url)
+        monkeypatch.setenv("BGJOBS_REDIS__WAIT_REPLICAS", "1")
+        monkeypatch.setenv("BGJOBS_REDIS__WAIT_TIMEOUT_MS", "300")
+        runtime.reset()
+        replica = redis.Redis(host="127.0.0.1", port=deployment.replica_port, socket_timeout=5)
+        # While the replica keeps up, each returns once the replica has what it wrote
+        worker_jobs.record.send_many({"key": f"many-{i}"} for i in range(5))
+        assert replica.hlen("dramatiq:default.msgs") == 5
+        broker = runtime.current().broker
+        tick = worker_jobs.record.message({"key": "tick"})
+        assert broker.enqueue_once(tick, key="dramatiq:test-tick", ttl_s=60) is not None  # type: ignore[attr-defined]
+        assert replica.hlen("dramatiq:default.msgs") == 6 and replica.exists("dramatiq:test-tick")
+        replica.close()
+        # When the replica is cut off, neither returns as if its writes were safe
+        os.kill(processes["replica"].proc.pid, signal.SIGSTOP)
+        try:
+            master = redis.Redis(host="127.0.0.1", port=deployment.master_port, socket_timeout=5)
+            master.client_kill_filter(_type="replica")
+            master.close()
+            with pytest.raises(BrokerUnavailable, match=r"5 message\(s\) .* reached 0 of 1 replica\(s\)"):
+                worker_jobs.record.send_many({"key": f"cut-{i}"} for i in range(5))
+            with pytest.raises(BrokerUnavailable, match=r"reached 0 of 1 replica\(s\) in 300 ms"):
+                broker.enqueue_once(worker_jobs.record.message({"key": "tick-2"}), key="dramatiq:t2",  # type: ignore[attr-defined]
+                                    ttl_s=60)  # fmt: skip
+        finally:
+            os.kill(processes["replica"].proc.pid, signal.SIGCONT)
+
+
+def test_waiting_for_replicas_is_refused_with_rabbitmq() -> None:
+    from bgjobs.broker import build_broker
+    from bgjobs.errors import ConfigurationError
+    from bgjobs.settings import RedisSettings, Settings
+
+    settings = Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/%2F", coordination_url="redis://127.0.0.1:1/0",
+                        redis=RedisSettings(wait_replicas=1))  # fmt: skip
+    with pytest.raises(ConfigurationError, match=r"BGJOBS_REDIS__WAIT_REPLICAS applies to the Redis broker"):
+        build_broker(settings)
