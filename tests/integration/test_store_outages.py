@@ -113,9 +113,11 @@ def test_a_send_whose_store_is_down_raises_broker_unavailable_naming_that_store(
         assert f"cannot reach {what} at {gone}" in str(raised.value) and setting in str(raised.value)
 
 
+@pytest.mark.parametrize("engine", ["redis", "rabbitmq"])
 def test_a_store_back_without_its_data_has_the_work_it_lost_sent_again_at_once(
-    worker_env: dict[str, str], workers: list[WorkerProcess], monkeypatch: pytest.MonkeyPatch
-) -> None:
+    engine: str, worker_env: dict[str, str], workers: list[WorkerProcess], monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
     import redis
 
     from bgjobs import pausing, webhooks
@@ -125,6 +127,9 @@ def test_a_store_back_without_its_data_has_the_work_it_lost_sent_again_at_once(
     with durable_redis() as store, webhook_receiver() as receiver:
         env = {**worker_env, "BGJOBS_BROKER_URL": store.url, "BGJOBS_WEBHOOKS__REQUIRE_HTTPS": "false",
                "BGJOBS_WEBHOOKS__ALLOW": '["127.0.0.1/32"]'}  # fmt: skip
+        if engine == "rabbitmq":  # the messages live in RabbitMQ; the lanes and the pause in the store
+            node = request.getfixturevalue("rabbit_vhost")
+            env |= {"BGJOBS_BROKER_URL": node.url(), "BGJOBS_COORDINATION_URL": store.url}
         use_environment(monkeypatch, env)
         runtime.reset()
         webhooks.add_endpoint(receiver.url("/hook"), event_types=["*"])
