@@ -54,7 +54,7 @@ def _first_line(error: object) -> str:
 
 
 class Outage:
-    """Whether the broker answers, and when the next line about it may be logged."""
+    """Whether a store answers, and when the next line about it may be logged."""
 
     def __init__(
         self, *, clock: Callable[[], float] = time.monotonic, url: str = "its URL", what: str = "the broker",
