@@ -29,3 +29,14 @@ def test_the_checker_finds_a_cycle_through_a_function_level_import(tmp_path) -> 
 def test_no_module_is_over_the_size_limit() -> None:
     sizes = {str(p.relative_to(SOURCE)): len(p.read_text().splitlines()) for p in SOURCE.rglob("*.py")}
     assert {name: n for name, n in sizes.items() if n >= MAX_LINES} == {}
+
+
+def test_import_bgjobs_reads_no_package_metadata_until_the_version_is_asked_for() -> None:
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    probe = ("import sys, bgjobs; before = 'importlib.metadata' in sys.modules; "
+             "print(before, bgjobs.__version__)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", importlib.metadata.version("bgjobs")]
