@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import uuid4
 
-__all__ = ["Coordination", "Lease", "LocalCoordination", "RedisCoordination", "coordination_for"]
+__all__ = ["Coordination", "Held", "Lease", "LocalCoordination", "RedisCoordination", "coordination_for"]
 
 logger = logging.getLogger("bgjobs.coordination")
 
@@ -62,14 +62,18 @@ class Lease(abc.ABC):
         """Give the lease up, if this holder still has it."""
 
     @contextlib.contextmanager
-    def kept(self) -> Iterator[None]:
-        """Renew the (acquired) lease every third of its ttl until the block ends, then release it."""
-        done = threading.Event()
+    def kept(self) -> Iterator[Held]:
+        """Renew the (acquired) lease every third of its ttl until the block ends, then release it.
+
+        The block gets a :class:`Held`: its ``check()`` before each port call stops the holder
+        (``LeaseLost``) once the lease is not its own, where a renewal thread that only logged the
+        loss let a payout's gateway call go ahead beside the new holder's."""
+        done, held = threading.Event(), Held(self)
 
         def renew() -> None:
             while not done.wait(self.ttl_ms / 3000):
                 try:
-                    if not self.renew():
+                    if not held.renewed(self.renew()):
                         logger.error("lease %s was lost while held", self.key)
                         return
                 except Exception:  # a dropped connection: try again at the next beat
@@ -78,11 +82,47 @@ class Lease(abc.ABC):
         thread = threading.Thread(target=renew, name=f"lease:{self.key}", daemon=True)
         thread.start()
         try:
-            yield
+            yield held
         finally:
             done.set()
             thread.join()
-            self.release()
+            with contextlib.suppress(Exception):  # a store that does not answer: it expires
+                self.release()
+
+
+class Held:
+    """A kept lease, as its holder sees it."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.lost = threading.Event()
+        self._sure_until = time.monotonic() + lease.ttl_ms / 1000
+
+    def renewed(self, kept: bool) -> bool:
+        if kept:
+            self._sure_until = time.monotonic() + self.lease.ttl_ms / 1000
+        else:
+            self.lost.set()
+        return kept
+
+    def check(self) -> None:
+        """Before a port call: renew the lease, or stop here.
+
+        Raises:
+            LeaseLost: another holder may have the lease; or the store has not answered for the
+                whole ttl, so it has expired.
+        """
+        from .errors import LeaseLost
+
+        if not self.lost.is_set():
+            try:
+                self.renewed(self.lease.renew())
+            except Exception:
+                if time.monotonic() >= self._sure_until:
+                    self.lost.set()
+        if self.lost.is_set():
+            raise LeaseLost(f"the lease {self.lease.key} is no longer this worker's (it expired while the "
+                            "worker was held up); not going on with its work")  # fmt: skip
 
 
 class Coordination(abc.ABC):

@@ -22,6 +22,7 @@ __all__ = [
     "BrokerUnavailable",
     "ConfigurationError",
     "InvalidPayload",
+    "LeaseLost",
     "MaybeDelivered",
     "PermanentError",
     "TransientError",
@@ -66,6 +67,14 @@ class MaybeDelivered(TransientError):
     Retried like any transient error, with the same idempotency key, and with the same provider:
     notification failover moves it to a backup only where a duplicate is acceptable
     (``BGJOBS_NOTIFICATIONS__DUPLICABLE``).
+    """
+
+
+class LeaseLost(TransientError):
+    """Raised by a lease's holder, before its next port call, when the lease is no longer its own
+    (it expired while the holder was paused or cut off, and another worker may hold it now).
+
+    Transient: the job's retry finds the work done by the new holder, or busy.
     """
 
 

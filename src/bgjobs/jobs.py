@@ -96,6 +96,9 @@ class JobContext:
     continuation: dict[str, str] | None = None
     #: Called once the run's outcome and counts are recorded (see :meth:`after_finish`).
     finishers: list[Callable[[], None]] = field(default_factory=list)
+    #: Set when the job's lease is lost (its worker was held up past the lease's ttl): another
+    #: run may have started, so this one stops at its next safe point.
+    lease_lost: threading.Event = field(default_factory=threading.Event)
 
     def time_left(self) -> float:
         """Seconds left in the time budget (infinity without a budget)."""
@@ -103,8 +106,9 @@ class JobContext:
 
     @property
     def out_of_time(self) -> bool:
-        """True once the budget is spent: stop at the next safe point and report what remains."""
-        return self.time_left() <= 0
+        """True once the budget is spent, or the job's lease is lost: stop at the next safe point
+        and report what remains."""
+        return self.time_left() <= 0 or self.lease_lost.is_set()
 
     def after_finish(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` after the run's row is finished: for work that completes after the job returns
@@ -197,7 +201,7 @@ def _run_job(spec: Job, payload: JobRun) -> None:
         spec.typed.send(payload.model_copy(update={"waits": payload.waits + 1}), delay=delay)
         logger.info("%s is already running; %s trigger rechecks in %d ms", spec.name, payload.trigger, delay)
         return
-    with lease.kept():
+    with lease.kept() as held:
         run = runs.start(spec.name, payload.trigger)
         try:  # a message from a sender that did not check them (an older release, a hand-made one)
             parsed = spec.validate(payload.args)
@@ -207,7 +211,7 @@ def _run_job(spec: Job, payload: JobRun) -> None:
         budget = spec.time_budget
         ctx = JobContext(
             job=spec.name, run_id=run.id, trigger=payload.trigger, args=dict(payload.args),
-            deadline=time.monotonic() + budget if budget else None, arguments=parsed,
+            deadline=time.monotonic() + budget if budget else None, arguments=parsed, lease_lost=held.lost,
         )  # fmt: skip
         try:
             result = spec.fn(ctx)

@@ -76,3 +76,51 @@ def test_a_mutex_admits_one_at_a_time(backend: Coordination) -> None:
             assert not theirs
     with backend.mutex("relay", ttl_s=5) as again:
         assert again
+
+
+def test_a_holder_whose_lease_was_taken_is_stopped_before_its_next_port_call(backend: Coordination) -> None:
+    from bgjobs.errors import LeaseLost
+
+    # Given a kept lease (renewed every second)
+    first = backend.lease("job:held-up", ttl_ms=3000)
+    assert first.acquire()
+    with first.kept() as held:
+        held.check()  # its own: the holder goes on
+        # When it is lost: it lapsed while its holder was held up, and another took it
+        if isinstance(backend, LocalCoordination):
+            backend.leases.pop(first.key)
+        else:
+            backend.client.delete(first.key)  # type: ignore[attr-defined]
+        assert backend.lease("job:held-up", ttl_ms=3000).acquire()
+        # Then the holder is stopped at its next check, and the renewal thread marks it lost too
+        with pytest.raises(LeaseLost, match=r"the lease .*job:held-up is no longer this worker's"):
+            held.check()
+        assert held.lost.is_set()
+
+
+def test_a_holder_cut_off_from_the_store_for_the_whole_ttl_stops(redis_url: str) -> None:
+    from bgjobs.embedded import free_port
+
+    store = RedisCoordination(redis.Redis.from_url(redis_url), "dramatiq")
+    lease = store.lease("job:cut-off", ttl_ms=5000)
+    assert lease.acquire()
+    with lease.kept() as held:
+        # When the store stops answering the holder (its connection points nowhere now)
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        nowhere = redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+        lease.client = nowhere  # type: ignore[attr-defined]
+        held.check()  # within the ttl since the last renewal, it is still its own
+        # Then once the ttl has passed without a renewal, the lease has surely expired
+        wait_for(lambda: _stopped(held), timeout=30, what="the holder to be stopped")
+
+
+def _stopped(held: object) -> bool:
+    from bgjobs.errors import LeaseLost
+
+    try:
+        held.check()  # type: ignore[attr-defined]
+    except LeaseLost:
+        return True
+    return False

@@ -315,3 +315,42 @@ def test_a_key_in_use_answer_is_transient(gateway: PaymentGatewayServer) -> None
     finally:
         adapter.close()
     assert gateway.conflicts == 1
+
+
+def test_a_worker_whose_lease_was_taken_while_it_was_held_up_does_not_call_the_gateway(
+    harness: Start, gateway: PaymentGatewayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bgjobs import runtime
+    from bgjobs.errors import LeaseLost
+    from bgjobs.payouts import _paying as paying
+    from bgjobs.payouts._models import PayoutJob
+    from bgjobs.payouts._periods import period_for
+    from bgjobs.payouts._planning import plan_payouts
+
+    start(harness, gateway)
+    earn("v1", "200.00", "b1", W23)
+    plan_payouts(period_for("weekly", "2025-W23", timezone="UTC"), run_id="r1")
+    (payout,) = all_payouts()
+    coordination = runtime.current().coordination
+    made = coordination.lease
+
+    def lost_once_taken(name: str, *, ttl_ms: int) -> Any:
+        # Given a worker held up (paused, cut off) right after it took the payout's lease, long
+        # enough for the lease to lapse and another worker to take it
+        lease = made(name, ttl_ms=ttl_ms)
+        take = lease.acquire
+
+        def take_then_lose() -> bool:
+            taken = take()
+            coordination.leases[lease.key] = ("another worker", coordination.now() + 60)  # type: ignore[attr-defined]
+            return taken
+
+        lease.acquire = take_then_lose  # type: ignore[method-assign]
+        return lease
+
+    monkeypatch.setattr(coordination, "lease", lost_once_taken)
+    # Then it stops before its gateway call (the job is retried), and the payout stays the other's
+    with pytest.raises(LeaseLost):
+        paying.pay(PayoutJob(payout_id=payout.id))
+    assert gateway.requests == 0
+    assert [p.status for p in all_payouts()] == ["pending"]

@@ -297,3 +297,12 @@ def test_the_job_reads_its_arguments_typed(jobs: JobsHarness) -> None:
     trigger("tests.in_parts", parts="2")
     jobs.drain()
     assert [r.figures for r in runs.recent(job="tests.in_parts")] == [{"left": 0}, {"left": 1}]
+
+
+def test_a_job_whose_lease_is_lost_is_out_of_time_at_its_next_safe_point() -> None:
+    from bgjobs.jobs import JobContext
+
+    ctx = JobContext(job="reports.nightly", run_id="r1", trigger="cron", args={})
+    assert not ctx.out_of_time  # no budget, its lease its own
+    ctx.lease_lost.set()  # what the lease's renewal does when another worker holds it now
+    assert ctx.out_of_time

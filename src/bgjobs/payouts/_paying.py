@@ -17,6 +17,7 @@ from sqlmodel import col
 
 from .. import db, notifications, runtime, tally, tracing, wiring
 from ..clock import now as _now
+from ..coordination import Held
 from ..errors import PermanentError
 from ..ports import PayoutRequest
 from ._ledger import current
@@ -81,20 +82,21 @@ def pay(job: PayoutJob) -> str:
         pay_vendor.send(job, delay=LEASE_RECHECK_MS)
         _count("busy")
         return "busy"
-    with lease.kept():
+    with lease.kept() as held:
         with db.session() as s:  # the previous holder may have settled it before we took the lease
             payout = s.get(Payout, job.payout_id)
         if payout is None or payout.status != "pending":
             _count("duplicate")
             return "duplicate"
-        return _call_gateway(payout)
+        return _call_gateway(payout, held)
 
 
-def _call_gateway(payout: Payout) -> str:
+def _call_gateway(payout: Payout, held: Held) -> str:
     request = PayoutRequest(
         payee_id=payout.vendor_id, amount=payout.amount, idempotency_key=payout.id,
         description=f"payout {payout.run_key}",
     )  # fmt: skip
+    held.check()  # a worker held up past the lease's ttl stops here: another may be paying it
     try:
         with tracing.span("payment.payout", **{"bgjobs.payout": payout.id}):
             result = wiring.payment().payout(request=request)
