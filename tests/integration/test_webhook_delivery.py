@@ -333,3 +333,40 @@ def test_replay_leaves_a_delivery_in_its_retry_schedule_alone(
 
     assert result.queued == []
     assert list(result.skipped.values()) == ["still pending (attempt 1)"]
+
+
+def test_a_dispatcher_that_fails_holding_a_handed_over_batch_is_replaced_and_its_retry_sends_it(
+    harness: Start, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bgjobs import runtime
+    from bgjobs.webhooks import _dispatch as dispatching
+    from bgjobs.webhooks import _publishing as publishing
+    from bgjobs.webhooks._lanes import lanes_for
+
+    harness(webhooks=settings())
+    webhooks.add_endpoint(receiver.url("/hook"), event_types=["*"])
+    monkeypatch.setattr(dispatching._here, "current", None)
+    # Given a message's batch held by a wake-up whose dispatcher died ("H2"), redelivered...
+    monkeypatch.setattr(publishing.dispatch_webhooks, "send", lambda payload: None)  # this test runs them
+    message_id = webhooks.publish("order.placed", {"n": 1})
+    lanes = lanes_for(runtime.current().coordination)
+    assert lanes.take("H2", deliveries=10) != []
+    real_run, probed = dispatching._Dispatcher.run, []
+
+    def fails_once_handed_it(self: Any, held: list[str]) -> None:
+        if probed:
+            return real_run(self, held)
+        probed.append(self)
+        dispatching.dispatch("H2")  # ...to the running dispatcher ("H1"), which then fails
+        raise RuntimeError("a probe: the dispatcher's loop failed")
+
+    monkeypatch.setattr(dispatching._Dispatcher, "run", fails_once_handed_it)
+    with pytest.raises(RuntimeError, match="a probe"):
+        dispatching.dispatch("H1")
+    # Then the failed dispatcher is no longer the process's (a later wake-up would only nudge it)
+    assert dispatching._here.current is None
+    # And the retry of its own wake-up takes the batch it was handed, and delivers it
+    dispatching.dispatch("H1")
+    (request,) = receiver.received("/hook")
+    assert request.headers["webhook-id"] == message_id
+    assert [d.status for d in deliveries(message_id)] == ["delivered"]

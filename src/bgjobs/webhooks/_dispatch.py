@@ -85,9 +85,13 @@ def dispatch(holder: str) -> None:
             return
         dispatcher = _here.current = _Dispatcher(lanes, current(), holder)
     try:
-        dispatcher.run(lanes.held(holder))
-    finally:
-        dispatcher.retire()
+        dispatcher.run(lanes.held(holder))  # it returns only once it has retired
+    except BaseException:
+        # Given up, batches handed to it or not: they are held under its holder, whose message is
+        # retried, and the retry takes them. Left as the current one, it was nudged by every later
+        # wake-up (its own retry's too) and never ran again.
+        dispatcher.abandon()
+        raise
     if lanes.waiting():  # published while this one was finishing: wake a fresh one
         dispatch_webhooks.send({})
 
@@ -138,6 +142,11 @@ class _Dispatcher:
                     return False
                 _here.current = None
             return True
+
+    def abandon(self) -> None:
+        with _here.lock:
+            if _here.current is self:
+                _here.current = None
 
     def hand_back(self) -> None:
         """Out of time: put the deliveries still waiting for a slot back in their owners' lanes, for
