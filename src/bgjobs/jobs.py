@@ -17,7 +17,6 @@ would pay the default period instead of the one asked for.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import threading
 import time
@@ -30,7 +29,7 @@ import dramatiq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import runs, runtime
-from .errors import ConfigurationError, InvalidPayload
+from .errors import ConfigurationError, InvalidPayload, UnknownArgument
 from .typed import Payload, TypedActor, actor
 
 __all__ = [
@@ -48,26 +47,6 @@ class JobArguments(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class UnknownArgument(InvalidPayload):
-    """Raised when a trigger names an argument its job does not declare; nothing is sent."""
-
-    def __init__(self, job: str, name: str, known: list[str]) -> None:
-        self.job, self.name, self.known = job, name, known
-        super().__init__(self.line())
-
-    def line(self, *, flags: bool = False) -> str:
-        """One line naming the argument, the likely intended one, and the job's arguments; as
-        command-line flags (``--dry-run``) when ``flags``."""
-
-        def shown(name: str) -> str:
-            return "--" + name.replace("_", "-") if flags else name
-
-        close = difflib.get_close_matches(self.name, self.known, n=1)
-        hint = f" (did you mean {shown(close[0])}?)" if close else ""
-        takes = ", ".join(shown(k) for k in self.known) if self.known else "none"
-        return f"{self.job} has no argument {shown(self.name)}{hint}; its arguments: {takes}"
 
 
 class JobRun(Payload):

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import runtime
-from .errors import ConfigurationError
+from .errors import BgjobsError, ConfigurationError
 from .jobs import Job, JobRun, registered_jobs
 from .outage import is_connection_error, report, store_outage
 from .settings import Settings, schedule_key
@@ -226,7 +226,7 @@ def upcoming(
     return sorted(found, key=lambda u: (u.next_at is None, u.next_at or moment, u.job))
 
 
-class _LostLead(Exception):
+class _LostLead(BgjobsError):
     """The leader lock lapsed (a pause longer than its timeout) and may be another's now."""
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from dramatiq.middleware import Middleware, SkipMessage
 
-from .errors import ConfigurationError
+from .errors import UnknownActor
 
 __all__ = ["StandIn", "UnknownActor", "UnknownActors"]
 
@@ -30,10 +30,6 @@ logger = logging.getLogger("bgjobs.worker")
 SINCE_OPTION = "bgjobs_unknown_since"
 #: Give-backs wait 5 s, 10 s, 20 s ... up to this.
 MAX_WAIT_MS = 60_000
-
-
-class UnknownActor(ConfigurationError):
-    """Raised (as a dead letter's reason) for a message whose actor no worker declared in time."""
 
 
 class StandIn:

@@ -40,3 +40,27 @@ def test_import_bgjobs_reads_no_package_metadata_until_the_version_is_asked_for(
              "print(before, bgjobs.__version__)")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", importlib.metadata.version("bgjobs")]
+
+
+def test_every_error_is_in_one_tree_and_every_public_one_is_defined_in_bgjobs_errors() -> None:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import bgjobs
+    from bgjobs.errors import BgjobsError
+
+    found: dict[str, type] = {}
+    for module in pkgutil.walk_packages(bgjobs.__path__, "bgjobs."):
+        if module.name.startswith(("bgjobs.migrations.versions", "bgjobs.migrations.env")) or (
+            module.name == "bgjobs.actors"
+        ):
+            continue  # Alembic's scripts; bgjobs.actors boots a worker (its errors are the others')
+        for _, value in inspect.getmembers(importlib.import_module(module.name), inspect.isclass):
+            if issubclass(value, BaseException) and value.__module__.startswith("bgjobs"):
+                found[f"{value.__module__}.{value.__qualname__}"] = value
+    outside = sorted(name for name, error in found.items() if not issubclass(error, BgjobsError))
+    elsewhere = sorted(name for name, error in found.items()
+                       if not error.__name__.startswith("_") and error.__module__ != "bgjobs.errors")  # fmt: skip
+    assert (outside, elsewhere) == ([], [])
+    assert len(found) >= 20  # the walk did find them

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from ..errors import ConfigurationError, MaybeDelivered, PermanentError, TransientError
+from ..errors import ConfigurationError, MaybeDelivered, TransientError, VendorRefused
 from ..money import Money
 from ..ports import (
     Balance,
@@ -39,14 +39,6 @@ __all__ = ["HttpPaymentGateway", "HttpPushSender", "HttpSmsSender", "JsonVendor"
 
 _RETRYABLE = {408, 425, 429}
 EXCERPT = 200
-
-
-class VendorRefused(PermanentError):
-    """Raised when a vendor answers a 4xx that retrying cannot change; ``status`` is that answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class JsonVendor:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import ConfigurationError, InvalidPayload
+from ..errors import ConfigurationError, ConsoleError, InvalidPayload, NotFound
 from ..outage import CONNECTION_ERRORS
 from ._security import Access, Guard
 
@@ -94,18 +94,6 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
 
         return 503, {"error": unreachable(exc)}
     return 500, {"error": f"{type(exc).__name__}: {text}"}
-
-
-class NotFound(InvalidPayload):
-    """The thing a path names does not exist: 404, naming the field."""
-
-
-class ConsoleError(Exception):
-    """An answer other than 2xx, with its JSON body (``{"error": ..., "field": ...}``)."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(body["error"])
-        self.status, self.body = status, body
 
 
 class Actor:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DatabaseBehind, SchemaMismatch
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -62,14 +62,6 @@ MODEL_MODULES = (
     "bgjobs.idempotency", "bgjobs.outbox", "bgjobs.runs", "bgjobs.audit", "bgjobs.exports._models",
     "bgjobs.notifications._models", "bgjobs.payouts._models", "bgjobs.webhooks._models",
 )  # fmt: skip
-
-
-class DatabaseBehind(ConfigurationError):
-    """Raised when the database is not at the revision this bgjobs needs (``bgjobs db upgrade`` fixes it)."""
-
-
-class SchemaMismatch(ConfigurationError):
-    """Raised when existing bgjobs tables without a revision do not match the baseline; nothing is changed."""
 
 
 @dataclass(frozen=True)

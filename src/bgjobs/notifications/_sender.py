@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from .. import db, outbox, runtime, tracing
 from ..clock import now as _now
-from ..errors import InvalidPayload
+from ..errors import InvalidPayload, SmsOverBudget
 from ..typed import send_messages
 from ._digests import collect, rule_for
 from ._models import Channel, ChannelMessage, NotificationDelivery, NotificationRecord, Recipient
@@ -41,10 +41,6 @@ class Queued:
     notification_id: str
     keys: dict[Channel, str]
     delayed_until: dict[Channel, datetime] = field(default_factory=dict)
-
-
-class SmsOverBudget(InvalidPayload):
-    """The SMS version renders to more segments than ``BGJOBS_NOTIFICATIONS__SMS_MAX_SEGMENTS``."""
 
 
 def _channels(template: Any, recipient: Recipient, channels: Sequence[Channel | str] | None) -> list[Channel]:

@@ -1,9 +1,10 @@
 """The interfaces integrators implement to reach their vendors."""
 
+from ..errors import NoPaymentMethod
 from ..money import Money
 from ._base import DeliveryReceipt, PortModel
 from .mail import EmailMessage, Mailer
-from .payment import Balance, ChargeRequest, NoPaymentMethod, PaymentGateway, PaymentResult, PayoutRequest
+from .payment import Balance, ChargeRequest, PaymentGateway, PaymentResult, PayoutRequest
 from .push import PushMessage, PushSender
 from .sms import SmsMessage, SmsSender
 from .storage import Storage, StoredObject, check_key

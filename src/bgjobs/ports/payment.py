@@ -11,16 +11,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..errors import PermanentError
 from ..money import Money
 from ._base import PortModel
-
-
-class NoPaymentMethod(PermanentError):
-    """Raised by a gateway's ``charge`` when the customer has no payment method to charge.
-
-    Deferred charges treat it as "skip this customer for now", not as a refusal.
-    """
 
 
 class _MoneyMovement(PortModel):

@@ -36,7 +36,7 @@ from typing import Any
 
 from .. import db, runtime, tracing
 from ..clock import now as _now
-from ..errors import PermanentError, TransientError
+from ..errors import DeliveryExhausted, TransientError
 from ..settings import WebhookSettings
 from . import _transport as transport
 from ._attempts import Finished, Started, announce_exhausted, ask, attempt, count, follow, lease_ms, write
@@ -60,10 +60,6 @@ LEASE_RECHECK = timedelta(seconds=5)
 HOLD_MS = 2_000
 
 Launched = tuple[Started, "concurrent.futures.Future[Finished]"]
-
-
-class DeliveryExhausted(PermanentError):
-    """Raised when a delivery's last scheduled attempt fails; its message is dead-lettered."""
 
 
 def screen(job: DeliveryJob, row: Row | None, now: datetime) -> str | DeliveryJob:

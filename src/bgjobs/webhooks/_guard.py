@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..errors import PermanentError, TransientError
+from ..errors import BlockedAddress, TransientError
 
 __all__ = ["BLOCKED_NETWORKS", "BlockedAddress", "Target", "check_url", "resolve"]
 
@@ -53,10 +53,6 @@ BLOCKED_NETWORKS: tuple[tuple[Network, str], ...] = tuple(
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _COMPATIBLE = ipaddress.ip_network("::/96")
 _TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
-
-
-class BlockedAddress(PermanentError):
-    """Raised when an endpoint URL is not allowed: not HTTPS, or its host reaches a blocked range."""
 
 
 @dataclass(frozen=True)

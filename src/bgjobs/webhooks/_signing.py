@@ -17,15 +17,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import BgjobsError
+from ..errors import InvalidSignature
 
 __all__ = ["InvalidSignature", "generate_secret", "sign", "verify"]
 
 PREFIX = "whsec_"
-
-
-class InvalidSignature(BgjobsError):
-    """Raised by :func:`verify` when a request is unsigned, stale, or signed with another secret."""
 
 
 def generate_secret() -> str:
