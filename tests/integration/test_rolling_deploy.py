@@ -102,8 +102,11 @@ def test_the_previous_release_s_worker_beside_today_s_loses_nothing(
         assert (left.actor, left.reason) == ("webhooks.dispatch", "retries exhausted after 1 attempt(s); "
                                              "last error ActorNotFound: webhooks.dispatch")  # fmt: skip
 
-        # Then a worker of today's release, started beside it, adopts that letter and delivers
-        new = start_worker(workers, {**worker_env, **webhook_env}, processes=1)
+        # Then a worker of today's release, started beside it, adopts that letter and delivers. (0.1
+        # takes the requeued letter as often as it wins the race for it, and dead-letters it again;
+        # today's takes it on a later round. With one process of each, the consumers' 1-s polls
+        # could keep 0.1 first for a minute; two of today's, as a deploy brings, make it seconds.)
+        new = start_worker(workers, {**worker_env, **webhook_env}, processes=2)
         wait_for(lambda: [r.headers["webhook-id"] for r in receiver.received()] == [sent], timeout=60,
                  what="today's worker to deliver the message 0.1 dead-lettered")  # fmt: skip
         assert "requeued 1 dead letter(s) that a worker without their actor left (webhooks.dispatch)" in (
