@@ -9,12 +9,12 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from .sections import _Section
+from .sections import Section
 
 __all__ = ["LocalStorageSettings", "S3Settings", "SftpSettings", "SmtpSettings"]
 
 
-class SmtpSettings(_Section):
+class SmtpSettings(Section):
     host: str = "localhost"
     port: int = Field(default=25, ge=1, le=65535)
     security: Literal["none", "starttls", "ssl"] = "none"
@@ -28,7 +28,7 @@ class SmtpSettings(_Section):
     message_id_domain: str = "bgjobs.local"
 
 
-class S3Settings(_Section):
+class S3Settings(Section):
     """The ``s3`` storage adapter (``pip install 'bgjobs[s3]'``)."""
 
     bucket: str | None = None
@@ -42,7 +42,7 @@ class S3Settings(_Section):
     secret_access_key: SecretStr | None = None
 
 
-class SftpSettings(_Section):
+class SftpSettings(Section):
     """The ``sftp`` storage adapter (``pip install 'bgjobs[sftp]'``)."""
 
     host: str | None = None
@@ -65,6 +65,6 @@ class SftpSettings(_Section):
     timeout_s: float = Field(default=30.0, gt=0)
 
 
-class LocalStorageSettings(_Section):
+class LocalStorageSettings(Section):
     root: str = "bgjobs-storage"
     base_url: str | None = None

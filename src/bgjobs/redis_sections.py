@@ -7,12 +7,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from .sections import _Section
+from .sections import Section
 
 __all__ = ["RedisSettings", "RedisTlsSettings"]
 
 
-class RedisSettings(_Section):
+class RedisSettings(Section):
     """How far an enqueue on the Redis broker waits for replicas (docs/guarantees.md)."""
 
     #: Replicas that must have each enqueue before it returns (Redis ``WAIT``), so a send that
@@ -24,7 +24,7 @@ class RedisSettings(_Section):
     wait_timeout_ms: int = Field(default=1000, ge=1)
 
 
-class RedisTlsSettings(_Section):
+class RedisTlsSettings(Section):
     """TLS for every Redis connection of a ``rediss://`` (or ``rediss+sentinel://``) URL."""
 
     #: The CA certificate(s) that signed the server's certificate (PEM); the system's by default.

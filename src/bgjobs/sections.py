@@ -16,7 +16,7 @@ __all__ = [
     "ActorSettings", "CleanupSettings", "DigestRule", "EventSettings", "ExportSettings", "FamilySettings",
     "HealthSettings", "HttpVendorSettings", "MetricsSettings", "NotificationSettings",
     "OutboxSettings", "PayoutSettings", "PolicySettings", "RabbitmqSettings", "RetrySettings",
-    "SchedulerSettings", "TracingSettings", "WebhookSettings", "WorkerSettings",
+    "SchedulerSettings", "Section", "TracingSettings", "WebhookSettings", "WorkerSettings",
 ]  # fmt: skip
 
 
@@ -24,7 +24,10 @@ def _takes_text(annotation: Any) -> bool:
     return annotation in (str, SecretStr) or any(_takes_text(a) for a in get_args(annotation))
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A settings section (``BGJOBS_<SECTION>__<FIELD>``): unknown fields are refused, values frozen,
+    and an empty variable is unset; the adapters' and Redis's sections are made of it too."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("*", mode="before")
@@ -38,7 +41,7 @@ class _Section(BaseModel):
         return field.get_default(call_default_factory=True)
 
 
-class WorkerSettings(_Section):
+class WorkerSettings(Section):
     """How the worker finds dead peers and poison messages."""
 
     #: A worker silent for this long is dead; its unacked messages go back to their queue.
@@ -58,7 +61,7 @@ class WorkerSettings(_Section):
     unknown_actor_grace_s: float = Field(default=900, ge=0)
 
 
-class ActorSettings(_Section):
+class ActorSettings(Section):
     """Retry and time limits; set per family, overridden per actor."""
 
     max_retries: int | None = Field(default=None, ge=0)
@@ -84,7 +87,7 @@ class FamilySettings(ActorSettings):
     """Defaults for every actor of one family (its queue); None inherits ``BGJOBS_RETRIES__*``."""
 
 
-class HttpVendorSettings(_Section):
+class HttpVendorSettings(Section):
     """A JSON-over-HTTP vendor (the bundled ``http`` SMS and push adapters)."""
 
     url: str | None = None
@@ -192,7 +195,7 @@ class ExportSettings(FamilySettings):
     url_expiry_s: int = Field(default=7 * 86_400, ge=60)
 
 
-class PolicySettings(_Section):
+class PolicySettings(Section):
     """A retention policy declared in settings (``BGJOBS_CLEANUP__POLICIES`` as a JSON list)."""
 
     name: str
@@ -280,7 +283,7 @@ class WebhookSettings(FamilySettings):
     sweep_grace_s: int = Field(default=300, ge=1)
 
 
-class HealthSettings(_Section):
+class HealthSettings(Section):
     """When ``bgjobs status`` exits non-zero: a health check for orchestrators and alerts."""
 
     #: Unhealthy when dead letters (all queues together) exceed this.
@@ -291,7 +294,7 @@ class HealthSettings(_Section):
     min_workers: int = Field(default=1, ge=0)
 
 
-class RabbitmqSettings(_Section):
+class RabbitmqSettings(Section):
     """RabbitMQ deployments (``BGJOBS_BROKER_URL=amqp://...``)."""
 
     #: The management API (``http://user:password@host:15672``), for queue sizes with the messages
@@ -302,7 +305,7 @@ class RabbitmqSettings(_Section):
     login_tries: int = Field(default=3, ge=1)
 
 
-class TracingSettings(_Section):
+class TracingSettings(Section):
     """OpenTelemetry tracing (``pip install 'bgjobs[otel]'``; docs/observability.md). The exporter is
     configured by the SDK's own ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``, ...)."""
 
@@ -317,7 +320,7 @@ class TracingSettings(_Section):
 MIN_TOKEN, MIN_PASSWORD = 16, 8
 
 
-class ConsoleSettings(_Section):
+class ConsoleSettings(Section):
     """The operations console (``bgjobs console``, or ``bgjobs.console.create_app()`` mounted).
 
     With neither a token nor a password it answers loopback clients only, and the standalone
@@ -352,14 +355,14 @@ class ConsoleSettings(_Section):
         return value
 
 
-class MetricsSettings(_Section):
+class MetricsSettings(Section):
     enabled: bool = True
     #: Dramatiq's ``dramatiq_prom_host`` / ``dramatiq_prom_port`` variables win when set.
     host: str = "127.0.0.1"
     port: int = Field(default=9191, ge=0, le=65535)
 
 
-class SchedulerSettings(_Section):
+class SchedulerSettings(Section):
     """One scheduler per deployment, under a Redis lock."""
 
     #: The lock expires this long after its holder stops refreshing it (a killed scheduler).
@@ -373,12 +376,12 @@ class SchedulerSettings(_Section):
     catch_up_s: int = Field(default=3_600, ge=0)
 
 
-class EventSettings(_Section):
+class EventSettings(Section):
     #: ``publish(..., key=K)`` twice within this window delivers once per subscriber.
     dedupe_window_s: int = Field(default=86_400, ge=1)
 
 
-class OutboxSettings(_Section):
+class OutboxSettings(Section):
     #: Each worker process relays committed outbox rows to the broker.
     relay_in_worker: bool = True
     #: The relay is woken by each commit that deferred work; this poll is only the fallback.
