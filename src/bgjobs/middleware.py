@@ -84,15 +84,21 @@ class Maintenance(Middleware):
 
     def _loop(self, broker: OperatedBroker, worker: Any) -> None:
         interval = broker.worker_settings.maintenance_interval_ms / 1000
+        timeout = broker.worker_settings.heartbeat_timeout_ms / 1000
         described = False
         next_sizes = 0.0
+        #: Until then, no silent worker is taken for dead: after an outage of the store every
+        #: heartbeat is stale, and a pass that recovered the "dead" ones' messages while they ran
+        #: ran them twice. Each live worker beats again within the timeout; a dead one waits that
+        #: much longer to be recovered.
+        trusting_after = 0.0
         while not self._stop.is_set():
             try:
                 if not described:  # again after any failure: a restarted Redis has forgotten us
                     broker.register_queues()
                     broker.announce(worker)
                     described = True
-                done = broker.run_maintenance()
+                done = broker.run_maintenance(recover=time.monotonic() >= trusting_after)
                 store_outage().recover(log=logger)
                 ready = None
                 if time.monotonic() >= next_sizes:  # the console's sparklines: a point per 10 s is plenty
@@ -113,6 +119,7 @@ class Maintenance(Middleware):
                 described = False
                 if is_connection_error(exc):
                     report(exc, log=logger)
+                    trusting_after = time.monotonic() + timeout + interval
                     self._stop.wait(min(interval, 1.0))
                     continue
                 logger.error("maintenance pass failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc,

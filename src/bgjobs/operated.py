@@ -92,8 +92,15 @@ class OperatedBroker(dramatiq.Broker):
         """Each queue's sizes now."""
 
     @abc.abstractmethod
-    def run_maintenance(self, *, heartbeat: bool = True, now_ms: int | None = None) -> MaintenanceReport:
-        """One maintenance pass: this process's heartbeat, and whatever the engine needs swept."""
+    def run_maintenance(
+        self, *, heartbeat: bool = True, now_ms: int | None = None, recover: bool = True
+    ) -> MaintenanceReport:
+        """One maintenance pass: this process's heartbeat, and whatever the engine needs swept.
+
+        Args:
+            recover: take silent workers for dead (False just after an outage of the store, when
+                every worker's heartbeat is stale and the others have yet to beat again).
+        """
 
     @abc.abstractmethod
     def enqueue_once(self, message: Any, *, key: str, ttl_s: int) -> Any:

@@ -178,7 +178,9 @@ class BgjobsRabbitmqBroker(OperatedBroker, RabbitmqBroker):
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
         return found
 
-    def run_maintenance(self, *, heartbeat: bool = True, now_ms: int | None = None) -> MaintenanceReport:
+    def run_maintenance(
+        self, *, heartbeat: bool = True, now_ms: int | None = None, recover: bool = True
+    ) -> MaintenanceReport:
         """Heartbeat, forget workers whose heartbeat stopped, expire old dead letters.
 
         (RabbitMQ itself gives a dead worker's unacked messages back when its connection closes.)
@@ -195,7 +197,7 @@ class BgjobsRabbitmqBroker(OperatedBroker, RabbitmqBroker):
                 pipe.hset(key, mapping=held).pexpire(key, ws.heartbeat_timeout_ms)
             pipe.execute()
         queues = sorted(q for q in self.get_declared_queues() if not q.endswith((".DQ", ".XQ")))
-        args = [now, ws.heartbeat_timeout_ms, ws.dead_message_ttl_ms, *queues]
+        args = [now, ws.heartbeat_timeout_ms if recover else now, ws.dead_message_ttl_ms, *queues]
         expired = self._sweep(keys=[self.namespace], args=args)
         return MaintenanceReport((0, 0, int(expired)))
 

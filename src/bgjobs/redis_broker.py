@@ -259,17 +259,21 @@ class BgjobsRedisBroker(OperatedBroker, RedisBroker):
         """Declared queues and their delay queues, as the maintenance script wants them."""
         return sorted(self.get_declared_queues() | self.delay_queues)
 
-    def run_maintenance(self, *, heartbeat: bool = True, now_ms: int | None = None) -> MaintenanceReport:
+    def run_maintenance(
+        self, *, heartbeat: bool = True, now_ms: int | None = None, recover: bool = True
+    ) -> MaintenanceReport:
         """Heartbeat for this process, recover dead workers' messages, expire old dead letters.
 
         Args:
             now_ms: the time the pass judges by (the clock's by default); a test passes a later
                 one instead of waiting for a heartbeat to time out.
+            recover: False: no worker is taken for dead in this pass (see the Maintenance middleware).
         """
         ws = self.worker_settings
+        now = int(time.time() * 1000) if now_ms is None else now_ms
         args: list[str | int] = [
-            int(time.time() * 1000) if now_ms is None else now_ms,
-            ws.heartbeat_timeout_ms,
+            now,
+            ws.heartbeat_timeout_ms if recover else now,  # a timeout of all time: nobody is silent that long
             ws.dead_message_ttl_ms,
             ws.max_deliveries,
             self.broker_id if heartbeat else "",
