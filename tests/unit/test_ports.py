@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,39 @@ def test_localfs_leaves_nothing_under_the_key_when_the_writer_fails(tmp_path: Pa
     with pytest.raises(RuntimeError):
         storage.put(key="a/b.csv", chunks=chunks())  # type: ignore[arg-type]
     assert list((tmp_path / "a").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("root", "key", "error", "named"),
+    [
+        ("/sys/bgjobs-test", "x.csv", PermanentError, "check BGJOBS_LOCALFS__ROOT and its permissions"),
+        (None, "n" * 252 + ".csv", PermanentError, "the name is too long for the file system"),
+    ],
+    ids=["a root it may not write", "a name past the limit"],
+)
+def test_localfs_fails_once_on_what_only_a_setting_or_the_key_fixes(
+    tmp_path: Path, root: str | None, key: str, error: type[Exception], named: str
+) -> None:
+    with pytest.raises(error, match=named):
+        LocalFileStorage(root or tmp_path).put(key=key, chunks=[b"x"])
+
+
+def test_localfs_writes_a_name_at_the_file_system_s_limit(tmp_path: Path) -> None:
+    key = "n" * 251 + ".csv"  # 255 bytes: the temporary name's suffix once made it too long
+    LocalFileStorage(tmp_path).put(key=key, chunks=[b"a,b\n"])
+    assert (tmp_path / key).read_bytes() == b"a,b\n"
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "named"),
+    [(errno.ENOSPC, TransientError, "the disk under .* is full"),
+     (errno.EROFS, PermanentError, "BGJOBS_LOCALFS__ROOT")],
+    ids=["a full disk passes", "a read-only file system lasts"],
+)
+def test_localfs_s_table_rows_no_test_machine_can_stage(
+    tmp_path: Path, code: int, error: type[Exception], named: str
+) -> None:
+    from bgjobs.adapters.localfs import _classified
+
+    with pytest.raises(error, match=named), _classified("writing x.csv", tmp_path):
+        raise OSError(code, os.strerror(code))

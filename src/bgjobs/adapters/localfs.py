@@ -2,10 +2,16 @@
 
 An object is written to a temporary file beside its target, fsynced, then
 renamed into place: a reader never sees half an object, even after a crash.
+
+Errors are classified in one table (:func:`_classified`, docs/exports.md): a root the process may
+not write (or a read-only file system) and a name too long fail once, naming the setting or the
+key; a full disk, and anything else, is retried.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -13,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from ..errors import PermanentError
+from ..errors import PermanentError, TransientError
 from ..ports import Storage, StoredObject
 from ..settings import LocalStorageSettings
 
@@ -40,10 +46,16 @@ class LocalFileStorage(Storage):
         return target
 
     def _put(self, *, key: str, chunks: Iterable[bytes], content_type: str) -> StoredObject:
+        with _classified(f"writing {key}", self.root):
+            return self._write(key, chunks, content_type)
+
+    def _write(self, key: str, chunks: Iterable[bytes], content_type: str) -> StoredObject:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         digest, size = hashlib.sha256(), 0
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        # As short whatever the name: a name near the file system's limit plus a suffix was too long.
+        tag = hashlib.sha256(target.name.encode()).hexdigest()[:12]
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{tag}.", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in chunks:
@@ -77,3 +89,25 @@ class LocalFileStorage(Storage):
         if self.base_url:
             return f"{self.base_url.rstrip('/')}/{quote(key)}"
         return self.path(key).as_uri()
+
+
+@contextlib.contextmanager
+def _classified(what: str, root: Path) -> Iterator[None]:
+    """The local file system's errors as bgjobs's: what only a setting or the disk's owner fixes
+    fails once; a full disk, and anything else, may pass."""
+    try:
+        yield
+    except PermanentError:
+        raise
+    except OSError as exc:
+        code = exc.errno
+        if isinstance(exc, PermissionError) or code == errno.EROFS:
+            raise PermanentError(f"storage: {what}: this process may not write under {root} "
+                                 f"({exc.strerror}); check BGJOBS_LOCALFS__ROOT and its permissions"
+                                 ) from None  # fmt: skip
+        if code == errno.ENAMETOOLONG:
+            raise PermanentError(f"storage: {what}: the name is too long for the file system "
+                                 f"({exc.strerror}); shorten it") from None  # fmt: skip
+        if code == errno.ENOSPC:
+            raise TransientError(f"storage: {what}: the disk under {root} is full") from None
+        raise TransientError(f"storage: {what}: {type(exc).__name__}: {exc}") from None
