@@ -1,9 +1,11 @@
-"""The cost of ``import bgjobs`` beside ``import dramatiq``, each in fresh interpreters, same run.
+"""The cost of ``import bgjobs`` and of each family a host imports to send, beside ``import
+dramatiq``, each in fresh interpreters, same run; and whether a family's import loads what only
+a worker needs (aiohttp, the consumer, its handlers).
 
 python benchmarks/imports.py [--rounds 15]
 
 Each round starts a new interpreter per module and reads ``-X importtime``'s cumulative figure
-for the top-level package, so the interpreter's own start-up is not counted.
+for the module imported, so the interpreter's own start-up is not counted.
 """
 
 from __future__ import annotations
@@ -24,15 +26,28 @@ def cumulative_us(module: str) -> int:
     raise RuntimeError(f"no importtime line for {module}")
 
 
+#: The families a host imports to send: each should cost at most 3x ``import dramatiq``.
+FAMILIES = ("bgjobs.notifications", "bgjobs.webhooks", "bgjobs.payouts", "bgjobs.exports")
+
+
+def worker_only(module: str) -> list[str]:
+    """What importing ``module`` loads that only a worker needs."""
+    probe = (f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules if m == 'aiohttp' or "
+             "m == 'bgjobs.consumer' or m.endswith('.actors'))))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    figures: dict[str, list[int]] = {"dramatiq": [], "bgjobs": []}
+    modules = ("dramatiq", "bgjobs", *FAMILIES)
+    figures: dict[str, list[int]] = {m: [] for m in modules}
     for _ in range(args.rounds):
-        for module in ("dramatiq", "bgjobs"):
+        for module in modules:
             figures[module].append(cumulative_us(module))
     dramatiq_ms = statistics.median(figures["dramatiq"]) / 1000
     bgjobs_ms = statistics.median(figures["bgjobs"]) / 1000
@@ -40,6 +55,11 @@ def main() -> None:
     print(f"import dramatiq: {dramatiq_ms:8.1f} ms")
     print(f"import bgjobs:   {bgjobs_ms:8.1f} ms")
     print(f"ratio:           {bgjobs_ms / dramatiq_ms:8.2f}x  (goal <= 3x)")
+    for family in FAMILIES:
+        ms = statistics.median(figures[family]) / 1000
+        loads = worker_only(family)
+        shown = ", ".join(loads) or "-"
+        print(f"import {family}: {ms:8.1f} ms  {ms / dramatiq_ms:6.2f}x  (goal <= 3x)  loads: {shown}")
 
 
 if __name__ == "__main__":
