@@ -83,8 +83,10 @@ def test_a_failing_primary_hands_messages_to_the_backup_at_once_and_its_circuit_
     rows = deliveries(limit=100)
     assert [(r.status, r.attempts, r.provider) for r in rows] == [("sent", 1, "backup")] * 10
     assert len(backup.delivered("/sms")) == 10 and primary.delivered("/sms") == {}
-    # And the primary was tried three times (the threshold), then skipped while its circuit is open
-    assert len(primary.requests) == 3
+    # And the primary was tried three times (the threshold), then skipped while its circuit is open:
+    # the harness's second worker thread may have sent a fourth before the third failure was
+    # counted (seen once in CI), never more
+    assert 3 <= len(primary.requests) <= 4
     assert circuits() == {("sms", "primary"): 1.0, ("sms", "backup"): 0.0}
     assert counted("sent", "backup") - sent_before == 10
     assert counted("failed_over", "primary") >= 3
