@@ -37,7 +37,6 @@ from uuid import uuid4
 
 import pika
 import pika.exceptions
-import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed, DecodeError
@@ -46,7 +45,7 @@ from dramatiq.message import Message
 from .consumer import PAUSE_CHECK_S, PauseWatch
 from .errors import ConfigurationError
 from .operated import LETTER_OPTION, MaintenanceReport, OperatedBroker, QueueSizes
-from .outage import report
+from .outage import CONNECTION_ERRORS, report
 from .rabbitmq_management import Management
 from .redact import mask_url
 from .redis_connections import client_for, is_redis_url
@@ -267,7 +266,7 @@ class _Consumer(_RabbitmqConsumer):
         self.holding.discard(message._tag)
         try:
             self.broker.keep_dead_letter(message, message.encode())
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except CONNECTION_ERRORS as exc:
             # The store is down: Dramatiq tries the nack again every few seconds, the message held
             # unacked meanwhile (never given back to run again while this worker lives).
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
@@ -318,7 +317,7 @@ class _Consumer(_RabbitmqConsumer):
             ):
                 self.connection.add_callback_threadsafe(lambda: self.channel.basic_ack(method.delivery_tag))
                 return None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:  # the store is down: held till it answers
+        except CONNECTION_ERRORS as exc:  # the store is down: held till it answers
             report(exc)
             self._held.insert(0, (method, body))
             self._wait()
