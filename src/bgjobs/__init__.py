@@ -12,7 +12,8 @@ from typing import Any as _Any
 if _TYPE_CHECKING:
     from . import cleanup, events, exports, notifications, outbox, payouts, webhooks
     from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
-    from .jobs import JobArguments, JobContext, job, trigger
+    from .families import trigger
+    from .jobs import JobArguments, JobContext, job
     from .money import Money
     from .runtime import get_broker, set_broker
     from .settings import Settings, get_settings
@@ -26,7 +27,7 @@ if _TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "BgjobsError": "errors", "ConfigurationError": "errors", "InvalidPayload": "errors",
     "PermanentError": "errors", "TransientError": "errors",
-    "JobArguments": "jobs", "JobContext": "jobs", "job": "jobs", "trigger": "jobs",
+    "JobArguments": "jobs", "JobContext": "jobs", "job": "jobs", "trigger": "families",
     "Money": "money",
     "Payload": "typed", "TypedActor": "typed", "actor": "typed", "delivery_key": "typed",
     "Settings": "settings", "get_settings": "settings",

@@ -102,7 +102,7 @@ def _known_jobs() -> int:
 
 
 def _trigger(args: argparse.Namespace) -> int:
-    from .jobs import trigger
+    from .families import trigger
 
     if args.job is None:
         return _known_jobs()

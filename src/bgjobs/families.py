@@ -9,14 +9,16 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
+    import dramatiq
+
     from .settings import Settings
 
-__all__ = ["FAMILY_MODULES", "import_job_modules"]
+__all__ = ["FAMILY_MODULES", "import_job_modules", "trigger"]
 
 FAMILY_MODULES: tuple[str, ...] = (
     "bgjobs.outbox",
@@ -39,3 +41,20 @@ def import_job_modules(settings: Settings) -> None:
             importlib.import_module(module)
         except ImportError as exc:
             raise ConfigurationError(f"BGJOBS_JOBS: cannot import {module!r}: {exc}") from None
+
+
+def trigger(job_name: str, **args: str) -> dramatiq.Message[Any]:
+    """Enqueue a batch job now, as ``bgjobs trigger`` does: bgjobs's own jobs and ``BGJOBS_JOBS``'s
+    are found without importing their modules first.
+
+    Raises:
+        ConfigurationError: no job has that name; the message lists the known ones.
+        UnknownArgument: an argument the job does not declare; nothing is sent.
+        InvalidPayload: an argument the job cannot read; nothing is sent.
+    """
+    from . import jobs
+    from .settings import get_settings
+
+    if job_name not in jobs.registered_jobs():
+        import_job_modules(get_settings())
+    return jobs.trigger(job_name, **args)

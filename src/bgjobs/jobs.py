@@ -248,8 +248,9 @@ def job(
 
 
 def trigger(job_name: str, **args: str) -> dramatiq.Message[Any]:
-    """Enqueue a batch job now, as ``bgjobs trigger`` does: bgjobs's own jobs and ``BGJOBS_JOBS``'s
-    are found without importing their modules first.
+    """Enqueue a batch job declared in this process now. :func:`bgjobs.trigger` (and ``bgjobs
+    trigger``) also finds bgjobs's own jobs and ``BGJOBS_JOBS``'s without importing them first;
+    this one sits below the families, which declare their jobs with :func:`job`, so it imports none.
 
     Raises:
         ConfigurationError: no job has that name; the message lists the known ones.
@@ -257,12 +258,6 @@ def trigger(job_name: str, **args: str) -> dramatiq.Message[Any]:
         InvalidPayload: an argument the job cannot read; nothing is sent.
     """
     known = registered_jobs()
-    if job_name not in known:
-        from .families import import_job_modules
-        from .settings import get_settings
-
-        import_job_modules(get_settings())
-        known = registered_jobs()
     if job_name not in known:
         names = ", ".join(sorted(known)) or "none are declared"
         raise ConfigurationError(f"unknown job {job_name!r}; known jobs: {names}")

@@ -317,10 +317,10 @@ def test_a_key_in_use_answer_is_transient(gateway: PaymentGatewayServer) -> None
     assert gateway.conflicts == 1
 
 
-def test_a_worker_whose_lease_was_taken_while_it_was_held_up_does_not_call_the_gateway(
+def test_a_worker_whose_claim_was_taken_while_it_was_held_up_does_not_call_the_gateway(
     harness: Start, gateway: PaymentGatewayServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bgjobs import runtime
+    from bgjobs import db
     from bgjobs.errors import LeaseLost
     from bgjobs.payouts import _paying as paying
     from bgjobs.payouts._models import PayoutJob
@@ -331,26 +331,22 @@ def test_a_worker_whose_lease_was_taken_while_it_was_held_up_does_not_call_the_g
     earn("v1", "200.00", "b1", W23)
     plan_payouts(period_for("weekly", "2025-W23", timezone="UTC"), run_id="r1")
     (payout,) = all_payouts()
-    coordination = runtime.current().coordination
-    made = coordination.lease
+    call_gateway = paying._call_gateway
+    table = paying.CLAIMS.table
 
-    def lost_once_taken(name: str, *, ttl_ms: int) -> Any:
-        # Given a worker held up (paused, cut off) right after it took the payout's lease, long
-        # enough for the lease to lapse and another worker to take it
-        lease = made(name, ttl_ms=ttl_ms)
-        take = lease.acquire
+    def held_up_then_call(payout: Any, claim: Any) -> str:
+        # Given a worker held up (paused, cut off) after it took the payout, long enough for its
+        # claim to lapse and another worker to take the payout
+        with db.get_engine().begin() as conn:
+            conn.execute(table.update().where(table.c.id == payout.id).values(
+                claimed_by="another worker", attempts=table.c.attempts + 1,
+                lease_until=datetime.now(UTC) + timedelta(minutes=1)))  # fmt: skip
+        claim.sure_until = 0.0  # its clock says the claim may have lapsed
+        return call_gateway(payout, claim)
 
-        def take_then_lose() -> bool:
-            taken = take()
-            coordination.leases[lease.key] = ("another worker", coordination.now() + 60)  # type: ignore[attr-defined]
-            return taken
-
-        lease.acquire = take_then_lose  # type: ignore[method-assign]
-        return lease
-
-    monkeypatch.setattr(coordination, "lease", lost_once_taken)
+    monkeypatch.setattr(paying, "_call_gateway", held_up_then_call)
     # Then it stops before its gateway call (the job is retried), and the payout stays the other's
     with pytest.raises(LeaseLost):
         paying.pay(PayoutJob(payout_id=payout.id))
     assert gateway.requests == 0
-    assert [p.status for p in all_payouts()] == ["pending"]
+    assert [(p.status, p.claimed_by) for p in all_payouts()] == [("pending", "another worker")]

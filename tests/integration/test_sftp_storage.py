@@ -130,6 +130,57 @@ def test_a_worker_killed_mid_upload_leaves_nothing_under_the_final_name(
     assert info.url == f"sftp://{sshd.user}@127.0.0.1:{sshd.port}{final}"
 
 
+def test_a_worker_paused_past_its_claim_leaves_the_export_to_the_worker_that_took_it_over(
+    sshd: SshServer, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    from bgjobs import notifications
+    from bgjobs.exports._formats import encode
+    from bgjobs.notifications import Recipient
+    from tests.support.export_datasets import counted
+
+    env = {
+        "BGJOBS_BROKER_URL": redis_url,
+        "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'exports.db'}",
+        "BGJOBS_JOBS": '["tests.support.export_datasets"]',
+        "BGJOBS_WORKER__HEARTBEAT_TIMEOUT_MS": "2000",
+        "BGJOBS_WORKER__MAINTENANCE_INTERVAL_MS": "500",
+        "BGJOBS_METRICS__ENABLED": "false",
+        "BGJOBS_MAILER": "console",
+        **sshd.env(),
+    }
+    use_environment(monkeypatch, env)
+    asker = Recipient(user_id="u1", email="ops@example.com")
+    export_id = exports.request("counted", filters={"rows": ROWS, "pause": 0.1}, requested_by=asker)
+    final = sshd.root / exports.get(export_id).storage_key
+    paused = WorkerProcess(env, processes=1, threads=2).start()
+    other = WorkerProcess(env, processes=1, threads=2)
+    try:
+        wait_for(lambda: any(p.stat().st_size > 0 for p in final.parent.glob(".*.part")), timeout=60,
+                 what="bytes uploaded")  # fmt: skip
+        assert paused.proc is not None
+        os.killpg(paused.proc.pid, signal.SIGSTOP)  # held up mid-upload, past its heartbeat and claim
+        other.start()  # takes the export over once the paused worker's heartbeat and claim run out
+        wait_for(lambda: exports.get(export_id).status == "done", timeout=120, what="the export to finish")
+        os.killpg(paused.proc.pid, signal.SIGCONT)
+        wait_for(lambda: "took it over while this one was held up" in paused.output(), timeout=60,
+                 what="the resumed worker to find its export taken over")  # fmt: skip
+        wait_for(lambda: notifications.deliveries(template="export_ready", status="sent"), timeout=60,
+                 what="the export_ready email")  # fmt: skip
+    finally:
+        paused.kill()
+        other.kill()
+    # The export is the second worker's: done, whole, no error, one email, none saying it failed
+    expected = b"".join(encode("csv", counted(period=None, filters={"rows": ROWS}), ("n", "label", "amount")))
+    after = exports.get(export_id)
+    assert final.read_bytes() == expected
+    assert (after.status, after.error, after.sha256) == ("done", None, hashlib.sha256(expected).hexdigest())
+    assert len(notifications.deliveries(template="export_ready")) == 1
+    assert notifications.deliveries(template="export_failed") == []
+
+
 def _encrypted_key(sshd: SshServer, tmp_path: Path) -> str:
     import subprocess
 
@@ -223,3 +274,42 @@ def test_uploads_killed_long_ago_leave_no_part_files_after_the_daily_cleanup(ssh
         os.utime(path, (day_ago, day_ago))
     assert _storage(sshd).remove_stale_parts(older_than_s=86_400) == 2
     assert not old.exists() and not older_style.exists() and fresh.exists() and kept.exists()
+
+
+def test_two_uploads_of_one_key_at_once_both_finish_and_leave_one_whole_file(sshd: SshServer) -> None:
+    """A worker held up past its claim resumes its upload while the worker that took the export
+    over uploads the same key: neither removes the other's temporary file."""
+    import threading
+
+    storage = _storage(sshd)
+    other_done = threading.Event()
+    first_body: list[bytes] = []
+
+    def still_writing() -> Iterator[bytes]:
+        while not other_done.is_set():  # writes on (its file stays fresh) while the other uploads
+            chunk = bytes([len(first_body) % 256]) * 64_000
+            first_body.append(chunk)
+            yield chunk
+            other_done.wait(0.05)
+
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            storage.put(key="exports/e1.csv", chunks=still_writing(), content_type="text/csv")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        wait_for(lambda: len(first_body) > 2, timeout=30, what="the first upload under way")
+        second = [b"second upload\n"] * 1000
+        storage.put(key="exports/e1.csv", chunks=iter(second), content_type="text/csv")
+    finally:
+        other_done.set()
+        thread.join(timeout=60)
+    assert errors == []
+    final = sshd.root / "exports/e1.csv"
+    assert final.read_bytes() == b"".join(first_body)  # renamed last, whole
+    assert [p.name for p in final.parent.iterdir()] == ["e1.csv"]

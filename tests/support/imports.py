@@ -1,7 +1,9 @@
 """The import graph of ``src/bgjobs``, built with :mod:`ast`, and its cycles.
 
-Every import counts, wherever it is written: at module level, inside a function, in a ``try``.
-Two kinds are left out on purpose:
+Every import counts, wherever it is written: at module level, inside a function, in a ``try``;
+so does ``importlib.import_module`` of a module named by a literal string, or by each string of a
+literal tuple it loops over (``for module in MODEL_MODULES: import_module(module)``, the tuple
+written in the module or imported from another). Two kinds are left out on purpose:
 
 - imports under ``if TYPE_CHECKING:``, which never run;
 - re-exports through a package ``__init__``: ``from bgjobs.webhooks import publish`` is an edge to
@@ -116,9 +118,65 @@ class Graph:
                 origin = _absolute(module, is_package, node)
                 targets = [self._resolve(origin, alias.name) for alias in node.names]
             found.update(t for t in targets if t is not None and t != module)
+        named = (self._resolve(name, None) for name in self._named_imports(module))
+        found.update(t for t in named if t is not None and t != module)
         if is_package:  # a package's re-exports are its own business, not a dependency of it
             found = {t for t in found if not t.startswith(module + ".")}
         return found
+
+    def _constants(self, module: str, name: str, seen: frozenset[str] = frozenset()) -> list[str]:
+        """The strings of the literal tuple (or list) ``name`` is bound to in ``module``, following
+        a ``from x import name`` to the module that writes it."""
+        tree = self.trees.get(module)
+        if tree is None or module in seen:
+            return []
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, ast.AnnAssign) else []  # fmt: skip
+            value = getattr(node, "value", None)
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets) and isinstance(
+                value, ast.Tuple | ast.List
+            ):
+                return [str(e.value) for e in value.elts if isinstance(e, ast.Constant)]
+        for node in _imports(tree):
+            if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+                origin = _absolute(module, module in self.packages, node)
+                real = next(a.name for a in node.names if (a.asname or a.name) == name)
+                return self._constants(origin, real, seen | {module})
+        return []
+
+    def _strings(self, module: str, node: ast.expr) -> list[str]:
+        """The module names an expression given to ``import_module`` can hold."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return [node.value]
+        if isinstance(node, ast.Name):
+            return self._constants(module, node.id)
+        if isinstance(node, ast.Tuple | ast.List):
+            items = [e.value if isinstance(e, ast.Starred) else e for e in node.elts]
+            return [n for e in items for n in self._strings(module, e)]
+        return []
+
+    def _named_imports(self, module: str) -> set[str]:
+        """Modules ``module`` imports by name at run time (``importlib.import_module``)."""
+        tree, named = self.trees[module], set()
+        loops = {
+            n.target.id: n.iter
+            for n in ast.walk(tree)
+            if isinstance(n, ast.For) and isinstance(n.target, ast.Name)
+        }
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and node.args):
+                continue
+            func = node.func
+            called = getattr(func, "id", None) or getattr(func, "attr", "")
+            if called != "import_module":
+                continue
+            arg = node.args[0]
+            if isinstance(arg, ast.Name) and arg.id in loops:
+                named.update(self._strings(module, loops[arg.id]))
+            else:
+                named.update(self._strings(module, arg))
+        return {n for n in named if n.startswith(PACKAGE + ".") or n == PACKAGE}
 
     def cycles(self) -> list[list[str]]:
         """Strongly connected components with more than one module (Tarjan), each sorted."""

@@ -26,6 +26,28 @@ def test_the_checker_finds_a_cycle_through_a_function_level_import(tmp_path) -> 
     assert graph.edges["bgjobs.fam.types"] == set()  # type-only imports never run
 
 
+def test_the_checker_follows_imports_of_modules_named_by_literal_strings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The shape bgjobs had: db -> migrations (in a function) -> the model modules, named as strings
+    # in a tuple another module imports -> db
+    package = tmp_path / "bgjobs"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "db.py").write_text("def upgrade():\n    from .migrations import run\n    run()\n")
+    (package / "schema.py").write_text('MODELS = ("bgjobs.models",)\n')
+    (package / "migrations.py").write_text(
+        "import importlib\nfrom .schema import MODELS\n\ndef run():\n"
+        "    for module in MODELS:\n        importlib.import_module(module)\n"
+        "    importlib.import_module('bgjobs.extra')\n"
+    )
+    (package / "models.py").write_text("from . import db\n")
+    # A string that names a module without importing it is no edge
+    (package / "extra.py").write_text("import logging\nlogging.getLogger('bgjobs.db')\n")
+    graph = Graph(package)
+    assert graph.edges["bgjobs.migrations"] == {"bgjobs.schema", "bgjobs.models", "bgjobs.extra"}
+    assert graph.edges["bgjobs.extra"] == set()
+    assert graph.cycles() == [["bgjobs.db", "bgjobs.migrations", "bgjobs.models"]]
+
+
 def test_no_module_is_over_the_size_limit() -> None:
     sizes = {str(p.relative_to(SOURCE)): len(p.read_text().splitlines()) for p in SOURCE.rglob("*.py")}
     assert {name: n for name, n in sizes.items() if n >= MAX_LINES} == {}
@@ -64,3 +86,24 @@ def test_every_error_is_in_one_tree_and_every_public_one_is_defined_in_bgjobs_er
     elsewhere = sorted(name for name, error in public.items() if error.__module__ != "bgjobs.errors")
     assert (outside, elsewhere) == ([], [])
     assert len(found) >= 20  # the walk did find them
+
+
+def test_the_claim_primitive_is_the_only_one_that_takes_or_releases_a_unit_of_work() -> None:
+    """How "one way to do a thing once" is checked: only ``claims.py`` writes the claim columns
+    (``claimed_by``, ``lease_until``; migrations add them), and the coordination store's leases are
+    taken only for what is not a unit of work (the scheduler's leadership, a batch job's one run at
+    a time, the short mutexes built on them)."""
+    import re
+
+    writes = re.compile(r"\b(lease_until|claimed_by)\s*=[^=]")
+    leases = re.compile(r"\.lease\(")
+    writers, leasers = set(), set()
+    for path in SOURCE.rglob("*.py"):
+        name = str(path.relative_to(SOURCE))
+        text = path.read_text()
+        if writes.search(text) and not name.startswith("migrations/"):
+            writers.add(name)
+        if leases.search(text):
+            leasers.add(name)
+    assert writers == {"claims.py"}
+    assert leasers == {"jobs.py", "scheduling.py", "coordination.py"}

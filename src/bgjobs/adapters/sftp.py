@@ -7,8 +7,9 @@
   (``.<hash of the name>.<random>.part``, 31 characters whatever the name), read back and compared
   (size and SHA-256), then renamed onto its key with ``posix-rename`` (one step on OpenSSH
   servers). A reader never sees a partial file under the key. A killed worker leaves only a
-  ``.part`` file, which the next upload of that key removes, and ``cleanup.daily`` removes any left
-  longer than a day (:meth:`SftpStorage.remove_stale_parts`).
+  ``.part`` file, which the next upload of that key removes once it is done (only parts last
+  written before it began: two uploads of one key at once each finish), and ``cleanup.daily``
+  removes any left longer than a day (:meth:`SftpStorage.remove_stale_parts`).
 - **Errors** are classified in one table (:meth:`SftpStorage._classified`): what a setting or the
   server's files must fix (a refused key or host key, a wrong passphrase, a missing key file, a
   root that cannot be written, a name too long) fails once, naming the setting; a dropped
@@ -207,11 +208,9 @@ class SftpStorage(Storage):
         digest, size = hashlib.sha256(), 0
         with self._session(f"upload of {key}") as sftp:
             self._makedirs(sftp, directory)
-            for stale in sftp.listdir(directory):  # what a killed upload of this key left
-                if stale.startswith((f".{tag}.", f".{name}.")) and stale.endswith(".part"):
-                    sftp.remove(posixpath.join(directory, stale))
             try:
                 with sftp.open(temporary, "wb") as out:
+                    begun = out.stat().st_mtime or 0  # on the server's clock
                     out.set_pipelined(True)
                     for chunk in chunks:
                         digest.update(chunk)
@@ -231,7 +230,19 @@ class SftpStorage(Storage):
                 with contextlib.suppress(Exception):
                     sftp.remove(temporary)
                 raise
+            self._remove_left(sftp, directory, (f".{tag}.", f".{name}."), begun)
         return StoredObject(key=key, size=size, sha256=digest.hexdigest(), content_type=content_type)
+
+    @staticmethod
+    def _remove_left(sftp: Any, directory: str, prefixes: tuple[str, ...], begun: float) -> None:
+        """Once uploaded: remove what killed uploads of the key left, the parts last written before
+        this upload began. Not before it, and not a newer one: a second upload of the key (a
+        worker that was paused past its claim, resumed) may be writing it now."""
+        for entry in sftp.listdir_attr(directory):
+            named = entry.filename
+            if named.startswith(prefixes) and named.endswith(".part") and (entry.st_mtime or 0) < begun:
+                with contextlib.suppress(FileNotFoundError):
+                    sftp.remove(posixpath.join(directory, named))
 
     def remove_stale_parts(self, *, older_than_s: float, deadline: float | None = None) -> int:
         """Remove the temporary files of uploads killed longer ago than ``older_than_s`` (ones the

@@ -21,7 +21,7 @@ from sqlmodel import SQLModel
 
 from .. import retention, runtime
 from ..errors import ConfigurationError
-from ..migrations import MODEL_MODULES
+from ..migrations.schema import MODEL_MODULES
 
 __all__ = ["Action", "Policy", "bgjobs_policies", "parse_age", "policies", "register_policy", "reset"]
 

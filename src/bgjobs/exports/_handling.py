@@ -14,18 +14,21 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.sql import Select
 
 from .. import db, notifications, runtime, tracing, wiring
+from ..claims import Answer, Claim, Claims, Seen, recheck_ms
 from ..clock import now as _now
-from ..errors import InvalidPayload, PermanentError
+from ..errors import InvalidPayload, LeaseLost, PermanentError
 from ..typed import final_attempt
 from ._datasets import get_dataset, rows_of
 from ._formats import encode, gzipped
 from ._models import ExportJob, ExportRecord
 from ._sender import info
+from .tasks import run_export
 
-__all__ = ["CONTENT_TYPES", "run"]
+__all__ = ["CLAIMS", "CONTENT_TYPES", "run"]
 
 logger = logging.getLogger("bgjobs.exports")
 
@@ -36,14 +39,18 @@ CONTENT_TYPES = {
 }
 
 
-def _update(export_id: str, **values: Any) -> ExportRecord:
+_table: Any = ExportRecord.__table__  # type: ignore[attr-defined]
+#: An export is claimed while it runs: two workers never upload one export at once.
+CLAIMS = Claims(_table, name="export", final=frozenset({"done", "failed"}))
+_read = select(_table.c.status, _table.c.attempts, _table.c.lease_until).where(_table.c.id == bindparam("k"))
+
+
+def _settle(claim: Claim, **values: Any) -> ExportRecord | None:
+    """Record the outcome under the claim; the record, or None when another worker took it over."""
     with db.session() as s:
-        record = s.get(ExportRecord, export_id)
-        assert record is not None
-        for name, value in values.items():
-            setattr(record, name, value)
-        s.add(record)
-        return record
+        if not CLAIMS.settle(s, claim, **values):
+            return None
+        return s.get(ExportRecord, claim.key)
 
 
 class _Counted:
@@ -64,18 +71,36 @@ class _Counted:
 
 
 def run(job: ExportJob) -> str:
-    """Produce one export; returns ``done`` or ``duplicate`` (already done or failed).
+    """Produce one export; returns ``done``, ``duplicate`` (already done or failed, or taken over
+    by another worker) or ``busy`` (another worker runs it; this job looks again later).
 
     Raises:
         PermanentError: the dataset failed for good or the time budget ran out (recorded and
             announced as failed); other errors retry from the first row.
     """
-    with db.session() as s:
-        record = s.get(ExportRecord, job.export_id)
-    if record is None or record.status in ("done", "failed"):
+    now, claim = _now(), None
+    with db.get_engine().begin() as conn:
+        found = conn.execute(_read, {"k": job.export_id}).first()
+        seen = None if found is None else Seen(found.status, found.attempts, found.lease_until)
+        answer = CLAIMS.answer(seen, now)
+        if seen is not None and answer is Answer.TAKEN:
+            values = {"status": "running", "started_at": now, "error": None}
+            claim = CLAIMS.take_one(conn, job.export_id, seen, now, values=values)
+    if answer is Answer.DUPLICATE:
         return "duplicate"
+    if answer is Answer.BUSY or claim is None:
+        assert seen is not None
+        run_export.send(job, delay=recheck_ms(seen, now))
+        return "busy"
+    with claim.kept():
+        return _run(claim)
+
+
+def _run(claim: Claim) -> str:
+    with db.session() as s:
+        record = s.get(ExportRecord, claim.key)
+    assert record is not None
     settings = runtime.current().settings
-    record = _update(record.id, status="running", attempts=record.attempts + 1, started_at=_now(), error=None)
     dataset = get_dataset(record.dataset)
     limit_ms = settings.limits_for("exports.run", "exports").time_limit_ms
     budget_s = max(1.0, limit_ms / 1000 - 30)
@@ -91,19 +116,41 @@ def run(job: ExportJob) -> str:
                 chunks = gzipped(chunks)
             content_type = "application/gzip" if record.gzip else CONTENT_TYPES[record.fmt]
             storage = wiring.storage()
+            claim.check()  # a worker held up past its claim stops here: another runs the export
             with tracing.span("storage.put", **{"bgjobs.export": record.id, "bgjobs.format": record.fmt}):
                 stored = storage.put(key=record.storage_key, chunks=chunks, content_type=content_type)
     except BaseException as exc:
+        if _taken_over(claim, exc):
+            return "duplicate"
         if isinstance(exc, PermanentError | InvalidPayload) or final_attempt():
-            failed = _update(record.id, status="failed", error=f"{type(exc).__name__}: {exc}"[:1000],
+            failed = _settle(claim, status="failed", error=f"{type(exc).__name__}: {exc}"[:1000],
                              finished_at=_now())  # fmt: skip
+            if failed is None:
+                return "duplicate"
             _announce(failed, "export_failed")
         raise
-    done = _update(record.id, status="done", rows=rows.count, size=stored.size, sha256=stored.sha256,
+    done = _settle(claim, status="done", rows=rows.count, size=stored.size, sha256=stored.sha256,
                    finished_at=_now())  # fmt: skip
+    if done is None:
+        logger.warning("export %s: another worker took it over while this one was held up; its "
+                       "outcome is that worker's", claim.key)  # fmt: skip
+        return "duplicate"
     logger.info("export %s: %d rows, %d bytes to %s", done.id, rows.count, stored.size, done.storage_key)
     _announce(done, "export_ready")
     return "done"
+
+
+def _taken_over(claim: Claim, exc: BaseException) -> bool:
+    """Whether the export failed because another worker took it over (this one was held up past
+    its claim): that worker's upload is the export's, and this failure is nobody's."""
+    if isinstance(exc, Exception):
+        try:
+            claim.check()
+        except LeaseLost:
+            logger.warning("export %s: another worker took it over while this one was held up (%s: %s); "
+                           "its outcome is that worker's", claim.key, type(exc).__name__, exc)  # fmt: skip
+            return True
+    return False
 
 
 def _announce(record: ExportRecord, template: str) -> None:

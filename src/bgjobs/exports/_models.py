@@ -31,6 +31,9 @@ class ExportRecord(SQLModel, table=True):
     #: ``pending``, ``running``, ``done`` or ``failed``.
     status: str = Field(default="pending", max_length=16, index=True)
     attempts: int = 0
+    #: The worker running it (:mod:`bgjobs.claims`), and until when its claim holds.
+    lease_until: datetime | None = None
+    claimed_by: str | None = Field(default=None, max_length=32)
     rows: int | None = None
     size: int | None = Field(default=None, sa_column=Column(BigInteger))
     sha256: str | None = Field(default=None, max_length=64)

@@ -12,9 +12,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import or_
 from sqlmodel import col, select
 
 from .. import db, runtime, wiring
+from ..clock import now as _now
 from ..errors import InvalidPayload, PermanentError
 from ..notifications._models import Recipient
 from ..ports.storage import check_key
@@ -93,10 +95,12 @@ def request(
 
 @recovery_sweep("exports")
 def resend_pending() -> int:
-    """After the store lost its data: the jobs of the exports not started yet (one that a worker
-    runs now keeps running; one whose worker died with it stays ``running``, docs/operating.md)."""
+    """After the store lost its data: the jobs of the exports not started yet, and of those whose
+    worker died with it (its claim has run out); one that a worker runs now keeps running."""
+    unclaimed = or_(col(ExportRecord.lease_until).is_(None), col(ExportRecord.lease_until) <= _now())
     with db.session() as s:
-        ids = list(s.exec(select(ExportRecord.id).where(ExportRecord.status == "pending")))
+        ids = list(s.exec(select(ExportRecord.id).where(
+            col(ExportRecord.status).in_(("pending", "running")), unclaimed)))
     for export_id in ids:
         run_export.send(ExportJob(export_id=export_id))
     return len(ids)

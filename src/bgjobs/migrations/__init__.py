@@ -9,14 +9,15 @@ host's way: their revision lives in ``bgjobs_alembic_version`` (never the host's
   ``create_all`` before migrations existed (tables, no revision) is adopted: checked against the
   baseline, stamped, then upgraded; one that does not match is refused, naming what differs.
 - :func:`require_current` is the start-up check of the worker, the scheduler and the CLI.
-- :func:`differences` is ``bgjobs db check``: what separates the database from the code.
+- :func:`differences` is ``bgjobs db check``: what separates the database from the code
+  (:mod:`.schema`, which alone imports the model modules: upgrading never needs them, so
+  ``bgjobs.db`` can call :func:`upgrade` without the models that import ``bgjobs.db``).
 
 See docs/migrations.md for writing a migration.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,11 +58,6 @@ TABLE_PREFIX = "bgjobs_"
 BASELINE = "0001"
 #: PostgreSQL advisory lock key held while migrating ("bgjobs" in ASCII).
 LOCK_KEY = 0x62676A6F6273
-#: The modules whose import declares every bgjobs table.
-MODEL_MODULES = (
-    "bgjobs.idempotency", "bgjobs.outbox", "bgjobs.runs", "bgjobs.audit", "bgjobs.exports._models",
-    "bgjobs.notifications._models", "bgjobs.payouts._models", "bgjobs.webhooks._models",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -87,20 +83,6 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
         return bool(name) and str(name).startswith(TABLE_PREFIX) and name != VERSION_TABLE
     table = getattr(obj, "table", None)
     return table is None or str(table.name).startswith(TABLE_PREFIX)
-
-
-def models_metadata() -> MetaData:
-    """The metadata of every bgjobs model, as the code declares it (imports the model modules)."""
-    from sqlalchemy import MetaData
-    from sqlmodel import SQLModel
-
-    for module in MODEL_MODULES:
-        importlib.import_module(module)
-    found = MetaData()
-    for name, table in SQLModel.metadata.tables.items():
-        if name.startswith(TABLE_PREFIX):
-            table.to_metadata(found)
-    return found
 
 
 def _quiet_alembic() -> None:
@@ -233,15 +215,6 @@ def _compare(connection: Connection, metadata: MetaData) -> list[str]:
 def _table_of(diff: tuple[Any, ...]) -> str | None:
     table = getattr(diff[1], "table", None)
     return str(table.name) if table is not None else None
-
-
-def differences(engine: Engine | None = None) -> list[str]:
-    """What separates the database from this bgjobs: a missing revision, then each schema difference."""
-    from .. import runtime
-
-    with (engine or runtime.current().engine).connect() as conn:
-        behind = _behind(_current(conn))
-        return ([behind] if behind else []) + _compare(conn, models_metadata())
 
 
 def _baseline_metadata() -> MetaData:
@@ -384,3 +357,7 @@ def stamp(revision: str, engine: Engine | None = None) -> str:
         command.stamp(alembic_config(connection=conn), revision)
         conn.commit()
         return _current(conn) or revision
+
+
+# The schema the code declares, after everything it uses from here is defined.
+from .schema import differences, models_metadata  # noqa: E402

@@ -4,15 +4,15 @@ Delivery of one channel message (``deliver``), with any worker killable at any l
 
 1. Quiet hours and consent are checked first; a postponed message is re-sent with a delay,
    a refused one is recorded ``skipped`` with its reason.
-2. A short transaction takes the message's row in ``bgjobs_notifications`` (created on
-   first sight) and sets a lease. A row already ``sent``/``skipped`` means this copy is a
-   duplicate (a second ``send()``, a redelivery): it is counted and nothing is sent. A live
-   lease means another worker is calling the provider now: this copy looks again later.
-   An expired lease means an attempt died while calling the provider.
-3. The provider is called, outside any transaction, with the idempotency key; with several
-   providers wired for the channel, one that fails hands the message to the next
-   (:mod:`._failover`), and the row records which provider took it.
-4. A second short transaction records ``sent`` (with the provider's id) or the failure.
+2. A short transaction creates the message's row in ``bgjobs_notifications`` on first sight and
+   claims it (:mod:`bgjobs.claims`). A row already ``sent``/``skipped`` means this copy is a
+   duplicate (a second ``send()``, a redelivery): it is counted and nothing is sent. A row
+   another worker holds means it is calling the provider now: this copy looks again later.
+   A claim whose lease ran out means an attempt died while calling the provider.
+3. The provider is called, outside any transaction, with the idempotency key, once the claim is
+   checked; with several providers wired for the channel, one that fails hands the message to
+   the next (:mod:`._failover`), and the row records which provider took it.
+4. A second short transaction settles the claim: ``sent`` (with the provider's id) or the failure.
 
 A crash between 3 and 4 is the one window where the provider may have sent already; the
 retry passes the same key, so a provider that honours keys drops the copy, and for one
@@ -22,7 +22,7 @@ that cannot the row is marked ``possible_duplicate``.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, update
@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import db, runtime, tally, tracing
+from ..claims import Answer, Claim, Claims, Seen, recheck_ms
 from ..clock import now as _now
 from ..errors import PERMANENT, MaybeDelivered, PermanentError, TransientError
 from ..ports import EmailMessage, PushMessage, SmsMessage
@@ -41,15 +42,16 @@ from ._models import Channel, ChannelMessage, NotificationRecord
 from ._policy import FINAL, consent_refusal, hold_until, ms_until
 from .tasks import CHANNEL_TASKS
 
-__all__ = ["LEASE_RECHECK", "deliver"]
+__all__ = ["CLAIMS", "deliver"]
 
 logger = logging.getLogger("bgjobs.notifications")
 
 #: The port each channel's span is named after (``mail.send``, ``sms.send``, ``push.send``).
 _PORT_NAMES = {Channel.EMAIL: "mail", Channel.SMS: "sms", Channel.PUSH: "push"}
 
-#: How often a copy that found another worker sending looks again (sooner if the lease ends).
-LEASE_RECHECK = timedelta(seconds=2)
+#: A channel message is claimed while its provider is called; ``sent``, ``skipped`` and ``dead``
+#: are settled.
+CLAIMS = Claims(NotificationRecord.__table__, name="notification", final=frozenset(FINAL), key="key")  # type: ignore[attr-defined]
 
 
 def _reference(message: ChannelMessage, channel: Channel) -> str:
@@ -81,11 +83,6 @@ class _Statements:
         self.table: Any = NotificationRecord.__table__  # type: ignore[attr-defined]
         t = self.table
         self.duplicate = update(t).where(t.c.key == bindparam("k")).values(duplicates=t.c.duplicates + 1)
-        self.lease = (
-            update(t).where(t.c.key == bindparam("k"))
-            .values(attempts=t.c.attempts + 1, status="queued", lease_until=bindparam("lease"),
-                    updated_at=bindparam("now"))
-        )  # fmt: skip
         self._take: dict[str, Any] = {}
         self._set: dict[tuple[str, ...], Any] = {}
 
@@ -102,7 +99,7 @@ class _Statements:
             stmt = new.on_conflict_do_update(
                 index_elements=["key"], set_={"updated_at": new.excluded.updated_at}
             )
-            stmt = stmt.returning(t.c.status, t.c.lease_until, t.c.provider)
+            stmt = stmt.returning(t.c.status, t.c.attempts, t.c.lease_until, t.c.provider)
             self._take[dialect] = stmt
         return stmt
 
@@ -129,20 +126,13 @@ def _update(conn: Any, key: str, **values: Any) -> None:
     conn.execute(_statements.set(columns), {"k": key, **{f"v_{c}": values[c] for c in columns}})
 
 
-def _set(key: str, **values: Any) -> None:
-    with db.get_engine().begin() as conn:
-        _update(conn, key, **values)
-
-
-def _take(
-    conn: Any, message: ChannelMessage, channel: Channel, now: datetime
-) -> tuple[str, datetime | None, str | None]:
-    """The row's status, lease and provider (the one that took it, or the one it is pinned to),
+def _take(conn: Any, message: ChannelMessage, channel: Channel, now: datetime) -> tuple[Seen, str | None]:
+    """The row's claim columns and provider (the one that took it, or the one it is pinned to),
     creating the row on first sight (locked until commit on PostgreSQL)."""
-    status, leased, provider = conn.execute(
+    status, attempts, leased, provider = conn.execute(
         _statements.take(conn.dialect.name), _new_row(message, channel, now)
     ).one()
-    return status, leased, provider
+    return Seen(status, attempts, leased), provider
 
 
 def _count(channel: Channel, outcome: str, provider: str = "") -> None:
@@ -160,7 +150,7 @@ def _refusal(message: ChannelMessage, channel: Channel, settings: NotificationSe
 def _finalise_without_sending(message: ChannelMessage, channel: Channel, status: str, reason: str) -> str:
     now = _now()
     with db.get_engine().begin() as conn:
-        if _take(conn, message, channel, now)[0] in FINAL:
+        if _take(conn, message, channel, now)[0].status in FINAL:
             conn.execute(_statements.duplicate, {"k": message.key})
             return "duplicate"
         _update(conn, message.key, status=status, reason=reason, updated_at=now)
@@ -195,7 +185,7 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
     if until is not None:
         CHANNEL_TASKS[channel].send(message, delay=ms_until(until, now))
         with db.get_engine().begin() as conn:
-            if _take(conn, message, channel, now)[0] not in FINAL:
+            if _take(conn, message, channel, now)[0].status not in FINAL:
                 _update(conn, message.key, reason=f"quiet hours until {until.isoformat()}", updated_at=now)
         return "postponed"
     refusal = _refusal(message, channel, settings.notifications)
@@ -207,31 +197,41 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
         _count(channel, outcome)
         return outcome
 
-    actor = CHANNEL_TASKS[channel]
-    lease = timedelta(milliseconds=settings.limits_for(actor.name, actor.queue).time_limit_ms)
+    claim = None
     with db.get_engine().begin() as conn:
-        status, leased, pinned = _take(conn, message, channel, now)
-        if status in FINAL:
+        seen, pinned = _take(conn, message, channel, now)
+        answer = CLAIMS.answer(seen, now)
+        if answer is Answer.DUPLICATE:
             conn.execute(_statements.duplicate, {"k": message.key})
             _count(channel, "duplicate")
             return "duplicate"
-        busy_until = db.aware(leased) if leased is not None else None
-        in_doubt = busy_until is not None  # an expired lease: an attempt died calling the provider
-        if busy_until is None or busy_until <= now:
-            conn.execute(_statements.lease, {"k": message.key, "lease": now + lease, "now": now})
-    if busy_until is not None and busy_until > now:
-        actor.send(message, delay=ms_until(min(busy_until, now + LEASE_RECHECK), now) + 100)
+        if answer is Answer.TAKEN:
+            claim = CLAIMS.take_one(conn, message.key, seen, now, values={"updated_at": now})
+    if claim is None:  # another worker holds it (or took it between the read and the take)
+        CHANNEL_TASKS[channel].send(message, delay=recheck_ms(seen, now))
         return "busy"
+    with claim.kept():
+        return _deliver(message, channel, claim, ordered(channel, pinned), settings.notifications)
 
-    chain = ordered(channel, pinned)
-    sent_to, receipt, maybe_elsewhere = _send(message, channel, chain, settings.notifications)
+
+def _deliver(
+    message: ChannelMessage, channel: Channel, claim: Claim, chain: list[Provider],
+    settings: NotificationSettings,
+) -> str:
+    sent_to, receipt, maybe_elsewhere = _send(message, channel, chain, settings, claim)
     done = _now()
-    _set(
-        message.key, status="sent", reason=None, provider_message_id=receipt.provider_message_id[:255],
-        sent_at=done, updated_at=done, lease_until=None, provider=sent_to.name[:64],
-        possible_duplicate=maybe_elsewhere or (
-            in_doubt and not receipt.duplicate and not sent_to.adapter.honours_idempotency_key),
-    )  # fmt: skip
+    with db.get_engine().begin() as conn:
+        settled = CLAIMS.settle(
+            conn, claim, status="sent", reason=None, provider_message_id=receipt.provider_message_id[:255],
+            sent_at=done, updated_at=done, provider=sent_to.name[:64],
+            possible_duplicate=maybe_elsewhere or (
+                claim.in_doubt and not receipt.duplicate and not sent_to.adapter.honours_idempotency_key),
+        )  # fmt: skip
+    if not settled:  # held up past its claim while the provider took it: the new holder records it
+        logger.warning("%s %s: sent by %s, but another worker took the message over meanwhile",
+                       message.template, channel, sent_to.name)  # fmt: skip
+        _count(channel, "duplicate")
+        return "duplicate"
     _count(channel, "sent", sent_to.name)
     if channel is Channel.SMS:
         tally.counter(
@@ -243,7 +243,8 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
 
 
 def _send(
-    message: ChannelMessage, channel: Channel, chain: list[Provider], settings: NotificationSettings
+    message: ChannelMessage, channel: Channel, chain: list[Provider], settings: NotificationSettings,
+    claim: Claim,
 ) -> tuple[Provider, Any, bool]:
     """Hand the message to the first provider of ``chain`` that takes it: (that provider, its
     receipt, whether an earlier one may have taken it too). A failure that does not move on to
@@ -251,6 +252,7 @@ def _send(
     port_message = _port_message(message, channel)
     maybe_elsewhere = False
     for i, provider in enumerate(chain):
+        claim.check()  # a worker held up past its claim stops here: another may be sending it
         try:
             with tracing.span(f"{_PORT_NAMES[channel]}.send", **{"bgjobs.provider": provider.name,
                                                                   "bgjobs.template": message.template}):
@@ -272,7 +274,10 @@ def _send(
             # A provider that may have taken the message keeps it: the retry goes to it alone.
             pin = provider.name[:64] if isinstance(exc, MaybeDelivered) and not onward else None
             why = mask_text(f"{provider.name}: {type(exc).__name__}: {exc}")[:1000]
-            _set(message.key, status=status, reason=why, lease_until=None, updated_at=_now(), provider=pin)
+            with db.get_engine().begin() as conn:
+                if not CLAIMS.settle(conn, claim, status=status, reason=why, updated_at=_now(), provider=pin):
+                    _count(channel, "duplicate")
+                    raise
             _count(channel, status, provider.name)
             raise
         record_success(channel, provider, chain_length=len(chain))

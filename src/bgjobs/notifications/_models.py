@@ -163,6 +163,8 @@ class NotificationRecord(SQLModel, table=True):
     possible_duplicate: bool = False
     #: While set and in the future, a worker is calling the provider; others wait for it.
     lease_until: datetime | None = None
+    #: The worker calling the provider (:mod:`bgjobs.claims`).
+    claimed_by: str | None = Column(default=None, max_length=32)
     created_at: datetime = Column(default_factory=_now, index=True)
     updated_at: datetime = Column(default_factory=_now)
     sent_at: datetime | None = None

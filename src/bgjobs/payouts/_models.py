@@ -138,6 +138,10 @@ class Payout(SQLModel, table=True):
     entries: int
     #: ``pending`` (the gateway has not confirmed), ``paid``, ``failed`` (refused; entries unlinked).
     status: str = Field(default="pending", max_length=16)
+    #: Claims taken to pay it (:mod:`bgjobs.claims`); the worker holding one, and until when.
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    lease_until: datetime | None = None
+    claimed_by: str | None = Field(default=None, max_length=32)
     transaction_id: str | None = Field(default=None, max_length=200)
     error: str | None = Field(default=None, max_length=1000)
     created_at: datetime = Field(default_factory=_now)

@@ -1,4 +1,4 @@
-"""Paying one payout, in the worker: one gateway call under a lease, then one transaction.
+"""Paying one payout, in the worker: one gateway call under its claim, then one transaction.
 
 The gateway is called with the payout's id as the idempotency key, then one transaction records
 ``paid`` with the receipt (and the receipt email through the outbox), or ``failed`` with the
@@ -12,12 +12,12 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import literal, select, update
+from sqlalchemy import bindparam, literal, select, update
 from sqlmodel import col
 
-from .. import db, notifications, runtime, tally, tracing, wiring
+from .. import db, notifications, tally, tracing, wiring
+from ..claims import Answer, Claim, Claims, Seen, recheck_ms
 from ..clock import now as _now
-from ..coordination import Held
 from ..errors import PermanentError
 from ..ports import PayoutRequest
 from ._ledger import current
@@ -25,13 +25,14 @@ from ._models import LedgerEntry, Payout, PayoutJob, PayoutReceipt
 from ._planning import write_report
 from .tasks import pay_vendor
 
-__all__ = ["LEASE_RECHECK_MS", "pay"]
+__all__ = ["CLAIMS", "pay"]
 
 logger = logging.getLogger("bgjobs.payouts")
 
-#: A job that found its payout being paid looks again this much later (the holder renews its
-#: lease while it waits for the gateway, so the lease's expiry says nothing about when it ends).
-LEASE_RECHECK_MS = 1_000
+_table: Any = Payout.__table__  # type: ignore[attr-defined]
+#: A payout is claimed while its gateway call is made; ``paid`` and ``failed`` are settled.
+CLAIMS = Claims(_table, name="payout", final=frozenset({"paid", "failed"}))
+_read = select(_table.c.status, _table.c.attempts, _table.c.lease_until).where(_table.c.id == bindparam("k"))
 
 
 def _contact(vendor_id: str) -> Any:
@@ -60,63 +61,62 @@ def _finish_if_last(run_key: str) -> None:
 
 def pay(job: PayoutJob) -> str:
     """Pay one pending payout; returns ``paid``, ``failed``, ``duplicate`` (already settled) or
-    ``busy`` (another worker is paying it; this job is sent again, :data:`LEASE_RECHECK_MS` later).
+    ``busy`` (another worker is paying it; this job looks again later).
 
-    At most one gateway call per payout is in flight: the call is made under a lease (see
-    :mod:`bgjobs.coordination`) that its worker renews while it waits, so a requeued job and a
-    re-sent one never call the gateway at the same moment with the same key, which a
-    gateway such as Stripe answers with 409 ``idempotency_key_in_use``.
+    At most one gateway call per payout is in flight: the call is made under the payout's claim
+    (:mod:`bgjobs.claims`), which its worker renews while it waits, so a requeued job and a
+    re-sent one never call the gateway at the same moment with the same key, which a gateway
+    such as Stripe answers with 409 ``idempotency_key_in_use``.
 
     Raises:
         TransientError: from the gateway; the job is retried with the same idempotency key and
             the payout stays pending (never unlinked while the gateway might have paid).
+        LeaseLost: the worker was held up past its claim and another took the payout; retried.
     """
-    with db.session() as s:
-        payout = s.get(Payout, job.payout_id)
-    if payout is None or payout.status != "pending":
+    now = _now()
+    with db.get_engine().begin() as conn:
+        found = conn.execute(_read, {"k": job.payout_id}).first()
+        seen = None if found is None else Seen(found.status, found.attempts, found.lease_until)
+        answer = CLAIMS.answer(seen, now)
+        claim = CLAIMS.take_one(conn, job.payout_id, seen, now) if seen and answer is Answer.TAKEN else None
+    if answer is Answer.TAKEN and claim is None:
+        answer = Answer.BUSY  # another copy took it between the read and the take
+    if answer is Answer.DUPLICATE:
         _count("duplicate")
         return "duplicate"
-    ttl_ms = runtime.current().settings.worker.heartbeat_timeout_ms
-    lease = runtime.current().coordination.lease(f"bgjobs-payout:{payout.id}", ttl_ms=ttl_ms)
-    if not lease.acquire():
-        pay_vendor.send(job, delay=LEASE_RECHECK_MS)
+    if claim is None:
+        assert seen is not None
+        pay_vendor.send(job, delay=recheck_ms(seen, now))
         _count("busy")
         return "busy"
-    with lease.kept() as held:
-        with db.session() as s:  # the previous holder may have settled it before we took the lease
+    with claim.kept():
+        with db.session() as s:
             payout = s.get(Payout, job.payout_id)
-        if payout is None or payout.status != "pending":
-            _count("duplicate")
-            return "duplicate"
-        return _call_gateway(payout, held)
+        assert payout is not None
+        return _call_gateway(payout, claim)
 
 
-def _call_gateway(payout: Payout, held: Held) -> str:
+def _call_gateway(payout: Payout, claim: Claim) -> str:
     request = PayoutRequest(
         payee_id=payout.vendor_id, amount=payout.amount, idempotency_key=payout.id,
         description=f"payout {payout.run_key}",
     )  # fmt: skip
-    held.check()  # a worker held up past the lease's ttl stops here: another may be paying it
+    claim.check()  # a worker held up past its claim stops here: another may be paying it
     try:
         with tracing.span("payment.payout", **{"bgjobs.payout": payout.id}):
             result = wiring.payment().payout(request=request)
     except PermanentError as exc:
-        return _fail(payout, f"{type(exc).__name__}: {exc}")
+        return _fail(payout, claim, f"{type(exc).__name__}: {exc}")
     if result.amount != payout.amount:
         raise PermanentError(f"the gateway reports {result.amount.amount} {result.amount.currency} for "
                              f"{payout.id}, planned {payout.amount.amount}")  # fmt: skip
-    return _paid(payout, result.transaction_id)
+    return _paid(payout, claim, result.transaction_id)
 
 
-def _fail(payout: Payout, error: str) -> str:
+def _fail(payout: Payout, claim: Claim, error: str) -> str:
     e: Any = LedgerEntry.__table__  # type: ignore[attr-defined]
     with db.session() as s:
-        done: Any = s.execute(
-            update(Payout.__table__)  # type: ignore[attr-defined]
-            .where(Payout.__table__.c.id == payout.id, Payout.__table__.c.status == "pending")  # type: ignore[attr-defined]
-            .values(status="failed", error=error[:1000], settled_at=_now())
-        )
-        if done.rowcount != 1:
+        if not CLAIMS.settle(s, claim, status="failed", error=error[:1000], settled_at=_now()):
             return "duplicate"
         s.execute(update(e).where(e.c.payout_id == payout.id).values(payout_id=None))
     logger.warning("payout %s refused; its entries return to the balance: %s", payout.id, error)
@@ -125,16 +125,11 @@ def _fail(payout: Payout, error: str) -> str:
     return "failed"
 
 
-def _paid(payout: Payout, transaction_id: str) -> str:
+def _paid(payout: Payout, claim: Claim, transaction_id: str) -> str:
     e: Any = LedgerEntry.__table__  # type: ignore[attr-defined]
     now = _now()
     with db.session() as s:
-        done: Any = s.execute(
-            update(Payout.__table__)  # type: ignore[attr-defined]
-            .where(Payout.__table__.c.id == payout.id, Payout.__table__.c.status == "pending")  # type: ignore[attr-defined]
-            .values(status="paid", transaction_id=transaction_id[:200], settled_at=now)
-        )
-        if done.rowcount != 1:
+        if not CLAIMS.settle(s, claim, status="paid", transaction_id=transaction_id[:200], settled_at=now):
             return "duplicate"
         # Only the payout_id index: a planner with stale statistics may AND it with a scan of
         # every earning's kind (100 ms per payout at 1M entries on PostgreSQL).

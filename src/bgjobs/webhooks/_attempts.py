@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import db, events, runtime, tally, tracing
+from ..claims import Claim
 from ..clock import now as _now
 from ..settings import WebhookSettings
 from ._gates import Ask, Gates, gates_for
@@ -29,7 +30,7 @@ from ._guard import Target
 from ._models import DeliveryJob, EndpointDisabled
 from ._models import WebhookDeliveryExhausted as Exhausted
 from ._signing import sign
-from ._statements import Row, statements
+from ._statements import CLAIMS, Row, statements
 from ._transport import RETRY_AFTER_STATUSES, AttemptResult, post
 from .tasks import deliver_webhook
 
@@ -60,12 +61,13 @@ def ask(job: DeliveryJob, row: Row, settings: WebhookSettings) -> Ask:
 
 @dataclass(frozen=True)
 class Started:
-    """An attempt taken (its number and lease written), about to go or on its way."""
+    """An attempt taken (its delivery claimed), about to go or on its way."""
 
     job: DeliveryJob
     row: Row
     requested_at: datetime
     holder: str
+    claim: Claim
 
 
 @dataclass(frozen=True)
@@ -193,11 +195,11 @@ def write(conn: Any, finished: list[Finished], settings: WebhookSettings, now: d
     Pass what it returns to :func:`follow` once the transaction has committed.
     """
     postponed = [Outcome(f, None, f.postponed_ms / 1000) for f in finished if f.postponed_ms]
-    if postponed:  # not sent: the attempt is given back, and made when the pause is over
-        conn.execute(statements.give_back, [{
-            "k": o.finished.started.row.delivery_id, "attempt": o.finished.started.job.attempt,
-            "next": now + timedelta(seconds=o.delay or 0), "now": now,
-        } for o in postponed])  # fmt: skip
+    # Not sent: the attempt is given back, and made when the pause is over
+    CLAIMS.settle_many(conn, [(o.finished.started.claim, {
+        "attempts": o.finished.started.job.attempt - 1, "status": "pending",
+        "next_attempt_at": now + timedelta(seconds=o.delay or 0), "updated_at": now,
+    }) for o in postponed])  # fmt: skip
     outcomes = []
     for f in finished:
         if f.postponed_ms:
@@ -215,7 +217,7 @@ def write(conn: Any, finished: list[Finished], settings: WebhookSettings, now: d
     for o in outcomes:
         if not o.finished.result.succeeded and _endpoint_health(conn, o, settings, now):
             o.delay = None  # the endpoint is to be disabled (by this attempt, or it already was)
-    conn.execute(statements.record, [_settled(o, now) for o in outcomes])
+    CLAIMS.settle_many(conn, [(o.finished.started.claim, _settled(o, now)) for o in outcomes])
     return outcomes + postponed
 
 
@@ -244,8 +246,15 @@ def follow(outcomes: list[Outcome], settings: WebhookSettings, now: datetime) ->
     succeeded = sum(1 for f in finished if f.result.succeeded)
     count("bgjobs_webhook_attempts_total", "succeeded", succeeded)
     count("bgjobs_webhook_attempts_total", "failed", len(finished) - succeeded)
-    out = []
+    out: list[tuple[str, str | None]] = []
     for o in outcomes:
+        if o.finished.started.claim.lost.is_set():
+            # Not recorded: the delivery was taken over while this worker was held up. What
+            # follows is the new holder's; the health sweep sends what an outcome left unsent.
+            logger.warning("delivery %s: taken over by another worker; its outcome is that worker's",
+                           o.finished.started.row.delivery_id)  # fmt: skip
+            out.append(("duplicate", None))
+            continue
         # Retries and events: children of the attempt they follow (of its publish, if not traced)
         with tracing.attached(o.finished.trace or o.finished.started.job.trace):
             out.append(_next(o, now))
@@ -280,9 +289,9 @@ def _settled(o: Outcome, now: datetime) -> dict[str, Any]:
     result = o.finished.result
     status = "delivered" if result.succeeded else ("pending" if o.delay is not None else "failed")
     return {
-        "k": o.finished.started.row.delivery_id, "status": status, "code": result.status_code,
-        "error": o.error, "next": now + timedelta(seconds=o.delay) if o.delay is not None else None,
-        "delivered": now if result.succeeded else None, "now": now,
+        "status": status, "last_status_code": result.status_code, "last_error": o.error,
+        "next_attempt_at": now + timedelta(seconds=o.delay) if o.delay is not None else None,
+        "delivered_at": now if result.succeeded else None, "updated_at": now,
     }  # fmt: skip
 
 

@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .. import db, runtime, tracing
+from ..claims import Answer, Claim, Seen, recheck_ms
 from ..clock import now as _now
 from ..errors import DeliveryExhausted, TransientError
 from ..settings import WebhookSettings
@@ -44,18 +45,16 @@ from ._gates import Verdict, gates_for
 from ._guard import BlockedAddress, Target, check_url
 from ._lanes import lanes_for
 from ._models import DeliveryJob
-from ._statements import Row, read_row, statements
+from ._statements import CLAIMS, Row, read_row, statements
 from .tasks import deliver_webhook
 
 __all__ = [
-    "HOLD_MS", "LEASE_RECHECK", "DeliveryExhausted", "Later", "Launched", "Round", "admit", "backoff",
+    "HOLD_MS", "DeliveryExhausted", "Later", "Launched", "Round", "admit", "backoff",
     "deliver", "screen",
 ]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.webhooks")
 
-#: A copy that found the attempt in progress looks again this soon (or when the lease ends).
-LEASE_RECHECK = timedelta(seconds=5)
 #: A turn at most this far off is waited for on the event loop; a later one is sent for then.
 HOLD_MS = 2_000
 
@@ -67,23 +66,21 @@ def screen(job: DeliveryJob, row: Row | None, now: datetime) -> str | DeliveryJo
     if row is None:
         logger.warning("delivery %s no longer exists (its endpoint was deleted)", job.delivery_id)
         return "duplicate"
-    if job.attempt <= row.attempts:
-        lease = db.aware(row.lease_until) if row.lease_until is not None else None
-        if row.status != "delivering" or lease is None:
-            count("bgjobs_webhook_deliveries_total", "duplicate")
-            return "duplicate"
-        if lease > now:
-            wait = min(lease - now, LEASE_RECHECK).total_seconds()
-            deliver_webhook.send(job, delay=int(wait * 1000) + 100)
-            return "busy"
-        return job.model_copy(update={"attempt": row.attempts})  # that attempt died: make it again
-    if row.status in ("delivered", "failed"):
+    seen = Seen(row.status, row.attempts, row.lease_until)
+    made = job.attempt <= row.attempts  # this attempt number was taken before
+    answer = CLAIMS.answer(seen, now)
+    if answer is Answer.DUPLICATE or (made and (row.status != "delivering" or row.lease_until is None)):
         count("bgjobs_webhook_deliveries_total", "duplicate")
         return "duplicate"
+    if answer is Answer.BUSY:
+        deliver_webhook.send(job, delay=recheck_ms(seen, now))
+        return "busy"
+    if made:
+        return job.model_copy(update={"attempt": row.attempts})  # that attempt died: make it again
     if not row.enabled:
-        seen = {"k": row.delivery_id, "seen_attempts": row.attempts, "seen_status": row.status}
+        same = {"k": row.delivery_id, "seen_attempts": row.attempts, "seen_status": row.status}
         with db.get_engine().begin() as conn:
-            conn.execute(statements.fail_unsent, {**seen, "error": "endpoint disabled", "now": now})
+            conn.execute(statements.fail_unsent, {**same, "error": "endpoint disabled", "now": now})
         count("bgjobs_webhook_deliveries_total", "failed")
         return "failed"
     return job
@@ -144,14 +141,16 @@ class Round:
     def commit(self, settings: WebhookSettings) -> Round:
         if not (self.finished or self.go or self.later):
             return self
-        now, lease = _now(), lease_ms()
+        now = _now()
         with db.get_engine().begin() as conn:
             written = write(conn, self.finished, settings, now)
-            taken = _take(conn, self.go, now, lease)
+            taken = _take(conn, self.go, now)
             if self.later:
                 conn.execute(statements.postpone, [
                     {"k": d.job.delivery_id, "next": now + timedelta(seconds=d.delay_s)} for d in self.later
                 ])  # fmt: skip
+        for f in self.finished:
+            f.started.claim.let_go()
         self.outcomes = follow(written, settings, now)
         for d in self.later:
             job = d.job.model_copy(update={"deferrals": d.job.deferrals + 1, "turn_ms": d.turn_ms})
@@ -160,12 +159,14 @@ class Round:
         count("bgjobs_webhook_deliveries_total", "deferred", len(self.later))
         released = []
         for job, row, wait_ms in self.go:
-            started = Started(job, row, now, f"{row.delivery_id}:{job.attempt}")
-            if row.delivery_id not in taken:  # another copy took it first (in this round, too)
+            holder = f"{row.delivery_id}:{job.attempt}"
+            claim = taken.pop(row.delivery_id, None)
+            if claim is None:  # another copy took it first (in this round, too)
                 self.lost.append(job)
-                released.append((row.endpoint_id, started.holder))
+                released.append((row.endpoint_id, holder))
                 continue
-            taken.discard(row.delivery_id)
+            claim.hold()
+            started = Started(job, row, now, holder, claim)
             with tracing.within(job.trace):  # the loop runs it in the context it is given here
                 future = transport.run(attempt(started, _target(row, settings), settings, wait_ms))
             self.started.append((started, future))
@@ -175,16 +176,15 @@ class Round:
         return self
 
 
-def _take(conn: Any, go: list[tuple[DeliveryJob, Row, int]], now: datetime, lease: int) -> set[str]:
-    """Take the attempts with conditional UPDATEs, one per state seen; returns the ids taken."""
+def _take(conn: Any, go: list[tuple[DeliveryJob, Row, int]], now: datetime) -> dict[str, Claim]:
+    """Claim the attempts' deliveries, one statement per state seen; returns the claims taken."""
     groups: dict[tuple[int, int, str], list[str]] = defaultdict(list)
     for job, row, _ in go:
         groups[(row.attempts, job.attempt, row.status)].append(row.delivery_id)
-    taken: set[str] = set()
+    taken: dict[str, Claim] = {}
     for (seen, number, status), ids in groups.items():
-        params = {"ids": ids, "seen_attempts": seen, "seen_status": status, "attempt": number, "now": now,
-                  "lease": now + timedelta(milliseconds=lease + 5_000)}  # fmt: skip
-        taken.update(found for (found,) in conn.execute(statements.take_many, params))
+        taken.update(CLAIMS.take(conn, ids, Seen(status, seen, None), now, attempt=number,
+                                 values={"status": "delivering", "updated_at": now}))  # fmt: skip
     return taken
 
 

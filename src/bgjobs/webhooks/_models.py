@@ -83,6 +83,8 @@ class WebhookDelivery(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime | None = None
     lease_until: datetime | None = None
+    #: The worker making the attempt (:mod:`bgjobs.claims`).
+    claimed_by: str | None = Field(default=None, max_length=32)
     last_status_code: int | None = None
     last_error: str | None = Field(default=None, max_length=1000)
     created_at: datetime = Field(default_factory=_now)

@@ -8,9 +8,13 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
+from ..claims import Claims
 from ._models import EndpointRow, WebhookAttempt, WebhookDelivery, WebhookMessage
 
-__all__ = ["Row", "Statements", "read_messages", "read_row", "read_rows", "statements"]
+__all__ = ["CLAIMS", "Row", "Statements", "read_messages", "read_row", "read_rows", "statements"]
+
+#: A delivery is claimed while an attempt of it is made; ``delivered`` and ``failed`` are settled.
+CLAIMS = Claims(WebhookDelivery.__table__, name="webhook delivery", final=frozenset({"delivered", "failed"}))  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -61,32 +65,9 @@ class Statements:
             d.c.id == bindparam("k"), d.c.attempts == bindparam("seen_attempts"),
             d.c.status == bindparam("seen_status"),
         )  # fmt: skip
-        #: Take attempts of a batch of deliveries seen in one state (a conditional UPDATE: of two
-        #: copies one wins); returns the ids it took.
-        self.take_many = (
-            update(d)
-            .where(d.c.id.in_(bindparam("ids", expanding=True)), d.c.attempts == bindparam("seen_attempts"),
-                   d.c.status == bindparam("seen_status"))
-            .values(attempts=bindparam("attempt"), status="delivering", lease_until=bindparam("lease"),
-                    updated_at=bindparam("now"))
-            .returning(d.c.id)
-        )  # fmt: skip
         self.fail_unsent = update(d).where(same).values(
-            status="failed", last_error=bindparam("error"), lease_until=None, next_attempt_at=None,
+            status="failed", last_error=bindparam("error"), next_attempt_at=None,
             updated_at=bindparam("now"),
-        )  # fmt: skip
-        self.record = (
-            update(d).where(d.c.id == bindparam("k"))
-            .values(status=bindparam("status"), last_status_code=bindparam("code"),
-                    last_error=bindparam("error"), next_attempt_at=bindparam("next"), lease_until=None,
-                    delivered_at=bindparam("delivered"), updated_at=bindparam("now"))
-        )  # fmt: skip
-        #: An attempt taken but not sent (its endpoint was paused meanwhile): made again later.
-        self.give_back = (
-            update(d)
-            .where(d.c.id == bindparam("k"), d.c.attempts == bindparam("attempt"), d.c.status == "delivering")
-            .values(attempts=d.c.attempts - 1, status="pending", lease_until=None,
-                    next_attempt_at=bindparam("next"), updated_at=bindparam("now"))
         )  # fmt: skip
         self.postpone = (
             update(d).where(d.c.id == bindparam("k"), d.c.status == "pending")
