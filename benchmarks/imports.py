@@ -1,6 +1,7 @@
 """The cost of ``import bgjobs`` and of each family a host imports to send, beside ``import
-dramatiq``, each in fresh interpreters, same run; and whether a family's import loads what only
-a worker needs (aiohttp, the consumer, its handlers).
+dramatiq``, each in fresh interpreters, same run; then of importing each family's sending
+function (the first use, which loads what sending needs: SQLAlchemy, the settings, the broker);
+and whether either loads what only a worker needs (aiohttp, the consumer, its handlers).
 
 python benchmarks/imports.py [--rounds 15]
 
@@ -28,14 +29,27 @@ def cumulative_us(module: str) -> int:
 
 #: The families a host imports to send: each should cost at most 3x ``import dramatiq``.
 FAMILIES = ("bgjobs.notifications", "bgjobs.webhooks", "bgjobs.payouts", "bgjobs.exports")
+#: Each family's sending function, as a host first uses it.
+SENDING = {
+    "bgjobs.notifications": "send", "bgjobs.webhooks": "publish", "bgjobs.payouts": "record_earning",
+    "bgjobs.exports": "request",
+}  # fmt: skip
+_WORKER_ONLY = ("m == 'aiohttp' or m == 'bgjobs.consumer' or m.endswith(('.actors', '._dispatch', "
+                "'._transport'))")  # fmt: skip
 
 
-def worker_only(module: str) -> list[str]:
-    """What importing ``module`` loads that only a worker needs."""
-    probe = (f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules if m == 'aiohttp' or "
-             "m == 'bgjobs.consumer' or m.endswith('.actors'))))")  # fmt: skip
+def worker_only(statement: str) -> list[str]:
+    """What running ``statement`` loads that only a worker needs."""
+    probe = f"import sys; {statement}; print(' '.join(sorted(m for m in sys.modules if {_WORKER_ONLY})))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return done.stdout.split()
+
+
+def wall_us(statement: str) -> int:
+    """The time ``statement`` takes in a fresh interpreter, in microseconds."""
+    probe = f"import time; t = time.perf_counter(); {statement}; print(int((time.perf_counter() - t) * 1e6))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return int(done.stdout)
 
 
 def main() -> None:
@@ -57,9 +71,19 @@ def main() -> None:
     print(f"ratio:           {bgjobs_ms / dramatiq_ms:8.2f}x  (goal <= 3x)")
     for family in FAMILIES:
         ms = statistics.median(figures[family]) / 1000
-        loads = worker_only(family)
-        shown = ", ".join(loads) or "-"
+        shown = ", ".join(worker_only(f"import {family}")) or "-"
         print(f"import {family}: {ms:8.1f} ms  {ms / dramatiq_ms:6.2f}x  (goal <= 3x)  loads: {shown}")
+    statements = ["import dramatiq", *(f"from {f} import {name}" for f, name in SENDING.items())]
+    walls: dict[str, list[int]] = {s: [] for s in statements}
+    for _ in range(args.rounds):
+        for statement in statements:
+            walls[statement].append(wall_us(statement))
+    base = statistics.median(walls["import dramatiq"]) / 1000
+    print(f"first use, wall time: import dramatiq {base:.1f} ms")
+    for statement in statements[1:]:
+        ms = statistics.median(walls[statement]) / 1000
+        shown = ", ".join(worker_only(statement)) or "-"
+        print(f"{statement}: {ms:8.1f} ms  {ms / base:6.2f}x  loads: {shown}")
 
 
 if __name__ == "__main__":

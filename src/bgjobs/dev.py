@@ -128,7 +128,7 @@ class _Summary:
 
 def _drive(workdir: Path, metrics_port: int) -> bool:
     """Send a realistic sample through every family, wait for it, print what happened; True if all done."""
-    from . import db, demo, events, exports, jobs, notifications, outbox, payouts, webhooks
+    from . import db, demo, events, exports, families, notifications, outbox, payouts, webhooks
 
     receiver = _Receiver()
     endpoint = webhooks.add_endpoint(receiver.url, event_types=["booking.*"], description="bgjobs dev")
@@ -175,7 +175,7 @@ def _drive(workdir: Path, metrics_port: int) -> bool:
         _wait(lambda: len(payouts.balances()) == 3),
         "outbox: 3 earnings recorded in one transaction, relayed to payouts.record",
     )
-    jobs.trigger("payouts.weekly")
+    families.trigger("payouts.weekly")
 
     def settled() -> Any:
         run = _last_run("payouts.weekly")
@@ -200,7 +200,7 @@ def _drive(workdir: Path, metrics_port: int) -> bool:
             for r in receipts
         ),
     )
-    jobs.trigger("payouts.settlement", day=datetime.now(UTC).date().isoformat())
+    families.trigger("payouts.settlement", day=datetime.now(UTC).date().isoformat())
 
     def exported() -> Any:
         found = exports.exports(dataset="payouts.settlement")
@@ -215,7 +215,7 @@ def _drive(workdir: Path, metrics_port: int) -> bool:
         f"exports: payouts.settlement -> {where} ({getattr(export, 'rows', '?')} rows, "
         f"{getattr(export, 'size', '?')} bytes); ops@example.com told",
     )
-    jobs.trigger("cleanup.daily")
+    families.trigger("cleanup.daily")
     _wait(lambda: _last_run("cleanup.daily"))
     cleaned = _last_run("cleanup.daily")
     rows = cleaned.figures.get("tasks", {}).get("bgjobs.runs", {}).get("rows") if cleaned else None

@@ -20,13 +20,15 @@ if TYPE_CHECKING:
 
 __all__ = ["FAMILY_MODULES", "import_job_modules", "trigger"]
 
+#: The modules that declare bgjobs's actors and jobs with their handlers: a family's package
+#: itself loads nothing until a name is used (:mod:`bgjobs.lazy`), so sending never imports these.
 FAMILY_MODULES: tuple[str, ...] = (
     "bgjobs.outbox",
-    "bgjobs.notifications",
-    "bgjobs.webhooks",
-    "bgjobs.payouts",
-    "bgjobs.exports",
-    "bgjobs.cleanup",
+    "bgjobs.notifications.actors",
+    "bgjobs.webhooks.actors",
+    "bgjobs.payouts.actors",
+    "bgjobs.exports.actors",
+    "bgjobs.cleanup.actors",
 )
 
 

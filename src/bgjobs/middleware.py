@@ -14,7 +14,6 @@ from dramatiq.middleware import Middleware
 from pydantic import ValidationError
 
 from . import history
-from .consumer import STOPPING
 from .errors import ConfigurationError, InvalidPayload, PermanentError
 from .operated import OperatedBroker
 from .outage import broker_outage, is_connection_error, report, store_outage
@@ -60,6 +59,8 @@ class Maintenance(Middleware):
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         if not isinstance(broker, OperatedBroker):
             return
+        from .consumer import STOPPING  # the worker's: a sending process never loads the consumer
+
         self._stop.clear()
         STOPPING.clear()
         # Everything that talks to Redis runs in the thread, which keeps trying: a worker that
@@ -70,6 +71,8 @@ class Maintenance(Middleware):
         self._thread.start()
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        from .consumer import STOPPING
+
         STOPPING.set()  # first: no consumer of this process takes another message
         self._stop.set()
         if self._thread is not None:

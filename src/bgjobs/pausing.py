@@ -11,9 +11,9 @@ from typing import Any
 
 import dramatiq
 
+from .consumer import PAUSED_KEY
 from .deadletters import operated_broker, queues
 from .errors import InvalidPayload
-from .redis_broker import PAUSED_KEY
 
 __all__ = ["pause", "paused", "resume"]
 

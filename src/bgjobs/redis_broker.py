@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import redis
@@ -30,9 +30,10 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.message import Message
 
-from .consumer import PAUSED_KEY as PAUSED_KEY
-from .consumer import WakingConsumer
 from .errors import BrokerUnavailable, check_size
+
+if TYPE_CHECKING:
+    from .consumer import WakingConsumer
 from .operated import (
     QUEUES_KEY,
     WORKERS_KEY,
@@ -114,6 +115,8 @@ class BgjobsRedisBroker(OperatedBroker, RedisBroker):
 
     @property
     def consumer_class(self) -> type[WakingConsumer]:
+        from .consumer import WakingConsumer  # a worker's: a sending process never loads it
+
         return WakingConsumer
 
     def _prepare(self, message: Message[Any], delay: int | None) -> Message[Any]:

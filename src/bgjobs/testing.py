@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from .adapters.memory import (
 )
 from .broker import build_broker
 from .coordination import LocalCoordination
+from .families import FAMILY_MODULES
 from .middleware import DeadLetterReasons
 from .settings import Settings
 
@@ -133,12 +135,15 @@ class JobsHarness:
 
 @contextmanager
 def stub_jobs(*, settings: Settings | None = None, worker_threads: int = 2) -> Iterator[JobsHarness]:
-    """Point bgjobs at a fresh StubBroker with memory adapters and a running worker.
+    """Point bgjobs at a fresh StubBroker with memory adapters and a running worker, which has the
+    families' handlers as a real worker does (a family's package does not load them itself).
 
     Retries keep their configured backoff; pass settings with small
     ``retries.min_backoff_ms`` to make retrying tests fast.
     """
     settings = settings or Settings(broker_url="stub://")
+    for module in FAMILY_MODULES:
+        importlib.import_module(module)
     broker = build_broker(settings)
     assert isinstance(broker, StubBroker)
     previous = runtime.install(runtime.Runtime(settings, broker=broker))

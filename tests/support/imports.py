@@ -78,7 +78,9 @@ class Graph:
             if isinstance(node, ast.AnnAssign | ast.Assign) and isinstance(node.value, ast.Dict):
                 for key, value in zip(node.value.keys, node.value.values, strict=True):
                     if isinstance(key, ast.Constant) and isinstance(value, ast.Constant):
-                        table[str(key.value)] = f"{package}.{value.value}"
+                        where = str(value.value)
+                        absolute = where.startswith(PACKAGE + ".")
+                        table[str(key.value)] = where if absolute else f"{package}.{where}"
             if isinstance(node, ast.DictComp):  # {family: family for family in (...)}
                 for gen in node.generators:
                     if isinstance(gen.iter, ast.Tuple):

@@ -34,8 +34,10 @@ def test_a_family_exports_exactly_its_all(family: str) -> None:
     for module in bgjobs.worker.FAMILY_MODULES:  # every family loaded, as in a worker
         importlib.import_module(module)
     package = importlib.import_module(family)
-    public = {n for n in vars(package) if not n.startswith("_")} - {"annotations"}
+    public = {n for n in dir(package) if not n.startswith("_")} - {"annotations"}
     assert sorted(public) == sorted(package.__all__)
+    loaded = {n for n in vars(package) if not n.startswith("_")} - {"annotations"}
+    assert loaded <= set(package.__all__)  # names load on first use (bgjobs.lazy), and nothing else
     assert len(set(package.__all__)) == len(package.__all__)
 
 
@@ -97,6 +99,26 @@ def test_importing_bgjobs_loads_no_family_database_or_broker_until_asked() -> No
         "import sys, bgjobs;"
         "heavy = ('sqlalchemy', 'sqlmodel', 'redis', 'dramatiq', 'bgjobs.payouts', 'bgjobs.webhooks');"
         "bad = [m for m in sys.modules if m.startswith(heavy)]; assert not bad, bad;"
-        "bgjobs.payouts; assert 'bgjobs.payouts' in sys.modules and 'sqlalchemy' in sys.modules"
+        "bgjobs.payouts.record_earning;"
+        "assert 'bgjobs.payouts._ledger' in sys.modules and 'sqlalchemy' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(("family", "sending"), [
+    ("notifications", "send"), ("webhooks", "publish"), ("payouts", "record_earning"), ("exports", "request"),
+])  # fmt: skip
+def test_sending_never_imports_handling(family: str, sending: str) -> None:
+    """A host that imports a family, then its sending function, loads none of what only a worker
+    needs: aiohttp, the broker's consumer, a handler module, the webhook dispatcher or transport."""
+    import subprocess
+    import sys
+
+    worker_only = ("m == 'aiohttp' or m == 'bgjobs.consumer' or "
+                   "m.endswith(('.actors', '._dispatch', '._transport'))")  # fmt: skip
+    code = (
+        f"import sys, bgjobs.{family} as family;"
+        "ours = sorted(m for m in sys.modules if m.startswith('bgjobs')); assert len(ours) <= 4, ours;"
+        f"family.{sending}; bad = [m for m in sys.modules if {worker_only}]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -107,3 +107,22 @@ def test_the_claim_primitive_is_the_only_one_that_takes_or_releases_a_unit_of_wo
             leasers.add(name)
     assert writers == {"claims.py"}
     assert leasers == {"jobs.py", "scheduling.py", "coordination.py"}
+
+
+def test_no_family_reaches_into_another_family_s_private_modules() -> None:
+    """A family uses another through the names its package exports (``bgjobs.exports.encode``),
+    never through its private modules, which their owner may change at will."""
+    import ast
+
+    families = {"cleanup", "exports", "notifications", "payouts", "webhooks"}
+    reaching = []
+    for path in SOURCE.rglob("*.py"):
+        parts = path.relative_to(SOURCE).parts
+        if len(parts) < 2 or parts[0] not in families:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
+                target = node.module.split(".")
+                if target[0] in families - {parts[0]} and any(p.startswith("_") for p in target[1:]):
+                    reaching.append(f"{'/'.join(parts)} -> {node.module}")
+    assert reaching == []

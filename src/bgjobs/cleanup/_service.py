@@ -159,7 +159,7 @@ def _export_batch(
     engine: Engine, policy: Policy, table: Table, pk: Any, eligible: Any, size: int
 ) -> list[Any]:
     """Write one batch's rows as CSV through the exports family's writer; returns their keys."""
-    from ..exports._formats import encode
+    from ..exports import encode
 
     with db.read(engine) as conn:
         rows = [

@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from .. import db, runtime, wiring
 from ..clock import now as _now
 from ..errors import InvalidPayload, PermanentError
-from ..notifications._models import Recipient
+from ..notifications import Recipient
 from ..ports.storage import check_key
 from ..recovery import recovery_sweep
 from ._datasets import get_dataset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import _handling as handling
+from . import _templates  # noqa: F401  (registers the exports family's notification templates)
 from ._models import ExportJob
 from .tasks import run_export
 

@@ -1,6 +1,8 @@
 """Notifications' own templates: bookings, payments, appointments and dunning.
 
 Other families register theirs beside their code (``payouts/_templates.py``, ...), with their files.
+The package's template functions are taken from here, so the bundled templates are registered
+before anyone lists or looks one up.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pydantic import Field, field_validator
 
 from ..money import Money
 from ._models import Category, Channel
-from ._templates import Template, TemplateVariables, register_template
+from ._templates import Template, TemplateVariables, get_template, register_template, registered_templates
 
 __all__ = [
     "AppointmentReminder",
@@ -23,6 +25,8 @@ __all__ = [
     "Dunning",
     "PaymentConfirmation",
     "PaymentReminder",
+    "get_template",
+    "registered_templates",
 ]
 
 

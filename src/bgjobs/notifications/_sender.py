@@ -22,6 +22,7 @@ from .. import db, outbox, runtime, tracing
 from ..clock import now as _now
 from ..errors import InvalidPayload, SmsOverBudget
 from ..typed import send_messages
+from . import _catalogue  # noqa: F401  (registers notifications' own templates)
 from ._digests import collect, rule_for
 from ._models import Channel, ChannelMessage, NotificationDelivery, NotificationRecord, Recipient
 from ._policy import FINAL, MAX_KEY_LENGTH, channel_key, consent_refusal, hold_until, ms_until

@@ -16,7 +16,7 @@ from sqlalchemy import and_, case, func, select
 
 from .. import db, runtime, wiring
 from ..errors import InvalidPayload, PermanentError, TransientError
-from ..exports._datasets import register_dataset
+from ..exports import register_dataset
 from ..money import Money
 from ._ledger import current
 from ._models import Charge, LedgerEntry, Payout

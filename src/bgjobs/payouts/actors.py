@@ -4,20 +4,17 @@ the outbox."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from decimal import Decimal
-from typing import Any, Literal
-
-from pydantic import model_validator
+from typing import Any
 
 from .. import runtime
 from ..jobs import JobArguments, JobContext, job
-from ..typed import Payload, actor
-from . import _ledger as ledger
 from . import _paying as paying
 from . import _planning as planning
+from . import _templates  # noqa: F401  (registers the payouts family's notification templates)
 from ._models import PayoutJob
 from ._periods import period_for
+from ._recording import record_entry
+from ._settlement import parse_day, settlement_report  # registers the payouts.settlement dataset
 from .tasks import QUEUE, pay_vendor
 
 __all__ = ["balance_check", "charges", "monthly", "pay_vendor", "record_entry", "settlement", "weekly"]
@@ -88,8 +85,6 @@ def balance_check(ctx: JobContext) -> dict[str, int]:
 
 
 def _day(args: dict[str, str]) -> object:
-    from ._settlement import parse_day
-
     return parse_day(args.get("day"), field="day")
 
 
@@ -97,38 +92,4 @@ def _day(args: dict[str, str]) -> object:
      needs=("storage",))  # fmt: skip
 def settlement(ctx: JobContext) -> dict[str, Any]:
     """Yesterday's settlement report as a CSV export; --day 2025-06-01 for another day."""
-    from ._settlement import parse_day, settlement_report
-
     return {"export_id": settlement_report(parse_day(ctx.args.get("day"), field="day"))}
-
-
-class LedgerWrite(Payload):
-    """A ledger entry deferred through the outbox (``outbox.defer(session, record_entry, ...)``)."""
-
-    kind: Literal["earning", "adjustment"]
-    vendor_id: str
-    amount: Decimal
-    currency: str
-    source_id: str
-    occurred_at: datetime
-    description: str | None = None
-    split_commission: bool = False
-
-    @model_validator(mode="after")
-    def _valid_entry(self) -> LedgerWrite:
-        # The same checks as record_earning/record_adjustment, at send: never first in the worker.
-        ledger.check_entry(self.kind, self.amount, self.currency, source_id=self.source_id,
-                           occurred_at=self.occurred_at)  # fmt: skip
-        return self
-
-
-@actor(name="payouts.record", queue=QUEUE)
-def record_entry(write: LedgerWrite) -> None:
-    """Record the entry; a redelivered copy finds its source id taken and changes nothing."""
-    if write.kind == "earning":
-        ledger.record_earning(write.vendor_id, write.amount, write.currency, source_id=write.source_id,
-                              occurred_at=write.occurred_at, description=write.description)  # fmt: skip
-    else:
-        ledger.record_adjustment(write.vendor_id, write.amount, write.currency, source_id=write.source_id,
-                                 occurred_at=write.occurred_at, description=write.description,
-                                 split_commission=write.split_commission)  # fmt: skip

@@ -5,33 +5,42 @@ once and delivers it, signed as the Standard Webhooks specification says, to eve
 endpoint of that owner subscribed to the type. See docs/webhooks.md.
 """
 
-from . import (
-    _templates,  # noqa: F401  (registers the webhooks family's notification templates)
-    actors,
-    tasks,
-)
-from ._delivery import DeliveryExhausted
-from ._endpoints import (
-    add_endpoint,
-    delete_endpoint,
-    disable_endpoint,
-    enable_endpoint,
-    get_endpoint,
-    list_endpoints,
-    rotate_secret,
-    update_endpoint,
-)
-from ._guard import BlockedAddress
-from ._models import (
-    Attempt,
-    DeliveryJob,
-    Endpoint,
-    EndpointDisabled,
-    WebhookDeliveryExhausted,
-)
-from ._operations import MessageSummary, Replayed, attempts, messages, recover, replay
-from ._publishing import publish
-from ._signing import InvalidSignature, generate_secret, verify
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+from ..lazy import exports as _exports
+
+if _TYPE_CHECKING:
+    from ..errors import BlockedAddress, DeliveryExhausted, InvalidSignature
+    from . import actors, tasks
+    from ._endpoints import (
+        add_endpoint,
+        delete_endpoint,
+        disable_endpoint,
+        enable_endpoint,
+        get_endpoint,
+        list_endpoints,
+        rotate_secret,
+        update_endpoint,
+    )
+    from ._models import Attempt, DeliveryJob, Endpoint, EndpointDisabled, WebhookDeliveryExhausted
+    from ._operations import MessageSummary, Replayed, attempts, messages, recover, replay
+    from ._publishing import publish
+    from ._signing import generate_secret, verify
+
+#: Where each public name lives (docs/architecture.md: sending never imports handling).
+_EXPORTS: dict[str, str] = {
+    "actors": "actors", "tasks": "tasks", "DeliveryExhausted": "bgjobs.errors", "add_endpoint": "_endpoints",
+    "delete_endpoint": "_endpoints", "disable_endpoint": "_endpoints", "enable_endpoint": "_endpoints",
+    "get_endpoint": "_endpoints", "list_endpoints": "_endpoints", "rotate_secret": "_endpoints",
+    "update_endpoint": "_endpoints", "BlockedAddress": "bgjobs.errors", "Attempt": "_models",
+    "DeliveryJob": "_models", "Endpoint": "_models", "EndpointDisabled": "_models",
+    "WebhookDeliveryExhausted": "_models", "MessageSummary": "_operations", "Replayed": "_operations",
+    "attempts": "_operations", "messages": "_operations", "recover": "_operations",
+    "replay": "_operations", "publish": "_publishing", "InvalidSignature": "bgjobs.errors",
+    "generate_secret": "_signing", "verify": "_signing",
+}  # fmt: skip
+
+__getattr__, __dir__ = _exports(__name__, _EXPORTS)
 
 __all__ = [
     "Attempt",

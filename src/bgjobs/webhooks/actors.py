@@ -19,6 +19,7 @@ from . import _delivery as delivery
 from . import _dispatch as dispatcher
 from . import _operations as operations
 from . import _publishing as publishing
+from . import _templates  # noqa: F401  (registers the webhooks family's notification templates)
 from ._endpoints import current
 from ._models import DeliveryJob, EndpointDisabled, Wake, WebhookDeliveryExhausted
 from .tasks import QUEUE, deliver_webhook, dispatch_webhooks
