@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 if _TYPE_CHECKING:
-    from . import cleanup, events, exports, notifications, outbox, payouts, webhooks
+    from . import batches, cleanup, events, exports, notifications, outbox, payouts, webhooks
+    from .batches import batch, cancelled, current_batch
     from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
     from .families import trigger
     from .jobs import JobArguments, JobContext, job
@@ -33,8 +34,9 @@ _EXPORTS: dict[str, str] = {
     "Settings": "settings", "get_settings": "settings",
     "get_broker": "runtime", "set_broker": "runtime",
     "configure": "wiring",
-    **{family: family for family in ("cleanup", "events", "exports", "notifications", "outbox", "payouts",
-                                     "webhooks")},
+    "batch": "batches", "cancelled": "batches", "current_batch": "batches",
+    **{family: family for family in ("batches", "cleanup", "events", "exports", "notifications", "outbox",
+                                     "payouts", "webhooks")},
 }  # fmt: skip
 
 
@@ -80,8 +82,12 @@ __all__ = [
     "TypedActor",
     "__version__",
     "actor",
+    "batch",
+    "batches",
+    "cancelled",
     "cleanup",
     "configure",
+    "current_batch",
     "delivery_key",
     "events",
     "exports",

@@ -20,6 +20,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, default_middleware
 
 from . import tracing
+from .batching import Batches
 from .errors import ConfigurationError
 from .middleware import DeadLetterReasons, Maintenance
 from .redact import mask_url
@@ -48,7 +49,7 @@ def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
     stack: list[Any] = [UnknownActors(settings.worker.unknown_actor_grace_s)] if worker else []
     stack += tracing.middleware(settings, worker=worker)
     stack += [m() for m in default_middleware]
-    stack += [CurrentMessage(), DeadLetterReasons()]
+    stack += [CurrentMessage(), DeadLetterReasons(), Batches()]
     if worker and settings.metrics.enabled:
         from .observability import Metrics
 

@@ -238,6 +238,7 @@ def _parser() -> argparse.ArgumentParser:
     relay.add_argument("--batch", type=int, default=0, help="rows per transaction")
     relay.set_defaults(func=_outbox_relay)
 
+    from .batch_cli import register as register_batches
     from .cleanup._cli import register as register_cleanup
     from .exports._cli import register as register_exports
     from .operator_cli import register as register_operator
@@ -247,6 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     register_webhooks(commands)
     register_exports(commands)
     register_cleanup(commands)
+    register_batches(commands)
 
     console = commands.add_parser("console", help="serve the operations console (web dashboard and JSON API)")
     console.add_argument("--host", help="address to listen on (BGJOBS_CONSOLE__HOST, 127.0.0.1); another "

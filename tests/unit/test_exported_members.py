@@ -23,7 +23,9 @@ def test_the_root_exports_exactly_its_all() -> None:
     exported = {n for n in bgjobs.__all__ if not inspect.ismodule(getattr(bgjobs, n))} - {"__version__"}
     assert sorted(public) == sorted(exported)
     families = {n for n in bgjobs.__all__ if inspect.ismodule(getattr(bgjobs, n))}
-    assert families == {"cleanup", "events", "exports", "notifications", "outbox", "payouts", "webhooks"}
+    assert families == {
+        "batches", "cleanup", "events", "exports", "notifications", "outbox", "payouts", "webhooks",
+    }  # fmt: skip
     assert bgjobs.__all__ == sorted(bgjobs.__all__)
 
 

@@ -1,0 +1,68 @@
+"""``bgjobs batches list|show|cancel``: the batches operators can see and stop (docs/batches.md)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _row(s: Any) -> dict[str, Any]:
+    found = dataclasses.asdict(s)
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in found.items()}
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .batches import recent
+    from .operator_cli import table
+
+    found = recent(args.limit)
+    if args.json:
+        print(json.dumps([_row(s) for s in found], indent=2))
+        return 0
+    if not found:
+        print("no batches (finished ones are kept 7 days)")
+        return 0
+    rows = [(s.id, s.state + (" (cancelled)" if s.cancel_requested else ""), s.total, s.pending,
+             s.succeeded, s.failed, s.cancelled, f"{s.created_at:%Y-%m-%d %H:%M:%S}", s.description)
+            for s in found]  # fmt: skip
+    print(table(("id", "state", "total", "pending", "succeeded", "failed", "cancelled", "created (UTC)",
+                 "description"), rows))  # fmt: skip
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .batches import status
+
+    print(json.dumps(_row(status(args.id)), indent=2))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from .batches import cancel
+
+    s = cancel(args.id)
+    print(f"cancelled {s.id}: {s.pending} job(s) not started yet will be skipped; its callbacks run once "
+          "every job is counted")  # fmt: skip
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``batches`` to the ``bgjobs`` parser."""
+    batches = commands.add_parser("batches", help="list, show or cancel batches of jobs")
+    actions = batches.add_subparsers(dest="batches_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the newest batches first, with their counts")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many, newest first (50)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=_list)
+    show = actions.add_parser("show", help="one batch's state and counts, as JSON")
+    show.add_argument("id", help="the batch id (b_...)")
+    show.set_defaults(func=_show)
+    cancel = actions.add_parser(
+        "cancel", help="skip the batch's jobs not started yet; its callbacks still run"
+    )
+    cancel.add_argument("id", help="the batch id (b_...)")
+    cancel.set_defaults(func=_cancel)
