@@ -12,12 +12,17 @@
 -- message: on_complete once, on_success once every job has succeeded (later too, when a requeued
 -- job makes it so). A child batch is one job of its parent: its completion counts there.
 --
+-- With a RabbitMQ broker (mode "due") the callbacks cannot be written onto its queues from here:
+-- they are pushed, in this same call, onto the list <prefix>due, which a worker relays.
+--
 -- KEYS[1] = the broker's namespace (the queues)
--- ARGV = prefix, wake_cap, now, keep_s, op, id, index_or_count, outcome
+-- ARGV = prefix, wake_cap, now, keep_s, mode, op, id, index_or_count, outcome
 --   op "settle": count job <index> of <id> as <outcome> (succeeded, failed, cancelled)
 --   op "close":  add <count> jobs to <id>'s total, mark it running, and complete it if done
+-- Returns 1 when it counted (settle) or closed, 0 when not; plus 2 when it pushed a callback.
 local ns = KEYS[1]
-local prefix, cap, now, keep = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local prefix, cap, now, keep, mode = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local pushed = 0
 
 local function enqueue(queue, id, data)
     local queue_key = ns .. ":" .. queue
@@ -37,7 +42,10 @@ local function callback(key, kind)
         return
     end
     redis.call("hset", key, kind .. "_sent", "1")
-    if found[1] then
+    if found[1] and mode == "due" then
+        redis.call("rpush", prefix .. "due", found[3])
+        pushed = 2
+    elseif found[1] then
         enqueue(found[1], found[2], found[3])
     end
 end
@@ -95,17 +103,17 @@ settle = function(id, index, outcome)
     return 1
 end
 
-local op, id = ARGV[5], ARGV[6]
+local op, id = ARGV[6], ARGV[7]
 if op == "settle" then
-    return settle(id, tonumber(ARGV[7]), ARGV[8])
+    return settle(id, tonumber(ARGV[8]), ARGV[9]) + pushed
 end
 local key = prefix .. id
 if redis.call("exists", key) == 0 then
     return 0
 end
-redis.call("hincrby", key, "total", tonumber(ARGV[7]))
+redis.call("hincrby", key, "total", tonumber(ARGV[8]))
 if redis.call("hget", key, "state") == "open" then
     redis.call("hset", key, "state", "running")
 end
 finish(id)
-return 1
+return 1 + pushed

@@ -1,10 +1,12 @@
-"""Where batches keep their counts: the broker's Redis (one script per change), or this process.
+"""Where batches keep their counts: the broker's Redis (one script per change), RabbitMQ's
+coordination store, or this process.
 
 :class:`RedisBatches` keeps a hash and two bitmaps per batch (``batch.lua`` says what is in them):
 O(1) per batch, and one bit per job (two for a job counted as failed). Counting a job and, when
 it was the last, enqueuing the callbacks happen in one script, so a worker killed at any line
-neither counts a job twice nor loses or doubles a callback. :class:`LocalBatches` does the same
-under a lock, for the stub broker of tests.
+neither counts a job twice nor loses or doubles a callback. :class:`RabbitBatches` counts the
+same way in the coordination store and relays the callbacks to RabbitMQ. :class:`LocalBatches`
+does the same under a lock, for the stub broker of tests.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from uuid import uuid4
 
 import dramatiq
 
-__all__ = ["BatchStatus", "BatchStore", "LocalBatches", "RedisBatches", "store_for"]
+__all__ = ["BatchStatus", "BatchStore", "LocalBatches", "RabbitBatches", "RedisBatches", "store_for"]
 
 _SCRIPT = resources.files("bgjobs").joinpath("batch.lua").read_text()
 #: How long a finished batch's counts are kept (and an open one's, at most).
@@ -105,8 +107,19 @@ class BatchStore(abc.ABC):
     @abc.abstractmethod
     def set_cancel(self, id: str) -> None: ...
 
+    @abc.abstractmethod
+    def has_run(self, message_id: str) -> bool:
+        """True once the callback message ``message_id`` has run to its end."""
+
+    @abc.abstractmethod
+    def ran(self, message_id: str) -> None: ...
+
     def is_cancelled(self, id: str) -> bool:
         return self.read(id).get("cancel") == "1"
+
+    def relay(self) -> int:
+        """Send the callbacks waiting to be sent (only RabbitMQ's wait); how many were sent."""
+        return 0
 
     def status(self, id: str) -> BatchStatus | None:
         found = self.read(id)
@@ -118,7 +131,11 @@ class BatchStore(abc.ABC):
 
 
 class RedisBatches(BatchStore):
+    #: Callbacks are written onto the broker's queues in the counting script.
+    mode = "enqueue"
+
     def __init__(self, broker: Any) -> None:
+        self.broker = broker
         self.client, self.namespace = broker.client, broker.namespace
         self.prefix = f"{broker.namespace}:bgjobs-batch:"
         self._script = self.client.register_script(_SCRIPT)
@@ -153,14 +170,24 @@ class RedisBatches(BatchStore):
     def _run(self, *args: Any) -> int:
         from .redis_broker import WAKE_CAP
 
-        return int(self._script(keys=[self.namespace], args=[self.prefix, WAKE_CAP, repr(time.time()), KEEP_S,
-                                                                *args]))  # fmt: skip
+        done = int(self._script(keys=[self.namespace], args=[self.prefix, WAKE_CAP, repr(time.time()), KEEP_S,
+                                                                self.mode, *args]))  # fmt: skip
+        if done & 2:
+            self.relay()
+        return done & 1
 
     def close(self, id: str, count: int) -> None:
         self._run("close", id, count, "")
 
     def settle(self, id: str, index: int, outcome: str) -> bool:
         return bool(self._run("settle", id, index, outcome))
+
+    def has_run(self, message_id: str) -> bool:
+        return bool(self.client.exists(f"{self.prefix}ran:{message_id}"))
+
+    def ran(self, message_id: str) -> None:
+        self.client.set(f"{self.prefix}ran:{message_id}", "1", ex=KEEP_S)
+
 
     def read(self, id: str) -> dict[str, str]:
         found = self.client.hgetall(self.prefix + id)
@@ -173,6 +200,30 @@ class RedisBatches(BatchStore):
         return bool(self.client.hget(self.prefix + id, "cancel") == b"1")
 
 
+class RabbitBatches(RedisBatches):
+    """Counts in the coordination store; callbacks pushed there in the counting script, then
+    published to RabbitMQ by the worker that counted the last job (or, if it died first, by any
+    worker's maintenance within a second). A callback published twice (its relay killed between
+    the publish and the removal) runs once: its run is marked done, and a copy that finds the mark
+    is skipped."""
+
+    mode = "due"
+
+    def relay(self) -> int:
+        due, sent = self.prefix + "due", 0
+        lock = self.client.set(self.prefix + "relaying", "1", nx=True, px=10_000)
+        if not lock:
+            return 0  # another worker relays now
+        try:
+            while (data := self.client.lindex(due, 0)) is not None:
+                self.broker.enqueue(dramatiq.Message.decode(data))
+                self.client.lpop(due)
+                sent += 1
+        finally:
+            self.client.delete(self.prefix + "relaying")
+        return sent
+
+
 class LocalBatches(BatchStore):
     """The same counts in this process (the stub broker's), callbacks sent through the broker."""
 
@@ -180,6 +231,7 @@ class LocalBatches(BatchStore):
         self.broker = broker
         self._lock = threading.Lock()
         self._batches: dict[str, dict[str, Any]] = {}
+        self._ran: set[str] = set()
 
     def _create(self, id: str, fields: dict[str, str]) -> None:
         with self._lock:
@@ -262,6 +314,14 @@ class LocalBatches(BatchStore):
             if id in self._batches:
                 self._batches[id]["cancel"] = "1"
 
+    def has_run(self, message_id: str) -> bool:
+        with self._lock:
+            return message_id in self._ran
+
+    def ran(self, message_id: str) -> None:
+        with self._lock:
+            self._ran.add(message_id)
+
     def recent(self, limit: int) -> list[BatchStatus]:
         with self._lock:
             ids = sorted(self._batches, key=lambda i: float(self._batches[i]["created_at"]), reverse=True)
@@ -279,6 +339,7 @@ def store_for(broker: dramatiq.Broker) -> BatchStore:
         ConfigurationError: a RabbitMQ broker; batches need the Redis broker (or the stub) for now.
     """
     from .errors import ConfigurationError
+    from .operated import OperatedBroker
     from .redis_broker import BgjobsRedisBroker
 
     with _stores_lock:
@@ -287,12 +348,13 @@ def store_for(broker: dramatiq.Broker) -> BatchStore:
             return found[1]
         if isinstance(broker, BgjobsRedisBroker):
             store: BatchStore = RedisBatches(broker)
+        elif isinstance(broker, OperatedBroker):  # RabbitMQ, with its coordination store
+            store = RabbitBatches(broker)
         elif type(broker).__name__ == "StubBroker":
             store = LocalBatches(broker)
         else:
             raise ConfigurationError(
-                "batches need the Redis broker (redis://, rediss://, redis+sentinel://) in this release: "
-                "their counts and callbacks are written in one Redis script; RabbitMQ is not supported yet"
+                f"batches need bgjobs's Redis or RabbitMQ broker (or the stub), not {type(broker).__name__}"
             )
         _stores[id(broker)] = (broker, store)
         return store

@@ -92,6 +92,8 @@ class Batches(Middleware):
         running.set(Batch(id, store, broker))
         if BATCH in message.options and is_cancelled(store, id):
             raise SkipMessage(f"batch {id} was cancelled")
+        if CALLBACK_OF in message.options and store.has_run(message.message_id):
+            raise SkipMessage(f"callback {message.message_id} of batch {id} has run already")
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
@@ -99,6 +101,8 @@ class Batches(Middleware):
     ) -> None:  # fmt: skip
         if exception is None:
             self._settle(broker, message, "succeeded")
+            if CALLBACK_OF in message.options:
+                store_for(broker).ran(message.message_id)
         running.set(None)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:

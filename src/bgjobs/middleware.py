@@ -29,7 +29,7 @@ HISTORY_SIZES_S = 10.0
 
 
 class _Task:
-    def __init__(self, every_s: float, run: Callable[[], None]) -> None:
+    def __init__(self, every_s: float, run: Callable[[], object]) -> None:
         self.every_s, self.run, self.due = every_s, run, 0.0
 
     def run_if_due(self) -> None:
@@ -51,7 +51,7 @@ class Maintenance(Middleware):
         self._thread: threading.Thread | None = None
         self._tasks: list[_Task] = []
 
-    def also(self, every_s: float, task: Callable[[], None]) -> None:
+    def also(self, every_s: float, task: Callable[[], object]) -> None:
         """Run ``task`` from the maintenance thread, after a pass, at most every ``every_s``; its
         failures are the pass's (an outage reported once, anything else logged and retried)."""
         self._tasks.append(_Task(every_s, task))

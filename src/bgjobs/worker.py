@@ -176,6 +176,7 @@ def _adopt_letters(broker: dramatiq.Broker, settings: Settings) -> None:
     deploy), and resends lost work when the store comes back empty, from its maintenance thread
     (:mod:`bgjobs.adoption`, :mod:`bgjobs.recovery`)."""
     from .adoption import EVERY_S, adopter
+    from .batch_store import store_for
     from .middleware import Maintenance
     from .recovery import watcher
 
@@ -183,6 +184,8 @@ def _adopt_letters(broker: dramatiq.Broker, settings: Settings) -> None:
         if isinstance(m, Maintenance):
             m.also(EVERY_S, adopter(broker, grace_s=settings.worker.unknown_actor_grace_s))
             m.also(0, watcher(broker))
+            # Batch callbacks a worker killed before relaying them left (RabbitMQ only: a no-op on Redis)
+            m.also(1.0, store_for(broker).relay)
 
 
 def boot() -> dramatiq.Broker:

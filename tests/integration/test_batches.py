@@ -122,23 +122,21 @@ def _lines(path: Path) -> collections.Counter[str]:
     return collections.Counter(path.read_text().splitlines()) if path.exists() else collections.Counter()
 
 
-def test_a_batch_on_redis_counts_every_job_once_and_calls_back_once_through_a_sigkill(
-    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    runs = tmp_path / "runs.txt"
-    env = {
-        "BGJOBS_BROKER_URL": redis_url,
-        "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'bgjobs.db'}",
-        "BGJOBS_JOBS": '["tests.support.batch_actors"]',
-        "BGJOBS_WORKER__HEARTBEAT_TIMEOUT_MS": "2000",
-        "BGJOBS_WORKER__MAINTENANCE_INTERVAL_MS": "500",
-        "BGJOBS_METRICS__ENABLED": "false",
-        "TEST_RUNS_FILE": str(runs),
-    }
+def _batch_env(engine_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = {**engine_env, "BGJOBS_JOBS": '["tests.support.batch_actors"]', "BGJOBS_METRICS__ENABLED": "false",
+           "TEST_RUNS_FILE": str(tmp_path / "runs.txt")}  # fmt: skip
     use_environment(monkeypatch, env)
     from bgjobs import db
 
     db.upgrade()
+    return env
+
+
+def test_a_batch_counts_every_job_once_and_calls_back_once_through_a_sigkill(
+    engine_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _batch_env(engine_env, tmp_path, monkeypatch)
+    runs = Path(env["TEST_RUNS_FILE"])
     jobs = 400
     with bgjobs.batch(on_complete=done.message(COMPLETE), on_success=done.message(OK)) as b:
         item.send_many([Item(key=f"k{n}", sleep_s=0.01) for n in range(jobs - 1)])
@@ -219,21 +217,11 @@ def test_the_redis_script_counts_each_job_once_and_enqueues_each_callback_once(r
     assert store.status("nope") is None
 
 
-def test_a_cancel_on_redis_skips_what_has_not_started_and_the_callback_still_runs_once(
-    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_cancel_skips_what_has_not_started_and_the_callback_still_runs_once(
+    engine_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runs = tmp_path / "runs.txt"
-    env = {
-        "BGJOBS_BROKER_URL": redis_url,
-        "BGJOBS_DATABASE_URL": f"sqlite:///{tmp_path / 'bgjobs.db'}",
-        "BGJOBS_JOBS": '["tests.support.batch_actors"]',
-        "BGJOBS_METRICS__ENABLED": "false",
-        "TEST_RUNS_FILE": str(runs),
-    }
-    use_environment(monkeypatch, env)
-    from bgjobs import db
-
-    db.upgrade()
+    env = _batch_env(engine_env, tmp_path, monkeypatch)
+    runs = Path(env["TEST_RUNS_FILE"])
     with bgjobs.batch(on_complete=done.message(COMPLETE), on_success=done.message(OK)) as b:
         item.send_many([Item(key=f"k{n}", sleep_s=0.05) for n in range(200)])
     running = WorkerProcess(env, processes=1, threads=2).start()
@@ -258,7 +246,7 @@ def test_a_broker_without_a_batch_store_is_refused_in_one_line() -> None:
 
     from bgjobs.errors import ConfigurationError
 
-    with pytest.raises(ConfigurationError, match="batches need the Redis broker"):
+    with pytest.raises(ConfigurationError, match="batches need bgjobs's Redis or RabbitMQ broker"):
         batches.store_for(SimpleNamespace())  # type: ignore[arg-type]
 
 
