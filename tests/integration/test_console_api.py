@@ -675,3 +675,32 @@ def test_the_standalone_console_refuses_a_public_address_without_authentication(
             f"bgjobs: BGJOBS_CONSOLE__TOKEN: at least 16 characters (it has {length}); for example "
             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
         ]
+
+
+def test_batches_are_listed_shown_and_cancelled_through_the_api_and_the_cancel_is_audited(
+    serve: Callable[..., ConsoleServer],
+) -> None:
+    import bgjobs
+    from bgjobs import batches, pausing
+    from bgjobs.audit import entries
+    from tests.support.worker_jobs import record
+
+    pausing.pause("default")  # no worker here anyway: the jobs wait
+    with bgjobs.batch(description="api batch") as b:
+        record.send_many([{"key": f"k{n}"} for n in range(3)])
+    server = serve()
+    with _browser(server) as api:
+        listed = api.get("/api/v1/batches").json()
+        (row,) = [r for r in listed["items"] if r["id"] == b.id]
+        assert (row["description"], row["state"], row["total"]) == ("api batch", "running", 3)
+        assert row["pending"] == 3
+        assert api.get(f"/api/v1/batches/{b.id}").json()["counted"] == 0
+        missing = api.get("/api/v1/batches/b_nope")
+        assert missing.status_code == 404 and "no batch 'b_nope'" in missing.json()["error"]
+        assert api.get("/api/v1/batches?colour=red").status_code == 422
+        cancelled = api.post(f"/api/v1/batches/{b.id}/cancel", headers=_csrf(api))
+        assert cancelled.status_code == 200 and cancelled.json()["cancel_requested"] is True
+        assert api.get("/batches").status_code == 200 and api.get(f"/batches/{b.id}").status_code == 200
+    assert batches.status(b.id).cancel_requested
+    (entry,) = [e for e in entries() if e.resource == f"batch:{b.id}"]
+    assert entry.action == "cancel"

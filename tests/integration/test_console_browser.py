@@ -21,8 +21,8 @@ from tests.support.pause_checks import pause_checks
 from tests.support.workers import ROOT, WorkerProcess, start_worker, wait_for
 
 ARTIFACTS = ROOT / "build" / "test-artifacts" / "console"
-PAGES = ("/", "/queues", "/queues/default", "/actors", "/dead-letters", "/runs", "/schedule", "/webhooks",
-         "/notifications", "/payouts", "/exports", "/audit")  # fmt: skip
+PAGES = ("/", "/queues", "/queues/default", "/actors", "/dead-letters", "/runs", "/batches", "/schedule",
+         "/webhooks", "/notifications", "/payouts", "/exports", "/audit")  # fmt: skip
 #: Flags that keep chromium off the network this machine does not have (see the tool library's notes).
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -335,3 +335,28 @@ def test_the_audit_page_filters_by_who_action_resource_and_time(console: str, pa
     form.locator("input[name=who]").fill("somebody-else")
     form.locator("button", has_text="Filter").click()
     page.locator("td.empty", has_text="no actions match").wait_for()
+
+
+def test_a_batch_s_progress_and_its_cancel_from_its_page(console: str, page: Any) -> None:
+    import bgjobs
+    from bgjobs import batches, pausing
+
+    pausing.pause("default")  # the batch's jobs wait until the cancel
+    with bgjobs.batch(description="a batch in the browser") as b:
+        worker_jobs.record.send_many([{"key": f"batch-{n}"} for n in range(4)])
+    page.goto(console + "/batches")
+    row = page.locator(f"tr[data-batch='{b.id}']")
+    assert "a batch in the browser" in row.inner_text() and "running" in row.inner_text()
+    _shot(page, "laptop-batches-running")
+    row.locator("a").click()
+    page.wait_for_url(f"**/batches/{b.id}")
+    assert "0 of 4 counted" in page.locator("main").inner_text()
+    page.locator("button", has_text="Cancel").click()  # the confirmation is accepted
+    wait_for(lambda: batches.status(b.id).cancel_requested, timeout=10, what="the cancel")
+    pausing.resume("default")
+    wait_for(lambda: batches.status(b.id).state == "done", timeout=30, what="the batch to complete")
+    page.reload()
+    shown = page.locator("main").inner_text()
+    assert "4 of 4 counted" in shown and "done" in shown and "cancelled" in shown
+    assert page.locator("button", has_text="Cancel").count() == 0
+    _shot(page, "laptop-batch-cancelled")

@@ -111,6 +111,8 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     for kind in (InvalidPayload, ConfigurationError, SQLAlchemyError, *CONNECTION_ERRORS):
         app.add_exception_handler(kind, _operation_error)
     from ._api import router as api
+    from ._batches import api as batch_api
+    from ._batches import pages as batch_pages
     from ._families import router as families
     from ._pages import router as pages
     from ._queues import router as queue_routes
@@ -123,6 +125,8 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.include_router(families)
+    app.include_router(batch_api)
+    app.include_router(batch_pages)
     app.include_router(pages)
     static = resources.files("bgjobs.console") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

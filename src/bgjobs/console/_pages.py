@@ -34,7 +34,7 @@ PAGE = 50
 #: (path, title) of each page, in the navigation's order.
 NAV = (
     ("/", "Overview"), ("/queues", "Queues"), ("/actors", "Actors"), ("/dead-letters", "Dead letters"),
-    ("/runs", "Runs"),
+    ("/runs", "Runs"), ("/batches", "Batches"),
     ("/schedule", "Schedule"), ("/webhooks", "Webhooks"), ("/notifications", "Notifications"),
     ("/payouts", "Payouts"), ("/exports", "Exports"), ("/audit", "Audit"),
 )  # fmt: skip
