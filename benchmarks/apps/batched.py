@@ -39,3 +39,16 @@ def stamped(payload: Noop) -> None:
 def finished(payload: Noop) -> None:
     """A batch's on_complete: notes when it started."""
     _redis().set("bench:finished", repr(time.time()))
+
+
+@bgjobs.actor(queue="default")
+def counted(payload: Noop) -> None:
+    """Counts its runs (a job run twice after a kill shows twice)."""
+    _redis().hincrby(f"bench:runs:{payload.name}", str(payload.id), 1)
+    time.sleep(0.002)
+
+
+@bgjobs.actor(queue="default")
+def tally(payload: Noop) -> None:
+    """A batch's on_complete that counts its own runs."""
+    _redis().incr(f"bench:callbacks:{payload.name}")

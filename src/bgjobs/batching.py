@@ -14,7 +14,9 @@ from dramatiq.middleware import Middleware, SkipMessage
 
 from .batch_store import CHUNK, BatchStatus, BatchStore, store_for
 
-__all__ = ["BATCH", "CALLBACK_OF", "INDEX", "Batch", "Batches", "building", "is_cancelled", "running"]
+__all__ = [
+    "BATCH", "CALLBACK_OF", "INDEX", "Batch", "Batches", "building", "carry", "is_cancelled", "running",
+]  # fmt: skip
 
 BATCH, INDEX, CALLBACK_OF = "bgjobs_batch", "bgjobs_batch_index", "bgjobs_batch_callback"
 #: How long a worker trusts what it last read of a batch's cancellation.
@@ -26,13 +28,28 @@ SETTLE_PATIENCE_S = 30.0
 building: contextvars.ContextVar[Batch | None] = contextvars.ContextVar("bgjobs_batch", default=None)
 #: The batch of the job running in this thread (or the batch a callback completes).
 running: contextvars.ContextVar[Batch | None] = contextvars.ContextVar("bgjobs_running_batch", default=None)
+#: Set when the running job handed its place in its batch to a copy of itself (:func:`carry`).
+_handed: contextvars.ContextVar[bool] = contextvars.ContextVar("bgjobs_batch_handed", default=False)
+
+
+def carry() -> dict[str, Any]:
+    """Options that hand the running job's place in its batch to a copy of it sent for later
+    (a notification postponed to the end of quiet hours, a job that found its row busy), so the
+    batch completes when the copy finishes, not when this run returns; ``{}`` outside a batch."""
+    found = running.get()
+    if found is None or found.index is None:
+        return {}
+    _handed.set(True)
+    return {BATCH: found.id, INDEX: found.index}
 
 
 class Batch:
     """A batch being sent, or the batch of the job running now."""
 
-    def __init__(self, id: str, store: BatchStore, broker: dramatiq.Broker) -> None:
+    def __init__(self, id: str, store: BatchStore, broker: dramatiq.Broker, index: int | None = None) -> None:
         self.id, self._store, self._broker = id, store, broker
+        #: The running job's index in this batch (when the batch is the running job's).
+        self.index = index
         self.sent = 0
         self._next = self._end = 0
 
@@ -89,7 +106,9 @@ class Batches(Middleware):
         if id is None:
             return
         store = store_for(broker)
-        running.set(Batch(id, store, broker))
+        index = message.options.get(INDEX)
+        running.set(Batch(id, store, broker, None if index is None else int(index)))
+        _handed.set(False)
         if BATCH in message.options and is_cancelled(store, id):
             raise SkipMessage(f"batch {id} was cancelled")
         if CALLBACK_OF in message.options and store.has_run(message.message_id):
@@ -99,7 +118,7 @@ class Batches(Middleware):
         self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
         exception: BaseException | None = None,
     ) -> None:  # fmt: skip
-        if exception is None:
+        if exception is None and not _handed.get():
             self._settle(broker, message, "succeeded")
             if CALLBACK_OF in message.options:
                 store_for(broker).ran(message.message_id)

@@ -111,6 +111,23 @@ def test_a_cancelled_batch_skips_its_jobs_not_started_and_still_completes(stub: 
     assert batch_actors.RUNS == ["complete total=5 succeeded=0 failed=0 cancelled=5"]
 
 
+def test_a_job_sent_again_for_later_keeps_its_batch_open_until_the_copy_finishes(stub: JobsHarness) -> None:
+    with bgjobs.batch(on_complete=done.message(COMPLETE)) as b:
+        item.send(Item(key="k1"))
+        item.send(Item(key="later", again=True))
+    wait_for(lambda: "later postponed" in batch_actors.RUNS and len(stub.held()) == 1
+             and batches.status(b.id).succeeded == 1, timeout=10,
+             what="k1 counted, the copy held for later")  # fmt: skip
+    s = batches.status(b.id)
+    assert (s.state, s.succeeded, s.pending) == ("running", 1, 1)  # the copy holds the place
+    assert not any(r.startswith("complete") for r in batch_actors.RUNS)
+    stub.release()
+    stub.drain()
+    s = batches.status(b.id)
+    assert (s.state, s.succeeded, s.total) == ("done", 2, 2)
+    assert _runs()["complete total=2 succeeded=2 failed=0 cancelled=0"] == 1
+
+
 def test_an_unknown_batch_is_refused_naming_it(stub: JobsHarness) -> None:
     with pytest.raises(InvalidPayload, match="no batch 'b_nope'"):
         batches.status("b_nope")

@@ -341,7 +341,9 @@ def test_a_batch_s_progress_and_its_cancel_from_its_page(console: str, page: Any
     import bgjobs
     from bgjobs import batches, pausing
 
-    pausing.pause("default")  # the batch's jobs wait until the cancel
+    with pause_checks(redis.Redis.from_url(get_settings().broker_url), "default") as checks:
+        pausing.pause("default")  # the batch's jobs wait until the cancel
+        checks.wait_seen()  # the worker's consumer honours the pause before the batch is sent
     with bgjobs.batch(description="a batch in the browser") as b:
         worker_jobs.record.send_many([{"key": f"batch-{n}"} for n in range(4)])
     page.goto(console + "/batches")

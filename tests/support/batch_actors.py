@@ -18,6 +18,8 @@ class Item(bgjobs.Payload):
     key: str
     sleep_s: float = 0.0
     children: int = 0
+    #: Sent again for later, handing its place in the batch to the copy (``bgjobs.batching.carry``).
+    again: bool = False
 
 
 def _note(line: str) -> None:
@@ -36,6 +38,12 @@ def item(payload: Item) -> None:
     its own batch, or, as a nested batch, with ``nested`` in its key."""
     if payload.key.startswith("fail"):
         raise bgjobs.PermanentError(f"{payload.key} fails")
+    if payload.again:
+        from bgjobs.batching import carry
+
+        item.send(payload.model_copy(update={"again": False}), delay=60_000, **carry())
+        _note(f"{payload.key} postponed")
+        return
     if payload.key.startswith("nested") and payload.children:
         with bgjobs.batch(on_complete=done.message(Item(key=f"{payload.key}:inner-complete"))):
             for n in range(payload.children):

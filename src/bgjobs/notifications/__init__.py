@@ -12,6 +12,7 @@ from ..lazy import exports as _exports
 if _TYPE_CHECKING:
     from ..errors import SmsOverBudget
     from . import actors, tasks
+    from ._broadcast import Broadcast, BroadcastSummary, broadcast, broadcast_summary
     from ._catalogue import get_template, registered_templates
     from ._models import (
         AppointmentDue,
@@ -39,7 +40,8 @@ _EXPORTS: dict[str, str] = {
     "count_segments": "_segments", "Queued": "_sender", "SmsOverBudget": "bgjobs.errors",
     "deliveries": "_sender", "send": "_sender", "Template": "_templates",
     "TemplateVariables": "_templates", "get_template": "_catalogue", "register_template": "_templates",
-    "registered_templates": "_catalogue",
+    "registered_templates": "_catalogue", "Broadcast": "_broadcast", "BroadcastSummary": "_broadcast",
+    "broadcast": "_broadcast", "broadcast_summary": "_broadcast",
 }  # fmt: skip
 
 __getattr__, __dir__ = _exports(__name__, _EXPORTS)
@@ -48,6 +50,8 @@ __all__ = [
     "AppointmentDue",
     "BookingCancelled",
     "BookingCreated",
+    "Broadcast",
+    "BroadcastSummary",
     "Category",
     "Channel",
     "ChannelMessage",
@@ -62,6 +66,8 @@ __all__ = [
     "TemplateVariables",
     "TripDue",
     "actors",
+    "broadcast",
+    "broadcast_summary",
     "count_segments",
     "deliveries",
     "get_template",

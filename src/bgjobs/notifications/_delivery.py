@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import db, runtime, tally, tracing
+from ..batching import carry
 from ..claims import Answer, Claim, Claims, Seen, recheck_ms
 from ..clock import now as _now
 from ..errors import PERMANENT, MaybeDelivered, PermanentError, TransientError
@@ -183,7 +184,7 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
     now = _now()
     until = hold_until(message, channel, settings, now)
     if until is not None:
-        CHANNEL_TASKS[channel].send(message, delay=ms_until(until, now))
+        CHANNEL_TASKS[channel].send(message, delay=ms_until(until, now), **carry())
         with db.get_engine().begin() as conn:
             if _take(conn, message, channel, now)[0].status not in FINAL:
                 _update(conn, message.key, reason=f"quiet hours until {until.isoformat()}", updated_at=now)
@@ -208,7 +209,7 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
         if answer is Answer.TAKEN:
             claim = CLAIMS.take_one(conn, message.key, seen, now, values={"updated_at": now})
     if claim is None:  # another worker holds it (or took it between the read and the take)
-        CHANNEL_TASKS[channel].send(message, delay=recheck_ms(seen, now))
+        CHANNEL_TASKS[channel].send(message, delay=recheck_ms(seen, now), **carry())
         return "busy"
     with claim.kept():
         return _deliver(message, channel, claim, ordered(channel, pinned), settings.notifications)

@@ -236,6 +236,13 @@ class DigestClose(Payload):
     digest_id: str = Field(min_length=1, max_length=32)
 
 
+class BroadcastDone(Payload):
+    """A broadcast's batch callback: its key and template."""
+
+    key: str = Field(min_length=1, max_length=200)
+    template: str
+
+
 class DigestItem(SQLModel, table=True):
     """``bgjobs_notification_digest_items``: one message collected into a digest instead of sent.
 

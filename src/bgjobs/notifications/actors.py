@@ -15,6 +15,7 @@ from ..clock import now as _now
 from ..errors import InvalidPayload
 from ..jobs import JobContext, job
 from ..typed import actor
+from . import _broadcast as broadcasting
 from . import _delivery as delivery
 from . import _digests
 from . import _sender as sender
@@ -22,6 +23,7 @@ from . import _sources as sources
 from ._models import (
     BookingCancelled,
     BookingCreated,
+    BroadcastDone,
     Channel,
     ChannelMessage,
     DigestClose,
@@ -29,7 +31,7 @@ from ._models import (
     PaymentSucceeded,
     SweepMark,
 )
-from .tasks import CHANNEL_TASKS, QUEUE, digest_close, send_email, send_push, send_sms
+from .tasks import CHANNEL_TASKS, QUEUE, broadcast_done, digest_close, send_email, send_push, send_sms
 
 __all__ = ["CHANNEL_ACTORS", "appointment_reminders", "dunning", "payment_reminders"]
 
@@ -48,6 +50,11 @@ def _sms(message: ChannelMessage) -> None:
 @send_push.handler
 def _push(message: ChannelMessage) -> None:
     delivery.deliver(message, Channel.PUSH)
+
+
+@broadcast_done.handler
+def _broadcast_done(payload: BroadcastDone) -> None:
+    broadcasting.announce(payload)
 
 
 @digest_close.handler
