@@ -58,7 +58,6 @@ class Batch:
             self._next = self._store.reserve(self.id, CHUNK, counted=False)
             self._end = self._next + CHUNK
         self._next += 1
-        self.sent += 1
         return self._next - 1
 
     def send(self, message: Any, *, delay: int | None = None) -> dramatiq.Message[Any]:
@@ -100,6 +99,12 @@ class Batches(Middleware):
         if open_batch is not None and BATCH not in message.options and CALLBACK_OF not in message.options:
             message.options[BATCH] = open_batch.id
             message.options[INDEX] = open_batch._index()
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: Any) -> None:
+        # Counted once written: a send that failed (too large, the broker down) holds no place
+        open_batch = building.get()
+        if open_batch is not None and message.options.get(BATCH) == open_batch.id:
+            open_batch.sent += 1
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         id = message.options.get(BATCH) or message.options.get(CALLBACK_OF)

@@ -128,6 +128,30 @@ def test_a_job_sent_again_for_later_keeps_its_batch_open_until_the_copy_finishes
     assert _runs()["complete total=2 succeeded=2 failed=0 cancelled=0"] == 1
 
 
+def test_a_send_that_fails_inside_the_block_holds_no_place_in_the_batch(
+    stub: JobsHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bgjobs.errors import BrokerUnavailable
+
+    enqueue = stub.broker.enqueue
+
+    def refusing(message: object, *, delay: int | None = None) -> object:
+        if "refused" in str(message.args):  # type: ignore[attr-defined]
+            stub.broker.emit_before("enqueue", message, delay)  # tagged, then the write fails
+            raise BrokerUnavailable("the broker did not answer")
+        return enqueue(message, delay=delay)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stub.broker, "enqueue", refusing)
+    with bgjobs.batch(on_complete=done.message(COMPLETE)) as b:
+        item.send(Item(key="k1"))
+        with pytest.raises(BrokerUnavailable):
+            item.send(Item(key="refused"))
+    stub.drain()
+    s = batches.status(b.id)
+    assert (s.state, s.total, s.succeeded) == ("done", 1, 1)
+    assert _runs()["complete total=1 succeeded=1 failed=0 cancelled=0"] == 1
+
+
 def test_an_unknown_batch_is_refused_naming_it(stub: JobsHarness) -> None:
     with pytest.raises(InvalidPayload, match="no batch 'b_nope'"):
         batches.status("b_nope")
