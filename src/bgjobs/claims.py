@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import and_, bindparam, or_, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from . import db, runtime
 from .clock import now as _now
@@ -173,6 +173,7 @@ class Claims:
             update(t).where(self.key == bindparam("k"), t.c.claimed_by == bindparam("token"))
             .values(lease_until=bindparam("lease")).returning(self.key)
         )  # fmt: skip
+        self._read = select(t.c.status, t.c.attempts, t.c.lease_until).where(self.key == bindparam("k"))
 
     def answer(self, seen: Seen | None, now: datetime) -> Answer:
         """What a worker that read ``seen`` may do: take it, drop its copy, or wait for the holder."""
@@ -222,6 +223,23 @@ class Claims:
     ) -> Claim | None:
         return self.take(conn, [key], seen, now, values=values).get(key)
 
+    def take_row(
+        self, key: str, now: datetime, *, values: Mapping[str, Any] | None = None
+    ) -> tuple[Answer, Seen | None, Claim | None]:
+        """Read row ``key``'s claim columns and take it if it may be, in one short transaction: the
+        answer, what was read, and the claim when taken (a row another copy took between the read
+        and the take answers ``busy``)."""
+        claim = None
+        with db.get_engine().begin() as conn:
+            found = conn.execute(self._read, {"k": key}).first()
+            seen = None if found is None else Seen(found.status, found.attempts, found.lease_until)
+            answer = self.answer(seen, now)
+            if seen is not None and answer is Answer.TAKEN:
+                claim = self.take_one(conn, key, seen, now, values=values)
+        if answer is Answer.TAKEN and claim is None:
+            answer = Answer.BUSY
+        return answer, seen, claim
+
     def settle(self, conn: Any, claim: Claim, **values: Any) -> bool:
         """Record the outcome of ``claim`` in the caller's transaction and clear the claim; False
         (nothing written) when the row is no longer this holder's."""
@@ -261,9 +279,12 @@ class Claims:
                     kept.add(claim)
         return kept
 
-    def where_free(self) -> Any:
-        """The condition of a row no one holds now (for sweeps that resend what a dead holder left)."""
-        return and_(self.table.c.status.not_in(sorted(self.final)), self._free)
+    def where_free(self, now: datetime) -> Any:
+        """The condition of a row not settled that no one holds at ``now`` (for sweeps that resend
+        what a dead holder left)."""
+        t = self.table
+        free = or_(t.c.lease_until.is_(None), t.c.lease_until <= now)
+        return and_(t.c.status.not_in(sorted(self.final)), free)
 
 
 class _Renewer:

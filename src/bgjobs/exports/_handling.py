@@ -14,17 +14,16 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, select
 from sqlalchemy.sql import Select
 
 from .. import db, notifications, runtime, tracing, wiring
-from ..claims import Answer, Claim, Claims, Seen, recheck_ms
+from ..claims import Answer, Claim, recheck_ms
 from ..clock import now as _now
 from ..errors import InvalidPayload, LeaseLost, PermanentError
 from ..typed import final_attempt
 from ._datasets import get_dataset, rows_of
 from ._formats import encode, gzipped
-from ._models import ExportJob, ExportRecord
+from ._models import CLAIMS, ExportJob, ExportRecord
 from ._sender import info
 from .tasks import run_export
 
@@ -37,12 +36,6 @@ CONTENT_TYPES = {
     "jsonl": "application/x-ndjson",
     "json": "application/json",
 }
-
-
-_table: Any = ExportRecord.__table__  # type: ignore[attr-defined]
-#: An export is claimed while it runs: two workers never upload one export at once.
-CLAIMS = Claims(_table, name="export", final=frozenset({"done", "failed"}))
-_read = select(_table.c.status, _table.c.attempts, _table.c.lease_until).where(_table.c.id == bindparam("k"))
 
 
 def _settle(claim: Claim, **values: Any) -> ExportRecord | None:
@@ -78,17 +71,12 @@ def run(job: ExportJob) -> str:
         PermanentError: the dataset failed for good or the time budget ran out (recorded and
             announced as failed); other errors retry from the first row.
     """
-    now, claim = _now(), None
-    with db.get_engine().begin() as conn:
-        found = conn.execute(_read, {"k": job.export_id}).first()
-        seen = None if found is None else Seen(found.status, found.attempts, found.lease_until)
-        answer = CLAIMS.answer(seen, now)
-        if seen is not None and answer is Answer.TAKEN:
-            values = {"status": "running", "started_at": now, "error": None}
-            claim = CLAIMS.take_one(conn, job.export_id, seen, now, values=values)
+    now = _now()
+    values = {"status": "running", "started_at": now, "error": None}
+    answer, seen, claim = CLAIMS.take_row(job.export_id, now, values=values)
     if answer is Answer.DUPLICATE:
         return "duplicate"
-    if answer is Answer.BUSY or claim is None:
+    if claim is None:
         assert seen is not None
         run_export.send(job, delay=recheck_ms(seen, now))
         return "busy"

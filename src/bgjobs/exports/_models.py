@@ -9,10 +9,11 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
+from ..claims import Claims
 from ..clock import now as _now
 from ..typed import Payload
 
-__all__ = ["ExportInfo", "ExportJob", "ExportRecord"]
+__all__ = ["CLAIMS", "ExportInfo", "ExportJob", "ExportRecord"]
 
 
 class ExportRecord(SQLModel, table=True):
@@ -42,6 +43,10 @@ class ExportRecord(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now, index=True)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+#: An export is claimed while it runs: two workers never upload one export at once.
+CLAIMS = Claims(ExportRecord.__table__, name="export", final=frozenset({"done", "failed"}))  # type: ignore[attr-defined]
 
 
 class ExportJob(Payload):

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import or_
 from sqlmodel import col, select
 
 from .. import db, runtime, wiring
@@ -23,7 +22,7 @@ from ..ports.storage import check_key
 from ..recovery import recovery_sweep
 from ._datasets import get_dataset
 from ._formats import FORMATS
-from ._models import ExportInfo, ExportJob, ExportRecord
+from ._models import CLAIMS, ExportInfo, ExportJob, ExportRecord
 from .tasks import run_export
 
 __all__ = ["exports", "get", "info", "request", "resend_pending", "storage_key"]
@@ -97,10 +96,8 @@ def request(
 def resend_pending() -> int:
     """After the store lost its data: the jobs of the exports not started yet, and of those whose
     worker died with it (its claim has run out); one that a worker runs now keeps running."""
-    unclaimed = or_(col(ExportRecord.lease_until).is_(None), col(ExportRecord.lease_until) <= _now())
     with db.session() as s:
-        ids = list(s.exec(select(ExportRecord.id).where(
-            col(ExportRecord.status).in_(("pending", "running")), unclaimed)))
+        ids = list(s.exec(select(ExportRecord.id).where(CLAIMS.where_free(_now()))))
     for export_id in ids:
         run_export.send(ExportJob(export_id=export_id))
     return len(ids)

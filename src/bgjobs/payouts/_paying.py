@@ -12,11 +12,11 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import bindparam, literal, select, update
+from sqlalchemy import literal, select, update
 from sqlmodel import col
 
 from .. import db, notifications, tally, tracing, wiring
-from ..claims import Answer, Claim, Claims, Seen, recheck_ms
+from ..claims import Answer, Claim, Claims, recheck_ms
 from ..clock import now as _now
 from ..errors import PermanentError
 from ..ports import PayoutRequest
@@ -32,7 +32,6 @@ logger = logging.getLogger("bgjobs.payouts")
 _table: Any = Payout.__table__  # type: ignore[attr-defined]
 #: A payout is claimed while its gateway call is made; ``paid`` and ``failed`` are settled.
 CLAIMS = Claims(_table, name="payout", final=frozenset({"paid", "failed"}))
-_read = select(_table.c.status, _table.c.attempts, _table.c.lease_until).where(_table.c.id == bindparam("k"))
 
 
 def _contact(vendor_id: str) -> Any:
@@ -74,13 +73,7 @@ def pay(job: PayoutJob) -> str:
         LeaseLost: the worker was held up past its claim and another took the payout; retried.
     """
     now = _now()
-    with db.get_engine().begin() as conn:
-        found = conn.execute(_read, {"k": job.payout_id}).first()
-        seen = None if found is None else Seen(found.status, found.attempts, found.lease_until)
-        answer = CLAIMS.answer(seen, now)
-        claim = CLAIMS.take_one(conn, job.payout_id, seen, now) if seen and answer is Answer.TAKEN else None
-    if answer is Answer.TAKEN and claim is None:
-        answer = Answer.BUSY  # another copy took it between the read and the take
+    answer, seen, claim = CLAIMS.take_row(job.payout_id, now)
     if answer is Answer.DUPLICATE:
         _count("duplicate")
         return "duplicate"
