@@ -13,6 +13,7 @@ import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
 from .batch_store import CHUNK, BatchStatus, BatchStore, store_for
+from .outage import patiently
 
 __all__ = [
     "BATCH", "CALLBACK_OF", "INDEX", "Batch", "Batches", "building", "carry", "is_cancelled", "running",
@@ -141,14 +142,5 @@ class Batches(Middleware):
         id, index = message.options.get(BATCH), message.options.get(INDEX)
         if id is None or index is None:
             return
-        store, deadline = store_for(broker), time.monotonic() + SETTLE_PATIENCE_S
-        while True:
-            try:
-                store.settle(id, int(index), outcome)
-                return
-            except Exception as exc:
-                from .outage import is_connection_error
-
-                if not is_connection_error(exc) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.25)
+        store = store_for(broker)
+        patiently(lambda: store.settle(id, int(index), outcome), patience_s=SETTLE_PATIENCE_S)

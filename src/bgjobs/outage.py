@@ -17,16 +17,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .redact import mask_url
 
 __all__ = [
     "CONNECTION_ERRORS", "BrokerOutageLog", "Outage", "broker_outage", "coordination_outage",
-    "is_connection_error", "report", "store_outage", "watch",
+    "is_connection_error", "patiently", "report", "store_outage", "watch",
 ]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.broker")
+T = TypeVar("T")
 
 FIRST_STEP_S = 30.0
 LAST_STEP_S = 300.0
@@ -46,6 +47,22 @@ CONNECTION_ERRORS = _connection_errors()
 def is_connection_error(exc: BaseException) -> bool:
     """True for an error that says the broker did not answer (not for a bad command or a bug)."""
     return isinstance(exc, CONNECTION_ERRORS)
+
+
+def patiently(
+    call: Callable[[], T], *, patience_s: float, errors: tuple[type[BaseException], ...] = CONNECTION_ERRORS
+) -> T:
+    """``call()``, tried again every quarter second for ``patience_s`` while the store does not
+    answer (``errors``); the last error once the time is up. A retried write may land twice (the
+    first may have been applied before its answer was lost): at least once, as everywhere."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return call()
+        except errors:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.25)
 
 
 def _first_line(error: object) -> str:

@@ -31,6 +31,7 @@ from dramatiq.common import current_millis, dq_name
 from dramatiq.message import Message
 
 from .errors import BrokerUnavailable, check_size
+from .outage import patiently
 
 if TYPE_CHECKING:
     from .consumer import WakingConsumer
@@ -197,17 +198,9 @@ class BgjobsRedisBroker(OperatedBroker, RedisBroker):
         errors are logged and dropped before the job's message is acked: a Redis blip or a Sentinel
         failover at that moment lost the job. A worker's broker therefore waits out an outage of
         up to ``patience_s`` (30 s) before giving up; a host's send fails at once
-        (``BrokerUnavailable``) so a request is not held. A retried write may land twice (the first
-        may have been applied before its answer was lost): at least once, as everywhere.
+        (``BrokerUnavailable``) so a request is not held.
         """
-        deadline = time.monotonic() + self.patience_s
-        while True:
-            try:
-                return call()
-            except (redis.ConnectionError, redis.TimeoutError):
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.25)
+        return patiently(call, patience_s=self.patience_s, errors=(redis.ConnectionError, redis.TimeoutError))
 
     def enqueue_once(self, message: Message[Any], *, key: str, ttl_s: int) -> Message[Any] | None:
         """Enqueue ``message`` only if ``key`` was not set yet, setting it in the same script.
