@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-from typing import Any
 
 __all__ = ["register"]
-
-
-def _row(s: Any) -> dict[str, Any]:
-    found = dataclasses.asdict(s)
-    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in found.items()}
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -21,7 +14,7 @@ def _list(args: argparse.Namespace) -> int:
 
     found = recent(args.limit)
     if args.json:
-        print(json.dumps([_row(s) for s in found], indent=2))
+        print(json.dumps([s.as_dict() for s in found], indent=2))
         return 0
     if not found:
         print("no batches (finished ones are kept 7 days)")
@@ -37,7 +30,7 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from .batches import status
 
-    print(json.dumps(_row(status(args.id)), indent=2))
+    print(json.dumps(status(args.id).as_dict(), indent=2))
     return 0
 
 

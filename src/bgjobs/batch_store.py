@@ -12,6 +12,7 @@ does the same under a lock, for the stub broker of tests.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -50,6 +51,11 @@ class BatchStatus:
     parent: str | None
     created_at: datetime
     finished_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, times in ISO 8601 (``bgjobs batches --json``, the console's API)."""
+        found = dataclasses.asdict(self)
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in found.items()}
 
 
 def _status(id: str, found: dict[str, str]) -> BatchStatus:
@@ -130,6 +136,11 @@ class BatchStore(abc.ABC):
         """The newest batches first (those not expired)."""
 
 
+def _shown(fields: dict[bytes, bytes]) -> dict[str, str]:
+    """A batch's hash as read from Redis, without the callbacks' messages."""
+    return {k.decode(): v.decode() for k, v in fields.items() if not k.endswith(b"_data")}
+
+
 class RedisBatches(BatchStore):
     #: Callbacks are written onto the broker's queues in the counting script.
     mode = "enqueue"
@@ -156,8 +167,7 @@ class RedisBatches(BatchStore):
         found = []
         for id, fields in zip(ids, pipe.execute(), strict=True):
             if fields:  # an expired one leaves its id until the next create trims it
-                found.append(_status(id, {k.decode(): v.decode() for k, v in fields.items()
-                                          if not k.endswith(b"_data")}))  # fmt: skip
+                found.append(_status(id, _shown(fields)))
         return found
 
     def reserve(self, id: str, count: int, *, counted: bool) -> int:
@@ -188,10 +198,8 @@ class RedisBatches(BatchStore):
     def ran(self, message_id: str) -> None:
         self.client.set(f"{self.prefix}ran:{message_id}", "1", ex=KEEP_S)
 
-
     def read(self, id: str) -> dict[str, str]:
-        found = self.client.hgetall(self.prefix + id)
-        return {k.decode(): v.decode() for k, v in found.items() if not k.endswith(b"_data")}
+        return _shown(self.client.hgetall(self.prefix + id))
 
     def set_cancel(self, id: str) -> None:
         self.client.hset(self.prefix + id, "cancel", "1")

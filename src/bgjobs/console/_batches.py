@@ -3,7 +3,6 @@ them (docs/batches.md, docs/console.md)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,11 +17,7 @@ pages = APIRouter(include_in_schema=False)
 
 
 def _batch(s: Any) -> dict[str, Any]:
-    found = dataclasses.asdict(s)
-    counted = s.succeeded + s.failed + s.cancelled
-    found.update(created_at=s.created_at.isoformat(), counted=counted,
-                 finished_at=s.finished_at.isoformat() if s.finished_at else None)  # fmt: skip
-    return found
+    return {**s.as_dict(), "counted": s.succeeded + s.failed + s.cancelled}
 
 
 def _found(batch_id: str) -> Any:
