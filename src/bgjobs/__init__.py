@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 if _TYPE_CHECKING:
-    from . import batches, cleanup, events, exports, notifications, outbox, payouts, webhooks
+    from . import batches, cleanup, events, exports, notifications, outbox, payouts, webhooks, workflows
     from .batches import batch, cancelled, current_batch
     from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
     from .families import trigger
@@ -20,6 +20,7 @@ if _TYPE_CHECKING:
     from .settings import Settings, get_settings
     from .typed import Payload, TypedActor, actor, delivery_key
     from .wiring import configure
+    from .workflows import group, workflow, workflow_results
 
 if _TYPE_CHECKING:
     __version__: str
@@ -35,8 +36,9 @@ _EXPORTS: dict[str, str] = {
     "get_broker": "runtime", "set_broker": "runtime",
     "configure": "wiring",
     "batch": "batches", "cancelled": "batches", "current_batch": "batches",
+    "group": "workflows", "workflow": "workflows", "workflow_results": "workflows",
     **{family: family for family in ("batches", "cleanup", "events", "exports", "notifications", "outbox",
-                                     "payouts", "webhooks")},
+                                     "payouts", "webhooks", "workflows")},
 }  # fmt: skip
 
 
@@ -93,6 +95,7 @@ __all__ = [
     "exports",
     "get_broker",
     "get_settings",
+    "group",
     "job",
     "notifications",
     "outbox",
@@ -100,4 +103,7 @@ __all__ = [
     "set_broker",
     "trigger",
     "webhooks",
+    "workflow",
+    "workflow_results",
+    "workflows",
 ]

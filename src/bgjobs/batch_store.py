@@ -82,9 +82,11 @@ class BatchStore(abc.ABC):
     def create(
         self, id: str, *, description: str, parent: tuple[str, int] | None,
         on_success: dramatiq.Message[Any] | None, on_complete: dramatiq.Message[Any] | None,
+        reserved: int = 0,
     ) -> None:  # fmt: skip
+        """``reserved``: job indices taken at creation (a workflow's stage numbers its own steps)."""
         fields = {"state": "open", "description": description, "total": "0", "succeeded": "0", "failed": "0",
-                  "cancelled": "0", "next": "0", "created_at": repr(time.time()),
+                  "cancelled": "0", "next": str(reserved), "created_at": repr(time.time()),
                   **_callback_fields("success", on_success),
                   **_callback_fields("complete", on_complete)}  # fmt: skip
         if parent is not None:

@@ -29,6 +29,7 @@ from .redis_connections import client_for, is_redis_url
 from .registry import QUEUES
 from .settings import Settings, get_settings
 from .unknown_actors import UnknownActors
+from .workflow_steps import Workflows
 
 __all__ = ["ENQUEUE_PATIENCE_S", "build_broker", "settings_for"]
 
@@ -49,7 +50,7 @@ def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
     stack: list[Any] = [UnknownActors(settings.worker.unknown_actor_grace_s)] if worker else []
     stack += tracing.middleware(settings, worker=worker)
     stack += [m() for m in default_middleware]
-    stack += [CurrentMessage(), DeadLetterReasons(), Batches()]
+    stack += [CurrentMessage(), DeadLetterReasons(), Batches(), Workflows()]
     if worker and settings.metrics.enabled:
         from .observability import Metrics
 

@@ -24,6 +24,7 @@ __all__ = ["FAMILY_MODULES", "import_job_modules", "trigger"]
 #: itself loads nothing until a name is used (:mod:`bgjobs.lazy`), so sending never imports these.
 FAMILY_MODULES: tuple[str, ...] = (
     "bgjobs.outbox",
+    "bgjobs.workflows",
     "bgjobs.notifications.actors",
     "bgjobs.webhooks.actors",
     "bgjobs.payouts.actors",

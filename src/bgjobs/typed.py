@@ -22,6 +22,7 @@ from . import registry, runtime
 from .errors import PERMANENT, BrokerUnavailable, ConfigurationError, InvalidPayload, check_size
 from .registry import QUEUES, registered
 from .settings import Settings
+from .workflow_steps import kept
 
 __all__ = [
     "QUEUES", "Payload", "TypedActor", "actor", "delivery_key", "final_attempt", "registered",
@@ -87,7 +88,7 @@ class TypedActor(Generic[M, R]):
             broker.actors.pop(self.name)
 
         def run(data: Any) -> R:
-            return self._run(data)
+            return kept(self._run(data))  # type: ignore[no-any-return]
 
         run.__module__ = getattr(self.fn, "__module__", __name__)
         run.__qualname__ = run.__name__ = self.name

@@ -67,3 +67,36 @@ def done(payload: Item) -> None:
     assert running is not None
     s = running.status()
     _note(f"{payload.key} total={s.total} succeeded={s.succeeded} failed={s.failed} cancelled={s.cancelled}")
+
+
+class Step(bgjobs.Payload):
+    key: str
+    sleep_s: float = 0.0
+    #: Bytes of padding in its result (a result over the bound fails the step).
+    pad: int = 0
+
+
+def _ran(line: str) -> bool:
+    where = os.environ.get("TEST_RUNS_FILE")
+    if where:
+        return os.path.exists(where) and line in open(where).read().splitlines()
+    with _lock:
+        return line in RUNS
+
+
+@bgjobs.actor(queue="default", max_retries=0)
+def step(payload: Step) -> dict[str, object]:
+    """A workflow's step: notes its key and the keys of the results before it, returns its own.
+    Keys with ``fail-once`` fail on their first run only, so a requeue succeeds; with ``fail``, always."""
+    before = [r["key"] for stage in bgjobs.workflow_results() for r in stage]
+    time.sleep(payload.sleep_s)
+    if "fail-once" in payload.key and not _ran(f"{payload.key} failed"):
+        _note(f"{payload.key} failed")
+        raise bgjobs.PermanentError(f"{payload.key} fails once")
+    if "fail" in payload.key and "fail-once" not in payload.key:
+        raise bgjobs.PermanentError(f"{payload.key} fails")
+    if bgjobs.cancelled():
+        _note(f"{payload.key} stopped")
+        return {"key": payload.key}
+    _note(f"{payload.key} after {','.join(sorted(before))}")
+    return {"key": payload.key, "pad": "x" * payload.pad}
