@@ -704,3 +704,32 @@ def test_batches_are_listed_shown_and_cancelled_through_the_api_and_the_cancel_i
     assert batches.status(b.id).cancel_requested
     (entry,) = [e for e in entries() if e.resource == f"batch:{b.id}"]
     assert entry.action == "cancel"
+
+
+def test_workflows_are_listed_shown_and_cancelled_through_the_api_and_the_cancel_is_audited(
+    serve: Callable[..., ConsoleServer],
+) -> None:
+    import bgjobs
+    from bgjobs import pausing, workflows
+    from bgjobs.audit import entries
+    from tests.support.worker_jobs import record
+
+    pausing.pause("default")  # no worker here anyway: the steps wait
+    run = bgjobs.workflow(record.message({"key": "a"}), bgjobs.group([record.message({"key": "b"})]),
+                          description="api workflow").start()  # fmt: skip
+    server = serve()
+    with _browser(server) as api:
+        listed = api.get("/api/v1/workflows").json()
+        (row,) = [r for r in listed["items"] if r["id"] == run.id]
+        assert (row["description"], row["state"], row["steps"]) == ("api workflow", "running", 2)
+        shown = api.get(f"/api/v1/workflows/{run.id}").json()
+        assert [[s["state"] for s in stage] for stage in shown["stages"]] == [["queued"], ["waiting"]]
+        missing = api.get("/api/v1/workflows/w_nope")
+        assert missing.status_code == 404 and "no workflow 'w_nope'" in missing.json()["error"]
+        assert api.get("/api/v1/workflows?colour=red").status_code == 422
+        cancelled = api.post(f"/api/v1/workflows/{run.id}/cancel", headers=_csrf(api))
+        assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+        assert api.get("/workflows").status_code == 200 and api.get(f"/workflows/{run.id}").status_code == 200
+    assert workflows.status(run.id).state == "cancelled"
+    (entry,) = [e for e in entries() if e.resource == f"workflow:{run.id}"]
+    assert entry.action == "cancel"

@@ -21,8 +21,8 @@ from tests.support.pause_checks import pause_checks
 from tests.support.workers import ROOT, WorkerProcess, start_worker, wait_for
 
 ARTIFACTS = ROOT / "build" / "test-artifacts" / "console"
-PAGES = ("/", "/queues", "/queues/default", "/actors", "/dead-letters", "/runs", "/batches", "/schedule",
-         "/webhooks", "/notifications", "/payouts", "/exports", "/audit")  # fmt: skip
+PAGES = ("/", "/queues", "/queues/default", "/actors", "/dead-letters", "/runs", "/batches", "/workflows",
+         "/schedule", "/webhooks", "/notifications", "/payouts", "/exports", "/audit")  # fmt: skip
 #: Flags that keep chromium off the network this machine does not have (see the tool library's notes).
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -362,3 +362,42 @@ def test_a_batch_s_progress_and_its_cancel_from_its_page(console: str, page: Any
     assert "4 of 4 counted" in shown and "done" in shown and "cancelled" in shown
     assert page.locator("button", has_text="Cancel").count() == 0
     _shot(page, "laptop-batch-cancelled")
+
+
+def test_a_workflow_s_graph_its_failed_step_and_the_requeue_that_resumes_it(console: str, page: Any) -> None:
+    import bgjobs
+    from bgjobs import workflows
+
+    client = redis.Redis.from_url(get_settings().broker_url)
+    client.set("test:refusing", "1")  # the third stage's vendor refuses until it is cleared
+    record, refused = worker_jobs.record, worker_jobs.refused
+    run = bgjobs.workflow(
+        record.message({"key": "wf-fetch"}),
+        bgjobs.group(record.message({"key": f"wf-resize-{n}"}) for n in range(3)),
+        refused.message({"key": "wf-publish"}),
+        record.message({"key": "wf-announce"}),
+        description="thumbnails in the browser",
+    ).start()
+    wait_for(lambda: workflows.status(run.id).state == "failed", timeout=60, what="the refused step")
+    page.goto(console + "/workflows")
+    row = page.locator(f"tr[data-workflow='{run.id}']")
+    assert "thumbnails in the browser" in row.inner_text() and "failed" in row.inner_text()
+    _shot(page, "laptop-workflows")
+    row.locator("a").click()
+    page.wait_for_url(f"**/workflows/{run.id}")
+    assert page.locator(".flow .stage").count() == 4
+    assert page.locator(".flow .step.succeeded").count() == 4
+    failed = page.locator(".flow .step.failed")
+    assert "vendor refused wf-publish" in failed.inner_text()
+    assert "waiting" in page.locator(".flow .step[data-step='3.0']").inner_text()
+    _shot(page, "laptop-workflow-failed")
+    client.delete("test:refusing")
+    page.locator("a", has_text="its dead letter").click()
+    page.locator("button", has_text="Requeue").click()
+    page.wait_for_url("**/dead-letters")  # the letter is gone: its page leads back to the list
+    page.locator("#toast", has_text="requeued 1").wait_for()
+    wait_for(lambda: workflows.status(run.id).state == "succeeded", timeout=60, what="the run to resume")
+    page.goto(console + f"/workflows/{run.id}")
+    assert page.locator(".flow .step.succeeded").count() == 6
+    assert page.locator("button", has_text="Cancel").count() == 0
+    _shot(page, "laptop-workflow-succeeded")

@@ -163,3 +163,30 @@ def test_a_workflow_runs_each_stage_once_through_a_sigkill_on_every_engine(
     failed = workflows.status(failing.id).failed_step
     assert failed is not None and "PermanentError: b-fail-" in (failed.reason or "")
     assert not any(k.startswith("b-publish") for k in counts)
+
+
+def test_bgjobs_workflows_lists_shows_and_cancels(
+    stub: JobsHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from bgjobs import cli
+
+    stub.worker.pause()
+    run = _three_stages().start()
+    assert cli.main(["workflows", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert run.id in listed and "thumbnails" in listed and "1 of 3" in listed
+    assert cli.main(["workflows", "show", run.id]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    states = [[s["state"] for s in stage] for stage in shown["stages"]]
+    assert states == [["queued"], ["waiting"] * 3, ["waiting"]]
+    assert cli.main(["workflows", "cancel", run.id]) == 0
+    assert capsys.readouterr().out.startswith(f"{run.id} is cancelled: steps not started yet are skipped")
+    stub.worker.resume()
+    stub.drain()
+    assert cli.main(["workflows", "list", "--json"]) == 0
+    (row,) = [r for r in json.loads(capsys.readouterr().out) if r["id"] == run.id]
+    assert row["state"] == "cancelled" and row["stages"][0][0]["state"] == "cancelled"
+    assert cli.main(["workflows", "show", "w_nope"]) != 0
+    assert capsys.readouterr().err.strip().endswith("workflow: no workflow 'w_nope' (runs are kept 7 days)")

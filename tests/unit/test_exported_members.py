@@ -24,7 +24,8 @@ def test_the_root_exports_exactly_its_all() -> None:
     assert sorted(public) == sorted(exported)
     families = {n for n in bgjobs.__all__ if inspect.ismodule(getattr(bgjobs, n))}
     assert families == {
-        "batches", "cleanup", "events", "exports", "notifications", "outbox", "payouts", "webhooks", "workflows",
+        "batches", "cleanup", "events", "exports", "notifications", "outbox", "payouts", "webhooks",
+        "workflows",
     }  # fmt: skip
     assert bgjobs.__all__ == sorted(bgjobs.__all__)
 

@@ -116,6 +116,8 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     from ._families import router as families
     from ._pages import router as pages
     from ._queues import router as queue_routes
+    from ._workflows import api as workflow_api
+    from ._workflows import pages as workflow_pages
 
     app.include_router(api)
     app.include_router(queue_routes)
@@ -127,6 +129,8 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     app.include_router(families)
     app.include_router(batch_api)
     app.include_router(batch_pages)
+    app.include_router(workflow_api)
+    app.include_router(workflow_pages)
     app.include_router(pages)
     static = resources.files("bgjobs.console") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

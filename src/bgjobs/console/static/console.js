@@ -22,9 +22,14 @@
   }
 
   let busy = false;
+  let leaving = false; // set once an action sends the page elsewhere: nothing refreshes meanwhile
   const live = { on: localStorage.getItem("bgjobs-live") !== "off", updated: Date.now(), failed: null, count: 0 };
   // A page served without its data (Redis down) is stale from the start, not "updated 0 s ago".
   document.addEventListener("DOMContentLoaded", () => { if (main() && main().dataset.stale) live.failed = Date.now(); });
+  document.addEventListener("DOMContentLoaded", () => {
+    const said = sessionStorage.getItem("bgjobs-toast");
+    if (said) { sessionStorage.removeItem("bgjobs-toast"); toast(said, false); }
+  });
 
   // Put the fresh page in place, keeping every form of the current one as it is (the values typed
   // or chosen in it): a refresh replaces what the console shows, never what a person is entering.
@@ -56,7 +61,7 @@
 
   async function refresh(force) {
     const area = main();
-    if (!area || busy || (!live.on && !force) || document.visibilityState !== "visible") return;
+    if (!area || busy || leaving || (!live.on && !force) || document.visibilityState !== "visible") return;
     // Never pull the page from under a person: not while they type, select or a dialog is open.
     const active = document.activeElement;
     if (active && area.contains(active) && /INPUT|SELECT|TEXTAREA/.test(active.tagName)) return;
@@ -130,7 +135,14 @@
         body: JSON.stringify(made.body),
       });
       const result = await answer.json().catch(() => ({ error: answer.statusText }));
-      if (answer.ok) {
+      if (answer.ok && button.dataset.then) {
+        // The action removed what this page shows (a dead letter requeued from its own page):
+        // go where it leads, and say what happened there, instead of refreshing into a 404.
+        sessionStorage.setItem("bgjobs-toast", label + ": " + summary(result));
+        leaving = true;
+        location.assign(button.dataset.then);
+        return;
+      } else if (answer.ok) {
         toast(label + ": " + summary(result), false);
       } else {
         toast(label + " refused: " + (result.error || answer.status), true);
