@@ -1,10 +1,13 @@
-"""Batches under SIGKILL: every job counted once and every callback run once, through kills.
+"""Batches and workflows under SIGKILL: every job counted once, every callback run once, through kills.
 
-Each round sends a batch of ``--jobs`` jobs with an ``on_complete`` callback to a real
+Each round sends a batch of ``--jobs`` jobs with an ``on_complete`` callback, and starts a
+3-stage workflow (one step, a group of ``--steps``, one step gathering every result), to a real
 ``dramatiq bgjobs.actors -p 2 -t 4`` on Redis, SIGKILLs the whole worker (every process) at a
 random moment while the batch runs, starts a new one, and checks once everything has settled: the
 batch counts exactly ``--jobs`` succeeded, every job ran at least once (some twice: the ones in
-flight at the kill), and the callback ran exactly once.
+flight at the kill), the callback ran exactly once; the workflow succeeded, each of its stages was
+opened once (its batch's total is its number of steps: a stage opened twice would double it), and
+its last step read every result of the stages before it.
 
     python benchmarks/batch_chaos.py [--rounds 20] [--jobs 2000]
 """
@@ -51,25 +54,35 @@ def wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyp
         time.sleep(0.01)
 
 
-def one_round(n: int, jobs: int, env: dict[str, str], client: redis.Redis) -> tuple[bool, int]:
-    """One batch through one SIGKILL of the whole worker; whether it came out right, and how many
-    jobs ran twice."""
+def one_round(n: int, jobs: int, steps: int, env: dict[str, str], client: redis.Redis) -> tuple[bool, int]:
+    """One batch and one workflow through one SIGKILL of the whole worker; whether they came out
+    right, and how many jobs ran twice."""
     import bgjobs
     from benchmarks.apps import batched as app
-    from bgjobs import batches
+    from bgjobs import batches, workflows
 
-    name = f"round{n}"
+    name, flow = f"round{n}", f"flow{n}"
     worker = start(env)
+    run = bgjobs.workflow(
+        app.stepped.message({"id": 0, "name": flow}),
+        bgjobs.group(app.stepped.message({"id": i, "name": flow}) for i in range(1, steps + 1)),
+        app.gathered.message({"id": steps + 1, "name": flow}),
+    ).start()
     with bgjobs.batch(on_complete=app.tally.message({"id": n, "name": name})) as b:
         app.counted.send_many([{"id": i, "name": name} for i in range(jobs)])
-    at = random.uniform(0.1, 0.8) * jobs  # a random point of the batch
-    wait(lambda: client.hlen(f"bench:runs:{name}") >= at, 120, "the batch to be under way")
+    # A random point of the workflow (its first step, its group, its last step), with the batch under way
+    at = random.randint(0, steps + 1)
+    wait(lambda: client.hlen(f"bench:runs:{flow}") >= at, 120, "the workflow to be under way")
     kill(worker)
+    during = workflows.status(run.id)
+    when = f"stage {during.stage + 1} {during.state}"
     worker = start(env)
     try:
         wait(lambda: batches.status(b.id).state == "done", 120, f"{name} to complete")
         wait(lambda: client.get(f"bench:callbacks:{name}") is not None, 60, f"{name}'s callback")
-        wait(lambda: client.hlen("dramatiq:default.msgs") == 0, 60, "the queue to empty")
+        wait(lambda: workflows.status(run.id).state == "succeeded", 60, f"{flow} to succeed")
+        wait(lambda: client.hlen("dramatiq:default.msgs") + client.hlen("dramatiq:flows.msgs") == 0, 60,
+             "the queues to empty")  # fmt: skip
         time.sleep(0.5)  # settled: nothing left on the queue; a last look after
     finally:
         kill(worker)
@@ -79,8 +92,19 @@ def one_round(n: int, jobs: int, env: dict[str, str], client: redis.Redis) -> tu
     ok = (s.total, s.succeeded, s.failed, s.pending) == (jobs, jobs, 0, 0)
     ok = ok and sorted(runs) == list(range(jobs)) and callbacks == 1
     twice = sum(1 for v in runs.values() if v > 1)
-    print(f"{name}: killed at {int(at)} jobs; counted {s.succeeded}/{s.total}; {twice} job(s) ran twice; "
-          f"callback ran {callbacks} time(s){'' if ok else '  <- WRONG'}", flush=True)  # fmt: skip
+    stages = [batches.status(f"{run.id}.{k}") for k in range(3)]
+    sizes = zip(stages, (1, steps, 1), strict=True)
+    opened = all((x.total, x.succeeded, x.state) == (size, size, "done") for x, size in sizes)
+    flow_runs = {int(k): int(v) for k, v in client.hgetall(f"bench:runs:{flow}").items()}
+    ran, twice = set(flow_runs), twice + sum(1 for v in flow_runs.values() if v > 1)
+    read = {g.decode() for g in client.lrange(f"bench:gathered:{flow}", 0, -1)}
+    flowed = opened and ran == set(range(steps + 1)) and read == {",".join(map(str, range(steps + 1)))}
+    ok = ok and flowed
+    print(f"{name}: killed at {int(at)} workflow steps; counted {s.succeeded}/{s.total}; "
+          f"{twice} job(s) or step(s) ran twice; "
+          f"callback ran {callbacks} time(s); workflow ({when} at the kill) "
+          f"{'each stage once, every result read' if flowed else 'WRONG'}"
+          f"{'' if ok else '  <- WRONG'}", flush=True)  # fmt: skip
     return ok, twice
 
 
@@ -90,6 +114,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=100, help="steps in the workflow's middle stage")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     random.seed(args.seed)
@@ -108,12 +133,13 @@ def main() -> None:
         client = redis.Redis.from_url(server.url)
         twice = 0
         for n in range(args.rounds):
-            ok, repeated = one_round(n, args.jobs, env, client)
+            ok, repeated = one_round(n, args.jobs, args.steps, env, client)
             twice += repeated
             if not ok:
                 raise SystemExit(1)
-    print(f"batch chaos: {args.rounds} rounds of {args.jobs} jobs, {args.rounds} SIGKILLs of the whole "
-          f"worker: every job counted once, every callback run once ({twice} job runs repeated after kills)")
+    print(f"batch chaos: {args.rounds} rounds of {args.jobs} jobs and a 3-stage workflow, {args.rounds} "
+          "SIGKILLs of the whole worker: every job counted once, every callback run once, every stage "
+          f"opened once ({twice} job runs repeated after kills)")
 
 
 if __name__ == "__main__":

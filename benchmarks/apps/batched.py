@@ -52,3 +52,19 @@ def counted(payload: Noop) -> None:
 def tally(payload: Noop) -> None:
     """A batch's on_complete that counts its own runs."""
     _redis().incr(f"bench:callbacks:{payload.name}")
+
+
+@bgjobs.actor(queue="flows")
+def stepped(payload: Noop) -> int:
+    """A workflow's step (on a queue of its own, to run beside the batch, not behind it): counts
+    its runs and returns its id for the stage after it."""
+    _redis().hincrby(f"bench:runs:{payload.name}", str(payload.id), 1)
+    time.sleep(0.02)
+    return payload.id
+
+
+@bgjobs.actor(queue="flows")
+def gathered(payload: Noop) -> None:
+    """A workflow's last step: notes the ids it read from the stages before it (every run)."""
+    ids = sorted(i for stage in bgjobs.workflow_results() for i in stage)
+    _redis().rpush(f"bench:gathered:{payload.name}", ",".join(map(str, ids)))

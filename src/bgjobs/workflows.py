@@ -31,7 +31,7 @@ from . import runtime
 from .batch_store import KEEP_S, store_for
 from .batching import BATCH, CALLBACK_OF, INDEX
 from .errors import ConfigurationError, InvalidPayload
-from .typed import Payload, task
+from .typed import Payload, _check_sizes, send_messages, task
 from .workflow_steps import STEP, WORKFLOW, Records, records_for, step
 
 __all__ = [
@@ -129,8 +129,14 @@ class Workflow:
         self.description = description[:200]
 
     def start(self) -> WorkflowRun:
-        """Record the run and enqueue its first stage."""
+        """Record the run and enqueue its first stage.
+
+        Raises:
+            InvalidPayload: a step's message is larger than ``BGJOBS_WORKER__MAX_MESSAGE_BYTES``;
+                nothing is started.
+        """
         broker = runtime.current().broker
+        _check_sizes(broker, [m for stage in self.stages for m in stage])  # not at stage 3, in a worker
         records, id, now = records_for(broker), f"w_{uuid4().hex[:24]}", time.time()
         stages = [[m.asdict() for m in stage] for stage in self.stages]
         records.put(id, {"description": self.description, "stages": json.dumps(stages),
@@ -148,7 +154,8 @@ def workflow(*stages: dramatiq.Message[Any] | Group, description: str = "") -> W
 def _open(broker: dramatiq.Broker, id: str, stage: int) -> None:
     """Open stage ``stage`` of workflow ``id`` once: run again (a redelivered callback, a kill
     halfway), it finds the stage's batch closed and does nothing, or still open and sends its
-    steps again (a step sent twice is counted once)."""
+    steps again (a step sent twice is counted once). The steps go in one round trip, which keeps
+    that window to one call."""
     records, batches = records_for(broker), store_for(broker)
     found = records.get(id)
     if not found or found.get("finished_at"):
@@ -168,9 +175,8 @@ def _open(broker: dramatiq.Broker, id: str, stage: int) -> None:
         batches.create(batch_id, description=f"workflow {id}: stage {stage + 1} of {len(stages)}",
                        parent=None, on_success=after, on_complete=None, reserved=len(steps))  # fmt: skip
     records.put(id, {"stage": str(stage)})
-    for index, message in enumerate(steps):
-        tags = {BATCH: batch_id, INDEX: index, WORKFLOW: id, STEP: f"{stage}.{index}"}
-        broker.enqueue(message.copy(options={**message.options, **tags}))
+    tags = [{BATCH: batch_id, INDEX: i, WORKFLOW: id, STEP: f"{stage}.{i}"} for i in range(len(steps))]
+    send_messages(broker, [m.copy(options={**m.options, **t}) for m, t in zip(steps, tags, strict=True)])
     batches.close(batch_id, len(steps))
 
 

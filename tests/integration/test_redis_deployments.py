@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,64 @@ def test_a_sentinel_failover_mid_load_loses_nothing_and_doubles_no_effect(
         status = _bgjobs(env, "status", "--json")
         assert status.returncode in (0, 1), status.stderr
         assert '"queues"' in status.stdout
+
+
+def test_a_batch_and_a_workflow_complete_once_through_a_sentinel_failover(
+    worker_env: dict[str, str], workers: list[WorkerProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counts, the callbacks and the stages live in the broker's Redis: a failover mid-batch
+    loses none of them (replication keeps their order: a count the new master lacks went with the
+    ack after it, so the job is redelivered and counted there) and doubles none."""
+    from collections import Counter
+
+    import bgjobs
+    from bgjobs import batches, workflows
+    from tests.support.batch_actors import Item, Step, done, item, step
+
+    runs = tmp_path / "runs.txt"
+    with sentinel_deployment() as (deployment, processes):
+        env = {**worker_env, "BGJOBS_BROKER_URL": deployment.url,
+               "BGJOBS_JOBS": '["tests.support.batch_actors"]', "TEST_RUNS_FILE": str(runs)}  # fmt: skip
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        runtime.reset()
+        jobs = 300
+        with bgjobs.batch(on_complete=done.message(Item(key="complete"))) as b:
+            item.send_many([Item(key=f"k{n}", sleep_s=0.02) for n in range(jobs)])
+        run = bgjobs.workflow(
+            step.message(Step(key="fetch")),
+            bgjobs.group(step.message(Step(key=f"resize-{n}", sleep_s=0.05)) for n in range(40)),
+            step.message(Step(key="publish")),
+        ).start()
+        start_worker(workers, env, processes=2, threads=2)
+
+        def lines() -> Counter[str]:
+            return Counter(runs.read_text().splitlines()) if runs.exists() else Counter()
+
+        wait_for(lambda: sum(lines().values()) >= jobs // 4, timeout=60, what="a quarter of the jobs")
+        processes["master"].kill()  # mid-batch, mid-workflow
+        wait_for(lambda: deployment.master_address()[1] == deployment.replica_port, timeout=30,
+                 what="the replica's promotion")  # fmt: skip
+        def settled(read: Callable[[], object]) -> object:
+            try:
+                return read()
+            except redis.RedisError:  # the host's own reads name a failover in progress and do not wait
+                return None
+
+        wait_for(lambda: settled(lambda: batches.status(b.id).state == "done"), timeout=120,
+                 what="the batch to complete")  # fmt: skip
+        wait_for(lambda: settled(lambda: workflows.status(run.id).state == "succeeded"), timeout=120,
+                 what="the workflow")  # fmt: skip
+        complete = f"complete total={jobs} succeeded={jobs} failed=0 cancelled=0"
+        wait_for(lambda: lines()[complete] >= 1, timeout=60, what="on_complete")
+        s = batches.status(b.id)
+        assert (s.total, s.succeeded, s.failed, s.pending) == (jobs, jobs, 0, 0)
+        stages = [batches.status(f"{run.id}.{k}") for k in range(3)]
+        assert [(x.total, x.succeeded) for x in stages] == [(1, 1), (40, 40), (1, 1)]  # each opened once
+        counted = lines()
+        assert counted[complete] == 1 and sum(n for k, n in counted.items() if k.startswith("complete")) == 1
+        published = [k for k in counted if k.startswith("publish after")]
+        assert len(published) == 1 and published[0].count("resize-") == 40
 
 
 def test_redis_over_tls_with_a_ca_and_a_client_certificate(

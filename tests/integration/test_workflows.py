@@ -123,6 +123,11 @@ def test_mistakes_are_refused_naming_them(stub: JobsHarness) -> None:
         workflows.cancel("w_nope")
     with pytest.raises(ConfigurationError, match="not in a workflow's step"):
         bgjobs.workflow_results()
+    # A step too large for the broker is refused at start, not in a worker at its stage
+    huge = step.message(Step(key="x" * 1_100_000))
+    with pytest.raises(InvalidPayload, match=r"more than 1048576 \(BGJOBS_WORKER__MAX_MESSAGE_BYTES\)"):
+        bgjobs.workflow(step.message(Step(key="small")), huge).start()
+    assert batch_actors.RUNS == [] and workflows.recent() == []
 
 
 def _lines(path: Path) -> collections.Counter[str]:
