@@ -16,7 +16,7 @@ from sqlmodel import Field, SQLModel, select
 
 from bgjobs import cleanup, cli, db, runs
 from bgjobs.errors import ConfigurationError
-from bgjobs.jobs import trigger
+from bgjobs.families import trigger
 from bgjobs.testing import JobsHarness
 
 Start = Callable[..., JobsHarness]

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import insert, text
 
 from bgjobs import db
-from bgjobs.jobs import trigger
+from bgjobs.families import trigger
 from tests.support.cleanup_policies import HostEvent
 from tests.support.workers import WorkerProcess, use_environment, wait_for
 

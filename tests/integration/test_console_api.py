@@ -425,7 +425,7 @@ def test_a_refused_payout_is_retried_from_the_console_and_audited(
 
     from bgjobs import payouts, wiring
     from bgjobs.adapters.http import HttpPaymentGateway
-    from bgjobs.jobs import trigger
+    from bgjobs.families import trigger
     from bgjobs.settings import HttpVendorSettings, PayoutSettings
     from tests.support.receivers import payment_gateway
 

@@ -17,7 +17,7 @@ import pytest
 
 from bgjobs import cli, pausing, runs, webhooks
 from bgjobs.exposition import scrape
-from bgjobs.jobs import trigger
+from bgjobs.families import trigger
 from tests.support import batch_jobs, worker_jobs
 from tests.support.pause_checks import pause_checks
 from tests.support.processes import spawn

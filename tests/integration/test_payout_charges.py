@@ -15,7 +15,7 @@ from sqlmodel import select
 from bgjobs import db, events, exports, outbox, payouts, wiring
 from bgjobs.adapters.http import HttpPaymentGateway
 from bgjobs.errors import InvalidPayload
-from bgjobs.jobs import trigger
+from bgjobs.families import trigger
 from bgjobs.payouts import _models as payout_tables
 from bgjobs.settings import HttpVendorSettings, PayoutSettings
 from bgjobs.testing import JobsHarness

@@ -16,7 +16,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from bgjobs import db, payouts
-from bgjobs.jobs import trigger
+from bgjobs.families import trigger
 from bgjobs.payouts import _models as payout_tables
 from tests.support.receivers import PaymentGatewayServer, payment_gateway
 from tests.support.workers import WorkerProcess, use_environment, wait_for

@@ -16,7 +16,7 @@ from sqlmodel import select
 from bgjobs import cli, db, outbox, payouts, runs, wiring
 from bgjobs.adapters.http import HttpPaymentGateway
 from bgjobs.errors import InvalidPayload
-from bgjobs.jobs import trigger
+from bgjobs.families import trigger
 from bgjobs.money import Money
 from bgjobs.payouts import _models as payout_tables
 from bgjobs.settings import HttpVendorSettings, PayoutSettings
@@ -120,6 +120,11 @@ def test_a_weekly_run_pays_each_balance_once_and_carries_the_rest(
     assert second.figures == {"period": "weekly:2025-W23", "planned_by": first.id, "planned_now": False,
                               "jobs_sent": 0, "pending": 0}  # fmt: skip
     assert report["duration_s"] < 600, report["duration_s"]  # not the hour until the second trigger
+    # The run's payout jobs were one batch, whose callback wrote the report once they were all counted
+    from bgjobs import batches
+
+    (batch,) = [b for b in batches.recent() if b.description == "payout run weekly:2025-W23"]
+    assert (batch.state, batch.total, batch.succeeded, batch.failed) == ("done", 3, 3, 0)
 
 
 def test_a_carried_balance_is_paid_once_it_reaches_the_minimum(

@@ -255,6 +255,12 @@ class PayoutJob(Payload):
     payout_id: str
 
 
+class RunDone(Payload):
+    """A payout run's batch is complete: write its report (``payouts.run_done``)."""
+
+    run_key: str
+
+
 class VendorEarnings(BaseModel):
     """What a vendor earned in a period (``calculate_vendor_earnings``)."""
 

@@ -12,17 +12,16 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import literal, select, update
-from sqlmodel import col
+from sqlalchemy import select, update
 
 from .. import db, notifications, tally, tracing, wiring
+from ..batching import carry
 from ..claims import Answer, Claim, Claims, recheck_ms
 from ..clock import now as _now
 from ..errors import PermanentError
 from ..ports import PayoutRequest
 from ._ledger import current
 from ._models import LedgerEntry, Payout, PayoutJob, PayoutReceipt
-from ._planning import write_report
 from .tasks import pay_vendor
 
 __all__ = ["CLAIMS", "pay"]
@@ -41,21 +40,6 @@ def _contact(vendor_id: str) -> Any:
 
 def _count(outcome: str) -> None:
     tally.counter("bgjobs_payouts_total", "Payouts by outcome.", ("outcome",)).labels(outcome).inc()
-
-
-def _finish_if_last(run_key: str) -> None:
-    """Once no payout of the run is pending, complete its ``bgjobs_runs`` row with the report.
-
-    No counter row is updated per payout: under concurrent payouts that one row would serialise
-    every payment's transaction. The check is an index probe; two payouts settling last at the
-    same time both write the same report.
-    """
-    with db.read() as conn:
-        pending = conn.execute(
-            select(literal(1)).where(col(Payout.run_key) == run_key, col(Payout.status) == "pending").limit(1)
-        ).first()
-    if pending is None:
-        write_report(run_key)
 
 
 def pay(job: PayoutJob) -> str:
@@ -79,7 +63,7 @@ def pay(job: PayoutJob) -> str:
         return "duplicate"
     if claim is None:
         assert seen is not None
-        pay_vendor.send(job, delay=recheck_ms(seen, now))
+        pay_vendor.send(job, delay=recheck_ms(seen, now), **carry())  # its run completes with the copy
         _count("busy")
         return "busy"
     with claim.kept():
@@ -114,7 +98,6 @@ def _fail(payout: Payout, claim: Claim, error: str) -> str:
         s.execute(update(e).where(e.c.payout_id == payout.id).values(payout_id=None))
     logger.warning("payout %s refused; its entries return to the balance: %s", payout.id, error)
     _count("failed")
-    _finish_if_last(payout.run_key)
     return "failed"
 
 
@@ -145,5 +128,4 @@ def _paid(payout: Payout, claim: Claim, transaction_id: str) -> str:
     tally.counter(
         "bgjobs_payout_minor_units_total", "Paid out, in minor units, by currency.", ("currency",)
     ).labels(payout.currency).inc(payout.amount_minor)
-    _finish_if_last(payout.run_key)
     return "paid"

@@ -28,9 +28,18 @@ from ..money import Money, exponent
 from ..recovery import recovery_sweep
 from ..typed import send_messages
 from ._ledger import current
-from ._models import LedgerEntry, Payout, PayoutInfo, PayoutJob, PayoutReceipt, PayoutRun, Receipt
+from ._models import (
+    LedgerEntry,
+    Payout,
+    PayoutInfo,
+    PayoutJob,
+    PayoutReceipt,
+    PayoutRun,
+    Receipt,
+    RunDone,
+)  # fmt: skip
 from ._periods import Period
-from .tasks import pay_vendor
+from .tasks import pay_vendor, run_done
 
 __all__ = [
     "plan", "plan_payouts", "planned_by", "receipts", "report", "resend_all_pending", "resend_pending",
@@ -124,10 +133,24 @@ def resend_pending(run_key: str) -> int:
     with db.session() as s:
         ids = [i for (i,) in s.execute(select(col(Payout.id)).where(
             col(Payout.run_key) == run_key, col(Payout.status) == "pending"))]  # fmt: skip
-    for start in range(0, len(ids), SEND_BATCH):
-        batch = [pay_vendor.message(PayoutJob(payout_id=i)) for i in ids[start : start + SEND_BATCH]]
-        send_messages(pay_vendor.actor.broker, batch)
+    if not ids:
+        return 0
+    with run_batch(run_key):
+        for start in range(0, len(ids), SEND_BATCH):
+            chunk = [pay_vendor.message(PayoutJob(payout_id=i)) for i in ids[start : start + SEND_BATCH]]
+            send_messages(pay_vendor.actor.broker, chunk)
     return len(ids)
+
+
+def run_batch(run_key: str) -> contextlib.AbstractContextManager[Any]:
+    """The batch a run's payout jobs join: once every one is counted (paid, failed, or
+    dead-lettered), ``payouts.run_done`` writes the run's report, and again if a dead-lettered
+    one is requeued and the run then has every job succeeded. The console's Batches page shows
+    the run's progress."""
+    from ..batches import batch
+
+    done = run_done.message(RunDone(run_key=run_key))
+    return batch(on_complete=done, on_success=done, description=f"payout run {run_key}")
 
 
 def report(run_key: str, *, session: Session | None = None) -> dict[str, Any]:

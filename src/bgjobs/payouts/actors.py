@@ -11,17 +11,22 @@ from ..jobs import JobArguments, JobContext, job
 from . import _paying as paying
 from . import _planning as planning
 from . import _templates  # noqa: F401  (registers the payouts family's notification templates)
-from ._models import PayoutJob
+from ._models import PayoutJob, RunDone
 from ._periods import period_for
 from ._recording import record_entry
 from ._settlement import parse_day, settlement_report  # registers the payouts.settlement dataset
-from .tasks import QUEUE, pay_vendor
+from .tasks import QUEUE, pay_vendor, run_done
 
 __all__ = ["balance_check", "charges", "monthly", "pay_vendor", "record_entry", "settlement", "weekly"]
 
 @pay_vendor.handler
 def _pay(job: PayoutJob) -> None:
     paying.pay(job)
+
+
+@run_done.handler
+def _run_done(done: RunDone) -> None:
+    planning.write_report(done.run_key)
 
 
 def _run(kind: str, ctx: JobContext) -> dict[str, Any]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from ..typed import task
-from ._models import PayoutJob
+from ._models import PayoutJob, RunDone
 
-__all__ = ["QUEUE", "pay_vendor"]
+__all__ = ["QUEUE", "pay_vendor", "run_done"]
 
 QUEUE = "payouts"
 
 #: Pay one planned payout (sent by the run that planned it, and by ``resend_pending``).
 pay_vendor = task("payouts.pay", queue=QUEUE, payload=PayoutJob)
+
+#: Write a run's report once every payout job it sent is counted: the callback of the run's batch.
+run_done = task("payouts.run_done", queue=QUEUE, payload=RunDone)
