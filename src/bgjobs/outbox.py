@@ -23,6 +23,7 @@ from sqlalchemy import Engine, event
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from . import db, events, retention, runtime, tracing
+from .batching import BATCH, INDEX, Batch, building
 from .clock import now as _now
 from .errors import ConfigurationError, check_size
 from .jobs import JobContext, job
@@ -36,6 +37,7 @@ __all__ = ["OutboxRow", "Relay", "backlog", "defer", "pending", "relay_once", "r
 logger = logging.getLogger("bgjobs.outbox")
 
 _WAKE_HOOKED = "bgjobs_outbox_wake_hooked"
+_JOINED, _JOIN_HOOKED = "bgjobs_outbox_batch_places", "bgjobs_outbox_batch_hooked"
 
 #: Seconds a SQLite relay's Redis lock outlives a relay that died holding it.
 RELAY_LOCK_TIMEOUT_S = 5
@@ -53,6 +55,9 @@ class OutboxRow(SQLModel, table=True):
     #: The trace context of the transaction that deferred it (with tracing on), which its message
     #: continues when the relay sends it.
     trace: str | None = Field(default=None, max_length=1000)
+    #: The batch a job deferred inside a ``bgjobs.batch()`` block joins, and its index there
+    #: (``b_...:12``): the relay puts them on the job's message.
+    batch: str | None = Field(default=None, max_length=64)
 
 
 retention.keep("bgjobs.outbox", "bgjobs_outbox", "sent_at", days=lambda s: s.cleanup.outbox_days,
@@ -80,11 +85,30 @@ def defer(
 
     check_size(row.target, len(row.payload.encode()), runtime.current().settings.worker.max_message_bytes)
     row.trace = tracing.deferred_context()
+    if row.kind == "actor" and (open_batch := building.get()) is not None:
+        row.batch = _join(session, open_batch)
     session.add(row)
     if not session.info.get(_WAKE_HOOKED):
         session.info[_WAKE_HOOKED] = True
         event.listen(session, "after_commit", _wake_relay)
     return row
+
+
+def _join(session: Session, open_batch: Batch) -> str:
+    """A place in the open batch for a deferred job, counted now (its batch cannot complete before
+    the row is relayed and the job run) and given back if the host's transaction rolls back."""
+    index = open_batch._store.reserve(open_batch.id, 1, counted=True)
+    if not session.info.get(_JOIN_HOOKED):
+        session.info[_JOIN_HOOKED] = True
+        event.listen(session, "after_commit", lambda s: s.info.pop(_JOINED, None))
+        event.listen(session, "after_rollback", _give_back)
+    session.info.setdefault(_JOINED, []).append((open_batch, index))
+    return f"{open_batch.id}:{index}"
+
+
+def _give_back(session: Session) -> None:
+    for open_batch, index in session.info.pop(_JOINED, []):
+        open_batch._store.settle(open_batch.id, index, "cancelled")
 
 
 def _wake_relay(session: Session) -> None:
@@ -117,6 +141,9 @@ def _messages(row: OutboxRow) -> list[dramatiq.Message[Any]]:
         message = events.fanout_message(row.target, data, delivery_key=delivery_key)
     if row.trace:
         message.options[tracing.OPTION] = json.loads(row.trace)
+    if row.batch:
+        batch_id, index = row.batch.rsplit(":", 1)
+        message.options.update({BATCH: batch_id, INDEX: int(index)})
     return [message]
 
 

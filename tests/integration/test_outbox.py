@@ -59,6 +59,31 @@ def test_a_committed_job_and_event_are_delivered_once_each(jobs: JobsHarness) ->
     assert sorted(batch_jobs.seen) == ["confirm:9", "webhook:9"]
 
 
+def test_a_job_deferred_in_a_batch_block_joins_the_batch_and_a_rolled_back_one_holds_no_place(
+    jobs: JobsHarness,
+) -> None:
+    import bgjobs
+    from bgjobs import batches
+
+    with bgjobs.batch(description="with the outbox") as b:
+        batch_jobs.record_note.send({"text": "sent"})
+        with db.session() as s:
+            outbox.defer(s, batch_jobs.record_note, {"text": "deferred"})
+            outbox.defer(s, "order.placed", {"booking_id": 1, "email": "a@example.com"})  # events join none
+        with pytest.raises(RuntimeError), db.session() as s:
+            outbox.defer(s, batch_jobs.record_note, {"text": "never"})
+            raise RuntimeError("the host's request failed")
+    jobs.drain()
+    # The committed row holds its place until it is relayed and run; the rolled-back one gave it back
+    s = batches.status(b.id)
+    assert (s.state, s.total, s.succeeded, s.cancelled, s.pending) == ("running", 3, 1, 1, 1)
+    assert outbox.relay_once() == 2
+    jobs.drain()
+    s = batches.status(b.id)
+    assert (s.state, s.total, s.succeeded, s.cancelled, s.pending) == ("done", 3, 2, 1, 0)
+    assert sorted(d.what for d in batch_jobs.deliveries()) == ["deferred", "sent"]
+
+
 def test_a_row_relayed_twice_takes_effect_once(jobs: JobsHarness) -> None:
     # Given a relay that sent a batch and died before marking it sent
     with db.session() as s:
