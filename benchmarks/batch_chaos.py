@@ -9,7 +9,10 @@ flight at the kill), the callback ran exactly once; the workflow succeeded, each
 opened once (its batch's total is its number of steps: a stage opened twice would double it), and
 its last step read every result of the stages before it.
 
-    python benchmarks/batch_chaos.py [--rounds 20] [--jobs 2000]
+A last round runs on Redis Sentinel (a master, a replica, a sentinel) and SIGKILLs the master
+instead of the worker.
+
+    python benchmarks/batch_chaos.py [--rounds 20] [--jobs 2000] [--steps 100]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -48,18 +52,29 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 
 def wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not answered(predicate):
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(0.01)
 
 
-def one_round(n: int, jobs: int, steps: int, env: dict[str, str], client: redis.Redis) -> tuple[bool, int]:
-    """One batch and one workflow through one SIGKILL of the whole worker; whether they came out
-    right, and how many jobs ran twice."""
+def answered(read):  # type: ignore[no-untyped-def]
+    """``read()``, or None while a Sentinel failover is in progress (the host's reads say so and
+    do not wait)."""
+    try:
+        return read()
+    except redis.RedisError:
+        return None
+
+
+def one_round(
+    n: int, jobs: int, steps: int, env: dict[str, str], client: redis.Redis, strike: Any = None
+) -> tuple[bool, int]:
+    """One batch and one workflow through one SIGKILL of the whole worker (or ``strike()``: a
+    Sentinel master killed); whether they came out right, and how many jobs ran twice."""
     import bgjobs
     from benchmarks.apps import batched as app
-    from bgjobs import batches, workflows
+    from bgjobs import batches, runtime, workflows
 
     name, flow = f"round{n}", f"flow{n}"
     worker = start(env)
@@ -73,15 +88,20 @@ def one_round(n: int, jobs: int, steps: int, env: dict[str, str], client: redis.
     # A random point of the workflow (its first step, its group, its last step), with the batch under way
     at = random.randint(0, steps + 1)
     wait(lambda: client.hlen(f"bench:runs:{flow}") >= at, 120, "the workflow to be under way")
-    kill(worker)
+    if strike is None:
+        kill(worker)
+        worker = start(env)
+    else:
+        strike()
+    wait(lambda: workflows.status(run.id), 60, "the workflow's status")
     during = workflows.status(run.id)
     when = f"stage {during.stage + 1} {during.state}"
-    worker = start(env)
     try:
         wait(lambda: batches.status(b.id).state == "done", 120, f"{name} to complete")
         wait(lambda: client.get(f"bench:callbacks:{name}") is not None, 60, f"{name}'s callback")
         wait(lambda: workflows.status(run.id).state == "succeeded", 60, f"{flow} to succeed")
-        wait(lambda: client.hlen("dramatiq:default.msgs") + client.hlen("dramatiq:flows.msgs") == 0, 60,
+        broker = runtime.current().broker.client  # the broker's Redis (the Sentinel's master, there)
+        wait(lambda: broker.hlen("dramatiq:default.msgs") + broker.hlen("dramatiq:flows.msgs") == 0, 60,
              "the queues to empty")  # fmt: skip
         time.sleep(0.5)  # settled: nothing left on the queue; a last look after
     finally:
@@ -137,9 +157,37 @@ def main() -> None:
             twice += repeated
             if not ok:
                 raise SystemExit(1)
+        ok, repeated = sentinel_round(args.rounds, args.jobs, args.steps, env, client)
+        twice += repeated
+        if not ok:
+            raise SystemExit(1)
     print(f"batch chaos: {args.rounds} rounds of {args.jobs} jobs and a 3-stage workflow, {args.rounds} "
-          "SIGKILLs of the whole worker: every job counted once, every callback run once, every stage "
-          f"opened once ({twice} job runs repeated after kills)")
+          "SIGKILLs of the whole worker, and one round with the Sentinel master killed: every job counted "
+          f"once, every callback run once, every stage opened once ({twice} job runs repeated)")
+
+
+def sentinel_round(
+    n: int, jobs: int, steps: int, env: dict[str, str], client: redis.Redis
+) -> tuple[bool, int]:
+    """One round on Redis Sentinel (a master, a replica, a sentinel), the master SIGKILLed mid-run."""
+    from bgjobs import runtime
+    from tests.support.redis_servers import sentinel_deployment
+
+    with sentinel_deployment() as (deployment, processes):
+        on_sentinel = {**env, "BGJOBS_BROKER_URL": deployment.url}
+        os.environ.update(on_sentinel)
+        runtime.reset()
+
+        def strike() -> None:
+            print(f"round{n}: on Redis Sentinel; its master is SIGKILLed, not the worker", flush=True)
+            processes["master"].kill()
+            wait(lambda: deployment.master_address()[1] == deployment.replica_port, 30, "the promotion")
+
+        try:
+            return one_round(n, jobs, steps, on_sentinel, client, strike)
+        finally:
+            os.environ.update(env)
+            runtime.reset()
 
 
 if __name__ == "__main__":

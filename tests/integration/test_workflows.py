@@ -18,7 +18,7 @@ from bgjobs import workflows
 from bgjobs.errors import ConfigurationError, InvalidPayload
 from bgjobs.testing import JobsHarness
 from tests.support import batch_actors
-from tests.support.batch_actors import Step, step
+from tests.support.batch_actors import Step, flaky_step, step
 from tests.support.workers import WorkerProcess, use_environment, wait_for
 
 Start = Callable[..., JobsHarness]
@@ -78,6 +78,17 @@ def test_a_dead_lettered_step_stops_the_run_and_its_requeue_resumes_it(stub: Job
     assert collections.Counter(r for r in batch_actors.RUNS if r.startswith("publish")) == {
         "publish after fail-once-0,fail-once-1,fail-once-2,fetch": 1
     }
+
+
+def test_a_retried_step_keeps_its_place_in_the_run(stub: JobsHarness) -> None:
+    run = bgjobs.workflow(flaky_step.message(Step(key="flaky")), step.message(Step(key="after"))).start()
+    stub.drain()
+    stub.release()  # the retry's delay
+    stub.drain()
+    s = workflows.status(run.id)
+    assert s.state == "succeeded", s
+    assert batch_actors.RUNS == ["flaky attempt", "flaky after retry", "after after flaky"]
+    assert workflows.results(run.id)[0] == [{"key": "flaky"}]
 
 
 def test_a_cancelled_run_skips_its_steps_not_started_and_starts_no_later_stage(stub: JobsHarness) -> None:

@@ -100,3 +100,13 @@ def step(payload: Step) -> dict[str, object]:
         return {"key": payload.key}
     _note(f"{payload.key} after {','.join(sorted(before))}")
     return {"key": payload.key, "pad": "x" * payload.pad}
+
+
+@bgjobs.actor(queue="default", max_retries=3, min_backoff=10, max_backoff=20)
+def flaky_step(payload: Step) -> dict[str, object]:
+    """A workflow's step that fails its first attempt (a retry) and succeeds on the next."""
+    if not _ran(f"{payload.key} attempt"):
+        _note(f"{payload.key} attempt")
+        raise bgjobs.TransientError(f"{payload.key}: first attempt")
+    _note(f"{payload.key} after retry")
+    return {"key": payload.key}
