@@ -30,12 +30,13 @@ from dramatiq.common import compute_backoff, current_millis
 from dramatiq.errors import ConnectionClosed, DecodeError
 from dramatiq.message import Message
 
+from .letter_index import LIBRARY
 from .outage import is_connection_error, report, store_outage
 
 __all__ = ["PAUSED_KEY", "PAUSE_SEEN_KEY", "STOPPING", "PauseWatch", "WakingConsumer"]
 
 logger = logging.getLogger("bgjobs.consumer")
-_UNDECODABLE = resources.files("bgjobs").joinpath("undecodable.lua").read_text()
+_UNDECODABLE = LIBRARY + resources.files("bgjobs").joinpath("undecodable.lua").read_text()
 
 #: The longest one BLPOP may block; the worker timeout (1 s by default) is usually shorter.
 MAX_BLOCK_S = 2.0

@@ -1,6 +1,7 @@
 -- bgjobs dead letters: move messages from $ns:$queue.XQ back onto $ns:$queue.
 --
--- Each message leaves the dead-letter set and its reason and joins the queue in
+-- Each message leaves the dead-letter set, its reason and its index entries (letters.lua,
+-- prepended) and joins the queue in
 -- one step, so a crash or a second operator can neither lose it nor queue it twice:
 -- a message no longer in the set (requeued, purged or expired meanwhile) is skipped.
 --
@@ -14,9 +15,7 @@ local xq = queue_key .. ".XQ"
 
 local n = 0
 for i = 3, #ARGV, 3 do
-    if redis.call("zrem", xq, ARGV[i]) == 1 then
-        redis.call("hdel", xq .. ".msgs", ARGV[i])
-        redis.call("hdel", xq .. ".reasons", ARGV[i])
+    if letter_forget(xq, ARGV[i]) == 1 then
         redis.call("hset", queue_key .. ".msgs", ARGV[i + 1], ARGV[i + 2])
         redis.call("rpush", queue_key, ARGV[i + 1])
         n = n + 1

@@ -12,6 +12,7 @@ dead letters of every worker of the deployment, running or not.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,17 +22,20 @@ from uuid import uuid4
 
 import dramatiq
 
-from . import runtime
+from . import letter_index, runtime
 from .errors import ConfigurationError, InvalidPayload
+from .letter_index import LIBRARY
+from .letter_queries import SCAN_BUDGET, each_matching, ensure_indexed, index_key, newest
 from .moments import as_utc
 from .operated import LETTER_OPTION, OperatedBroker, registered_queues
 from .redis_broker import WAKE_CAP, BgjobsRedisBroker
 
 __all__ = [
-    "DeadLetter", "dead_letters", "find", "operated_broker", "purge", "purge_letters", "queues", "requeue",
+    "SCAN_BUDGET", "DeadLetter", "Letters", "count_matching", "dead_letters", "find", "matching",
+    "operated_broker", "purge", "purge_letters", "queues", "requeue",
 ]  # fmt: skip
 
-_REQUEUE = resources.files("bgjobs").joinpath("deadletters.lua").read_text()
+_REQUEUE = LIBRARY + resources.files("bgjobs").joinpath("deadletters.lua").read_text()
 #: Messages per Redis round trip when requeueing or purging.
 BATCH = 500
 #: On RabbitMQ, how long a requeuer holds a letter it is sending (longer than a confirmed publish).
@@ -142,36 +146,46 @@ def _read(broker: OperatedBroker, queue: str, ids: list[tuple[bytes, float]]) ->
     return [_letter(queue, i.decode(), at, data, why) for (i, at), data, why in found if data is not None]
 
 
+class Letters(list[DeadLetter]):
+    """Dead letters, and where a reason search stopped at its budget (:data:`SCAN_BUDGET` letters
+    read per queue): ``more_before``, to pass as ``before`` for the next page; None when it read all."""
+
+    more_before: datetime | None = None
+
+
 def dead_letters(
-    *, queue: str | None = None, actor: str | None = None, reason: str | None = None,
-    since: datetime | None = None, limit: int | None = 50, offset: int = 0,
-    broker: dramatiq.Broker | None = None,
-) -> list[DeadLetter]:  # fmt: skip
-    """Dead letters, newest first, of one queue or all, optionally of one actor, whose reason
-    contains ``reason`` (any case), failed at or after ``since`` (UTC when it has no zone);
-    ``offset`` skips the newest."""
+    *, queue: str | None = None, actor: str | None = None, kind: str | None = None,
+    reason: str | None = None, since: datetime | None = None, before: datetime | None = None,
+    limit: int | None = 50, offset: int = 0, broker: dramatiq.Broker | None = None,
+) -> Letters:  # fmt: skip
+    """Dead letters, newest first, of one queue or all, optionally of one actor and kind, whose
+    reason contains ``reason`` (any case), failed at or after ``since`` and before ``before`` (UTC
+    when they have no zone); ``offset`` skips the newest.
+
+    A filter by actor or kind reads its index; a reason search reads at most :data:`SCAN_BUDGET`
+    letters per queue and says where it stopped (:attr:`Letters.more_before`).
+    """
     found = operated_broker(broker)
-    since = None if since is None else as_utc(since)
     wanted = None if limit is None else offset + limit
-    needle = reason.casefold() if reason else None
-    # Unfiltered, a page of exactly what is wanted: the overview's latest five read five, not 500.
-    page = BATCH if wanted is None or actor is not None or needle is not None else min(max(wanted, 1), BATCH)
-    chosen: list[DeadLetter] = []
+    chosen, stopped = Letters(), []
     for name in [queue] if queue else queues(found):
-        taken = 0
-        for letter in _scan(found, name, page=page):
-            if since is not None and letter.failed_at < since:
-                break  # each queue is scanned newest first
-            if actor is not None and letter.actor != actor:
-                continue
-            if needle is not None and needle not in letter.reason.casefold():
-                continue
-            chosen.append(letter)
-            taken += 1
-            if wanted is not None and taken >= wanted:
-                break
+        letters, cursor = newest(found, name, _read, actor=actor, kind=kind,
+                                 needle=reason.casefold() if reason else None, since_ms=_ms(since),
+                                 before_ms=_ms(before), wanted=wanted)  # fmt: skip
+        chosen += letters
+        if cursor is not None:
+            stopped.append(cursor)
     chosen.sort(key=lambda letter: letter.failed_at, reverse=True)
-    return chosen[offset:] if wanted is None else chosen[offset:wanted]
+    if stopped:  # only what is newer than every queue's stop is complete
+        edge = max(stopped)
+        chosen[:] = [x for x in chosen if x.failed_at.timestamp() * 1000 >= edge]
+        chosen.more_before = datetime.fromtimestamp(edge / 1000, UTC)
+    chosen[:] = chosen[offset:] if wanted is None else chosen[offset:wanted]
+    return chosen
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(as_utc(moment).timestamp() * 1000)
 
 
 def failed_since(
@@ -191,15 +205,64 @@ def find(ids: Iterable[str], *, broker: dramatiq.Broker | None = None) -> list[D
     Raises:
         InvalidPayload: an id that is not a dead letter (any more); the message names it.
     """
+    found = operated_broker(broker)
     wanted = list(dict.fromkeys(ids))
     by_id: dict[str, DeadLetter] = {}
-    for letter in dead_letters(limit=None, broker=broker):
-        by_id.setdefault(letter.message_id, letter)
-        by_id.setdefault(letter.redis_id, letter)
+    names = queues(found)
+    scanned = [name for name in names if not ensure_indexed(found, name)]
+    for start in range(0, len(wanted), BATCH):  # one round trip per page of ids, every queue at once
+        chunk = wanted[start : start + BATCH]
+        pipe = found.client.pipeline(transaction=False)
+        for name in names:
+            xq = f"{found.namespace}:{name}.XQ"
+            pipe.hmget(f"{xq}.ids", chunk)
+            pipe.zmscore(xq, chunk)
+        answers = iter(pipe.execute())
+        for name in names:
+            by_message, as_redis = next(answers), next(answers)
+            hits = {i: (r.decode() if r else i) for i, r, s in zip(chunk, by_message, as_redis, strict=True)
+                    if r or s is not None}  # fmt: skip
+            if hits:
+                letters = _read(found, name, [(r.encode(), 0.0) for r in set(hits.values())])
+                by_redis = {x.redis_id: x for x in letters}
+                by_id.update({i: by_redis[r] for i, r in hits.items() if r in by_redis})
+    if scanned and any(i not in by_id for i in wanted):  # queues of old letters not indexed yet
+        for name in scanned:
+            for letter in _scan(found, name):
+                by_id.setdefault(letter.message_id, letter)
+                by_id.setdefault(letter.redis_id, letter)
     missing = [i for i in wanted if i not in by_id]
     if missing:
         raise InvalidPayload(f"id: no dead letter {', '.join(missing)} (requeued, purged or expired?)")
     return list({by_id[i].redis_id: by_id[i] for i in wanted}.values())
+
+
+def matching(
+    *, queue: str | None = None, actor: str | None = None, kind: str | None = None, reason: str | None = None,
+    since: datetime | None = None, broker: dramatiq.Broker | None = None,
+) -> Iterator[list[DeadLetter]]:  # fmt: skip
+    """The dead letters matching the filters that failed before this call, in pages, oldest first:
+    for a bulk requeue or purge in bounded memory. Requeue or purge each page before the next is
+    read; letters dead-lettered meanwhile are not swept up. A process that dies halfway leaves the
+    rest where it was: run the same command again to finish."""
+    found = operated_broker(broker)
+    until = int(time.time() * 1000)
+    needle = reason.casefold() if reason else None
+    for name in [queue] if queue else queues(found):
+        yield from each_matching(found, name, _read, actor=actor, kind=kind, needle=needle,
+                                 since_ms=_ms(since), until_ms=until)  # fmt: skip
+
+
+def count_matching(
+    *, queue: str | None = None, actor: str | None = None, kind: str | None = None,
+    since: datetime | None = None, broker: dramatiq.Broker | None = None,
+) -> int:  # fmt: skip
+    """How many dead letters a filter without a reason search selects (for a progress bar)."""
+    found = operated_broker(broker)
+    low = _ms(since)
+    return sum(int(found.client.zcount(index_key(found, name, actor=actor, kind=kind),
+                                       "-inf" if low is None else low, "+inf"))
+               for name in ([queue] if queue else queues(found)))  # fmt: skip
 
 
 def _fresh(letter: DeadLetter) -> tuple[str, str]:
@@ -287,11 +350,7 @@ def purge(
     for name in [queue] if queue else queues(found):
         key = f"{found.namespace}:{name}.XQ"
         while ids := found.client.zrangebyscore(key, "-inf", cutoff, start=0, num=BATCH):
-            pipe = found.client.pipeline(transaction=True)
-            pipe.zrem(key, *ids)
-            pipe.hdel(f"{key}.msgs", *ids)
-            pipe.hdel(f"{key}.reasons", *ids)
-            removed += int(pipe.execute()[0])
+            removed += letter_index.forget(found.client, key, [i.decode() for i in ids])
             if progress:
                 progress(len(ids))
     return removed
@@ -300,17 +359,7 @@ def purge(
 def purge_letters(letters: Iterable[DeadLetter], *, broker: dramatiq.Broker | None = None) -> int:
     """Delete these dead letters (by their Redis ids); returns how many were still there."""
     found = operated_broker(broker)
-    by_queue: dict[str, list[str]] = {}
-    for letter in letters:
-        by_queue.setdefault(letter.queue, []).append(letter.redis_id)
     removed = 0
-    for queue, ids in by_queue.items():
-        key = f"{found.namespace}:{queue}.XQ"
-        for start in range(0, len(ids), BATCH):
-            chunk = ids[start : start + BATCH]
-            pipe = found.client.pipeline(transaction=True)
-            pipe.zrem(key, *chunk)
-            pipe.hdel(f"{key}.msgs", *chunk)
-            pipe.hdel(f"{key}.reasons", *chunk)
-            removed += int(pipe.execute()[0])
+    for queue, ids in letter_index.ids_of(letters).items():
+        removed += letter_index.forget(found.client, f"{found.namespace}:{queue}.XQ", ids)
     return removed

@@ -8,6 +8,7 @@
 --   $ns:$queue.XQ / .XQ.msgs         dead letters (zset by time / hash)
 -- and bgjobs's own:
 --   $ns:$queue.XQ.reasons            hash id -> JSON reason for the dead letter
+--   $ns:$queue.XQ.meta, .ids, .by:*  the dead letters' index (letters.lua, prepended)
 --   $ns:__bgjobs_deliveries__        hash "$queue|$id" -> times delivered without finishing
 --   $ns:__bgjobs_workers__           hash worker_id -> JSON description for `bgjobs status`
 --
@@ -59,6 +60,8 @@ for _, worker in ipairs(dead_workers) do
                         failed_at = now,
                         deliveries = n,
                     }))
+                    local message_id, actor = letter_identity(redis.call("hget", xq .. ".msgs", id))
+                    letter_index(xq, id, message_id or id, actor or "?", "poison", now)
                     redis.call("hdel", deliveries, field)
                     dead_lettered = dead_lettered + 1
                 else
@@ -89,18 +92,11 @@ for _, field in ipairs(counted) do
     end
 end
 
--- Expire old dead letters with their reasons, as Dramatiq's maintenance does.
+-- Expire old dead letters with their reasons and index entries, as Dramatiq's maintenance does.
 for i = FIRST_QUEUE, #ARGV do
     local queue = ARGV[i]
     if canonical(queue) == queue then
-        local xq = ns .. ":" .. queue .. ".XQ"
-        local old = redis.call("zrangebyscore", xq, 0, now - dead_message_ttl, "LIMIT", 0, 1000)
-        for _, id in ipairs(old) do
-            redis.call("zrem", xq, id)
-            redis.call("hdel", xq .. ".msgs", id)
-            redis.call("hdel", xq .. ".reasons", id)
-            expired = expired + 1
-        end
+        expired = expired + letters_expire(ns .. ":" .. queue .. ".XQ", now - dead_message_ttl + 1, 1000)
     end
 end
 

@@ -184,7 +184,9 @@ class DeadLetterReasons(Middleware):
         reason = describe_failure(message, getattr(message, "_exception", None))
         if isinstance(broker, OperatedBroker):
             try:
-                broker.record_dead_letter_reason(message.queue_name, broker.dead_letter_id(message), reason)
+                letter, queue = broker.dead_letter_id(message), message.queue_name
+                broker.record_dead_letter_reason(queue, letter, reason, message_id=message.message_id,
+                                                 actor=message.actor_name)  # fmt: skip
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise

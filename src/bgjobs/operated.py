@@ -131,6 +131,23 @@ class OperatedBroker(dramatiq.Broker):
             self.key(WORKERS_KEY), self.broker_id, json.dumps({"stopped": int(time.time() * 1000)})
         )
 
-    def record_dead_letter_reason(self, queue_name: str, letter_id: str, reason: dict[str, Any]) -> None:
+    def record_dead_letter_reason(
+        self, queue_name: str, letter_id: str, reason: dict[str, Any], *, message_id: str | None = None,
+        actor: str = "?",
+    ) -> None:  # fmt: skip
+        """Keep why a message is being dead-lettered, and index it (by ``message_id``, the id
+        ``send()`` returned, by actor and by kind); drop the queue's oldest letters past
+        ``BGJOBS_WORKER__MAX_DEAD_LETTERS``."""
+        from . import tally
+        from .letter_index import record
+
         canonical = queue_name.removesuffix(".DQ")
-        self.client.hset(self.key(f"{canonical}.XQ.reasons"), letter_id, json.dumps(reason))
+        at = int(reason.get("failed_at") or time.time() * 1000)
+        cap, xq = self.worker_settings.max_dead_letters, self.key(f"{canonical}.XQ")
+        dropped = record(self.client, xq, letter_id, message_id=message_id or letter_id, actor=actor,
+                         reason=reason, at_ms=at, cap=cap)  # fmt: skip
+        if dropped:
+            tally.counter(
+                "bgjobs_dead_letters_dropped_total", "Dead letters dropped, the oldest first, past "
+                "BGJOBS_WORKER__MAX_DEAD_LETTERS.", ("queue",),
+            ).labels(canonical).inc(dropped)

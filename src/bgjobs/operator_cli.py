@@ -98,18 +98,23 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _requeue(args: argparse.Namespace) -> int:
-    from .deadletters import dead_letters, find, requeue
+    from .deadletters import count_matching, find, matching, requeue
     from .progress import Progress
 
     if args.all == bool(args.ids):
         raise UsageError("dead-letters requeue: give message ids or --all (not both)")
     if args.queue and not args.all:
         raise UsageError("dead-letters requeue: --queue goes with --all")
-    letters = dead_letters(queue=args.queue, limit=None) if args.all else find(args.ids)
-    with Progress("requeue", total=len(letters)) as bar:
-        moved = requeue(letters, progress=bar.advance)
-    print(f"requeued {moved} message(s)" + (f"; {len(letters) - moved} were gone meanwhile"
-                                            if moved < len(letters) else ""))  # fmt: skip
+    # --all streams a page at a time: a million letters in bounded memory, resumable by running it again
+    pages = matching(queue=args.queue) if args.all else iter([find(args.ids)])
+    total = count_matching(queue=args.queue) if args.all else len(args.ids)
+    selected = moved = 0
+    with Progress("requeue", total=total) as bar:
+        for page in pages:
+            selected += len(page)
+            moved += requeue(page, progress=bar.advance)
+    print(f"requeued {moved} message(s)" + (f"; {selected - moved} were gone meanwhile or cannot run"
+                                            if moved < selected else ""))  # fmt: skip
     return 0
 
 

@@ -44,6 +44,7 @@ from dramatiq.message import Message
 
 from .consumer import PAUSE_CHECK_S, PauseWatch
 from .errors import ConfigurationError
+from .letter_index import LIBRARY
 from .operated import LETTER_OPTION, MaintenanceReport, OperatedBroker, QueueSizes
 from .outage import CONNECTION_ERRORS, report
 from .rabbitmq_management import Management
@@ -66,7 +67,7 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 """
 #: Counts one more delivery of a redelivered message; at ``max_deliveries`` it becomes a dead letter
 #: (a poison message that kills its worker each time), as the Redis broker's maintenance does.
-_REDELIVERED = """
+_REDELIVERED = LIBRARY + """
 local n = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if n < tonumber(ARGV[4]) then return 0 end
@@ -75,11 +76,13 @@ redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[4], ARGV[2], cjson.encode({kind = 'poison', failed_at = tonumber(ARGV[1]),
   deliveries = n, reason = 'ran ' .. n .. ' times without finishing (its worker died each time); ' ..
   'not handed out again, as BGJOBS_WORKER__MAX_DELIVERIES is ' .. ARGV[4]}))
+local message_id, actor = letter_identity(ARGV[3])
+letter_index(KEYS[2], ARGV[2], message_id or ARGV[2], actor or '?', 'poison', ARGV[1])
 redis.call('DEL', KEYS[1])
 return n
 """
 #: Forgets workers whose heartbeat stopped and dead letters past their ttl; returns how many expired.
-_SWEEP = """
+_SWEEP = LIBRARY + """
 local ns, now, timeout, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local dead = redis.call('ZRANGEBYSCORE', ns .. ':__heartbeats__', '-inf', now - timeout)
 for _, id in ipairs(dead) do
@@ -88,14 +91,7 @@ for _, id in ipairs(dead) do
 end
 local expired = 0
 for i = 4, #ARGV do
-  local xq = ns .. ':' .. ARGV[i] .. '.XQ'
-  local ids = redis.call('ZRANGEBYSCORE', xq, '-inf', now - ttl, 'LIMIT', 0, 1000)
-  if #ids > 0 then
-    redis.call('ZREM', xq, unpack(ids))
-    redis.call('HDEL', xq .. '.msgs', unpack(ids))
-    redis.call('HDEL', xq .. '.reasons', unpack(ids))
-    expired = expired + #ids
-  end
+  expired = expired + letters_expire(ns .. ':' .. ARGV[i] .. '.XQ', now - ttl + 1, 1000)
 end
 return expired
 """

@@ -31,6 +31,7 @@ from dramatiq.common import current_millis, dq_name
 from dramatiq.message import Message
 
 from .errors import BrokerUnavailable, check_size
+from .letter_index import LIBRARY
 from .outage import patiently
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ __all__ = [
     "registered_queues",
 ]  # fmt: skip
 
-_SCRIPT = resources.files("bgjobs").joinpath("maintenance.lua").read_text()
+_SCRIPT = LIBRARY + resources.files("bgjobs").joinpath("maintenance.lua").read_text()
 _ENQUEUE = resources.files("bgjobs").joinpath("enqueue.lua").read_text()
 
 #: At most this many wake tokens wait per queue: enough for every idle consumer of a deployment.

@@ -52,6 +52,9 @@ class WorkerSettings(Section):
     max_deliveries: int = Field(default=5, ge=1)
     #: How long dead-lettered messages are kept.
     dead_message_ttl_ms: int = Field(default=7 * 86_400_000, ge=60_000)
+    #: At most this many dead letters per queue, the oldest dropped first (counted in
+    #: ``bgjobs_dead_letters_dropped_total``); 0 keeps every one for ``dead_message_ttl_ms``.
+    max_dead_letters: int = Field(default=0, ge=0)
     #: Redis key prefix (Dramatiq's namespace).
     namespace: str = "dramatiq"
     #: A message (its encoded payload and options) larger than this is refused when it is sent.

@@ -24,6 +24,7 @@ for _, id in ipairs(redis.call("smembers", acks)) do
         redis.call("zadd", xq, now, id)
         redis.call("hset", xq .. ".msgs", id, data)
         redis.call("hset", xq .. ".reasons", id, reason)
+        letter_index(xq, id, id, "?", "undecodable", now)
         return id
     end
 end

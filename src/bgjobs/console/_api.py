@@ -6,6 +6,7 @@ Each route calls the same operations the CLI calls (``bgjobs.status``, ``bgjobs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
@@ -109,6 +110,8 @@ class LetterFilter(BaseModel):
 
     queue: str | None = None
     actor: str | None = None
+    #: invalid, permanent, configuration, exhausted, poison, undecodable, unknown_actor, unknown.
+    kind: str | None = None
     #: Text the reason contains (any case).
     reason: str | None = None
     #: Failed at or after this time (a date, or a time; UTC without a zone).
@@ -139,19 +142,21 @@ class LetterSelection(BaseModel):
     all: bool = False
 
 
-def _selected(body: LetterSelection) -> list[Any]:
-    from ..deadletters import dead_letters, find
+def _selected(body: LetterSelection) -> Iterator[list[Any]]:
+    """The selected letters, a page at a time: "all matching" streams through a million letters
+    in bounded memory, and leaves alone the letters dead-lettered after the request."""
+    from ..deadletters import find, matching
     from ..errors import InvalidPayload
 
     if (body.ids is None) == (body.match is None):
         raise InvalidPayload("ids: give ids or match, one of the two")
     if body.ids is not None:
-        return find(body.ids)
+        return iter([find(body.ids)])
     m = body.match
     assert m is not None
     if not m.model_dump(exclude_none=True) and not body.all:
         raise InvalidPayload('match: no criterion selects every dead letter; send "all": true to mean that')
-    return dead_letters(queue=m.queue, actor=m.actor, reason=m.reason, since=m.since, limit=None)
+    return matching(queue=m.queue, actor=m.actor, kind=m.kind, reason=m.reason, since=m.since)
 
 
 def _resource(body: LetterSelection) -> str:
@@ -164,16 +169,22 @@ def _resource(body: LetterSelection) -> str:
     "/dead-letters", tags=["dead letters"], summary="newest first, filtered by queue, actor, reason, time"
 )
 def list_dead_letters(
-    _: Reader, queue: str | None = None, actor: str | None = None,
+    _: Reader, queue: str | None = None, actor: str | None = None, kind: str | None = None,
     reason: Annotated[str | None, Query(description="text the reason contains")] = None,
-    since: Annotated[str | None, Query(description=SINCE)] = None, limit: Limit = 50, offset: Offset = 0,
+    since: Annotated[str | None, Query(description=SINCE)] = None,
+    before: Annotated[str | None, Query(description="failed before this (a search's more_before)")] = None,
+    limit: Limit = 50, offset: Offset = 0,
 ) -> dict[str, Any]:  # fmt: skip
     from ..deadletters import dead_letters
     from ..moments import parse_moment
 
-    found = dead_letters(queue=queue or None, actor=actor or None, reason=reason or None,
-                         since=parse_moment(since), limit=limit + 1, offset=offset)  # fmt: skip
-    return paged([_letter(d) for d in found], limit, offset)
+    found = dead_letters(queue=queue or None, actor=actor or None, kind=kind or None, reason=reason or None,
+                         since=parse_moment(since), before=parse_moment(before), limit=limit + 1,
+                         offset=offset)  # fmt: skip
+    more = found.more_before
+    # A reason search reads a bounded number of letters per request; more_before continues it
+    return {**paged([_letter(d) for d in found], limit, offset),
+            "more_before": None if more is None else more.isoformat()}  # fmt: skip
 
 
 @router.get("/dead-letters/{letter_id}", tags=["dead letters"], summary="one dead letter, payload masked")
@@ -189,8 +200,11 @@ def requeue(body: LetterSelection, actor: Annotated[Actor, Depends(acting("reque
     from ..deadletters import requeue as requeue_letters
 
     def act() -> dict[str, Any]:
-        chosen = _selected(body)
-        return {"selected": len(chosen), "requeued": requeue_letters(chosen)}
+        selected = moved = 0
+        for page in _selected(body):
+            selected += len(page)
+            moved += requeue_letters(page)
+        return {"selected": selected, "requeued": moved}
 
     return actor.run(_resource(body), act)
 
@@ -200,8 +214,11 @@ def purge(body: LetterSelection, actor: Annotated[Actor, Depends(acting("purge")
     from ..deadletters import purge_letters
 
     def act() -> dict[str, Any]:
-        chosen = _selected(body)
-        return {"selected": len(chosen), "purged": purge_letters(chosen)}
+        selected = removed = 0
+        for page in _selected(body):
+            selected += len(page)
+            removed += purge_letters(page)
+        return {"selected": selected, "purged": removed}
 
     return actor.run(_resource(body), act)
 

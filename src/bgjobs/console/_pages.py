@@ -200,7 +200,8 @@ def actors(request: Request, access: Reader, span: str = "hour") -> Response:
 @router.get("/dead-letters", response_class=HTMLResponse)
 def dead_letters(
     request: Request, access: Reader, queue: str | None = None, actor: str | None = None,
-    reason: str | None = None, since: str | None = None, offset: Annotated[int, Query(ge=0)] = 0,
+    kind: str | None = None, reason: str | None = None, since: str | None = None,
+    before: str | None = None, offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:  # fmt: skip
     """Empty fields filter nothing; a "since" the page cannot read is said on the page (422), with
     nothing listed, rather than as a raw error or a list that ignores it."""
@@ -210,20 +211,29 @@ def dead_letters(
     from ._api import _letter
 
     try:
-        moment = parse_moment(since)
+        moment, until = parse_moment(since), parse_moment(before)
     except InvalidPayload as exc:
         page = render(request, "dead_letters.html", access, "Dead letters", letters=[], match={},
-                      pages=_pages({}, 0, False), error=str(exc))  # fmt: skip
+                      pages=_pages({}, 0, False), error=str(exc), kinds=KINDS)  # fmt: skip
         page.status_code = 422
         return page
-    found = find(queue=queue or None, actor=actor or None, reason=reason or None, since=moment,
-                 limit=PAGE + 1, offset=offset)  # fmt: skip
-    match = {k: v for k, v in {"queue": queue, "actor": actor, "reason": reason,
+    found = find(queue=queue or None, actor=actor or None, kind=kind or None, reason=reason or None,
+                 since=moment, before=until, limit=PAGE + 1, offset=offset)  # fmt: skip
+    match = {k: v for k, v in {"queue": queue, "actor": actor, "kind": kind, "reason": reason,
                                "since": moment.isoformat() if moment else None}.items() if v}  # fmt: skip
     pages = _pages(dict(request.query_params), offset, len(found) > PAGE)
     letters = [_letter(d) for d in found[:PAGE]]
+    more = None
+    if found.more_before is not None:  # a reason search stopped at its budget: go on from there
+        query = {**request.query_params, "before": found.more_before.isoformat(), "offset": "0"}
+        more = "?" + urlencode(query)
     return render(request, "dead_letters.html", access, "Dead letters", letters=letters, match=match,
-                  pages=pages)  # fmt: skip
+                  pages=pages, kinds=KINDS, more_before=more)  # fmt: skip
+
+
+#: The kinds of dead letter, for the page's filter.
+KINDS = ("invalid", "permanent", "configuration", "exhausted", "poison", "undecodable", "unknown_actor",
+         "unknown")  # fmt: skip
 
 
 @router.get("/dead-letters/{letter_id}", response_class=HTMLResponse)
