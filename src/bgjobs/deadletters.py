@@ -25,14 +25,14 @@ import dramatiq
 from . import letter_index, runtime
 from .errors import ConfigurationError, InvalidPayload
 from .letter_index import LIBRARY
-from .letter_queries import SCAN_BUDGET, each_matching, ensure_indexed, index_key, newest
+from .letter_queries import SCAN_BUDGET, each_matching, ensure_indexed, identify, index_key, newest
 from .moments import as_utc
 from .operated import LETTER_OPTION, OperatedBroker, registered_queues
 from .redis_broker import WAKE_CAP, BgjobsRedisBroker
 
 __all__ = [
     "SCAN_BUDGET", "DeadLetter", "Letters", "count_matching", "dead_letters", "find", "matching",
-    "operated_broker", "purge", "purge_letters", "queues", "requeue",
+    "operated_broker", "purge", "purge_letters", "queues", "reindex", "requeue",
 ]  # fmt: skip
 
 _REQUEUE = LIBRARY + resources.files("bgjobs").joinpath("deadletters.lua").read_text()
@@ -262,6 +262,17 @@ def count_matching(
     low = _ms(since)
     return sum(int(found.client.zcount(index_key(found, name, actor=actor, kind=kind),
                                        "-inf" if low is None else low, "+inf"))
+               for name in ([queue] if queue else queues(found)))  # fmt: skip
+
+
+def reindex(
+    *, queue: str | None = None, broker: dramatiq.Broker | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:  # fmt: skip
+    """Index the dead letters stored before bgjobs indexed them (``bgjobs dead-letters reindex``);
+    returns how many letters it read. Safe beside running workers, and to run again."""
+    found = operated_broker(broker)
+    return sum(letter_index.reindex(found.client, f"{found.namespace}:{name}.XQ", identify, progress)
                for name in ([queue] if queue else queues(found)))  # fmt: skip
 
 

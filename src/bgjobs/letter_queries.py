@@ -71,7 +71,9 @@ def newest(
     key = index_key(broker, queue, actor=actor, kind=kind)
     low = "-inf" if since_ms is None else since_ms
     high = "+inf" if before_ms is None else f"({before_ms}"
-    page = PAGE if wanted is None or needle is not None else min(max(wanted, 1), PAGE)
+    page = PAGE if wanted is None else min(max(wanted, 1), PAGE)
+    if needle is not None:
+        page = min(PAGE, SCAN_BUDGET)
     chosen: list[Any] = []
     start = examined = 0
     while True:

@@ -69,7 +69,7 @@ def _status(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from .deadletters import dead_letters
 
-    found = dead_letters(queue=args.queue, actor=args.actor, limit=args.limit)
+    found = dead_letters(queue=args.queue, actor=args.actor, kind=args.kind, limit=args.limit)
     if args.json:
         keep = ("message_id", "queue", "actor", "kind", "reason", "attempts")
         print(json.dumps([{**{k: getattr(d, k) for k in keep}, "failed_at": d.failed_at.isoformat()}
@@ -118,6 +118,16 @@ def _requeue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reindex(args: argparse.Namespace) -> int:
+    from .deadletters import reindex
+    from .progress import Progress
+
+    with Progress("reindex") as bar:
+        done = reindex(queue=args.queue, progress=bar.advance)
+    print(f"indexed {done} dead letter(s)")
+    return 0
+
+
 def _purge(args: argparse.Namespace) -> int:
     from .deadletters import purge
     from .progress import Progress
@@ -155,6 +165,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     listing = actions.add_parser("list", help="newest first, with the reason each one failed")
     listing.add_argument("--queue", help="only this queue's (default, notifications, webhooks, ...)")
     listing.add_argument("--actor", help="only this actor's")
+    listing.add_argument("--kind", help="only this kind (invalid, permanent, exhausted, poison, ...)")
     listing.add_argument("--limit", type=int, default=50, help="at most this many, newest first (50)")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(func=_list)
@@ -166,6 +177,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     requeue.add_argument("--all", action="store_true", help="every dead letter (of --queue)")
     requeue.add_argument("--queue", help="with --all: only this queue's")
     requeue.set_defaults(func=_requeue)
+    reindex = actions.add_parser(
+        "reindex", help="index dead letters stored before bgjobs indexed them (once, after upgrading)"
+    )
+    reindex.add_argument("--queue", help="only this queue's")
+    reindex.set_defaults(func=_reindex)
     purge = actions.add_parser("purge", help="delete dead letters")
     purge.add_argument("--older-than", type=_age, metavar="AGE", help="only those failed before, e.g. 7d")
     purge.add_argument("--queue", help="only this queue's")
