@@ -7,7 +7,14 @@
 3. ``status()`` with N ready messages and N dead letters in a queue: it reads counts and the head
    of each queue, so its time should not grow with N.
 
-    python benchmarks/deadletters.py [--letters 20000]
+4. At the scale of a bad day (``--scale``, 1,000,000 by default; 0 skips it): letters across 5
+   queues and 50 actors (and one rare actor with 50), stored as bgjobs stored them before the index
+   and then reindexed: Redis memory per letter before and after the index; lookup by id and a
+   filter by the rare actor, scanning (before) and through the index (after); the console's list
+   page and a letter's page over HTTP; and a requeue of the 200,000 letters of one kind in a child
+   process, timed, with its RSS growth.
+
+    python benchmarks/deadletters.py [--letters 20000] [--scale 1000000]
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--letters", type=int, default=20_000)
+    parser.add_argument("--scale", type=int, default=1_000_000, help="letters of the scale run (0: skip it)")
     args = parser.parse_args()
     n = args.letters
     with RedisServer() as server:
@@ -122,6 +130,10 @@ def main() -> None:
         f"status(), median of 20: empty {empty:.1f} ms; {n} ready {backlog:.1f} ms; "
         f"{n} ready + {n} dead letters {both:.1f} ms (ratio to empty {both / empty:.1f}x)"
     )
+    if args.scale:
+        from benchmarks.deadletters_scale import scale
+
+        scale(args.scale)
 
 
 if __name__ == "__main__":
