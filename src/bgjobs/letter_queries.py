@@ -49,9 +49,14 @@ def ensure_indexed(broker: Any, queue: str) -> bool:
     if size <= letter_index.INLINE_REINDEX:
         letter_index.reindex(broker.client, xq, identify)
         return True
-    logger.warning("the %d dead letters of %s are not indexed yet: reading them by scanning; run "
-                   "`bgjobs dead-letters reindex` once", size, queue)  # fmt: skip
+    if xq not in _warned:  # once per queue and process, not per read
+        _warned.add(xq)
+        logger.warning("the %d dead letters of %s are not indexed yet: reading them by scanning; run "
+                       "`bgjobs dead-letters reindex` once", size, queue)  # fmt: skip
     return False
+
+
+_warned: set[str] = set()
 
 
 def index_key(broker: Any, queue: str, *, actor: str | None, kind: str | None) -> str:

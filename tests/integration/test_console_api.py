@@ -733,3 +733,55 @@ def test_workflows_are_listed_shown_and_cancelled_through_the_api_and_the_cancel
     assert workflows.status(run.id).state == "cancelled"
     (entry,) = [e for e in entries() if e.resource == f"workflow:{run.id}"]
     assert entry.action == "cancel"
+
+
+def test_a_bulk_requeue_of_all_matching_shows_its_progress_while_it_runs(
+    serve: Callable[..., ConsoleServer], worker_env: dict[str, str]
+) -> None:
+    import json
+    import threading
+    import uuid
+
+    import dramatiq
+    import redis
+
+    from bgjobs import letter_index
+
+    client, total = redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"]), 30_000
+    xq, now = "dramatiq:default.XQ", int(time.time() * 1000) - 60_000
+    client.sadd("dramatiq:__bgjobs_queues__", "default")
+    reason = json.dumps({"kind": "permanent", "reason": "no", "failed_at": now, "attempts": 1})
+    pipe = client.pipeline(transaction=False)
+    for n in range(total):
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name="default", actor_name="sync", args=({"n": n},), kwargs={},
+            options={"redis_message_id": str(uuid.uuid4())},
+        )  # fmt: skip
+        letter = message.options["redis_message_id"]
+        args = ["record", letter, message.message_id, "sync", "permanent", now + n, reason, 0]
+        letter_index.script(client)(keys=[xq], args=args, client=pipe)
+        pipe.zadd(xq, {letter: now + n}).hset(f"{xq}.msgs", letter, message.encode())
+        if n % 2000 == 1999:
+            pipe.execute()
+    pipe.execute()
+    console = serve()
+    answers: list[httpx.Response] = []
+    with _browser(console, "/dead-letters") as browser:
+        body, headers = {"match": {"actor": "sync"}}, _csrf(browser)
+        running = threading.Thread(target=lambda: answers.append(browser.post(
+            "/api/v1/dead-letters/requeue", json=body, headers=headers, timeout=120)))  # fmt: skip
+        running.start()
+        seen: list[dict[str, Any]] = []
+
+        def under_way() -> bool:
+            seen[:] = browser.get("/api/v1/dead-letters/progress").json()["operations"]
+            return bool(seen) and 0 < seen[0]["done"] < total
+
+        try:
+            wait_for(under_way, timeout=60, interval=0.01, what="the requeue under way")
+        finally:
+            running.join(timeout=120)
+        assert (seen[0]["action"], seen[0]["total"]) == ("requeue", total)
+        assert answers[0].json() == {"selected": total, "requeued": total}
+        assert browser.get("/api/v1/dead-letters/progress").json() == {"operations": []}
+    assert client.zcard(xq) == 0 and client.llen("dramatiq:default") == total

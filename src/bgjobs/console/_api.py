@@ -6,14 +6,12 @@ Each route calls the same operations the CLI calls (``bgjobs.status``, ``bgjobs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import asdict
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import runtime
 from ._actions import Actor, Limit, NotFound, Offset, Reader, acting, listed, paged
@@ -102,69 +100,6 @@ def _letter(d: Any, *, full: bool = False) -> dict[str, Any]:
 SINCE = "failed at or after: a date, or an ISO 8601 time (UTC without a zone)"
 
 
-class LetterFilter(BaseModel):
-    """Which dead letters. An unknown key is refused, never dropped: a dropped criterion once
-    turned a purge of a few letters into a purge of all of them."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    queue: str | None = None
-    actor: str | None = None
-    #: invalid, permanent, configuration, exhausted, poison, undecodable, unknown_actor, unknown.
-    kind: str | None = None
-    #: Text the reason contains (any case).
-    reason: str | None = None
-    #: Failed at or after this time (a date, or a time; UTC without a zone).
-    since: datetime | None = None
-
-    @field_validator("since", mode="before")
-    @classmethod
-    def _moment(cls, value: Any) -> Any:
-        from ..errors import InvalidPayload
-        from ..moments import parse_moment
-
-        if not isinstance(value, str):
-            return value
-        try:
-            return parse_moment(value)
-        except InvalidPayload as exc:
-            raise ValueError(str(exc).split(": ", 1)[1]) from None
-
-
-class LetterSelection(BaseModel):
-    """Dead letters by id (``ids``), or every one matching ``match``; one of the two. A ``match``
-    with no criterion selects every dead letter, and needs ``"all": true`` to say so."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ids: list[str] | None = Field(default=None, max_length=10_000)
-    match: LetterFilter | None = None
-    all: bool = False
-
-
-def _selected(body: LetterSelection) -> Iterator[list[Any]]:
-    """The selected letters, a page at a time: "all matching" streams through a million letters
-    in bounded memory, and leaves alone the letters dead-lettered after the request."""
-    from ..deadletters import find, matching
-    from ..errors import InvalidPayload
-
-    if (body.ids is None) == (body.match is None):
-        raise InvalidPayload("ids: give ids or match, one of the two")
-    if body.ids is not None:
-        return iter([find(body.ids)])
-    m = body.match
-    assert m is not None
-    if not m.model_dump(exclude_none=True) and not body.all:
-        raise InvalidPayload('match: no criterion selects every dead letter; send "all": true to mean that')
-    return matching(queue=m.queue, actor=m.actor, kind=m.kind, reason=m.reason, since=m.since)
-
-
-def _resource(body: LetterSelection) -> str:
-    if body.ids is not None:
-        return f"dead-letters:{','.join(body.ids[:20])}{'...' if len(body.ids) > 20 else ''}"
-    return f"dead-letters:match {body.match.model_dump(exclude_none=True, mode='json') if body.match else {}}"
-
-
 @router.get(
     "/dead-letters", tags=["dead letters"], summary="newest first, filtered by queue, actor, reason, time"
 )
@@ -193,34 +128,6 @@ def show_dead_letter(letter_id: str, _: Reader) -> dict[str, Any]:
 
     (letter,) = find([letter_id])
     return _letter(letter, full=True)
-
-
-@router.post("/dead-letters/requeue", tags=["dead letters"], summary="back on their queues, retries reset")
-def requeue(body: LetterSelection, actor: Annotated[Actor, Depends(acting("requeue"))]) -> dict[str, Any]:
-    from ..deadletters import requeue as requeue_letters
-
-    def act() -> dict[str, Any]:
-        selected = moved = 0
-        for page in _selected(body):
-            selected += len(page)
-            moved += requeue_letters(page)
-        return {"selected": selected, "requeued": moved}
-
-    return actor.run(_resource(body), act)
-
-
-@router.post("/dead-letters/purge", tags=["dead letters"], summary="delete them for good")
-def purge(body: LetterSelection, actor: Annotated[Actor, Depends(acting("purge"))]) -> dict[str, Any]:
-    from ..deadletters import purge_letters
-
-    def act() -> dict[str, Any]:
-        selected = removed = 0
-        for page in _selected(body):
-            selected += len(page)
-            removed += purge_letters(page)
-        return {"selected": selected, "purged": removed}
-
-    return actor.run(_resource(body), act)
 
 
 def _run(r: Any) -> dict[str, Any]:

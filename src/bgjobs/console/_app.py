@@ -114,11 +114,13 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     from ._batches import api as batch_api
     from ._batches import pages as batch_pages
     from ._families import router as families
+    from ._letters import router as letters
     from ._pages import router as pages
     from ._queues import router as queue_routes
     from ._workflows import api as workflow_api
     from ._workflows import pages as workflow_pages
 
+    app.include_router(letters)  # before api: /dead-letters/progress is not a letter's id
     app.include_router(api)
     app.include_router(queue_routes)
     from ._api import healthz, readyz

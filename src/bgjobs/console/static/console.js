@@ -119,6 +119,20 @@
     return { url, body, confirm };
   }
 
+  // A bulk requeue or purge of many letters takes a while: say how far it is on its button.
+  async function followProgress(button, label) {
+    try {
+      const answer = await fetch(button.dataset.progress, { credentials: "same-origin" });
+      const found = (await answer.json()).operations || [];
+      const action = label.toLowerCase().startsWith("purge") ? "purge" : "requeue";
+      const op = found.filter((o) => o.action === action).pop();
+      if (op && button.disabled) {
+        const of = op.total === null ? "" : ` of ${op.total.toLocaleString()}`;
+        button.textContent = `${label}… ${op.done.toLocaleString()}${of}`;
+      }
+    } catch (err) { /* the answer to the action itself says what happened */ }
+  }
+
   async function act(button) {
     const made = request(button);
     if (!made) return;
@@ -128,6 +142,7 @@
     button.textContent = label + "…";
     button.setAttribute("aria-busy", "true");
     busy = true;
+    const watch = button.dataset.progress ? setInterval(() => followProgress(button, label), 500) : null;
     try {
       const answer = await fetch(made.url, {
         method: "POST", credentials: "same-origin",
@@ -150,6 +165,7 @@
     } catch (err) {
       toast(label + " failed: " + err, true);
     } finally {
+      if (watch) clearInterval(watch);
       button.disabled = false;
       button.textContent = label;
       button.removeAttribute("aria-busy");
