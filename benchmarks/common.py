@@ -130,3 +130,24 @@ def webhook_env(broker_url: str, name: str) -> dict[str, str]:
     }
     os.environ.update(env)
     return env
+
+
+@contextmanager
+def served(app: object) -> Iterator[str]:
+    """An ASGI app served by uvicorn in a thread on 127.0.0.1; its base URL."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",  # type: ignore[arg-type]
+                                       access_log=False, lifespan="off"))  # fmt: skip
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,8 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import served  # noqa: E402
 from benchmarks.deadletters import _fill  # noqa: E402
-from bgjobs.embedded import RedisServer, free_port  # noqa: E402
+from bgjobs.embedded import RedisServer  # noqa: E402
 
 
 def _ready(client: object, n: int, queue: str = "webhooks") -> None:
@@ -81,7 +81,6 @@ def main() -> None:
         os.environ.update(env)
         import httpx
         import redis
-        import uvicorn
 
         from bgjobs import db, runtime
         from bgjobs.console import create_app
@@ -91,15 +90,8 @@ def main() -> None:
         db.upgrade()
         client = redis.Redis.from_url(server.url)
         client.sadd(f"dramatiq:{QUEUES_KEY}", "default", "webhooks")
-        port = free_port()
-        uv = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="off"))  # fmt: skip
-        thread = threading.Thread(target=uv.run, daemon=True)
-        thread.start()
-        while not uv.started:
-            time.sleep(0.01)
         rows = []
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        with served(create_app()) as url, httpx.Client(base_url=url, timeout=30) as http:
             for label, fill in (("empty", None), (f"{n:,} ready", _ready),
                                 (f"{n:,} ready + {n:,} dead letters", _fill)):  # fmt: skip
                 if fill is not None:
@@ -108,8 +100,6 @@ def main() -> None:
                     _per_call_ms(http, path, 10)  # warm
                     rows.append((label, path, *_per_call_ms(http, path, args.calls)))
             probe = _exec_probe_ms(env, 10)
-        uv.should_exit = True
-        thread.join(timeout=10)
     empty = {path: median for label, path, median, _ in rows if label == "empty"}
     print(
         f"console probe cost, {args.calls} calls each over HTTP on 127.0.0.1 (median / p99 ms; to empty):"

@@ -8,7 +8,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -75,7 +74,8 @@ def _ms(call: object, rounds: int) -> tuple[float, float]:
 
 
 def scale(n: int) -> None:
-    from bgjobs.embedded import RedisServer, free_port
+    from benchmarks.common import served
+    from bgjobs.embedded import RedisServer
 
     workdir = Path(tempfile.mkdtemp(prefix="bgjobs-bench-letters-"))
     with RedisServer() as server:
@@ -83,7 +83,6 @@ def scale(n: int) -> None:
         os.environ.update(env)
         import httpx
         import redis
-        import uvicorn
 
         from bgjobs import db, deadletters, runtime
         from bgjobs.console import create_app
@@ -112,21 +111,12 @@ def scale(n: int) -> None:
         found = deadletters.dead_letters(actor=RARE, limit=50)
         assert len(found) == 50, len(found)
         rare_p50, rare_p99 = _ms(lambda: deadletters.dead_letters(actor=RARE, limit=50), 200)
-        port = free_port()
-        uv = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False, lifespan="off"))  # fmt: skip
-        thread = threading.Thread(target=uv.run, daemon=True)
-        thread.start()
-        while not uv.started:
-            time.sleep(0.01)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+        with served(create_app()) as url, httpx.Client(base_url=url, timeout=60) as http:
             for path in ("/dead-letters", f"/dead-letters/{sample[1]}"):
                 assert http.get(path).status_code == 200
             page_p50, page_p99 = _ms(lambda: http.get("/dead-letters").raise_for_status(), 100)
             one_p50, one_p99 = _ms(lambda: http.get(f"/dead-letters/{sample[2]}").raise_for_status(), 100)
             rare_page, _ = _ms(lambda: http.get(f"/dead-letters?actor={RARE}").raise_for_status(), 20)
-        uv.should_exit = True
-        thread.join(timeout=10)
         child = subprocess.run([sys.executable, "-c", _REQUEUE], capture_output=True, text=True, cwd=ROOT,
                                env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)  # fmt: skip
         assert child.returncode == 0, child.stderr

@@ -76,7 +76,11 @@ def newest(
     key = index_key(broker, queue, actor=actor, kind=kind)
     low = "-inf" if since_ms is None else since_ms
     high = "+inf" if before_ms is None else f"({before_ms}"
-    page = PAGE if wanted is None else min(max(wanted, 1), PAGE)
+    # Exactly what is wanted when every letter read is returned (the overview's latest five read
+    # five); whole pages when some are filtered out here (a scan, or the other filter's index)
+    filtered = needle is not None or (key.endswith(".XQ") and (actor is not None or kind is not None))
+    filtered = filtered or (actor is not None and kind is not None)
+    page = PAGE if wanted is None or filtered else min(max(wanted, 1), PAGE)
     if needle is not None:
         page = min(PAGE, SCAN_BUDGET)
     chosen: list[Any] = []

@@ -738,32 +738,16 @@ def test_workflows_are_listed_shown_and_cancelled_through_the_api_and_the_cancel
 def test_a_bulk_requeue_of_all_matching_shows_its_progress_while_it_runs(
     serve: Callable[..., ConsoleServer], worker_env: dict[str, str]
 ) -> None:
-    import json
     import threading
-    import uuid
 
-    import dramatiq
     import redis
 
-    from bgjobs import letter_index
+    from tests.support.dead_letters import fill
 
     client, total = redis.Redis.from_url(worker_env["BGJOBS_BROKER_URL"]), 30_000
-    xq, now = "dramatiq:default.XQ", int(time.time() * 1000) - 60_000
+    xq = "dramatiq:default.XQ"
     client.sadd("dramatiq:__bgjobs_queues__", "default")
-    reason = json.dumps({"kind": "permanent", "reason": "no", "failed_at": now, "attempts": 1})
-    pipe = client.pipeline(transaction=False)
-    for n in range(total):
-        message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name="default", actor_name="sync", args=({"n": n},), kwargs={},
-            options={"redis_message_id": str(uuid.uuid4())},
-        )  # fmt: skip
-        letter = message.options["redis_message_id"]
-        args = ["record", letter, message.message_id, "sync", "permanent", now + n, reason, 0]
-        letter_index.script(client)(keys=[xq], args=args, client=pipe)
-        pipe.zadd(xq, {letter: now + n}).hset(f"{xq}.msgs", letter, message.encode())
-        if n % 2000 == 1999:
-            pipe.execute()
-    pipe.execute()
+    fill(client, "default", total, at_ms=int(time.time() * 1000) - 60_000)
     console = serve()
     answers: list[httpx.Response] = []
     with _browser(console, "/dead-letters") as browser:

@@ -20,6 +20,7 @@ import pytest
 
 from bgjobs import deadletters, letter_index, letter_queries, runtime
 from bgjobs.errors import InvalidPayload
+from tests.support.dead_letters import fill
 from tests.support.workers import ROOT, wait_for
 
 KINDS = ("permanent", "exhausted")
@@ -163,23 +164,7 @@ def test_a_bulk_requeue_sigkilled_halfway_leaves_each_letter_queued_or_a_letter_
 ) -> None:
     broker = _broker()
     client, xq, total = broker.client, _xq(broker, "default"), 30_000
-    now = int(time.time() * 1000) - total - 1000  # every one failed before the requeue
-    reason = json.dumps({"kind": "permanent", "reason": "no", "failed_at": now, "attempts": 1})
-    pipe = client.pipeline(transaction=False)
-    sent = []
-    for n in range(total):
-        message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name="default", actor_name="sync", args=({"n": n},), kwargs={},
-            options={"redis_message_id": str(uuid.uuid4())},
-        )  # fmt: skip
-        letter = message.options["redis_message_id"]
-        args = ["record", letter, message.message_id, "sync", "permanent", now + n, reason, 0]
-        letter_index.script(client)(keys=[xq], args=args, client=pipe)
-        pipe.zadd(xq, {letter: now + n}).hset(f"{xq}.msgs", letter, message.encode())
-        sent.append(message.message_id)
-        if n % 2000 == 1999:
-            pipe.execute()
-    pipe.execute()
+    sent = fill(client, "default", total, at_ms=int(time.time() * 1000) - total - 1000)  # before the requeue
     argv = [sys.executable, "-m", "bgjobs.cli", "dead-letters", "requeue", "--all"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as cli:
