@@ -12,6 +12,7 @@ from typing import Any as _Any
 if _TYPE_CHECKING:
     from . import batches, cleanup, events, exports, notifications, outbox, payouts, webhooks, workflows
     from .batches import batch, cancelled, current_batch
+    from .controls import Unique
     from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
     from .families import trigger
     from .jobs import JobArguments, JobContext, job
@@ -36,7 +37,7 @@ _EXPORTS: dict[str, str] = {
     "get_broker": "runtime", "set_broker": "runtime",
     "configure": "wiring",
     "batch": "batches", "cancelled": "batches", "current_batch": "batches",
-    "group": "workflows", "workflow": "workflows", "workflow_results": "workflows",
+    "group": "workflows", "workflow": "workflows", "workflow_results": "workflows", "Unique": "controls",
     **{family: family for family in ("batches", "cleanup", "events", "exports", "notifications", "outbox",
                                      "payouts", "webhooks", "workflows")},
 }  # fmt: skip
@@ -82,6 +83,7 @@ __all__ = [
     "Settings",
     "TransientError",
     "TypedActor",
+    "Unique",
     "__version__",
     "actor",
     "batch",

@@ -19,6 +19,7 @@ import dramatiq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import registry, runtime
+from .controls import Controls, Unique, admit
 from .errors import PERMANENT, BrokerUnavailable, ConfigurationError, InvalidPayload, check_size
 from .registry import QUEUES, registered
 from .settings import Settings
@@ -52,6 +53,8 @@ class TypedActor(Generic[M, R]):
         self.options = options
         self.priority = priority
         self.origin = f"{fn.__module__}.{fn.__qualname__}"
+        #: Uniqueness and debounce (:mod:`bgjobs.controls`), when declared.
+        self.controls: Controls | None = None
         self._bound: tuple[dramatiq.Broker, dramatiq.Actor[Any, Any]] | None = None
 
     def __repr__(self) -> str:
@@ -125,7 +128,14 @@ class TypedActor(Generic[M, R]):
         broker = self.actor.broker
         _check_sizes(broker, [message])
         with reachable():
-            return broker.enqueue(message, delay=delay)
+            if self.controls is None:
+                return broker.enqueue(message, delay=delay)
+            sent, (answer,) = admit(broker, self, [message])
+            if self.controls.debounce_ms:
+                delay = max(delay or 0, self.controls.debounce_ms)
+            for found in sent:
+                broker.enqueue(found, delay=delay)
+            return answer
 
     def send_many(
         self, payloads: Iterable[M | Mapping[str, Any]], **options: Any
@@ -194,9 +204,38 @@ def send_messages(
     _check_sizes(broker, messages)
     enqueue_many = getattr(broker, "enqueue_many", None)
     with reachable():
-        if enqueue_many is not None:
-            return enqueue_many(messages)  # type: ignore[no-any-return]
-        return [broker.enqueue(m) for m in messages]
+        answers: list[dramatiq.Message[Any]] | None = None
+        actors = registered()
+        if any((t := actors.get(m.actor_name)) is not None and t.controls for m in messages):
+            messages, answers = _admit_all(broker, messages)
+        sent = enqueue_many(messages) if enqueue_many is not None else [broker.enqueue(m) for m in messages]
+        return sent if answers is None else answers
+
+
+def _admit_all(
+    broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]]
+) -> tuple[list[dramatiq.Message[Any]], list[dramatiq.Message[Any]]]:
+    """Sends of actors with controls (:mod:`bgjobs.controls`): what to enqueue together, and what
+    each send returns, in order. A debounced one is enqueued here, with its delay."""
+    actors = registered()
+    by_actor: dict[str, list[dramatiq.Message[Any]]] = {}
+    for m in messages:
+        if (t := actors.get(m.actor_name)) is not None and t.controls:
+            by_actor.setdefault(m.actor_name, []).append(m)
+    answers: dict[int, dramatiq.Message[Any]] = {}
+    bulk_ids: set[int] = set()
+    for name, group in by_actor.items():
+        typed = actors[name]
+        assert typed.controls is not None
+        sent, answered = admit(broker, typed, group)
+        answers.update({id(m): a for m, a in zip(group, answered, strict=True)})
+        for m in sent:
+            if typed.controls.debounce_ms:
+                broker.enqueue(m, delay=typed.controls.debounce_ms)
+            else:
+                bulk_ids.add(id(m))
+    bulk = [m for m in messages if id(m) not in answers or id(m) in bulk_ids]
+    return bulk, [answers.get(id(m), m) for m in messages]
 
 
 @contextlib.contextmanager
@@ -300,13 +339,15 @@ def actor(fn: Callable[[M], R], /) -> TypedActor[M, R]: ...
 @overload
 def actor(
     *, name: str | None = None, queue: str | None = None, actor_name: str | None = None,
-    queue_name: str | None = None, priority: int = 0, **options: Any,
+    queue_name: str | None = None, priority: int = 0, unique: Unique | None = None,
+    debounce: str | int | timedelta | None = None, **options: Any,
 ) -> Callable[[Callable[[M], R]], TypedActor[M, R]]: ...  # fmt: skip
 
 
 def actor(
     fn: Callable[[M], R] | None = None, /, *, name: str | None = None, queue: str | None = None,
-    actor_name: str | None = None, queue_name: str | None = None, priority: int = 0, **options: Any,
+    actor_name: str | None = None, queue_name: str | None = None, priority: int = 0,
+    unique: Unique | None = None, debounce: str | int | timedelta | None = None, **options: Any,
 ) -> TypedActor[M, R] | Callable[[Callable[[M], R]], TypedActor[M, R]]:  # fmt: skip
     """Declare a typed job: ``@bgjobs.actor`` or ``@bgjobs.actor(queue="notifications", ...)``.
 
@@ -315,6 +356,8 @@ def actor(
             ``actor_name`` is accepted for it, as ``queue_name`` is for ``queue``.
         queue: the queue, usually the family's (``notifications``, ``webhooks``, ...); ``default``.
         priority: Dramatiq's priority (lower runs first within a worker).
+        unique: at most one job per key (``bgjobs.Unique(key=(...), window="10m")``); docs/controls.md.
+        debounce: the last send of a burst runs, this long (``"30s"``) after the burst ends.
         **options: Dramatiq actor options (``max_retries``, ``time_limit``, ...); they win over
             settings.
 
@@ -340,6 +383,7 @@ def actor(
             options=_checked(where, options),
             priority=priority,
         )
+        typed.controls = Controls.declared(where, typed.payload, unique, debounce)
         _declare(typed)
         return typed
 

@@ -110,3 +110,22 @@ def flaky_step(payload: Step) -> dict[str, object]:
         raise bgjobs.TransientError(f"{payload.key}: first attempt")
     _note(f"{payload.key} after retry")
     return {"key": payload.key}
+
+
+@bgjobs.actor(queue="default", max_retries=0, unique=bgjobs.Unique(key=("key",), window="10m"))
+def unique_item(payload: Item) -> None:
+    """One at a time per key; a duplicate sent meanwhile is dropped."""
+    time.sleep(payload.sleep_s)
+    _note(f"unique {payload.key} {payload.children}")
+
+
+@bgjobs.actor(queue="default", max_retries=0, unique=bgjobs.Unique(key=("key",), on_conflict="replace"))
+def replaced_item(payload: Item) -> None:
+    """The last one sent per key runs; the ones it replaced are skipped."""
+    _note(f"replaced {payload.key} {payload.children}")
+
+
+@bgjobs.actor(queue="default", max_retries=0, debounce="2s", unique=bgjobs.Unique(key=("key",)))
+def debounced_item(payload: Item) -> None:
+    """The last of a burst per key runs, 2 s after the burst."""
+    _note(f"debounced {payload.key} {payload.children}")

@@ -1,0 +1,120 @@
+"""Uniqueness and debounce on any actor: a duplicate dropped (its send returns the holder's id),
+replaced, or debounced to the last of a burst; across processes on Redis and RabbitMQ."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import bgjobs
+from bgjobs.errors import ConfigurationError
+from bgjobs.testing import JobsHarness
+from tests.support import batch_actors
+from tests.support.batch_actors import Item, debounced_item, replaced_item, unique_item
+from tests.support.workers import ROOT, WorkerProcess, use_environment, wait_for
+
+Start = Callable[..., JobsHarness]
+
+
+@pytest.fixture
+def stub(harness: Start) -> Iterator[JobsHarness]:
+    batch_actors.RUNS.clear()
+    yield harness()
+    batch_actors.RUNS.clear()
+
+
+def test_a_duplicate_sent_while_its_key_is_held_is_dropped_and_returns_the_holder_s_id(
+    stub: JobsHarness,
+) -> None:
+    stub.worker.pause()
+    first = unique_item.send(Item(key="r1", children=1))
+    again = unique_item.send(Item(key="r1", children=2))
+    other = unique_item.send(Item(key="r2", children=3))
+    many = unique_item.send_many([Item(key="r1", children=4), Item(key="r3", children=5),
+                                  Item(key="r3", children=6)])  # fmt: skip
+    assert again.message_id == first.message_id and other.message_id != first.message_id
+    assert many[0].message_id == first.message_id and many[1].message_id == many[2].message_id
+    stub.worker.resume()
+    stub.drain()
+    assert sorted(batch_actors.RUNS) == ["unique r1 1", "unique r2 3", "unique r3 5"]
+    # The window ends when the job finishes: the key is free again
+    assert unique_item.send(Item(key="r1", children=7)).message_id != first.message_id
+    stub.drain()
+    assert "unique r1 7" in batch_actors.RUNS
+
+
+def test_replace_runs_the_last_one_sent_and_skips_those_it_replaced(stub: JobsHarness) -> None:
+    stub.worker.pause()
+    sent = [replaced_item.send(Item(key="k", children=n)) for n in range(3)]
+    assert len({m.message_id for m in sent}) == 3
+    stub.worker.resume()
+    stub.drain()
+    assert batch_actors.RUNS == ["replaced k 2"]
+
+
+def test_debounce_runs_the_last_of_a_burst_once_after_the_burst(stub: JobsHarness) -> None:
+    for n in range(5):
+        debounced_item.send(Item(key="user-1", children=n))
+    debounced_item.send(Item(key="user-2", children=9))
+    wait_for(lambda: len(stub.held()) == 6, timeout=10, what="six sends held for 2 s")
+    assert batch_actors.RUNS == []  # nothing runs before the burst has been quiet for 2 s
+    stub.release()
+    stub.drain()
+    assert sorted(batch_actors.RUNS) == ["debounced user-1 4", "debounced user-2 9"]
+
+
+def test_mistakes_in_the_controls_are_refused_naming_them() -> None:
+    with pytest.raises(ConfigurationError, match=r"unique key tenant is not a field of Item"):
+        bgjobs.actor(unique=bgjobs.Unique(key=("tenant",)))(_item_job)
+    with pytest.raises(ConfigurationError, match=r"window='soon': give a span like 30s"):
+        bgjobs.Unique(window="soon")
+    with pytest.raises(ConfigurationError, match=r"on_conflict='keep'; it is drop or replace"):
+        bgjobs.Unique(on_conflict="keep")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"debounce='-1s'"):
+        bgjobs.actor(debounce="-1s")(_item_job)
+
+
+def _item_job(payload: Item) -> None: ...
+
+
+_SENDER = """
+import sys
+from tests.support.batch_actors import Item, unique_item
+one = Item(key="the-one", children=int(sys.argv[1]))
+print(" ".join(sorted({unique_item.send(one).message_id for _ in range(int(sys.argv[2]))})), flush=True)
+"""
+
+
+def test_ten_processes_sending_one_key_run_it_once_on_every_engine(
+    engine_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**engine_env, "BGJOBS_JOBS": '["tests.support.batch_actors"]', "BGJOBS_METRICS__ENABLED": "false",
+           "TEST_RUNS_FILE": str(tmp_path / "runs.txt")}  # fmt: skip
+    use_environment(monkeypatch, env)
+    full = {**os.environ, "PYTHONPATH": str(ROOT)}
+    senders = [subprocess.Popen([sys.executable, "-c", _SENDER, str(n), "1000"], env=full, cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True) for n in range(10)]  # fmt: skip
+    try:
+        answers = [s.communicate(timeout=120)[0].strip() for s in senders]
+    finally:
+        for s in senders:
+            s.kill()
+    assert len(set(answers)) == 1 and " " not in answers[0]  # 10,000 sends, one message id back
+    runs = Path(env["TEST_RUNS_FILE"])
+    worker = WorkerProcess(env, processes=1, threads=4).start()
+    try:
+        wait_for(lambda: runs.exists() and runs.read_text().strip(), timeout=60, what="the one run")
+        from bgjobs import deadletters
+
+        broker = deadletters.operated_broker()
+        wait_for(lambda: broker.queue_sizes(["default"])["default"].ready == 0, timeout=30,
+                 what="an empty queue")  # fmt: skip
+    finally:
+        worker.terminate()
+    lines = runs.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("unique the-one "), lines
