@@ -12,6 +12,7 @@ from typing import Any as _Any
 if _TYPE_CHECKING:
     from . import batches, cleanup, events, exports, notifications, outbox, payouts, webhooks, workflows
     from .batches import batch, cancelled, current_batch
+    from .cancels import cancel
     from .controls import Unique
     from .errors import BgjobsError, ConfigurationError, InvalidPayload, PermanentError, TransientError
     from .families import trigger
@@ -38,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "configure": "wiring",
     "batch": "batches", "cancelled": "batches", "current_batch": "batches",
     "group": "workflows", "workflow": "workflows", "workflow_results": "workflows", "Unique": "controls",
+    "cancel": "cancels",
     **{family: family for family in ("batches", "cleanup", "events", "exports", "notifications", "outbox",
                                      "payouts", "webhooks", "workflows")},
 }  # fmt: skip
@@ -88,6 +90,7 @@ __all__ = [
     "actor",
     "batch",
     "batches",
+    "cancel",
     "cancelled",
     "cleanup",
     "configure",

@@ -115,8 +115,16 @@ def _forget(id: str) -> None:
 
 
 def cancelled() -> bool:
-    """True once the batch of the running job is cancelled: stop at the next safe point."""
+    """True once the running job, or its batch, is cancelled (:func:`bgjobs.cancel`,
+    :func:`cancel`): stop at the next safe point. A cancel is seen within half a second."""
+    from dramatiq.middleware import CurrentMessage
+
+    from .cancelling import is_cancelled as job_cancelled
+
     found = running.get()
-    return found is not None and is_cancelled(found._store, found.id)
+    if found is not None and is_cancelled(found._store, found.id):
+        return True
+    message = CurrentMessage.get_current_message()
+    return message is not None and job_cancelled(found._broker if found else _store()[0], message.message_id)
 
 

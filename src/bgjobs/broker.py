@@ -21,6 +21,7 @@ from dramatiq.middleware import CurrentMessage, default_middleware
 
 from . import tracing
 from .batching import Batches
+from .cancelling import Cancels
 from .controls import Uniqueness
 from .errors import ConfigurationError
 from .middleware import DeadLetterReasons, Maintenance
@@ -51,7 +52,7 @@ def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
     stack: list[Any] = [UnknownActors(settings.worker.unknown_actor_grace_s)] if worker else []
     stack += tracing.middleware(settings, worker=worker)
     stack += [m() for m in default_middleware]
-    stack += [CurrentMessage(), DeadLetterReasons(), Batches(), Workflows(), Uniqueness()]
+    stack += [CurrentMessage(), DeadLetterReasons(), Cancels(), Batches(), Workflows(), Uniqueness()]
     if worker and settings.metrics.enabled:
         from .observability import Metrics
 

@@ -33,7 +33,7 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     from .typed import TypedActor
 
-__all__ = ["Controls", "Unique", "Uniqueness", "admit", "parse_span"]
+__all__ = ["Controls", "Unique", "Uniqueness", "admit", "holder_of", "parse_span"]
 
 _SPAN = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -182,6 +182,28 @@ def _holders_for(broker: dramatiq.Broker) -> _Holders:
     if found is None or found[0] is not coordination:
         found = _holders[id(coordination)] = (coordination, _Holders(coordination))
     return found[1]
+
+
+def holder_of(broker: dramatiq.Broker, typed: Any, values: tuple[Any, ...]) -> str | None:
+    """The message id holding ``typed``'s unique key ``values`` (its key fields' values, in order),
+    which gives the key up: for a cancel by key. None when no job holds it.
+
+    Raises:
+        ConfigurationError: the actor has no ``unique=``, or the values do not match its key.
+    """
+    controls, name = getattr(typed, "controls", None), getattr(typed, "name", typed)
+    if controls is None:
+        raise ConfigurationError(f"cancel by key: {name} was declared without unique=")
+    if len(values) != len(controls.unique.key):
+        raise ConfigurationError(f"cancel by key: {name}'s key is {controls.unique.key}, given {values!r}")
+    fields = dict(zip(controls.unique.key, values, strict=True))
+    probe: dramatiq.Message[Any] = dramatiq.Message(queue_name="", actor_name=name, args=(fields,), kwargs={},
+                                                    options={})  # fmt: skip
+    name, holders = controls.name(typed.name, probe), _holders_for(broker)
+    found = holders.holder(name)
+    if found is not None:
+        holders.release(name, found)
+    return found
 
 
 def admit(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import re
@@ -118,6 +119,14 @@ def _requeue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cancel(args: argparse.Namespace) -> int:
+    from .cancels import cancel
+
+    cancelled = cancel(args.id, by=args.by)
+    print(f"cancelled {cancelled}: skipped if it is waiting; a running one sees bgjobs.cancelled()")
+    return 0
+
+
 def _reindex(args: argparse.Namespace) -> int:
     from .deadletters import reindex
     from .progress import Progress
@@ -187,6 +196,10 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     purge.add_argument("--queue", help="only this queue's")
     purge.set_defaults(func=_purge)
 
+    cancel = commands.add_parser("cancel", help="cancel a job by its message id (skipped if waiting)")
+    cancel.add_argument("id", help="the message id send() returned")
+    cancel.add_argument("--by", default=f"cli:{getpass.getuser()}", help="who cancels (cli:<user>)")
+    cancel.set_defaults(func=_cancel)
     worker = commands.add_parser(
         "worker", help="run `dramatiq bgjobs.actors` with bgjobs's defaults; extra flags go to dramatiq"
     )

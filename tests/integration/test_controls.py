@@ -15,7 +15,7 @@ import bgjobs
 from bgjobs.errors import ConfigurationError
 from bgjobs.testing import JobsHarness
 from tests.support import batch_actors
-from tests.support.batch_actors import Item, debounced_item, replaced_item, unique_item
+from tests.support.batch_actors import Item, cancellable, debounced_item, replaced_item, unique_item
 from tests.support.workers import ROOT, WorkerProcess, use_environment, wait_for
 
 Start = Callable[..., JobsHarness]
@@ -118,3 +118,64 @@ def test_ten_processes_sending_one_key_run_it_once_on_every_engine(
         worker.terminate()
     lines = runs.read_text().splitlines()
     assert len(lines) == 1 and lines[0].startswith("unique the-one "), lines
+
+
+def test_a_cancelled_job_is_skipped_if_queued_and_told_if_running(stub: JobsHarness) -> None:
+    from bgjobs.cancelling import cancellation
+
+    stub.worker.pause()
+    queued = [cancellable.send(Item(key=f"q{n}", sleep_s=0)) for n in range(3)]
+    assert bgjobs.cancel(queued[1].message_id, by="ops@example.com") == queued[1].message_id
+    stub.worker.resume()
+    stub.drain()
+    assert sorted(batch_actors.RUNS) == ["q0 finished", "q0 started", "q2 finished", "q2 started"]
+    who = cancellation(stub.broker, queued[1].message_id)
+    assert who is not None and who["by"] == "ops@example.com"
+    # A running job sees the cancel and stops at its next look
+    running = cancellable.send(Item(key="long", sleep_s=30))
+    wait_for(lambda: "long started" in batch_actors.RUNS, timeout=10, what="the long job to start")
+    bgjobs.cancel(running.message_id)
+    stub.drain()
+    assert "long stopped" in batch_actors.RUNS and "long finished" not in batch_actors.RUNS
+
+
+def test_a_job_is_cancelled_by_its_unique_key_and_the_key_is_free_again(stub: JobsHarness) -> None:
+    stub.worker.pause()
+    held = unique_item.send(Item(key="k1", children=1))
+    assert bgjobs.cancel(actor=unique_item, key=("k1",)) == held.message_id
+    again = unique_item.send(Item(key="k1", children=2))
+    assert again.message_id != held.message_id  # the key was given up with the cancel
+    stub.worker.resume()
+    stub.drain()
+    assert batch_actors.RUNS == ["unique k1 2"]
+    with pytest.raises(bgjobs.InvalidPayload, match=r"no unique_item job holds the key \('k9',\)"):
+        bgjobs.cancel(actor=unique_item, key=("k9",))
+    with pytest.raises(ConfigurationError, match="cancellable was declared without unique="):
+        bgjobs.cancel(actor=cancellable, key=("x",))
+    with pytest.raises(bgjobs.InvalidPayload, match="give a message id, or an actor and its unique key"):
+        bgjobs.cancel()
+
+
+def test_cancels_reach_real_workers_on_every_engine(
+    engine_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**engine_env, "BGJOBS_JOBS": '["tests.support.batch_actors"]', "BGJOBS_METRICS__ENABLED": "false",
+           "TEST_RUNS_FILE": str(tmp_path / "runs.txt")}  # fmt: skip
+    use_environment(monkeypatch, env)
+    runs = Path(env["TEST_RUNS_FILE"])
+    sent = [cancellable.send(Item(key=f"j{n}", sleep_s=0)) for n in range(20)]
+    for message in sent[::2]:
+        bgjobs.cancel(message.message_id, by="test")
+    long = cancellable.send(Item(key="long", sleep_s=60))
+    worker = WorkerProcess(env, processes=1, threads=2).start()
+    try:
+        wait_for(lambda: runs.exists() and "long started" in runs.read_text(), timeout=60,
+                 what="the long job")  # fmt: skip
+        bgjobs.cancel(long.message_id)
+        wait_for(lambda: "long stopped" in runs.read_text(), timeout=30, what="the running job to stop")
+    finally:
+        worker.terminate()
+    lines = runs.read_text().splitlines()
+    finished = sorted(k for k in lines if k.endswith("finished"))
+    assert finished == sorted(f"j{n} finished" for n in range(1, 20, 2))
+    assert not any(k.startswith(f"j{n} ") for n in range(0, 20, 2) for k in lines)

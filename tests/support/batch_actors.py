@@ -129,3 +129,16 @@ def replaced_item(payload: Item) -> None:
 def debounced_item(payload: Item) -> None:
     """The last of a burst per key runs, 2 s after the burst."""
     _note(f"debounced {payload.key} {payload.children}")
+
+
+@bgjobs.actor(queue="default", max_retries=0)
+def cancellable(payload: Item) -> None:
+    """Notes its start, then waits up to ``sleep_s`` for a cancel: notes ``stopped`` if one came."""
+    _note(f"{payload.key} started")
+    deadline = time.monotonic() + payload.sleep_s
+    while time.monotonic() < deadline:
+        if bgjobs.cancelled():
+            _note(f"{payload.key} stopped")
+            return
+        time.sleep(0.02)
+    _note(f"{payload.key} finished")
