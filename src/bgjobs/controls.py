@@ -33,7 +33,9 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     from .typed import TypedActor
 
-__all__ = ["Controls", "Unique", "Uniqueness", "admit", "holder_of", "parse_span"]
+__all__ = [
+    "Controls", "Unique", "Uniqueness", "admit", "controls_of", "holder_of", "holders_for", "parse_span",
+]  # fmt: skip
 
 _SPAN = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -174,7 +176,7 @@ class _Holders:
 _holders: dict[int, tuple[Any, _Holders]] = {}
 
 
-def _holders_for(broker: dramatiq.Broker) -> _Holders:
+def holders_for(broker: dramatiq.Broker) -> _Holders:
     from .coordination import coordination_for
 
     coordination = coordination_for(broker)
@@ -199,7 +201,7 @@ def holder_of(broker: dramatiq.Broker, typed: Any, values: tuple[Any, ...]) -> s
     fields = dict(zip(controls.unique.key, values, strict=True))
     probe: dramatiq.Message[Any] = dramatiq.Message(queue_name="", actor_name=name, args=(fields,), kwargs={},
                                                     options={})  # fmt: skip
-    name, holders = controls.name(typed.name, probe), _holders_for(broker)
+    name, holders = controls.name(typed.name, probe), holders_for(broker)
     found = holders.holder(name)
     if found is not None:
         holders.release(name, found)
@@ -216,7 +218,7 @@ def admit(
     assert controls is not None
     names = [controls.name(typed.name, m) for m in messages]
     replace = controls.unique.on_conflict == "replace"
-    before = _holders_for(broker).claim(names, [m.message_id for m in messages], controls.unique.window_ms,
+    before = holders_for(broker).claim(names, [m.message_id for m in messages], controls.unique.window_ms,
                                   replace=replace)  # fmt: skip
     sent, answers = [], []
     for message, holder in zip(messages, before, strict=True):
@@ -233,9 +235,9 @@ class Uniqueness(Middleware):
     gives the key up when the job finishes (succeeded, dead-lettered, or skipped)."""
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        controls = _controls(message)
+        controls = controls_of(message)
         if controls is not None and controls.unique.on_conflict == "replace":
-            holder = _holders_for(broker).holder(controls.name(message.actor_name, message))
+            holder = holders_for(broker).holder(controls.name(message.actor_name, message))
             if holder is not None and holder != message.message_id:
                 raise SkipMessage(f"{message.actor_name} {message.message_id} was replaced by {holder}")
 
@@ -254,12 +256,12 @@ class Uniqueness(Middleware):
 
     @staticmethod
     def _release(broker: dramatiq.Broker, message: Any) -> None:
-        controls = _controls(message)
+        controls = controls_of(message)
         if controls is not None:
-            _holders_for(broker).release(controls.name(message.actor_name, message), message.message_id)
+            holders_for(broker).release(controls.name(message.actor_name, message), message.message_id)
 
 
-def _controls(message: Any) -> Controls | None:
+def controls_of(message: Any) -> Controls | None:
     from .registry import registered
 
     typed = registered().get(message.actor_name)

@@ -127,6 +127,14 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from .explain import explain
+
+    for line in explain(args.id):
+        print(line)
+    return 0
+
+
 def _reindex(args: argparse.Namespace) -> int:
     from .deadletters import reindex
     from .progress import Progress
@@ -200,6 +208,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     cancel.add_argument("id", help="the message id send() returned")
     cancel.add_argument("--by", default=f"cli:{getpass.getuser()}", help="who cancels (cli:<user>)")
     cancel.set_defaults(func=_cancel)
+    why = commands.add_parser("explain", help="why a job is not running yet, or what became of it")
+    why.add_argument("id", help="the message id send() returned")
+    why.set_defaults(func=_explain)
     worker = commands.add_parser(
         "worker", help="run `dramatiq bgjobs.actors` with bgjobs's defaults; extra flags go to dramatiq"
     )

@@ -769,3 +769,29 @@ def test_a_bulk_requeue_of_all_matching_shows_its_progress_while_it_runs(
         assert answers[0].json() == {"selected": total, "requeued": total}
         assert browser.get("/api/v1/dead-letters/progress").json() == {"operations": []}
     assert client.zcard(xq) == 0 and client.llen("dramatiq:default") == total
+
+
+def test_a_job_is_explained_and_cancelled_through_the_api_and_the_cancel_is_audited(
+    serve: Callable[..., ConsoleServer],
+) -> None:
+    from bgjobs import pausing
+    from bgjobs.audit import entries
+    from bgjobs.cancelling import cancellation
+    from tests.support.worker_jobs import record
+
+    pausing.pause("default")
+    sent = record.send({"key": "to-cancel"})
+    server = serve()
+    with _browser(server) as api:
+        why = api.get(f"/api/v1/jobs/{sent.message_id}/explain").json()["explanation"]
+        assert why[0] == "waiting in default: 0 ahead of it, 1 in the queue"
+        done = api.post(f"/api/v1/jobs/{sent.message_id}/cancel", headers=_csrf(api))
+        assert done.status_code == 200 and done.json() == {"cancelled": sent.message_id}
+        why = api.get(f"/api/v1/jobs/{sent.message_id}/explain").json()["explanation"]
+        assert why[0].startswith("cancelled by console:")
+    from bgjobs import runtime
+
+    who = cancellation(runtime.current().broker, sent.message_id)
+    assert who is not None and who["by"].startswith("console:")
+    (entry,) = [e for e in entries() if e.resource == f"job:{sent.message_id}"]
+    assert entry.action == "cancel"

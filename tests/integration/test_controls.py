@@ -179,3 +179,39 @@ def test_cancels_reach_real_workers_on_every_engine(
     finished = sorted(k for k in lines if k.endswith("finished"))
     assert finished == sorted(f"j{n} finished" for n in range(1, 20, 2))
     assert not any(k.startswith(f"j{n} ") for n in range(0, 20, 2) for k in lines)
+
+
+def test_explain_says_why_a_job_is_not_running_or_what_became_of_it(
+    engine_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    from bgjobs import cli, deadletters, pausing
+    from bgjobs.explain import explain
+    from tests.support.dead_letters import fill
+
+    use_environment(monkeypatch, engine_env)
+    broker = deadletters.operated_broker()
+    broker.declare_queue("default")
+    pausing.pause("default")
+    waiting = cancellable.send(Item(key="w", sleep_s=0))
+    later = cancellable.send(Item(key="d", sleep_s=0), delay=600_000)
+    stopped = cancellable.send(Item(key="c", sleep_s=0))
+    bgjobs.cancel(stopped.message_id, by="ops")
+    first, _ = (replaced_item.send(Item(key="r", children=n)) for n in range(2))
+    assert any(line.startswith("cancelled by ops at ") for line in explain(stopped.message_id))
+    assert explain("no-such-id")[0] == (
+        "no trace of no-such-id: it finished (finished jobs are not kept), or it is not an id send() returned"
+    )
+    if engine_env["BGJOBS_BROKER_URL"].startswith("amqp"):
+        assert any("RabbitMQ cannot show a queued message" in line for line in explain(waiting.message_id))
+        return
+    said = explain(waiting.message_id)
+    assert said[0] == "waiting in default: 0 ahead of it, 4 in the queue", said
+    assert any(line.startswith("queue default is paused") for line in said)
+    assert explain(later.message_id)[0].startswith("delayed in default until ")
+    assert any(line.startswith("replaced by a later send of its key") for line in explain(first.message_id))
+    (letter,) = fill(broker.client, "default", 1, at_ms=int(time.time() * 1000))
+    assert explain(letter)[0].startswith("dead-lettered from default at ")
+    assert cli.main(["explain", waiting.message_id]) == 0
+    assert capsys.readouterr().out.startswith("waiting in default: 0 ahead of it")

@@ -92,6 +92,23 @@ def run_job_now(
     return actor.run(f"job:{name}/{job_id}", lambda: {"moved": queued_job(run_now(name, job_id))})
 
 
+@router.get("/jobs/{message_id}/explain", tags=["jobs"],
+            summary="why a job is not running yet, or what became of it")  # fmt: skip
+def explain_job(message_id: str, _: Reader) -> dict[str, Any]:
+    from ..explain import explain
+
+    return {"message_id": message_id, "explanation": explain(message_id)}
+
+
+@router.post("/jobs/{message_id}/cancel", tags=["jobs"],
+             summary="skip the job if it is waiting; a running one sees bgjobs.cancelled()")  # fmt: skip
+def cancel_job(message_id: str, actor: Annotated[Actor, Depends(acting("cancel"))]) -> dict[str, Any]:
+    from ..cancels import cancel
+
+    by = f"console:{actor.access.who}"
+    return actor.run(f"job:{message_id}", lambda: {"cancelled": cancel(message_id, by=by)})
+
+
 @router.get("/actors", tags=["actors"],
             summary="each actor's runs, failures and run time p50/p95 over the last hour or day")  # fmt: skip
 def actors(
