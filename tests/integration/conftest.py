@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,25 @@ def engine_env(
         monkeypatch.setenv(name, value)
     runtime.reset()
     return env
+
+
+@pytest.fixture
+def batch_env(engine_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """``engine_env`` for workers running ``tests.support.batch_actors``, each run a line in
+    ``TEST_RUNS_FILE``; applied to this process too."""
+    from tests.support.workers import use_environment
+
+    env = {**engine_env, "BGJOBS_JOBS": '["tests.support.batch_actors"]', "BGJOBS_METRICS__ENABLED": "false",
+           "TEST_RUNS_FILE": str(tmp_path / "runs.txt")}  # fmt: skip
+    use_environment(monkeypatch, env)
+    return env
+
+
+@pytest.fixture
+def stub(harness: Any) -> Iterator[Any]:
+    """The stub harness, with ``tests.support.batch_actors``'s in-process runs cleared around it."""
+    from tests.support import batch_actors
+
+    batch_actors.RUNS.clear()
+    yield harness()
+    batch_actors.RUNS.clear()

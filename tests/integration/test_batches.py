@@ -8,7 +8,7 @@ SIGKILLed mid-batch.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,17 +19,10 @@ from bgjobs.errors import InvalidPayload
 from bgjobs.testing import JobsHarness
 from tests.support import batch_actors
 from tests.support.batch_actors import Item, done, item
-from tests.support.workers import WorkerProcess, use_environment, wait_for
+from tests.support.workers import WorkerProcess, wait_for
 
 Start = Callable[..., JobsHarness]
 COMPLETE, OK = Item(key="complete"), Item(key="ok")
-
-
-@pytest.fixture
-def stub(harness: Start) -> Iterator[JobsHarness]:
-    batch_actors.RUNS.clear()
-    yield harness()
-    batch_actors.RUNS.clear()
 
 
 def _runs() -> collections.Counter[str]:
@@ -163,20 +156,17 @@ def _lines(path: Path) -> collections.Counter[str]:
     return collections.Counter(path.read_text().splitlines()) if path.exists() else collections.Counter()
 
 
-def _batch_env(engine_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {**engine_env, "BGJOBS_JOBS": '["tests.support.batch_actors"]', "BGJOBS_METRICS__ENABLED": "false",
-           "TEST_RUNS_FILE": str(tmp_path / "runs.txt")}  # fmt: skip
-    use_environment(monkeypatch, env)
+def _batch_env(batch_env: dict[str, str]) -> dict[str, str]:
     from bgjobs import db
 
     db.upgrade()
-    return env
+    return batch_env
 
 
 def test_a_batch_counts_every_job_once_and_calls_back_once_through_a_sigkill(
-    engine_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    batch_env: dict[str, str],
 ) -> None:
-    env = _batch_env(engine_env, tmp_path, monkeypatch)
+    env = _batch_env(batch_env)
     runs = Path(env["TEST_RUNS_FILE"])
     jobs = 400
     with bgjobs.batch(on_complete=done.message(COMPLETE), on_success=done.message(OK)) as b:
@@ -259,9 +249,9 @@ def test_the_redis_script_counts_each_job_once_and_enqueues_each_callback_once(r
 
 
 def test_a_cancel_skips_what_has_not_started_and_the_callback_still_runs_once(
-    engine_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    batch_env: dict[str, str],
 ) -> None:
-    env = _batch_env(engine_env, tmp_path, monkeypatch)
+    env = _batch_env(batch_env)
     runs = Path(env["TEST_RUNS_FILE"])
     with bgjobs.batch(on_complete=done.message(COMPLETE), on_success=done.message(OK)) as b:
         item.send_many([Item(key=f"k{n}", sleep_s=0.05) for n in range(200)])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,13 +19,6 @@ from tests.support.batch_actors import Item, cancellable, debounced_item, replac
 from tests.support.workers import ROOT, WorkerProcess, use_environment, wait_for
 
 Start = Callable[..., JobsHarness]
-
-
-@pytest.fixture
-def stub(harness: Start) -> Iterator[JobsHarness]:
-    batch_actors.RUNS.clear()
-    yield harness()
-    batch_actors.RUNS.clear()
 
 
 def test_a_duplicate_sent_while_its_key_is_held_is_dropped_and_returns_the_holder_s_id(
@@ -90,12 +83,8 @@ print(" ".join(sorted({unique_item.send(one).message_id for _ in range(int(sys.a
 """
 
 
-def test_ten_processes_sending_one_key_run_it_once_on_every_engine(
-    engine_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    env = {**engine_env, "BGJOBS_JOBS": '["tests.support.batch_actors"]', "BGJOBS_METRICS__ENABLED": "false",
-           "TEST_RUNS_FILE": str(tmp_path / "runs.txt")}  # fmt: skip
-    use_environment(monkeypatch, env)
+def test_ten_processes_sending_one_key_run_it_once_on_every_engine(batch_env: dict[str, str]) -> None:
+    env = batch_env
     full = {**os.environ, "PYTHONPATH": str(ROOT)}
     senders = [subprocess.Popen([sys.executable, "-c", _SENDER, str(n), "1000"], env=full, cwd=ROOT,
                                 stdout=subprocess.PIPE, text=True) for n in range(10)]  # fmt: skip
@@ -156,12 +145,8 @@ def test_a_job_is_cancelled_by_its_unique_key_and_the_key_is_free_again(stub: Jo
         bgjobs.cancel()
 
 
-def test_cancels_reach_real_workers_on_every_engine(
-    engine_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    env = {**engine_env, "BGJOBS_JOBS": '["tests.support.batch_actors"]', "BGJOBS_METRICS__ENABLED": "false",
-           "TEST_RUNS_FILE": str(tmp_path / "runs.txt")}  # fmt: skip
-    use_environment(monkeypatch, env)
+def test_cancels_reach_real_workers_on_every_engine(batch_env: dict[str, str]) -> None:
+    env = batch_env
     runs = Path(env["TEST_RUNS_FILE"])
     sent = [cancellable.send(Item(key=f"j{n}", sleep_s=0)) for n in range(20)]
     for message in sent[::2]:

@@ -8,7 +8,7 @@ The stub broker's tests pin the semantics; the worker tests run a workflow in re
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,16 +19,9 @@ from bgjobs.errors import ConfigurationError, InvalidPayload
 from bgjobs.testing import JobsHarness
 from tests.support import batch_actors
 from tests.support.batch_actors import Step, flaky_step, step
-from tests.support.workers import WorkerProcess, use_environment, wait_for
+from tests.support.workers import WorkerProcess, wait_for
 
 Start = Callable[..., JobsHarness]
-
-
-@pytest.fixture
-def stub(harness: Start) -> Iterator[JobsHarness]:
-    batch_actors.RUNS.clear()
-    yield harness()
-    batch_actors.RUNS.clear()
 
 
 def _three_stages(prefix: str = "", sleep_s: float = 0.0, middle: str = "resize") -> workflows.Workflow:
@@ -145,12 +138,8 @@ def _lines(path: Path) -> collections.Counter[str]:
     return collections.Counter(path.read_text().splitlines()) if path.exists() else collections.Counter()
 
 
-def test_a_workflow_runs_each_stage_once_through_a_sigkill_on_every_engine(
-    engine_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    env = {**engine_env, "BGJOBS_JOBS": '["tests.support.batch_actors"]', "BGJOBS_METRICS__ENABLED": "false",
-           "TEST_RUNS_FILE": str(tmp_path / "runs.txt")}  # fmt: skip
-    use_environment(monkeypatch, env)
+def test_a_workflow_runs_each_stage_once_through_a_sigkill_on_every_engine(batch_env: dict[str, str]) -> None:
+    env = batch_env
     runs = Path(env["TEST_RUNS_FILE"])
     wide = bgjobs.workflow(
         step.message(Step(key="fetch")),
