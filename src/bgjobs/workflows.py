@@ -82,7 +82,8 @@ class StepStatus:
 class WorkflowStatus:
     id: str
     description: str
-    #: ``running``, ``succeeded``, ``failed`` (a step was dead-lettered), or ``cancelled``.
+    #: ``running``, ``succeeded``, ``failed`` (a step was dead-lettered), or ``cancelled`` (the run,
+    #: or one of its steps with :func:`bgjobs.cancel`: the stage after it never starts).
     state: str
     #: The stage running now, or the last one (0-based).
     stage: int
@@ -208,12 +209,13 @@ def status(id: str) -> WorkflowStatus:
             row.append(StepStatus(n, i, m["actor_name"], m["message_id"], state, why or None))
         stages.append(row)
     finished = found.get("finished_at")
-    if found.get("cancel") == "1":
+    now = {s.state for s in stages[current]}
+    if found.get("cancel") == "1" or (not finished and "cancelled" in now):  # the run, or one of its steps
         state = "cancelled"
     elif finished:
         state = "succeeded"
     else:
-        state = "failed" if any(s.state == "failed" for s in stages[current]) else "running"
+        state = "failed" if "failed" in now else "running"
     return WorkflowStatus(
         id=id, description=found.get("description", ""), state=state, stage=current, stages=stages,
         created_at=datetime.fromtimestamp(float(found["created_at"]), UTC),

@@ -195,3 +195,15 @@ def test_bgjobs_workflows_lists_shows_and_cancels(
     assert row["state"] == "cancelled" and row["stages"][0][0]["state"] == "cancelled"
     assert cli.main(["workflows", "show", "w_nope"]) != 0
     assert capsys.readouterr().err.strip().endswith("workflow: no workflow 'w_nope' (runs are kept 7 days)")
+
+
+def test_a_step_cancelled_on_its_own_stops_the_run_as_cancelled(stub: JobsHarness) -> None:
+    stub.worker.pause()
+    run = _three_stages().start()
+    (first,) = workflows.status(run.id).stages[0]
+    bgjobs.cancel(first.message_id, by="test")
+    stub.worker.resume()
+    stub.drain()
+    s = workflows.status(run.id)
+    assert s.state == "cancelled" and [x.state for x in s.stages[0]] == ["cancelled"]
+    assert batch_actors.RUNS == []
