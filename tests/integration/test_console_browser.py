@@ -401,3 +401,36 @@ def test_a_workflow_s_graph_its_failed_step_and_the_requeue_that_resumes_it(cons
     assert page.locator(".flow .step.succeeded").count() == 6
     assert page.locator("button", has_text="Cancel").count() == 0
     _shot(page, "laptop-workflow-succeeded")
+
+
+def test_a_waiting_job_is_explained_and_cancelled_from_its_queue(console: str, page: Any) -> None:
+    from bgjobs import pausing
+    from bgjobs.cancelling import cancellation
+
+    with pause_checks(redis.Redis.from_url(get_settings().broker_url), "default") as checks:
+        pausing.pause("default")  # the job waits
+        checks.wait_seen()
+    sent = worker_jobs.record.send({"key": "explained"})
+    page.goto(console + "/queues/default")
+    row = page.locator("tr", has_text="record")
+    row.locator("a", has_text="Why?").click()
+    page.wait_for_url(f"**/jobs/{sent.message_id}")
+    shown = page.locator("ul.explanation").inner_text()
+    assert "waiting in default: 0 ahead of it" in shown and "queue default is paused" in shown
+    page.locator("button", has_text="Cancel").click()  # the confirmation is accepted
+    wait_for(lambda: cancellation(runtime.current().broker, sent.message_id) is not None, timeout=10,
+             what="the cancel")  # fmt: skip
+    page.reload()
+    assert "cancelled by console:" in page.locator("ul.explanation").inner_text()
+    assert page.locator("button", has_text="Cancel").count() == 0
+    _shot(page, "laptop-job-cancelled")
+    pausing.resume("default")
+    wait_for(lambda: "waiting in default" not in " ".join(_explained(sent.message_id)), timeout=30,
+             what="the worker to take and skip it")  # fmt: skip
+    assert worker_jobs.starts("explained") == 0  # skipped, never run
+
+
+def _explained(message_id: str) -> list[str]:
+    from bgjobs.explain import explain
+
+    return explain(message_id)

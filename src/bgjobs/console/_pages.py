@@ -188,6 +188,15 @@ def queue(
                   jobs=found["items"], pages=pages)  # fmt: skip
 
 
+@router.get("/jobs/{message_id}", response_class=HTMLResponse)
+def job(request: Request, message_id: str, access: Reader) -> Response:
+    """Why a job is not running yet, or what became of it (``bgjobs explain``), with Cancel."""
+    from ._queues import explain_job
+
+    found = explain_job(message_id, access)
+    return render(request, "job.html", access, "Job", message_id=message_id, explanation=found["explanation"])
+
+
 @router.get("/actors", response_class=HTMLResponse)
 def actors(request: Request, access: Reader, span: str = "hour") -> Response:
     """Each actor's throughput, failures and run times over the last hour or day."""
