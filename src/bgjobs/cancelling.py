@@ -19,6 +19,8 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
+from .outage import CONNECTION_ERRORS, report
+
 __all__ = ["REFRESH_S", "Cancels", "cancel", "cancellation", "is_cancelled"]
 
 logger = logging.getLogger("bgjobs.worker")
@@ -94,14 +96,18 @@ def is_cancelled(broker: dramatiq.Broker, message_id: str) -> bool:
     if now - seen.read_at >= REFRESH_S:
         with seen.lock:
             if now - seen.read_at >= REFRESH_S:
-                new = client.zrangebyscore(coordination.key(_SET), seen.since, "+inf", withscores=True)
+                seen.read_at = now  # a store that does not answer is asked again next time, not per job
+                try:
+                    new = client.zrangebyscore(coordination.key(_SET), seen.since, "+inf", withscores=True)
+                except CONNECTION_ERRORS as exc:
+                    report(exc, log=logger)  # the outage is told once; the jobs go on, as last read
+                    return message_id in seen.ids
                 for id_, at in new:
                     seen.ids[id_.decode()] = at
                     seen.since = max(seen.since, at)
                 if len(seen.ids) > 100_000:  # a week of cancels at most; forget the oldest half
                     keep = sorted(seen.ids.items(), key=lambda kv: kv[1])[len(seen.ids) // 2 :]
                     seen.ids = dict(keep)
-                seen.read_at = now
     return message_id in seen.ids
 
 
@@ -111,10 +117,14 @@ class Cancels(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         if is_cancelled(broker, message.message_id):
-            who = cancellation(broker, message.message_id) or {}
+            try:
+                who = cancellation(broker, message.message_id) or {}
+            except CONNECTION_ERRORS:
+                who = {}
             from . import tally
 
             tally.counter("bgjobs_jobs_cancelled_total", "Jobs skipped because they were cancelled.",
                           ("actor",)).labels(message.actor_name).inc()  # fmt: skip
             by = who.get("by", "?")
+            logger.info("skipping %s (%s): cancelled by %s", message.message_id, message.actor_name, by)
             raise SkipMessage(f"{message.actor_name} {message.message_id} was cancelled by {by}")

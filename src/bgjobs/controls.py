@@ -29,6 +29,7 @@ import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
 from .errors import ConfigurationError
+from .outage import CONNECTION_ERRORS, report
 
 if TYPE_CHECKING:
     from .typed import TypedActor
@@ -237,7 +238,11 @@ class Uniqueness(Middleware):
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         controls = controls_of(message)
         if controls is not None and controls.unique.on_conflict == "replace":
-            holder = holders_for(broker).holder(controls.name(message.actor_name, message))
+            try:
+                holder = holders_for(broker).holder(controls.name(message.actor_name, message))
+            except CONNECTION_ERRORS as exc:  # the store is down: run it (at least once, as everywhere)
+                report(exc)
+                return
             if holder is not None and holder != message.message_id:
                 raise SkipMessage(f"{message.actor_name} {message.message_id} was replaced by {holder}")
 
@@ -258,7 +263,10 @@ class Uniqueness(Middleware):
     def _release(broker: dramatiq.Broker, message: Any) -> None:
         controls = controls_of(message)
         if controls is not None:
-            holders_for(broker).release(controls.name(message.actor_name, message), message.message_id)
+            try:
+                holders_for(broker).release(controls.name(message.actor_name, message), message.message_id)
+            except CONNECTION_ERRORS as exc:  # the key lapses with its window instead
+                report(exc)
 
 
 def controls_of(message: Any) -> Controls | None:

@@ -35,10 +35,16 @@ class OneLineRetries(logging.Filter):
     traceback per attempt: a vendor down for an hour wrote 45 lines a retry. The traceback stays
     on the last attempt (the message is dead-lettered) and whenever ``bgjobs`` logs at DEBUG.
 
-    Installed on Dramatiq's worker-thread logger at boot.
+    Installed on Dramatiq's worker-thread logger at boot. It also lowers Dramatiq's "was skipped"
+    line to INFO.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Message %s was skipped." and record.levelno == logging.WARNING:
+            # A skip is bgjobs's decision (a cancel, a replaced unique job, a callback that ran):
+            # nothing went wrong, and a debounced burst would write one warning per replaced send
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return True
         exc = record.exc_info[1] if record.exc_info else None
         message: Any = record.args[0] if isinstance(record.args, tuple) and record.args else None
         if exc is None or message is None or not hasattr(message, "options"):
