@@ -96,11 +96,11 @@ def is_cancelled(broker: dramatiq.Broker, message_id: str) -> bool:
     if now - seen.read_at >= REFRESH_S:
         with seen.lock:
             if now - seen.read_at >= REFRESH_S:
-                seen.read_at = now  # a store that does not answer is asked again next time, not per job
                 try:
                     new = client.zrangebyscore(coordination.key(_SET), seen.since, "+inf", withscores=True)
                 except CONNECTION_ERRORS as exc:
                     report(exc, log=logger)  # the outage is told once; the jobs go on, as last read
+                    seen.read_at = now  # asked again in half a second, not before every job
                     return message_id in seen.ids
                 for id_, at in new:
                     seen.ids[id_.decode()] = at
@@ -108,6 +108,8 @@ def is_cancelled(broker: dramatiq.Broker, message_id: str) -> bool:
                 if len(seen.ids) > 100_000:  # a week of cancels at most; forget the oldest half
                     keep = sorted(seen.ids.items(), key=lambda kv: kv[1])[len(seen.ids) // 2 :]
                     seen.ids = dict(keep)
+                # Only now: another thread that finds the view fresh must find these ids in it
+                seen.read_at = now
     return message_id in seen.ids
 
 
