@@ -172,7 +172,8 @@ class WakingConsumer(_RedisConsumer):
             "kind": "undecodable", "failed_at": current_millis(),
             "reason": f"undecodable: {type(cause).__name__}: {cause}"[:500],
         }  # fmt: skip
-        args = [self.queue_name, self.broker.broker_id, data, current_millis(), json.dumps(reason)]
+        args = [self.queue_name, self.broker.broker_id, data, current_millis(), json.dumps(reason),
+                self.broker.worker_settings.max_dead_letters]
         redis_id = self._undecodable(keys=[self.broker.namespace], args=args)
         logger.error(
             "dead-lettered an undecodable message on %s (%s): %s", self.queue_name,

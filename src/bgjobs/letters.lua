@@ -42,6 +42,17 @@ local function letter_forget(xq, id)
     return removed
 end
 
+-- Keep at most <cap> letters in the queue (0: no cap), dropping the oldest; how many went.
+local function letters_cap(xq, cap)
+    local n, dropped = redis.call("zcard", xq), 0
+    if cap > 0 and n > cap then
+        for _, id in ipairs(redis.call("zrange", xq, 0, n - cap - 1)) do
+            dropped = dropped + letter_forget(xq, id)
+        end
+    end
+    return dropped
+end
+
 -- Remove letters failed before <cutoff> (ms), at most <limit>; how many.
 local function letters_expire(xq, cutoff, limit)
     local old = redis.call("zrangebyscore", xq, "-inf", "(" .. cutoff, "LIMIT", 0, limit)

@@ -13,7 +13,8 @@
 --   $ns:__bgjobs_workers__           hash worker_id -> JSON description for `bgjobs status`
 --
 -- KEYS[1] = namespace
--- ARGV = now_ms, heartbeat_timeout_ms, dead_message_ttl_ms, max_deliveries, own_worker_id, wake_cap, queue...
+-- ARGV = now_ms, heartbeat_timeout_ms, dead_message_ttl_ms, max_deliveries, own_worker_id, wake_cap,
+--        max_dead_letters, queue...
 local ns = KEYS[1]
 local now = tonumber(ARGV[1])
 local heartbeat_timeout = tonumber(ARGV[2])
@@ -21,7 +22,8 @@ local dead_message_ttl = tonumber(ARGV[3])
 local max_deliveries = tonumber(ARGV[4])
 local own_id = ARGV[5]
 local wake_cap = tonumber(ARGV[6])
-local FIRST_QUEUE = 7
+local max_dead_letters = tonumber(ARGV[7])
+local FIRST_QUEUE = 8
 
 local heartbeats = ns .. ":__heartbeats__"
 local deliveries = ns .. ":__bgjobs_deliveries__"
@@ -62,6 +64,7 @@ for _, worker in ipairs(dead_workers) do
                     }))
                     local message_id, actor = letter_identity(redis.call("hget", xq .. ".msgs", id))
                     letter_index(xq, id, message_id or id, actor or "?", "poison", now)
+                    letters_cap(xq, max_dead_letters)
                     redis.call("hdel", deliveries, field)
                     dead_lettered = dead_lettered + 1
                 else

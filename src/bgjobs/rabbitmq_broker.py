@@ -78,6 +78,7 @@ redis.call('HSET', KEYS[4], ARGV[2], cjson.encode({kind = 'poison', failed_at = 
   'not handed out again, as BGJOBS_WORKER__MAX_DELIVERIES is ' .. ARGV[4]}))
 local message_id, actor = letter_identity(ARGV[3])
 letter_index(KEYS[2], ARGV[2], message_id or ARGV[2], actor or '?', 'poison', ARGV[1])
+letters_cap(KEYS[2], tonumber(ARGV[6]))
 redis.call('DEL', KEYS[1])
 return n
 """
@@ -138,7 +139,8 @@ class BgjobsRabbitmqBroker(OperatedBroker, RabbitmqBroker):
         xq = self.key(f"{queue}.XQ")
         ws = self.worker_settings
         letter = self.dead_letter_id(message)
-        args = [int(time.time() * 1000), letter, data, ws.max_deliveries, ws.dead_message_ttl_ms]
+        args = [int(time.time() * 1000), letter, data, ws.max_deliveries, ws.dead_message_ttl_ms,
+                ws.max_dead_letters]
         keys = [self.key("bgjobs-deliveries", letter), xq, f"{xq}.msgs", f"{xq}.reasons"]
         return bool(self._redelivered(keys=keys, args=args))
 

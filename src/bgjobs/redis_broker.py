@@ -275,6 +275,7 @@ class BgjobsRedisBroker(OperatedBroker, RedisBroker):
             ws.max_deliveries,
             self.broker_id if heartbeat else "",
             WAKE_CAP,
+            ws.max_dead_letters,
             *self.all_queue_names(),
         ]
         return MaintenanceReport(self._maintenance(keys=[self.namespace], args=args))

@@ -6,7 +6,7 @@
 -- queue's hash and joins the dead letters with its raw bytes and the reason.
 --
 -- KEYS[1] = namespace
--- ARGV = queue, worker_id, data, now_ms, reason_json
+-- ARGV = queue, worker_id, data, now_ms, reason_json, max_dead_letters
 -- Returns the Redis id it dead-lettered, or false when no fetched message has that data.
 local ns = KEYS[1]
 local queue, worker, data, now, reason = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
@@ -25,6 +25,7 @@ for _, id in ipairs(redis.call("smembers", acks)) do
         redis.call("hset", xq .. ".msgs", id, data)
         redis.call("hset", xq .. ".reasons", id, reason)
         letter_index(xq, id, id, "?", "undecodable", now)
+        letters_cap(xq, tonumber(ARGV[6] or "0"))
         return id
     end
 end

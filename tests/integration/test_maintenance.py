@@ -53,6 +53,25 @@ def test_a_dead_workers_message_is_recovered_then_dead_lettered_after_max_delive
     assert client.zrange("dramatiq:q.XQ", 0, -1) == [rid.encode()]
     assert b"ran 2 times without finishing" in client.hget("dramatiq:q.XQ.reasons", rid)
     assert client.hlen("dramatiq:__bgjobs_deliveries__") == 0
+    # And indexed in the same script: found by its message id, by its actor and by its kind
+    message_id, actor, kind = client.hget("dramatiq:q.XQ.meta", rid).decode().split("\t")
+    assert (actor, kind) == ("a", "poison") and client.hget("dramatiq:q.XQ.ids", message_id) == rid.encode()
+    assert client.zrange("dramatiq:q.XQ.by:kind:poison", 0, -1) == [rid.encode()]
+
+
+def test_a_poison_letter_past_the_cap_drops_the_oldest(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    capped = BgjobsRedisBroker(url=redis_url, worker=SETTINGS.model_copy(update={"max_dead_letters": 1}))
+    capped.declare_queue("q")
+    client.zadd("dramatiq:q.XQ", {"old-letter": 1})
+    client.hset("dramatiq:q.XQ.msgs", "old-letter", "{}")
+    capped.enqueue(dramatiq.Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={}))
+    rid = _fetch_and_die(redis_url)
+    capped.run_maintenance(now_ms=_later())
+    assert _fetch_and_die(redis_url) == rid
+    assert capped.run_maintenance(now_ms=_later()).dead_lettered == 1
+    assert client.zrange("dramatiq:q.XQ", 0, -1) == [rid.encode()]  # the older one made room
+    assert not client.hexists("dramatiq:q.XQ.msgs", "old-letter")
 
 
 def test_maintenance_heartbeats_so_a_busy_worker_is_not_declared_dead(redis_url: str) -> None:
