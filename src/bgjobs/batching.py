@@ -13,7 +13,7 @@ import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
 from .batch_store import CHUNK, BatchStatus, BatchStore, store_for
-from .outage import patiently
+from .outage import CONNECTION_ERRORS, patiently, report
 
 __all__ = [
     "BATCH", "CALLBACK_OF", "INDEX", "Batch", "Batches", "building", "carry", "is_cancelled", "running",
@@ -83,12 +83,20 @@ _seen: dict[str, tuple[bool, float]] = {}
 
 
 def is_cancelled(store: BatchStore, id: str) -> bool:
+    """Whether batch ``id`` is cancelled, as read at most :data:`CANCEL_CHECK_S` ago. A store that
+    does not answer (an outage, a failover) keeps the last answer, and the job goes on: a job must
+    not fail because it asked."""
     now = time.monotonic()
     found = _seen.get(id)
     if found is None or now - found[1] >= CANCEL_CHECK_S:
         if len(_seen) > 10_000:
             _seen.clear()
-        found = _seen[id] = (store.is_cancelled(id), now)
+        try:
+            answer = store.is_cancelled(id)
+        except CONNECTION_ERRORS as exc:
+            report(exc)
+            answer = False if found is None else found[0]
+        found = _seen[id] = (answer, now)
     return found[0]
 
 

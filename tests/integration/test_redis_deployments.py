@@ -118,7 +118,12 @@ def test_a_batch_and_a_workflow_complete_once_through_a_sentinel_failover(
         wait_for(lambda: settled(lambda: workflows.status(run.id).state == "succeeded"), timeout=120,
                  what="the workflow")  # fmt: skip
         complete = f"complete total={jobs} succeeded={jobs} failed=0 cancelled=0"
-        wait_for(lambda: lines()[complete] >= 1, timeout=60, what="on_complete")
+        try:
+            wait_for(lambda: lines()[complete] >= 1, timeout=60, what="on_complete")
+        except AssertionError:  # say what the batch and its callback came to, for whoever reads it
+            seen = [k for k in lines() if "complete" in k]
+            raise AssertionError(f"{batches.status(b.id)}; callbacks {seen}; "
+                                 f"worker output: {workers[-1].output()[-2000:]}") from None
         s = batches.status(b.id)
         assert (s.total, s.succeeded, s.failed, s.pending) == (jobs, jobs, 0, 0)
         stages = [batches.status(f"{run.id}.{k}") for k in range(3)]

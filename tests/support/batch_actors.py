@@ -12,6 +12,8 @@ import bgjobs
 
 RUNS: list[str] = []
 _lock = threading.Lock()
+#: Retried (a Redis failover can fail a read), but a PermanentError is final: "fail" keys are.
+RETRIED = {"max_retries": 5, "min_backoff": 100, "max_backoff": 1000}
 
 
 class Item(bgjobs.Payload):
@@ -32,7 +34,7 @@ def _note(line: str) -> None:
             RUNS.append(line)
 
 
-@bgjobs.actor(queue="default", max_retries=0)
+@bgjobs.actor(queue="default", **RETRIED)
 def item(payload: Item) -> None:
     """Runs once per delivery; ``fail*`` keys fail for good; ``children`` adds that many jobs to
     its own batch, or, as a nested batch, with ``nested`` in its key."""
@@ -60,7 +62,7 @@ def item(payload: Item) -> None:
     _note(payload.key)
 
 
-@bgjobs.actor(queue="default", max_retries=0)
+@bgjobs.actor(queue="default", **RETRIED)
 def done(payload: Item) -> None:
     """A callback: notes its key with the batch's counts."""
     running = bgjobs.current_batch()
@@ -84,7 +86,7 @@ def _ran(line: str) -> bool:
         return line in RUNS
 
 
-@bgjobs.actor(queue="default", max_retries=0)
+@bgjobs.actor(queue="default", **RETRIED)
 def step(payload: Step) -> dict[str, object]:
     """A workflow's step: notes its key and the keys of the results before it, returns its own.
     Keys with ``fail-once`` fail on their first run only, so a requeue succeeds; with ``fail``, always."""
