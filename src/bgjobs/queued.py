@@ -9,8 +9,8 @@ whole queue, and each change is one Lua call that moves the id only if it is sti
 operator saw it: a job a worker took meanwhile is refused with one line, never run twice.
 
 A worker fetches delayed messages early and holds them in memory until their time (Dramatiq's
-delay prefetch); those are listed, but deleting one or running it now would need the worker to
-give it up, which per-key cancel will bring. Until then the action says so.
+delay prefetch); those are listed, but cannot be deleted or run now: the action says so, and
+points to ``bgjobs cancel``, which skips such a job when its time comes.
 
 On RabbitMQ nothing is read: AMQP cannot read a queue without taking its messages (the management
 API's "get" takes and requeues them, out of order and marked redelivered). The sizes stay exact.
@@ -154,7 +154,7 @@ def jobs(queue: str, *, state: str = "waiting", limit: int = 50, offset: int = 0
 def _gone(queue: str, job_id: str) -> InvalidPayload:
     return InvalidPayload(
         f"id: no job {job_id!r} waiting or delayed in {queue!r}: a worker took it (it runs, or holds "
-        "it until its time) or it is done"
+        "it until its time: `bgjobs cancel MESSAGE_ID` skips it then) or it is done"
     )
 
 
