@@ -75,6 +75,10 @@ class Records:
     def get(self, key: str) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.client.hgetall(self.prefix + key).items()}
 
+    def fields(self, key: str) -> set[str]:
+        """The field names of hash ``key``, without its values (a run's results can be 64 KiB each)."""
+        return {k.decode() for k in self.client.hkeys(self.prefix + key)}
+
     def index(self, id: str, at: float) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(self.prefix + "all", {id: at})
@@ -100,6 +104,10 @@ class LocalRecords(Records):
     def get(self, key: str) -> dict[str, str]:
         with self._lock:
             return dict(self._hashes.get(key, {}))
+
+    def fields(self, key: str) -> set[str]:
+        with self._lock:
+            return set(self._hashes.get(key, {}))
 
     def index(self, id: str, at: float) -> None:
         with self._lock:

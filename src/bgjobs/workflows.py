@@ -196,7 +196,7 @@ def status(id: str) -> WorkflowStatus:
     found = records.get(id)
     if not found:
         raise InvalidPayload(f"workflow: no workflow {id!r} (runs are kept {KEEP_S // 86400} days)")
-    done, states = records.get(f"{id}:results"), records.get(f"{id}:steps")
+    done, states = records.fields(f"{id}:results"), records.get(f"{id}:steps")
     current = int(found.get("stage", "0"))
     stages = []
     for n, stage in enumerate(json.loads(found["stages"])):
