@@ -18,6 +18,7 @@ if _TYPE_CHECKING:
     from .families import trigger
     from .jobs import JobArguments, JobContext, job
     from .money import Money
+    from .per_key import PerKey
     from .runtime import get_broker, set_broker
     from .settings import Settings, get_settings
     from .typed import Payload, TypedActor, actor, delivery_key
@@ -39,7 +40,7 @@ _EXPORTS: dict[str, str] = {
     "configure": "wiring",
     "batch": "batches", "cancelled": "batches", "current_batch": "batches",
     "group": "workflows", "workflow": "workflows", "workflow_results": "workflows", "Unique": "controls",
-    "cancel": "cancels",
+    "cancel": "cancels", "PerKey": "per_key",
     **{family: family for family in ("batches", "cleanup", "events", "exports", "notifications", "outbox",
                                      "payouts", "webhooks", "workflows")},
 }  # fmt: skip
@@ -81,6 +82,7 @@ __all__ = [
     "JobContext",
     "Money",
     "Payload",
+    "PerKey",
     "PermanentError",
     "Settings",
     "TransientError",

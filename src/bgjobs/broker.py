@@ -24,6 +24,7 @@ from .batching import Batches
 from .cancelling import Cancels
 from .controls import Uniqueness
 from .errors import ConfigurationError
+from .keying import KeyedLimits
 from .middleware import DeadLetterReasons, Maintenance
 from .redact import mask_url
 from .redis_broker import BgjobsRedisBroker
@@ -52,7 +53,8 @@ def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
     stack: list[Any] = [UnknownActors(settings.worker.unknown_actor_grace_s)] if worker else []
     stack += tracing.middleware(settings, worker=worker)
     stack += [m() for m in default_middleware]
-    stack += [CurrentMessage(), DeadLetterReasons(), Cancels(), Batches(), Workflows(), Uniqueness()]
+    stack += [CurrentMessage(), DeadLetterReasons(), Cancels(), Batches(), Workflows(), Uniqueness(),
+              KeyedLimits()]
     if worker and settings.metrics.enabled:
         from .observability import Metrics
 

@@ -254,7 +254,8 @@ class Uniqueness(Middleware):
             self._release(broker, message)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        self._release(broker, message)
+        if not message.options.get("bgjobs_parked"):  # skipped into its key's lane: it still waits
+            self._release(broker, message)
 
     def before_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         self._release(broker, message)

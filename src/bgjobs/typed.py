@@ -19,8 +19,10 @@ import dramatiq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import registry, runtime
-from .controls import Controls, Unique, admit
+from .admission import admit_all
+from .controls import Controls, Unique
 from .errors import PERMANENT, BrokerUnavailable, ConfigurationError, InvalidPayload, check_size
+from .per_key import KeyLimits, PerKey
 from .registry import QUEUES, registered
 from .settings import Settings
 from .workflow_steps import kept
@@ -55,6 +57,8 @@ class TypedActor(Generic[M, R]):
         self.origin = f"{fn.__module__}.{fn.__qualname__}"
         #: Uniqueness and debounce (:mod:`bgjobs.controls`), when declared.
         self.controls: Controls | None = None
+        #: Concurrency and rate per key (:mod:`bgjobs.per_key`), when declared.
+        self.limits: KeyLimits | None = None
         self._bound: tuple[dramatiq.Broker, dramatiq.Actor[Any, Any]] | None = None
 
     def __repr__(self) -> str:
@@ -128,14 +132,12 @@ class TypedActor(Generic[M, R]):
         broker = self.actor.broker
         _check_sizes(broker, [message])
         with reachable():
-            if self.controls is None:
+            if self.controls is None and self.limits is None:
                 return broker.enqueue(message, delay=delay)
-            sent, (answer,) = admit(broker, self, [message])
-            if self.controls.debounce_ms:
-                delay = max(delay or 0, self.controls.debounce_ms)
+            sent, answers = admit_all(broker, [message], delay=delay)
             for found in sent:
-                broker.enqueue(found, delay=delay)
-            return answer
+                answers = [broker.enqueue(found, delay=delay)]
+            return (answers or [message])[0]
 
     def send_many(
         self, payloads: Iterable[M | Mapping[str, Any]], **options: Any
@@ -204,38 +206,9 @@ def send_messages(
     _check_sizes(broker, messages)
     enqueue_many = getattr(broker, "enqueue_many", None)
     with reachable():
-        answers: list[dramatiq.Message[Any]] | None = None
-        actors = registered()
-        if any((t := actors.get(m.actor_name)) is not None and t.controls for m in messages):
-            messages, answers = _admit_all(broker, messages)
+        messages, answers = admit_all(broker, messages)
         sent = enqueue_many(messages) if enqueue_many is not None else [broker.enqueue(m) for m in messages]
         return sent if answers is None else answers
-
-
-def _admit_all(
-    broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]]
-) -> tuple[list[dramatiq.Message[Any]], list[dramatiq.Message[Any]]]:
-    """Sends of actors with controls (:mod:`bgjobs.controls`): what to enqueue together, and what
-    each send returns, in order. A debounced one is enqueued here, with its delay."""
-    actors = registered()
-    by_actor: dict[str, list[dramatiq.Message[Any]]] = {}
-    for m in messages:
-        if (t := actors.get(m.actor_name)) is not None and t.controls:
-            by_actor.setdefault(m.actor_name, []).append(m)
-    answers: dict[int, dramatiq.Message[Any]] = {}
-    bulk_ids: set[int] = set()
-    for name, group in by_actor.items():
-        typed = actors[name]
-        assert typed.controls is not None
-        sent, answered = admit(broker, typed, group)
-        answers.update({id(m): a for m, a in zip(group, answered, strict=True)})
-        for m in sent:
-            if typed.controls.debounce_ms:
-                broker.enqueue(m, delay=typed.controls.debounce_ms)
-            else:
-                bulk_ids.add(id(m))
-    bulk = [m for m in messages if id(m) not in answers or id(m) in bulk_ids]
-    return bulk, [answers.get(id(m), m) for m in messages]
 
 
 @contextlib.contextmanager
@@ -340,14 +313,16 @@ def actor(fn: Callable[[M], R], /) -> TypedActor[M, R]: ...
 def actor(
     *, name: str | None = None, queue: str | None = None, actor_name: str | None = None,
     queue_name: str | None = None, priority: int = 0, unique: Unique | None = None,
-    debounce: str | int | timedelta | None = None, **options: Any,
+    debounce: str | int | timedelta | None = None, concurrency: PerKey | None = None,
+    rate: PerKey | None = None, **options: Any,
 ) -> Callable[[Callable[[M], R]], TypedActor[M, R]]: ...  # fmt: skip
 
 
 def actor(
     fn: Callable[[M], R] | None = None, /, *, name: str | None = None, queue: str | None = None,
     actor_name: str | None = None, queue_name: str | None = None, priority: int = 0,
-    unique: Unique | None = None, debounce: str | int | timedelta | None = None, **options: Any,
+    unique: Unique | None = None, debounce: str | int | timedelta | None = None,
+    concurrency: PerKey | None = None, rate: PerKey | None = None, **options: Any,
 ) -> TypedActor[M, R] | Callable[[Callable[[M], R]], TypedActor[M, R]]:  # fmt: skip
     """Declare a typed job: ``@bgjobs.actor`` or ``@bgjobs.actor(queue="notifications", ...)``.
 
@@ -358,6 +333,10 @@ def actor(
         priority: Dramatiq's priority (lower runs first within a worker).
         unique: at most one job per key (``bgjobs.Unique(key=(...), window="10m")``); docs/controls.md.
         debounce: the last send of a burst runs, this long (``"30s"``) after the burst ends.
+        concurrency: at most this many jobs per key at once (``bgjobs.PerKey("tenant_id", limit=2)``),
+            keys served side by side; docs/controls.md.
+        rate: at most this many jobs started per key per period (``bgjobs.PerKey("tenant_id",
+            rate="100/m", burst=10)``).
         **options: Dramatiq actor options (``max_retries``, ``time_limit``, ...); they win over
             settings.
 
@@ -384,6 +363,9 @@ def actor(
             priority=priority,
         )
         typed.controls = Controls.declared(where, typed.payload, unique, debounce)
+        typed.limits = KeyLimits.declared(where, typed.payload, concurrency, rate)
+        if typed.limits is not None and debounce is not None:
+            raise ConfigurationError(f"{where}: debounce= and per-key limits do not combine; choose one")
         _declare(typed)
         return typed
 

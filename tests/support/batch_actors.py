@@ -144,3 +144,18 @@ def cancellable(payload: Item) -> None:
             return
         time.sleep(0.02)
     _note(f"{payload.key} finished")
+
+
+@bgjobs.actor(queue="default", max_retries=0, concurrency=bgjobs.PerKey("key", limit=2))
+def capped_item(payload: Item) -> None:
+    """At most 2 at once per key: notes its start and end, with the time and this process's id,
+    so a test measures the peak itself (:func:`tests.support.peaks.peak_per_key`)."""
+    _note(f"capped {payload.key} start {time.time():.6f} {os.getpid()} {payload.children}")
+    time.sleep(payload.sleep_s)
+    _note(f"capped {payload.key} end {time.time():.6f} {os.getpid()} {payload.children}")
+
+
+@bgjobs.actor(queue="default", max_retries=0, rate=bgjobs.PerKey("key", rate="10/s"))
+def rated_item(payload: Item) -> None:
+    """At most 10 starts a second per key; notes each start's time."""
+    _note(f"rated {payload.key} {time.time():.6f} {payload.children}")

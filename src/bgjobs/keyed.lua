@@ -1,0 +1,83 @@
+-- bgjobs per-key limits (keyed_store.py): each (actor, key) has slots (a sorted set of the message
+-- ids holding one, by lease deadline), a turn (the rate's next start, as in the generic cell rate
+-- algorithm) and a lane (message ids waiting, oldest first). Every message is stored in one hash as
+-- "actor \31 key \31 encoded message" while it waits and while it is being enqueued ("pumping").
+--
+-- ARGV[1] = key prefix, ARGV[2] = now (ms), ARGV[3] = slot lease (ms), ARGV[4] = how many ids
+-- were enqueued since they were pumped, then those ids, then the script's own arguments.
+local SEP = '\31'
+local base, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local msgs, pumping, due = base .. 'msgs', base .. 'pumping', base .. 'due'
+
+local function limits(actor, key)
+  local limit, interval, burst = -1, 0, 1
+  local declared = redis.call('HGET', base .. 'declared', actor)
+  if declared then
+    local a, b, c = string.match(declared, '^(%S+) (%S+) (%S+)$')
+    limit, interval, burst = tonumber(a), tonumber(b), tonumber(c)
+  end
+  local o = redis.call('HMGET', base .. 'limits', actor .. SEP .. 'limit', actor .. SEP .. key .. SEP .. 'limit',
+                       actor .. SEP .. 'interval', actor .. SEP .. 'burst')
+  if o[2] then limit = tonumber(o[2]) elseif o[1] then limit = tonumber(o[1]) end
+  if o[3] then interval = tonumber(o[3]) end
+  if o[4] then burst = tonumber(o[4]) end
+  return limit, interval, burst
+end
+
+-- 0: the id holds a slot and its turn; -1: every slot is held; n > 0: its turn is n ms away.
+local function take(actor, key, id)
+  local limit, interval, burst = limits(actor, key)
+  local kb = base .. actor .. SEP .. key
+  local slots = kb .. SEP .. 'slots'
+  if limit >= 0 then
+    if redis.call('ZSCORE', slots, id) then return 0 end
+    redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+    if redis.call('ZCARD', slots) >= limit then return -1 end
+  end
+  if interval > 0 then
+    local turn = kb .. SEP .. 'turn'
+    local tat = math.max(tonumber(redis.call('GET', turn) or '0'), now)
+    local allowed = tat - (burst - 1) * interval
+    if allowed > now then return math.ceil(allowed - now) end
+    redis.call('SET', turn, string.format('%.3f', tat + interval), 'PX', math.ceil(tat + interval - now) + 1000)
+  end
+  if limit >= 0 then
+    redis.call('ZADD', slots, now + lease, id)
+    redis.call('PEXPIRE', slots, lease)
+    redis.call('SADD', base .. actor .. SEP .. 'busy', key)
+  end
+  return 0
+end
+
+-- Moves the lane's head to `out` while it can take a slot and its turn; else marks when to look again.
+local function pump(actor, key, out)
+  local kb = base .. actor .. SEP .. key
+  local lane = kb .. SEP .. 'lane'
+  while true do
+    local id = redis.call('LINDEX', lane, 0)
+    if not id then
+      redis.call('SREM', base .. actor .. SEP .. 'waiting', key)
+      return
+    end
+    local v = take(actor, key, id)
+    if v ~= 0 then
+      local at = now + v
+      if v < 0 then
+        local first = redis.call('ZRANGE', kb .. SEP .. 'slots', 0, 0, 'WITHSCORES')
+        at = first[2] and tonumber(first[2]) or nil
+      end
+      if at then redis.call('ZADD', due, at, actor .. SEP .. key) end
+      return
+    end
+    redis.call('LPOP', lane)
+    redis.call('ZADD', pumping, now, id)
+    out[#out + 1] = redis.call('HGET', msgs, id)
+  end
+end
+
+local n = tonumber(ARGV[4])
+for i = 5, 4 + n do
+  redis.call('ZREM', pumping, ARGV[i])
+  redis.call('HDEL', msgs, ARGV[i])
+end
+local first = 5 + n

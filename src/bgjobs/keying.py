@@ -1,0 +1,147 @@
+"""Per-key limits at work: admitting sends, releasing slots as jobs finish, pumping lanes.
+
+:mod:`bgjobs.keyed_store` keeps the slots, turns and lanes; this module decides when to ask it.
+A send is admitted (one round trip for a whole ``send_many``); a job that arrives at a worker
+without having been admitted (a delayed send, a requeued dead letter, a plain Dramatiq send) is
+admitted there, and skipped into its lane if its key is at its cap. Each worker process runs a
+sweeper that pumps the keys whose turn has come every :data:`SWEEP_S`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware, SkipMessage
+
+from .keyed_store import SEP, Keyed, keyed_for
+from .outage import CONNECTION_ERRORS, report
+from .per_key import ADMITTED, KeyLimits
+
+__all__ = ["PARKED", "SWEEP_S", "KeyedLimits", "admit_keyed", "keyed_of", "limits_of"]
+
+logger = logging.getLogger("bgjobs.worker")
+
+#: How often each worker looks for keys whose turn has come (a rate's precision).
+SWEEP_S = 0.05
+#: Set on a job skipped into its lane: it keeps its unique key (:mod:`bgjobs.controls`).
+PARKED = "bgjobs_parked"
+
+
+def limits_of(actor_name: str) -> KeyLimits | None:
+    from .registry import registered
+
+    typed = registered().get(actor_name)
+    return None if typed is None else getattr(typed, "limits", None)
+
+
+def keyed_of(broker: dramatiq.Broker) -> Keyed:
+    from .coordination import coordination_for
+
+    return keyed_for(coordination_for(broker))
+
+
+def _enqueue(broker: dramatiq.Broker, keyed: Keyed, pumped: list[bytes]) -> None:
+    """Send jobs pumped out of their lanes, then confirm them (a crash between the two sends them
+    again after :data:`~bgjobs.keyed_store.STALE_MS`: at least once)."""
+    if not pumped:
+        return
+    messages = [dramatiq.Message.decode(entry.split(SEP.encode(), 2)[2]) for entry in pumped]
+    enqueue_many = getattr(broker, "enqueue_many", None)
+    if enqueue_many is not None:
+        enqueue_many(messages)
+    else:
+        for message in messages:
+            broker.enqueue(message)
+    keyed.confirm([m.message_id for m in messages])
+
+
+def admit_keyed(
+    broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]]
+) -> list[dramatiq.Message[Any]]:
+    """Of ``messages`` (each of an actor with limits), those to enqueue now; the others wait in
+    their keys' lanes. Jobs pumped meanwhile are sent here."""
+    keyed = keyed_of(broker)
+    items = []
+    for message in messages:
+        limits = limits_of(message.actor_name)
+        assert limits is not None
+        keyed.declare(message.actor_name, limits.declaration())
+        message.options[ADMITTED] = 1
+        items.append((message.actor_name, limits.key(message), message.message_id, message.encode()))
+    verdicts, pumped = keyed.admit(items)
+    _enqueue(broker, keyed, pumped)
+    if pumped:
+        keyed.release([])  # confirm now: a sending process may not call again for a while
+    return [m for m, go in zip(messages, verdicts, strict=True) if go]
+
+
+class KeyedLimits(Middleware):
+    """In the worker: admits jobs that arrive unadmitted, gives a finished job's slot back (which
+    pumps the next of its key), and sweeps for keys whose turn has come."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        if message.options.get(ADMITTED) or limits_of(message.actor_name) is None:
+            return
+        try:
+            if not admit_keyed(broker, [message._message]):
+                message.options[PARKED] = 1
+                raise SkipMessage(f"{message.actor_name} {message.message_id} waits for its key's turn")
+        except CONNECTION_ERRORS as exc:  # the store is down: run it (at least once, as everywhere)
+            report(exc)
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:  # fmt: skip
+        if exception is None:
+            self._release(broker, message)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        if not message.options.get(PARKED):
+            self._release(broker, message)
+
+    def before_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._release(broker, message)
+
+    @staticmethod
+    def _release(broker: dramatiq.Broker, message: Any) -> None:
+        limits = limits_of(message.actor_name)
+        if limits is None:
+            return
+        keyed = keyed_of(broker)
+        try:
+            pumped = keyed.release([(message.actor_name, limits.key(message), message.message_id)])
+            _enqueue(broker, keyed, pumped)
+        except CONNECTION_ERRORS as exc:  # the slot lapses with its lease instead
+            report(exc)
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        from .registry import registered
+
+        if any(getattr(t, "limits", None) is not None for t in registered().values()):
+            self.stop.clear()
+            self.thread = threading.Thread(target=self._sweep, args=(broker,), name="bgjobs-keyed",
+                                           daemon=True)  # fmt: skip
+            self.thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+
+    def _sweep(self, broker: dramatiq.Broker) -> None:
+        keyed = keyed_of(broker)
+        while not self.stop.wait(SWEEP_S):
+            try:
+                _enqueue(broker, keyed, keyed.due())
+            except CONNECTION_ERRORS as exc:
+                report(exc)
+            except Exception:  # keep sweeping: a bad lane entry must not stop every key's turn
+                logger.exception("bgjobs: sweeping per-key lanes failed")

@@ -1,0 +1,127 @@
+"""Per-key concurrency caps and rate limits on any actor: the cap holds (measured by the jobs),
+keys are served side by side, a rate spaces starts, and limits change at run time; on the stub,
+then on Redis and RabbitMQ with worker processes SIGKILLed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import bgjobs
+from bgjobs.errors import ConfigurationError
+from bgjobs.keying import keyed_of
+from bgjobs.testing import JobsHarness
+from tests.support import batch_actors
+from tests.support.batch_actors import Item, capped_item, rated_item
+from tests.support.peaks import peak_per_key
+from tests.support.workers import WorkerProcess, wait_for
+
+
+def _runs(prefix: str) -> list[str]:
+    return [line for line in list(batch_actors.RUNS) if line.startswith(prefix)]
+
+
+def test_a_key_never_runs_more_than_its_cap_and_another_key_is_not_kept_behind_it(stub: JobsHarness) -> None:
+    stub.worker.pause()
+    capped_item.send_many([Item(key="flood", sleep_s=0.02, children=n) for n in range(40)])
+    small = [capped_item.send(Item(key="small", sleep_s=0.02, children=n)) for n in range(3)]
+    assert len({m.message_id for m in small}) == 3
+    states = {s.key: s for s in keyed_of(stub.broker).states("capped_item")}
+    assert (states["flood"].running, states["flood"].waiting) == (2, 38)
+    assert (states["small"].running, states["small"].waiting) == (2, 1)
+    stub.worker.resume()
+    wait_for(lambda: len(_runs("capped")) == 86, timeout=30, what="all 43 jobs to start and end")
+    assert peak_per_key(_runs("capped")) == {"flood": 2, "small": 2}
+    starts = [line.split()[1] for line in _runs("capped") if " start " in line]
+    assert starts.index("small") < 4 and max(i for i, k in enumerate(starts) if k == "small") < 12, starts
+    assert keyed_of(stub.broker).states("capped_item") == []
+
+
+def test_a_rate_per_key_spaces_the_starts_and_keys_do_not_share_it(stub: JobsHarness) -> None:
+    sent_at = time.time()
+    rated_item.send_many([Item(key="a", children=n) for n in range(6)] + [Item(key="b", children=0)])
+    wait_for(lambda: len(_runs("rated")) == 7, timeout=30, what="seven starts")
+    a = sorted(float(line.split()[2]) for line in _runs("rated a"))
+    b = float(_runs("rated b")[0].split()[2])
+    assert a[-1] - sent_at >= 0.5  # 10/s: the sixth of one key starts at least 0.5 s after the send
+    assert b < a[2]  # key b has its own turns
+
+
+def test_a_limit_changed_at_run_time_holds_a_key_and_then_lets_it_go(stub: JobsHarness) -> None:
+    keyed = keyed_of(stub.broker)
+    keyed.override("capped_item", "limit", "0", key="held")
+    capped_item.send_many([Item(key="held", children=n) for n in range(3)] + [Item(key="free", children=0)])
+    wait_for(lambda: len(_runs("capped free")) == 2, timeout=10, what="the free key's job")
+    assert _runs("capped held") == []
+    assert {s.key: (s.waiting, s.limit) for s in keyed.states("capped_item")} == {"held": (3, 0)}
+    keyed.override("capped_item", "limit", None, key="held")
+    wait_for(lambda: len(_runs("capped held")) == 6, timeout=10, what="the held key's three jobs")
+    assert peak_per_key(_runs("capped"))["held"] <= 2
+
+
+def test_a_delayed_send_is_admitted_when_it_is_due(stub: JobsHarness) -> None:
+    stub.worker.pause()
+    capped_item.send_many([Item(key="k", children=n) for n in range(2)])
+    capped_item.send(Item(key="k", children=9), delay=10)
+    stub.worker.resume()
+    wait_for(lambda: len(_runs("capped k")) == 6, timeout=10, what="three jobs")
+    assert peak_per_key(_runs("capped")) == {"k": 2}
+
+
+def test_mistakes_in_the_limits_are_refused_naming_them() -> None:
+    with pytest.raises(ConfigurationError, match=r"key tenant is not a field of Item"):
+        bgjobs.actor(concurrency=bgjobs.PerKey("tenant", limit=2))(_item_job)
+    with pytest.raises(ConfigurationError, match=r"rate='lots': give a rate like 100/m"):
+        bgjobs.PerKey("key", rate="lots")
+    with pytest.raises(ConfigurationError, match=r"limit=0; give a whole number of at least 1"):
+        bgjobs.PerKey("key", limit=0)
+    with pytest.raises(ConfigurationError, match=r"concurrency=PerKey\(...\) needs limit="):
+        bgjobs.actor(concurrency=bgjobs.PerKey("key", rate="1/s"))(_item_job)
+    with pytest.raises(ConfigurationError, match=r"give both the same key"):
+        bgjobs.actor(concurrency=bgjobs.PerKey("key", limit=1), rate=bgjobs.PerKey("sleep_s", rate="1/s"))(
+            _item_job
+        )
+    with pytest.raises(ConfigurationError, match=r"debounce= and per-key limits do not combine"):
+        bgjobs.actor(debounce="1s", concurrency=bgjobs.PerKey("key", limit=1))(_item_job)
+
+
+def _item_job(payload: Item) -> None: ...
+
+
+def _alive(pid: int) -> bool:
+    """Running, not gone and not a zombie (a killed worker's children may wait unreaped)."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_caps_hold_across_processes_through_a_sigkill_on_every_engine(batch_env: dict[str, str]) -> None:
+    env = batch_env
+    runs = Path(env["TEST_RUNS_FILE"])
+
+    def lines() -> list[str]:
+        return runs.read_text().splitlines() if runs.exists() else []
+
+    first = WorkerProcess(env, processes=1, threads=4).start()
+    second = WorkerProcess(env, processes=1, threads=4).start()
+    again = WorkerProcess(env, processes=1, threads=4)
+    try:
+        capped_item.send_many([Item(key=f"k{k}", sleep_s=0.03, children=n) for n in range(30) for k in range(3)])
+        wait_for(lambda: sum(" start " in k for k in lines()) >= 30, timeout=60, what="30 starts")
+        first.kill()
+        killed = {pid: time.time() for pid in {int(k.split()[4]) for k in lines()} if not _alive(pid)}
+        assert killed, "the killed worker had started jobs"
+        again.start()
+
+        def ended() -> set[str]:
+            return {f"{k.split()[1]}/{k.split()[5]}" for k in lines() if " end " in k}
+
+        wait_for(lambda: len(ended()) == 90, timeout=120, what="all 90 jobs to end at least once")
+    finally:
+        first.kill()
+        second.terminate()
+        again.terminate()
+    assert peak_per_key(lines(), killed) == {"k0": 2, "k1": 2, "k2": 2}
