@@ -45,7 +45,7 @@ def admit_all(
             if controls.debounce_ms:
                 broker.enqueue(m, delay=max(delay or 0, controls.debounce_ms))
                 held.add(id(m))
-    limited = {name for name, t in actors.items() if t.limits is not None}
+    limited = {name for name, t in actors.items() if getattr(t, "limits", None) is not None}
     keyed = [m for m in messages if id(m) not in held and not delay and m.actor_name in limited]
     if keyed:
         going = {id(m) for m in admit_keyed(broker, keyed)}

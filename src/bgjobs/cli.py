@@ -241,12 +241,14 @@ def _parser() -> argparse.ArgumentParser:
     from .batch_cli import register as register_batches
     from .cleanup._cli import register as register_cleanup
     from .exports._cli import register as register_exports
+    from .limits_cli import register as register_limits
     from .operator_cli import register as register_operator
     from .webhooks._cli import register as register_webhooks
 
     register_operator(commands)
     register_webhooks(commands)
     register_exports(commands)
+    register_limits(commands)
     register_cleanup(commands)
     register_batches(commands)
 

@@ -1,7 +1,8 @@
 """``bgjobs explain MESSAGE_ID``: why a job is not running yet, or what became of it.
 
 It looks where a job can be: cancelled (and by whom), dead-lettered (and why), replaced by a
-later send of its unique key, its batch cancelled; on Redis also waiting in its queue (at which
+later send of its unique key, its batch cancelled, waiting for its key's slot or turn (per-key
+limits, on every engine); on Redis also waiting in its queue (at which
 position, and whether the queue is paused), delayed (until when), or taken by a worker (live or
 not). Finished jobs are not kept, so a job found nowhere has finished, or the id is not one
 ``send()`` returned. On RabbitMQ a queued message cannot be read without taking it: the answer
@@ -41,6 +42,7 @@ def explain(message_id: str) -> list[str]:
                      f"(bgjobs dead-letters requeue {message_id})")  # fmt: skip
     except InvalidPayload:
         pass
+    lines += _in_lane(broker, message_id)
     if isinstance(broker, BgjobsRedisBroker):
         lines += _queued(broker, message_id)
     if not lines:
@@ -50,6 +52,26 @@ def explain(message_id: str) -> list[str]:
         lines.append("RabbitMQ cannot show a queued message without taking it: if it is waiting, "
                      "`bgjobs status` has its queue's size")  # fmt: skip
     return lines
+
+
+def _in_lane(broker: Any, message_id: str) -> list[str]:
+    """A job of an actor with per-key limits, waiting for its key's slot or turn."""
+    from .keying import keyed_of, limits_of
+
+    keyed = keyed_of(broker)
+    found = keyed.where(message_id)
+    if found is None:
+        return []
+    actor, key, state = found
+    if state == "pumping":
+        return [f"leaving key {key}'s lane of {actor} for its queue now"]
+    here, limits, why = keyed.state(actor, key), limits_of(actor), []
+    if limits is not None and limits.limit >= 0:
+        cap = here.limit if here.limit is not None else limits.limit
+        why.append(f"key {key} of {actor} is at its cap: {here.running} of {cap} running")
+    if limits is not None and limits.interval_ms:
+        why.append(f"its rate allows a start every {limits.interval_ms / 1000:g} s, bursts of {limits.burst}")
+    return [f"waiting in key {key}'s lane of {actor} ({here.waiting} waiting): " + "; ".join(why)]
 
 
 def _queued(broker: Any, message_id: str) -> list[str]:

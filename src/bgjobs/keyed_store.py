@@ -139,6 +139,13 @@ class Keyed(abc.ABC):
     def states(self, actor: str, *, limit: int = 100) -> list[KeyState]:
         """The actor's keys holding slots or with jobs waiting."""
 
+    def state(self, actor: str, key: str) -> KeyState:
+        """One key of the actor."""
+        return self._states(actor, [key])[0]
+
+    @abc.abstractmethod
+    def _states(self, actor: str, keys: list[str]) -> list[KeyState]: ...
+
     @abc.abstractmethod
     def where(self, message_id: str) -> tuple[str, str, str] | None:
         """(actor, key, "waiting" or "pumping") for a job in a lane; None elsewhere."""
@@ -187,10 +194,14 @@ class RedisKeyed(Keyed):
     def states(self, actor: str, *, limit: int = 100) -> list[KeyState]:
         p = self.base + actor + SEP
         keys = sorted({k.decode() for k in self.client.sunion(p + "busy", p + "waiting")})[:limit]
+        return self._states(actor, keys)
+
+    def _states(self, actor: str, keys: list[str]) -> list[KeyState]:
+        p = self.base + actor + SEP
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.zcount(p + key + SEP + "slots", _now(), "+inf").llen(p + key + SEP + "lane")
-            pipe.hget(self.base + "limits", p + key + SEP + "limit")
+            pipe.hget(self.base + "limits", f"{actor}{SEP}{key}{SEP}limit")
         found = pipe.execute()
         return [KeyState(key, int(found[3 * i]), int(found[3 * i + 1]),
                          None if found[3 * i + 2] is None else int(found[3 * i + 2]))
@@ -327,12 +338,16 @@ class LocalKeyed(Keyed):
         return pumped
 
     def states(self, actor: str, *, limit: int = 100) -> list[KeyState]:
-        now = _now()
         with self.lock:
             keys = {k for (a, k), s in self.slots.items() if a == actor and s}
             keys |= {k for (a, k), lane in self.lanes.items() if a == actor and lane}
+        return self._states(actor, sorted(keys)[:limit])
+
+    def _states(self, actor: str, keys: list[str]) -> list[KeyState]:
+        now = _now()
+        with self.lock:
             out = []
-            for k in sorted(keys)[:limit]:
+            for k in keys:
                 own = self.limits.get(SEP.join([actor, k, "limit"]))
                 running = sum(1 for until in self.slots.get((actor, k), {}).values() if until > now)
                 waiting = len(self.lanes.get((actor, k), ()))

@@ -20,7 +20,7 @@ from .keyed_store import SEP, Keyed, keyed_for
 from .outage import CONNECTION_ERRORS, report
 from .per_key import ADMITTED, KeyLimits
 
-__all__ = ["PARKED", "SWEEP_S", "KeyedLimits", "admit_keyed", "keyed_of", "limits_of"]
+__all__ = ["PARKED", "SWEEP_S", "KeyedLimits", "admit_keyed", "enqueue_pumped", "keyed_of", "limits_of"]
 
 logger = logging.getLogger("bgjobs.worker")
 
@@ -43,7 +43,7 @@ def keyed_of(broker: dramatiq.Broker) -> Keyed:
     return keyed_for(coordination_for(broker))
 
 
-def _enqueue(broker: dramatiq.Broker, keyed: Keyed, pumped: list[bytes]) -> None:
+def enqueue_pumped(broker: dramatiq.Broker, keyed: Keyed, pumped: list[bytes]) -> None:
     """Send jobs pumped out of their lanes, then confirm them (a crash between the two sends them
     again after :data:`~bgjobs.keyed_store.STALE_MS`: at least once)."""
     if not pumped:
@@ -72,7 +72,7 @@ def admit_keyed(
         message.options[ADMITTED] = 1
         items.append((message.actor_name, limits.key(message), message.message_id, message.encode()))
     verdicts, pumped = keyed.admit(items)
-    _enqueue(broker, keyed, pumped)
+    enqueue_pumped(broker, keyed, pumped)
     if pumped:
         keyed.release([])  # confirm now: a sending process may not call again for a while
     return [m for m, go in zip(messages, verdicts, strict=True) if go]
@@ -118,7 +118,7 @@ class KeyedLimits(Middleware):
         keyed = keyed_of(broker)
         try:
             pumped = keyed.release([(message.actor_name, limits.key(message), message.message_id)])
-            _enqueue(broker, keyed, pumped)
+            enqueue_pumped(broker, keyed, pumped)
         except CONNECTION_ERRORS as exc:  # the slot lapses with its lease instead
             report(exc)
 
@@ -140,7 +140,7 @@ class KeyedLimits(Middleware):
         keyed = keyed_of(broker)
         while not self.stop.wait(SWEEP_S):
             try:
-                _enqueue(broker, keyed, keyed.due())
+                enqueue_pumped(broker, keyed, keyed.due())
             except CONNECTION_ERRORS as exc:
                 report(exc)
             except Exception:  # keep sweeping: a bad lane entry must not stop every key's turn

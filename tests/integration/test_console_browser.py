@@ -22,7 +22,7 @@ from tests.support.workers import ROOT, WorkerProcess, start_worker, wait_for
 
 ARTIFACTS = ROOT / "build" / "test-artifacts" / "console"
 PAGES = ("/", "/queues", "/queues/default", "/actors", "/dead-letters", "/runs", "/batches", "/workflows",
-         "/schedule", "/webhooks", "/notifications", "/payouts", "/exports", "/audit")  # fmt: skip
+         "/limits", "/schedule", "/webhooks", "/notifications", "/payouts", "/exports", "/audit")  # fmt: skip
 #: Flags that keep chromium off the network this machine does not have (see the tool library's notes).
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -434,3 +434,32 @@ def _explained(message_id: str) -> list[str]:
     from bgjobs.explain import explain
 
     return explain(message_id)
+
+
+def test_a_key_is_held_from_the_limits_page_its_jobs_wait_explained_and_run_once_it_is_reset(
+    console: str, page: Any
+) -> None:
+    from bgjobs.audit import entries
+    from tests.support.worker_jobs import per_tenant
+
+    page.goto(console + "/limits")
+    section = page.locator("section[data-actor='per_tenant']")
+    assert "Cap per key1" in section.locator("dl").inner_text().replace("\n", "").replace("\t", "")
+    section.locator("input[name='key']").fill("t7")
+    section.locator("input[name='limit']").fill("0")
+    section.locator("button", has_text="Change").click()  # the confirmation is accepted
+    wait_for(lambda: any(e.resource == "limits:per_tenant/t7" for e in entries()), timeout=10,
+             what="the change, audited")  # fmt: skip
+    sent = [per_tenant.send({"key": "t7"}) for _ in range(2)]
+    page.reload()
+    row = page.locator("section[data-actor='per_tenant'] tr[data-key='t7']")
+    assert row.locator("td").nth(2).inner_text() == "2"  # waiting
+    assert row.locator("td").nth(3).inner_text().startswith("0")  # its own cap, with Reset
+    _shot(page, "laptop-limits-held")
+    page.goto(console + f"/jobs/{sent[1].message_id}")
+    assert "key t7 of per_tenant is at its cap: 0 of 0 running" in page.locator("ul.explanation").inner_text()
+    page.goto(console + "/limits")
+    page.locator("section[data-actor='per_tenant'] tr[data-key='t7'] button", has_text="Reset").click()
+    wait_for(lambda: worker_jobs.starts("t7") == 2, timeout=30, what="the two held jobs to run")
+    page.reload()
+    assert page.locator("section[data-actor='per_tenant'] tr[data-key='t7']").count() == 0

@@ -109,7 +109,8 @@ def test_caps_hold_across_processes_through_a_sigkill_on_every_engine(batch_env:
     second = WorkerProcess(env, processes=1, threads=4).start()
     again = WorkerProcess(env, processes=1, threads=4)
     try:
-        capped_item.send_many([Item(key=f"k{k}", sleep_s=0.03, children=n) for n in range(30) for k in range(3)])
+        capped_item.send_many([Item(key=f"k{k}", sleep_s=0.03, children=n)
+                               for n in range(30) for k in range(3)])  # fmt: skip
         wait_for(lambda: sum(" start " in k for k in lines()) >= 30, timeout=60, what="30 starts")
         first.kill()
         killed = {pid: time.time() for pid in {int(k.split()[4]) for k in lines()} if not _alive(pid)}

@@ -105,3 +105,10 @@ def effect_count() -> int:
 def create_tables() -> None:
     db.upgrade()
     SQLModel.metadata.create_all(db.get_engine(), tables=[Effect.__table__])  # type: ignore[attr-defined]
+
+
+@bgjobs.actor(queue="default", concurrency=bgjobs.PerKey("key", limit=1))
+def per_tenant(payload: Work) -> None:
+    """One at a time per key (docs/controls.md); counts its starts like :func:`record`."""
+    _redis().incr(f"test:starts:{payload.key}")
+    time.sleep(payload.sleep_s)

@@ -115,6 +115,8 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     from ._batches import pages as batch_pages
     from ._families import router as families
     from ._letters import router as letters
+    from ._limits import api as limit_api
+    from ._limits import pages as limit_pages
     from ._pages import router as pages
     from ._queues import router as queue_routes
     from ._workflows import api as workflow_api
@@ -133,6 +135,8 @@ def create_app(settings: Settings | None = None, authorize: Authorize | None = N
     app.include_router(batch_pages)
     app.include_router(workflow_api)
     app.include_router(workflow_pages)
+    app.include_router(limit_api)
+    app.include_router(limit_pages)
     app.include_router(pages)
     static = resources.files("bgjobs.console") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

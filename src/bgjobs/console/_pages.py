@@ -34,7 +34,7 @@ PAGE = 50
 #: (path, title) of each page, in the navigation's order.
 NAV = (
     ("/", "Overview"), ("/queues", "Queues"), ("/actors", "Actors"), ("/dead-letters", "Dead letters"),
-    ("/runs", "Runs"), ("/batches", "Batches"), ("/workflows", "Workflows"),
+    ("/runs", "Runs"), ("/batches", "Batches"), ("/workflows", "Workflows"), ("/limits", "Limits"),
     ("/schedule", "Schedule"), ("/webhooks", "Webhooks"), ("/notifications", "Notifications"),
     ("/payouts", "Payouts"), ("/exports", "Exports"), ("/audit", "Audit"),
 )  # fmt: skip

@@ -107,7 +107,14 @@
       body = { ids };
     }
     let confirm = button.dataset.confirm;
-    if (button.dataset.form) {
+    if (button.dataset.form && document.getElementById(button.dataset.form).hasAttribute("data-fields")) {
+      // A form of plain fields: the filled ones are the body, as the API names them
+      body = {};
+      for (const [name, value] of new FormData(document.getElementById(button.dataset.form))) {
+        if (String(value).trim()) body[name] = String(value).trim();
+      }
+      if (!Object.keys(body).length) { toast("Fill in at least one field first.", true); return null; }
+    } else if (button.dataset.form) {
       const form = document.getElementById(button.dataset.form);
       const data = new FormData(form);
       const job = String(data.get("job"));

@@ -1,0 +1,115 @@
+"""Per-key limits as operators see and change them: each limited actor's cap and rate, its keys at
+their caps with the jobs waiting, and changes at run time (``bgjobs limits``, the console's Limits
+page, ``/api/v1/limits``). A change is kept in the coordination store, read by every worker's next
+admission without a restart, and the waiting keys are looked at again at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InvalidPayload, NotFound
+from .keying import enqueue_pumped, keyed_of, limits_of
+from .per_key import parse_rate
+
+__all__ = ["change", "keys", "overview"]
+
+SEP = "\x1f"
+
+
+def _broker() -> Any:
+    from . import runtime
+
+    return runtime.current().broker
+
+
+def _limited() -> dict[str, Any]:
+    from .registry import registered
+
+    return {name: t.limits for name, t in sorted(registered().items()) if getattr(t, "limits", None)}
+
+
+def _effective(actor: str, declared: Any, overrides: dict[str, str]) -> dict[str, Any]:
+    limit = int(overrides.get(f"{actor}{SEP}limit", declared.limit))
+    interval = float(overrides.get(f"{actor}{SEP}interval", declared.interval_ms))
+    burst = int(overrides.get(f"{actor}{SEP}burst", declared.burst))
+    return {
+        "limit": None if limit < 0 else limit,
+        "rate": None if not interval else f"{60_000 / interval:g}/m",
+        "burst": burst,
+    }
+
+
+def overview() -> list[dict[str, Any]]:
+    """Each actor with per-key limits: its key fields, declared and current limits, and its keys
+    holding slots or with jobs waiting (the 100 first)."""
+    keyed = keyed_of(_broker())
+    overrides = keyed.overrides()
+    out = []
+    for actor, declared in _limited().items():
+        states = keyed.states(actor)
+        out.append({
+            "actor": actor, "key": list(declared.fields),
+            "declared": _effective(actor, declared, {}), "current": _effective(actor, declared, overrides),
+            "changed": sorted(f.split(SEP, 1)[1].replace(SEP, " ") for f in overrides
+                              if f.startswith(actor + SEP)),
+            "keys": [s.__dict__ for s in sorted(states, key=lambda s: (-s.waiting, -s.running, s.key))],
+            "waiting": sum(s.waiting for s in states),
+        })  # fmt: skip
+    return out
+
+
+def keys(actor: str) -> list[dict[str, Any]]:
+    """The actor's keys holding slots or with jobs waiting, most waiting first."""
+    _known(actor)
+    states = keyed_of(_broker()).states(actor, limit=1000)
+    return [s.__dict__ for s in sorted(states, key=lambda s: (-s.waiting, -s.running, s.key))]
+
+
+def _known(actor: str) -> Any:
+    declared = limits_of(actor)
+    if declared is None:
+        names = ", ".join(_limited()) or "none is declared in this process"
+        raise NotFound(f"actor: no actor {actor!r} with per-key limits ({names})")
+    return declared
+
+
+def change(
+    actor: str, *, key: str | None = None, limit: int | None = None, rate: str | None = None,
+    burst: int | None = None, reset: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Change an actor's limits (or one key's cap) at run time; ``reset`` goes back to what the
+    code declares first. ``limit=0`` holds every job of the actor (or key) in its lane.
+
+    Raises:
+        NotFound: no such actor with per-key limits.
+        InvalidPayload: a value out of range, a rate that does not parse, a rate for one key,
+            or nothing to change.
+    """
+    declared = _known(actor)
+    if limit is not None and limit < 0:
+        raise InvalidPayload(f"limit: {limit}; give 0 (hold every job) or more")
+    if burst is not None and burst < 1:
+        raise InvalidPayload(f"burst: {burst}; give 1 or more")
+    if key is not None and (rate is not None or burst is not None):
+        raise InvalidPayload("key: a rate is the actor's, for all its keys; give a key with limit only")
+    interval = None
+    if rate is not None:
+        try:
+            interval = parse_rate(rate, what="rate")
+        except Exception as exc:
+            raise InvalidPayload(str(exc)) from None
+    if not reset and limit is None and rate is None and burst is None:
+        raise InvalidPayload("limit: nothing to change; give limit, rate or burst, or reset")
+    keyed = keyed_of(_broker())
+    if reset:
+        for what in ("limit", "interval", "burst") if key is None else ("limit",):
+            keyed.override(actor, what, None, key=key)
+    for what, value in (("limit", limit), ("interval", interval), ("burst", burst)):
+        if value is not None:
+            keyed.override(actor, what, f"{value:g}" if isinstance(value, float) else str(value), key=key)
+    enqueue_pumped(_broker(), keyed, keyed.due())  # the waiting keys a change freed start now
+    current = _effective(actor, declared, keyed.overrides())
+    if key is not None:
+        own = keyed.overrides().get(SEP.join([actor, key, "limit"]))
+        current = {"key": key, "limit": current["limit"] if own is None else int(own)}
+    return {"actor": actor, **current}
