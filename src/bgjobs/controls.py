@@ -271,7 +271,6 @@ class Uniqueness(Middleware):
 
 
 def controls_of(message: Any) -> Controls | None:
-    from .registry import registered
+    from .registry import declared
 
-    typed = registered().get(message.actor_name)
-    return None if typed is None else getattr(typed, "controls", None)
+    return getattr(declared(message.actor_name), "controls", None)

@@ -28,6 +28,7 @@ from .letter_index import LIBRARY
 from .letter_queries import SCAN_BUDGET, each_matching, ensure_indexed, identify, index_key, newest
 from .moments import as_utc
 from .operated import LETTER_OPTION, OperatedBroker, registered_queues
+from .per_key import ADMITTED
 from .redis_broker import WAKE_CAP, BgjobsRedisBroker
 
 __all__ = [
@@ -279,7 +280,9 @@ def reindex(
 def _fresh(letter: DeadLetter) -> tuple[str, str]:
     """The message as new: a new Redis id, no retries spent, no leftover traceback or eta."""
     message = dict(letter.message)
-    options = {k: v for k, v in message.get("options", {}).items() if k not in ("traceback", "eta")}
+    # Without its admission: a job of an actor with per-key limits takes a slot again when taken
+    options = {k: v for k, v in message.get("options", {}).items()
+               if k not in ("traceback", "eta", ADMITTED)}  # fmt: skip
     options["retries"] = 0
     options["redis_message_id"] = new_id = str(uuid4())
     message["options"] = options
@@ -335,8 +338,8 @@ def _republish(
         if not broker.client.hexists(f"{broker.namespace}:{letter.queue}.XQ.msgs", letter.redis_id):
             continue  # requeued or purged since it was listed
         message = dict(letter.message)
-        message["options"] = {k: v for k, v in message.get("options", {}).items()
-                              if k not in ("traceback", "eta", "redis_message_id")}  # fmt: skip
+        dropped = ("traceback", "eta", "redis_message_id", ADMITTED)
+        message["options"] = {k: v for k, v in message.get("options", {}).items() if k not in dropped}
         message["options"]["retries"] = 0
         # A new id for its next failure: a worker may fail it again before this letter is removed.
         message["options"][LETTER_OPTION] = uuid4().hex

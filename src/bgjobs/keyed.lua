@@ -1,12 +1,18 @@
 -- bgjobs per-key limits (keyed_store.py): each (actor, key) has slots (a sorted set of the message
 -- ids holding one, by lease deadline), a turn (the rate's next start, as in the generic cell rate
--- algorithm) and a lane (message ids waiting, oldest first). Every message is stored in one hash as
--- "actor \31 key \31 encoded message" while it waits and while it is being enqueued ("pumping").
+-- algorithm) and a lane (message ids waiting, oldest first). Every waiting message is stored in one
+-- hash as "actor \31 key \31 queue \31 redis id \31 encoded message".
 --
--- ARGV[1] = key prefix, ARGV[2] = now (ms), ARGV[3] = slot lease (ms), ARGV[4] = how many ids
--- were enqueued since they were pumped, then those ids, then the script's own arguments.
+-- On the Redis broker (ARGV[4] is its namespace) a job leaving its lane is written onto its queue
+-- here, as enqueue.lua writes it, in the same call that gave it its slot. Elsewhere (RabbitMQ, the
+-- stub) it is returned to be published, and marked "pumping" until the caller confirms it.
+--
+-- ARGV[1] = key prefix, ARGV[2] = now (ms), ARGV[3] = slot lease (ms), ARGV[4] = the broker's
+-- namespace or '', ARGV[5] = wake cap, ARGV[6] = how many ids were published since they were
+-- pumped, then those ids, then the script's own arguments.
 local SEP = '\31'
 local base, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ns, wake_cap = ARGV[4], tonumber(ARGV[5])
 local msgs, pumping, due = base .. 'msgs', base .. 'pumping', base .. 'due'
 
 local function limits(actor, key)
@@ -70,14 +76,25 @@ local function pump(actor, key, out)
       return
     end
     redis.call('LPOP', lane)
-    redis.call('ZADD', pumping, now, id)
-    out[#out + 1] = redis.call('HGET', msgs, id)
+    local entry = redis.call('HGET', msgs, id)
+    if entry and ns ~= '' then
+      local queue, rid, data = string.match(entry, '^[^\31]*\31[^\31]*\31([^\31]*)\31([^\31]*)\31(.*)$')
+      local queue_key = ns .. ':' .. queue
+      redis.call('HSET', queue_key .. '.msgs', rid, data)
+      redis.call('RPUSH', queue_key, rid)
+      redis.call('LPUSH', queue_key .. '.wake', '1')
+      redis.call('LTRIM', queue_key .. '.wake', 0, wake_cap - 1)
+      redis.call('HDEL', msgs, id)
+    elseif entry then
+      redis.call('ZADD', pumping, now, id)
+      out[#out + 1] = entry
+    end
   end
 end
 
-local n = tonumber(ARGV[4])
-for i = 5, 4 + n do
+local n = tonumber(ARGV[6])
+for i = 7, 6 + n do
   redis.call('ZREM', pumping, ARGV[i])
   redis.call('HDEL', msgs, ARGV[i])
 end
-local first = 5 + n
+local first = 7 + n

@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-__all__ = ["LEASE_MS", "STALE_MS", "KeyState", "Keyed", "LocalKeyed", "RedisKeyed", "keyed_for"]
+__all__ = [
+    "LEASE_MS", "STALE_MS", "KeyState", "Keyed", "LocalKeyed", "RedisKeyed", "encoded_of", "entry",
+    "keyed_for",
+]  # fmt: skip
 
 #: A slot whose job never finished (its message lost outside bgjobs) is freed after this long.
 LEASE_MS = 6 * 3_600_000
@@ -46,7 +49,7 @@ for i = first, #ARGV, 4 do
     out[#out + 1] = 1
   else
     redis.call('RPUSH', lane, id)
-    redis.call('HSET', msgs, id, actor .. SEP .. key .. SEP .. entry)
+    redis.call('HSET', msgs, id, entry)
     redis.call('SADD', base .. actor .. SEP .. 'waiting', key)
     pump(actor, key, pumped)
     out[#out + 1] = 0
@@ -86,6 +89,16 @@ return pumped
 """
 
 
+def entry(actor: str, key: str, queue: str, redis_id: str, encoded: bytes) -> bytes:
+    """A waiting job as its lane keeps it."""
+    return SEP.join([actor, key, queue, redis_id]).encode() + SEP.encode() + encoded
+
+
+def encoded_of(entry: bytes) -> bytes:
+    """The message an entry holds, as the broker encoded it."""
+    return entry.split(SEP.encode(), 4)[4]
+
+
 @dataclass(frozen=True)
 class KeyState:
     """One key of an actor: how many slots are held, how many jobs wait, and its own cap if set."""
@@ -101,7 +114,8 @@ def _now() -> float:
 
 
 class Keyed(abc.ABC):
-    """The operations; entries are ``actor \\x1f key \\x1f encoded message`` (bytes)."""
+    """The operations; entries are ``actor, key, queue, redis id, encoded message`` joined by
+    :data:`SEP` (bytes): :func:`entry` makes one."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -124,8 +138,8 @@ class Keyed(abc.ABC):
 
     @abc.abstractmethod
     def admit(self, items: list[tuple[str, str, str, bytes]]) -> tuple[list[bool], list[bytes]]:
-        """(actor, key, id, encoded) each: whether it may be enqueued now (else it waits in its
-        lane), and the jobs pumped meanwhile."""
+        """(actor, key, id, entry) each: whether it may be enqueued now (else its entry waits in
+        its lane), and the entries pumped meanwhile for the caller to publish."""
 
     @abc.abstractmethod
     def release(self, items: list[tuple[str, str, str]]) -> list[bytes]:
@@ -165,6 +179,9 @@ class RedisKeyed(Keyed):
         super().__init__()
         self.coordination = coordination
         self.client = coordination.client
+        #: The Redis broker's namespace and wake cap, when its queues are in this store: jobs
+        #: leaving their lanes are then written onto their queues by the scripts themselves.
+        self.direct: tuple[str, int] | None = None
         self.base = coordination.key("bgjobs-keyed:")
         self._admit = self.client.register_script(_LIB + _ADMIT)
         self._release = self.client.register_script(_LIB + _RELEASE)
@@ -173,7 +190,8 @@ class RedisKeyed(Keyed):
 
     def _args(self, *rest: Any) -> list[Any]:
         done = self._take_enqueued()
-        return [self.base, f"{_now():.3f}", LEASE_MS, len(done), *done, *rest]
+        namespace, wake_cap = self.direct or ("", 0)
+        return [self.base, f"{_now():.3f}", LEASE_MS, namespace, wake_cap, len(done), *done, *rest]
 
     def declare(self, actor: str, declaration: str) -> None:
         if (actor, declaration) not in self.declared:
@@ -211,7 +229,8 @@ class RedisKeyed(Keyed):
         entry = self.client.hget(self.base + "msgs", message_id)
         if entry is None:
             return None
-        actor, key, _ = entry.decode().split(SEP, 2)
+        actor, key, _ = entry.split(SEP.encode(), 2)
+        actor, key = actor.decode(), key.decode()
         pumping = self.client.zscore(self.base + "pumping", message_id) is not None
         return actor, key, "pumping" if pumping else "waiting"
 
@@ -310,7 +329,7 @@ class LocalKeyed(Keyed):
                     verdicts.append(True)
                 else:
                     self.lanes.setdefault((actor, key), deque()).append(id)
-                    self.msgs[id] = SEP.join([actor, key]).encode() + SEP.encode() + encoded
+                    self.msgs[id] = encoded
                     self._pump(actor, key, now, pumped)
                     verdicts.append(False)
         return verdicts, pumped
@@ -359,8 +378,9 @@ class LocalKeyed(Keyed):
             entry = self.msgs.get(message_id)
             if entry is None:
                 return None
-            actor, key, _ = entry.decode().split(SEP, 2)
-            return actor, key, "pumping" if message_id in self.pumping else "waiting"
+            actor, key, _ = entry.split(SEP.encode(), 2)
+            state = "pumping" if message_id in self.pumping else "waiting"
+            return actor.decode(), key.decode(), state
 
     def overrides(self) -> dict[str, str]:
         with self.lock:

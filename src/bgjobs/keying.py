@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any
+from uuid import uuid4
 
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
-from .keyed_store import SEP, Keyed, keyed_for
+from .keyed_store import Keyed, RedisKeyed, encoded_of, entry, keyed_for
 from .outage import CONNECTION_ERRORS, report
 from .per_key import ADMITTED, KeyLimits
 
@@ -26,29 +27,39 @@ logger = logging.getLogger("bgjobs.worker")
 
 #: How often each worker looks for keys whose turn has come (a rate's precision).
 SWEEP_S = 0.05
+#: Sends admitted per script call.
+PAGE = 500
 #: Set on a job skipped into its lane: it keeps its unique key (:mod:`bgjobs.controls`).
 PARKED = "bgjobs_parked"
 
 
 def limits_of(actor_name: str) -> KeyLimits | None:
-    from .registry import registered
+    from .registry import declared
 
-    typed = registered().get(actor_name)
-    return None if typed is None else getattr(typed, "limits", None)
+    return getattr(declared(actor_name), "limits", None)
 
 
 def keyed_of(broker: dramatiq.Broker) -> Keyed:
+    """The per-key limits of ``broker``'s coordination store; on the Redis broker, whose queues are
+    in that store, jobs leaving their lanes are written onto their queues by the same script."""
     from .coordination import coordination_for
+    from .redis_broker import WAKE_CAP, BgjobsRedisBroker
 
-    return keyed_for(coordination_for(broker))
+    coordination = coordination_for(broker)
+    keyed = keyed_for(coordination)
+    queues = broker if isinstance(broker, BgjobsRedisBroker) else None
+    if isinstance(keyed, RedisKeyed) and queues and getattr(coordination, "client", None) is queues.client:
+        keyed.direct = (queues.namespace, WAKE_CAP)
+    return keyed
 
 
 def enqueue_pumped(broker: dramatiq.Broker, keyed: Keyed, pumped: list[bytes]) -> None:
-    """Send jobs pumped out of their lanes, then confirm them (a crash between the two sends them
-    again after :data:`~bgjobs.keyed_store.STALE_MS`: at least once)."""
+    """Send jobs pumped out of their lanes (elsewhere than on the Redis broker, whose scripts write
+    them onto their queues), then confirm them: a crash between the two sends them again after
+    :data:`~bgjobs.keyed_store.STALE_MS` (at least once)."""
     if not pumped:
         return
-    messages = [dramatiq.Message.decode(entry.split(SEP.encode(), 2)[2]) for entry in pumped]
+    messages = [dramatiq.Message.decode(encoded_of(entry)) for entry in pumped]
     enqueue_many = getattr(broker, "enqueue_many", None)
     if enqueue_many is not None:
         enqueue_many(messages)
@@ -69,12 +80,26 @@ def admit_keyed(
         limits = limits_of(message.actor_name)
         assert limits is not None
         keyed.declare(message.actor_name, limits.declaration())
+        # As an enqueue would: joins the open batch, carries the trace; the Redis id is the one its
+        # queue will know it by if it leaves its lane (a send that goes now gets a fresh one)
+        broker.emit_before("enqueue", message, None)
         message.options[ADMITTED] = 1
-        items.append((message.actor_name, limits.key(message), message.message_id, message.encode()))
-    verdicts, pumped = keyed.admit(items)
+        message.options["redis_message_id"] = redis_id = str(uuid4())
+        key = limits.key(message)
+        found = entry(message.actor_name, key, message.queue_name, redis_id, message.encode())
+        items.append((message.actor_name, key, message.message_id, found))
+    verdicts: list[bool] = []
+    pumped: list[bytes] = []
+    for start in range(0, len(items), PAGE):  # a script call at a time blocks Redis for a page only
+        page_verdicts, page_pumped = keyed.admit(items[start : start + PAGE])
+        verdicts += page_verdicts
+        pumped += page_pumped
     enqueue_pumped(broker, keyed, pumped)
     if pumped:
         keyed.release([])  # confirm now: a sending process may not call again for a while
+    for message, go in zip(messages, verdicts, strict=True):
+        if not go:  # accepted, in its lane (one that goes now is enqueued by the caller)
+            broker.emit_after("enqueue", message, None)
     return [m for m, go in zip(messages, verdicts, strict=True) if go]
 
 

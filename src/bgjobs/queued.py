@@ -27,6 +27,7 @@ import dramatiq
 
 from .deadletters import operated_broker
 from .errors import ConfigurationError, InvalidPayload
+from .per_key import ADMITTED
 
 __all__ = ["STATES", "QueuedJob", "delete", "jobs", "run_now"]
 
@@ -170,8 +171,22 @@ def delete(queue: str, job_id: str) -> QueuedJob:
     for state, where in (("waiting", key), ("delayed", f"{key}.DQ")):
         data = broker.client.eval(_TAKE, 2, where, f"{where}.msgs", job_id)
         if data:
+            _give_back(broker, data)
             return _job(queue, state, job_id, data)
     raise _gone(queue, job_id)
+
+
+def _give_back(broker: Any, data: bytes) -> None:
+    """A deleted job of an actor with per-key limits gives its slot back (the next of its key goes)."""
+    from .keying import enqueue_pumped, keyed_of, limits_of
+
+    message = dramatiq.Message.decode(data)
+    limits = limits_of(message.actor_name)
+    if limits is not None and message.options.get(ADMITTED):
+        keyed = keyed_of(broker)
+        pumped = keyed.release([(message.actor_name, limits.key(message), message.message_id)])
+        enqueue_pumped(broker, keyed, pumped)
+        keyed.release([])  # confirm what was pumped now
 
 
 def run_now(queue: str, job_id: str) -> QueuedJob:

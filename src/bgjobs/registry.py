@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from .errors import ConfigurationError
 
-__all__ = ["QUEUES", "Declared", "declare", "registered"]
+__all__ = ["QUEUES", "Declared", "declare", "declared", "registered"]
 
 #: One queue per family, so operators can run separate pools with ``-Q``.
 QUEUES = ("default", "notifications", "webhooks", "payouts", "exports", "cleanup")
@@ -48,3 +48,9 @@ def registered() -> dict[str, Any]:
     """Every actor declared so far, by name."""
     with _lock:
         return dict(_actors)
+
+
+def declared(name: str) -> Any:
+    """The actor declared under ``name``, or None: one lookup, for the worker's per-message hooks
+    (a dict read is atomic; :func:`registered` copies the whole registry)."""
+    return _actors.get(name)
