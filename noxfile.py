@@ -79,7 +79,7 @@ def bench(session: nox.Session) -> None:
     _locked(session, "dev")
     scripts = ("overhead", "tracing", "latency", "fanout", "outbox", "notifications", "failover", "webhooks",
                "webhook_fairness", "payouts", "exports", "cleanup", "deadletters", "imports",
-               "console", "replicas", "batches", "batch_chaos", "controls")  # fmt: skip
+               "console", "replicas", "batches", "batch_chaos", "controls", "key_limits")  # fmt: skip
     for script in scripts:
         session.run("python", f"benchmarks/{script}.py", *session.posargs)
 

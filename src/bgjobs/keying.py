@@ -82,11 +82,13 @@ def admit_keyed(
         keyed.declare(message.actor_name, limits.declaration())
         # As an enqueue would: joins the open batch, carries the trace; the Redis id is the one its
         # queue will know it by if it leaves its lane (a send that goes now gets a fresh one)
+        # (a copy: the Redis id of a message a worker took is the one it is acked by)
         broker.emit_before("enqueue", message, None)
         message.options[ADMITTED] = 1
-        message.options["redis_message_id"] = redis_id = str(uuid4())
+        redis_id = str(uuid4())
         key = limits.key(message)
-        found = entry(message.actor_name, key, message.queue_name, redis_id, message.encode())
+        lane = message.copy(options={"redis_message_id": redis_id})
+        found = entry(message.actor_name, key, message.queue_name, redis_id, lane.encode())
         items.append((message.actor_name, key, message.message_id, found))
     verdicts: list[bool] = []
     pumped: list[bytes] = []

@@ -17,7 +17,7 @@ from bgjobs.testing import JobsHarness
 from tests.support import batch_actors
 from tests.support.batch_actors import Item, capped_item, rated_item
 from tests.support.peaks import peak_per_key
-from tests.support.workers import WorkerProcess, wait_for
+from tests.support.workers import WorkerProcess, start_worker, wait_for
 
 
 def _runs(prefix: str) -> list[str]:
@@ -156,3 +156,18 @@ def test_jobs_waiting_for_their_key_belong_to_the_batch_they_were_sent_in(stub: 
     stub.worker.resume()
     wait_for(lambda: batches.status(b.id).state == "done", timeout=30, what="the batch to complete")
     assert batches.status(b.id).succeeded == 5 and len(_runs("capped b start")) == 5
+
+
+def test_a_delayed_job_admitted_by_the_worker_runs_once_and_leaves_nothing_behind(
+    worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    from tests.support.worker_jobs import per_tenant, starts
+
+    client = runtime.current().broker.client
+    start_worker(workers, worker_env, processes=1)
+    for _ in range(3):
+        per_tenant.send({"key": "later", "sleep_s": 0.1}, delay=50)  # admitted when due, one at a time
+    wait_for(lambda: starts("later") == 3, timeout=30, what="three delayed jobs")
+    wait_for(lambda: client.hlen("dramatiq:default.msgs") == 0, timeout=10, what="every job acked")
+    assert not [k for k in client.keys("dramatiq:__acks__.*") if client.scard(k)]
+    assert keyed_of(runtime.current().broker).states("per_tenant") == []
