@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Any
 from uuid import uuid4
 
 import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
-from .keyed_store import Keyed, RedisKeyed, encoded_of, entry, keyed_for
+from .keyed_local import LocalKeyed
+from .keyed_redis import RedisKeyed
+from .keyed_store import Keyed, encoded_of, entry
 from .outage import CONNECTION_ERRORS, report
 from .per_key import ADMITTED, KeyLimits
 
-__all__ = ["PARKED", "SWEEP_S", "KeyedLimits", "admit_keyed", "enqueue_pumped", "keyed_of", "limits_of"]
+__all__ = [
+    "PARKED", "SWEEP_S", "KeyedLimits", "admit_keyed", "enqueue_pumped", "keyed_for", "keyed_of", "limits_of",
+]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.worker")
 
@@ -37,6 +42,19 @@ def limits_of(actor_name: str) -> KeyLimits | None:
     from .registry import declared
 
     return getattr(declared(actor_name), "limits", None)
+
+
+_made: weakref.WeakKeyDictionary[Any, Keyed] = weakref.WeakKeyDictionary()
+
+
+def keyed_for(coordination: Any) -> Keyed:
+    """The per-key limits in ``coordination``'s store (one object per store)."""
+    found = _made.get(coordination)
+    if found is None:
+        redis = getattr(coordination, "client", None) is not None
+        found = RedisKeyed(coordination) if redis else LocalKeyed()
+        _made[coordination] = found
+    return found
 
 
 def keyed_of(broker: dramatiq.Broker) -> Keyed:

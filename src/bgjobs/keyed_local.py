@@ -1,0 +1,159 @@
+"""Per-key limits in this process's memory, for the stub broker and its tests: what
+``keyed.lua`` does on Redis (:mod:`bgjobs.keyed_store`)."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from .keyed_store import LEASE_MS, SEP, STALE_MS, Keyed, KeyState, _now
+
+__all__ = ["LocalKeyed"]
+
+
+class LocalKeyed(Keyed):
+    """The same in memory, for the stub broker and its tests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.declared: dict[str, tuple[int, float, int]] = {}
+        self.limits: dict[str, str] = {}
+        self.slots: dict[tuple[str, str], dict[str, float]] = {}
+        self.turns: dict[tuple[str, str], float] = {}
+        self.lanes: dict[tuple[str, str], deque[str]] = {}
+        self.msgs: dict[str, bytes] = {}
+        self.pumping: dict[str, float] = {}
+        self.due_at: dict[tuple[str, str], float] = {}
+
+    def declare(self, actor: str, declaration: str) -> None:
+        limit, interval, burst = declaration.split()
+        with self.lock:
+            self.declared[actor] = (int(limit), float(interval), int(burst))
+
+    def _limits(self, actor: str, key: str) -> tuple[int, float, int]:
+        limit, interval, burst = self.declared.get(actor, (-1, 0.0, 1))
+        found = self.limits.get(SEP.join([actor, key, "limit"])) or self.limits.get(f"{actor}{SEP}limit")
+        return (int(found) if found is not None else limit,
+                float(self.limits.get(f"{actor}{SEP}interval", interval)),
+                int(self.limits.get(f"{actor}{SEP}burst", burst)))  # fmt: skip
+
+    def _take(self, actor: str, key: str, id: str, now: float) -> float:
+        limit, interval, burst = self._limits(actor, key)
+        slots = self.slots.setdefault((actor, key), {})
+        if limit >= 0:
+            if id in slots:
+                return 0
+            for holder in [h for h, until in slots.items() if until <= now]:
+                del slots[holder]
+            if len(slots) >= limit:
+                return -1
+        if interval > 0:
+            tat = max(self.turns.get((actor, key), 0.0), now)
+            allowed = tat - (burst - 1) * interval
+            if allowed > now:
+                return math.ceil(allowed - now)
+            self.turns[(actor, key)] = tat + interval
+        if limit >= 0:
+            slots[id] = now + LEASE_MS
+        return 0
+
+    def _pump(self, actor: str, key: str, now: float, out: list[bytes]) -> None:
+        lane = self.lanes.get((actor, key))
+        while lane:
+            v = self._take(actor, key, lane[0], now)
+            if v != 0:
+                slots = self.slots.get((actor, key), {})
+                at = now + v if v > 0 else min(slots.values(), default=None)
+                if at is not None:
+                    self.due_at[(actor, key)] = at
+                return
+            id = lane.popleft()
+            self.pumping[id] = now
+            out.append(self.msgs[id])
+        self.lanes.pop((actor, key), None)
+
+    def _confirm(self) -> None:
+        for id in self._take_enqueued():
+            self.pumping.pop(id, None)
+            self.msgs.pop(id, None)
+
+    def admit(self, items: list[tuple[str, str, str, bytes]]) -> tuple[list[bool], list[bytes]]:
+        verdicts: list[bool] = []
+        pumped: list[bytes] = []
+        now = _now()
+        self._confirm()
+        with self.lock:
+            for actor, key, id, encoded in items:
+                lane = self.lanes.get((actor, key))
+                if id in self.msgs:
+                    verdicts.append(False)
+                elif not lane and self._take(actor, key, id, now) == 0:
+                    verdicts.append(True)
+                else:
+                    self.lanes.setdefault((actor, key), deque()).append(id)
+                    self.msgs[id] = encoded
+                    self._pump(actor, key, now, pumped)
+                    verdicts.append(False)
+        return verdicts, pumped
+
+    def release(self, items: list[tuple[str, str, str]]) -> list[bytes]:
+        pumped: list[bytes] = []
+        self._confirm()
+        with self.lock:
+            for actor, key, id in items:
+                self.slots.get((actor, key), {}).pop(id, None)
+                self._pump(actor, key, _now(), pumped)
+        return pumped
+
+    def due(self, *, keys: int = 200, stale_ms: int = STALE_MS) -> list[bytes]:
+        pumped: list[bytes] = []
+        self._confirm()
+        with self.lock:
+            now = _now()
+            for actor, key in [k for k, at in self.due_at.items() if at <= now][:keys]:
+                del self.due_at[(actor, key)]
+                self._pump(actor, key, now, pumped)
+            for id in [i for i, at in self.pumping.items() if at <= now - stale_ms][:100]:
+                self.pumping[id] = now
+                pumped.append(self.msgs[id])
+        return pumped
+
+    def states(self, actor: str, *, limit: int = 100) -> list[KeyState]:
+        with self.lock:
+            keys = {k for (a, k), s in self.slots.items() if a == actor and s}
+            keys |= {k for (a, k), lane in self.lanes.items() if a == actor and lane}
+        return self._states(actor, sorted(keys)[:limit])
+
+    def _states(self, actor: str, keys: list[str]) -> list[KeyState]:
+        now = _now()
+        with self.lock:
+            out = []
+            for k in keys:
+                own = self.limits.get(SEP.join([actor, k, "limit"]))
+                running = sum(1 for until in self.slots.get((actor, k), {}).values() if until > now)
+                waiting = len(self.lanes.get((actor, k), ()))
+                out.append(KeyState(k, running, waiting, None if own is None else int(own)))
+            return out
+
+    def where(self, message_id: str) -> tuple[str, str, str] | None:
+        with self.lock:
+            entry = self.msgs.get(message_id)
+            if entry is None:
+                return None
+            actor, key, _ = entry.split(SEP.encode(), 2)
+            state = "pumping" if message_id in self.pumping else "waiting"
+            return actor.decode(), key.decode(), state
+
+    def overrides(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self.limits)
+
+    def override(self, actor: str, what: str, value: str | None, *, key: str | None = None) -> None:
+        field = SEP.join([actor, *([key] if key is not None else []), what])
+        with self.lock:
+            if value is None:
+                self.limits.pop(field, None)
+            else:
+                self.limits[field] = value
+            for a, k in [k for k, lane in self.lanes.items() if k[0] == actor and lane]:
+                self.due_at[(a, k)] = 0

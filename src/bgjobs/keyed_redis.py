@@ -1,0 +1,137 @@
+"""Per-key limits on Redis: each operation one script, ``keyed.lua`` and its tail (see
+:mod:`bgjobs.keyed_store` for what is kept)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from .keyed_store import LEASE_MS, SEP, STALE_MS, Keyed, KeyState, _now
+
+__all__ = ["RedisKeyed"]
+
+_LIB = resources.files("bgjobs").joinpath("keyed.lua").read_text()
+_ADMIT = """
+local out, pumped = {}, {}
+for i = first, #ARGV, 4 do
+  local actor, key, id, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local lane = base .. actor .. SEP .. key .. SEP .. 'lane'
+  if redis.call('HEXISTS', msgs, id) == 1 then
+    out[#out + 1] = 0
+  elseif redis.call('LLEN', lane) == 0 and take(actor, key, id) == 0 then
+    out[#out + 1] = 1
+  else
+    redis.call('RPUSH', lane, id)
+    redis.call('HSET', msgs, id, entry)
+    redis.call('SADD', base .. actor .. SEP .. 'waiting', key)
+    pump(actor, key, pumped)
+    out[#out + 1] = 0
+  end
+end
+return {out, pumped}
+"""
+_RELEASE = """
+local pumped = {}
+for i = first, #ARGV, 3 do
+  local actor, key, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local slots = base .. actor .. SEP .. key .. SEP .. 'slots'
+  redis.call('ZREM', slots, id)
+  if redis.call('ZCARD', slots) == 0 then redis.call('SREM', base .. actor .. SEP .. 'busy', key) end
+  pump(actor, key, pumped)
+end
+return pumped
+"""
+_DUE = """
+local pumped = {}
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, tonumber(ARGV[first]))) do
+  redis.call('ZREM', due, member)
+  local actor, key = string.match(member, '^(.-)' .. SEP .. '(.*)$')
+  pump(actor, key, pumped)
+end
+local stale = redis.call('ZRANGEBYSCORE', pumping, '-inf', now - tonumber(ARGV[first + 1]), 'LIMIT', 0, 100)
+for _, id in ipairs(stale) do
+  local entry = redis.call('HGET', msgs, id)
+  if entry then
+    redis.call('ZADD', pumping, now, id)
+    pumped[#pumped + 1] = entry
+  else
+    redis.call('ZREM', pumping, id)
+  end
+end
+return pumped
+"""
+
+
+class RedisKeyed(Keyed):
+    def __init__(self, coordination: Any) -> None:
+        super().__init__()
+        self.coordination = coordination
+        self.client = coordination.client
+        #: The Redis broker's namespace and wake cap, when its queues are in this store: jobs
+        #: leaving their lanes are then written onto their queues by the scripts themselves.
+        self.direct: tuple[str, int] | None = None
+        self.base = coordination.key("bgjobs-keyed:")
+        self._admit = self.client.register_script(_LIB + _ADMIT)
+        self._release = self.client.register_script(_LIB + _RELEASE)
+        self._due = self.client.register_script(_LIB + _DUE)
+        self.declared: set[tuple[str, str]] = set()
+
+    def _args(self, *rest: Any) -> list[Any]:
+        done = self._take_enqueued()
+        namespace, wake_cap = self.direct or ("", 0)
+        return [self.base, f"{_now():.3f}", LEASE_MS, namespace, wake_cap, len(done), *done, *rest]
+
+    def declare(self, actor: str, declaration: str) -> None:
+        if (actor, declaration) not in self.declared:
+            self.client.hset(self.base + "declared", actor, declaration)
+            self.declared.add((actor, declaration))
+
+    def admit(self, items: list[tuple[str, str, str, bytes]]) -> tuple[list[bool], list[bytes]]:
+        flat = [v for item in items for v in item]
+        verdicts, pumped = self._admit(args=self._args(*flat))
+        return [bool(v) for v in verdicts], list(pumped)
+
+    def release(self, items: list[tuple[str, str, str]]) -> list[bytes]:
+        return list(self._release(args=self._args(*(v for item in items for v in item))))
+
+    def due(self, *, keys: int = 200, stale_ms: int = STALE_MS) -> list[bytes]:
+        return list(self._due(args=self._args(keys, stale_ms)))
+
+    def states(self, actor: str, *, limit: int = 100) -> list[KeyState]:
+        p = self.base + actor + SEP
+        keys = sorted({k.decode() for k in self.client.sunion(p + "busy", p + "waiting")})[:limit]
+        return self._states(actor, keys)
+
+    def _states(self, actor: str, keys: list[str]) -> list[KeyState]:
+        p = self.base + actor + SEP
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.zcount(p + key + SEP + "slots", _now(), "+inf").llen(p + key + SEP + "lane")
+            pipe.hget(self.base + "limits", f"{actor}{SEP}{key}{SEP}limit")
+        found = pipe.execute()
+        return [KeyState(key, int(found[3 * i]), int(found[3 * i + 1]),
+                         None if found[3 * i + 2] is None else int(found[3 * i + 2]))
+                for i, key in enumerate(keys)]  # fmt: skip
+
+    def where(self, message_id: str) -> tuple[str, str, str] | None:
+        entry = self.client.hget(self.base + "msgs", message_id)
+        if entry is None:
+            return None
+        actor, key, _ = entry.split(SEP.encode(), 2)
+        actor, key = actor.decode(), key.decode()
+        pumping = self.client.zscore(self.base + "pumping", message_id) is not None
+        return actor, key, "pumping" if pumping else "waiting"
+
+    def overrides(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.client.hgetall(self.base + "limits").items()}
+
+    def override(self, actor: str, what: str, value: str | None, *, key: str | None = None) -> None:
+        field = SEP.join([actor, *([key] if key is not None else []), what])
+        p = self.base + actor + SEP
+        if value is None:
+            self.client.hdel(self.base + "limits", field)
+        else:
+            self.client.hset(self.base + "limits", field, value)
+        waiting = self.client.smembers(p + "waiting")
+        if waiting:
+            self.client.zadd(self.base + "due", {f"{actor}{SEP}{k.decode()}": 0 for k in waiting})
