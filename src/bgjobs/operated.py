@@ -19,8 +19,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-import dramatiq
-
+from .hooks import HookedBroker
 from .settings import WorkerSettings
 from .unknown_actors import StandIn
 
@@ -65,7 +64,7 @@ def registered_queues(client: Any, namespace: str, declared: Iterable[str] = ())
     return sorted(found | {q.removesuffix(".DQ") for q in declared})
 
 
-class OperatedBroker(dramatiq.Broker):
+class OperatedBroker(HookedBroker):
     """A broker whose deployment state bgjobs keeps in ``client`` under ``namespace``."""
 
     client: Any
