@@ -71,20 +71,28 @@ def get_dataset(name: str) -> Dataset:
     return found
 
 
-def rows_of(result: Iterable[Any]) -> Iterable[Mapping[str, Any]]:
-    """Rows as mappings, whether they come as mappings, SQLAlchemy rows or models."""
-    for row in result:
-        if isinstance(row, Mapping):
-            yield row
-        elif hasattr(row, "_mapping"):
-            mapping = row._mapping
-            if len(mapping) == 1 and hasattr(row[0], "model_dump"):
-                yield row[0].model_dump()
-            else:
-                yield mapping
-        elif hasattr(row, "model_dump"):
-            yield row.model_dump()
-        else:
-            raise InvalidPayload(
-                f"a dataset row must be a mapping, a row or a model, not {type(row).__name__}"
-            )
+def rows_of(result: Iterable[Any]) -> Iterable[Any]:
+    """Rows as the writers read them: a database result's rows as they are (read by position, the
+    shape decided on the first), mappings, and models as mappings."""
+    found = iter(result)
+    for first in found:
+        if hasattr(first, "_fields") and not (len(first) == 1 and hasattr(first[0], "model_dump")):
+            yield first
+            yield from found  # one result: every row of the same shape
+            return
+        yield _mapping(first)
+        for row in found:
+            yield _mapping(row)
+
+
+def _mapping(row: Any) -> Mapping[str, Any]:
+    if isinstance(row, Mapping):
+        return row
+    if hasattr(row, "_mapping"):
+        mapping = row._mapping
+        if len(mapping) == 1 and hasattr(row[0], "model_dump"):
+            return dict(row[0].model_dump())
+        return dict(mapping)
+    if hasattr(row, "model_dump"):
+        return dict(row.model_dump())
+    raise InvalidPayload(f"a dataset row must be a mapping, a row or a model, not {type(row).__name__}")

@@ -15,9 +15,10 @@ import csv
 import io
 import json
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from json.encoder import encode_basestring
 from typing import Any
 from uuid import UUID
 
@@ -80,12 +81,65 @@ def _numeric(text: str) -> bool:
     return True
 
 
-def _csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator[str]:
+def _text(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA) and not _numeric(value) else value
+
+
+def _moment(value: datetime) -> str:
+    # Naive datetimes are UTC: the text an aware one in UTC writes, without building it
+    return value.isoformat() + ("" if value.tzinfo else "+00:00")
+
+
+def _empty(value: None) -> str:
+    return ""
+
+
+#: The CSV text of a cell by its exact type; other types take :func:`_cell`'s slower path. A
+#: number is never neutralised ("-12.50" is a number), a text is when it could run as a formula.
+_CELLS: dict[type, Callable[[Any], str]] = {
+    int: str, float: str, str: _text, Decimal: lambda v: format(v, "f"), datetime: _moment,
+    date: date.isoformat, type(None): _empty, bool: lambda v: "true" if v else "false",
+}  # fmt: skip
+#: What csv.writer writes as :func:`_cell` would (None as an empty cell, numbers with str()).
+_AS_IS = frozenset({int, float, type(None)})
+#: The JSON text of a value by its exact type; other types take json.dumps of :func:`_value`.
+_JSON: dict[type, Callable[[Any], str]] = {
+    str: encode_basestring, int: int.__repr__, type(None): lambda v: "null",
+    bool: lambda v: "true" if v else "false", Decimal: lambda v: encode_basestring(format(v, "f")),
+    datetime: lambda v: encode_basestring(_moment(v)), date: lambda v: encode_basestring(v.isoformat()),
+}  # fmt: skip
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(_value(value), ensure_ascii=False)
+
+
+def _picker(row: Any, columns: Sequence[str]) -> Callable[[Any], Sequence[Any]]:
+    """How to read a row's values in column order, decided on the first row: a database row by
+    position (its names read once), a mapping by name (a missing column is empty)."""
+    names = getattr(row, "_fields", None)
+    if names is not None and tuple(names) == tuple(columns):
+        return lambda r: r
+    if names is not None and set(columns) <= set(names):
+        at = [list(names).index(c) for c in columns]
+        return lambda r: [r[i] for i in at]
+    if names is not None:
+        return lambda r: [r._mapping.get(c) for c in columns]
+    return lambda r: [r.get(c) for c in columns]
+
+
+def _csv(rows: Iterable[Any], columns: Sequence[str]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(columns)
+    cells, pick = _CELLS.get, None
     for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
+        if pick is None:
+            pick = _picker(row, columns)
+        # int, float, None and a text that cannot be a formula go to the writer as they are (it
+        # writes them as _cell would); only the rest costs a call
+        writer.writerow([v if ((t := type(v)) is str and not v.startswith(_FORMULA)) or t in _AS_IS
+                         else (cells(t) or _cell)(v) for v in pick(row)])  # fmt: skip
         if buffer.tell() >= CHUNK:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -93,11 +147,16 @@ def _csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator[
     yield buffer.getvalue()
 
 
-def _jsonl(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator[str]:
+def _jsonl(rows: Iterable[Any], columns: Sequence[str]) -> Iterator[str]:
     parts: list[str] = []
-    size = 0
+    size, pick, texts = 0, None, _JSON.get
+    # One object per line, its keys written once: '{"id": %s, "name": %s}' filled with each
+    # value's JSON text (what json.dumps(..., ensure_ascii=False) writes, a fifth faster)
+    line_of = "{" + ", ".join(encode_basestring(c).replace("%", "%%") + ": %s" for c in columns) + "}\n"
     for row in rows:
-        line = json.dumps({c: _value(row.get(c)) for c in columns}, ensure_ascii=False) + "\n"
+        if pick is None:
+            pick = _picker(row, columns)
+        line = line_of % tuple([(texts(type(v)) or _json_text)(v) for v in pick(row)])
         parts.append(line)
         size += len(line)
         if size >= CHUNK:
@@ -117,7 +176,8 @@ def _json(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator
 
 
 def encode(fmt: str, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator[bytes]:
-    """``rows`` as ``fmt`` (csv, jsonl or json), in UTF-8 chunks."""
+    """``rows`` (mappings, or database rows naming the columns) as ``fmt`` (csv, jsonl or json), in
+    UTF-8 chunks."""
     writer = {"csv": _csv, "jsonl": _jsonl, "json": _json}[fmt]
     for text in writer(rows, columns):
         if text:
