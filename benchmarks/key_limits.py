@@ -91,29 +91,11 @@ def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
                             start_new_session=True)  # fmt: skip
 
 
-def _children(parent: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                found.add(int(stat.parent.name))
-        except (OSError, ValueError):
-            continue
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-
-
 def chaos(env: dict[str, str], kills: int) -> tuple[dict[str, int], list[float], int]:
     """Peak running per tenant, seconds from each kill to its killed jobs' next starts, jobs run."""
     from bgjobs import runtime
     from tests.support.batch_actors import Item, capped_item
-    from tests.support.peaks import peak_per_key
+    from tests.support.peaks import alive, children, peak_per_key
 
     runtime.reset()
     runtime.current().broker.client.flushdb()
@@ -134,11 +116,11 @@ def chaos(env: dict[str, str], kills: int) -> tuple[dict[str, int], list[float],
         for _ in range(kills):
             time.sleep(random.uniform(0.5, 1.5))
             victim = random.randrange(3)
-            gone = _children(procs[victim].pid)
+            gone = children(procs[victim].pid)
+            at = time.time()  # a job its process never ended ran until the kill, not until it was seen gone
             os.killpg(procs[victim].pid, signal.SIGKILL)
             procs[victim].wait()
-            at = time.time()
-            while any(_alive(pid) for pid in gone):
+            while any(alive(pid) for pid in gone):
                 time.sleep(0.001)
             seen = lines()
             killed.update(dict.fromkeys(gone, at))

@@ -26,10 +26,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import dramatiq
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import SkipMessage
 
 from .errors import ConfigurationError
 from .outage import CONNECTION_ERRORS, report
+from .releasing import ReleasedWhenDone
 
 if TYPE_CHECKING:
     from .typed import TypedActor
@@ -231,7 +232,7 @@ def admit(
     return sent, answers
 
 
-class Uniqueness(Middleware):
+class Uniqueness(ReleasedWhenDone):
     """In the worker: skips a job whose key a later send took over (``replace``, debounce), and
     gives the key up when the job finishes (succeeded, dead-lettered, or skipped)."""
 
@@ -246,22 +247,7 @@ class Uniqueness(Middleware):
             if holder is not None and holder != message.message_id:
                 raise SkipMessage(f"{message.actor_name} {message.message_id} was replaced by {holder}")
 
-    def after_process_message(
-        self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
-        exception: BaseException | None = None,
-    ) -> None:  # fmt: skip
-        if exception is None:
-            self._release(broker, message)
-
-    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        if not message.options.get("bgjobs_parked"):  # skipped into its key's lane: it still waits
-            self._release(broker, message)
-
-    def before_nack(self, broker: dramatiq.Broker, message: Any) -> None:
-        self._release(broker, message)
-
-    @staticmethod
-    def _release(broker: dramatiq.Broker, message: Any) -> None:
+    def release(self, broker: dramatiq.Broker, message: Any) -> None:
         controls = controls_of(message)
         if controls is not None:
             try:

@@ -16,16 +16,17 @@ from typing import Any
 from uuid import uuid4
 
 import dramatiq
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import SkipMessage
 
 from .keyed_local import LocalKeyed
 from .keyed_redis import RedisKeyed
 from .keyed_store import Keyed, encoded_of, entry
 from .outage import CONNECTION_ERRORS, report
 from .per_key import ADMITTED, KeyLimits
+from .releasing import PARKED, ReleasedWhenDone
 
 __all__ = [
-    "PARKED", "SWEEP_S", "KeyedLimits", "admit_keyed", "enqueue_pumped", "keyed_for", "keyed_of", "limits_of",
+    "SWEEP_S", "KeyedLimits", "admit_keyed", "enqueue_pumped", "keyed_for", "keyed_of", "limits_of",
 ]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.worker")
@@ -34,8 +35,6 @@ logger = logging.getLogger("bgjobs.worker")
 SWEEP_S = 0.05
 #: Sends admitted per script call.
 PAGE = 500
-#: Set on a job skipped into its lane: it keeps its unique key (:mod:`bgjobs.controls`).
-PARKED = "bgjobs_parked"
 
 
 def limits_of(actor_name: str) -> KeyLimits | None:
@@ -123,7 +122,7 @@ def admit_keyed(
     return [m for m, go in zip(messages, verdicts, strict=True) if go]
 
 
-class KeyedLimits(Middleware):
+class KeyedLimits(ReleasedWhenDone):
     """In the worker: admits jobs that arrive unadmitted, gives a finished job's slot back (which
     pumps the next of its key), and sweeps for keys whose turn has come."""
 
@@ -141,22 +140,7 @@ class KeyedLimits(Middleware):
         except CONNECTION_ERRORS as exc:  # the store is down: run it (at least once, as everywhere)
             report(exc)
 
-    def after_process_message(
-        self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
-        exception: BaseException | None = None,
-    ) -> None:  # fmt: skip
-        if exception is None:
-            self._release(broker, message)
-
-    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        if not message.options.get(PARKED):
-            self._release(broker, message)
-
-    def before_nack(self, broker: dramatiq.Broker, message: Any) -> None:
-        self._release(broker, message)
-
-    @staticmethod
-    def _release(broker: dramatiq.Broker, message: Any) -> None:
+    def release(self, broker: dramatiq.Broker, message: Any) -> None:
         limits = limits_of(message.actor_name)
         if limits is None:
             return
