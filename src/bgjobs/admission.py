@@ -27,11 +27,13 @@ def admit_all(
     itself. A delayed send of a limited actor is admitted when it is due, by the worker.
     """
     actors = registered()
-    if not any((t := actors.get(m.actor_name)) is not None and (t.controls or t.limits) for m in messages):
+    controlled = {name for name, t in actors.items()
+                  if getattr(t, "controls", None) or getattr(t, "limits", None)}  # fmt: skip
+    if not any(m.actor_name in controlled for m in messages):
         return messages, None
     by_actor: dict[str, list[dramatiq.Message[Any]]] = {}
     for m in messages:
-        if (t := actors.get(m.actor_name)) is not None and t.controls:
+        if getattr(actors.get(m.actor_name), "controls", None) is not None:
             by_actor.setdefault(m.actor_name, []).append(m)
     answers: dict[int, dramatiq.Message[Any]] = {}
     held: set[int] = set()
