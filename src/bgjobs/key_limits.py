@@ -77,21 +77,19 @@ def change(
     actor: str, *, key: str | None = None, limit: int | None = None, rate: str | None = None,
     burst: int | None = None, reset: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Change an actor's limits (or one key's cap) at run time; ``reset`` goes back to what the
-    code declares first. ``limit=0`` holds every job of the actor (or key) in its lane.
+    """Change an actor's limits, or one key's own, at run time; ``reset`` goes back to what the
+    code declares (or, for a key, to the actor's) first. ``limit=0`` holds every job of the actor
+    (or key) in its lane.
 
     Raises:
         NotFound: no such actor with per-key limits.
-        InvalidPayload: a value out of range, a rate that does not parse, a rate for one key,
-            or nothing to change.
+        InvalidPayload: a value out of range, a rate that does not parse, or nothing to change.
     """
     declared = _known(actor)
     if limit is not None and limit < 0:
         raise InvalidPayload(f"limit: {limit}; give 0 (hold every job) or more")
     if burst is not None and burst < 1:
         raise InvalidPayload(f"burst: {burst}; give 1 or more")
-    if key is not None and (rate is not None or burst is not None):
-        raise InvalidPayload("key: a rate is the actor's, for all its keys; give a key with limit only")
     interval = None
     if rate is not None:
         try:
@@ -102,14 +100,18 @@ def change(
         raise InvalidPayload("limit: nothing to change; give limit, rate or burst, or reset")
     keyed = keyed_of(_broker())
     if reset:
-        for what in ("limit", "interval", "burst") if key is None else ("limit",):
+        for what in ("limit", "interval", "burst"):
             keyed.override(actor, what, None, key=key)
     for what, value in (("limit", limit), ("interval", interval), ("burst", burst)):
         if value is not None:
             keyed.override(actor, what, f"{value:g}" if isinstance(value, float) else str(value), key=key)
     enqueue_pumped(_broker(), keyed, keyed.due())  # the waiting keys a change freed start now
-    current = _effective(actor, declared, keyed.overrides())
-    if key is not None:
-        own = keyed.overrides().get(SEP.join([actor, key, "limit"]))
-        current = {"key": key, "limit": current["limit"] if own is None else int(own)}
+    overrides = keyed.overrides()
+    current = _effective(actor, declared, overrides)
+    if key is not None:  # the key's own values where it has them, else the actor's
+        mine = dict(overrides)
+        for what in ("limit", "interval", "burst"):
+            if (own := overrides.get(SEP.join([actor, key, what]))) is not None:
+                mine[f"{actor}{SEP}{what}"] = own
+        current = {"key": key, **_effective(actor, declared, mine)}
     return {"actor": actor, **current}

@@ -22,11 +22,12 @@ local function limits(actor, key)
     local a, b, c = string.match(declared, '^(%S+) (%S+) (%S+)$')
     limit, interval, burst = tonumber(a), tonumber(b), tonumber(c)
   end
-  local o = redis.call('HMGET', base .. 'limits', actor .. SEP .. 'limit', actor .. SEP .. key .. SEP .. 'limit',
-                       actor .. SEP .. 'interval', actor .. SEP .. 'burst')
+  local own = actor .. SEP .. key .. SEP
+  local o = redis.call('HMGET', base .. 'limits', actor .. SEP .. 'limit', own .. 'limit', actor .. SEP .. 'interval',
+                       own .. 'interval', actor .. SEP .. 'burst', own .. 'burst')
   if o[2] then limit = tonumber(o[2]) elseif o[1] then limit = tonumber(o[1]) end
-  if o[3] then interval = tonumber(o[3]) end
-  if o[4] then burst = tonumber(o[4]) end
+  if o[4] then interval = tonumber(o[4]) elseif o[3] then interval = tonumber(o[3]) end
+  if o[6] then burst = tonumber(o[6]) elseif o[5] then burst = tonumber(o[5]) end
   return limit, interval, burst
 end
 

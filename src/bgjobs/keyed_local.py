@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from .keyed_store import LEASE_MS, SEP, STALE_MS, Keyed, KeyState, _now
+from .keyed_store import LEASE_MS, SEP, STALE_MS, Keyed, KeyState, _now, own_state
 
 __all__ = ["LocalKeyed"]
 
@@ -32,10 +32,12 @@ class LocalKeyed(Keyed):
 
     def _limits(self, actor: str, key: str) -> tuple[int, float, int]:
         limit, interval, burst = self.declared.get(actor, (-1, 0.0, 1))
-        found = self.limits.get(SEP.join([actor, key, "limit"])) or self.limits.get(f"{actor}{SEP}limit")
-        return (int(found) if found is not None else limit,
-                float(self.limits.get(f"{actor}{SEP}interval", interval)),
-                int(self.limits.get(f"{actor}{SEP}burst", burst)))  # fmt: skip
+
+        def changed(what: str, declared: float) -> float:
+            found = self.limits.get(SEP.join([actor, key, what]), self.limits.get(f"{actor}{SEP}{what}"))
+            return declared if found is None else float(found)
+
+        return int(changed("limit", limit)), changed("interval", interval), int(changed("burst", burst))
 
     def _take(self, actor: str, key: str, id: str, now: float) -> float:
         limit, interval, burst = self._limits(actor, key)
@@ -129,10 +131,9 @@ class LocalKeyed(Keyed):
         with self.lock:
             out = []
             for k in keys:
-                own = self.limits.get(SEP.join([actor, k, "limit"]))
+                own = [self.limits.get(SEP.join([actor, k, w])) for w in ("limit", "interval", "burst")]
                 running = sum(1 for until in self.slots.get((actor, k), {}).values() if until > now)
-                waiting = len(self.lanes.get((actor, k), ()))
-                out.append(KeyState(k, running, waiting, None if own is None else int(own)))
+                out.append(own_state(k, running, len(self.lanes.get((actor, k), ())), own))
             return out
 
     def where(self, message_id: str) -> tuple[str, str, str] | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from .keyed_store import LEASE_MS, SEP, STALE_MS, Keyed, KeyState, _now
+from .keyed_store import LEASE_MS, SEP, STALE_MS, Keyed, KeyState, _now, own_state
 
 __all__ = ["RedisKeyed"]
 
@@ -107,10 +107,10 @@ class RedisKeyed(Keyed):
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.zcount(p + key + SEP + "slots", _now(), "+inf").llen(p + key + SEP + "lane")
-            pipe.hget(self.base + "limits", f"{actor}{SEP}{key}{SEP}limit")
+            own = SEP.join([actor, key, ""])
+            pipe.hmget(self.base + "limits", [own + "limit", own + "interval", own + "burst"])
         found = pipe.execute()
-        return [KeyState(key, int(found[3 * i]), int(found[3 * i + 1]),
-                         None if found[3 * i + 2] is None else int(found[3 * i + 2]))
+        return [own_state(key, int(found[3 * i]), int(found[3 * i + 1]), found[3 * i + 2])
                 for i, key in enumerate(keys)]  # fmt: skip
 
     def where(self, message_id: str) -> tuple[str, str, str] | None:

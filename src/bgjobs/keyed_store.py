@@ -21,8 +21,9 @@ import abc
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["LEASE_MS", "SEP", "STALE_MS", "KeyState", "Keyed", "encoded_of", "entry"]
+__all__ = ["LEASE_MS", "SEP", "STALE_MS", "KeyState", "Keyed", "encoded_of", "entry", "own_state"]
 
 #: A slot whose job never finished (its message lost outside bgjobs) is freed after this long.
 LEASE_MS = 6 * 3_600_000
@@ -41,12 +42,22 @@ def encoded_of(entry: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class KeyState:
-    """One key of an actor: how many slots are held, how many jobs wait, and its own cap if set."""
+    """One key of an actor: how many slots are held, how many jobs wait, and its own cap and rate
+    (a rate as its milliseconds between starts) where they were changed for it alone."""
 
     key: str
     running: int
     waiting: int
     limit: int | None = None
+    interval_ms: float | None = None
+    burst: int | None = None
+
+
+def own_state(key: str, running: int, waiting: int, own: list[Any]) -> KeyState:
+    """A key's state from its own (limit, interval, burst) overrides, each None or text."""
+    limit, interval, burst = (None if v is None else float(v) for v in own)
+    return KeyState(key, running, waiting, None if limit is None else int(limit), interval,
+                    None if burst is None else int(burst))  # fmt: skip
 
 
 def _now() -> float:

@@ -22,9 +22,10 @@ def _show(args: argparse.Namespace) -> int:
         elif not found:
             print(f"no key of {args.actor} holds a slot or has jobs waiting")
         else:
-            busy = [(k["key"], k["running"], k["waiting"], "" if k["limit"] is None else k["limit"])
-                    for k in found]  # fmt: skip
-            print(table(("key", "running", "waiting", "own limit"), busy))
+            busy = [(k["key"], k["running"], k["waiting"], "" if k["limit"] is None else k["limit"],
+                     "" if not k["interval_ms"] else f"{60_000 / k['interval_ms']:g}/m",
+                     "" if k["burst"] is None else k["burst"]) for k in found]  # fmt: skip
+            print(table(("key", "running", "waiting", "own limit", "own rate", "own burst"), busy))
         return 0
     actors = overview()
     if args.json:
@@ -63,14 +64,14 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     show.add_argument("actor", nargs="?", help="one actor: its keys holding slots or with jobs waiting")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=_show)
-    change = actions.add_parser("set", help="change an actor's cap, rate or burst, or one key's cap")
+    change = actions.add_parser("set", help="change an actor's cap, rate or burst, or one key's own")
     change.add_argument("actor", help="the actor's name")
-    change.add_argument("--key", help="one key's cap (the key as `bgjobs limits show ACTOR` lists it)")
+    change.add_argument("--key", help="one key's own limits (the key as `bgjobs limits show ACTOR` lists it)")
     change.add_argument("--limit", type=int, help="jobs at once per key; 0 holds every job in its lane")
     change.add_argument("--rate", help="starts per key, like 100/m or 5/s")
     change.add_argument("--burst", type=int, help="starts a key may take at once before its rate applies")
     change.set_defaults(func=_change)
     reset = actions.add_parser("reset", help="back to what the code declares")
     reset.add_argument("actor", help="the actor's name")
-    reset.add_argument("--key", help="only this key's own cap")
+    reset.add_argument("--key", help="only this key's own limits (it takes the actor's again)")
     reset.set_defaults(func=_change)

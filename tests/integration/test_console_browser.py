@@ -454,7 +454,7 @@ def test_a_key_is_held_from_the_limits_page_its_jobs_wait_explained_and_run_once
     page.reload()
     row = page.locator("section[data-actor='per_tenant'] tr[data-key='t7']")
     assert row.locator("td").nth(2).inner_text() == "2"  # waiting
-    assert row.locator("td").nth(3).inner_text().startswith("0")  # its own cap, with Reset
+    assert row.locator("td").nth(3).inner_text().startswith("cap 0")  # its own cap, with Reset
     _shot(page, "laptop-limits-held")
     page.goto(console + f"/jobs/{sent[1].message_id}")
     assert "key t7 of per_tenant is at its cap: 0 of 0 running" in page.locator("ul.explanation").inner_text()

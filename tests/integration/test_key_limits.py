@@ -50,6 +50,17 @@ def test_a_rate_per_key_spaces_the_starts_and_keys_do_not_share_it(stub: JobsHar
     assert b < a[2]  # key b has its own turns
 
 
+def test_one_key_s_own_rate_spaces_that_key_only(stub: JobsHarness) -> None:
+    keyed = keyed_of(stub.broker)
+    keyed.override("rated_item", "interval", "500", key="slow")  # 2/s for this key, 10/s for the others
+    sent_at = time.time()
+    rated_item.send_many([Item(key="slow", children=n) for n in range(3)] + [Item(key="a", children=0)])
+    wait_for(lambda: len(_runs("rated")) == 4, timeout=30, what="four starts")
+    slow = sorted(float(line.split()[2]) for line in _runs("rated slow"))
+    assert slow[-1] - sent_at >= 1.0  # the third of "slow" waited two of its own turns
+    assert keyed.state("rated_item", "slow").interval_ms == 500.0
+
+
 def test_a_limit_changed_at_run_time_holds_a_key_and_then_lets_it_go(stub: JobsHarness) -> None:
     keyed = keyed_of(stub.broker)
     keyed.override("capped_item", "limit", "0", key="held")
