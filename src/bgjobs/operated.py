@@ -19,7 +19,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from .hooks import HookedBroker
+import dramatiq
+
 from .settings import WorkerSettings
 from .unknown_actors import StandIn
 
@@ -64,7 +65,7 @@ def registered_queues(client: Any, namespace: str, declared: Iterable[str] = ())
     return sorted(found | {q.removesuffix(".DQ") for q in declared})
 
 
-class OperatedBroker(HookedBroker):
+class OperatedBroker(dramatiq.Broker):
     """A broker whose deployment state bgjobs keeps in ``client`` under ``namespace``."""
 
     client: Any
