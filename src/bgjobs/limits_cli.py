@@ -48,7 +48,7 @@ def _change(args: argparse.Namespace) -> int:
     reset = args.limits_command == "reset"
     given = {} if reset else {"limit": args.limit, "rate": args.rate, "burst": args.burst}
     done = change(args.actor, key=args.key, reset=reset, **given)
-    detail = ", ".join(f"{k}={v}" for k, v in done.items())
+    detail = ", ".join(f"{k}={'none' if v is None else v}" for k, v in done.items() if k != "actor")
     resource = f"limits:{args.actor}" + (f"/{args.key}" if args.key else "")
     record(who=f"cli:{getpass.getuser()}", action="reset-limit" if reset else "set-limit", resource=resource,
            result="ok", detail=detail)  # fmt: skip

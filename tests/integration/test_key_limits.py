@@ -177,3 +177,28 @@ def test_a_delayed_job_admitted_by_the_worker_runs_once_and_leaves_nothing_behin
     wait_for(lambda: client.hlen("dramatiq:default.msgs") == 0, timeout=10, what="every job acked")
     assert not [k for k in client.keys("dramatiq:__acks__.*") if client.scard(k)]
     assert keyed_of(runtime.current().broker).states("per_tenant") == []
+
+
+def test_bgjobs_limits_shows_sets_and_resets_from_the_command_line_and_audits_it(
+    worker_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bgjobs import cli
+    from bgjobs.audit import entries
+    from tests.support.worker_jobs import per_tenant
+
+    assert cli.main(["limits", "set", "per_tenant", "--key", "t1", "--limit", "0"]) == 0
+    assert capsys.readouterr().out.startswith("per_tenant: key=t1, limit=0, rate=none, burst=1;")
+    per_tenant.send({"key": "t1"})
+    assert cli.main(["limits", "show"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    (row,) = [line for line in shown if line.startswith("per_tenant ")]
+    assert row.split()[1:3] == ["key", "1"] and "t1 limit" in row  # its cap, and what was changed
+    assert cli.main(["limits", "show", "per_tenant"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split()[:4] == ["t1", "0", "1", "0"]
+    assert cli.main(["limits", "set", "nobody", "--limit", "1"]) == 2
+    assert "no actor 'nobody' with per-key limits" in capsys.readouterr().err
+    assert cli.main(["limits", "reset", "per_tenant", "--key", "t1"]) == 0
+    done = [(e.who.split(":")[0], e.action, e.resource) for e in entries()
+            if e.resource.startswith("limits:")]  # fmt: skip
+    assert done == [("cli", "reset-limit", "limits:per_tenant/t1"),
+                    ("cli", "set-limit", "limits:per_tenant/t1")]  # fmt: skip
