@@ -136,6 +136,12 @@ class LocalKeyed(Keyed):
                 out.append(own_state(k, running, len(self.lanes.get((actor, k), ())), own))
             return out
 
+    def movable(self) -> int:
+        """Jobs waiting in lanes whose keys are not held (a cap of 0): ones that will still go."""
+        with self.lock:
+            return sum(len(lane) for (actor, key), lane in self.lanes.items()
+                       if self._limits(actor, key)[0] != 0)  # fmt: skip
+
     def where(self, message_id: str) -> tuple[str, str, str] | None:
         with self.lock:
             entry = self.msgs.get(message_id)

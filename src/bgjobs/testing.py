@@ -62,14 +62,21 @@ class JobsHarness:
     storage: MemoryStorage = field(default_factory=MemoryStorage)
 
     def drain(self, timeout_ms: int = 10_000) -> None:
-        """Wait until every queue is empty and every worker thread idle (retries included)."""
+        """Wait until every queue is empty and every worker thread idle (retries included), and no
+        job waits for its key's turn (per-key limits; a key held at a cap of 0 stays held)."""
+        from .keyed_local import LocalKeyed
+        from .keying import keyed_of
+
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             for queue in self.broker.get_declared_queues():
                 self.broker.join(queue, timeout=timeout_ms, fail_fast=False)
             self.worker.join()
+            keyed = keyed_of(self.broker)
             if all(q.unfinished_tasks == 0 for q in self.broker.queues.values()):
-                return
+                if not isinstance(keyed, LocalKeyed) or not keyed.movable():
+                    return
+                time.sleep(0.01)  # the worker's sweeper moves them as their turns come
             if time.monotonic() > deadline:
                 raise TimeoutError(f"queues not drained within {timeout_ms} ms")
 

@@ -50,6 +50,14 @@ def test_a_rate_per_key_spaces_the_starts_and_keys_do_not_share_it(stub: JobsHar
     assert b < a[2]  # key b has its own turns
 
 
+def test_drain_waits_for_jobs_waiting_for_their_turns_but_not_for_a_held_key(stub: JobsHarness) -> None:
+    keyed_of(stub.broker).override("capped_item", "limit", "0", key="held")
+    rated_item.send_many([Item(key="d", children=n) for n in range(5)])  # 10/s: half a second
+    capped_item.send(Item(key="held"))
+    stub.drain()
+    assert len(_runs("rated d")) == 5 and _runs("capped held") == []
+
+
 def test_one_key_s_own_rate_spaces_that_key_only(stub: JobsHarness) -> None:
     keyed = keyed_of(stub.broker)
     keyed.override("rated_item", "interval", "500", key="slow")  # 2/s for this key, 10/s for the others
