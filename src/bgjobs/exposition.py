@@ -20,7 +20,7 @@ from .redis_connections import client_for, is_redis_url
 if TYPE_CHECKING:
     from .operated import OperatedBroker
 
-__all__ = ["CircuitCollector", "QueueCollector", "scrape", "serve_metrics"]
+__all__ = ["CircuitCollector", "KeyCollector", "QueueCollector", "scrape", "serve_metrics"]
 
 logger = logging.getLogger("bgjobs.metrics")
 
@@ -94,6 +94,36 @@ class CircuitCollector:
         yield family
 
 
+class KeyCollector:
+    """Per-key limits from the coordination store: each limited actor's busy keys and the jobs
+    waiting in its keys' lanes (they are in no queue, so the queue gauges do not count them)."""
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from .keying import keyed_of
+
+        busy = GaugeMetricFamily(
+            "bgjobs_keys_busy", "Keys holding a slot of a per-key cap.", labels=["actor"]
+        )
+        waiting = GaugeMetricFamily(
+            "bgjobs_key_waiting", "Jobs waiting in their keys' lanes for a slot or a turn.", labels=["actor"]
+        )
+        try:
+            totals = keyed_of(self.broker).totals()
+        except Exception as exc:
+            logger.error("could not read per-key limits (%s: %s)", type(exc).__name__, exc)
+            return
+        for actor, (keys, jobs) in sorted(totals.items()):
+            busy.add_metric([actor], keys)
+            waiting.add_metric([actor], jobs)
+        yield busy
+        yield waiting
+
+
 def scrape(port: int, *, host: str = "127.0.0.1", timeout: float = 15.0) -> str:
     """Fetch ``/metrics``, waiting for the exposition process (it starts just after the workers)."""
     import time
@@ -137,6 +167,7 @@ def _registry() -> Any:
 
         registry.register(QueueCollector(broker, list(QUEUES)))
         registry.register(CircuitCollector(coordination_for(broker)))
+        registry.register(KeyCollector(broker))
     return registry
 
 

@@ -136,6 +136,14 @@ class LocalKeyed(Keyed):
                 out.append(own_state(k, running, len(self.lanes.get((actor, k), ())), own))
             return out
 
+    def totals(self) -> dict[str, tuple[int, int]]:
+        now = _now()
+        with self.lock:
+            return {actor: (sum(1 for (a, _), slots in self.slots.items()
+                                if a == actor and any(until > now for until in slots.values())),
+                            sum(len(lane) for (a, _), lane in self.lanes.items() if a == actor))
+                    for actor in self.declared}  # fmt: skip
+
     def movable(self) -> int:
         """Jobs waiting in lanes whose keys are not held (a cap of 0): ones that will still go."""
         with self.lock:

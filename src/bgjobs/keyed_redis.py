@@ -30,6 +30,17 @@ for i = first, #ARGV, 4 do
 end
 return {out, pumped}
 """
+_TOTALS = """
+local base, SEP, out = ARGV[1], '\\31', {}
+for _, actor in ipairs(redis.call('HKEYS', base .. 'declared')) do
+  local waiting = 0
+  for _, key in ipairs(redis.call('SMEMBERS', base .. actor .. SEP .. 'waiting')) do
+    waiting = waiting + redis.call('LLEN', base .. actor .. SEP .. key .. SEP .. 'lane')
+  end
+  out[#out + 1] = {actor, redis.call('SCARD', base .. actor .. SEP .. 'busy'), waiting}
+end
+return out
+"""
 _RELEASE = """
 local pumped = {}
 for i = first, #ARGV, 3 do
@@ -74,6 +85,7 @@ class RedisKeyed(Keyed):
         self._admit = self.client.register_script(_LIB + _ADMIT)
         self._release = self.client.register_script(_LIB + _RELEASE)
         self._due = self.client.register_script(_LIB + _DUE)
+        self._totals = self.client.register_script(_TOTALS)
         self.declared: set[tuple[str, str]] = set()
 
     def _args(self, *rest: Any) -> list[Any]:
@@ -112,6 +124,10 @@ class RedisKeyed(Keyed):
         found = pipe.execute()
         return [own_state(key, int(found[3 * i]), int(found[3 * i + 1]), found[3 * i + 2])
                 for i, key in enumerate(keys)]  # fmt: skip
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        found = self._totals(args=[self.base])
+        return {actor.decode(): (int(busy), int(waiting)) for actor, busy, waiting in found}
 
     def where(self, message_id: str) -> tuple[str, str, str] | None:
         entry = self.client.hget(self.base + "msgs", message_id)

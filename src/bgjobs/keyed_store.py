@@ -112,6 +112,10 @@ class Keyed(abc.ABC):
     def _states(self, actor: str, keys: list[str]) -> list[KeyState]: ...
 
     @abc.abstractmethod
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """For each actor that declared limits: (keys holding slots, jobs waiting in lanes)."""
+
+    @abc.abstractmethod
     def where(self, message_id: str) -> tuple[str, str, str] | None:
         """(actor, key, "waiting" or "pumping") for a job in a lane; None elsewhere."""
 

@@ -210,3 +210,20 @@ def test_bgjobs_limits_shows_sets_and_resets_from_the_command_line_and_audits_it
             if e.resource.startswith("limits:")]  # fmt: skip
     assert done == [("cli", "reset-limit", "limits:per_tenant/t1"),
                     ("cli", "set-limit", "limits:per_tenant/t1")]  # fmt: skip
+
+
+def test_the_busy_keys_and_the_waiting_jobs_are_gauges_read_at_scrape_time(
+    worker_env: dict[str, str],
+) -> None:
+    from bgjobs.exposition import KeyCollector
+    from tests.support.worker_jobs import per_tenant
+
+    broker = runtime.current().broker
+    keyed_of(broker).override("per_tenant", "limit", "0", key="t9")
+    for key in ("t8", "t9", "t9"):  # t8 takes its slot; t9 is held: both of its jobs wait
+        per_tenant.send({"key": key})
+    busy, waiting = KeyCollector(broker).collect()
+    assert [(s.name, s.labels, s.value) for s in busy.samples] == [
+        ("bgjobs_keys_busy", {"actor": "per_tenant"}, 1)
+    ]
+    assert [(s.labels, s.value) for s in waiting.samples] == [({"actor": "per_tenant"}, 2)]
