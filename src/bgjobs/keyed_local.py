@@ -75,9 +75,12 @@ class LocalKeyed(Keyed):
         self.lanes.pop((actor, key), None)
 
     def _confirm(self) -> None:
-        for id in self._take_enqueued():
-            self.pumping.pop(id, None)
-            self.msgs.pop(id, None)
+        done = self._take_enqueued()
+        if done:
+            with self.lock:
+                for id in done:
+                    self.pumping.pop(id, None)
+                    self.msgs.pop(id, None)
 
     def admit(self, items: list[tuple[str, str, str, bytes]]) -> tuple[list[bool], list[bytes]]:
         verdicts: list[bool] = []
