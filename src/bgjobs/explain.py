@@ -42,13 +42,14 @@ def explain(message_id: str) -> list[str]:
                      f"(bgjobs dead-letters requeue {message_id})")  # fmt: skip
     except InvalidPayload:
         pass
-    lines += _in_lane(broker, message_id)
+    in_lane = _in_lane(broker, message_id)
+    lines += in_lane
     if isinstance(broker, BgjobsRedisBroker):
         lines += _queued(broker, message_id)
     if not lines:
         lines.append(f"no trace of {message_id}: it finished (finished jobs are not kept), or it is not "
                      "an id send() returned")  # fmt: skip
-    if not isinstance(broker, BgjobsRedisBroker):
+    if not isinstance(broker, BgjobsRedisBroker) and not in_lane:
         lines.append("RabbitMQ cannot show a queued message without taking it: if it is waiting, "
                      "`bgjobs status` has its queue's size")  # fmt: skip
     return lines

@@ -40,29 +40,27 @@ def _effective(actor: str, declared: Any, overrides: dict[str, str]) -> dict[str
 
 
 def overview() -> list[dict[str, Any]]:
-    """Each actor with per-key limits: its key fields, declared and current limits, and its keys
-    holding slots or with jobs waiting (the 100 first)."""
+    """Each actor with per-key limits: its key fields, declared and current limits, how many keys
+    hold slots and jobs wait, and its 100 busiest keys."""
     keyed = keyed_of(_broker())
-    overrides = keyed.overrides()
+    overrides, totals = keyed.overrides(), keyed.totals()
     out = []
     for actor, declared in _limited().items():
-        states = keyed.states(actor)
+        busy, waiting = totals.get(actor, (0, 0))
         out.append({
             "actor": actor, "key": list(declared.fields),
             "declared": _effective(actor, declared, {}), "current": _effective(actor, declared, overrides),
             "changed": sorted(f.split(SEP, 1)[1].replace(SEP, " ") for f in overrides
                               if f.startswith(actor + SEP)),
-            "keys": [s.__dict__ for s in sorted(states, key=lambda s: (-s.waiting, -s.running, s.key))],
-            "waiting": sum(s.waiting for s in states),
+            "keys": [s.__dict__ for s in keyed.states(actor)], "busy_keys": busy, "waiting": waiting,
         })  # fmt: skip
     return out
 
 
 def keys(actor: str) -> list[dict[str, Any]]:
-    """The actor's keys holding slots or with jobs waiting, most waiting first."""
+    """The actor's 1,000 busiest keys holding slots or with jobs waiting, most waiting first."""
     _known(actor)
-    states = keyed_of(_broker()).states(actor, limit=1000)
-    return [s.__dict__ for s in sorted(states, key=lambda s: (-s.waiting, -s.running, s.key))]
+    return [s.__dict__ for s in keyed_of(_broker()).states(actor, limit=1000)]
 
 
 def _known(actor: str) -> Any:

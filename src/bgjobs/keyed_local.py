@@ -123,11 +123,10 @@ class LocalKeyed(Keyed):
                 pumped.append(self.msgs[id])
         return pumped
 
-    def states(self, actor: str, *, limit: int = 100) -> list[KeyState]:
+    def _keys(self, actor: str) -> set[str]:
         with self.lock:
             keys = {k for (a, k), s in self.slots.items() if a == actor and s}
-            keys |= {k for (a, k), lane in self.lanes.items() if a == actor and lane}
-        return self._states(actor, sorted(keys)[:limit])
+            return keys | {k for (a, k), lane in self.lanes.items() if a == actor and lane}
 
     def _states(self, actor: str, keys: list[str]) -> list[KeyState]:
         now = _now()

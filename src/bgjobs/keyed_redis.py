@@ -109,10 +109,9 @@ class RedisKeyed(Keyed):
     def due(self, *, keys: int = 200, stale_ms: int = STALE_MS) -> list[bytes]:
         return list(self._due(args=self._args(keys, stale_ms)))
 
-    def states(self, actor: str, *, limit: int = 100) -> list[KeyState]:
+    def _keys(self, actor: str) -> set[str]:
         p = self.base + actor + SEP
-        keys = sorted({k.decode() for k in self.client.sunion(p + "busy", p + "waiting")})[:limit]
-        return self._states(actor, keys)
+        return {k.decode() for k in self.client.sunion(p + "busy", p + "waiting")}
 
     def _states(self, actor: str, keys: list[str]) -> list[KeyState]:
         p = self.base + actor + SEP

@@ -27,6 +27,8 @@ __all__ = ["LEASE_MS", "SEP", "STALE_MS", "KeyState", "Keyed", "encoded_of", "en
 
 #: A slot whose job never finished (its message lost outside bgjobs) is freed after this long.
 LEASE_MS = 6 * 3_600_000
+#: At most this many of an actor's busy keys are read to find its busiest.
+READ_KEYS = 10_000
 #: A job pumped out of its lane but not confirmed enqueued this long after is enqueued again.
 STALE_MS = 60_000
 SEP = "\x1f"
@@ -100,8 +102,14 @@ class Keyed(abc.ABC):
     def due(self, *, keys: int = 200, stale_ms: int = STALE_MS) -> list[bytes]:
         """Pump the keys whose turn (or a lapsed slot) has come, and re-send stale pumped jobs."""
 
-    @abc.abstractmethod
     def states(self, actor: str, *, limit: int = 100) -> list[KeyState]:
+        """The actor's keys holding slots or with jobs waiting, most waiting first (then most
+        running): the busiest ``limit`` of the first :data:`READ_KEYS` keys."""
+        found = self._states(actor, sorted(self._keys(actor))[:READ_KEYS])
+        return sorted(found, key=lambda s: (-s.waiting, -s.running, s.key))[:limit]
+
+    @abc.abstractmethod
+    def _keys(self, actor: str) -> set[str]:
         """The actor's keys holding slots or with jobs waiting."""
 
     def state(self, actor: str, key: str) -> KeyState:

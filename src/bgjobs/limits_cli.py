@@ -35,7 +35,7 @@ def _show(args: argparse.Namespace) -> int:
         print("no actor declares concurrency= or rate= (docs/controls.md)")
         return 0
     rows = [(a["actor"], ",".join(a["key"]), a["current"]["limit"] or "-", a["current"]["rate"] or "-",
-             a["current"]["burst"], len(a["keys"]), a["waiting"], " ".join(a["changed"]) or "-")
+             a["current"]["burst"], a["busy_keys"], a["waiting"], " ".join(a["changed"]) or "-")
             for a in actors]  # fmt: skip
     print(table(("actor", "key", "limit", "rate", "burst", "busy keys", "waiting", "changed"), rows))
     return 0

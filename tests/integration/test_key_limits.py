@@ -227,3 +227,16 @@ def test_the_busy_keys_and_the_waiting_jobs_are_gauges_read_at_scrape_time(
         ("bgjobs_keys_busy", {"actor": "per_tenant"}, 1)
     ]
     assert [(s.labels, s.value) for s in waiting.samples] == [({"actor": "per_tenant"}, 2)]
+
+
+def test_the_busiest_keys_come_first_whatever_their_names(stub: JobsHarness) -> None:
+    keyed = keyed_of(stub.broker)
+    stub.worker.pause()
+    keyed.override("capped_item", "limit", "0", key="zz")
+    capped_item.send_many([Item(key="aa", children=0)] + [Item(key="zz", children=n) for n in range(4)])
+    busiest = [(s.key, s.running, s.waiting) for s in keyed.states("capped_item")]
+    assert busiest == [("zz", 0, 4), ("aa", 1, 0)]
+    assert [s.key for s in keyed.states("capped_item", limit=1)] == ["zz"]
+    assert keyed.totals()["capped_item"] == (1, 4)
+    keyed.override("capped_item", "limit", None, key="zz")
+    stub.worker.resume()
