@@ -95,7 +95,8 @@ def chaos(env: dict[str, str], kills: int) -> tuple[dict[str, int], list[float],
     """Peak running per tenant, seconds from each kill to its killed jobs' next starts, jobs run."""
     from bgjobs import runtime
     from tests.support.batch_actors import Item, capped_item
-    from tests.support.peaks import alive, children, peak_per_key
+    from tests.support.peaks import peak_per_key
+    from tests.support.processes import alive, children
 
     runtime.reset()
     runtime.current().broker.client.flushdb()

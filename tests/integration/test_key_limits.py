@@ -16,7 +16,8 @@ from bgjobs.keying import keyed_of
 from bgjobs.testing import JobsHarness
 from tests.support import batch_actors
 from tests.support.batch_actors import Item, capped_item, rated_item
-from tests.support.peaks import alive, children, peak_per_key
+from tests.support.peaks import peak_per_key
+from tests.support.processes import alive, children
 from tests.support.workers import WorkerProcess, start_worker, wait_for
 
 

@@ -11,6 +11,7 @@ import redis
 from bgjobs import deadletters
 from bgjobs.exposition import scrape
 from tests.support import worker_jobs
+from tests.support.processes import children
 from tests.support.workers import HEARTBEAT_TIMEOUT_S, WorkerProcess, broker_client, start_worker, wait_for
 
 
@@ -146,7 +147,7 @@ def test_a_message_that_kills_its_worker_every_time_is_dead_lettered_with_the_re
         started = time.monotonic()
         while w.proc is not None and w.proc.poll() is None and client.zcard("dramatiq:default.XQ") == 0:
             assert time.monotonic() < deadline, f"the poison message was never dead-lettered: {w.output()}"
-            if time.monotonic() - started > 20 and not _children(w.proc.pid):
+            if time.monotonic() - started > 20 and not children(w.proc.pid):
                 # Dramatiq's main process waits for a worker's boot event without a bound on the
                 # event's lock; a worker killed (here by the message) inside Event.set() leaves it
                 # waiting for good, with no child. A supervisor would see it hang, not exit.
@@ -170,17 +171,6 @@ def test_a_message_that_kills_its_worker_every_time_is_dead_lettered_with_the_re
     wait_for(lambda: broker.queue_sizes(["default"])["default"][::3] == (0, 1), timeout=60,
              what="an empty queue and one dead letter")  # fmt: skip
     assert worker_jobs.starts("poison") == 3
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
 
 
 def test_bad_input_is_dead_lettered_on_redis_with_the_field_named_and_never_retried(

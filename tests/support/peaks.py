@@ -4,27 +4,6 @@ themselves (``capped <key> start|end <time> <pid> <n>``), not from anything bgjo
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
-
-
-def children(parent: int) -> set[int]:
-    """The processes whose parent is ``parent`` (a worker command's worker processes)."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                found.add(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running: not gone and not a zombie (a killed worker's children may wait unreaped)."""
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
 
 
 def peak_per_key(lines: list[str], killed: dict[int, float] | None = None) -> dict[str, int]:

@@ -75,6 +75,21 @@ def _stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[1])
 
 
+def children(parent: int) -> set[int]:
+    """The processes whose parent is ``parent`` (a worker command's worker processes)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None and stat[1] == parent:
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running: not gone and not a zombie (a killed worker's children may wait unreaped)."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
 def _command(pid: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
