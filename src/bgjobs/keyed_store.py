@@ -23,7 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LEASE_MS", "SEP", "STALE_MS", "KeyState", "Keyed", "encoded_of", "entry", "own_state"]
+__all__ = [
+    "LEASE_MS", "READ_KEYS", "SEP", "STALE_MS", "KeyState", "Keyed", "encoded_of", "entry", "own_state",
+]  # fmt: skip
 
 #: A slot whose job never finished (its message lost outside bgjobs) is freed after this long.
 LEASE_MS = 6 * 3_600_000
@@ -32,6 +34,8 @@ READ_KEYS = 10_000
 #: A job pumped out of its lane but not confirmed enqueued this long after is enqueued again.
 STALE_MS = 60_000
 SEP = "\x1f"
+
+
 def entry(actor: str, key: str, queue: str, redis_id: str, encoded: bytes) -> bytes:
     """A waiting job as its lane keeps it."""
     return SEP.join([actor, key, queue, redis_id]).encode() + SEP.encode() + encoded

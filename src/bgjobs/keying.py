@@ -26,7 +26,8 @@ from .per_key import ADMITTED, KeyLimits
 from .releasing import PARKED, ReleasedWhenDone
 
 __all__ = [
-    "SWEEP_S", "KeyedLimits", "admit_keyed", "enqueue_pumped", "keyed_for", "keyed_of", "limits_of",
+    "SWEEP_S", "KeyedLimits", "admit_keyed", "enqueue_pumped", "give_back", "keyed_for", "keyed_of",
+    "limits_of",
 ]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.worker")
@@ -56,24 +57,33 @@ def keyed_for(coordination: Any) -> Keyed:
     return found
 
 
+_of_broker: weakref.WeakKeyDictionary[dramatiq.Broker, Keyed] = weakref.WeakKeyDictionary()
+
+
 def keyed_of(broker: dramatiq.Broker) -> Keyed:
-    """The per-key limits of ``broker``'s coordination store; on the Redis broker, whose queues are
-    in that store, jobs leaving their lanes are written onto their queues by the same script."""
+    """The per-key limits of ``broker``'s coordination store (found once per broker: every
+    finished job asks); on the Redis broker, whose queues are in that store, jobs leaving their
+    lanes are written onto their queues by the same script."""
+    found = _of_broker.get(broker)
+    if found is not None:
+        return found
     from .coordination import coordination_for
     from .redis_broker import WAKE_CAP, BgjobsRedisBroker
 
     coordination = coordination_for(broker)
-    keyed = keyed_for(coordination)
+    found = keyed_for(coordination)
     queues = broker if isinstance(broker, BgjobsRedisBroker) else None
-    if isinstance(keyed, RedisKeyed) and queues and getattr(coordination, "client", None) is queues.client:
-        keyed.direct = (queues.namespace, WAKE_CAP)
-    return keyed
+    if isinstance(found, RedisKeyed) and queues and getattr(coordination, "client", None) is queues.client:
+        found.direct = (queues.namespace, WAKE_CAP)
+    _of_broker[broker] = found
+    return found
 
 
-def enqueue_pumped(broker: dramatiq.Broker, keyed: Keyed, pumped: list[bytes]) -> None:
+def enqueue_pumped(broker: dramatiq.Broker, keyed: Keyed, pumped: list[bytes], *, now: bool = False) -> None:
     """Send jobs pumped out of their lanes (elsewhere than on the Redis broker, whose scripts write
-    them onto their queues), then confirm them: a crash between the two sends them again after
-    :data:`~bgjobs.keyed_store.STALE_MS` (at least once)."""
+    them onto their queues), then confirm them with the next call to the store, or at once with
+    ``now`` (a sending process may not call again for a while): a crash between the two sends
+    them again after :data:`~bgjobs.keyed_store.STALE_MS` (at least once)."""
     if not pumped:
         return
     messages = [dramatiq.Message.decode(encoded_of(entry)) for entry in pumped]
@@ -84,6 +94,18 @@ def enqueue_pumped(broker: dramatiq.Broker, keyed: Keyed, pumped: list[bytes]) -
         for message in messages:
             broker.enqueue(message)
     keyed.confirm([m.message_id for m in messages])
+    if now:
+        keyed.release([])
+
+
+def give_back(broker: dramatiq.Broker, message: Any, *, now: bool = False) -> None:
+    """Free the slot ``message`` holds and send the next job of its key (nothing for an actor
+    without limits); ``now`` as for :func:`enqueue_pumped`."""
+    limits = limits_of(message.actor_name)
+    if limits is not None:
+        keyed = keyed_of(broker)
+        pumped = keyed.release([(message.actor_name, limits.key(message), message.message_id)])
+        enqueue_pumped(broker, keyed, pumped, now=now)
 
 
 def admit_keyed(
@@ -97,11 +119,10 @@ def admit_keyed(
         limits = limits_of(message.actor_name)
         assert limits is not None
         keyed.declare(message.actor_name, limits.declaration())
-        # As an enqueue would: joins the open batch, carries the trace; the Redis id is the one its
-        # queue will know it by if it leaves its lane (a send that goes now gets a fresh one)
-        # (a copy: the Redis id of a message a worker took is the one it is acked by)
-        broker.emit_before("enqueue", message, None)
+        broker.emit_before("enqueue", message, None)  # as an enqueue would: its batch, its trace
         message.options[ADMITTED] = 1
+        # The Redis id its queue will know it by if it leaves its lane, on a copy: a message a
+        # worker took keeps the id it is acked by (one that goes now gets a fresh one anyway)
         redis_id = str(uuid4())
         key = limits.key(message)
         lane = message.copy(options={"redis_message_id": redis_id})
@@ -113,9 +134,7 @@ def admit_keyed(
         page_verdicts, page_pumped = keyed.admit(items[start : start + PAGE])
         verdicts += page_verdicts
         pumped += page_pumped
-    enqueue_pumped(broker, keyed, pumped)
-    if pumped:
-        keyed.release([])  # confirm now: a sending process may not call again for a while
+    enqueue_pumped(broker, keyed, pumped, now=True)
     for message, go in zip(messages, verdicts, strict=True):
         if not go:  # accepted, in its lane (one that goes now is enqueued by the caller)
             broker.emit_after("enqueue", message, None)
@@ -141,13 +160,8 @@ class KeyedLimits(ReleasedWhenDone):
             report(exc)
 
     def release(self, broker: dramatiq.Broker, message: Any) -> None:
-        limits = limits_of(message.actor_name)
-        if limits is None:
-            return
-        keyed = keyed_of(broker)
         try:
-            pumped = keyed.release([(message.actor_name, limits.key(message), message.message_id)])
-            enqueue_pumped(broker, keyed, pumped)
+            give_back(broker, message)
         except CONNECTION_ERRORS as exc:  # the slot lapses with its lease instead
             report(exc)
 

@@ -178,15 +178,11 @@ def delete(queue: str, job_id: str) -> QueuedJob:
 
 def _give_back(broker: Any, data: bytes) -> None:
     """A deleted job of an actor with per-key limits gives its slot back (the next of its key goes)."""
-    from .keying import enqueue_pumped, keyed_of, limits_of
+    from .keying import give_back
 
     message = dramatiq.Message.decode(data)
-    limits = limits_of(message.actor_name)
-    if limits is not None and message.options.get(ADMITTED):
-        keyed = keyed_of(broker)
-        pumped = keyed.release([(message.actor_name, limits.key(message), message.message_id)])
-        enqueue_pumped(broker, keyed, pumped)
-        keyed.release([])  # confirm what was pumped now
+    if message.options.get(ADMITTED):
+        give_back(broker, message, now=True)
 
 
 def run_now(queue: str, job_id: str) -> QueuedJob:

@@ -67,12 +67,12 @@ class JobsHarness:
         from .keyed_local import LocalKeyed
         from .keying import keyed_of
 
+        keyed = keyed_of(self.broker)
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             for queue in self.broker.get_declared_queues():
                 self.broker.join(queue, timeout=timeout_ms, fail_fast=False)
             self.worker.join()
-            keyed = keyed_of(self.broker)
             if all(q.unfinished_tasks == 0 for q in self.broker.queues.values()):
                 if not isinstance(keyed, LocalKeyed) or not keyed.movable():
                     return
