@@ -11,7 +11,7 @@ import dramatiq
 
 from .controls import admit
 from .keying import admit_keyed
-from .registry import registered
+from .registry import declared
 
 __all__ = ["admit_all"]
 
@@ -26,10 +26,9 @@ def admit_all(
     debounce; one whose key is at its cap or waits for its turn stays in its key's lane and returns
     itself. A delayed send of a limited actor is admitted when it is due, by the worker.
     """
-    actors = registered()
-    controlled = {name for name, t in actors.items()
-                  if getattr(t, "controls", None) or getattr(t, "limits", None)}  # fmt: skip
-    if not any(m.actor_name in controlled for m in messages):
+    # The senders' actors only: a send_many of one actor looks up one name, not the whole registry
+    actors = {name: t for name in {m.actor_name for m in messages} if (t := declared(name)) is not None}
+    if not any(getattr(t, "controls", None) or getattr(t, "limits", None) for t in actors.values()):
         return messages, None
     by_actor: dict[str, list[dramatiq.Message[Any]]] = {}
     for m in messages:
