@@ -47,15 +47,8 @@ def _value(value: Any) -> Any:
 
 
 def _cell(value: Any) -> str:
-    kind = type(value)
-    if kind is int:
-        return str(value)
-    if kind is str:
-        return "'" + value if value.startswith(_FORMULA) and not _numeric(value) else value  # type: ignore[no-any-return]
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    """The CSV text of a value of a type :data:`_CELLS` does not name (a subclass of int or str,
+    a UUID, a dict): through its JSON value, neutralised if it could run as a formula."""
     value = _value(value)
     text = (
         value
@@ -90,18 +83,15 @@ def _moment(value: datetime) -> str:
     return value.isoformat() + ("" if value.tzinfo else "+00:00")
 
 
-def _empty(value: None) -> str:
-    return ""
-
-
-#: The CSV text of a cell by its exact type; other types take :func:`_cell`'s slower path. A
-#: number is never neutralised ("-12.50" is a number), a text is when it could run as a formula.
-_CELLS: dict[type, Callable[[Any], str]] = {
-    int: str, float: str, str: _text, Decimal: lambda v: format(v, "f"), datetime: _moment,
-    date: date.isoformat, type(None): _empty, bool: lambda v: "true" if v else "false",
-}  # fmt: skip
-#: What csv.writer writes as :func:`_cell` would (None as an empty cell, numbers with str()).
+#: What csv.writer writes as bgjobs would (None as an empty cell, numbers with str()).
 _AS_IS = frozenset({int, float, type(None)})
+#: The CSV text of a cell by its exact type, for the types not :data:`_AS_IS`; others take
+#: :func:`_cell`. A number is never neutralised ("-12.50" is one), a text that could run as a
+#: formula is.
+_CELLS: dict[type, Callable[[Any], str]] = {
+    str: _text, Decimal: lambda v: format(v, "f"), datetime: _moment, date: date.isoformat,
+    bool: lambda v: "true" if v else "false",
+}  # fmt: skip
 #: The JSON text of a value by its exact type; other types take json.dumps of :func:`_value`.
 _JSON: dict[type, Callable[[Any], str]] = {
     str: encode_basestring, int: int.__repr__, type(None): lambda v: "null",
@@ -136,8 +126,8 @@ def _csv(rows: Iterable[Any], columns: Sequence[str]) -> Iterator[str]:
     for row in rows:
         if pick is None:
             pick = _picker(row, columns)
-        # int, float, None and a text that cannot be a formula go to the writer as they are (it
-        # writes them as _cell would); only the rest costs a call
+        # int, float, None and a text that cannot be a formula go to the writer as they are; only
+        # the rest costs a call
         writer.writerow([v if ((t := type(v)) is str and not v.startswith(_FORMULA)) or t in _AS_IS
                          else (cells(t) or _cell)(v) for v in pick(row)])  # fmt: skip
         if buffer.tell() >= CHUNK:
