@@ -20,6 +20,7 @@ from bgjobs.settings import (
     ActorSettings,
     NotificationSettings,
     PayoutSettings,
+    PortalSettings,
     RetrySettings,
     Settings,
     TracingSettings,
@@ -127,14 +128,15 @@ def harness(database_url: str) -> Iterator[Callable[..., JobsHarness]]:
 
     def start(
         *, webhooks: WebhookSettings | None = None, payouts: PayoutSettings | None = None,
-        actors: dict[str, ActorSettings] | None = None, tracing: bool = False, **notification_settings: Any,
+        actors: dict[str, ActorSettings] | None = None, tracing: bool = False,
+        portal: PortalSettings | None = None, **notification_settings: Any,
     ) -> JobsHarness:  # fmt: skip
         settings = Settings(
             broker_url="stub://", database_url=database_url,
             retries=RetrySettings(max_retries=3, min_backoff_ms=10, max_backoff_ms=20, time_limit_ms=60_000),
             notifications=NotificationSettings(**notification_settings),
             webhooks=webhooks or WebhookSettings(), payouts=payouts or PayoutSettings(), actors=actors or {},
-            tracing=TracingSettings(enabled=tracing),
+            tracing=TracingSettings(enabled=tracing), portal=portal or PortalSettings(),
         )  # fmt: skip
         db.upgrade(db.engine_for(database_url))
         context = stub_jobs(settings=settings)

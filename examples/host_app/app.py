@@ -8,7 +8,9 @@ Request handlers do three kinds of enqueueing:
 * work with no transaction of its own (an export) is sent directly;
 * bad input is refused in the request, with the field named, before anything is written.
 
-The operations console is mounted at ``/bgjobs`` behind the app's own login (see ``create_app``).
+The operations console is mounted at ``/bgjobs`` behind the app's own login (see ``create_app``),
+and the tenant portal at ``/portal``: a merchant's account page links to it with a signed link, where
+they manage their webhook endpoints and notification preferences (``BGJOBS_PORTAL__SECRET`` set).
 
 With ``BGJOBS_TRACING__ENABLED=true`` (``pip install 'bgjobs[otel]'``), each request is a span and
 the jobs it queues continue its trace in the worker (docs/observability.md).
@@ -28,7 +30,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, render_template_string, request
 from pydantic import ValidationError
 from sqlalchemy import Numeric
 from sqlmodel import Field, SQLModel, select
@@ -133,7 +135,20 @@ def create_app() -> Flask:
             return False
         return str(user)  # allowed, and named in the console's audit log
 
-    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/bgjobs": wsgi_app(authorize=authorize)})  # type: ignore[method-assign]
+    # The merchant's own account page links to the tenant portal, mounted at /portal: the link is
+    # signed for this merchant (and, for notification preferences, this person) and lasts an hour.
+    from bgjobs import portal
+
+    @app.get("/account")
+    def account() -> tuple[Any, int]:
+        merchant, user = request.headers.get("x-merchant"), request.headers.get("x-user")
+        if not merchant or not user:
+            return "sign in first", 401
+        link = portal.link(merchant, recipient=user, ttl="1h", base_url=request.host_url + "portal")
+        return render_template_string(ACCOUNT, merchant=merchant, link=link), 200
+
+    mounted = {"/bgjobs": wsgi_app(authorize=authorize), "/portal": portal.wsgi_app()}
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, mounted)  # type: ignore[method-assign]
     if runtime.current().settings.tracing.enabled:
         _trace_requests(app)
     return app
@@ -165,6 +180,9 @@ def _trace_requests(app: Flask) -> None:
             span.end()
             context.detach(token)
 
+
+ACCOUNT = """<!doctype html><title>Your account</title><h1>{{ merchant }}</h1>
+<p><a href="{{ link }}">Webhooks and notification settings</a></p>"""
 
 #: Staff who may act in the console (requeue, pause, trigger); every staff user may look.
 ADMINS = frozenset({"ana"})

@@ -66,7 +66,9 @@ def _db_check(args: argparse.Namespace) -> int:
 
 
 #: Commands that read or write bgjobs's tables: they check the database's revision first.
-NEEDS_TABLES = frozenset({"scheduler", "runs", "outbox", "webhooks", "cleanup", "exports", "console"})
+NEEDS_TABLES = frozenset(
+    {"scheduler", "runs", "outbox", "webhooks", "cleanup", "exports", "console", "portal"}
+)
 #: Commands that act on declared jobs, policies or datasets: they import the host's modules first.
 LOADS_JOBS = frozenset({"scheduler", "trigger", "cleanup", "exports", "webhooks", "outbox", "status"})
 
@@ -243,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
     from .exports._cli import register as register_exports
     from .limits_cli import register as register_limits
     from .operator_cli import register as register_operator
+    from .portal._serve import register as register_portal
     from .webhooks._cli import register as register_webhooks
 
     register_operator(commands)
@@ -257,6 +260,7 @@ def _parser() -> argparse.ArgumentParser:
                          "than loopback needs BGJOBS_CONSOLE__TOKEN or a user and password")  # fmt: skip
     console.add_argument("--port", type=int, help="port (BGJOBS_CONSOLE__PORT, 9181)")
     console.set_defaults(func=_console)
+    register_portal(commands)
 
     dev = commands.add_parser("dev", help="run a worker on an embedded Redis and SQLite with sample jobs")
     dev.add_argument("--keep", action="store_true", help="keep running after the sample work (Ctrl-C stops)")

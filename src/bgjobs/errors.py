@@ -38,6 +38,7 @@ __all__ = [
     "InvalidPayload",
     "InvalidSignature",
     "LeaseLost",
+    "LinkRefused",
     "MaybeDelivered",
     "NoPaymentMethod",
     "NotFound",
@@ -66,6 +67,11 @@ class ConfigurationError(BgjobsError):
     A worker never retries it: the message is dead-lettered with this error as
     its reason, so fixing the configuration and requeueing loses nothing.
     """
+
+
+class LinkRefused(BgjobsError):
+    """A portal link the portal does not accept: tampered, signed with an unknown key, expired or
+    revoked. Its message says which, for the person holding it, and nothing more."""
 
 
 class PermanentError(BgjobsError):

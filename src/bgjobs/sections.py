@@ -111,6 +111,10 @@ class DigestRule(BaseModel):
     template: str = "reminder_digest"
 
 
+CategoryName = Literal["transactional", "reminders", "marketing", "operational"]
+_CRITICAL: tuple[CategoryName, ...] = ("transactional", "operational")
+
+
 class NotificationSettings(FamilySettings):
     """Templates, consent, quiet hours and the reminder sweeps."""
 
@@ -151,6 +155,8 @@ class NotificationSettings(FamilySettings):
     #: Digests, by the category or template name they collect (a template's own rule wins over its
     #: category's): a recipient's messages within a window become one (docs/notifications.md).
     digests: dict[str, DigestRule] = Field(default_factory=dict)
+    #: Categories a recipient's preferences cannot turn off (the portal shows them locked).
+    critical: list[CategoryName] = Field(default_factory=lambda: list(_CRITICAL))
 
 
 class PayoutSettings(FamilySettings):

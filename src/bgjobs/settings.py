@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .adapter_sections import LocalStorageSettings, S3Settings, SftpSettings, SmtpSettings
 from .errors import ConfigurationError
+from .portal_sections import PortalSettings
 from .redis_sections import RedisSettings, RedisTlsSettings
 from .sections import (
     ActorSettings,
@@ -55,6 +56,7 @@ __all__ = [
     "OutboxSettings",
     "PayoutSettings",
     "PolicySettings",
+    "PortalSettings",
     "RabbitmqSettings",
     "RedisSettings",
     "RedisTlsSettings",
@@ -130,6 +132,7 @@ class Settings(BaseSettings):
 
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    portal: PortalSettings = Field(default_factory=PortalSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     redis_tls: RedisTlsSettings = Field(default_factory=RedisTlsSettings)
     rabbitmq: RabbitmqSettings = Field(default_factory=RabbitmqSettings)

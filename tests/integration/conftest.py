@@ -1,7 +1,8 @@
-"""Fixtures for tests that run real ``dramatiq bgjobs.actors`` workers on the session's Redis."""
+"""Fixtures for tests that run real workers on the session's Redis, and the browser tests' page."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,39 @@ def stub(harness: Any) -> Iterator[Any]:
     batch_actors.RUNS.clear()
     yield harness()
     batch_actors.RUNS.clear()
+
+
+#: Flags that keep chromium off the network this machine does not have (see the tool library's notes).
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "Debian's chromium is not installed (apt-get install chromium; .ci/run does)"
+    return found
+
+
+@pytest.fixture
+def page(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser page; fails the test on any console error or failed request it saw, but those
+    its ``expected_console_error`` marker names."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        tab = context.new_page()
+        tab.on(
+            "console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+        )
+        tab.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+        tab.on("dialog", lambda d: d.accept())  # confirmations are accepted, as a person would
+        yield tab
+        context.close()
+        browser.close()
+    expected = [m.args[0] for m in request.node.iter_markers("expected_console_error")]
+    assert [e for e in errors if not any(text in e for text in expected)] == []

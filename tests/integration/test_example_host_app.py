@@ -23,7 +23,13 @@ def served(
 ) -> Iterator[tuple[httpx.Client, JobsHarness]]:
     from datetime import time
 
-    jobs = harness(quiet_hours_start=time(0, 0), quiet_hours_end=time(0, 0), tracing=request.param)
+    from pydantic import SecretStr
+
+    from bgjobs.settings import PortalSettings
+
+    portal = PortalSettings(secret=SecretStr("a-portal-key-of-the-host-app"), brand_name="Trips")
+    quiet = {"quiet_hours_start": time(0, 0), "quiet_hours_end": time(0, 0)}
+    jobs = harness(**quiet, tracing=request.param, portal=portal)
     SQLModel.metadata.create_all(db.get_engine(), tables=[Booking.__table__])  # type: ignore[attr-defined]
     server = make_server("127.0.0.1", 0, create_app(), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -121,6 +127,23 @@ def test_the_console_is_mounted_behind_the_app_s_own_login(served: tuple[httpx.C
 
     assert [(e.who, e.action, e.result) for e in reversed(entries())] == [
         ("bob", "trigger", "refused"), ("ana", "trigger", "ok")]  # fmt: skip
+
+
+def test_a_merchant_s_account_page_links_to_the_portal_mounted_in_the_app(
+    served: tuple[httpx.Client, JobsHarness],
+) -> None:
+    client, _ = served
+    assert client.get("/account").status_code == 401
+    page = client.get("/account", headers={"X-Merchant": "merchant-7", "X-User": "ann@example.com"})
+    assert page.status_code == 200
+    link = page.text.split('href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    assert link.startswith(f"{client.base_url}/portal/?token=")
+    landed = client.get(link)
+    assert landed.status_code == 303 and landed.headers["location"] == "/portal/webhooks"
+    shown = client.get("/portal/webhooks")
+    assert shown.status_code == 200 and "Trips" in shown.text and "No endpoints yet" in shown.text
+    assert client.get("/portal/preferences").status_code == 200
+    assert client.get("/portal/static/portal.css").status_code == 200
 
 
 @pytest.mark.parametrize("served", [True], indirect=True)

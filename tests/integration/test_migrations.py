@@ -96,7 +96,7 @@ def test_migrating_an_empty_database_gives_exactly_the_models_schema(database_ur
     assert migrations.current(engine) == migrations.head()
     assert migrations.differences(engine) == []
     names = set(inspect(engine).get_table_names())
-    assert len(names) == 21 and all(n.startswith("bgjobs_") for n in names)
+    assert len(names) == 23 and all(n.startswith("bgjobs_") for n in names)
     # And a second run has nothing to do
     assert db.upgrade(engine).describe() == f"nothing to do: the database is at {migrations.head()} (head)"
 
@@ -294,7 +294,7 @@ def test_a_database_that_is_behind_stops_the_commands_and_the_worker_with_one_li
     assert check.returncode == 1
     lines = check.stdout.strip().splitlines()
     assert lines[0] == f"the database is at revision none, this bgjobs needs {migrations.head()}"
-    assert "table bgjobs_runs is missing" in lines and len(lines) == 21
+    assert "table bgjobs_runs is missing" in lines and len(lines) == 23
     # a command that needs the tables, and a worker: the one line, exit 2, no traceback
     for args in (("runs",), ("exports", "list")):
         done = _cli(*args, env=env)

@@ -15,8 +15,8 @@ from bgjobs.embedded import free_port
 class ConsoleServer:
     """``with ConsoleServer(app) as console:`` serves ``app`` at ``console.url`` until the block ends."""
 
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
                                 lifespan="off")  # fmt: skip

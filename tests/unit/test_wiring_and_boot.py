@@ -103,7 +103,7 @@ def test_db_upgrade_command_creates_the_tables(
 ) -> None:
     monkeypatch.setenv("BGJOBS_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
     assert main(["db", "upgrade"]) == 0
-    assert capsys.readouterr().out == "upgraded the database from empty to 0007\n"
+    assert capsys.readouterr().out == "upgraded the database from empty to 0008\n"
     assert "bgjobs_idempotency" in inspect(db.engine_for(f"sqlite:///{tmp_path / 'x.db'}")).get_table_names()
 
 

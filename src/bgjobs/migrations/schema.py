@@ -21,7 +21,8 @@ __all__ = ["MODEL_MODULES", "differences", "models_metadata"]
 #: The modules whose import declares every bgjobs table.
 MODEL_MODULES = (
     "bgjobs.idempotency", "bgjobs.outbox", "bgjobs.runs", "bgjobs.audit", "bgjobs.exports._models",
-    "bgjobs.notifications._models", "bgjobs.payouts._models", "bgjobs.webhooks._models",
+    "bgjobs.notifications._models", "bgjobs.notifications._preferences", "bgjobs.payouts._models",
+    "bgjobs.webhooks._models", "bgjobs.portal._models",
 )  # fmt: skip
 
 

@@ -34,6 +34,7 @@ from ..batching import carry
 from ..claims import Answer, Claim, Claims, Seen, recheck_ms
 from ..clock import now as _now
 from ..errors import PERMANENT, MaybeDelivered, PermanentError, TransientError
+from ..portal._tokens import unsubscribe_url
 from ..ports import EmailMessage, PushMessage, SmsMessage
 from ..redact import mask_email, mask_phone, mask_text, mask_token
 from ..settings import NotificationSettings
@@ -41,6 +42,7 @@ from ..typed import final_attempt
 from ._failover import Provider, moves_on, ordered, providers, record_failure, record_success
 from ._models import Channel, ChannelMessage, NotificationRecord
 from ._policy import FINAL, consent_refusal, hold_until, ms_until
+from ._preferences import Preferences, preferences
 from .tasks import CHANNEL_TASKS
 
 __all__ = ["CLAIMS", "deliver"]
@@ -143,9 +145,11 @@ def _count(channel: Channel, outcome: str, provider: str = "") -> None:
     ).labels(str(channel), outcome, provider).inc()  # fmt: skip
 
 
-def _refusal(message: ChannelMessage, channel: Channel, settings: NotificationSettings) -> str | None:
-    """Why consent stops this message, or None when it may go."""
-    return consent_refusal(message.category, message.recipient.user_id, channel, settings)
+def _refusal(
+    message: ChannelMessage, channel: Channel, settings: NotificationSettings, chosen: Preferences
+) -> str | None:
+    """Why the recipient's preferences or consent stop this message, or None when it may go."""
+    return consent_refusal(message.category, message.recipient.user_id, channel, settings, chosen)
 
 
 def _finalise_without_sending(message: ChannelMessage, channel: Channel, status: str, reason: str) -> str:
@@ -158,12 +162,23 @@ def _finalise_without_sending(message: ChannelMessage, channel: Channel, status:
     return status
 
 
+def _unsubscribe_headers(message: ChannelMessage) -> dict[str, str]:
+    """RFC 8058 one-click unsubscribe for a category the recipient may turn off, when the portal is
+    configured (its signing key and address): mail clients show an Unsubscribe button."""
+    if message.category in runtime.current().settings.notifications.critical:
+        return {}
+    url = unsubscribe_url(message.recipient.user_id, str(message.category))
+    if url is None:
+        return {}
+    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
 def _port_message(message: ChannelMessage, channel: Channel) -> Any:
     who = message.recipient
     if channel is Channel.EMAIL:
         return EmailMessage(
             to=(str(who.email),), subject=message.subject, text=message.text, html=message.html,
-            idempotency_key=message.key,
+            idempotency_key=message.key, headers=_unsubscribe_headers(message),
         )  # fmt: skip
     if channel is Channel.SMS:
         return SmsMessage(to=str(who.phone), body=message.text, idempotency_key=message.key)
@@ -182,14 +197,15 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
     """
     settings = runtime.current().settings
     now = _now()
-    until = hold_until(message, channel, settings, now)
+    chosen = preferences(message.recipient.user_id)
+    until = hold_until(message, channel, settings, now, chosen)
     if until is not None:
         CHANNEL_TASKS[channel].send(message, delay=ms_until(until, now), **carry())
         with db.get_engine().begin() as conn:
             if _take(conn, message, channel, now)[0].status not in FINAL:
                 _update(conn, message.key, reason=f"quiet hours until {until.isoformat()}", updated_at=now)
         return "postponed"
-    refusal = _refusal(message, channel, settings.notifications)
+    refusal = _refusal(message, channel, settings.notifications, chosen)
     if refusal is not None:
         outcome = _finalise_without_sending(message, channel, "skipped", refusal)
         if outcome == "skipped":

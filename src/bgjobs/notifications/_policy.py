@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from ..settings import NotificationSettings, Settings
 from . import _sources as sources
 from ._models import Category, Channel, ChannelMessage
+from ._preferences import Preferences
 
 __all__ = [
     "FINAL", "MAX_KEY_LENGTH", "channel_key", "consent_refusal", "hold_until", "ms_until", "quiet_until",
@@ -45,18 +46,31 @@ def quiet_until(now: datetime, zone: str, start: time, end: time) -> datetime | 
 
 
 def hold_until(
-    message: ChannelMessage, channel: Channel, settings: Settings, now: datetime
-) -> datetime | None:
+    message: ChannelMessage, channel: Channel, settings: Settings, now: datetime,
+    chosen: Preferences | None = None,
+) -> datetime | None:  # fmt: skip
+    """When quiet hours end for this message (None: send now): the recipient's own hours and zone
+    when they chose them, the host's otherwise."""
     if channel is Channel.EMAIL or message.urgent:
         return None
     n = settings.notifications
-    zone = message.recipient.timezone or settings.timezone
-    return quiet_until(now, zone, n.quiet_hours_start, n.quiet_hours_end)
+    start, end = n.quiet_hours_start, n.quiet_hours_end
+    if chosen is not None and chosen.quiet_hours is not None:
+        start, end = chosen.quiet_hours
+    zone = (chosen.timezone if chosen else None) or message.recipient.timezone or settings.timezone
+    return quiet_until(now, zone, start, end)
 
 
 def consent_refusal(
-    category: Category, user_id: Any, channel: Channel, settings: NotificationSettings
-) -> str | None:
+    category: Category, user_id: Any, channel: Channel, settings: NotificationSettings,
+    chosen: Preferences | None = None,
+) -> str | None:  # fmt: skip
+    """Why this message may not go (None: it may): the recipient turned it off, or the host's
+    consent hook (or its absence, for marketing) says no. Critical categories always go."""
+    if category in settings.critical:
+        return None
+    if chosen is not None and not chosen.allows(category, channel):
+        return f"user {user_id} turned off {category} by {channel} (their preferences)"
     if category in (Category.TRANSACTIONAL, Category.OPERATIONAL):
         return None
     ask = sources.hook("consent", settings)

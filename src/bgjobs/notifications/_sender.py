@@ -26,6 +26,7 @@ from . import _catalogue  # noqa: F401  (registers notifications' own templates)
 from ._digests import collect, rule_for
 from ._models import Channel, ChannelMessage, NotificationDelivery, NotificationRecord, Recipient
 from ._policy import FINAL, MAX_KEY_LENGTH, channel_key, consent_refusal, hold_until, ms_until
+from ._preferences import preferences
 from ._segments import count_segments
 from ._templates import get_template, render
 from .tasks import CHANNEL_TASKS
@@ -89,7 +90,8 @@ def send(
             and exist only if that transaction commits.
 
     A template (or category) with a rule in ``BGJOBS_NOTIFICATIONS__DIGESTS`` is collected into
-    the recipient's digest window instead, unless ``channels`` or ``session`` is given; the
+    the recipient's digest window instead, unless ``channels`` or ``session`` is given or the
+    recipient turned digests off in their preferences; the
     returned ``notification_id`` is then the window's id and ``keys`` is empty.
 
     Raises:
@@ -105,6 +107,8 @@ def send(
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         raise InvalidPayload(f"key: must be 1 to {MAX_KEY_LENGTH} characters")
     digest = rule_for(n, tpl) if channels is None and session is None else None
+    if digest is not None and preferences(who.user_id).digest is False:
+        digest = None  # the recipient chose each message at once (their preferences)
     if digest is not None:  # collected into the recipient's digest window, sent when it closes
         digest_id = collect(*digest, tpl, who, variables, key or uuid.uuid4().hex)
         return Queued(digest_id, {})

@@ -12,6 +12,7 @@ from ..lazy import exports as _exports
 if _TYPE_CHECKING:
     from ..errors import BlockedAddress, DeliveryExhausted, InvalidSignature
     from . import actors, tasks
+    from ._catalog import EventType, catalog, catalog_schema, event_type
     from ._endpoints import (
         add_endpoint,
         delete_endpoint,
@@ -37,7 +38,8 @@ _EXPORTS: dict[str, str] = {
     "WebhookDeliveryExhausted": "_models", "MessageSummary": "_operations", "Replayed": "_operations",
     "attempts": "_operations", "messages": "_operations", "recover": "_operations",
     "replay": "_operations", "publish": "_publishing", "InvalidSignature": "bgjobs.errors",
-    "generate_secret": "_signing", "verify": "_signing",
+    "generate_secret": "_signing", "verify": "_signing", "EventType": "_catalog", "catalog": "_catalog",
+    "catalog_schema": "_catalog", "event_type": "_catalog",
 }  # fmt: skip
 
 __getattr__, __dir__ = _exports(__name__, _EXPORTS)
@@ -49,6 +51,7 @@ __all__ = [
     "DeliveryJob",
     "Endpoint",
     "EndpointDisabled",
+    "EventType",
     "InvalidSignature",
     "MessageSummary",
     "Replayed",
@@ -56,9 +59,12 @@ __all__ = [
     "actors",
     "add_endpoint",
     "attempts",
+    "catalog",
+    "catalog_schema",
     "delete_endpoint",
     "disable_endpoint",
     "enable_endpoint",
+    "event_type",
     "generate_secret",
     "get_endpoint",
     "list_endpoints",

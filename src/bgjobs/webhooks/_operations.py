@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import col, select
 
 from .. import db
@@ -21,7 +21,10 @@ from ._models import Attempt, DeliveryJob, EndpointRow, WebhookAttempt, WebhookD
 from ._statements import statements
 from .tasks import deliver_webhook
 
-__all__ = ["MessageSummary", "Replayed", "attempts", "messages", "recover", "replay", "resend_overdue"]
+__all__ = [
+    "MessageSummary", "Replayed", "attempts", "bodies", "endpoint_attempts", "messages", "recover", "replay",
+    "resend_overdue", "success_rates",
+]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.webhooks")
 
@@ -102,6 +105,44 @@ def attempts(message_id: str) -> list[Attempt]:
     query = select(WebhookAttempt).where(WebhookAttempt.message_id == message_id)
     with db.session() as s:
         return [Attempt.model_validate(a) for a in s.exec(query.order_by(col(WebhookAttempt.id)))]
+
+
+def endpoint_attempts(endpoint_id: str, *, limit: int = 50, before: int | None = None) -> list[Attempt]:
+    """An endpoint's attempts, newest first (``before``: attempt ids below it, for the next page)."""
+    query = select(WebhookAttempt).where(WebhookAttempt.endpoint_id == endpoint_id)
+    if before is not None:
+        query = query.where(col(WebhookAttempt.id) < before)
+    with db.session() as s:
+        found = s.exec(query.order_by(col(WebhookAttempt.id).desc()).limit(limit))
+        return [Attempt.model_validate(a) for a in found]
+
+
+def success_rates(endpoint_ids: list[str], *, since: datetime) -> dict[str, tuple[int, int]]:
+    """``{endpoint id: (attempts, succeeded)}`` since ``since`` (endpoints without attempts left out)."""
+    if not endpoint_ids:
+        return {}
+    a = WebhookAttempt
+    query = (
+        select(col(a.endpoint_id), col(a.succeeded), func.count())
+        .where(col(a.endpoint_id).in_(endpoint_ids), col(a.requested_at) >= as_utc(since))
+        .group_by(col(a.endpoint_id), col(a.succeeded))
+    )
+    rates: dict[str, tuple[int, int]] = {}
+    with db.session() as s:
+        for endpoint_id, succeeded, count in s.exec(query):
+            total, good = rates.get(endpoint_id, (0, 0))
+            rates[endpoint_id] = (total + count, good + (count if succeeded else 0))
+    return rates
+
+
+def bodies(message_ids: list[str]) -> dict[str, str]:
+    """The bodies of messages as sent, by id (for showing an attempt's request)."""
+    if not message_ids:
+        return {}
+    m = WebhookMessage
+    query = select(col(m.id), col(m.body)).where(col(m.id).in_(message_ids))
+    with db.session() as s:
+        return dict(s.exec(query).all())
 
 
 def _requeue(s: Any, deliveries: list[WebhookDelivery], result: Replayed, now: datetime) -> list[DeliveryJob]:

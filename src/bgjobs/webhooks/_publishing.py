@@ -23,6 +23,7 @@ from .. import db, runtime, tracing
 from ..clock import now as _now
 from ..errors import InvalidPayload
 from ..typed import reachable
+from ._catalog import check
 from ._endpoints import current
 from ._lanes import TRACE_SEPARATOR, lanes_for
 from ._models import DeliveryJob, EndpointRow, WebhookDelivery, WebhookMessage
@@ -76,6 +77,7 @@ def publish(
     *,
     owner: str | None = None,
     key: str | None = None,
+    endpoint: str | None = None,
 ) -> str:
     """Store a message once and send it to every enabled endpoint of ``owner`` subscribed to it.
 
@@ -88,13 +90,15 @@ def publish(
         owner: only endpoints with this owner receive it (None: endpoints without an owner).
         key: publishing the same (event type, owner, key) again returns the first message's id
             and delivers nothing new.
+        endpoint: only this endpoint of ``owner`` receives it, subscribed to the type or not (a
+            test event); an id that is not the owner's delivers to nobody.
 
     Returns:
         The message id (``msg_...``), the ``webhook-id`` receivers see on every attempt.
 
     Raises:
-        InvalidPayload: a bad event type or key, data that is not JSON, or a body over
-            ``BGJOBS_WEBHOOKS__MAX_PAYLOAD_BYTES``.
+        InvalidPayload: a bad event type or key, data that is not JSON or does not match the
+            type's schema in the catalog, or a body over ``BGJOBS_WEBHOOKS__MAX_PAYLOAD_BYTES``.
         BrokerUnavailable: the broker or the coordination store does not answer; the message
             is stored, and publishing it again with the same key sends what did not go.
     """
@@ -104,7 +108,7 @@ def publish(
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         raise InvalidPayload(f"key: must be 1 to {MAX_KEY_LENGTH} characters")
     now = _now()
-    body = _body(event_type, data, now)
+    body = _body(event_type, check(event_type, data), now)
     if len(body) > settings.max_payload_bytes:
         raise InvalidPayload(
             f"data: the webhook body is {len(body)} bytes; the limit is {settings.max_payload_bytes} "
@@ -120,10 +124,12 @@ def publish(
             subscribed = select(
                 col(EndpointRow.id), col(EndpointRow.event_types), col(EndpointRow.enabled)
             ).where(owned)
+            if endpoint is not None:
+                subscribed = subscribed.where(col(EndpointRow.id) == endpoint)
             rows = [
                 _delivery_row(message_id, endpoint_id, now, enabled)
                 for endpoint_id, types, enabled in s.execute(subscribed)
-                if matches(event_type, types)
+                if endpoint is not None or matches(event_type, types)
             ]
             if rows:
                 s.connection().execute(insert(WebhookDelivery.__table__), rows)  # type: ignore[attr-defined]
