@@ -225,6 +225,10 @@ def test_every_route_refuses_other_owners_ids_and_bad_tokens_and_changes_nothing
             with api(base, preferences_only) as client:
                 refused = client.request(method, path, json=body)
                 assert refused.status_code == 403 and "does not give access to webhooks" in refused.text
+        else:
+            with api(base, mine) as client:
+                refused = client.request(method, path, json=body)
+                assert refused.status_code == 403 and "does not give access to preferences" in refused.text
     with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {expired}"}) as client:
         assert client.get(f"{base}/api/v1/endpoints").json() == {
             "error": "this link has expired: ask for a new one"

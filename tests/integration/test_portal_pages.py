@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,14 +15,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
-from bgjobs import audit, portal
+from bgjobs import audit, portal, webhooks
+from bgjobs.embedded import free_port
 from bgjobs.notifications import Recipient, deliveries, send
 from bgjobs.notifications._preferences import preferences
+from bgjobs.portal import _tokens as tokens
 from bgjobs.sections import DigestRule
 from bgjobs.settings import WebhookSettings
 from bgjobs.testing import JobsHarness
 from tests.support.portal import SECRET, csrf_of, portal_settings, serving, session
+from tests.support.processes import kill_group, spawn
 from tests.support.workers import ROOT, wait_for
 
 Harness = Callable[..., JobsHarness]
@@ -131,6 +136,48 @@ def portal_endpoints(owner: str) -> list[object]:
     from bgjobs import webhooks
 
     return webhooks.list_endpoints(owner=owner)  # type: ignore[return-value]
+
+
+def test_every_page_refuses_other_owners_ids_and_sessions_it_did_not_issue(
+    served: Callable[..., tuple[str, JobsHarness]],
+) -> None:
+    base, _ = served()
+    theirs = webhooks.add_endpoint("http://127.0.0.1:9/theirs", event_types=["*"], owner="merchant-2")
+    fields = {"test": {}, "rotate": {}, "disable": {}, "enable": {}, "delete": {"confirm": "yes"},
+              "replay": {"message_id": "msg_x"}, "recover": {"since": "2026-01-01T00:00"}}  # fmt: skip
+    named = [("GET", f"/webhooks/{theirs.id}", {}),
+             ("POST", f"/webhooks/{theirs.id}", {"url": "http://127.0.0.1:9/x", "event_types": "*"}),
+             *[("POST", f"/webhooks/{theirs.id}/{act}", body) for act, body in fields.items()]]  # fmt: skip
+    every = [*named, ("GET", "/webhooks", {}), ("POST", "/webhooks", {"url": "http://127.0.0.1:9/y"}),
+             ("GET", "/preferences", {}), ("POST", "/preferences", {}),
+             ("POST", "/preferences/unsubscribe", {"category": "marketing"})]  # fmt: skip
+    with session(portal.link("merchant-1", scopes=("webhooks",))) as client:
+        csrf = csrf_of(client.get(f"{base}/webhooks").text)
+        for method, path, body in named:  # another owner's endpoint: as if it did not exist
+            sent = {**body, "csrf": csrf} if method == "POST" else None
+            answer = client.request(method, base + path, data=sent)
+            assert answer.status_code == 404 and "no webhook endpoint" in answer.text, (method, path)
+        for method, path in (("GET", "/preferences"), ("POST", "/preferences")):  # not this link's scope
+            answer = client.request(method, base + path, data={"csrf": csrf} if method == "POST" else None)
+            assert answer.status_code == 403 and "does not give access to preferences" in answer.text
+    now = int(time.time() * 1000)
+    claims = {"o": "merchant-1", "s": ["webhooks", "preferences"], "r": "u1", "j": "t1", "i": now - 60_000}
+    good = urllib.parse.parse_qs(urllib.parse.urlsplit(portal.link("merchant-3")).query)["token"][0]
+    revoked = urllib.parse.parse_qs(urllib.parse.urlsplit(portal.link("merchant-4")).query)["token"][0]
+    portal.revoke("merchant-4")
+    unknown_key = portal_settings(1, secret=SecretStr("a-key-this-portal-never-had"))
+    refused = {
+        "expired": tokens.sign({**claims, "e": now - 1}),
+        "tampered": good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB"),
+        "signed with another key": tokens.sign({**claims, "e": now + 60_000}, settings=unknown_key),
+        "revoked": revoked,
+    }
+    for why, raw in refused.items():
+        with httpx.Client(timeout=10, cookies={"bgjobs_portal": raw}) as client:
+            for method, path, body in every:
+                answer = client.request(method, base + path, data=body if method == "POST" else None)
+                assert answer.status_code == 401, (why, method, path, answer.status_code)
+    assert webhooks.get_endpoint(theirs.id).enabled and not webhooks.get_endpoint(theirs.id).rotating
 
 
 def test_framing_is_allowed_only_to_the_hosts_listed(served: Callable[..., tuple[str, JobsHarness]]) -> None:
@@ -275,6 +322,23 @@ def test_the_portal_commands_make_and_revoke_links_and_refuse_to_serve_without_a
     assert "Traceback" not in bad.stderr
     revoked = _cli("portal", "revoke", "merchant-9", env=env)
     assert revoked.returncode == 0 and "revoked every portal link of merchant-9" in revoked.stdout
+    port = free_port()
+    argv = [sys.executable, "-m", "bgjobs.cli", "portal", "--port", str(port)]
+    server = spawn(argv, cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                   text=True)  # fmt: skip
+    here = f"http://127.0.0.1:{port}/portal"
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith(f"bgjobs portal: {here}/")
+        with httpx.Client(timeout=10) as client:
+            assert client.get(f"http://127.0.0.1:{port}/").headers["location"] == "/portal/"
+            old = made.stdout.strip().replace("https://app.example.com/portal", here)
+            assert client.get(old).status_code == 401  # merchant-9's links were revoked above
+            fresh = _cli("portal", "link", "merchant-9", env=env).stdout.strip()
+            landed = client.get(fresh.replace("https://app.example.com/portal", here))
+            assert landed.status_code == 303 and client.get(f"{here}/webhooks").status_code == 200
+    finally:
+        kill_group(server)
     unkeyed = _cli(
         "portal", "--port", "0", env={k: v for k, v in env.items() if k != "BGJOBS_PORTAL__SECRET"}
     )
