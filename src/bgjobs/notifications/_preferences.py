@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, bindparam, select
 from sqlmodel import Field, SQLModel
 
 from .. import db, runtime
@@ -82,11 +82,16 @@ class Preferences(BaseModel):
         )
 
 
+_table: Any = NotificationPreference.__table__  # type: ignore[attr-defined]
+#: Read on every delivery: one Core statement, compiled once, on a read-only connection.
+_ONE = select(_table).where(_table.c.user_id == bindparam("user_id"))
+
+
 def preferences(user_id: str) -> Preferences:
     """A recipient's preferences (the defaults when they never chose)."""
-    with db.session() as s:
-        row = s.get(NotificationPreference, user_id)
-        return Preferences(user_id=user_id) if row is None else Preferences.from_row(row)
+    with db.read() as conn:
+        row = conn.execute(_ONE, {"user_id": user_id}).first()
+    return Preferences(user_id=user_id) if row is None else Preferences.from_row(row)  # type: ignore[arg-type]
 
 
 def _critical() -> set[str]:
