@@ -157,6 +157,10 @@ def test_an_owner_manages_endpoints_through_the_api_and_each_request_is_signed_a
 def test_the_catalog_is_served_as_json_schema_and_publish_checks_data_against_it(base: str) -> None:
     with api(base, portal.link("merchant-1", scopes=("webhooks",))) as client:
         served = client.get("/catalog").json()["event_types"]["payment.completed"]
+        schema = client.get("/openapi.json").json()
+    assert schema["info"]["title"] == "bgjobs portal API"
+    assert "/api/v1/endpoints/{endpoint_id}/replay" in schema["paths"]
+    assert not [p for p in schema["paths"] if not p.startswith("/api/v1/")]  # pages are not in the API
     assert served["description"] == "A payment went through"
     assert served["schema"]["required"] == ["payment_id", "amount_minor", "currency"]
     assert served["example"] == {"payment_id": "pay_1", "amount_minor": 1250, "currency": "EUR"}

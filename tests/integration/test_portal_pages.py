@@ -337,6 +337,9 @@ def test_the_portal_commands_make_and_revoke_links_and_refuse_to_serve_without_a
             fresh = _cli("portal", "link", "merchant-9", env=env).stdout.strip()
             landed = client.get(fresh.replace("https://app.example.com/portal", here))
             assert landed.status_code == 303 and client.get(f"{here}/webhooks").status_code == 200
+        taken = _cli("portal", "--port", str(port), env=env)  # a second one on the same port
+        assert taken.returncode == 2 and "Traceback" not in taken.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in taken.stderr and "BGJOBS_PORTAL__PORT" in taken.stderr
     finally:
         kill_group(server)
     unkeyed = _cli(

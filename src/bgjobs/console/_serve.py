@@ -8,7 +8,7 @@ import logging
 from .. import runtime
 from ..errors import ConfigurationError, UsageError
 
-__all__ = ["serve"]
+__all__ = ["free", "serve"]
 
 
 def _loopback(host: str) -> bool:
@@ -20,6 +20,22 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def free(host: str, port: int, variable: str) -> None:
+    """Refuse, in one line, a port something else listens on (before the app is built).
+
+    Raises:
+        UsageError: naming the address and where to choose another.
+    """
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another with --port "
+                             f"or {variable}") from None  # fmt: skip
+
+
 def serve(*, host: str | None = None, port: int | None = None) -> int:
     """Serve the console until Ctrl-C (or SIGTERM).
 
@@ -27,8 +43,6 @@ def serve(*, host: str | None = None, port: int | None = None) -> int:
         ConfigurationError: a non-loopback address without a token or password configured.
         UsageError: the port is taken.
     """
-    import socket
-
     import uvicorn
 
     from ._app import create_app
@@ -43,12 +57,7 @@ def serve(*, host: str | None = None, port: int | None = None) -> int:
             f"the console would listen on {host} with no authentication: set BGJOBS_CONSOLE__TOKEN (or "
             "BGJOBS_CONSOLE__USERNAME and __PASSWORD), or listen on 127.0.0.1"
         )
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        try:
-            probe.bind((host.strip("[]"), port))
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another with --port "
-                             "or BGJOBS_CONSOLE__PORT") from None  # fmt: skip
+    free(host, port, "BGJOBS_CONSOLE__PORT")
     app = create_app()
     logging.getLogger("bgjobs.console").info("console on http://%s:%d/", host, port)
     print(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
-import socket
 from typing import Any
 
 from .. import runtime
-from ..errors import ConfigurationError, UsageError
+from ..console._serve import free
+from ..errors import ConfigurationError
 
 __all__ = ["register", "serve"]
 
@@ -37,14 +37,7 @@ def serve(*, host: str | None = None, port: int | None = None) -> int:
     if settings.secret is None:
         raise ConfigurationError(NO_KEY)
     host, port = host or settings.host, settings.port if port is None else port
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        try:
-            probe.bind((host.strip("[]"), port))
-        except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); choose another with --port or "
-                "BGJOBS_PORTAL__PORT"
-            ) from None
+    free(host, port, "BGJOBS_PORTAL__PORT")
 
     def home(request: Any) -> Any:
         return RedirectResponse("/portal/", status_code=307)
