@@ -6,9 +6,10 @@ import ipaddress
 import logging
 
 from .. import runtime
-from ..errors import ConfigurationError, UsageError
+from ..errors import ConfigurationError
+from ..listening import free
 
-__all__ = ["free", "serve"]
+__all__ = ["serve"]
 
 
 def _loopback(host: str) -> bool:
@@ -18,22 +19,6 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def free(host: str, port: int, variable: str) -> None:
-    """Refuse, in one line, a port something else listens on (before the app is built).
-
-    Raises:
-        UsageError: naming the address and where to choose another.
-    """
-    import socket
-
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        try:
-            probe.bind((host.strip("[]"), port))
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another with --port "
-                             f"or {variable}") from None  # fmt: skip
 
 
 def serve(*, host: str | None = None, port: int | None = None) -> int:

@@ -8,8 +8,8 @@ import logging
 from typing import Any
 
 from .. import runtime
-from ..console._serve import free
 from ..errors import ConfigurationError
+from ..listening import free
 
 __all__ = ["register", "serve"]
 
