@@ -7,9 +7,9 @@ a JSON vendor API, both on 127.0.0.1 in this process.
 2. bare pool: the same calls from 16 threads (the worker's concurrency);
 3. bgjobs: ``notifications.send()`` per notification (validates, renders, enqueues two channel
    messages), then ``dramatiq bgjobs.actors -p 2 -t 8`` delivers them with the delivery log on
-   SQLite; timed from the first ``send()`` until both servers hold every message.
+   SQLite (or PostgreSQL); timed from the first ``send()`` until both servers hold every message.
 
-    python benchmarks/notifications.py [--notifications 1000]
+    python benchmarks/notifications.py [--notifications 1000] [--db sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_seconds, timed_calls, worker  # noqa: E402
+from benchmarks.common import cpu_seconds, database, timed_calls, worker  # noqa: E402
 from bgjobs.embedded import RedisServer  # noqa: E402
 from tests.support.receivers import HttpVendor, SmtpReceiver, http_vendor  # noqa: E402
 
@@ -66,13 +65,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--notifications", type=int, default=1000)
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     args, _ = parser.parse_known_args()
     n = args.notifications
-    workdir = Path(tempfile.mkdtemp(prefix="bgjobs-bench-notifications-"))
-    with RedisServer() as server, SmtpReceiver() as smtp, http_vendor() as vendor:
+    with database(args.db, "notifications") as url, RedisServer() as server, SmtpReceiver() as smtp, \
+            http_vendor() as vendor:  # fmt: skip
         env = {
             "BGJOBS_BROKER_URL": server.url,
-            "BGJOBS_DATABASE_URL": f"sqlite:///{workdir / 'notifications.db'}",
+            "BGJOBS_DATABASE_URL": url,
             "BGJOBS_MAILER": "smtp",
             "BGJOBS_SMTP__HOST": "127.0.0.1",
             "BGJOBS_SMTP__PORT": str(smtp.port),
@@ -110,7 +110,8 @@ def main() -> None:
             worker_cpu = cpu_seconds(proc.pid) - cpu_before
 
     rate = {"loop": n / loop_s, "pool": n / pool_s, "bgjobs": n / bgjobs_s}
-    print(f"notifications: {n} booking confirmations, each an email (SMTP) and an SMS (HTTP) on loopback")
+    print(f"notifications: {n} booking confirmations, each an email (SMTP) and an SMS (HTTP) on loopback, "
+          f"the delivery log on {args.db}")  # fmt: skip
     print(f"  bare loop, 1 thread        {rate['loop']:8.0f} notifications/s")
     print(f"  bare pool, 16 threads      {rate['pool']:8.0f} notifications/s")
     print(f"  bgjobs worker -p 2 -t 8    {rate['bgjobs']:8.0f} notifications/s "

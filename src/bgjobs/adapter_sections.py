@@ -26,6 +26,9 @@ class SmtpSettings(Section):
     sender: str = "bgjobs@localhost"
     #: The domain of generated Message-IDs; stable ids let receivers drop duplicates.
     message_id_domain: str = "bgjobs.local"
+    #: Each worker thread keeps its connection open for the next message, up to this many seconds
+    #: idle (well under servers' idle timeouts, five minutes by RFC 5321); 0: one connection per message.
+    keep_alive_s: float = Field(default=30.0, ge=0)
 
 
 class S3Settings(Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import socket
 from collections.abc import Iterator
 from email.message import EmailMessage as MimeMessage
 from typing import Any
@@ -33,6 +34,7 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        envelope.peer = session.peer  # type: ignore[attr-defined]  # which connection brought it
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)  # type: ignore[arg-type]
         self.messages.append((envelope, parsed))  # type: ignore[arg-type]
         return "250 Message accepted"
@@ -53,13 +55,51 @@ def smtp_server() -> Iterator[tuple[Controller, Recorder]]:
     )
     controller.start()
     yield controller, recorder
+    _close_mailers()  # their kept connections first, then the server
     controller.stop()
 
 
+#: The mailers a test made: each keeps a connection per thread, closed before the server stops.
+_MADE: list[SmtpMailer] = []
+
+
+def _close_mailers() -> None:
+    while _MADE:
+        _MADE.pop().close()
+
+
 def mailer_for(controller: Controller, **overrides: Any) -> SmtpMailer:
-    return SmtpMailer(
+    mailer = SmtpMailer(
         SmtpSettings(host="127.0.0.1", port=controller.port, sender="shop@example.com", **overrides)
     )
+    _MADE.append(mailer)
+    return mailer
+
+
+def test_a_thread_keeps_its_connection_and_replaces_one_the_server_dropped(
+    smtp_server: tuple[Controller, Recorder],
+) -> None:
+    controller, recorder = smtp_server
+    mailer = mailer_for(controller)
+    first = EmailMessage(to=("ann@example.com",), subject="one", text="t", idempotency_key="k-one")
+    for n in range(3):
+        mailer.send(message=first.model_copy(update={"subject": f"message {n}"}))
+    peers = [envelope.peer for envelope, _ in recorder.messages]  # type: ignore[attr-defined]
+    assert len(peers) == 3 and len(set(peers)) == 1  # one connection for all three
+    # The server drops the kept connection (an idle timeout, a restart): the next message goes
+    # once, on a new connection
+    kept = mailer._local.client
+    kept.sock.shutdown(socket.SHUT_RDWR)
+    mailer.send(message=first.model_copy(update={"subject": "after the drop"}))
+    subjects = [m["Subject"] for _, m in recorder.messages]
+    assert subjects == ["message 0", "message 1", "message 2", "after the drop"]
+    assert recorder.messages[-1][0].peer != peers[0]  # type: ignore[attr-defined]
+    # keep_alive_s=0: a connection per message, closed after it (QUIT)
+    single = mailer_for(controller, keep_alive_s=0)
+    single.send(message=first)
+    single.send(message=first)
+    assert len({e.peer for e, _ in recorder.messages[-2:]}) == 2  # type: ignore[attr-defined]
+    assert single._open == set()
 
 
 def test_an_email_arrives_with_headers_and_both_bodies(smtp_server: tuple[Controller, Recorder]) -> None:
@@ -85,6 +125,32 @@ def test_an_email_arrives_with_headers_and_both_bodies(smtp_server: tuple[Contro
     html = mime.get_body(preferencelist=("html",))
     assert plain is not None and plain.get_content().strip() == "Your booking 123 is confirmed."
     assert html is not None and "<b>123</b>" in html.get_content()
+
+
+def test_text_outside_ascii_and_long_lines_arrive_as_written(
+    smtp_server: tuple[Controller, Recorder],
+) -> None:
+    controller, recorder = smtp_server
+    long_line = "Reserva " + "x" * 1200  # over SMTP's 998-character line limit
+    sent = EmailMessage(
+        to=("ann@example.com",), subject="Reserva confirmada: São Paulo ☀ " + "é" * 60,
+        text=f"Olá Ana,\nsua reserva está confirmada.\n{long_line}\n", html="<p>Olá <b>Ana</b> — até já</p>",
+        headers={"List-Unsubscribe": "<https://app.example.com/portal/unsubscribe/abc>", "X-Nota": "café"},
+    )  # fmt: skip
+    mailer_for(controller).send(message=sent)
+    mailer_for(controller).send(message=sent.model_copy(update={"text": "plain ascii", "html": None}))
+    ((_, rich), (_, simple)) = recorder.messages
+    assert rich["Subject"] == sent.subject and rich["X-Nota"] == "café"
+    assert rich["List-Unsubscribe"] == "<https://app.example.com/portal/unsubscribe/abc>"
+    plain, html = rich.get_body(preferencelist=("plain",)), rich.get_body(preferencelist=("html",))
+    assert plain is not None and plain.get_content().replace("\r\n", "\n") == sent.text
+    assert html is not None and html.get_content().strip() == sent.html
+    assert simple.get_content_type() == "text/plain" and simple.get_content().strip() == "plain ascii"
+    assert simple["Content-Transfer-Encoding"] == "7bit"
+    # An address outside ASCII needs SMTPUTF8: the message is built the newer way, which writes it
+    wide = mailer_for(controller).build(sent.model_copy(update={"to": ("zoë@example.com",)}))
+    assert isinstance(wide, MimeMessage) and wide["To"] == "zoë@example.com"
+    assert wide["Subject"] == sent.subject and wide.get_body(preferencelist=("plain",)) is not None
 
 
 def test_the_message_id_is_stable_across_a_retry(smtp_server: tuple[Controller, Recorder]) -> None:
@@ -181,4 +247,5 @@ def test_tls_modes_deliver_with_auth_and_verify_the_server(
             untrusted.send(message=message)
         assert len(recorder.messages) == 1
     finally:
+        _close_mailers()
         controller.stop()
