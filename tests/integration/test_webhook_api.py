@@ -49,6 +49,9 @@ def test_bad_input_is_refused_naming_the_field(harness: Start, receiver: Webhook
         (lambda: webhooks.publish("a.b", {}, key=""), "key: must be 1 to 200"),
         (lambda: webhooks.publish("a.b", {"when": object()}), "data: not JSON-serialisable"),
         (lambda: webhooks.get_endpoint("ep_missing"), "endpoint: no webhook endpoint 'ep_missing'"),
+        (lambda: webhooks.add_endpoint(url + "x" * 2000, event_types=["*"]), "url: at most 2000 characters"),
+        (lambda: webhooks.add_endpoint(url, event_types=["*"], description="d" * 1001),
+         "description: at most 1000"),
     ]
     for call, message in cases:
         with pytest.raises(InvalidPayload, match=message.replace("*", r"\*")):

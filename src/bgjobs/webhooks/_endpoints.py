@@ -63,8 +63,16 @@ def _rate_limit(rate_limit: int | None) -> int | None:
 
 
 def _check(url: str, settings: WebhookSettings) -> str:
+    if len(url) > 2000:
+        raise InvalidPayload(f"url: at most 2000 characters (it has {len(url)})")
     check_url(url, require_https=settings.require_https, allow=settings.allow)
     return url
+
+
+def _description(description: str | None) -> str | None:
+    if description is not None and len(description) > 1000:
+        raise InvalidPayload(f"description: at most 1000 characters (it has {len(description)})")
+    return description
 
 
 def add_endpoint(
@@ -90,7 +98,7 @@ def add_endpoint(
     """
     row = EndpointRow(
         id=f"ep_{uuid.uuid4().hex}", url=_check(url, current()), owner=owner,
-        event_types=_event_types(event_types), secret=_secret(secret), description=description,
+        event_types=_event_types(event_types), secret=_secret(secret), description=_description(description),
         rate_limit=_rate_limit(rate_limit),
     )  # fmt: skip
     with db.session() as s:
@@ -150,7 +158,7 @@ def update_endpoint(
         if event_types is not None:
             row.event_types = _event_types(event_types)
         if description is not _UNSET:
-            row.description = description
+            row.description = _description(description)
         if rate_limit is not _UNSET:
             row.rate_limit = _rate_limit(rate_limit)
         row.updated_at = _now()
