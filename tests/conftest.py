@@ -18,6 +18,7 @@ from bgjobs import cleanup, db, runtime
 from bgjobs.embedded import RedisServer
 from bgjobs.settings import (
     ActorSettings,
+    KeyLimitSettings,
     NotificationSettings,
     PayoutSettings,
     PortalSettings,
@@ -129,7 +130,8 @@ def harness(database_url: str) -> Iterator[Callable[..., JobsHarness]]:
     def start(
         *, webhooks: WebhookSettings | None = None, payouts: PayoutSettings | None = None,
         actors: dict[str, ActorSettings] | None = None, tracing: bool = False,
-        portal: PortalSettings | None = None, **notification_settings: Any,
+        portal: PortalSettings | None = None, key_limits: dict[str, KeyLimitSettings] | None = None,
+        **notification_settings: Any,
     ) -> JobsHarness:  # fmt: skip
         settings = Settings(
             broker_url="stub://", database_url=database_url,
@@ -137,6 +139,7 @@ def harness(database_url: str) -> Iterator[Callable[..., JobsHarness]]:
             notifications=NotificationSettings(**notification_settings),
             webhooks=webhooks or WebhookSettings(), payouts=payouts or PayoutSettings(), actors=actors or {},
             tracing=TracingSettings(enabled=tracing), portal=portal or PortalSettings(),
+            key_limits=key_limits or {},
         )  # fmt: skip
         db.upgrade(db.engine_for(database_url))
         context = stub_jobs(settings=settings)

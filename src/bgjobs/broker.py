@@ -11,7 +11,6 @@ coordination store at ``BGJOBS_COORDINATION_URL`` (a Redis: required);
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,6 +20,7 @@ from dramatiq.middleware import CurrentMessage, default_middleware
 
 from . import tracing
 from .batching import Batches
+from .broker_settings import remember, settings_for
 from .cancelling import Cancels
 from .controls import Uniqueness
 from .errors import ConfigurationError
@@ -30,7 +30,7 @@ from .redact import mask_url
 from .redis_broker import BgjobsRedisBroker
 from .redis_connections import client_for, is_redis_url
 from .registry import QUEUES
-from .settings import Settings, get_settings
+from .settings import Settings
 from .unknown_actors import UnknownActors
 from .workflow_steps import Workflows
 
@@ -39,12 +39,6 @@ __all__ = ["ENQUEUE_PATIENCE_S", "build_broker", "settings_for"]
 #: How long a worker's enqueue (a retry, a follow-up job) waits out a Redis outage or failover.
 ENQUEUE_PATIENCE_S = 30.0
 
-_settings: weakref.WeakKeyDictionary[dramatiq.Broker, Settings] = weakref.WeakKeyDictionary()
-
-
-def settings_for(broker: dramatiq.Broker) -> Settings:
-    """The settings a broker was built from (the process's settings for a broker built elsewhere)."""
-    return _settings.get(broker) or get_settings()
 
 
 def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
@@ -111,7 +105,7 @@ def build_broker(
             f"BGJOBS_BROKER_URL={mask_url(url)!r}: use redis://, rediss://, unix://, redis+sentinel://, "
             "amqp:// or stub://"
         )
-    _settings[broker] = settings
+    remember(broker, settings)
     for queue in QUEUES:
         broker.declare_queue(queue)
     return broker

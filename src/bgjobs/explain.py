@@ -66,7 +66,7 @@ def _in_lane(broker: Any, message_id: str) -> list[str]:
     actor, key, state = found
     if state == "pumping":
         return [f"leaving key {key}'s lane of {actor} for its queue now"]
-    here, limits, why = keyed.state(actor, key), limits_of(actor), []
+    here, limits, why = keyed.state(actor, key), limits_of(actor, broker), []
     if limits is not None and limits.limit >= 0:
         cap = here.limit if here.limit is not None else limits.limit
         why.append(f"key {key} of {actor} is at its cap: {here.running} of {cap} running")

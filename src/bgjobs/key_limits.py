@@ -25,7 +25,9 @@ def _broker() -> Any:
 def _limited() -> dict[str, Any]:
     from .registry import registered
 
-    return {name: t.limits for name, t in sorted(registered().items()) if getattr(t, "limits", None)}
+    broker = _broker()
+    names = sorted(name for name, t in registered().items() if getattr(t, "limits", None))
+    return {name: limits_of(name, broker) for name in names}
 
 
 def _effective(actor: str, declared: Any, overrides: dict[str, str]) -> dict[str, Any]:
@@ -64,7 +66,7 @@ def keys(actor: str) -> list[dict[str, Any]]:
 
 
 def _known(actor: str) -> Any:
-    declared = limits_of(actor)
+    declared = limits_of(actor, _broker())
     if declared is None:
         names = ", ".join(_limited()) or "none is declared in this process"
         raise NotFound(f"actor: no actor {actor!r} with per-key limits ({names})")

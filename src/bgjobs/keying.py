@@ -18,6 +18,8 @@ from uuid import uuid4
 import dramatiq
 from dramatiq.middleware import SkipMessage
 
+from .broker_settings import settings_for
+from .errors import ConfigurationError
 from .keyed_local import LocalKeyed
 from .keyed_redis import RedisKeyed
 from .keyed_store import Keyed, encoded_of, entry
@@ -26,7 +28,14 @@ from .per_key import ADMITTED, KeyLimits
 from .releasing import PARKED, ReleasedWhenDone
 
 __all__ = [
-    "SWEEP_S", "KeyedLimits", "admit_keyed", "enqueue_pumped", "give_back", "keyed_for", "keyed_of",
+    "SWEEP_S",
+    "KeyedLimits",
+    "admit_keyed",
+    "check_settings",
+    "enqueue_pumped",
+    "give_back",
+    "keyed_for",
+    "keyed_of",
     "limits_of",
 ]  # fmt: skip
 
@@ -38,10 +47,44 @@ SWEEP_S = 0.05
 PAGE = 500
 
 
-def limits_of(actor_name: str) -> KeyLimits | None:
+#: Limits with settings applied, by (settings object, actor): looked up for every message.
+_configured: dict[tuple[int, str], KeyLimits] = {}
+
+
+def limits_of(actor_name: str, broker: dramatiq.Broker) -> KeyLimits | None:
+    """The actor's per-key limits: as its code declares them, with ``BGJOBS_KEY_LIMITS`` of the
+    settings ``broker`` was built from in their place."""
     from .registry import declared
 
-    return getattr(declared(actor_name), "limits", None)
+    limits: KeyLimits | None = getattr(declared(actor_name), "limits", None)
+    if limits is None:
+        return None
+    settings = settings_for(broker)
+    given = settings.key_limits.get(actor_name)
+    if given is None:
+        return limits
+    found = _configured.get((id(settings), actor_name))
+    if found is None:
+        found = limits.configured(given, f"BGJOBS_KEY_LIMITS.{actor_name}")
+        _configured[(id(settings), actor_name)] = found
+    return found
+
+
+def check_settings(settings: Any) -> None:
+    """At worker boot: every actor ``BGJOBS_KEY_LIMITS`` names declares per-key limits, and each
+    rate parses; otherwise one line naming it (an entry nobody reads would be a limit nobody has).
+
+    Raises:
+        ConfigurationError: naming the actor or the rate.
+    """
+    from .registry import registered
+
+    limited = sorted(name for name, t in registered().items() if getattr(t, "limits", None) is not None)
+    for name, given in settings.key_limits.items():
+        if name not in limited:
+            raise ConfigurationError(f"BGJOBS_KEY_LIMITS: {name!r} is not an actor with per-key limits; "
+                                     f"those with them: {', '.join(limited) or 'none'}")  # fmt: skip
+        registered()[name].limits.configured(given, f"BGJOBS_KEY_LIMITS.{name}")
 
 
 _made: weakref.WeakKeyDictionary[Any, Keyed] = weakref.WeakKeyDictionary()
@@ -101,7 +144,7 @@ def enqueue_pumped(broker: dramatiq.Broker, keyed: Keyed, pumped: list[bytes], *
 def give_back(broker: dramatiq.Broker, message: Any, *, now: bool = False) -> None:
     """Free the slot ``message`` holds and send the next job of its key (nothing for an actor
     without limits); ``now`` as for :func:`enqueue_pumped`."""
-    limits = limits_of(message.actor_name)
+    limits = limits_of(message.actor_name, broker)
     if limits is not None:
         keyed = keyed_of(broker)
         pumped = keyed.release([(message.actor_name, limits.key(message), message.message_id)])
@@ -116,7 +159,7 @@ def admit_keyed(
     keyed = keyed_of(broker)
     items = []
     for message in messages:
-        limits = limits_of(message.actor_name)
+        limits = limits_of(message.actor_name, broker)
         assert limits is not None
         keyed.declare(message.actor_name, limits.declaration())
         broker.emit_before("enqueue", message, None)  # as an enqueue would: its batch, its trace
@@ -150,7 +193,7 @@ class KeyedLimits(ReleasedWhenDone):
         self.thread: threading.Thread | None = None
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        if message.options.get(ADMITTED) or limits_of(message.actor_name) is None:
+        if message.options.get(ADMITTED) or limits_of(message.actor_name, broker) is None:
             return
         try:
             if not admit_keyed(broker, [message._message]):

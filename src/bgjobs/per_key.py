@@ -104,6 +104,20 @@ class KeyLimits:
             burst=rate.burst if rate is not None else 1,
         )
 
+    def configured(self, given: Any, where: str) -> KeyLimits:
+        """These limits with what settings give in their place (:class:`KeyLimitSettings`).
+
+        Raises:
+            ConfigurationError: a rate that does not parse, naming ``where``.
+        """
+        interval = self.interval_ms if given.rate is None else parse_rate(given.rate, what=f"{where}.rate")
+        return KeyLimits(
+            self.fields,
+            limit=self.limit if given.limit is None else given.limit,
+            interval_ms=interval,
+            burst=self.burst if given.burst is None else given.burst,
+        )
+
     def key(self, message: dramatiq.Message[Any]) -> str:
         """The message's key: its one field's value, or its fields' values as a JSON list."""
         data = message.args[0] if message.args else {}

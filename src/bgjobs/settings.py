@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .adapter_sections import LocalStorageSettings, S3Settings, SftpSettings, SmtpSettings
 from .errors import ConfigurationError
+from .limit_sections import KeyLimitSettings
 from .portal_sections import PortalSettings
 from .redis_sections import RedisSettings, RedisTlsSettings
 from .sections import (
@@ -50,6 +51,7 @@ __all__ = [
     "FamilySettings",
     "HealthSettings",
     "HttpVendorSettings",
+    "KeyLimitSettings",
     "LocalStorageSettings",
     "MetricsSettings",
     "NotificationSettings",
@@ -120,6 +122,8 @@ class Settings(BaseSettings):
     cleanup: CleanupSettings = Field(default_factory=CleanupSettings)
     #: Per-actor overrides: ``BGJOBS_ACTORS__<actor_name>__MAX_RETRIES=3``.
     actors: dict[str, ActorSettings] = Field(default_factory=dict)
+    #: Per-key caps and rates by actor name, in place of what the code declares (docs/controls.md).
+    key_limits: dict[str, KeyLimitSettings] = Field(default_factory=dict)
 
     #: Cron strings by job (``BGJOBS_SCHEDULE__PAYOUTS_WEEKLY="0 8 * * mon"``); empty disables a job.
     #: ``@every 30s`` runs a job on an interval instead.
@@ -178,6 +182,7 @@ def schedule_key(job: str) -> str:
 _JSON_EXAMPLES = {
     "jobs": '["myapp.jobs"]',
     "actors": '{"notifications.sms": {"max_retries": 3}}',
+    "key_limits": '{"reports.build": {"limit": 5, "rate": "300/m"}}',
     "schedule": '{"payouts_weekly": "0 8 * * mon"}',
 }
 

@@ -162,12 +162,14 @@ def _boot(settings: Settings) -> dramatiq.Broker:
         if getattr(settings, name):
             resolve(name, settings=settings)
     from .cleanup._policies import policies
+    from .keying import check_settings
     from .migrations import require_current
 
     _check_login(broker, settings)
     _check_queues(broker, _requested_queues(sys.argv[1:]))
     _fold_connection_errors(broker)
     policies(settings)  # BGJOBS_CLEANUP__POLICIES: a bad age stops the worker here, not at 02:00
+    check_settings(settings)  # BGJOBS_KEY_LIMITS naming an actor without per-key limits
     require_current(runtime.current().engine)
     # What booting made (modules, metadata, schemas, settings) lives as long as the process. Moved
     # out of the collector's sight, a full collection no longer walks it: one took 80 to 120 ms

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,49 @@ def test_a_delayed_send_is_admitted_when_it_is_due(stub: JobsHarness) -> None:
     stub.worker.resume()
     wait_for(lambda: len(_runs("capped k")) == 6, timeout=10, what="three jobs")
     assert peak_per_key(_runs("capped"))["k"] <= 2
+
+
+def test_limits_from_settings_replace_the_declared_ones_and_a_run_time_change_still_wins(
+    harness: Any,
+) -> None:
+    from bgjobs import key_limits
+    from bgjobs.settings import KeyLimitSettings
+
+    batch_actors.RUNS.clear()
+    given = {"capped_item": KeyLimitSettings(limit=1), "rated_item": KeyLimitSettings(burst=3)}
+    stub = harness(key_limits=given)
+    (capped,) = [a for a in key_limits.overview() if a["actor"] == "capped_item"]
+    assert capped["declared"]["limit"] == 1 and capped["current"]["limit"] == 1  # the code says 2
+    (rated,) = [a for a in key_limits.overview() if a["actor"] == "rated_item"]
+    assert rated["declared"]["burst"] == 3 and rated["declared"]["rate"] == "600/m"  # 10/s, as declared
+    capped_item.send_many([Item(key="k", sleep_s=0.03, children=n) for n in range(6)])
+    wait_for(lambda: len(_runs("capped k")) == 12, timeout=30, what="six jobs to start and end")
+    assert peak_per_key(_runs("capped")) == {"k": 1}
+    keyed_of(stub.broker).override("capped_item", "limit", "0")  # at run time: held
+    capped_item.send(Item(key="k", children=9))
+    stub.drain()
+    assert len(_runs("capped k")) == 12
+    batch_actors.RUNS.clear()
+
+
+def test_limits_in_settings_for_an_actor_without_them_or_a_bad_rate_stop_the_worker_at_boot(
+    worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    said = {
+        '{"record": {"limit": 1}}': "BGJOBS_KEY_LIMITS: 'record' is not an actor with per-key limits; those "
+                                    "with them: per_tenant",
+        '{"per_tenant": {"rate": "lots"}}':
+            "BGJOBS_KEY_LIMITS.per_tenant.rate='lots': give a rate like 100/m, 5/s, 1000/h or 3/10s",
+        '{"per_tenant": {"limt": 1}}': "BGJOBS_KEY_LIMITS__PER_TENANT__LIMT is not a bgjobs setting",
+    }  # fmt: skip
+    for value, line in said.items():
+        w = WorkerProcess({**worker_env, "BGJOBS_KEY_LIMITS": value}, processes=1)
+        workers.append(w)
+        w.start(wait=False)
+        assert w.wait_exit(timeout=60) == 2
+        shown = [s for s in w.output().splitlines() if s.startswith("bgjobs: ")]
+        assert len(shown) == 1 and shown[0].startswith(f"bgjobs: configuration error: {line}"), shown
+        assert "Traceback" not in w.output()
 
 
 def test_mistakes_in_the_limits_are_refused_naming_them() -> None:
