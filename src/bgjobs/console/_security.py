@@ -33,7 +33,7 @@ from fastapi import HTTPException, Request
 
 from ..sections import ConsoleSettings
 
-__all__ = ["CSRF_COOKIE", "CSRF_HEADER", "Access", "Authorize", "Guard"]
+__all__ = ["CSRF_COOKIE", "CSRF_HEADER", "Access", "Authorize", "Guard", "cross_site"]
 
 #: ``authorize(request, action, resource)``: action is ``read`` or the action's name
 #: (``requeue``, ``pause``, ``trigger``, ...); resource names what it acts on (``queue:webhooks``).
@@ -150,7 +150,7 @@ class Guard:
         if self.settings.read_only:
             return "the console is read-only (BGJOBS_CONSOLE__READ_ONLY=true)"
         if access.ambient:
-            crossed = _cross_site(request, self.allowed_hosts)
+            crossed = cross_site(request, self.allowed_hosts)
             if crossed:
                 return crossed
             cookie = request.cookies.get(CSRF_COOKIE, "")
@@ -166,7 +166,7 @@ class Guard:
         return None
 
 
-def _cross_site(request: Request, allowed_hosts: frozenset[str]) -> str | None:
+def cross_site(request: Request, allowed_hosts: frozenset[str]) -> str | None:
     """Why a request is not from the console's own origin, by what the browser says (None: it is,
     or it came from no browser). Behind a proxy the origin may be the forwarded host or a listed one."""
     fetched = request.headers.get("sec-fetch-site", "")

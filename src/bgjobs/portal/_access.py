@@ -19,10 +19,10 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from .. import audit, runtime
-from ..console._security import _cross_site
+from ..console._security import cross_site
 from ._tokens import LinkRefused, Token, read
 
-__all__ = ["COOKIE", "caller", "changing", "csrf_for", "needs"]
+__all__ = ["COOKIE", "audited", "caller", "changing", "csrf_for", "jsonable", "needs"]
 
 COOKIE = "bgjobs_portal"
 
@@ -72,7 +72,7 @@ def changing(request: Request, token: Token, action: str, resource: str, csrf: s
     the refusal is audited."""
     why = None
     if getattr(request.state, "ambient", True):
-        why = _cross_site(request, frozenset())
+        why = cross_site(request, frozenset())
         if why is None and not (csrf and hmac.compare_digest(csrf, csrf_for(token))):
             why = "missing or wrong CSRF field: reload the page and try again"
     if why is not None:

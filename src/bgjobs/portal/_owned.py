@@ -23,6 +23,7 @@ from ._tokens import Token
 
 __all__ = [
     "BODY_SHOWN",
+    "GRACE",
     "add",
     "attempt_log",
     "edit",
@@ -32,6 +33,7 @@ __all__ = [
     "replay",
     "rotate",
     "send_test",
+    "shown",
     "subscribable",
 ]
 

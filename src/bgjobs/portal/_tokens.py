@@ -28,7 +28,9 @@ from ..errors import ConfigurationError, InvalidPayload, LinkRefused
 from ..portal_sections import PortalSettings
 from ._models import PortalRevocation
 
-__all__ = ["SCOPES", "LinkRefused", "Token", "link", "read", "revoke", "sign", "unsubscribe_url"]
+__all__ = [
+    "NO_KEY", "SCOPES", "LinkRefused", "Token", "link", "read", "revoke", "sign", "unsubscribe_url",
+]  # fmt: skip
 
 SCOPES = ("webhooks", "preferences")
 NO_KEY = "the portal has no signing key: set BGJOBS_PORTAL__SECRET (16 characters or more)"
