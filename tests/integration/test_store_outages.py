@@ -54,7 +54,12 @@ def test_a_coordination_store_outage_runs_no_job_twice_and_is_told_once_naming_t
         time.sleep(6)  # the outage
         store.start()
         # Then every job runs, and none twice
-        wait_for(lambda: len(_runs(runs)) == JOBS, timeout=120, what="every job to run")
+        def missing() -> str:
+            ran = _runs(runs)
+            gone = [f"job-{i}" for i in range(JOBS) if f"job-{i}" not in ran]
+            return f"every job to run; {len(gone)} never ran ({', '.join(gone[:10])}), {killed_at} ran before"
+
+        wait_for(lambda: len(_runs(runs)) == JOBS, timeout=120, what=missing)
         runtime.reset()
 
         def drained() -> bool:

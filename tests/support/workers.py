@@ -25,13 +25,16 @@ HEARTBEAT_TIMEOUT_S = 2
 
 
 def wait_for(
-    predicate: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str = "condition"
-) -> float:
-    """Poll until ``predicate()`` is truthy; returns the seconds it took."""
+    predicate: Callable[[], object], *, timeout: float, interval: float = 0.05,
+    what: str | Callable[[], str] = "condition",
+) -> float:  # fmt: skip
+    """Poll until ``predicate()`` is truthy; returns the seconds it took. ``what`` may be a function,
+    asked at the timeout, so the failure says what was missing then."""
     start = time.monotonic()
     while not predicate():
         if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            waited = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for {waited}")
         time.sleep(interval)
     return time.monotonic() - start
 
