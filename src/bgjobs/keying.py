@@ -9,6 +9,7 @@ sweeper that pumps the keys whose turn has come every :data:`SWEEP_S`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import weakref
@@ -47,8 +48,11 @@ SWEEP_S = 0.05
 PAGE = 500
 
 
-#: Limits with settings applied, by (settings object, actor): looked up for every message.
-_configured: dict[tuple[int, str], KeyLimits] = {}
+@functools.lru_cache(maxsize=256)
+def _configured(limits: KeyLimits, given: Any, actor_name: str) -> KeyLimits:
+    """``limits`` with ``given`` in their place; both frozen, so equal values share one result
+    (looked up for every message)."""
+    return limits.configured(given, f"BGJOBS_KEY_LIMITS.{actor_name}")
 
 
 def limits_of(actor_name: str, broker: dramatiq.Broker) -> KeyLimits | None:
@@ -59,15 +63,8 @@ def limits_of(actor_name: str, broker: dramatiq.Broker) -> KeyLimits | None:
     limits: KeyLimits | None = getattr(declared(actor_name), "limits", None)
     if limits is None:
         return None
-    settings = settings_for(broker)
-    given = settings.key_limits.get(actor_name)
-    if given is None:
-        return limits
-    found = _configured.get((id(settings), actor_name))
-    if found is None:
-        found = limits.configured(given, f"BGJOBS_KEY_LIMITS.{actor_name}")
-        _configured[(id(settings), actor_name)] = found
-    return found
+    given = settings_for(broker).key_limits.get(actor_name)
+    return limits if given is None else _configured(limits, given, actor_name)
 
 
 def check_settings(settings: Any) -> None:
@@ -84,7 +81,7 @@ def check_settings(settings: Any) -> None:
         if name not in limited:
             raise ConfigurationError(f"BGJOBS_KEY_LIMITS: {name!r} is not an actor with per-key limits; "
                                      f"those with them: {', '.join(limited) or 'none'}")  # fmt: skip
-        registered()[name].limits.configured(given, f"BGJOBS_KEY_LIMITS.{name}")
+        _configured(registered()[name].limits, given, name)
 
 
 _made: weakref.WeakKeyDictionary[Any, Keyed] = weakref.WeakKeyDictionary()

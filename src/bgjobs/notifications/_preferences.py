@@ -64,12 +64,16 @@ class Preferences(BaseModel):
     def allows(self, category: str, channel: str) -> bool:
         return (category, channel) not in self.off
 
+    def off_by_category(self) -> dict[str, list[str]]:
+        """The pairs turned off as ``set_preferences(off=)`` takes them: ``{"marketing": ["email"]}``."""
+        off: dict[str, list[str]] = {}
+        for category, channel in sorted(self.off):
+            off.setdefault(category, []).append(channel)
+        return off
+
     def turning_off(self, category: str, channel: str) -> dict[str, list[str]]:
         """What ``set_preferences(off=)`` takes to turn one more pair off, the others kept."""
-        off: dict[str, list[str]] = {}
-        for cat, chan in sorted(self.off | {(category, channel)}):
-            off.setdefault(cat, []).append(chan)
-        return off
+        return self.model_copy(update={"off": self.off | {(category, channel)}}).off_by_category()
 
     @classmethod
     def from_row(cls, row: NotificationPreference) -> Preferences:

@@ -143,9 +143,6 @@ def catalog(token: Caller) -> Response:
 
 def _shown(token: Token) -> dict[str, Any]:
     chosen = preferences(str(token.recipient))
-    off: dict[str, list[str]] = {}
-    for category, channel in sorted(chosen.off):
-        off.setdefault(category, []).append(channel)
     quiet = (
         None
         if chosen.quiet_hours is None
@@ -153,7 +150,7 @@ def _shown(token: Token) -> dict[str, Any]:
     )
     return {
         "user_id": chosen.user_id,
-        "off": off,
+        "off": chosen.off_by_category(),
         "timezone": chosen.timezone,
         "quiet_hours": quiet,
         "digest": chosen.digest,
