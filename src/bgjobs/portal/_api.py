@@ -88,8 +88,7 @@ def add_endpoint(request: Request, token: Caller, body: NewEndpoint) -> Response
 @router.get("/endpoints/{endpoint_id}")
 def get_endpoint(token: Caller, endpoint_id: str) -> Response:
     needs(token, "webhooks")
-    owned.endpoint_of(token, endpoint_id)
-    return _json(next(r for r in owned.overview(token) if r["id"] == endpoint_id))
+    return _json(owned.summary(token, endpoint_id))
 
 
 @router.patch("/endpoints/{endpoint_id}")

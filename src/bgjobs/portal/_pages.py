@@ -119,14 +119,13 @@ def endpoint_page(
     request: Request, endpoint_id: str, token: Caller, notice: str | None = Query(default=None)
 ) -> Response:
     needs(token, "webhooks")
-    endpoint = owned.endpoint_of(token, endpoint_id)
-    row = next(r for r in owned.overview(token) if r["id"] == endpoint_id)
+    row = owned.summary(token, endpoint_id)
     return page(
         request,
         "endpoint.html",
-        endpoint.description or "Endpoint",
+        row["description"] or "Endpoint",
         section="webhooks",
-        e=endpoint,
+        e=row,
         row=row,
         notice=_notice(notice),
         attempts=owned.attempt_log(token, endpoint_id),
