@@ -8,11 +8,12 @@ columns up front fixes the header and the key order whatever the rows hold.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidPayload
+from ._formats import batched
 
 __all__ = ["Dataset", "get_dataset", "register_dataset", "registered_datasets"]
 
@@ -71,18 +72,21 @@ def get_dataset(name: str) -> Dataset:
     return found
 
 
-def rows_of(result: Iterable[Any]) -> Iterable[Any]:
-    """Rows as the writers read them: a database result's rows as they are (read by position, the
-    shape decided on the first), mappings, and models as mappings."""
-    found = iter(result)
-    for first in found:
-        if hasattr(first, "_fields") and not (len(first) == 1 and hasattr(first[0], "model_dump")):
+def batches_of(result: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Rows as the writers read them, in lists of about ``size``: a database result's rows as they
+    are (read by position, the shape decided on the first; fetched a batch at a time), mappings,
+    and models as mappings."""
+    partitions = getattr(result, "partitions", None)
+    batches = partitions(size) if partitions is not None else batched(result, size)
+    for first in batches:
+        row = first[0]
+        if hasattr(row, "_fields") and not (len(row) == 1 and hasattr(row[0], "model_dump")):
             yield first
-            yield from found  # one result: every row of the same shape
+            yield from batches  # one result: every row of the same shape
             return
-        yield _mapping(first)
-        for row in found:
-            yield _mapping(row)
+        yield [_mapping(r) for r in first]
+        for batch in batches:
+            yield [_mapping(r) for r in batch]
 
 
 def _mapping(row: Any) -> Mapping[str, Any]:

@@ -18,15 +18,19 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import islice, repeat
 from json.encoder import encode_basestring
+from operator import attrgetter, methodcaller
 from typing import Any
 from uuid import UUID
 
-__all__ = ["FORMATS", "encode", "gzipped"]
+__all__ = ["FORMATS", "batched", "encode", "encode_batches", "gzipped"]
 
 FORMATS = ("csv", "jsonl", "json")
 CHUNK = 1 << 16
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_START = methodcaller("startswith", _FORMULA)
+_TZINFO = attrgetter("tzinfo")
 
 
 def _value(value: Any) -> Any:
@@ -104,12 +108,17 @@ def _json_text(value: Any) -> str:
     return json.dumps(_value(value), ensure_ascii=False)
 
 
+def _SAME(row: Any) -> Any:
+    """The picker of a row whose values are the columns in order (the writers read it as it is)."""
+    return row
+
+
 def _picker(row: Any, columns: Sequence[str]) -> Callable[[Any], Sequence[Any]]:
     """How to read a row's values in column order, decided on the first row: a database row by
     position (its names read once), a mapping by name (a missing column is empty)."""
     names = getattr(row, "_fields", None)
     if names is not None and tuple(names) == tuple(columns):
-        return lambda r: r
+        return _SAME
     if names is not None and set(columns) <= set(names):
         at = [list(names).index(c) for c in columns]
         return lambda r: [r[i] for i in at]
@@ -118,18 +127,54 @@ def _picker(row: Any, columns: Sequence[str]) -> Callable[[Any], Sequence[Any]]:
     return lambda r: [r.get(c) for c in columns]
 
 
-def _csv(rows: Iterable[Any], columns: Sequence[str]) -> Iterator[str]:
+def _columns(batch: Sequence[Any], pick: Callable[[Any], Sequence[Any]], width: int) -> list[Sequence[Any]]:
+    """A batch's values column by column (the writers convert a column at a time)."""
+    rows = batch if pick is _SAME else list(map(pick, batch))
+    return list(zip(*rows, strict=True)) if width else []
+
+
+def _csv_column(values: Sequence[Any]) -> Sequence[Any]:
+    """A column's CSV cells. A column of one type is converted by C-level maps, with no Python
+    call per cell; a column that mixes types (or holds a text that could run as a formula) is
+    converted a cell at a time."""
+    types = set(map(type, values))
+    if types <= _AS_IS or (types == {str} and not any(map(_FORMULA_START, values))):
+        return values
+    if len(types) == 1:
+        kind = next(iter(types))
+        if kind is Decimal:
+            return list(map(format, values, repeat("f", len(values))))
+        if kind is datetime and None not in set(map(_TZINFO, values)):
+            return list(map(datetime.isoformat, values))
+    cells = _CELLS.get
+    return [v if ((t := type(v)) is str and not v.startswith(_FORMULA)) or t in _AS_IS
+            else (cells(t) or _cell)(v) for v in values]  # fmt: skip
+
+
+def _json_column(values: Sequence[Any]) -> Sequence[str]:
+    """A column's JSON texts, by C-level maps when the column is of one type (as :func:`_csv_column`)."""
+    types = set(map(type, values))
+    if len(types) == 1:
+        kind = next(iter(types))
+        if kind is str:
+            return list(map(encode_basestring, values))
+        if kind is int:
+            return list(map(int.__repr__, values))
+        if kind is Decimal:
+            return list(map(encode_basestring, map(format, values, repeat("f", len(values)))))
+    texts = _JSON.get
+    return [(texts(type(v)) or _json_text)(v) for v in values]
+
+
+def _csv(batches: Iterable[Sequence[Any]], columns: Sequence[str]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(columns)
-    cells, pick = _CELLS.get, None
-    for row in rows:
+    pick = None
+    for batch in batches:
         if pick is None:
-            pick = _picker(row, columns)
-        # int, float, None and a text that cannot be a formula go to the writer as they are; only
-        # the rest costs a call
-        writer.writerow([v if ((t := type(v)) is str and not v.startswith(_FORMULA)) or t in _AS_IS
-                         else (cells(t) or _cell)(v) for v in pick(row)])  # fmt: skip
+            pick = _picker(batch[0], columns)
+        writer.writerows(zip(*map(_csv_column, _columns(batch, pick, len(columns))), strict=True))
         if buffer.tell() >= CHUNK:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -137,28 +182,29 @@ def _csv(rows: Iterable[Any], columns: Sequence[str]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def _jsonl(rows: Iterable[Any], columns: Sequence[str]) -> Iterator[str]:
+def _jsonl(batches: Iterable[Sequence[Any]], columns: Sequence[str]) -> Iterator[str]:
     parts: list[str] = []
-    size, pick, texts = 0, None, _JSON.get
+    size, pick = 0, None
     # One object per line, its keys written once: '{"id": %s, "name": %s}' filled with each
     # value's JSON text (what json.dumps(..., ensure_ascii=False) writes, a fifth faster)
     line_of = "{" + ", ".join(encode_basestring(c).replace("%", "%%") + ": %s" for c in columns) + "}\n"
-    for row in rows:
+    for batch in batches:
         if pick is None:
-            pick = _picker(row, columns)
-        line = line_of % tuple([(texts(type(v)) or _json_text)(v) for v in pick(row)])
-        parts.append(line)
-        size += len(line)
+            pick = _picker(batch[0], columns)
+        text = "".join(map(line_of.__mod__, zip(*map(_json_column, _columns(batch, pick, len(columns))),
+                                                 strict=True)))  # fmt: skip
+        parts.append(text)
+        size += len(text)
         if size >= CHUNK:
             yield "".join(parts)
             parts, size = [], 0
     yield "".join(parts)
 
 
-def _json(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator[str]:
+def _json(batches: Iterable[Sequence[Any]], columns: Sequence[str]) -> Iterator[str]:
     first = True
     yield "["
-    for chunk in _jsonl(rows, columns):
+    for chunk in _jsonl(batches, columns):
         for line in chunk.splitlines():
             yield ("" if first else ",\n") + line
             first = False
@@ -168,10 +214,23 @@ def _json(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator
 def encode(fmt: str, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> Iterator[bytes]:
     """``rows`` (mappings, or database rows naming the columns) as ``fmt`` (csv, jsonl or json), in
     UTF-8 chunks."""
+    return encode_batches(fmt, batched(rows), columns)
+
+
+def encode_batches(fmt: str, batches: Iterable[Sequence[Any]], columns: Sequence[str]) -> Iterator[bytes]:
+    """:func:`encode` for rows in batches (lists, none empty): a batch at a time costs a tenth
+    less than a row at a time, a database's rows being fetched a batch at a time anyway."""
     writer = {"csv": _csv, "jsonl": _jsonl, "json": _json}[fmt]
-    for text in writer(rows, columns):
+    for text in writer(batches, columns):
         if text:
             yield text.encode()
+
+
+def batched(rows: Iterable[Any], size: int = 1000) -> Iterator[list[Any]]:
+    """``rows`` in lists of ``size`` (the last one shorter; none empty)."""
+    found = iter(rows)
+    while batch := list(islice(found, size)):
+        yield batch
 
 
 def gzipped(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy.sql import Select
@@ -21,8 +21,8 @@ from ..claims import Answer, Claim, recheck_ms
 from ..clock import now as _now
 from ..errors import InvalidPayload, LeaseLost, PermanentError
 from ..typed import final_attempt
-from ._datasets import get_dataset, rows_of
-from ._formats import encode, gzipped
+from ._datasets import batches_of, get_dataset
+from ._formats import encode_batches, gzipped
 from ._models import CLAIMS, ExportJob, ExportRecord
 from ._sender import info
 from .tasks import run_export
@@ -47,20 +47,20 @@ def _settle(claim: Claim, **values: Any) -> ExportRecord | None:
 
 
 class _Counted:
-    """Rows passing through, counted, with the time budget checked as they go."""
+    """Batches of rows passing through, counted, with the time budget checked as they go."""
 
-    def __init__(self, rows: Iterable[Mapping[str, Any]], deadline: float, budget_s: float) -> None:
-        self.rows, self.deadline, self.budget_s, self.count = rows, deadline, budget_s, 0
+    def __init__(self, batches: Iterable[list[Any]], deadline: float, budget_s: float) -> None:
+        self.batches, self.deadline, self.budget_s, self.count = batches, deadline, budget_s, 0
 
-    def __iter__(self) -> Iterator[Mapping[str, Any]]:
-        for row in self.rows:
-            self.count += 1
-            if self.count % 1000 == 0 and time.monotonic() > self.deadline:
+    def __iter__(self) -> Iterator[list[Any]]:
+        for batch in self.batches:
+            self.count += len(batch)
+            if time.monotonic() > self.deadline:
                 raise PermanentError(
                     f"the export ran past its time budget of {self.budget_s:.0f} s after {self.count} rows; "
                     "narrow the period or filters, or raise BGJOBS_EXPORTS__TIME_LIMIT_MS"
                 )
-            yield row
+            yield batch
 
 
 def run(job: ExportJob) -> str:
@@ -98,8 +98,9 @@ def _run(claim: Claim) -> str:
             if isinstance(source, Select):
                 # On a Core connection an ORM select yields plain rows: no model built per row.
                 source = conn.execution_options(yield_per=settings.exports.batch_size).execute(source)
-            rows = _Counted(rows_of(source), time.monotonic() + budget_s, budget_s)
-            chunks = encode(record.fmt, rows, dataset.columns)
+            rows = _Counted(batches_of(source, settings.exports.batch_size), time.monotonic() + budget_s,
+                            budget_s)  # fmt: skip
+            chunks = encode_batches(record.fmt, rows, dataset.columns)
             if record.gzip:
                 chunks = gzipped(chunks)
             content_type = "application/gzip" if record.gzip else CONTENT_TYPES[record.fmt]
