@@ -24,7 +24,9 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     from .migrations import UpgradeReport
 
-__all__ = ["aware", "engine_for", "get_engine", "insert_new", "read", "session", "unreachable", "upgrade"]
+__all__ = [
+    "aware", "engine_for", "get_engine", "insert_new", "read", "reading", "session", "unreachable", "upgrade",
+]  # fmt: skip
 
 
 def get_engine() -> Engine:
@@ -43,6 +45,14 @@ def read(engine: Engine | None = None) -> Iterator[Connection]:
     """A connection for reads only: on SQLite it does not queue for the write lock."""
     with (engine or get_engine()).connect() as conn:
         yield conn.execution_options(**{READ_ONLY: True})
+
+
+@contextmanager
+def reading(engine: Engine | None = None) -> Iterator[Session]:
+    """A session for reads only, on a :func:`read` connection: loading a row to look at it does
+    not queue for SQLite's write lock (a worker did, once per payout, for nothing)."""
+    with read(engine) as conn, Session(bind=conn, expire_on_commit=False) as s:
+        yield s
 
 
 @contextmanager

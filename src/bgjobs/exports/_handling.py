@@ -85,7 +85,7 @@ def run(job: ExportJob) -> str:
 
 
 def _run(claim: Claim) -> str:
-    with db.session() as s:
+    with db.reading() as s:
         record = s.get(ExportRecord, claim.key)
     assert record is not None
     settings = runtime.current().settings

@@ -67,7 +67,7 @@ def pay(job: PayoutJob) -> str:
         _count("busy")
         return "busy"
     with claim.kept():
-        with db.session() as s:
+        with db.reading() as s:  # a read: it need not queue for SQLite's write lock
             payout = s.get(Payout, job.payout_id)
         assert payout is not None
         return _call_gateway(payout, claim)
