@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -97,7 +98,7 @@ def flush() -> None:
     """Apply the buffered events: sums for counters and gauge moves, the last value set, every observation."""
     sums: Counter[tuple[Metric, tuple[str, ...]]] = Counter()
     latest: dict[tuple[Metric, tuple[str, ...]], Any] = {}
-    observed: list[tuple[Metric, tuple[str, ...], Any]] = []
+    observed: dict[tuple[Metric, tuple[str, ...]], list[float]] = {}
     with _flush_lock:
         for _ in range(len(_events)):
             metric, labels, op, amount = _events.popleft()
@@ -106,14 +107,29 @@ def flush() -> None:
             elif op == _SET:
                 latest[metric, labels] = amount
             else:
-                observed.append((metric, labels, amount))
+                observed.setdefault((metric, labels), []).append(amount)
     for (metric, labels), amount in sums.items():
         if amount:
             _apply(metric, labels, _INC, amount)
     for (metric, labels), value in latest.items():
         _apply(metric, labels, _SET, value)
-    for metric, labels, value in observed:
-        _apply(metric, labels, _OBSERVE, value)
+    for (metric, labels), values in observed.items():
+        _observe_all(metric.value().labels(*labels), values)
+
+
+def _observe_all(child: Any, values: list[float]) -> None:
+    """Every observation of one histogram's child, as ``observe`` would record them one by one, but
+    with one update of its sum and one per bucket hit: a multiprocess value takes the process's
+    lock and checks its pid on each update, and a worker observes one duration per job."""
+    bounds, buckets, total = (getattr(child, n, None) for n in ("_upper_bounds", "_buckets", "_sum"))
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values:  # not the histogram this was written for: one by one
+            child.observe(value)
+        return
+    total.inc(sum(values))
+    # observe() counts a value in the first bucket whose bound is not below it (NaN in none)
+    for i, n in Counter(bisect_left(bounds, v) for v in values if v == v).items():
+        buckets[i].inc(n)
 
 
 def _loop() -> None:

@@ -24,3 +24,39 @@ def test_stale_metric_files_of_dead_processes_are_cleared(tmp_path: Path) -> Non
     assert removed == 2
     assert mine.exists()
     assert not any(p.exists() for p in stale)
+
+
+def test_buffered_observations_land_as_if_observed_one_by_one() -> None:
+    """A worker's durations are applied a flush at a time, one update per bucket hit: the
+    histogram must read exactly as if each had been observed on its own (bounds, beyond the
+    last one, below zero and NaN included)."""
+    import math
+
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from bgjobs import tally
+
+    bounds = (1.0, 5.0, 10.0, 50.0)
+    values = [0, 0.5, 1, 1, 1.0001, 5, 7, 10, 49.9, 50, 51, 1e9, float("nan"), -3] * 50
+    direct = Histogram("one_by_one", "", ["queue"], buckets=bounds, registry=CollectorRegistry())
+    for value in values:
+        direct.labels("q").observe(value)
+    buffered = tally.histogram("bgjobs_test_buffered_durations", "", ("queue",), buckets=bounds)
+    tally.start()
+    try:
+        for value in values:
+            buffered.labels("q").observe(value)
+        tally.flush()
+    finally:
+        tally.stop()
+
+    def read(metric: Histogram) -> list[tuple[str, dict[str, str], float]]:
+        (family,) = metric.collect()
+        return [(s.name.removeprefix(family.name), s.labels, s.value) for s in family.samples
+                if not s.name.endswith("_created")]  # fmt: skip
+
+    expected, found = read(direct), read(buffered.value())
+    assert [(n, labels) for n, labels, _ in found] == [(n, labels) for n, labels, _ in expected]
+    for (name, _, want), (_, _, got) in zip(expected, found, strict=True):
+        assert got == want or (math.isnan(got) and math.isnan(want)), name
+    assert ("_count", {"queue": "q"}, 650.0) in found  # 700 observed; observe() counts NaN in no bucket
