@@ -7,7 +7,7 @@ import logging
 
 from .. import runtime
 from ..errors import ConfigurationError
-from ..listening import free
+from ..listening import listen, run_server
 
 __all__ = ["serve"]
 
@@ -28,8 +28,6 @@ def serve(*, host: str | None = None, port: int | None = None) -> int:
         ConfigurationError: a non-loopback address without a token or password configured.
         UsageError: the port is taken.
     """
-    import uvicorn
-
     from ._app import create_app
 
     settings = runtime.current().settings
@@ -42,11 +40,11 @@ def serve(*, host: str | None = None, port: int | None = None) -> int:
             f"the console would listen on {host} with no authentication: set BGJOBS_CONSOLE__TOKEN (or "
             "BGJOBS_CONSOLE__USERNAME and __PASSWORD), or listen on 127.0.0.1"
         )
-    free(host, port, "BGJOBS_CONSOLE__PORT")
+    sock = listen(host, port, "BGJOBS_CONSOLE__PORT")
     app = create_app()
     logging.getLogger("bgjobs.console").info("console on http://%s:%d/", host, port)
     print(
         f"bgjobs console: http://{host}:{port}/ (API: http://{host}:{port}/api/v1/openapi.json)", flush=True
     )
-    uvicorn.run(app, host=host.strip("[]"), port=port, log_level="warning", access_log=False)
+    run_server(app, sock)
     return 0

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import runtime
 from ..errors import ConfigurationError
-from ..listening import free
+from ..listening import listen, run_server
 
 __all__ = ["register", "serve"]
 
@@ -22,7 +22,7 @@ def serve(*, host: str | None = None, port: int | None = None) -> int:
         UsageError: the port is taken.
     """
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (here for the one-line refusal; run_server uses it)
         from starlette.applications import Starlette
         from starlette.responses import RedirectResponse
         from starlette.routing import Mount, Route
@@ -37,7 +37,7 @@ def serve(*, host: str | None = None, port: int | None = None) -> int:
     if settings.secret is None:
         raise ConfigurationError(NO_KEY)
     host, port = host or settings.host, settings.port if port is None else port
-    free(host, port, "BGJOBS_PORTAL__PORT")
+    sock = listen(host, port, "BGJOBS_PORTAL__PORT")
 
     def home(request: Any) -> Any:
         return RedirectResponse("/portal/", status_code=307)
@@ -45,7 +45,7 @@ def serve(*, host: str | None = None, port: int | None = None) -> int:
     app = Starlette(routes=[Route("/", home), Mount("/portal", app=create_app())])
     logging.getLogger("bgjobs.portal").info("portal on http://%s:%d/portal/", host, port)
     print(f"bgjobs portal: http://{host}:{port}/portal/ (links: bgjobs portal link OWNER)", flush=True)
-    uvicorn.run(app, host=host.strip("[]"), port=port, log_level="warning", access_log=False)
+    run_server(app, sock)
     return 0
 
 
