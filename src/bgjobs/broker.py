@@ -40,7 +40,6 @@ __all__ = ["ENQUEUE_PATIENCE_S", "build_broker", "settings_for"]
 ENQUEUE_PATIENCE_S = 30.0
 
 
-
 def _middleware(settings: Settings, *, worker: bool) -> list[Any]:
     # Tracing first: Dramatiq runs "after" hooks in reverse, so the job's span is still current
     # when Retries enqueues a retry, and ends after every other middleware is done.

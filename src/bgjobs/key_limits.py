@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import InvalidPayload, NotFound
-from .keying import enqueue_pumped, keyed_of, limits_of
+from .keying import enqueue_pumped, keyed_of, limited_actors, limits_of
 from .per_key import parse_rate
 
 __all__ = ["change", "keys", "overview"]
@@ -23,11 +23,8 @@ def _broker() -> Any:
 
 
 def _limited() -> dict[str, Any]:
-    from .registry import registered
-
     broker = _broker()
-    names = sorted(name for name, t in registered().items() if getattr(t, "limits", None))
-    return {name: limits_of(name, broker) for name in names}
+    return {name: limits_of(name, broker) for name in limited_actors()}
 
 
 def _effective(actor: str, declared: Any, overrides: dict[str, str]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ __all__ = [
     "give_back",
     "keyed_for",
     "keyed_of",
+    "limited_actors",
     "limits_of",
 ]  # fmt: skip
 
@@ -67,6 +68,13 @@ def limits_of(actor_name: str, broker: dramatiq.Broker) -> KeyLimits | None:
     return limits if given is None else _configured(limits, given, actor_name)
 
 
+def limited_actors() -> list[str]:
+    """The names of the registered actors that declare per-key limits, sorted."""
+    from .registry import registered
+
+    return sorted(name for name, t in registered().items() if getattr(t, "limits", None) is not None)
+
+
 def check_settings(settings: Any) -> None:
     """At worker boot: every actor ``BGJOBS_KEY_LIMITS`` names declares per-key limits, and each
     rate parses; otherwise one line naming it (an entry nobody reads would be a limit nobody has).
@@ -76,7 +84,7 @@ def check_settings(settings: Any) -> None:
     """
     from .registry import registered
 
-    limited = sorted(name for name, t in registered().items() if getattr(t, "limits", None) is not None)
+    limited = limited_actors()
     for name, given in settings.key_limits.items():
         if name not in limited:
             raise ConfigurationError(f"BGJOBS_KEY_LIMITS: {name!r} is not an actor with per-key limits; "
