@@ -96,35 +96,51 @@ class WakingConsumer(_RedisConsumer):
         self.wake_key = None if queue_name.endswith(".DQ") else f"{broker.namespace}:{queue_name}.wake"
         self._undecodable = broker.client.register_script(_UNDECODABLE)
         self._is_paused = PauseWatch(broker.client, broker.key, broker.broker_id, queue_name)
+        self.in_flight: set[str] = broker.in_flight.setdefault(queue_name, set())
 
     def close(self) -> None:
-        """Dramatiq restarts a consumer after a connection error and drops what it had fetched and
-        not yet handed out; those messages stay in this process's ack set, which only a dead
-        process's recovery empties, so a live worker would hold them for good (seen in a Sentinel
-        failover). Their ids are kept for the next consumer of the queue to put back."""
-        leftovers = []
-        for data in self.message_cache:
-            with contextlib.suppress(Exception):
-                leftovers.append(Message.decode(data).options["redis_message_id"])
+        """Dramatiq restarts a consumer after a connection error. What it had fetched may then sit
+        in this process's ack set with nobody to run it: the batch it had not handed out yet (here
+        dropped), a fetch whose reply the broken connection lost, a delayed message Dramatiq
+        drops from its memory on a connection error, an ack a failover lost. Only a dead process's
+        recovery empties an ack set, so a live worker would hold them for good (seen in Sentinel
+        failovers). The next consumer of the queue puts them back first (:meth:`reconcile`)."""
         self.message_cache = []
-        if leftovers:
-            self.broker.left_behind(self.queue_name, leftovers)
+        self.broker.restarted.add(self.queue_name)
         super().close()
 
-    def _return_left_behind(self) -> None:
-        ids = self.broker.take_left_behind(self.queue_name)
+    def reconcile(self) -> None:
+        """After a restart, put back every id in this process's ack set for the queue that no
+        worker thread holds. A delay queue's consumer holds none: Dramatiq keeps delayed messages
+        in a memory it empties on a connection error, and releases them on this very thread."""
+        if self.queue_name not in self.broker.restarted:
+            return
+        # Read what is held before the set: an ack between the two leaves the id in neither.
+        held = set(self.in_flight)
+        acks = self.broker.key(f"__acks__.{self.broker.broker_id}.{self.queue_name}")
+        ids = [i for i in (raw.decode() for raw in self.broker.client.smembers(acks)) if i not in held]
         if ids:
-            try:
-                self.broker.do_requeue(self.queue_name, *ids)
-            except redis.RedisError:
-                self.broker.left_behind(self.queue_name, ids)
-                raise
-            logger.warning("put %d message(s) fetched before a lost connection back on %s", len(ids),
-                           self.queue_name)  # fmt: skip
+            self.broker.do_requeue(self.queue_name, *ids)
+            logger.warning("put %d message(s) this worker had taken before a lost connection back on %s",
+                           len(ids), self.queue_name)  # fmt: skip
+        self.broker.restarted.discard(self.queue_name)
+
+    def ack(self, message: Any) -> None:
+        super().ack(message)  # type: ignore[no-untyped-call]
+        self.in_flight.discard(message.options["redis_message_id"])
+
+    def nack(self, message: Any) -> None:
+        super().nack(message)  # type: ignore[no-untyped-call]
+        self.in_flight.discard(message.options["redis_message_id"])
+
+    def requeue(self, messages: Any) -> None:
+        messages = list(messages)
+        super().requeue(messages)  # type: ignore[no-untyped-call]
+        self.in_flight.difference_update(m.options["redis_message_id"] for m in messages)
 
     def __next__(self) -> MessageProxy | None:
         try:
-            self._return_left_behind()
+            self.reconcile()
             if self._is_paused():  # nothing starts, fetched or not; fetched ones wait in flight
                 time.sleep(min(self.timeout / 1000, PAUSE_CHECK_S))
                 return None
@@ -142,6 +158,8 @@ class WakingConsumer(_RedisConsumer):
                         self._dead_letter(data, exc)
                         continue
                     self.queued_message_ids.add(message.message_id)
+                    if self.wake_key is not None:  # not a delay queue's (see reconcile)
+                        self.in_flight.add(message.options["redis_message_id"])
                     return MessageProxy(message)
 
                 free = self.prefetch - self.outstanding_message_count

@@ -18,7 +18,6 @@ fails if a Dramatiq release changes it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from importlib import resources
@@ -99,21 +98,13 @@ class BgjobsRedisBroker(OperatedBroker, RedisBroker):
         #: Replicas each enqueue waits for (``BGJOBS_REDIS__WAIT_REPLICAS``), and for how long.
         self.wait_replicas, self.wait_timeout_ms = 0, 1000
         self._replicas_said = 0.0
-        self._left_behind: dict[str, list[str]] = {}
-        self._left_lock = threading.Lock()
+        #: Per queue, the Redis ids this process's consumer handed to Dramatiq and that are not
+        #: acked, nacked or requeued yet; and the queues whose consumer restarted since it last
+        #: put back what its ack set holds beyond them (see ``WakingConsumer.reconcile``).
+        self.in_flight: dict[str, set[str]] = {}
+        self.restarted: set[str] = set()
         self._maintenance = self.client.register_script(_SCRIPT)
         self._enqueue = self.client.register_script(_ENQUEUE)
-
-    def left_behind(self, queue: str, redis_ids: list[str]) -> None:
-        """Messages a closed consumer had fetched and not handed out (see ``WakingConsumer.close``)."""
-        with self._left_lock:
-            self._left_behind.setdefault(queue, []).extend(redis_ids)
-
-    def take_left_behind(self, queue: str) -> list[str]:
-        if not self._left_behind:  # the hot path: nothing was left behind
-            return []
-        with self._left_lock:
-            return self._left_behind.pop(queue, [])
 
     @property
     def consumer_class(self) -> type[WakingConsumer]:
