@@ -7,9 +7,10 @@ For each database, in fresh child processes (so each phase's peak RSS is its own
    insert 10,000 payouts, in two set-based statements;
 
 then ``dramatiq bgjobs.actors -p 2 -t 8`` pays the first N payouts through the HTTP payment
-adapter to a local gateway (payouts/s), beside the obvious alternative in the same run: a bare
-loop calling the same adapter with the same idempotency keys from 16 threads (the worker's
-concurrency) against a fresh gateway, with no queue, no claim and no receipt.
+adapter to a local gateway (payouts/s), in jobs of a batch of payouts as a run sends them, beside
+the obvious alternative in the same run: a bare loop calling the same adapter with the same
+idempotency keys from 16 threads (the worker's concurrency) against a fresh gateway, with no
+queue, no claim and no receipt.
 
     python benchmarks/payouts.py [--entries 1000000] [--vendors 10000] [--pay 2000] [--db sqlite,postgresql]
 """
@@ -112,8 +113,9 @@ def pay(url: str, count: int) -> float:
         from sqlmodel import col, select
 
         from bgjobs import db
-        from bgjobs.payouts._models import Payout, PayoutJob
-        from bgjobs.payouts.actors import pay_vendor
+        from bgjobs.payouts._models import Payout
+        from bgjobs.payouts._planning import pay_batches
+        from bgjobs.payouts.actors import pay_vendors
         from bgjobs.typed import send_messages
 
         with db.session(db.engine_for(url)) as s:
@@ -121,7 +123,7 @@ def pay(url: str, count: int) -> float:
         with worker("bgjobs.actors", env, processes=2, threads=8):
             time.sleep(3)
             start = time.perf_counter()
-            send_messages(pay_vendor.actor.broker, [pay_vendor.message(PayoutJob(payout_id=i)) for i in ids])
+            send_messages(pay_vendors.actor.broker, [pay_vendors.message(b) for b in pay_batches(ids)])
             deadline = time.monotonic() + 600
             while len(gateway.payouts) < len(ids):
                 if time.monotonic() > deadline:

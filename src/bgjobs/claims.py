@@ -173,7 +173,8 @@ class Claims:
             update(t).where(self.key == bindparam("k"), t.c.claimed_by == bindparam("token"))
             .values(lease_until=bindparam("lease")).returning(self.key)
         )  # fmt: skip
-        self._read = select(t.c.status, t.c.attempts, t.c.lease_until).where(self.key == bindparam("k"))
+        self._read_many = select(self.key, t.c.status, t.c.attempts, t.c.lease_until).where(
+            self.key.in_(bindparam("keys", expanding=True)))  # fmt: skip
 
     def answer(self, seen: Seen | None, now: datetime) -> Answer:
         """What a worker that read ``seen`` may do: take it, drop its copy, or wait for the holder."""
@@ -229,16 +230,33 @@ class Claims:
         """Read row ``key``'s claim columns and take it if it may be, in one short transaction: the
         answer, what was read, and the claim when taken (a row another copy took between the read
         and the take answers ``busy``)."""
-        claim = None
+        return self.take_rows([key], now, values=values)[key]
+
+    def take_rows(
+        self, keys: list[str], now: datetime, *, values: Mapping[str, Any] | None = None
+    ) -> dict[str, tuple[Answer, Seen | None, Claim | None]]:
+        """:meth:`take_row` for several rows in one transaction, one ``UPDATE`` for the rows read
+        alike (usually all of them: pending, never tried); a missing row answers ``duplicate``."""
+        found: dict[str, Seen] = {}
+        claims: dict[str, Claim] = {}
         with db.get_engine().begin() as conn:
-            found = conn.execute(self._read, {"k": key}).first()
-            seen = None if found is None else Seen(found.status, found.attempts, found.lease_until)
+            for key, *columns in conn.execute(self._read_many, {"keys": keys}):
+                found[key] = Seen(*columns)
+            alike: dict[tuple[str, int, bool], list[str]] = {}
+            for key, row in found.items():
+                if self.answer(row, now) is Answer.TAKEN:
+                    group = (row.status, row.attempts, row.lease_until is not None)
+                    alike.setdefault(group, []).append(key)
+            for same in alike.values():
+                claims.update(self.take(conn, same, found[same[0]], now, values=values))
+        answers: dict[str, tuple[Answer, Seen | None, Claim | None]] = {}
+        for key in keys:
+            seen = found.get(key)
             answer = self.answer(seen, now)
-            if seen is not None and answer is Answer.TAKEN:
-                claim = self.take_one(conn, key, seen, now, values=values)
-        if answer is Answer.TAKEN and claim is None:
-            answer = Answer.BUSY
-        return answer, seen, claim
+            if answer is Answer.TAKEN and key not in claims:
+                answer = Answer.BUSY
+            answers[key] = (answer, seen, claims.get(key))
+        return answers
 
     def settle(self, conn: Any, claim: Claim, **values: Any) -> bool:
         """Record the outcome of ``claim`` in the caller's transaction and clear the claim; False

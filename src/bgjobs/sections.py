@@ -187,6 +187,8 @@ class PayoutSettings(FamilySettings):
     charge_ttl_from: Literal["first_failure", "created"] = "first_failure"
     #: Seconds one ``payouts.charges`` run may spend charging; the rest waits for the next run.
     charges_budget_s: float = Field(default=240, gt=0)
+    #: Payouts a job pays in turn and settles together (a small run is spread over more jobs).
+    pay_batch: int = Field(default=16, ge=1, le=64)
 
 
 class ExportSettings(FamilySettings):
@@ -380,8 +382,7 @@ class SchedulerSettings(Section):
     lock_refresh_s: int = Field(default=3, ge=1)
     #: A batch job triggered while a run of it is in progress: wait (retry later) or skip (logged).
     overlap: Literal["wait", "skip"] = "wait"
-    #: A new leader fires the ticks its predecessor missed (it died, or no scheduler ran) up to
-    #: this many seconds late; older ones are skipped with a warning.
+    #: A new leader fires missed ticks up to this many seconds late; older ones are skipped, logged.
     catch_up_s: int = Field(default=3_600, ge=0)
 
 

@@ -115,3 +115,26 @@ def test_a_block_that_ends_without_settling_gives_the_row_back_at_once(row: str)
     assert (holder(row), after.lease_until) == (None, None)
     retried = take(row)
     assert retried is not None and not retried.in_doubt and retried.attempt == 2
+
+
+def test_rows_taken_together_answer_each_as_it_stands(row: str) -> None:
+    with db.session() as s:  # besides x1 (free, never tried): x2 settled, x3 held, x4 tried once
+        for key in ("x2", "x3", "x4"):
+            s.add(ExportRecord(id=key, dataset="d", fmt="csv", storage_key=key))
+    x2, x3, x4 = take("x2"), take("x3"), take("x4")
+    assert x2 is not None and x3 is not None and x4 is not None
+    assert settle(x2, "done")
+    with pytest.raises(RuntimeError), x4.kept():
+        raise RuntimeError("the port failed; the job retries")
+    # When the five (one missing) are taken at once
+    found = CLAIMS.take_rows(["x1", "x2", "x3", "x4", "x9"], datetime.now(UTC))
+    # Then the free ones are taken, each with its own attempt number; the others say why not
+    assert {k: a for k, (a, _, _) in found.items()} == {
+        "x1": Answer.TAKEN, "x2": Answer.DUPLICATE, "x3": Answer.BUSY, "x4": Answer.TAKEN,
+        "x9": Answer.DUPLICATE,
+    }  # fmt: skip
+    x1_again, x4_again = found["x1"][2], found["x4"][2]
+    assert x1_again is not None and x4_again is not None
+    assert (x1_again.attempt, x4_again.attempt) == (1, 2)
+    assert (holder("x1"), holder("x3"), holder("x4")) == (x1_again.token, x3.token, x4_again.token)
+    assert found["x9"][1] is None and found["x3"][2] is None

@@ -45,7 +45,7 @@ def test_bgjobs_dev_does_real_work_of_every_family_and_exits_cleanly() -> None:
     assert not Path(exported.group(1)).exists()  # its temp dir is removed at exit
     assert "ok  cleanup: cleanup.daily deleted 3 bgjobs_runs rows older than 90 days" in out
     assert "ok  scheduler + events: demo.report (cron, @every 5s) counts 5 welcome emails" in out
-    assert 'bgjobs_jobs_total{actor="payouts.pay",family="payouts",outcome="succeeded"} 2.0' in out
+    assert 'bgjobs_jobs_total{actor="payouts.pay_batch",family="payouts",outcome="succeeded"} 2.0' in out
     assert 'bgjobs_jobs_total{actor="demo_welcome",family="notifications",outcome="succeeded"} 6.0' in out
     assert re.search(r"metrics: http://127\.0\.0\.1:\d+/metrics", out)
     redis_url = re.search(r"bgjobs dev: redis (\S+),", out).group(1)  # type: ignore[union-attr]

@@ -207,6 +207,50 @@ def test_a_gateway_outage_retries_with_the_same_key_and_pays_once(
     assert [p.status for p in all_payouts()] == ["paid"]
 
 
+def test_a_batch_settles_what_the_gateway_answered_and_retries_only_the_rest(
+    harness: Start, gateway: PaymentGatewayServer
+) -> None:
+    from bgjobs.payouts._models import PayoutBatch
+    from bgjobs.payouts._periods import period_for
+    from bgjobs.payouts._planning import plan_payouts
+    from bgjobs.payouts.actors import pay_vendors
+
+    jobs = start(harness, gateway)
+    for vendor in ("v1", "v2", "v3"):
+        earn(vendor, "100.00", f"b-{vendor}", W23)
+    plan_payouts(period_for("weekly", "2025-W23", timezone="UTC"), run_id="r1")
+    ids = sorted(p.id for p in all_payouts())
+    # Given one job for three payouts, and a gateway that times out on the first and refuses the second
+    gateway.script.extend([503, 403])
+    pay_vendors.send(PayoutBatch(payout_ids=ids))
+    jobs.drain()
+    # Then the third was paid and settled at the first attempt, the second failed, and the job's
+    # retry called the gateway only for the first: four requests, no replay
+    assert {p.vendor_id: p.status for p in all_payouts()} == {"v1": "paid", "v2": "failed", "v3": "paid"}
+    assert (gateway.requests, gateway.replays) == (4, 0)
+    assert sorted(gateway.paid()) == ["v1", "v3"]
+    assert sorted(r.vendor_id for r in payouts.receipts()) == ["v1", "v3"]
+    assert payouts.balances() == {("v2", "USD"): Money(amount=Decimal("80.00"), currency="USD")}
+    assert jobs.dead_letters == []
+
+
+def test_a_run_pays_in_batches_yet_spreads_a_small_run_over_many_jobs(
+    harness: Start, gateway: PaymentGatewayServer
+) -> None:
+    from bgjobs.payouts._planning import pay_batches
+
+    start(harness, gateway, pay_batch=16)
+
+    def sizes(count: int) -> list[int]:
+        batches = pay_batches([f"p{i}" for i in range(count)])
+        assert [i for b in batches for i in b.payout_ids] == [f"p{i}" for i in range(count)]
+        return [len(b.payout_ids) for b in batches]
+
+    assert sizes(10) == [1] * 10
+    assert sizes(100) == [3] * 33 + [1]
+    assert sizes(2_000) == [16] * 125
+
+
 def test_the_cli_triggers_a_given_period(
     harness: Start, gateway: PaymentGatewayServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

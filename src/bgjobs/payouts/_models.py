@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
+from pydantic import Field as Check
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -25,6 +26,7 @@ __all__ = [
     "CommissionRate",
     "LedgerEntry",
     "Payout",
+    "PayoutBatch",
     "PayoutJob",
     "PayoutReceipt",
     "PayoutRun",
@@ -253,6 +255,12 @@ class BalanceState(SQLModel, table=True):
 
 class PayoutJob(Payload):
     payout_id: str
+
+
+class PayoutBatch(Payload):
+    """Payouts of a run paid by one job (``payouts.pay_batch``), settled in one transaction."""
+
+    payout_ids: list[str] = Check(min_length=1)
 
 
 class RunDone(Payload):

@@ -1,4 +1,4 @@
-"""Payout runs: plan a period in SQL, then send one job per payout (paid in :mod:`.paying`).
+"""Payout runs: plan a period in SQL, then send jobs that pay batches of payouts (:mod:`._paying`).
 
 Planning is two set-based statements in one transaction, whatever the number of entries:
 
@@ -31,22 +31,25 @@ from ._ledger import current
 from ._models import (
     LedgerEntry,
     Payout,
+    PayoutBatch,
     PayoutInfo,
-    PayoutJob,
     PayoutReceipt,
     PayoutRun,
     Receipt,
     RunDone,
 )  # fmt: skip
 from ._periods import Period
-from .tasks import pay_vendor, run_done
+from .tasks import pay_vendors, run_done
 
 __all__ = [
-    "plan", "plan_payouts", "planned_by", "receipts", "report", "resend_all_pending", "resend_pending",
-    "write_report",
+    "pay_batches", "plan", "plan_payouts", "planned_by", "receipts", "report", "resend_all_pending",
+    "resend_pending", "write_report",
 ]  # fmt: skip
 
 SEND_BATCH = 1_000
+#: A run's payouts are spread over at least this many jobs (when it has that many), so a small run
+#: is still paid by many worker threads at once; a large one by jobs of ``pay_batch`` payouts.
+SPREAD = 32
 
 
 def _minimum_minor(currency: str) -> int:
@@ -135,11 +138,19 @@ def resend_pending(run_key: str) -> int:
             col(Payout.run_key) == run_key, col(Payout.status) == "pending"))]  # fmt: skip
     if not ids:
         return 0
+    batches = pay_batches(ids)
     with run_batch(run_key):
-        for start in range(0, len(ids), SEND_BATCH):
-            chunk = [pay_vendor.message(PayoutJob(payout_id=i)) for i in ids[start : start + SEND_BATCH]]
-            send_messages(pay_vendor.actor.broker, chunk)
+        for start in range(0, len(batches), SEND_BATCH):
+            chunk = [pay_vendors.message(b) for b in batches[start : start + SEND_BATCH]]
+            send_messages(pay_vendors.actor.broker, chunk)
     return len(ids)
+
+
+def pay_batches(ids: list[str]) -> list[PayoutBatch]:
+    """The jobs' payloads for paying ``ids``: ``pay_batch`` payouts each, and at least ``SPREAD``
+    jobs when there are that many payouts."""
+    size = max(1, min(current().pay_batch, len(ids) // SPREAD))
+    return [PayoutBatch(payout_ids=ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
 def run_batch(run_key: str) -> contextlib.AbstractContextManager[Any]:

@@ -11,17 +11,25 @@ from ..jobs import JobArguments, JobContext, job
 from . import _paying as paying
 from . import _planning as planning
 from . import _templates  # noqa: F401  (registers the payouts family's notification templates)
-from ._models import PayoutJob, RunDone
+from ._models import PayoutBatch, PayoutJob, RunDone
 from ._periods import period_for
 from ._recording import record_entry
 from ._settlement import parse_day, settlement_report  # registers the payouts.settlement dataset
-from .tasks import QUEUE, pay_vendor, run_done
+from .tasks import QUEUE, pay_vendor, pay_vendors, run_done
 
-__all__ = ["balance_check", "charges", "monthly", "pay_vendor", "record_entry", "settlement", "weekly"]
+__all__ = [
+    "balance_check", "charges", "monthly", "pay_vendor", "pay_vendors", "record_entry", "settlement",
+    "weekly",
+]  # fmt: skip
 
 @pay_vendor.handler
 def _pay(job: PayoutJob) -> None:
     paying.pay(job)
+
+
+@pay_vendors.handler
+def _pay_batch(batch: PayoutBatch) -> None:
+    paying.pay_batch(batch)
 
 
 @run_done.handler
