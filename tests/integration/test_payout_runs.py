@@ -246,8 +246,10 @@ def test_a_run_pays_in_batches_yet_spreads_a_small_run_over_many_jobs(
         assert [i for b in batches for i in b.payout_ids] == [f"p{i}" for i in range(count)]
         return [len(b.payout_ids) for b in batches]
 
+    assert sizes(0) == []
     assert sizes(10) == [1] * 10
-    assert sizes(100) == [3] * 33 + [1]
+    assert sizes(100) == [4] * 4 + [3] * 28
+    assert sizes(500) == [16] * 20 + [15] * 12
     assert sizes(2_000) == [16] * 125
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import and_, case, func, insert, literal, select, tuple_, update
@@ -147,10 +148,15 @@ def resend_pending(run_key: str) -> int:
 
 
 def pay_batches(ids: list[str]) -> list[PayoutBatch]:
-    """The jobs' payloads for paying ``ids``: ``pay_batch`` payouts each, and at least ``SPREAD``
-    jobs when there are that many payouts."""
-    size = max(1, min(current().pay_batch, len(ids) // SPREAD))
-    return [PayoutBatch(payout_ids=ids[i : i + size]) for i in range(0, len(ids), size)]
+    """The jobs' payloads for paying ``ids``: at most ``pay_batch`` payouts each, at least
+    ``SPREAD`` jobs when there are that many payouts, and sizes that differ by one at most (a
+    last, small job would run alone after the others, holding up the run's end)."""
+    if not ids:
+        return []
+    jobs = min(len(ids), max(SPREAD, -(-len(ids) // current().pay_batch)))
+    size, extra = divmod(len(ids), jobs)
+    bounds = [i * size + min(i, extra) for i in range(jobs + 1)]
+    return [PayoutBatch(payout_ids=ids[a:b]) for a, b in pairwise(bounds)]
 
 
 def run_batch(run_key: str) -> contextlib.AbstractContextManager[Any]:
