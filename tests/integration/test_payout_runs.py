@@ -253,6 +253,53 @@ def test_a_run_pays_in_batches_yet_spreads_a_small_run_over_many_jobs(
     assert sizes(2_000) == [16] * 125
 
 
+def test_planning_most_of_a_sqlite_ledger_builds_its_unpaid_index_again_or_rolls_back_whole(
+    harness: Start, gateway: PaymentGatewayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import inspect
+
+    from bgjobs.payouts import _planning as planning
+    from bgjobs.payouts._periods import period_for
+
+    start(harness, gateway)
+    monkeypatch.setattr(planning, "REBUILD_MIN", 1)  # a ledger this small takes the large ledger's way
+    dropped: list[Any] = []
+    in_the_way = planning._index_in_the_way
+    monkeypatch.setattr(planning, "_index_in_the_way", lambda s: dropped.append(in_the_way(s)) or dropped[-1])
+
+    def unpaid_index() -> list[str]:
+        found = inspect(db.get_engine()).get_indexes("bgjobs_ledger_entries")
+        return [i["column_names"] for i in found if i["name"] == "ix_bgjobs_ledger_unpaid"]
+
+    for n, vendor in enumerate(["v1", "v2", "v2", "v3"]):
+        earn(vendor, "100.00", f"b{n}", W23)
+    period = period_for("weekly", "2025-W23", timezone="UTC")
+    # When the planning transaction fails after it dropped the index
+    real_insert = planning.insert
+
+    def failing_insert(table: Any) -> Any:
+        if table is payout_tables.Payout.__table__:  # type: ignore[attr-defined]
+            raise RuntimeError("the database went away mid-plan")
+        return real_insert(table)
+
+    monkeypatch.setattr(planning, "insert", failing_insert)
+    with pytest.raises(RuntimeError, match="mid-plan"):
+        planning.plan_payouts(period, run_id="r1")
+    # Then nothing of it is left: the index is there, every entry unlinked, no payout
+    assert unpaid_index() == [["payout_id", "vendor_id", "currency"]]
+    assert all_payouts() == [] and len(payouts.balances()) == 3
+    # And planned again, each entry is linked, the payouts are right and the index is built again
+    monkeypatch.setattr(planning, "insert", real_insert)
+    assert planning.plan_payouts(period, run_id="r1")
+    assert {p.vendor_id: (p.amount_minor, p.entries) for p in all_payouts()} == {
+        "v1": (8_000, 1), "v2": (16_000, 2), "v3": (8_000, 1),
+    }  # fmt: skip
+    assert unpaid_index() == [["payout_id", "vendor_id", "currency"]]
+    assert payouts.balances() == {}
+    # (dropped on SQLite, which holds its one write lock throughout; never on PostgreSQL)
+    assert [i is not None for i in dropped] == [db.get_engine().dialect.name == "sqlite"] * 2
+
+
 def test_the_cli_triggers_a_given_period(
     harness: Start, gateway: PaymentGatewayServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
