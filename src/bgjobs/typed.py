@@ -252,13 +252,16 @@ def _payload_type(fn: Callable[..., Any]) -> type[BaseModel]:
 
 
 def task(
-    name: str, *, queue: str = "default", payload: type[M], **options: Any
+    name: str, *, queue: str = "default", payload: type[M], keyed_by: str | None = None, **options: Any
 ) -> TypedActor[M, Any]:
     """Declare a job by its name, queue and payload, before (and apart from) the code that runs it.
 
     Senders import the task and call :meth:`TypedActor.send`; the worker-side module attaches the
     handler with ``@the_task.handler``. So a family's sending code never imports its handling
     code (nor the handling code the sending code), and the import graph has one direction.
+
+    ``keyed_by`` names the payload field that keys the job's per-key limits: none hold until an
+    operator sets a cap or a rate (``BGJOBS_KEY_LIMITS``, ``bgjobs limits set``, the console).
     """
 
     def unattached(job: M) -> Any:
@@ -270,6 +273,11 @@ def task(
         unattached, name=name, queue=queue, payload=payload, options=_checked(f"task {name}", options)
     )
     typed.origin = f"task:{name}"
+    if keyed_by is not None:
+        if keyed_by not in payload.model_fields:
+            raise ConfigurationError(f"task {name}: keyed_by={keyed_by!r} is not a field of "
+                                     f"{payload.__name__}")  # fmt: skip
+        typed.limits = KeyLimits((keyed_by,))
     _declare(typed)
     return typed
 

@@ -7,8 +7,11 @@ import csv
 import gzip
 import hashlib
 import io
+import itertools
 import json
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -185,3 +188,44 @@ def test_the_cli_lists_and_shows_exports(jobs: JobsHarness, capsys: pytest.Captu
     assert cli.main(["exports", "show", export_id]) == 0
     shown = capsys.readouterr().out
     assert exports.get(export_id).sha256 in shown and f"rows: {len(TRICKY)}" in shown
+
+
+PACED: list[str] = []
+_paced_runs = itertools.count()
+
+
+def _paced(*, period: str | None, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Writes when it starts and ends, as ``tests.support.peaks`` reads them, keyed by ``who``."""
+    n = next(_paced_runs)
+    PACED.append(f"capped {filters['who']} start {time.time()} {os.getpid()} {n}")
+    time.sleep(0.05)
+    PACED.append(f"capped {filters['who']} end {time.time()} {os.getpid()} {n}")
+    return [{"n": n}]
+
+
+exports.register_dataset("paced", _paced, columns=("n",), filters=("who",))
+
+
+def test_an_operator_caps_each_requester_s_exports_at_once_and_the_others_run_beside_them(
+    harness: Start, files: LocalFileStorage
+) -> None:
+    from bgjobs.keying import keyed_of
+    from bgjobs.settings import KeyLimitSettings
+    from tests.support.peaks import peak_per_key
+
+    PACED.clear()
+    jobs = harness(key_limits={"exports.run": KeyLimitSettings(limit=1)})
+    wiring.configure(storage=files)
+    # Given one requester's four exports and then another's one, while the worker is paused
+    jobs.worker.pause()
+    ann = [exports.request("paced", filters={"who": "ann"}, requested_by=ANN) for _ in range(4)]
+    bob = exports.request("paced", filters={"who": "bob"}, requested_by={"user_id": "u2", "email": "b@x.org"})
+    states = {s.key: (s.running, s.waiting) for s in keyed_of(jobs.broker).states("exports.run")}
+    assert states == {"u1": (1, 3), "u2": (1, 0)}
+    jobs.worker.resume()
+    jobs.drain()
+    # Then each ran at most one at a time, and the second requester did not wait for the first's four
+    assert [exports.get(i).status for i in [*ann, bob]] == ["done"] * 5
+    assert peak_per_key(PACED) == {"ann": 1, "bob": 1}
+    starts = [line.split()[1] for line in PACED if " start " in line]
+    assert starts.index("bob") < 2, starts

@@ -120,7 +120,7 @@ def test_limits_in_settings_for_an_actor_without_them_or_a_bad_rate_stop_the_wor
 ) -> None:
     said = {
         '{"record": {"limit": 1}}': "BGJOBS_KEY_LIMITS: 'record' is not an actor with per-key limits; those "
-                                    "with them: per_tenant",
+                                    "with them: exports.run, per_tenant",
         '{"per_tenant": {"rate": "lots"}}':
             "BGJOBS_KEY_LIMITS.per_tenant.rate='lots': give a rate like 100/m, 5/s, 1000/h or 3/10s",
         '{"per_tenant": {"limt": 1}}': "BGJOBS_KEY_LIMITS__PER_TENANT__LIMT is not a bgjobs setting",

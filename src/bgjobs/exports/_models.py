@@ -51,6 +51,8 @@ CLAIMS = Claims(ExportRecord.__table__, name="export", final=frozenset({"done", 
 
 class ExportJob(Payload):
     export_id: str
+    #: Who asked (``requested_by``'s user id): the key of ``exports.run``'s per-key limits.
+    owner: str | None = None
 
 
 class ExportInfo(BaseModel):

@@ -88,8 +88,12 @@ def request(
         if not db.insert_new(s, ExportRecord, record.model_dump(), unique=("key",) if key else None):
             existing = s.exec(select(ExportRecord).where(ExportRecord.key == key)).one()
             return existing.id
-    run_export.send(ExportJob(export_id=record.id))
+    run_export.send(ExportJob(export_id=record.id, owner=_owner(who)))
     return record.id
+
+
+def _owner(requested_by: Mapping[str, Any] | None) -> str | None:
+    return None if requested_by is None else requested_by.get("user_id")
 
 
 @recovery_sweep("exports")
@@ -97,10 +101,11 @@ def resend_pending() -> int:
     """After the store lost its data: the jobs of the exports not started yet, and of those whose
     worker died with it (its claim has run out); one that a worker runs now keeps running."""
     with db.session() as s:
-        ids = list(s.exec(select(ExportRecord.id).where(CLAIMS.where_free(_now()))))
-    for export_id in ids:
-        run_export.send(ExportJob(export_id=export_id))
-    return len(ids)
+        found = list(s.exec(
+            select(ExportRecord.id, ExportRecord.requested_by).where(CLAIMS.where_free(_now()))))  # fmt: skip
+    for export_id, requested_by in found:
+        run_export.send(ExportJob(export_id=export_id, owner=_owner(requested_by)))
+    return len(found)
 
 
 def get(export_id: str) -> ExportInfo:
