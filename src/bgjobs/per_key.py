@@ -92,17 +92,25 @@ class KeyLimits:
         if concurrency is not None and rate is not None and concurrency.fields != rate.fields:
             raise ConfigurationError(f"{where}: concurrency and rate are per {concurrency.fields} and "
                                      f"{rate.fields}; give both the same key")  # fmt: skip
-        fields = (concurrency or rate).fields
-        known = set(getattr(payload, "model_fields", {}))
-        if unknown := [f for f in fields if f not in known]:
-            raise ConfigurationError(f"{where}: key {', '.join(unknown)} is not a field of "
-                                     f"{payload.__name__} ({', '.join(sorted(known))})")  # fmt: skip
         return cls(
-            fields,
+            cls.checked_fields(where, payload, (concurrency or rate).fields),
             limit=concurrency.limit if concurrency is not None else -1,
             interval_ms=parse_rate(rate.rate, what=f"{where}: rate") if rate is not None else 0.0,
             burst=rate.burst if rate is not None else 1,
         )
+
+    @staticmethod
+    def checked_fields(where: str, payload: type[Any], fields: tuple[str, ...]) -> tuple[str, ...]:
+        """``fields``, each a field of ``payload``.
+
+        Raises:
+            ConfigurationError: naming ``where``, the unknown fields and the payload's.
+        """
+        known = set(getattr(payload, "model_fields", {}))
+        if unknown := [f for f in fields if f not in known]:
+            raise ConfigurationError(f"{where}: key {', '.join(unknown)} is not a field of "
+                                     f"{payload.__name__} ({', '.join(sorted(known))})")  # fmt: skip
+        return fields
 
     def configured(self, given: Any, where: str) -> KeyLimits:
         """These limits with what settings give in their place (:class:`KeyLimitSettings`).

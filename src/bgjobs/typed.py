@@ -274,10 +274,7 @@ def task(
     )
     typed.origin = f"task:{name}"
     if keyed_by is not None:
-        if keyed_by not in payload.model_fields:
-            raise ConfigurationError(f"task {name}: keyed_by={keyed_by!r} is not a field of "
-                                     f"{payload.__name__}")  # fmt: skip
-        typed.limits = KeyLimits((keyed_by,))
+        typed.limits = KeyLimits(KeyLimits.checked_fields(f"task {name}", payload, (keyed_by,)))
     _declare(typed)
     return typed
 

@@ -70,10 +70,9 @@ def _index_in_the_way(s: Session) -> Any:
     """On SQLite, the index of unpaid entries when the run is about to link a fifth of the ledger
     or more: the planning transaction drops it and builds it again once the payouts are written
     (SQLite builds an index by sorting, 0.7 s for 1M entries, where keeping it up to date cost 4 s
-    more). The
-    transaction holds the database's one write lock throughout, so no writer misses it, and readers
-    keep the snapshot they started with. Elsewhere None: PostgreSQL would lock the ledger's other
-    writers out for the whole run."""
+    more). The transaction holds the database's one write lock throughout, so no writer misses it,
+    and readers keep the snapshot they started with. Elsewhere None: PostgreSQL would lock the
+    ledger's other writers out for the whole run."""
     if s.get_bind().dialect.name != "sqlite":
         return None
     e: Any = LedgerEntry.__table__  # type: ignore[attr-defined]

@@ -9,10 +9,11 @@ __all__ = ["QUEUE", "pay_vendor", "pay_vendors", "run_done"]
 
 QUEUE = "payouts"
 
-#: Pay one planned payout (sent by the run that planned it, and by ``resend_pending``).
+#: Pay one payout (a refused payout retried now, ``retry_payout``; a run's payouts go in batches).
 pay_vendor = task("payouts.pay", queue=QUEUE, payload=PayoutJob)
 
-#: Pay a batch of a run's payouts and settle them together (sent by the run that planned them).
+#: Pay a batch of a run's payouts and settle them together (sent by the run that planned them,
+#: and by ``resend_pending``).
 pay_vendors = task("payouts.pay_batch", queue=QUEUE, payload=PayoutBatch)
 
 #: Write a run's report once every payout job it sent is counted: the callback of the run's batch.
