@@ -118,8 +118,8 @@ def chaos(env: dict[str, str], kills: int) -> tuple[dict[str, int], list[float],
             time.sleep(random.uniform(0.5, 1.5))
             victim = random.randrange(3)
             gone = children(procs[victim].pid)
-            at = time.time()  # a job its process never ended ran until the kill, not until it was seen gone
             os.killpg(procs[victim].pid, signal.SIGKILL)
+            at = time.time()  # a job its process never ended ran until the kill, not until it was seen gone
             procs[victim].wait()
             while any(alive(pid) for pid in gone):
                 time.sleep(0.001)

@@ -37,6 +37,26 @@ __all__ = ["PAUSED_KEY", "PAUSE_SEEN_KEY", "STOPPING", "PauseWatch", "WakingCons
 
 logger = logging.getLogger("bgjobs.consumer")
 _UNDECODABLE = LIBRARY + resources.files("bgjobs").joinpath("undecodable.lua").read_text()
+#: Dramatiq's fetch (heartbeat, pop up to ARGV[4] ids into this worker's ack set, their messages),
+#: which also tells which of them were put back after they may have run (``<queue>.redelivered``).
+_FETCH = """
+local ns, queue, worker = KEYS[1], ARGV[2], ARGV[3]
+local key = ns .. ':' .. queue
+redis.call('ZADD', ns .. ':__heartbeats__', ARGV[1], worker)
+local ids = {}
+for i = 1, tonumber(ARGV[4]) do
+  local id = redis.call('LPOP', key)
+  if not id then break end
+  ids[i] = id
+end
+if #ids == 0 then return {{}, {}} end
+redis.call('SADD', ns .. ':__acks__.' .. worker .. '.' .. queue, unpack(ids))
+local again = {}
+if redis.call('SCARD', key .. '.redelivered') > 0 then
+  for i, id in ipairs(ids) do again[i] = redis.call('SREM', key .. '.redelivered', id) end
+end
+return {redis.call('HMGET', key .. '.msgs', unpack(ids)), again}
+"""
 
 #: The longest one BLPOP may block; the worker timeout (1 s by default) is usually shorter.
 MAX_BLOCK_S = 2.0
@@ -89,6 +109,16 @@ class PauseWatch:
         return self.paused
 
 
+class Delivered(MessageProxy):
+    """A message as a Redis consumer hands it out; ``redelivered`` as on RabbitMQ: it was put back
+    after a worker took it (a dead worker's, or this one's after a lost connection), so it may
+    have run, even to its end, before."""
+
+    def __init__(self, message: Message[Any], redelivered: bool) -> None:
+        super().__init__(message)
+        self.redelivered = redelivered
+
+
 class WakingConsumer(_RedisConsumer):
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
@@ -97,6 +127,7 @@ class WakingConsumer(_RedisConsumer):
         self._undecodable = broker.client.register_script(_UNDECODABLE)
         self._is_paused = PauseWatch(broker.client, broker.key, broker.broker_id, queue_name)
         self.in_flight: set[str] = broker.in_flight.setdefault(queue_name, set())
+        self._fetch = broker.client.register_script(_FETCH)
 
     def close(self) -> None:
         """Dramatiq restarts a consumer after a connection error. What it had fetched may then sit
@@ -120,6 +151,7 @@ class WakingConsumer(_RedisConsumer):
         acks = self.broker.key(f"__acks__.{self.broker.broker_id}.{self.queue_name}")
         ids = [i for i in (raw.decode() for raw in self.broker.client.smembers(acks)) if i not in held]
         if ids:
+            self.broker.client.sadd(f"{self.broker.key(self.queue_name)}.redelivered", *ids)
             self.broker.do_requeue(self.queue_name, *ids)
             logger.warning("put %d message(s) this worker had taken before a lost connection back on %s",
                            len(ids), self.queue_name)  # fmt: skip
@@ -146,7 +178,7 @@ class WakingConsumer(_RedisConsumer):
                 return None
             while True:
                 if self.message_cache:
-                    data = self.message_cache.pop(0)
+                    data, again = self.message_cache.pop(0)
                     if data is None:
                         continue
                     self.misses = 0
@@ -160,11 +192,11 @@ class WakingConsumer(_RedisConsumer):
                     self.queued_message_ids.add(message.message_id)
                     if self.wake_key is not None:  # not a delay queue's (see reconcile)
                         self.in_flight.add(message.options["redis_message_id"])
-                    return MessageProxy(message)
+                    return Delivered(message, bool(again))
 
                 free = self.prefetch - self.outstanding_message_count
                 if free > 0:
-                    self.message_cache = self.broker.do_fetch(self.queue_name, free)
+                    self.message_cache = self.fetch(free)
                     if self.message_cache:
                         continue
                     if self.wake_key is not None:
@@ -182,6 +214,12 @@ class WakingConsumer(_RedisConsumer):
                 return None
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+    def fetch(self, count: int) -> list[tuple[bytes | None, int]]:
+        """Up to ``count`` messages, each with whether it was put back after it may have run."""
+        args = [current_millis(), self.queue_name, self.broker.broker_id, count]
+        bodies, again = self._fetch(keys=[self.broker.namespace], args=args)
+        return list(zip(bodies, again or [0] * len(bodies), strict=True))
 
     def _dead_letter(self, data: bytes, exc: DecodeError) -> None:
         """Move a message that does not decode to the dead letters, raw bytes kept, with its reason."""

@@ -92,7 +92,9 @@ class LocalKeyed(Keyed):
                 lane = self.lanes.get((actor, key))
                 if id in self.msgs:
                     verdicts.append(False)
-                elif not lane and self._take(actor, key, id, now) == 0:
+                elif self.slots.get((actor, key), {}).get(id, 0) > now or (
+                    not lane and self._take(actor, key, id, now) == 0
+                ):
                     verdicts.append(True)
                 else:
                     self.lanes.setdefault((actor, key), deque()).append(id)

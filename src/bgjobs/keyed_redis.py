@@ -18,6 +18,8 @@ for i = first, #ARGV, 4 do
   local lane = base .. actor .. SEP .. key .. SEP .. 'lane'
   if redis.call('HEXISTS', msgs, id) == 1 then
     out[#out + 1] = 0
+  elseif tonumber(redis.call('ZSCORE', base .. actor .. SEP .. key .. SEP .. 'slots', id) or '0') > now then
+    out[#out + 1] = 1  -- holds a slot already (a redelivered copy of a job killed mid-run)
   elseif redis.call('LLEN', lane) == 0 and take(actor, key, id) == 0 then
     out[#out + 1] = 1
   else

@@ -95,8 +95,9 @@ class Keyed(abc.ABC):
 
     @abc.abstractmethod
     def admit(self, items: list[tuple[str, str, str, bytes]]) -> tuple[list[bool], list[bytes]]:
-        """(actor, key, id, entry) each: whether it may be enqueued now (else its entry waits in
-        its lane), and the entries pumped meanwhile for the caller to publish."""
+        """(actor, key, id, entry) each: whether it may be enqueued now (it took a slot and its
+        turn, or holds a slot already; else its entry waits in its lane), and the entries pumped
+        meanwhile for the caller to publish."""
 
     @abc.abstractmethod
     def release(self, items: list[tuple[str, str, str]]) -> list[bytes]:

@@ -3,7 +3,8 @@
 :mod:`bgjobs.keyed_store` keeps the slots, turns and lanes; this module decides when to ask it.
 A send is admitted (one round trip for a whole ``send_many``); a job that arrives at a worker
 without having been admitted (a delayed send, a requeued dead letter, a plain Dramatiq send) is
-admitted there, and skipped into its lane if its key is at its cap. Each worker process runs a
+admitted there, and skipped into its lane if its key is at its cap. So is a redelivered one (its
+worker died or lost its connection before the ack) that no longer holds its slot. Each worker process runs a
 sweeper that pumps the keys whose turn has come every :data:`SWEEP_S`.
 """
 
@@ -157,17 +158,19 @@ def give_back(broker: dramatiq.Broker, message: Any, *, now: bool = False) -> No
 
 
 def admit_keyed(
-    broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]]
+    broker: dramatiq.Broker, messages: list[dramatiq.Message[Any]], *, again: bool = False
 ) -> list[dramatiq.Message[Any]]:
     """Of ``messages`` (each of an actor with limits), those to enqueue now; the others wait in
-    their keys' lanes. Jobs pumped meanwhile are sent here."""
+    their keys' lanes. One that holds a slot already goes. Jobs pumped meanwhile are sent here.
+    ``again``: admitted before (a redelivered copy), so not sent again through the enqueue hooks."""
     keyed = keyed_of(broker)
     items = []
     for message in messages:
         limits = limits_of(message.actor_name, broker)
         assert limits is not None
         keyed.declare(message.actor_name, limits.declaration())
-        broker.emit_before("enqueue", message, None)  # as an enqueue would: its batch, its trace
+        if not again:
+            broker.emit_before("enqueue", message, None)  # as an enqueue would: its batch, its trace
         message.options[ADMITTED] = 1
         # The Redis id its queue will know it by if it leaves its lane, on a copy: a message a
         # worker took keeps the id it is acked by (one that goes now gets a fresh one anyway)
@@ -184,7 +187,7 @@ def admit_keyed(
         pumped += page_pumped
     enqueue_pumped(broker, keyed, pumped, now=True)
     for message, go in zip(messages, verdicts, strict=True):
-        if not go:  # accepted, in its lane (one that goes now is enqueued by the caller)
+        if not go and not again:  # accepted, in its lane (one that goes now is enqueued by the caller)
             broker.emit_after("enqueue", message, None)
     return [m for m, go in zip(messages, verdicts, strict=True) if go]
 
@@ -198,10 +201,14 @@ class KeyedLimits(ReleasedWhenDone):
         self.thread: threading.Thread | None = None
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
-        if message.options.get(ADMITTED) or limits_of(message.actor_name, broker) is None:
+        # A redelivered copy may have run to its end and given its slot back before its worker
+        # died unacked (the ack comes after): it must hold a slot again, or the cap is one short.
+        admitted = message.options.get(ADMITTED)
+        again = bool(admitted) and getattr(message, "redelivered", False)
+        if (admitted and not again) or limits_of(message.actor_name, broker) is None:
             return
         try:
-            if not admit_keyed(broker, [message._message]):
+            if not admit_keyed(broker, [message._message], again=again):
                 message.options[PARKED] = 1
                 raise SkipMessage(f"{message.actor_name} {message.message_id} waits for its key's turn")
         except CONNECTION_ERRORS as exc:  # the store is down: run it (at least once, as everywhere)

@@ -11,6 +11,8 @@
 --   $ns:$queue.XQ.meta, .ids, .by:*  the dead letters' index (letters.lua, prepended)
 --   $ns:__bgjobs_deliveries__        hash "$queue|$id" -> times delivered without finishing
 --   $ns:__bgjobs_workers__           hash worker_id -> JSON description for `bgjobs status`
+--   $ns:$queue.redelivered           set of ids put back after a worker took them (consumer.py's
+--                                    fetch tells the worker, which checks a per-key slot again)
 --
 -- KEYS[1] = namespace
 -- ARGV = now_ms, heartbeat_timeout_ms, dead_message_ttl_ms, max_deliveries, own_worker_id, wake_cap,
@@ -69,6 +71,7 @@ for _, worker in ipairs(dead_workers) do
                     dead_lettered = dead_lettered + 1
                 else
                     redis.call("rpush", queue_key, id)
+                    redis.call("sadd", queue_key .. ".redelivered", id)
                     if canonical(queue) == queue then
                         redis.call("lpush", queue_key .. ".wake", "1")
                         redis.call("ltrim", queue_key .. ".wake", 0, wake_cap - 1)
@@ -92,6 +95,18 @@ for _, field in ipairs(counted) do
     local queue, id = string.sub(field, 1, sep - 1), string.sub(field, sep + 1)
     if redis.call("hexists", ns .. ":" .. queue .. ".msgs", id) == 0 then
         redis.call("hdel", deliveries, field)
+    end
+end
+
+-- Forget marks of put-back messages deleted before anyone fetched them.
+for i = FIRST_QUEUE, #ARGV do
+    local queue_key = ns .. ":" .. ARGV[i]
+    if redis.call("scard", queue_key .. ".redelivered") > 0 then
+        for _, id in ipairs(redis.call("smembers", queue_key .. ".redelivered")) do
+            if redis.call("hexists", queue_key .. ".msgs", id) == 0 then
+                redis.call("srem", queue_key .. ".redelivered", id)
+            end
+        end
     end
 end
 

@@ -171,9 +171,9 @@ def test_caps_hold_across_processes_through_a_sigkill_on_every_engine(batch_env:
         wait_for(lambda: sum(" start " in k for k in lines()) >= 30, timeout=60, what="30 starts")
         assert first.proc is not None
         gone = children(first.proc.pid)
-        # A job they never ended ran until the kill: its copy (at once on RabbitMQ) starts after
-        killed = dict.fromkeys(gone, time.time())
         first.kill()
+        # A job they never ended ran until the kill: its copy (at once on RabbitMQ) starts after
+        killed = dict.fromkeys(gone, first.killed_at)
         wait_for(lambda: not any(alive(pid) for pid in gone), timeout=10, what="the killed processes")
         again.start()
 
@@ -186,6 +186,56 @@ def test_caps_hold_across_processes_through_a_sigkill_on_every_engine(batch_env:
         second.terminate()
         again.terminate()
     assert peak_per_key(lines(), killed) == {"k0": 2, "k1": 2, "k2": 2}
+
+
+def test_a_copy_of_a_job_that_gave_its_slot_back_before_its_worker_died_waits_for_a_slot(
+    batch_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The job ran to its end and gave its slot back; its worker died before the ack. The broker
+    hands the message out again (RabbitMQ at once, Redis after the heartbeat timeout), and that
+    copy must take a slot again rather than run as the admitted job it was."""
+    from bgjobs.keyed_store import entry
+    from bgjobs.keying import enqueue_pumped
+    from tests.support.dying import KEY
+
+    died = tmp_path / "died"
+    env = {**batch_env, "BGJOBS_SETUP": "tests.support.dying:install", "TEST_DIED_FILE": str(died)}
+    runs = Path(env["TEST_RUNS_FILE"])
+
+    def starts() -> int:
+        lines = runs.read_text().splitlines() if runs.exists() else []
+        return sum(line.startswith(f"capped {KEY} start") for line in lines)
+
+    dying = WorkerProcess(env, processes=1, threads=1).start()
+    again = WorkerProcess(env, processes=1, threads=1)
+    broker = runtime.current().broker
+    keyed = keyed_of(broker)
+    holders = [("capped_item", KEY, f"holder-{n}") for n in range(2)]
+    try:
+        capped_item.send(Item(key=KEY))
+        assert dying.proc is not None
+        wait_for(lambda: dying.proc is not None and dying.proc.poll() is not None, timeout=60,
+                 what="the worker to die after the job gave its slot back")  # fmt: skip
+        assert starts() == 1 and died.exists()
+        # Both slots of the key are taken by others meanwhile
+        verdicts, _ = keyed.admit([(*h, entry(*h[:2], "default", h[2], b"{}")) for h in holders])
+        assert verdicts == [True, True]
+        again.start()
+
+        def settled() -> bool:
+            waiting = sum(s.waiting for s in keyed.states("capped_item") if s.key == KEY)
+            return waiting == 1 or starts() > 1
+
+        wait_for(settled, timeout=60, what="the copy to wait in its lane or run")
+        assert starts() == 1, "the copy ran with both slots of its key held by others"
+        # A slot comes free: the copy takes it and runs, once (published here, as a worker would)
+        enqueue_pumped(broker, keyed, keyed.release(holders[:1]), now=True)
+        wait_for(lambda: starts() == 2, timeout=30, what="the copy to run once a slot came free")
+    finally:
+        dying.kill()
+        again.terminate()
+        enqueue_pumped(broker, keyed, keyed.release(holders), now=True)
+    assert starts() == 2
 
 
 def test_a_job_deleted_from_its_queue_gives_its_slot_to_the_next_of_its_key(

@@ -27,10 +27,12 @@ def _later() -> int:
     return int(time.time() * 1000) + 1_100
 
 
-def _fetch_and_die(url: str) -> str:
-    """A worker that takes the message and then goes silent."""
+def _fetch_and_die(url: str, *, redelivered: bool | None = None) -> str:
+    """A worker that takes the message (handed out as ``redelivered``, when given) and then goes
+    silent."""
     dying = _broker(url)
     message = next(dying.consume("q", prefetch=1, timeout=100))
+    assert redelivered is None or message.redelivered is redelivered
     return str(message.options["redis_message_id"])
 
 
@@ -40,13 +42,15 @@ def test_a_dead_workers_message_is_recovered_then_dead_lettered_after_max_delive
     survivor.enqueue(dramatiq.Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={}))
 
     # First delivery dies: after the heartbeat timeout, the message is back on the queue.
-    rid = _fetch_and_die(redis_url)
+    rid = _fetch_and_die(redis_url, redelivered=False)
     assert survivor.run_maintenance().recovered == 0  # the dead worker is not yet timed out
     assert survivor.run_maintenance(now_ms=_later()).recovered == 1
     assert client.lrange("dramatiq:q", 0, -1) == [rid.encode()]
 
-    # Second delivery dies too: max_deliveries=2, so it is dead-lettered with the reason.
-    assert _fetch_and_die(redis_url) == rid
+    # Second delivery (marked as one that may have run: a per-key slot is checked again) dies too:
+    # max_deliveries=2, so it is dead-lettered with the reason.
+    assert _fetch_and_die(redis_url, redelivered=True) == rid
+    assert client.scard("dramatiq:q.redelivered") == 0  # the mark went with the fetch
     report = survivor.run_maintenance(now_ms=_later())
     assert (report.recovered, report.dead_lettered) == (0, 1)
     assert client.llen("dramatiq:q") == 0

@@ -108,6 +108,7 @@ class WorkerProcess:
             *args,
         ]
         self.proc: subprocess.Popen[bytes] | None = None
+        self.killed_at = 0.0
         _made.append(self)
 
     def start(self, *, wait: bool = True) -> WorkerProcess:
@@ -139,6 +140,8 @@ class WorkerProcess:
         """SIGKILL the whole command, as a crash or an OOM kill would."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
+            # No process of the group runs a line after this: a job it never ended ran until here
+            self.killed_at = time.time()
             self.proc.wait()
 
     def stop(self) -> None:
