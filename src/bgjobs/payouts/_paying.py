@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlmodel import Session, col, select
 
 from .. import db, notifications, tally, tracing, wiring
@@ -143,11 +143,13 @@ def _call_gateway(payout: Payout, claim: Claim) -> tuple[str, str]:
 
 def _settle(answered: list[tuple[Payout, Claim, str, str]]) -> dict[str, str]:
     """Record the gateway's answers in one transaction; each payout's outcome (``duplicate`` where
-    the claim was no longer this worker's: the row is the new holder's to settle)."""
+    the claim was no longer this worker's: the row is the new holder's to settle). The receipts
+    are made beforehand, outside the write transaction: on SQLite every other writer waits for it."""
     if not answered:
         return {}
     e: Any = LedgerEntry.__table__  # type: ignore[attr-defined]
     now, outcomes, paid = _now(), {}, []
+    receipts = _receipts([(payout, said) for payout, _, outcome, said in answered if outcome == "paid"], now)
     with db.session() as s:
         for payout, claim, outcome, said in answered:
             if outcome == "failed":
@@ -157,26 +159,32 @@ def _settle(answered: list[tuple[Payout, Claim, str, str]]) -> dict[str, str]:
             else:
                 ok = CLAIMS.settle(s, claim, status="paid", transaction_id=said[:200], settled_at=now)
                 if ok:
-                    paid.append((payout, said))
+                    paid.append(payout)
             outcomes[payout.id] = outcome if ok else "duplicate"
-        _receipts(s, paid, now)
+        if paid:
+            s.execute(insert(_receipt_table), [receipts[p.id] for p in paid])
+            _emails(s, [receipts[p.id] for p in paid], {p.id: p for p in paid})
     for payout, _, _, said in answered:
         if outcomes[payout.id] == "failed":
             logger.warning("payout %s refused; its entries return to the balance: %s", payout.id, said)
     for outcome in ("paid", "failed", "duplicate"):
         if count := sum(o == outcome for o in outcomes.values()):
             _count(outcome, count)
-    for payout, _ in paid:
+    for payout in paid:
         tally.counter(
             "bgjobs_payout_minor_units_total", "Paid out, in minor units, by currency.", ("currency",)
         ).labels(payout.currency).inc(payout.amount_minor)
     return outcomes
 
 
-def _receipts(s: Session, paid: list[tuple[Payout, str]], now: datetime) -> None:
-    """A receipt per paid payout, listing its bookings, and its email through the outbox."""
+_receipt_table: Any = PayoutReceipt.__table__  # type: ignore[attr-defined]
+
+
+def _receipts(paid: list[tuple[Payout, str]], now: datetime) -> dict[str, dict[str, Any]]:
+    """Each paid payout's receipt row, listing its bookings. Read without the write lock: the
+    entries linked to a payout change only when its own settle refuses it, under its claim."""
     if not paid:
-        return
+        return {}
     e: Any = LedgerEntry.__table__  # type: ignore[attr-defined]
     # Only the payout_id index: a planner with stale statistics may AND it with a scan of every
     # earning's kind (100 ms per payout at 1M entries on PostgreSQL).
@@ -184,20 +192,25 @@ def _receipts(s: Session, paid: list[tuple[Payout, str]], now: datetime) -> None
               .where(e.c.payout_id.in_([p.id for p, _ in paid]))
               .order_by(e.c.payout_id, e.c.occurred_at, e.c.id))  # fmt: skip
     bookings: dict[str, list[str]] = {p.id: [] for p, _ in paid}
-    for payout_id, booking, kind in s.execute(linked):
-        if kind == "earning":
-            bookings[payout_id].append(booking)
-    for payout, transaction_id in paid:
-        receipt = PayoutReceipt(
-            id=f"rcpt_{uuid.uuid4().hex[:24]}", payout_id=payout.id, vendor_id=payout.vendor_id,
-            amount_minor=payout.amount_minor, currency=payout.currency,
-            period=payout.run_key.split(":")[1], booking_count=len(bookings[payout.id]),
-            booking_ids=bookings[payout.id], transaction_id=transaction_id[:200], issued_at=now,
-        )  # fmt: skip
-        s.add(receipt)
+    with db.reading() as s:
+        for payout_id, booking, kind in s.execute(linked):
+            if kind == "earning":
+                bookings[payout_id].append(booking)
+    return {payout.id: {
+        "id": f"rcpt_{uuid.uuid4().hex[:24]}", "payout_id": payout.id, "vendor_id": payout.vendor_id,
+        "amount_minor": payout.amount_minor, "currency": payout.currency,
+        "period": payout.run_key.split(":")[1], "booking_count": len(bookings[payout.id]),
+        "booking_ids": bookings[payout.id], "transaction_id": transaction_id[:200], "issued_at": now,
+    } for payout, transaction_id in paid}  # fmt: skip
+
+
+def _emails(s: Session, receipts: list[dict[str, Any]], payouts: dict[str, Payout]) -> None:
+    """Each receipt's email through the outbox, in the settling transaction, to vendors with a contact."""
+    for receipt in receipts:
+        payout = payouts[receipt["payout_id"]]
         recipient = _contact(payout.vendor_id)
         if recipient is not None:
             notifications.send("payout_receipt", recipient, {
-                "receipt_id": receipt.id, "amount": payout.amount, "period": receipt.period,
-                "booking_count": receipt.booking_count, "transaction_id": transaction_id,
+                "receipt_id": receipt["id"], "amount": payout.amount, "period": receipt["period"],
+                "booking_count": receipt["booking_count"], "transaction_id": receipt["transaction_id"],
             }, key=f"payout-receipt:{payout.id}", session=s)  # fmt: skip
