@@ -4,8 +4,8 @@
 A send is admitted (one round trip for a whole ``send_many``); a job that arrives at a worker
 without having been admitted (a delayed send, a requeued dead letter, a plain Dramatiq send) is
 admitted there, and skipped into its lane if its key is at its cap. So is a redelivered one (its
-worker died or lost its connection before the ack) that no longer holds its slot. Each worker process runs a
-sweeper that pumps the keys whose turn has come every :data:`SWEEP_S`.
+worker died or lost its connection before the ack) that no longer holds its slot. Each worker
+process runs a sweeper that pumps the keys whose turn has come every :data:`SWEEP_S`.
 """
 
 from __future__ import annotations
