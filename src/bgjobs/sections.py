@@ -187,8 +187,9 @@ class PayoutSettings(FamilySettings):
     charge_ttl_from: Literal["first_failure", "created"] = "first_failure"
     #: Seconds one ``payouts.charges`` run may spend charging; the rest waits for the next run.
     charges_budget_s: float = Field(default=240, gt=0)
-    #: Payouts a job pays in turn and settles together (a small run is spread over more jobs).
-    pay_batch: int = Field(default=16, ge=1, le=64)
+    #: Payouts a job pays in turn and settles together (a small run is spread over more jobs);
+    #: unset, chosen by the database (``bgjobs.payouts._planning.SPLITS``).
+    pay_batch: int | None = Field(default=None, ge=1, le=64)
 
 
 class ExportSettings(FamilySettings):

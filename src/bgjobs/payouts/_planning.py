@@ -48,9 +48,12 @@ __all__ = [
 ]  # fmt: skip
 
 SEND_BATCH = 1_000
-#: A run's payouts are spread over at least this many jobs (when it has that many), so a small run
-#: is still paid by many worker threads at once; a large one by jobs of ``pay_batch`` payouts.
-SPREAD = 32
+#: Per database: payouts per job (unless ``BGJOBS_PAYOUTS__PAY_BATCH`` says), and the fewest jobs
+#: a run is spread over (when it has that many payouts), so a small run is still paid by many
+#: worker threads at once. SQLite's settles queue for its one write lock, so fewer, larger
+#: batches pay faster there; PostgreSQL pays faster with more jobs at once (docs/performance.md).
+SPLITS = {"sqlite": (32, 16)}
+SPLIT = (16, 32)
 #: Below this many entries to link, planning keeps the unpaid index up to date as it goes.
 REBUILD_MIN = 20_000
 
@@ -172,12 +175,14 @@ def resend_pending(run_key: str) -> int:
 
 
 def pay_batches(ids: list[str]) -> list[PayoutBatch]:
-    """The jobs' payloads for paying ``ids``: at most ``pay_batch`` payouts each, at least
-    ``SPREAD`` jobs when there are that many payouts, and sizes that differ by one at most (a
-    last, small job would run alone after the others, holding up the run's end)."""
+    """The jobs' payloads for paying ``ids``: at most ``pay_batch`` payouts each, at least as many
+    jobs as :data:`SPLITS` says for the database when there are that many payouts, and sizes that
+    differ by one at most (a last, small job would run alone after the others, holding up the
+    run's end)."""
     if not ids:
         return []
-    jobs = min(len(ids), max(SPREAD, -(-len(ids) // current().pay_batch)))
+    size, spread = SPLITS.get(db.get_engine().dialect.name, SPLIT)
+    jobs = min(len(ids), max(spread, -(-len(ids) // (current().pay_batch or size))))
     size, extra = divmod(len(ids), jobs)
     bounds = [i * size + min(i, extra) for i in range(jobs + 1)]
     return [PayoutBatch(payout_ids=ids[a:b]) for a, b in pairwise(bounds)]
