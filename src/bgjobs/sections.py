@@ -187,8 +187,7 @@ class PayoutSettings(FamilySettings):
     charge_ttl_from: Literal["first_failure", "created"] = "first_failure"
     #: Seconds one ``payouts.charges`` run may spend charging; the rest waits for the next run.
     charges_budget_s: float = Field(default=240, gt=0)
-    #: Payouts a job pays in turn and settles together (a small run is spread over more jobs);
-    #: unset, chosen by the database (``bgjobs.payouts._planning.SPLITS``).
+    #: Payouts a job pays in turn and settles together; unset, by database (``_planning.SPLITS``).
     pay_batch: int | None = Field(default=None, ge=1, le=64)
 
 
