@@ -181,8 +181,8 @@ def pay_batches(ids: list[str]) -> list[PayoutBatch]:
     run's end)."""
     if not ids:
         return []
-    size, spread = SPLITS.get(db.get_engine().dialect.name, SPLIT)
-    jobs = min(len(ids), max(spread, -(-len(ids) // (current().pay_batch or size))))
+    per_job, spread = SPLITS.get(db.get_engine().dialect.name, SPLIT)
+    jobs = min(len(ids), max(spread, -(-len(ids) // (current().pay_batch or per_job))))
     size, extra = divmod(len(ids), jobs)
     bounds = [i * size + min(i, extra) for i in range(jobs + 1)]
     return [PayoutBatch(payout_ids=ids[a:b]) for a, b in pairwise(bounds)]
