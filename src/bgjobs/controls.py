@@ -51,9 +51,14 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
 """
+#: A ``replace`` key whose holder has finished holds this plus the holder's id until its window lapses:
+#: a message it replaced that is taken later still finds itself replaced (freeing the key would let it run).
+DONE = "done:"
 
 
 def parse_span(value: str | int | timedelta, *, what: str) -> int:
@@ -155,13 +160,18 @@ class _Holders:
         found = self.client.get(self.coordination.key(name))
         return None if found is None else str(found.decode())
 
-    def release(self, name: str, id: str) -> None:
+    def release(self, name: str, id: str, *, replaced: bool = False) -> None:
+        """Free the key if ``id`` holds it; for ``replace`` keys (``replaced``), mark it done instead."""
+        done = DONE + id if replaced else ""
         if self.client is None:
             with self.coordination.lock:
                 if self.coordination.values.get(name) == id:
-                    del self.coordination.values[name]
+                    if done:
+                        self.coordination.values[name] = done
+                    else:
+                        del self.coordination.values[name]
             return
-        self._release(keys=[self.coordination.key(name)], args=[id])
+        self._release(keys=[self.coordination.key(name)], args=[id, done])
 
     def _local(self, name: str, id: str | None, ttl_ms: int, replace: bool) -> str | None:
         c = self.coordination
@@ -205,8 +215,9 @@ def holder_of(broker: dramatiq.Broker, typed: Any, values: tuple[Any, ...]) -> s
                                                     options={})  # fmt: skip
     name, holders = controls.name(typed.name, probe), holders_for(broker)
     found = holders.holder(name)
-    if found is not None:
-        holders.release(name, found)
+    if found is None or found.startswith(DONE):
+        return None
+    holders.release(name, found)
     return found
 
 
@@ -251,7 +262,8 @@ class Uniqueness(ReleasedWhenDone):
         controls = controls_of(message)
         if controls is not None:
             try:
-                holders_for(broker).release(controls.name(message.actor_name, message), message.message_id)
+                holders_for(broker).release(controls.name(message.actor_name, message), message.message_id,
+                                            replaced=controls.unique.on_conflict == "replace")  # fmt: skip
             except CONNECTION_ERRORS as exc:  # the key lapses with its window instead
                 report(exc)
 

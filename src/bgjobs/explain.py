@@ -99,7 +99,7 @@ def _where(
 ) -> list[str]:  # fmt: skip
     from .batches import store_for
     from .batching import BATCH
-    from .controls import controls_of, holders_for
+    from .controls import DONE, controls_of, holders_for
 
     client, key, options = broker.client, broker.key(queue), message.get("options", {})
     lines = []
@@ -128,7 +128,8 @@ def _where(
     if controls is not None and controls.unique.on_conflict == "replace":
         holder = holders_for(broker).holder(controls.name(probe.actor_name, probe))
         if holder is not None and holder != probe.message_id:
-            lines.append(f"replaced by a later send of its key ({holder}): it is skipped when taken")
+            by = holder.removeprefix(DONE) + (", which has run" if holder.startswith(DONE) else "")
+            lines.append(f"replaced by a later send of its key ({by}): it is skipped when taken")
     return lines
 
 

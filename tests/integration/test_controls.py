@@ -50,6 +50,31 @@ def test_replace_runs_the_last_one_sent_and_skips_those_it_replaced(stub: JobsHa
     assert batch_actors.RUNS == ["replaced k 2"]
 
 
+def test_a_replaced_message_taken_after_its_replacement_finished_is_still_skipped(stub: JobsHarness) -> None:
+    import dramatiq
+
+    # Given two sends of one key, the first taken out of its queue before any worker sees it
+    stub.worker.pause()
+    replaced_item.send(Item(key="k", children=1))
+    replaced_item.send(Item(key="k", children=2))
+    queue = stub.broker.queues["default"]
+    first = dramatiq.Message.decode(queue.get_nowait())
+    queue.task_done()
+    assert first.args[0]["children"] == 1
+    # When the second runs to its end, and only then is the first taken
+    stub.worker.resume()
+    stub.drain()
+    assert batch_actors.RUNS == ["replaced k 2"]
+    stub.broker.enqueue(first)
+    stub.drain()
+    # Then the first is still skipped: the finished job left its key marked, not free
+    assert batch_actors.RUNS == ["replaced k 2"]
+    # And a new send of the key runs as before
+    replaced_item.send(Item(key="k", children=3))
+    stub.drain()
+    assert batch_actors.RUNS == ["replaced k 2", "replaced k 3"]
+
+
 def test_debounce_runs_the_last_of_a_burst_once_after_the_burst(stub: JobsHarness) -> None:
     for n in range(5):
         debounced_item.send(Item(key="user-1", children=n))
