@@ -70,7 +70,10 @@ NEEDS_TABLES = frozenset(
     {"scheduler", "runs", "outbox", "webhooks", "cleanup", "exports", "console", "portal"}
 )
 #: Commands that act on declared jobs, policies or datasets: they import the host's modules first.
-LOADS_JOBS = frozenset({"scheduler", "trigger", "cleanup", "exports", "webhooks", "outbox", "status"})
+LOADS_JOBS = frozenset({
+    "scheduler", "trigger", "cleanup", "exports", "webhooks", "outbox", "status", "limits", "explain",
+    "cancel",
+})  # fmt: skip
 
 
 def _load() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import InvalidPayload, NotFound
-from .keying import enqueue_pumped, keyed_of, limited_actors, limits_of
+from .keying import GATED, enqueue_pumped, keyed_of, limited_actors, limits_of
 from .per_key import parse_rate
 
 __all__ = ["change", "keys", "overview"]
@@ -87,6 +87,8 @@ def change(
         raise InvalidPayload(f"limit: {limit}; give 0 (hold every job) or more")
     if burst is not None and burst < 1:
         raise InvalidPayload(f"burst: {burst}; give 1 or more")
+    if burst is not None and actor in GATED:
+        raise InvalidPayload(f"burst: {actor} takes its turns one at a time; give limit or rate")
     interval = None
     if rate is not None:
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from .keyed_store import LEASE_MS, SEP, STALE_MS, Keyed, KeyState, _now, own_state
+from .keyed_store import FULL, GO, LATER, LEASE_MS, SEP, STALE_MS, Gate, Keyed, KeyState, _now, own_state
 
 __all__ = ["LocalKeyed"]
 
@@ -24,6 +24,7 @@ class LocalKeyed(Keyed):
         self.msgs: dict[str, bytes] = {}
         self.pumping: dict[str, float] = {}
         self.due_at: dict[tuple[str, str], float] = {}
+        self.pauses: dict[tuple[str, str], int] = {}
 
     def declare(self, actor: str, declaration: str) -> None:
         limit, interval, burst = declaration.split()
@@ -124,6 +125,43 @@ class LocalKeyed(Keyed):
                 self.pumping[id] = now
                 pumped.append(self.msgs[id])
         return pumped
+
+    def gate(self, asks: list[Gate], *, lease_ms: int, hold_ms: int) -> list[tuple[int, int, int]]:
+        now, out = _now(), []
+        with self.lock:
+            for a in asks:
+                own = [self.limits.get(SEP.join([a.actor, a.key, w])) for w in ("limit", "interval")]
+                every = [self.limits.get(SEP.join([a.actor, w])) for w in ("limit", "interval")]
+                limit = int(float(own[0] or every[0] or a.limit))
+                interval = float(own[1] or a.own_interval_ms or every[1] or a.interval_ms)
+                start = max(now, self.pauses.get((a.actor, a.key), 0))
+                if a.turn_ms:
+                    start = max(start, a.turn_ms)
+                elif interval > 0:
+                    start = max(start, self.turns.get((a.actor, a.key), 0.0))
+                verdict = GO
+                if start - now > hold_ms:
+                    verdict = LATER
+                elif limit >= 0:
+                    slots = self.slots.setdefault((a.actor, a.key), {})
+                    if a.holder not in slots:
+                        for holder in [h for h, until in slots.items() if until <= now]:
+                            del slots[holder]
+                        verdict = FULL if len(slots) >= limit else GO
+                    if verdict == GO:
+                        slots[a.holder] = now + lease_ms
+                if verdict != FULL and not a.turn_ms and interval > 0:
+                    self.turns[(a.actor, a.key)] = start + interval
+                out.append((verdict, math.ceil(start - now), limit))
+        return out
+
+    def pause(self, actor: str, key: str, *, until_ms: int) -> None:
+        with self.lock:
+            self.pauses[(actor, key)] = until_ms
+
+    def paused_until(self, actor: str, key: str) -> int:
+        with self.lock:
+            return self.pauses.get((actor, key), 0)
 
     def _keys(self, actor: str) -> set[str]:
         with self.lock:

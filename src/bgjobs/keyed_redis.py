@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from .keyed_store import LEASE_MS, SEP, STALE_MS, Keyed, KeyState, _now, own_state
+from .keyed_store import LEASE_MS, SEP, STALE_MS, Gate, Keyed, KeyState, _now, own_state
 
 __all__ = ["RedisKeyed"]
 
@@ -74,6 +74,44 @@ end
 return pumped
 """
 
+_GATE = """
+local hold, out = tonumber(ARGV[first]), {}
+local limits = base .. 'limits'
+for i = first + 1, #ARGV, 7 do
+  local actor, key, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local mine, kept = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
+  local own, kb = actor .. SEP .. key .. SEP, base .. actor .. SEP .. key
+  local o = redis.call('HMGET', limits, actor .. SEP .. 'limit', own .. 'limit', actor .. SEP .. 'interval',
+                       own .. 'interval')
+  local limit = tonumber(o[2] or o[1] or ARGV[i + 3])
+  local interval = tonumber(o[4] or (mine > 0 and mine) or o[3] or ARGV[i + 4])
+  local slots, turn = kb .. SEP .. 'slots', kb .. SEP .. 'turn'
+  local start = math.max(now, tonumber(redis.call('GET', kb .. SEP .. 'pause') or '0'))
+  if kept > 0 then start = math.max(start, kept)
+  elseif interval > 0 then start = math.max(start, tonumber(redis.call('GET', turn) or '0')) end
+  local verdict = 0
+  if start - now > hold then
+    verdict = 2
+  elseif limit >= 0 then
+    if not redis.call('ZSCORE', slots, id) then
+      redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+      if redis.call('ZCARD', slots) >= limit then verdict = 1 end
+    end
+    if verdict == 0 then
+      redis.call('ZADD', slots, now + lease, id)
+      redis.call('PEXPIRE', slots, lease)
+      redis.call('SADD', base .. actor .. SEP .. 'busy', key)
+    end
+  end
+  if verdict ~= 1 and kept == 0 and interval > 0 then
+    local tat = start + interval
+    redis.call('SET', turn, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 60000)
+  end
+  out[#out + 1] = {verdict, math.ceil(start - now), limit}
+end
+return out
+"""
+
 
 class RedisKeyed(Keyed):
     def __init__(self, coordination: Any) -> None:
@@ -87,13 +125,14 @@ class RedisKeyed(Keyed):
         self._admit = self.client.register_script(_LIB + _ADMIT)
         self._release = self.client.register_script(_LIB + _RELEASE)
         self._due = self.client.register_script(_LIB + _DUE)
+        self._gate = self.client.register_script(_LIB + _GATE)
         self._totals = self.client.register_script(_TOTALS)
         self.declared: set[tuple[str, str]] = set()
 
-    def _args(self, *rest: Any) -> list[Any]:
+    def _args(self, *rest: Any, lease_ms: int = LEASE_MS) -> list[Any]:
         done = self._take_enqueued()
         namespace, wake_cap = self.direct or ("", 0)
-        return [self.base, f"{_now():.3f}", LEASE_MS, namespace, wake_cap, len(done), *done, *rest]
+        return [self.base, f"{_now():.3f}", lease_ms, namespace, wake_cap, len(done), *done, *rest]
 
     def declare(self, actor: str, declaration: str) -> None:
         if (actor, declaration) not in self.declared:
@@ -110,6 +149,21 @@ class RedisKeyed(Keyed):
 
     def due(self, *, keys: int = 200, stale_ms: int = STALE_MS) -> list[bytes]:
         return list(self._due(args=self._args(keys, stale_ms)))
+
+    def gate(self, asks: list[Gate], *, lease_ms: int, hold_ms: int) -> list[tuple[int, int, int]]:
+        if not asks:
+            return []
+        flat = [v for a in asks for v in (a.actor, a.key, a.holder, a.limit, a.interval_ms, a.own_interval_ms,
+                                          a.turn_ms)]  # fmt: skip
+        return [(int(v), int(w), int(c)) for v, w, c in self._gate(args=self._args(hold_ms, *flat,
+                                                                                   lease_ms=lease_ms))]
+
+    def pause(self, actor: str, key: str, *, until_ms: int) -> None:
+        self.client.set(self.base + SEP.join([actor, key, "pause"]), until_ms,
+                        px=max(1, until_ms - int(_now())) + 1000)  # fmt: skip
+
+    def paused_until(self, actor: str, key: str) -> int:
+        return int(self.client.get(self.base + SEP.join([actor, key, "pause"])) or 0)
 
     def _keys(self, actor: str) -> set[str]:
         p = self.base + actor + SEP

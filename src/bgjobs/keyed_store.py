@@ -11,6 +11,10 @@ A slot is held from admission until the job finishes, is dead-lettered or skippe
 it, and a worker killed mid-job leaves it with the message Dramatiq redelivers, so the cap holds
 across kills. A slot also lapses after :data:`LEASE_MS` (a message lost some other way).
 
+:meth:`Keyed.gate` is the same slots and turns without a lane, for a caller that keeps what
+waits itself: the webhook dispatcher's endpoint gates (``webhooks.endpoint``), which also keep a
+turn far off for a delivery sent again later, and a pause a receiver asked for.
+
 On Redis each operation is one script (``keyed.lua``, :mod:`bgjobs.keyed_redis`);
 :mod:`bgjobs.keyed_local` does the same in memory for the stub broker.
 """
@@ -24,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "LEASE_MS", "READ_KEYS", "SEP", "STALE_MS", "KeyState", "Keyed", "encoded_of", "entry", "own_state",
+    "FULL", "GO", "LATER", "LEASE_MS", "READ_KEYS", "SEP", "STALE_MS", "Gate", "KeyState", "Keyed",
+    "encoded_of", "entry", "own_state",
 ]  # fmt: skip
 
 #: A slot whose job never finished (its message lost outside bgjobs) is freed after this long.
@@ -66,6 +71,26 @@ def own_state(key: str, running: int, waiting: int, own: list[Any]) -> KeyState:
                     None if burst is None else int(burst))  # fmt: skip
 
 
+#: :meth:`Keyed.gate`'s verdicts.
+GO, FULL, LATER = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One ask of :meth:`Keyed.gate`: ``limit`` and ``interval_ms`` are the key's cap and rate as
+    declared (-1 and 0 for none), ``own_interval_ms`` a rate of the key's own (0 for none: an
+    endpoint's ``rate_limit``, which ranks above a change made for every key), ``turn_ms`` a
+    turn kept earlier (epoch milliseconds, 0 to take the next one)."""
+
+    actor: str
+    key: str
+    holder: str
+    limit: int
+    interval_ms: float
+    own_interval_ms: float = 0.0
+    turn_ms: int = 0
+
+
 def _now() -> float:
     return time.time() * 1000
 
@@ -102,6 +127,21 @@ class Keyed(abc.ABC):
     @abc.abstractmethod
     def release(self, items: list[tuple[str, str, str]]) -> list[bytes]:
         """Give back these (actor, key, id) slots; the jobs pumped into them."""
+
+    @abc.abstractmethod
+    def gate(self, asks: list[Gate], *, lease_ms: int, hold_ms: int) -> list[tuple[int, int, int]]:
+        """Let each ask through its key's gate, in order: ``(verdict, wait ms, the key's cap)``, the
+        verdict :data:`GO` (a slot is held; go after the wait), :data:`FULL` (every slot is held;
+        nothing taken) or :data:`LATER` (the turn more than ``hold_ms`` away is kept for it). Unlike
+        :meth:`admit` it keeps no lane: the caller holds what waits (the webhook dispatcher)."""
+
+    @abc.abstractmethod
+    def pause(self, actor: str, key: str, *, until_ms: int) -> None:
+        """Hold the key's gate until then (a receiver's ``Retry-After``)."""
+
+    @abc.abstractmethod
+    def paused_until(self, actor: str, key: str) -> int:
+        """When the key's pause ends (epoch milliseconds), or 0."""
 
     @abc.abstractmethod
     def due(self, *, keys: int = 200, stale_ms: int = STALE_MS) -> list[bytes]:

@@ -14,6 +14,7 @@ import functools
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
@@ -57,12 +58,24 @@ def _configured(limits: KeyLimits, given: Any, actor_name: str) -> KeyLimits:
     return limits.configured(given, f"BGJOBS_KEY_LIMITS.{actor_name}")
 
 
+#: Limits kept per key for something other than an actor's own messages, by name: each endpoint's
+#: gate of the webhook dispatcher (``webhooks.endpoint``). Each gives its limits as the settings
+#: declare them; operators see and change them with every actor's (``bgjobs limits``, the console).
+GATED: dict[str, Callable[[Any], KeyLimits]] = {}
+
+
+def _declared_limits(name: str, settings: Callable[[], Any]) -> KeyLimits | None:
+    """``name``'s limits as its code (or for :data:`GATED`, ``settings()``) declares them."""
+    from .registry import declared
+
+    gated = GATED.get(name)
+    return gated(settings()) if gated is not None else getattr(declared(name), "limits", None)
+
+
 def limits_of(actor_name: str, broker: dramatiq.Broker) -> KeyLimits | None:
     """The actor's per-key limits: as its code declares them, with ``BGJOBS_KEY_LIMITS`` of the
     settings ``broker`` was built from in their place."""
-    from .registry import declared
-
-    limits: KeyLimits | None = getattr(declared(actor_name), "limits", None)
+    limits = _declared_limits(actor_name, lambda: settings_for(broker))
     if limits is None:
         return None
     given = settings_for(broker).key_limits.get(actor_name)
@@ -70,10 +83,11 @@ def limits_of(actor_name: str, broker: dramatiq.Broker) -> KeyLimits | None:
 
 
 def limited_actors() -> list[str]:
-    """The names of the registered actors that declare per-key limits, sorted."""
+    """The names of the registered actors that declare per-key limits, and of :data:`GATED`, sorted."""
     from .registry import registered
 
-    return sorted(name for name, t in registered().items() if getattr(t, "limits", None) is not None)
+    limited = [name for name, t in registered().items() if getattr(t, "limits", None) is not None]
+    return sorted([*limited, *GATED])
 
 
 def check_settings(settings: Any) -> None:
@@ -83,14 +97,14 @@ def check_settings(settings: Any) -> None:
     Raises:
         ConfigurationError: naming the actor or the rate.
     """
-    from .registry import registered
-
     limited = limited_actors()
     for name, given in settings.key_limits.items():
         if name not in limited:
             raise ConfigurationError(f"BGJOBS_KEY_LIMITS: {name!r} is not an actor with per-key limits; "
                                      f"those with them: {', '.join(limited) or 'none'}")  # fmt: skip
-        _configured(registered()[name].limits, given, name)
+        declared = _declared_limits(name, lambda: settings)
+        assert declared is not None
+        _configured(declared, given, name)
 
 
 _made: weakref.WeakKeyDictionary[Any, Keyed] = weakref.WeakKeyDictionary()

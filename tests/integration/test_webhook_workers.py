@@ -6,6 +6,9 @@ SIGKILLed workers lose no delivery and never change a ``webhook-id``."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -196,6 +199,42 @@ def test_an_endpoint_s_rate_limit_holds_at_the_receiver_without_spending_attempt
     assert sorted((a.endpoint_id == limited.id, a.attempt) for a in log) == sorted(
         [(True, 1)] * 60 + [(False, 1)] * 60
     )
+
+
+def test_an_operator_caps_one_endpoint_and_slows_another_at_run_time_like_any_key(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: WebhookReceiver
+) -> None:
+    from bgjobs import cli
+
+    # Given two slow endpoints under the settings' cap of 4 in flight each and no rate, and an
+    # operator who caps the first at 1 and gives the second 5 deliveries a second, as for any key
+    env = environment(redis_url, tmp_path, monkeypatch)
+    for path in ("/capped", "/slowed"):
+        receiver.always(path, "sleep:0.1")
+    capped = webhooks.add_endpoint(receiver.url("/capped"), event_types=["*"])
+    slowed = webhooks.add_endpoint(receiver.url("/slowed"), event_types=["*"])
+    assert cli.main(["limits", "set", "webhooks.endpoint", "--key", capped.id, "--limit", "1"]) == 0
+    assert cli.main(["limits", "set", "webhooks.endpoint", "--key", slowed.id, "--rate", "5/s"]) == 0
+    assert cli.main(["limits", "set", "webhooks.endpoint", "--burst", "3"]) == 2  # turns are one at a time
+    shown = subprocess.run([sys.executable, "-m", "bgjobs.cli", "limits", "show"], capture_output=True,
+                           text=True, env={**os.environ, **env}, timeout=60, check=True).stdout  # fmt: skip
+    (row,) = [line for line in shown.splitlines() if line.startswith("webhooks.endpoint ")]
+    assert row.split()[1:3] == ["endpoint_id", "4"], row  # every endpoint's cap, from the settings
+    assert f"{capped.id} limit" in row and f"{slowed.id} interval" in row
+    # When thirty messages go to both through two workers of two threads
+    for n in range(30):
+        webhooks.publish("order.placed", {"n": n})
+    worker = WorkerProcess(env, processes=2, threads=2).start()
+    try:
+        wait_for(lambda: len(receiver.received()) == 60, timeout=120, what="every delivery")
+    finally:
+        worker.stop()
+    # Then the capped receiver never had two requests at once (the settings allow four), and the
+    # other saw no more than its 5 a second (within 10%) from its first request to its last
+    assert receiver.peak["/capped"] == 1, receiver.peak
+    times = sorted(r.at for r in receiver.received("/slowed"))
+    measured = (len(times) - 1) / (times[-1] - times[0])
+    assert measured <= 5.5, f"{measured:.2f}/s for a rate of 5/s"
 
 
 def test_retry_after_pauses_every_delivery_to_the_endpoint_not_only_the_one_refused(

@@ -53,10 +53,9 @@ def lease_ms() -> int:
     return int(limit or 60_000)
 
 
-def ask(job: DeliveryJob, row: Row, settings: WebhookSettings) -> Ask:
-    rate = row.rate_limit if row.rate_limit is not None else settings.rate_limit
-    return Ask(row.endpoint_id, f"{row.delivery_id}:{job.attempt}", settings.endpoint_concurrency,
-               0 if rate is None else max(1, round(1000 / rate)), job.turn_ms)  # fmt: skip
+def ask(job: DeliveryJob, row: Row) -> Ask:
+    own = 0 if row.rate_limit is None else max(1, round(1000 / row.rate_limit))
+    return Ask(row.endpoint_id, f"{row.delivery_id}:{job.attempt}", own, job.turn_ms)
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,11 @@ from .. import db, runtime, tracing
 from ..claims import Answer, Claim, Seen, recheck_ms
 from ..clock import now as _now
 from ..errors import DeliveryExhausted, TransientError
+from ..keying import limits_of
 from ..settings import WebhookSettings
 from . import _transport as transport
 from ._attempts import Finished, Started, announce_exhausted, ask, attempt, count, follow, lease_ms, write
-from ._gates import Verdict, gates_for
+from ._gates import ENDPOINT, Verdict, gates_for
 from ._guard import BlockedAddress, Target, check_url
 from ._lanes import lanes_for
 from ._models import DeliveryJob
@@ -101,27 +102,33 @@ def backoff(deferrals: int) -> float:
     return min(30.0, 0.25 * 2.0**deferrals) * random.uniform(0.5, 1.5)
 
 
-def admit(
-    items: list[tuple[DeliveryJob, Row]], settings: WebhookSettings, *, hold_ms: int
-) -> tuple[list[tuple[DeliveryJob, Row, int]], list[tuple[DeliveryJob, Row]], list[tuple[Later, Row]]]:
+Admitted = tuple[
+    list[tuple[DeliveryJob, Row, int]], list[tuple[DeliveryJob, Row]], list[tuple[Later, Row]], dict[str, int]
+]
+
+
+def admit(items: list[tuple[DeliveryJob, Row]], *, hold_ms: int) -> Admitted:
     """Pass items through their endpoints' gates: those to go (with their wait in milliseconds),
-    those whose endpoint's slots are all taken, and those whose turn is later."""
+    those whose endpoint's slots are all taken, those whose turn is later, and each endpoint's cap
+    as the gate has it now (an operator may have changed it)."""
     if not items:
-        return [], [], []
-    gates = gates_for(runtime.current().coordination)
-    asks = [ask(job, row, settings) for job, row in items]
-    go, full, later = [], [], []
+        return [], [], [], {}
+    current = runtime.current()
+    limits = limits_of(ENDPOINT, current.broker)
+    assert limits is not None
+    asks = [ask(job, row) for job, row in items]
+    go, full, later, caps = [], [], [], {}
     now_ms = int(time.time() * 1000)
-    for (job, row), admission in zip(
-        items, gates.admit(asks, lease_ms=lease_ms(), hold_ms=hold_ms), strict=True
-    ):
+    admissions = gates_for(current.coordination).admit(asks, limits, lease_ms=lease_ms(), hold_ms=hold_ms)
+    for (job, row), admission in zip(items, admissions, strict=True):
+        caps[row.endpoint_id] = admission.limit
         if admission.verdict is Verdict.GO:
             go.append((job, row, admission.wait_ms))
         elif admission.verdict is Verdict.FULL:
             full.append((job, row))
         else:
             later.append((Later(job, admission.wait_ms / 1000, now_ms + admission.wait_ms), row))
-    return go, full, later
+    return go, full, later, caps
 
 
 @dataclass

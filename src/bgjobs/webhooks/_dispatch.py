@@ -110,6 +110,8 @@ class _Dispatcher:
         self.since: dict[tuple[str, int], float] = {}
         #: endpoint id -> this dispatcher's requests in flight to it
         self.busy: Counter[str] = Counter()
+        #: Each endpoint's cap as its gate last said (changed at run time, or the settings').
+        self.caps: dict[str, int] = {}
         #: endpoint id -> deliveries waiting for one of its slots, with when they began to wait
         self.waiting: dict[str, deque[tuple[DeliveryJob, Row, float]]] = {}
         #: endpoints with a slot given back since their waiting deliveries were last admitted
@@ -254,7 +256,6 @@ class _Dispatcher:
         if now - self.last_sweep > SWEEP_S:
             self.freed.update(self.waiting)
             self.last_sweep = now
-        cap = self.settings.endpoint_concurrency
         items: list[tuple[DeliveryJob, Row, float]] = []
         for endpoint_id in self.freed:
             queue_ = self.waiting.get(endpoint_id)
@@ -263,6 +264,7 @@ class _Dispatcher:
                 job, row, _ = queue_.popleft()
                 round_.later.append(Later(job, backoff(job.deferrals)))
                 self.handed.append(job)
+            cap = self.caps.get(endpoint_id, self.settings.endpoint_concurrency)
             for _ in range(min(len(queue_ or ()), cap - self.busy[endpoint_id])):
                 items.append(queue_.popleft())  # type: ignore[union-attr]
             if not queue_:
@@ -270,7 +272,8 @@ class _Dispatcher:
                 self.progress.pop(endpoint_id, None)
         self.freed.clear()
         since = {id(job): at for job, _, at in items}
-        go, full, later = admit([(job, row) for job, row, _ in items], self.settings, hold_ms=HOLD_MS)
+        go, full, later, caps = admit([(job, row) for job, row, _ in items], hold_ms=HOLD_MS)
+        self.caps.update(caps)
         round_.go += go
         for job, row in full:  # every slot is held elsewhere: wait for the next sweep
             self.waiting.setdefault(row.endpoint_id, deque()).appendleft((job, row, since[id(job)]))

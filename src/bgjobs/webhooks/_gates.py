@@ -1,6 +1,10 @@
 """Each endpoint's gate: its concurrency slots, its rate (turns) and a pause its receiver asked for.
 
-One call admits a whole batch, in one round trip on Redis:
+The gates are keys of the general per-key limits (:mod:`bgjobs.keyed_store`), under the name
+:data:`ENDPOINT` with the endpoint id as the key: one store, and one place where operators see
+each endpoint's deliveries in flight and change its cap or rate at run time (``bgjobs limits``,
+the console's Limits page), as for any actor's keys. One call admits a whole batch, in one round
+trip on Redis:
 
 - **Turns.** An endpoint with a rate limit of ``r`` per second hands out turns ``1/r`` apart (the
   generic cell rate algorithm: the next free turn is stored, each delivery takes the next one).
@@ -13,21 +17,28 @@ One call admits a whole batch, in one round trip on Redis:
   :mod:`._attempts`).
 - **Slots.** At most ``endpoint_concurrency`` requests in flight to an endpoint, across every
   worker. A slot is a sorted-set member with a deadline, so a killed worker's slot frees itself.
+
+An endpoint's own ``rate_limit`` ranks above a rate changed for every endpoint at run time, and
+below one changed for that endpoint alone.
 """
 
 from __future__ import annotations
 
-import abc
-import threading
 import time
 import weakref
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
-from ..coordination import Coordination, RedisCoordination
-from ._lanes import one_per_store
+from ..coordination import Coordination
+from ..keyed_store import Gate, Keyed
+from ..keying import GATED, keyed_for
+from ..per_key import KeyLimits
 
-__all__ = ["Admission", "Ask", "Gates", "Verdict", "gates_for"]
+__all__ = ["ENDPOINT", "Admission", "Ask", "Gates", "Verdict", "endpoint_limits", "gates_for"]
+
+#: The name endpoints' gates are kept under among the per-key limits.
+ENDPOINT = "webhooks.endpoint"
 
 
 class Verdict(IntEnum):
@@ -40,9 +51,8 @@ class Verdict(IntEnum):
 class Ask:
     endpoint_id: str
     holder: str
-    concurrency: int
-    #: Milliseconds between turns; 0 for no rate limit.
-    interval_ms: int
+    #: Milliseconds between turns the endpoint asked for itself (its ``rate_limit``); 0 for none.
+    own_interval_ms: int = 0
     #: A turn kept earlier (epoch milliseconds), or 0 to take the next one.
     turn_ms: int = 0
 
@@ -51,144 +61,49 @@ class Ask:
 class Admission:
     verdict: Verdict
     wait_ms: int
+    #: The endpoint's cap as it is now (changed at run time, or as the settings give it).
+    limit: int
 
 
-_ADMIT = """
-local now, lease, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local out = {}
-for i = 1, #KEYS / 3 do
-  local slots, turn, pause = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local a = 3 + (i - 1) * 4
-  local holder, limit = ARGV[a + 1], tonumber(ARGV[a + 2])
-  local interval, kept = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local start = math.max(now, tonumber(redis.call('GET', pause) or '0'))
-  if kept > 0 then start = math.max(start, kept)
-  elseif interval > 0 then start = math.max(start, tonumber(redis.call('GET', turn) or '0')) end
-  local verdict = 0
-  if start - now > hold then
-    verdict = 2
-  else
-    redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
-    if redis.call('ZCARD', slots) >= limit and not redis.call('ZSCORE', slots, holder) then
-      verdict = 1
-    else
-      redis.call('ZADD', slots, now + lease, holder)
-      redis.call('PEXPIRE', slots, lease)
-    end
-  end
-  if verdict ~= 1 and kept == 0 and interval > 0 then
-    redis.call('SET', turn, start + interval, 'PX', start + interval - now + 60000)
-  end
-  out[i] = {verdict, start - now}
-end
-return out
-"""
+def endpoint_limits(settings: Any) -> KeyLimits:
+    """Every endpoint's cap and rate as the settings give them (``BGJOBS_WEBHOOKS__...``)."""
+    rate = settings.webhooks.rate_limit
+    return KeyLimits(("endpoint_id",), limit=settings.webhooks.endpoint_concurrency,
+                     interval_ms=0.0 if rate is None else float(max(1, round(1000 / rate))))  # fmt: skip
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+GATED[ENDPOINT] = endpoint_limits
 
 
-class Gates(abc.ABC):
-    @abc.abstractmethod
-    def admit(self, asks: list[Ask], *, lease_ms: int, hold_ms: int) -> list[Admission]:
+class Gates:
+    """The endpoints' gates in one store."""
+
+    def __init__(self, keyed: Keyed) -> None:
+        self.keyed = keyed
+
+    def admit(self, asks: list[Ask], limits: KeyLimits, *, lease_ms: int, hold_ms: int) -> list[Admission]:
         """Admit each ask, in order: GO holds a slot (until released, or ``lease_ms``), LATER keeps
-        a turn more than ``hold_ms`` away, FULL takes nothing."""
-
-    @abc.abstractmethod
-    def release(self, held: list[tuple[str, str]]) -> None:
-        """Give back slots, as (endpoint id, holder) pairs."""
-
-    @abc.abstractmethod
-    def pause(self, endpoint_id: str, *, seconds: float) -> None:
-        """Hold every delivery to the endpoint for ``seconds`` from now."""
-
-    @abc.abstractmethod
-    def paused_until(self, endpoint_id: str) -> int:
-        """When the endpoint's pause ends (epoch milliseconds), or 0 when it is not paused."""
-
-
-class RedisGates(Gates):
-    def key(self, kind: str, endpoint_id: str) -> str:
-        return self.coordination.key(f"webhooks:{kind}:{endpoint_id}")
-
-    def __init__(self, coordination: RedisCoordination) -> None:
-        self.client = coordination.client
-        self.coordination = coordination
-        self._admit = self.client.register_script(_ADMIT)
-
-    def admit(self, asks: list[Ask], *, lease_ms: int, hold_ms: int) -> list[Admission]:
+        a turn more than ``hold_ms`` away, FULL takes nothing. ``limits``: every endpoint's."""
         if not asks:
             return []
-        keys: list[str] = []
-        args: list[object] = [_now_ms(), lease_ms, hold_ms]
-        for ask in asks:
-            keys += [self.key("slots", ask.endpoint_id), self.key("turn", ask.endpoint_id),
-                     self.key("pause", ask.endpoint_id)]  # fmt: skip
-            args += [ask.holder, ask.concurrency, ask.interval_ms, ask.turn_ms]
-        return [Admission(Verdict(int(v)), int(w)) for v, w in self._admit(keys=keys, args=args)]
+        self.keyed.declare(ENDPOINT, limits.declaration())
+        found = self.keyed.gate([Gate(ENDPOINT, a.endpoint_id, a.holder, limits.limit, limits.interval_ms,
+                                      a.own_interval_ms, a.turn_ms) for a in asks],
+                                lease_ms=lease_ms, hold_ms=hold_ms)  # fmt: skip
+        return [Admission(Verdict(v), wait, limit) for v, wait, limit in found]
 
     def release(self, held: list[tuple[str, str]]) -> None:
+        """Give back slots, as (endpoint id, holder) pairs."""
         if held:
-            pipe = self.client.pipeline(transaction=False)
-            for endpoint_id, holder in held:
-                pipe.zrem(self.key("slots", endpoint_id), holder)
-            pipe.execute()
+            self.keyed.release([(ENDPOINT, endpoint_id, holder) for endpoint_id, holder in held])
 
     def pause(self, endpoint_id: str, *, seconds: float) -> None:
-        until = _now_ms() + int(seconds * 1000)
-        self.client.set(self.key("pause", endpoint_id), until, px=int(seconds * 1000) + 1000)
+        """Hold every delivery to the endpoint for ``seconds`` from now."""
+        self.keyed.pause(ENDPOINT, endpoint_id, until_ms=int(time.time() * 1000) + int(seconds * 1000))
 
     def paused_until(self, endpoint_id: str) -> int:
-        return int(self.client.get(self.key("pause", endpoint_id)) or 0)
-
-
-class LocalGates(Gates):
-    """The same in memory, for the stub broker and its tests."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.slots: dict[str, dict[str, int]] = {}
-        self.turns: dict[str, int] = {}
-        self.pauses: dict[str, int] = {}
-
-    def admit(self, asks: list[Ask], *, lease_ms: int, hold_ms: int) -> list[Admission]:
-        now, out = _now_ms(), []
-        with self.lock:
-            for ask in asks:
-                start = max(now, self.pauses.get(ask.endpoint_id, 0))
-                if ask.turn_ms:
-                    start = max(start, ask.turn_ms)
-                elif ask.interval_ms:
-                    start = max(start, self.turns.get(ask.endpoint_id, 0))
-                verdict = Verdict.GO
-                if start - now > hold_ms:
-                    verdict = Verdict.LATER
-                else:
-                    slots = self.slots.setdefault(ask.endpoint_id, {})
-                    for holder in [h for h, until in slots.items() if until <= now]:
-                        del slots[holder]
-                    if len(slots) >= ask.concurrency and ask.holder not in slots:
-                        verdict = Verdict.FULL
-                    else:
-                        slots[ask.holder] = now + lease_ms
-                if verdict != Verdict.FULL and not ask.turn_ms and ask.interval_ms:
-                    self.turns[ask.endpoint_id] = start + ask.interval_ms
-                out.append(Admission(verdict, start - now))
-        return out
-
-    def release(self, held: list[tuple[str, str]]) -> None:
-        with self.lock:
-            for endpoint_id, holder in held:
-                self.slots.get(endpoint_id, {}).pop(holder, None)
-
-    def pause(self, endpoint_id: str, *, seconds: float) -> None:
-        with self.lock:
-            self.pauses[endpoint_id] = _now_ms() + int(seconds * 1000)
-
-    def paused_until(self, endpoint_id: str) -> int:
-        with self.lock:
-            return self.pauses.get(endpoint_id, 0)
+        """When the endpoint's pause ends (epoch milliseconds), or 0 when it is not paused."""
+        return self.keyed.paused_until(ENDPOINT, endpoint_id)
 
 
 _made: weakref.WeakKeyDictionary[Coordination, Gates] = weakref.WeakKeyDictionary()
@@ -196,4 +111,7 @@ _made: weakref.WeakKeyDictionary[Coordination, Gates] = weakref.WeakKeyDictionar
 
 def gates_for(coordination: Coordination) -> Gates:
     """The gates in ``coordination``'s store (one object per store)."""
-    return one_per_store(_made, coordination, RedisGates, LocalGates)
+    found = _made.get(coordination)
+    if found is None:
+        found = _made[coordination] = Gates(keyed_for(coordination))
+    return found
