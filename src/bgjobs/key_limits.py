@@ -52,6 +52,8 @@ def overview() -> list[dict[str, Any]]:
             "changed": sorted(f.split(SEP, 1)[1].replace(SEP, " ") for f in overrides
                               if f.startswith(actor + SEP)),
             "keys": [s.__dict__ for s in keyed.states(actor)], "busy_keys": busy, "waiting": waiting,
+            # Webhook endpoints take turns one at a time, and their deliveries wait in the dispatcher
+            "lanes": actor not in GATED,
         })  # fmt: skip
     return out
 

@@ -418,6 +418,11 @@ def test_a_key_is_held_from_the_limits_page_its_jobs_wait_explained_and_run_once
     assert row.locator("td").nth(2).inner_text() == "2"  # waiting
     assert row.locator("td").nth(3).inner_text().startswith("cap 0")  # its own cap, with Reset
     _shot(page, "laptop-limits-held")
+    # Webhook endpoints are on the same page, without the bursts their turns do not take
+    endpoints = page.locator("section[data-actor='webhooks.endpoint']")
+    assert "in the dispatcher" in endpoints.locator("dl").inner_text()
+    assert endpoints.locator("input[name='limit']").count() == 1
+    assert endpoints.locator("input[name='burst']").count() == 0
     page.goto(console + f"/jobs/{sent[1].message_id}")
     assert "key t7 of per_tenant is at its cap: 0 of 0 running" in page.locator("ul.explanation").inner_text()
     page.goto(console + "/limits")
