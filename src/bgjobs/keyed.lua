@@ -14,6 +14,10 @@ local SEP = '\31'
 local base, now, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local ns, wake_cap = ARGV[4], tonumber(ARGV[5])
 local msgs, pumping, due = base .. 'msgs', base .. 'pumping', base .. 'due'
+-- The jobs running on a live worker, by message id, until when (renewed while they run): a copy
+-- of one (RabbitMQ hands a message out again when its worker's connection drops, not only when the
+-- worker dies) holds the same slot, and waits in its lane until the first run has ended.
+local running = base .. 'running'
 
 local function limits(actor, key)
   local limit, interval, burst = -1, 0, 1
@@ -31,13 +35,18 @@ local function limits(actor, key)
   return limit, interval, burst
 end
 
--- 0: the id holds a slot and its turn; -1: every slot is held; n > 0: its turn is n ms away.
+-- 0: the id holds a slot and its turn; -1: every slot is held; n > 0: its turn (or the end of an
+-- earlier run of the same id, on a live worker) is n ms away.
 local function take(actor, key, id)
   local limit, interval, burst = limits(actor, key)
   local kb = base .. actor .. SEP .. key
   local slots = kb .. SEP .. 'slots'
   if limit >= 0 then
-    if redis.call('ZSCORE', slots, id) then return 0 end
+    if redis.call('ZSCORE', slots, id) then
+      local until_ = tonumber(redis.call('ZSCORE', running, id) or '0')
+      if until_ > now then return math.ceil(until_ - now) end
+      return 0
+    end
     redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
     if redis.call('ZCARD', slots) >= limit then return -1 end
   end

@@ -25,6 +25,7 @@ class LocalKeyed(Keyed):
         self.pumping: dict[str, float] = {}
         self.due_at: dict[tuple[str, str], float] = {}
         self.pauses: dict[tuple[str, str], int] = {}
+        self.running: dict[str, float] = {}
 
     def declare(self, actor: str, declaration: str) -> None:
         limit, interval, burst = declaration.split()
@@ -45,7 +46,8 @@ class LocalKeyed(Keyed):
         slots = self.slots.setdefault((actor, key), {})
         if limit >= 0:
             if id in slots:
-                return 0
+                until = self.running.get(id, 0.0)
+                return math.ceil(until - now) if until > now else 0
             for holder in [h for h, until in slots.items() if until <= now]:
                 del slots[holder]
             if len(slots) >= limit:
@@ -91,9 +93,10 @@ class LocalKeyed(Keyed):
         with self.lock:
             for actor, key, id, encoded in items:
                 lane = self.lanes.get((actor, key))
+                held = self.slots.get((actor, key), {}).get(id, 0) > now
                 if id in self.msgs:
                     verdicts.append(False)
-                elif self.slots.get((actor, key), {}).get(id, 0) > now or (
+                elif (held and self.running.get(id, 0) <= now) or (
                     not lane and self._take(actor, key, id, now) == 0
                 ):
                     verdicts.append(True)
@@ -110,6 +113,7 @@ class LocalKeyed(Keyed):
         with self.lock:
             for actor, key, id in items:
                 self.slots.get((actor, key), {}).pop(id, None)
+                self.running.pop(id, None)
                 self._pump(actor, key, _now(), pumped)
         return pumped
 
@@ -125,6 +129,10 @@ class LocalKeyed(Keyed):
                 self.pumping[id] = now
                 pumped.append(self.msgs[id])
         return pumped
+
+    def run(self, ids: list[str], *, until_ms: float) -> None:
+        with self.lock:
+            self.running.update(dict.fromkeys(ids, until_ms))
 
     def gate(self, asks: list[Gate], *, lease_ms: int, hold_ms: int) -> list[tuple[int, int, int]]:
         now, out = _now(), []

@@ -18,8 +18,9 @@ for i = first, #ARGV, 4 do
   local lane = base .. actor .. SEP .. key .. SEP .. 'lane'
   if redis.call('HEXISTS', msgs, id) == 1 then
     out[#out + 1] = 0
-  elseif tonumber(redis.call('ZSCORE', base .. actor .. SEP .. key .. SEP .. 'slots', id) or '0') > now then
-    out[#out + 1] = 1  -- holds a slot already (a redelivered copy of a job killed mid-run)
+  elseif tonumber(redis.call('ZSCORE', base .. actor .. SEP .. key .. SEP .. 'slots', id) or '0') > now
+      and tonumber(redis.call('ZSCORE', running, id) or '0') <= now then
+    out[#out + 1] = 1  -- holds a slot already, and no live worker runs it (a copy of a job killed mid-run)
   elseif redis.call('LLEN', lane) == 0 and take(actor, key, id) == 0 then
     out[#out + 1] = 1
   else
@@ -49,6 +50,7 @@ for i = first, #ARGV, 3 do
   local actor, key, id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local slots = base .. actor .. SEP .. key .. SEP .. 'slots'
   redis.call('ZREM', slots, id)
+  redis.call('ZREM', running, id)
   if redis.call('ZCARD', slots) == 0 then redis.call('SREM', base .. actor .. SEP .. 'busy', key) end
   pump(actor, key, pumped)
 end
@@ -61,6 +63,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0
   local actor, key = string.match(member, '^(.-)' .. SEP .. '(.*)$')
   pump(actor, key, pumped)
 end
+redis.call('ZREMRANGEBYSCORE', running, '-inf', now - lease)  -- runs of messages lost some other way
 local stale = redis.call('ZRANGEBYSCORE', pumping, '-inf', now - tonumber(ARGV[first + 1]), 'LIMIT', 0, 100)
 for _, id in ipairs(stale) do
   local entry = redis.call('HGET', msgs, id)
@@ -149,6 +152,10 @@ class RedisKeyed(Keyed):
 
     def due(self, *, keys: int = 200, stale_ms: int = STALE_MS) -> list[bytes]:
         return list(self._due(args=self._args(keys, stale_ms)))
+
+    def run(self, ids: list[str], *, until_ms: float) -> None:
+        if ids:
+            self.client.zadd(self.base + "running", dict.fromkeys(ids, until_ms))
 
     def gate(self, asks: list[Gate], *, lease_ms: int, hold_ms: int) -> list[tuple[int, int, int]]:
         if not asks:

@@ -129,6 +129,12 @@ class Keyed(abc.ABC):
         """Give back these (actor, key, id) slots; the jobs pumped into them."""
 
     @abc.abstractmethod
+    def run(self, ids: list[str], *, until_ms: float) -> None:
+        """These jobs run on a live worker until ``until_ms`` (renewed while they run, dropped when
+        they give their slots back). A copy of one (a redelivered message) that holds the same slot
+        waits in its lane until the run ends or its worker stops renewing it."""
+
+    @abc.abstractmethod
     def gate(self, asks: list[Gate], *, lease_ms: int, hold_ms: int) -> list[tuple[int, int, int]]:
         """Let each ask through its key's gate, in order: ``(verdict, wait ms, the key's cap)``, the
         verdict :data:`GO` (a slot is held; go after the wait), :data:`FULL` (every slot is held;

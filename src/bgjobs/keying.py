@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import weakref
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
@@ -206,27 +208,63 @@ def admit_keyed(
     return [m for m, go in zip(messages, verdicts, strict=True) if go]
 
 
+def _run_ms(broker: dramatiq.Broker) -> int:
+    """How long a run is taken to go on without being renewed: the heartbeat timeout, after which a
+    silent worker counts as dead everywhere else too."""
+    return int(settings_for(broker).worker.heartbeat_timeout_ms)
+
+
 class KeyedLimits(ReleasedWhenDone):
-    """In the worker: admits jobs that arrive unadmitted, gives a finished job's slot back (which
-    pumps the next of its key), and sweeps for keys whose turn has come."""
+    """In the worker: admits jobs that arrive unadmitted, marks the jobs it runs as running here
+    (renewed while they run), gives a finished job's slot back (which pumps the next of its key),
+    and sweeps for keys whose turn has come."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        #: The ids of the limited jobs this process runs, renewed in the store by the sweeper, with
+        #: how many runs of each (a copy of a job may come to the process running it).
+        self.running: Counter[str] = Counter()
+        #: The messages marked running here (by object: a parked copy has the same id, not a mark).
+        self.marked: set[int] = set()
+        self.renewed = 0.0
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         # A redelivered copy may have run to its end and given its slot back before its worker
         # died unacked (the ack comes after): it must hold a slot again, or the cap is one short.
+        # Or its first run still goes on, on a worker that lost its connection to RabbitMQ: then
+        # it waits in its lane until that run ends (see Keyed.run).
+        if limits_of(message.actor_name, broker) is None:
+            return
         admitted = message.options.get(ADMITTED)
         again = bool(admitted) and getattr(message, "redelivered", False)
-        if (admitted and not again) or limits_of(message.actor_name, broker) is None:
-            return
         try:
-            if not admit_keyed(broker, [message._message], again=again):
+            if (not admitted or again) and not admit_keyed(broker, [message._message], again=again):
                 message.options[PARKED] = 1
                 raise SkipMessage(f"{message.actor_name} {message.message_id} waits for its key's turn")
+            self.marked.add(id(message))
+            self.running[message.message_id] += 1
+            keyed_of(broker).run([message.message_id], until_ms=time.time() * 1000 + _run_ms(broker))
         except CONNECTION_ERRORS as exc:  # the store is down: run it (at least once, as everywhere)
             report(exc)
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:  # fmt: skip
+        self._ended(message)
+        super().after_process_message(broker, message, result=result, exception=exception)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self._ended(message)
+        super().after_skip_message(broker, message)
+
+    def _ended(self, message: Any) -> None:
+        if id(message) in self.marked:
+            self.marked.discard(id(message))
+            self.running[message.message_id] -= 1
+            if self.running[message.message_id] <= 0:
+                del self.running[message.message_id]
 
     def release(self, broker: dramatiq.Broker, message: Any) -> None:
         try:
@@ -250,8 +288,13 @@ class KeyedLimits(ReleasedWhenDone):
 
     def _sweep(self, broker: dramatiq.Broker) -> None:
         keyed = keyed_of(broker)
+        run_ms = _run_ms(broker)
         while not self.stop.wait(SWEEP_S):
             try:
+                now = time.time() * 1000
+                if now - self.renewed > run_ms / 3:  # the runs still going on here
+                    keyed.run(list(self.running.copy()), until_ms=now + run_ms)
+                    self.renewed = now
                 enqueue_pumped(broker, keyed, keyed.due())
             except CONNECTION_ERRORS as exc:
                 report(exc)
