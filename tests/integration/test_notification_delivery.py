@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlmodel import Session, select
 
 from bgjobs import db, events, outbox
 from bgjobs.adapters.memory import MemoryMailer
-from bgjobs.errors import PermanentError, TransientError
+from bgjobs.errors import MaybeDelivered, PermanentError, TransientError
 from bgjobs.jobs import JobRun
 from bgjobs.notifications import (
     AppointmentDue,
@@ -28,7 +29,7 @@ from bgjobs.notifications import (
 from bgjobs.notifications import _delivery as delivery
 from bgjobs.notifications import _policy as policy
 from bgjobs.notifications._models import ChannelMessage, NotificationRecord, SweepMark
-from bgjobs.ports import Mailer
+from bgjobs.ports import DeliveryReceipt, EmailMessage, Mailer
 from bgjobs.testing import JobsHarness
 from bgjobs.wiring import configure
 from bgjobs.wiring import configure as wire
@@ -243,6 +244,59 @@ def test_an_attempt_that_died_mid_call_is_retried_and_flagged_when_the_provider_
     assert delivery.deliver(_payload("notif:k2:email"), Channel.EMAIL) == "sent"
     row = rows(key="k2")["email"]
     assert (row.status, row.attempts, row.possible_duplicate) == ("sent", 2, flagged)
+
+
+class CutOnceMailer(Mailer):
+    """Like plain SMTP, it keeps no keys and takes every message it is given; the first call fails
+    with ``error``, after taking the message (``took``: the answer was lost) or before."""
+
+    honours_idempotency_key = False
+
+    def __init__(self, error: BaseException, *, took: bool) -> None:
+        self.error, self.took, self.calls = error, took, 0
+        self.sent: list[EmailMessage] = []
+
+    def _send(self, *, message: EmailMessage) -> DeliveryReceipt:
+        self.calls += 1
+        if self.calls == 1:
+            if self.took:
+                self.sent.append(message)
+            raise self.error
+        self.sent.append(message)
+        return DeliveryReceipt(provider_message_id=f"m{self.calls}")
+
+
+@pytest.mark.parametrize(("error", "took"), [
+    (MaybeDelivered("no answer after the message was sent"), True),
+    (TimeLimitExceeded(), True),  # the job's time limit cut the call: it may have gone out
+    (TransientError("421 try again later"), False),
+])  # fmt: skip
+def test_a_retry_after_a_provider_that_keeps_no_keys_may_have_taken_the_message_is_flagged(
+    harness: Harness, error: BaseException, took: bool
+) -> None:
+    jobs = harness()
+    mailer = CutOnceMailer(error, took=took)
+    wire(mailer=mailer)
+    send("booking_confirmation", ANN, BOOKING, key="cut:1", channels=["email"])
+    jobs.drain()
+    # The retry sent it again; the row says a copy may have reached the person exactly when one may have
+    row = rows(key="cut:1")["email"]
+    assert (row.status, row.attempts, row.possible_duplicate) == ("sent", 2, took)
+    assert len(mailer.sent) == (2 if took else 1)
+
+
+def test_a_failed_attempt_after_one_that_died_mid_call_keeps_the_doubt_for_the_next(harness: Harness) -> None:
+    jobs = harness()
+    mailer = CutOnceMailer(TransientError("421 try again later"), took=False)
+    wire(mailer=mailer)
+    # Given an attempt that died mid-call (its lease ran out), whose retry the server refuses
+    _in_flight_row("notif:k3:email", "email", lease_until=datetime.now(UTC) - timedelta(seconds=1))
+    send("booking_confirmation", ANN, BOOKING, key="k3", channels=["email"])
+    jobs.drain()
+    # Then the attempt after that sends it, and the row still says the first may have reached the person
+    row = rows(key="k3")["email"]
+    assert (row.status, row.possible_duplicate) == ("sent", True)
+    assert mailer.calls == 2
 
 
 # Sweeps.

@@ -102,7 +102,9 @@ class _Statements:
             stmt = new.on_conflict_do_update(
                 index_elements=["key"], set_={"updated_at": new.excluded.updated_at}
             )
-            stmt = stmt.returning(t.c.status, t.c.attempts, t.c.lease_until, t.c.provider)
+            stmt = stmt.returning(
+                t.c.status, t.c.attempts, t.c.lease_until, t.c.provider, t.c.possible_duplicate
+            )
             self._take[dialect] = stmt
         return stmt
 
@@ -129,13 +131,16 @@ def _update(conn: Any, key: str, **values: Any) -> None:
     conn.execute(_statements.set(columns), {"k": key, **{f"v_{c}": values[c] for c in columns}})
 
 
-def _take(conn: Any, message: ChannelMessage, channel: Channel, now: datetime) -> tuple[Seen, str | None]:
-    """The row's claim columns and provider (the one that took it, or the one it is pinned to),
-    creating the row on first sight (locked until commit on PostgreSQL)."""
-    status, attempts, leased, provider = conn.execute(
+def _take(
+    conn: Any, message: ChannelMessage, channel: Channel, now: datetime
+) -> tuple[Seen, str | None, bool]:
+    """The row's claim columns, its provider (the one that took it, or the one it is pinned to)
+    and whether an earlier attempt may have reached a provider, creating the row on first sight
+    (locked until commit on PostgreSQL)."""
+    status, attempts, leased, provider, maybe_sent = conn.execute(
         _statements.take(conn.dialect.name), _new_row(message, channel, now)
     ).one()
-    return Seen(status, attempts, leased), provider
+    return Seen(status, attempts, leased), provider, bool(maybe_sent)
 
 
 def _count(channel: Channel, outcome: str, provider: str = "") -> None:
@@ -216,7 +221,7 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
 
     claim = None
     with db.get_engine().begin() as conn:
-        seen, pinned = _take(conn, message, channel, now)
+        seen, pinned, maybe_sent = _take(conn, message, channel, now)
         answer = CLAIMS.answer(seen, now)
         if answer is Answer.DUPLICATE:
             conn.execute(_statements.duplicate, {"k": message.key})
@@ -228,20 +233,21 @@ def deliver(message: ChannelMessage, channel: Channel) -> str:
         CHANNEL_TASKS[channel].send(message, delay=recheck_ms(seen, now), **carry())
         return "busy"
     with claim.kept():
-        return _deliver(message, channel, claim, ordered(channel, pinned), settings.notifications)
+        return _deliver(message, channel, claim, ordered(channel, pinned), settings.notifications, maybe_sent)
 
 
 def _deliver(
     message: ChannelMessage, channel: Channel, claim: Claim, chain: list[Provider],
-    settings: NotificationSettings,
+    settings: NotificationSettings, maybe_sent: bool,
 ) -> str:
-    sent_to, receipt, maybe_elsewhere = _send(message, channel, chain, settings, claim)
+    """``maybe_sent``: an earlier attempt may have reached a provider (the row says so)."""
+    sent_to, receipt, maybe_elsewhere = _send(message, channel, chain, settings, claim, maybe_sent)
     done = _now()
     with db.get_engine().begin() as conn:
         settled = CLAIMS.settle(
             conn, claim, status="sent", reason=None, provider_message_id=receipt.provider_message_id[:255],
             sent_at=done, updated_at=done, provider=sent_to.name[:64],
-            possible_duplicate=maybe_elsewhere or (
+            possible_duplicate=maybe_sent or maybe_elsewhere or (
                 claim.in_doubt and not receipt.duplicate and not sent_to.adapter.honours_idempotency_key),
         )  # fmt: skip
     if not settled:  # held up past its claim while the provider took it: the new holder records it
@@ -261,7 +267,7 @@ def _deliver(
 
 def _send(
     message: ChannelMessage, channel: Channel, chain: list[Provider], settings: NotificationSettings,
-    claim: Claim,
+    claim: Claim, maybe_sent: bool,
 ) -> tuple[Provider, Any, bool]:
     """Hand the message to the first provider of ``chain`` that takes it: (that provider, its
     receipt, whether an earlier one may have taken it too). A failure that does not move on to
@@ -291,8 +297,15 @@ def _send(
             # A provider that may have taken the message keeps it: the retry goes to it alone.
             pin = provider.name[:64] if isinstance(exc, MaybeDelivered) and not onward else None
             why = mask_text(f"{provider.name}: {type(exc).__name__}: {exc}")[:1000]
+            # Whether this or an earlier attempt may have reached a provider that keeps no keys: then
+            # the next send may be a copy, and the row keeps saying so. An interrupt (the time limit)
+            # may have cut the call after the provider took the message.
+            cut = isinstance(exc, MaybeDelivered) or not isinstance(exc, Exception)
+            reached = maybe_sent or maybe_elsewhere or (
+                (cut or claim.in_doubt) and not provider.adapter.honours_idempotency_key)
             with db.get_engine().begin() as conn:
-                if not CLAIMS.settle(conn, claim, status=status, reason=why, updated_at=_now(), provider=pin):
+                if not CLAIMS.settle(conn, claim, status=status, reason=why, updated_at=_now(), provider=pin,
+                                     possible_duplicate=reached):  # fmt: skip
                     _count(channel, "duplicate")
                     raise
             _count(channel, status, provider.name)
