@@ -25,7 +25,6 @@ below one changed for that endpoint alone.
 from __future__ import annotations
 
 import time
-import weakref
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -106,12 +105,7 @@ class Gates:
         return self.keyed.paused_until(ENDPOINT, endpoint_id)
 
 
-_made: weakref.WeakKeyDictionary[Coordination, Gates] = weakref.WeakKeyDictionary()
-
-
 def gates_for(coordination: Coordination) -> Gates:
-    """The gates in ``coordination``'s store (one object per store)."""
-    found = _made.get(coordination)
-    if found is None:
-        found = _made[coordination] = Gates(keyed_for(coordination))
-    return found
+    """The gates in ``coordination``'s store (a view of its per-key limits, which are kept once
+    per store by :func:`~bgjobs.keying.keyed_for`)."""
+    return Gates(keyed_for(coordination))
