@@ -100,8 +100,9 @@ class LocalKeyed(Keyed):
                     not lane and self._take(actor, key, id, now) == 0
                 ):
                     verdicts.append(True)
-                else:
-                    self.lanes.setdefault((actor, key), deque()).append(id)
+                else:  # a copy whose first run still holds its slot goes first (see keyed_redis)
+                    waiting = self.lanes.setdefault((actor, key), deque())
+                    waiting.appendleft(id) if held else waiting.append(id)
                     self.msgs[id] = encoded
                     self._pump(actor, key, now, pumped)
                     verdicts.append(False)

@@ -16,15 +16,17 @@ local out, pumped = {}, {}
 for i = first, #ARGV, 4 do
   local actor, key, id, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local lane = base .. actor .. SEP .. key .. SEP .. 'lane'
+  local held = tonumber(redis.call('ZSCORE', base .. actor .. SEP .. key .. SEP .. 'slots', id) or '0') > now
   if redis.call('HEXISTS', msgs, id) == 1 then
     out[#out + 1] = 0
-  elseif tonumber(redis.call('ZSCORE', base .. actor .. SEP .. key .. SEP .. 'slots', id) or '0') > now
-      and tonumber(redis.call('ZSCORE', running, id) or '0') <= now then
+  elseif held and tonumber(redis.call('ZSCORE', running, id) or '0') <= now then
     out[#out + 1] = 1  -- holds a slot already, and no live worker runs it (a copy of a job killed mid-run)
   elseif redis.call('LLEN', lane) == 0 and take(actor, key, id) == 0 then
     out[#out + 1] = 1
   else
-    redis.call('RPUSH', lane, id)
+    -- A copy whose first run still holds its slot goes first: the slot it waits for is its own, and
+    -- behind others waiting for a slot it would wait for ever
+    redis.call(held and 'LPUSH' or 'RPUSH', lane, id)
     redis.call('HSET', msgs, id, entry)
     redis.call('SADD', base .. actor .. SEP .. 'waiting', key)
     pump(actor, key, pumped)
