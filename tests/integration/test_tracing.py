@@ -184,6 +184,8 @@ def test_webhook_attempts_are_client_spans_with_host_status_and_attempt_number(
     (dispatch,) = receiver.named("process webhooks.dispatch")
     assert first.parent_id == dispatch.span_id
     (retry,) = receiver.named("send webhooks.deliver")
+    # (the job's span ends, and is exported, after the attempt's inside it)
+    wait_for(lambda: len(receiver.named("process webhooks.deliver")) == 1, timeout=30, what="the job's span")
     (delivery,) = receiver.named("process webhooks.deliver")
     assert retry.parent_id == first.span_id and delivery.parent_id == retry.span_id
     assert second.parent_id == delivery.span_id
