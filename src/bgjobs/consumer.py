@@ -32,6 +32,7 @@ from dramatiq.message import Message
 
 from .letter_index import LIBRARY
 from .outage import is_connection_error, report, store_outage
+from .releasing import ON_ACK
 
 __all__ = ["PAUSED_KEY", "PAUSE_SEEN_KEY", "STOPPING", "PauseWatch", "WakingConsumer"]
 
@@ -158,8 +159,18 @@ class WakingConsumer(_RedisConsumer):
         self.broker.restarted.discard(self.queue_name)
 
     def ack(self, message: Any) -> None:
-        super().ack(message)  # type: ignore[no-untyped-call]
-        self.in_flight.discard(message.options["redis_message_id"])
+        redis_id = message.options["redis_message_id"]
+        ack_and_release = getattr(message, ON_ACK, None)
+        if ack_and_release is None:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        else:  # the job's per-key slot goes back in the same call (bgjobs.keying)
+            try:
+                ack_and_release(self.queue_name, self.broker.broker_id, redis_id)
+            except redis.ConnectionError as e:
+                raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+            finally:
+                self.queued_message_ids.discard(message.message_id)
+        self.in_flight.discard(redis_id)
 
     def nack(self, message: Any) -> None:
         super().nack(message)  # type: ignore[no-untyped-call]

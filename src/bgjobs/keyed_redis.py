@@ -58,6 +58,14 @@ for i = first, #ARGV, 3 do
 end
 return pumped
 """
+#: Dramatiq's ack (the id out of this worker's ack set, its message deleted), then _RELEASE.
+_ACK = """
+local queue, worker, rid = ARGV[first], ARGV[first + 1], ARGV[first + 2]
+first = first + 3
+if redis.call('SREM', ns .. ':__acks__.' .. worker .. '.' .. queue, rid) > 0 then
+  redis.call('HDEL', ns .. ':' .. queue .. '.msgs', rid)
+end
+"""
 _DUE = """
 local pumped = {}
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, tonumber(ARGV[first]))) do
@@ -129,6 +137,7 @@ class RedisKeyed(Keyed):
         self.base = coordination.key("bgjobs-keyed:")
         self._admit = self.client.register_script(_LIB + _ADMIT)
         self._release = self.client.register_script(_LIB + _RELEASE)
+        self._ack_release = self.client.register_script(_LIB + _ACK + _RELEASE)
         self._due = self.client.register_script(_LIB + _DUE)
         self._gate = self.client.register_script(_LIB + _GATE)
         self._totals = self.client.register_script(_TOTALS)
@@ -151,6 +160,13 @@ class RedisKeyed(Keyed):
 
     def release(self, items: list[tuple[str, str, str]]) -> list[bytes]:
         return list(self._release(args=self._args(*(v for item in items for v in item))))
+
+    def ack_and_release(self, item: tuple[str, str, str], queue: str, worker: str, redis_id: str) -> None:
+        """Ack a job on the Redis broker whose queues are in this store (:attr:`direct`) and give
+        its slot back, in one call: one round trip per limited job instead of two, and no moment
+        when the slot is free and the job still unacked."""
+        assert self.direct, "only where the broker's queues are in this store"
+        self._ack_release(args=self._args(queue, worker, redis_id, *item))
 
     def due(self, *, keys: int = 200, stale_ms: int = STALE_MS) -> list[bytes]:
         return list(self._due(args=self._args(keys, stale_ms)))

@@ -30,7 +30,7 @@ from .keyed_redis import RedisKeyed
 from .keyed_store import Keyed, encoded_of, entry
 from .outage import CONNECTION_ERRORS, report
 from .per_key import ADMITTED, KeyLimits
-from .releasing import PARKED, ReleasedWhenDone
+from .releasing import ON_ACK, PARKED, ReleasedWhenDone
 
 __all__ = [
     "SWEEP_S",
@@ -242,9 +242,16 @@ class KeyedLimits(ReleasedWhenDone):
             if (not admitted or again) and not admit_keyed(broker, [message._message], again=again):
                 message.options[PARKED] = 1
                 raise SkipMessage(f"{message.actor_name} {message.message_id} waits for its key's turn")
+            keyed = keyed_of(broker)
+            if isinstance(keyed, RedisKeyed) and keyed.direct:
+                # The Redis broker hands a job out again only once its worker's heartbeat is older
+                # than the heartbeat timeout, and that worker writes its heartbeat to the same server
+                # as often as it would renew the mark: the mark would have lapsed by then (no copy
+                # would wait for it), so no write per job for it
+                return
             self.marked.add(id(message))
             self.running[message.message_id] += 1
-            keyed_of(broker).run([message.message_id], until_ms=time.time() * 1000 + _run_ms(broker))
+            keyed.run([message.message_id], until_ms=time.time() * 1000 + _run_ms(broker))
         except CONNECTION_ERRORS as exc:  # the store is down: run it (at least once, as everywhere)
             report(exc)
 
@@ -267,6 +274,21 @@ class KeyedLimits(ReleasedWhenDone):
                 del self.running[message.message_id]
 
     def release(self, broker: dramatiq.Broker, message: Any) -> None:
+        limits = limits_of(message.actor_name, broker)
+        if limits is None:
+            return
+        keyed = keyed_of(broker)
+        if isinstance(keyed, RedisKeyed) and keyed.direct:  # its ack gives the slot back (consumer.py)
+            item = (message.actor_name, limits.key(message), message.message_id)
+            setattr(message, ON_ACK, functools.partial(keyed.ack_and_release, item))
+            return
+        self._give_back(broker, message)
+
+    def before_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        vars(message).pop(ON_ACK, None)  # a nack gives nothing back itself
+        self._give_back(broker, message)
+
+    def _give_back(self, broker: dramatiq.Broker, message: Any) -> None:
         try:
             give_back(broker, message)
         except CONNECTION_ERRORS as exc:  # the slot lapses with its lease instead

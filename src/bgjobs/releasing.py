@@ -8,11 +8,14 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
-__all__ = ["PARKED", "ReleasedWhenDone"]
+__all__ = ["ON_ACK", "PARKED", "ReleasedWhenDone"]
 
 #: Set on a job skipped into its key's lane (:mod:`bgjobs.keying`): it still waits, and keeps
 #: what it holds.
 PARKED = "bgjobs_parked"
+#: An attribute of a job's message proxy: a call that acks it and gives back what it holds at once,
+#: made by the Redis broker's consumer (:class:`bgjobs.consumer.WakingConsumer`) in place of its ack.
+ON_ACK = "bgjobs_on_ack"
 
 
 class ReleasedWhenDone(Middleware):

@@ -13,6 +13,7 @@ import pytest
 import bgjobs
 from bgjobs import runtime
 from bgjobs.errors import ConfigurationError
+from bgjobs.keyed_redis import RedisKeyed
 from bgjobs.keying import keyed_of
 from bgjobs.testing import JobsHarness
 from tests.support import batch_actors
@@ -191,9 +192,11 @@ def test_caps_hold_across_processes_through_a_sigkill_on_every_engine(batch_env:
 def test_a_copy_of_a_job_that_gave_its_slot_back_before_its_worker_died_waits_for_a_slot(
     batch_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """The job ran to its end and gave its slot back; its worker died before the ack. The broker
-    hands the message out again (RabbitMQ at once, Redis after the heartbeat timeout), and that
-    copy must take a slot again rather than run as the admitted job it was."""
+    """The job ran to its end; its worker died before the ack. On RabbitMQ the slot was given back
+    already (its ack is the broker's, a call of its own), the broker hands the message out again at
+    once, and that copy must take a slot again rather than run as the admitted job it was. On the
+    Redis broker the ack gives the slot back in the same call: the killed job still holds it, no
+    other job takes it, and the copy runs in it after the heartbeat timeout."""
     from bgjobs.keyed_store import entry
     from bgjobs.keying import enqueue_pumped
     from tests.support.dying import KEY
@@ -217,6 +220,17 @@ def test_a_copy_of_a_job_that_gave_its_slot_back_before_its_worker_died_waits_fo
         wait_for(lambda: dying.proc is not None and dying.proc.poll() is not None, timeout=60,
                  what="the worker to die after the job gave its slot back")  # fmt: skip
         assert starts() == 1 and died.exists()
+        if isinstance(keyed, RedisKeyed) and keyed.direct:
+
+            def running() -> list[int]:
+                return [s.running for s in keyed.states("capped_item") if s.key == KEY]
+
+            assert keyed.admit([(*holders[0], entry(*holders[0][:2], "default", "h", b"{}"))])[0] == [True]
+            assert running() == [2], "the killed job gave its slot back without its ack"
+            again.start()
+            wait_for(lambda: starts() == 2, timeout=60, what="the copy to run in the slot its job held")
+            wait_for(lambda: running() == [1], timeout=30, what="the copy's ack to give the slot back")
+            return
         # Both slots of the key are taken by others meanwhile
         verdicts, _ = keyed.admit([(*h, entry(*h[:2], "default", h[2], b"{}")) for h in holders])
         assert verdicts == [True, True]
@@ -280,6 +294,32 @@ def test_a_delayed_job_admitted_by_the_worker_runs_once_and_leaves_nothing_behin
     wait_for(lambda: client.hlen("dramatiq:default.msgs") == 0, timeout=10, what="every job acked")
     assert not [k for k in client.keys("dramatiq:__acks__.*") if client.scard(k)]
     assert keyed_of(runtime.current().broker).states("per_tenant") == []
+
+
+def test_on_the_redis_broker_the_ack_gives_the_slot_back_after_a_run_a_dead_letter_or_a_cancel(
+    worker_env: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    """There a finished job's ack and its slot's release are one script call (consumer.py); a
+    dead-lettered job's nack and a cancelled job's skip give the slot back as well, each letting
+    the next job of its key (cap 1) start."""
+    from bgjobs.typed import send_messages
+    from tests.support.worker_jobs import per_tenant, starts
+
+    broker = runtime.current().broker
+    client = broker.client
+    cancelled = per_tenant.message({"key": "acks"})
+    bgjobs.cancel(cancelled.message_id)
+    per_tenant.send({"key": "acks"})  # runs; the others wait in the key's lane
+    per_tenant.send({"key": "acks", "fail": True}, max_retries=0)  # dead-lettered
+    send_messages(broker, [cancelled])  # skipped
+    per_tenant.send({"key": "acks"})
+    assert [(s.running, s.waiting) for s in keyed_of(broker).states("per_tenant")] == [(1, 3)]
+    start_worker(workers, worker_env, processes=1)
+    wait_for(lambda: keyed_of(broker).states("per_tenant") == [], timeout=30, what="every slot given back")
+    assert starts("acks") == 3, "the cancelled job ran, or a job after it never did"
+    assert client.zcard("dramatiq:default.XQ") == 1
+    wait_for(lambda: client.hlen("dramatiq:default.msgs") == 0, timeout=10, what="every job acked")
+    assert not [k for k in client.keys("dramatiq:__acks__.*") if client.scard(k)]
 
 
 def test_bgjobs_limits_shows_sets_and_resets_from_the_command_line_and_audits_it(
