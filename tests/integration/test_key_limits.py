@@ -310,7 +310,7 @@ def test_on_the_redis_broker_the_ack_gives_the_slot_back_after_a_run_a_dead_lett
     cancelled = per_tenant.message({"key": "acks"})
     bgjobs.cancel(cancelled.message_id)
     per_tenant.send({"key": "acks"})  # runs; the others wait in the key's lane
-    per_tenant.send({"key": "acks", "fail": True}, max_retries=0)  # dead-lettered
+    per_tenant.send({"key": "acks", "sleep_s": -1}, max_retries=0)  # fails: dead-lettered
     send_messages(broker, [cancelled])  # skipped
     per_tenant.send({"key": "acks"})
     assert [(s.running, s.waiting) for s in keyed_of(broker).states("per_tenant")] == [(1, 3)]

@@ -28,8 +28,6 @@ class Effect(SQLModel, table=True):
 class Work(bgjobs.Payload):
     key: str
     sleep_s: float = 0.0
-    #: ``per_tenant`` raises after it counted its start.
-    fail: bool = False
 
 
 def _redis() -> redis.Redis:
@@ -113,6 +111,6 @@ def create_tables() -> None:
 def per_tenant(payload: Work) -> None:
     """One at a time per key (docs/controls.md); counts its starts like :func:`record`."""
     _redis().incr(f"test:starts:{payload.key}")
-    time.sleep(payload.sleep_s)
-    if payload.fail:
+    if payload.sleep_s < 0:  # asked to fail, once it counted its start
         raise RuntimeError("per_tenant was asked to fail")
+    time.sleep(payload.sleep_s)
