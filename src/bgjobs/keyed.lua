@@ -35,10 +35,10 @@ local function limits(actor, key)
   return limit, interval, burst
 end
 
--- 0: the id holds a slot and its turn; -1: every slot is held; n > 0: its turn (or the end of an
--- earlier run of the same id, on a live worker) is n ms away.
-local function take(actor, key, id)
-  local limit, interval, burst = limits(actor, key)
+-- Given the key's limits (read once per call by limits() above), 0: the id holds a slot and its
+-- turn; -1: every slot is held; n > 0: its turn (or the end of an earlier run of the same id, on a
+-- live worker) is n ms away.
+local function take(actor, key, id, limit, interval, burst)
   local kb = base .. actor .. SEP .. key
   local slots = kb .. SEP .. 'slots'
   if limit >= 0 then
@@ -69,13 +69,15 @@ end
 local function pump(actor, key, out)
   local kb = base .. actor .. SEP .. key
   local lane = kb .. SEP .. 'lane'
+  local limit, interval, burst
   while true do
     local id = redis.call('LINDEX', lane, 0)
     if not id then
       redis.call('SREM', base .. actor .. SEP .. 'waiting', key)
       return
     end
-    local v = take(actor, key, id)
+    if not limit then limit, interval, burst = limits(actor, key) end
+    local v = take(actor, key, id, limit, interval, burst)
     if v ~= 0 then
       local at = now + v
       if v < 0 then

@@ -21,7 +21,7 @@ for i = first, #ARGV, 4 do
     out[#out + 1] = 0
   elseif held and tonumber(redis.call('ZSCORE', running, id) or '0') <= now then
     out[#out + 1] = 1  -- holds a slot already, and no live worker runs it (a copy of a job killed mid-run)
-  elseif redis.call('LLEN', lane) == 0 and take(actor, key, id) == 0 then
+  elseif redis.call('LLEN', lane) == 0 and take(actor, key, id, limits(actor, key)) == 0 then
     out[#out + 1] = 1
   else
     -- A copy whose first run still holds its slot goes first: the slot it waits for is its own, and
