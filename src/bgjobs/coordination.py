@@ -23,11 +23,14 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 from uuid import uuid4
 
-__all__ = ["Coordination", "Held", "Lease", "LocalCoordination", "RedisCoordination", "coordination_for"]
+__all__ = [
+    "Coordination", "Held", "Lease", "LocalCoordination", "RedisCoordination", "coordination_for",
+    "one_per_store",
+]  # fmt: skip
 
 logger = logging.getLogger("bgjobs.coordination")
 
@@ -374,3 +377,19 @@ def coordination_for(broker: Any) -> Coordination:
             )  # fmt: skip
             _found[broker] = found
         return found
+
+
+T = TypeVar("T")
+
+
+def one_per_store(
+    made: weakref.WeakKeyDictionary[Coordination, T], coordination: Coordination,
+    redis: Callable[[RedisCoordination], T], local: Callable[[], T],
+) -> T:  # fmt: skip
+    """The object kept in ``made`` for ``coordination``'s store, made on first use (Redis-backed
+    or in memory): per-key limits, the webhook lanes."""
+    found = made.get(coordination)
+    if found is None:
+        found = redis(coordination) if isinstance(coordination, RedisCoordination) else local()
+        made[coordination] = found
+    return found

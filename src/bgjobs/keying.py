@@ -24,6 +24,7 @@ import dramatiq
 from dramatiq.middleware import SkipMessage
 
 from .broker_settings import settings_for
+from .coordination import one_per_store
 from .errors import ConfigurationError
 from .keyed_local import LocalKeyed
 from .keyed_redis import RedisKeyed
@@ -114,12 +115,7 @@ _made: weakref.WeakKeyDictionary[Any, Keyed] = weakref.WeakKeyDictionary()
 
 def keyed_for(coordination: Any) -> Keyed:
     """The per-key limits in ``coordination``'s store (one object per store)."""
-    found = _made.get(coordination)
-    if found is None:
-        redis = getattr(coordination, "client", None) is not None
-        found = RedisKeyed(coordination) if redis else LocalKeyed()
-        _made[coordination] = found
-    return found
+    return one_per_store(_made, coordination, RedisKeyed, LocalKeyed)
 
 
 _of_broker: weakref.WeakKeyDictionary[dramatiq.Broker, Keyed] = weakref.WeakKeyDictionary()

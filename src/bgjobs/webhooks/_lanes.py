@@ -21,10 +21,9 @@ import abc
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Iterable
 
-from ..coordination import Coordination, RedisCoordination
+from ..coordination import Coordination, RedisCoordination, one_per_store
 
 __all__ = ["TRACE_SEPARATOR", "Lanes", "lanes_for"]
 
@@ -213,21 +212,6 @@ class LocalLanes(Lanes):
     def waiting(self) -> bool:
         with self.lock:
             return bool(self.ring)
-
-
-T = TypeVar("T")
-
-
-def one_per_store(
-    made: weakref.WeakKeyDictionary[Coordination, T], coordination: Coordination,
-    redis: Callable[[RedisCoordination], T], local: Callable[[], T],
-) -> T:  # fmt: skip
-    """The object kept for ``coordination``'s store, made on first use (Redis-backed or in memory)."""
-    found = made.get(coordination)
-    if found is None:
-        found = redis(coordination) if isinstance(coordination, RedisCoordination) else local()
-        made[coordination] = found
-    return found
 
 
 _made: weakref.WeakKeyDictionary[Coordination, Lanes] = weakref.WeakKeyDictionary()
