@@ -204,6 +204,13 @@ def admit_keyed(
     return [m for m, go in zip(messages, verdicts, strict=True) if go]
 
 
+def _with_queues(broker: dramatiq.Broker) -> RedisKeyed | None:
+    """The per-key limits' store, where it also holds the queues, acks and heartbeats of ``broker``
+    (the Redis broker)."""
+    keyed = keyed_of(broker)
+    return keyed if isinstance(keyed, RedisKeyed) and keyed.direct else None
+
+
 def _run_ms(broker: dramatiq.Broker) -> int:
     """How long a run is taken to go on without being renewed: the heartbeat timeout, after which a
     silent worker counts as dead everywhere else too."""
@@ -238,8 +245,7 @@ class KeyedLimits(ReleasedWhenDone):
             if (not admitted or again) and not admit_keyed(broker, [message._message], again=again):
                 message.options[PARKED] = 1
                 raise SkipMessage(f"{message.actor_name} {message.message_id} waits for its key's turn")
-            keyed = keyed_of(broker)
-            if isinstance(keyed, RedisKeyed) and keyed.direct:
+            if _with_queues(broker) is not None:
                 # The Redis broker hands a job out again only once its worker's heartbeat is older
                 # than the heartbeat timeout, and that worker writes its heartbeat to the same server
                 # as often as it would renew the mark: the mark would have lapsed by then (no copy
@@ -247,7 +253,7 @@ class KeyedLimits(ReleasedWhenDone):
                 return
             self.marked.add(id(message))
             self.running[message.message_id] += 1
-            keyed.run([message.message_id], until_ms=time.time() * 1000 + _run_ms(broker))
+            keyed_of(broker).run([message.message_id], until_ms=time.time() * 1000 + _run_ms(broker))
         except CONNECTION_ERRORS as exc:  # the store is down: run it (at least once, as everywhere)
             report(exc)
 
@@ -273,8 +279,8 @@ class KeyedLimits(ReleasedWhenDone):
         limits = limits_of(message.actor_name, broker)
         if limits is None:
             return
-        keyed = keyed_of(broker)
-        if isinstance(keyed, RedisKeyed) and keyed.direct:  # its ack gives the slot back (consumer.py)
+        keyed = _with_queues(broker)
+        if keyed is not None:  # its ack gives the slot back (consumer.py)
             item = (message.actor_name, limits.key(message), message.message_id)
             setattr(message, ON_ACK, functools.partial(keyed.ack_and_release, item))
             return
