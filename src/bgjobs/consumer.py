@@ -39,11 +39,18 @@ __all__ = ["PAUSED_KEY", "PAUSE_SEEN_KEY", "STOPPING", "PauseWatch", "WakingCons
 logger = logging.getLogger("bgjobs.consumer")
 _UNDECODABLE = LIBRARY + resources.files("bgjobs").joinpath("undecodable.lua").read_text()
 #: Dramatiq's fetch (heartbeat, pop up to ARGV[4] ids into this worker's ack set, their messages),
-#: which also tells which of them were put back after they may have run (``<queue>.redelivered``).
+#: which also tells which of them were put back after they may have run (``<queue>.redelivered``),
+#: and first acks the jobs done since the last call.
 _FETCH = """
 local ns, queue, worker = KEYS[1], ARGV[2], ARGV[3]
 local key = ns .. ':' .. queue
 redis.call('ZADD', ns .. ':__heartbeats__', ARGV[1], worker)
+-- Dramatiq's ack of each id after ARGV[4]: out of the ack set, and its message deleted (only if it
+-- was still there: one put back meanwhile is another worker's now)
+local acks = ns .. ':__acks__.' .. worker .. '.' .. queue
+for i = 5, #ARGV do
+  if redis.call('SREM', acks, ARGV[i]) > 0 then redis.call('HDEL', key .. '.msgs', ARGV[i]) end
+end
 local ids = {}
 for i = 1, tonumber(ARGV[4]) do
   local id = redis.call('LPOP', key)
@@ -128,6 +135,7 @@ class WakingConsumer(_RedisConsumer):
         self._undecodable = broker.client.register_script(_UNDECODABLE)
         self._is_paused = PauseWatch(broker.client, broker.key, broker.broker_id, queue_name)
         self.in_flight: set[str] = broker.in_flight.setdefault(queue_name, set())
+        self.acks: list[str] = broker.acks.setdefault(queue_name, [])
         self._fetch = broker.client.register_script(_FETCH)
 
     def close(self) -> None:
@@ -139,6 +147,8 @@ class WakingConsumer(_RedisConsumer):
         failovers). The next consumer of the queue puts them back first (:meth:`reconcile`)."""
         self.message_cache = []
         self.broker.restarted.add(self.queue_name)
+        with contextlib.suppress(redis.RedisError):  # else the next consumer of the queue sends them
+            self.send_acks()
         super().close()
 
     def reconcile(self) -> None:
@@ -159,11 +169,21 @@ class WakingConsumer(_RedisConsumer):
         self.broker.restarted.discard(self.queue_name)
 
     def ack(self, message: Any) -> None:
+        """A job done: its ack goes with this consumer's next call to Redis (its next fetch, or
+        before it waits), so a busy worker sends one for many jobs instead of one each. Until then
+        the job stays in flight, so a restarted consumer does not put it back; a worker killed
+        meanwhile leaves it to be run again after the heartbeat timeout (at least once, as a kill
+        between the end of a job and its ack always did)."""
         redis_id = message.options["redis_message_id"]
         ack_and_release = getattr(message, ON_ACK, None)
-        if ack_and_release is None:
+        if ack_and_release is None and self.wake_key is not None:
+            with self.broker.acks_lock:
+                self.acks.append(redis_id)
+            self.queued_message_ids.discard(message.message_id)
+            return
+        if ack_and_release is None:  # a delay queue's: its consumer thread is the one acking
             super().ack(message)  # type: ignore[no-untyped-call]
-        else:  # the job's per-key slot goes back in the same call (bgjobs.keying)
+        else:  # the job's per-key slot goes back in the same call, at once (bgjobs.keying)
             try:
                 ack_and_release(self.queue_name, self.broker.broker_id, redis_id)
             except redis.ConnectionError as e:
@@ -185,6 +205,7 @@ class WakingConsumer(_RedisConsumer):
         try:
             self.reconcile()
             if self._is_paused():  # nothing starts, fetched or not; fetched ones wait in flight
+                self.send_acks()
                 time.sleep(min(self.timeout / 1000, PAUSE_CHECK_S))
                 return None
             while True:
@@ -220,6 +241,7 @@ class WakingConsumer(_RedisConsumer):
                         return None
                 # Full (every prefetched message still in flight) or a delay queue: back off like
                 # Dramatiq, without taking wake tokens an idle consumer elsewhere should get.
+                self.send_acks()
                 self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
                 time.sleep(backoff_ms / 1000)
                 return None
@@ -227,10 +249,25 @@ class WakingConsumer(_RedisConsumer):
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
 
     def fetch(self, count: int) -> list[tuple[bytes | None, int]]:
-        """Up to ``count`` messages, each with whether it was put back after it may have run."""
-        args = [current_millis(), self.queue_name, self.broker.broker_id, count]
-        bodies, again = self._fetch(keys=[self.broker.namespace], args=args)
+        """Up to ``count`` messages, each with whether it was put back after it may have run; the
+        jobs done since the last call are acked first, in the same call."""
+        with self.broker.acks_lock:
+            done = self.acks[:]
+            del self.acks[:]
+        args = [current_millis(), self.queue_name, self.broker.broker_id, count, *done]
+        try:
+            bodies, again = self._fetch(keys=[self.broker.namespace], args=args)
+        except BaseException:
+            with self.broker.acks_lock:  # not sent: with the next call
+                self.acks[:0] = done
+            raise
+        self.in_flight.difference_update(done)
         return list(zip(bodies, again or [0] * len(bodies), strict=True))
+
+    def send_acks(self) -> None:
+        """Ack the jobs done since the last call, now (before this consumer waits)."""
+        if self.acks:
+            self.fetch(0)
 
     def _dead_letter(self, data: bytes, exc: DecodeError) -> None:
         """Move a message that does not decode to the dead letters, raw bytes kept, with its reason."""

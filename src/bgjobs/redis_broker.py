@@ -18,6 +18,7 @@ fails if a Dramatiq release changes it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from importlib import resources
@@ -103,6 +104,10 @@ class BgjobsRedisBroker(OperatedBroker, RedisBroker):
         #: put back what its ack set holds beyond them (see ``WakingConsumer.reconcile``).
         self.in_flight: dict[str, set[str]] = {}
         self.restarted: set[str] = set()
+        #: Per queue, the Redis ids of jobs done (acked to Dramatiq) whose ack the queue's consumer
+        #: sends with its next call (``WakingConsumer.ack``); still in flight until then.
+        self.acks: dict[str, list[str]] = {}
+        self.acks_lock = threading.Lock()
         self._maintenance = self.client.register_script(_SCRIPT)
         self._enqueue = self.client.register_script(_ENQUEUE)
 

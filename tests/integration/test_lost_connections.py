@@ -77,9 +77,36 @@ def test_a_fetch_whose_reply_the_broken_connection_lost_is_run_by_the_next_consu
     assert [(m.args[0], m.redelivered) for m in rest] == [(2, True), (3, False)]
     for message in [*rest, held]:  # the held one is acked through the new consumer, as Dramatiq does
         consumer.ack(message)
+    consumer.send_acks()  # as its consumer thread does with its next call
     assert _taken(client, broker) == set()
     assert client.hlen("dramatiq:q.msgs") == 0
     assert next(consumer) is None
+
+
+def test_acks_go_with_the_consumer_s_next_call_and_a_restart_before_it_keeps_them_acked(
+    broker: BgjobsRedisBroker, redis_url: str
+) -> None:
+    """A busy worker sends the acks of the jobs done since its last call together, with its next
+    fetch, instead of a call per job. Until then they stay in flight: a consumer restarted before
+    that call puts none of them back, and the next consumer sends them."""
+    client = redis.Redis.from_url(redis_url)
+    _send(broker, 3)
+    consumer = broker.consume("q", prefetch=3, timeout=100)
+    for message in [_next(consumer) for _ in range(3)]:
+        consumer.ack(message)
+    assert len(_taken(client, broker)) == 3 and client.hlen("dramatiq:q.msgs") == 3  # not sent yet
+
+    # When the connection breaks before the next call: the closing consumer cannot send them
+    def broken(**kwargs: Any) -> Any:
+        raise redis.ConnectionError("Connection closed by server.")
+
+    consumer._fetch = broken
+    consumer = _restart(broker, consumer)
+    # Then the next consumer puts none back (they are still in flight), and its first call acks them
+    assert next(consumer) is None
+    assert _taken(client, broker) == set()
+    assert client.hlen("dramatiq:q.msgs") == 0 and client.llen("dramatiq:q") == 0
+    assert broker.in_flight["q"] == set()
 
 
 def test_what_a_restarted_consumer_had_fetched_and_not_handed_out_is_run_once(
@@ -97,6 +124,7 @@ def test_what_a_restarted_consumer_had_fetched_and_not_handed_out_is_run_once(
     assert next(consumer) is None
     for message in [held, *rest]:
         consumer.nack(message) if message is held else consumer.ack(message)
+    consumer.send_acks()
     assert _taken(client, broker) == set()
     assert client.zcard("dramatiq:q.XQ") == 1  # the nacked one went to the dead letters
 

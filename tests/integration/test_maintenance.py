@@ -101,6 +101,7 @@ def test_delivery_counts_of_finished_messages_are_forgotten(redis_url: str) -> N
     assert client.hlen("dramatiq:__bgjobs_deliveries__") == 1
     consumer = survivor.consume("q", prefetch=1, timeout=100)
     consumer.ack(next(consumer))
+    consumer.send_acks()
     survivor.run_maintenance()
     assert client.hlen("dramatiq:__bgjobs_deliveries__") == 0
 
