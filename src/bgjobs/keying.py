@@ -276,15 +276,12 @@ class KeyedLimits(ReleasedWhenDone):
                 del self.running[message.message_id]
 
     def release(self, broker: dramatiq.Broker, message: Any) -> None:
-        limits = limits_of(message.actor_name, broker)
-        if limits is None:
-            return
         keyed = _with_queues(broker)
-        if keyed is not None:  # its ack gives the slot back (consumer.py)
+        if keyed is None:
+            self._give_back(broker, message)
+        elif (limits := limits_of(message.actor_name, broker)) is not None:  # its ack gives it back
             item = (message.actor_name, limits.key(message), message.message_id)
-            setattr(message, ON_ACK, functools.partial(keyed.ack_and_release, item))
-            return
-        self._give_back(broker, message)
+            setattr(message, ON_ACK, functools.partial(keyed.ack_and_release, item))  # consumer.py
 
     def before_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         vars(message).pop(ON_ACK, None)  # a nack gives nothing back itself
