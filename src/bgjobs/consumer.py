@@ -176,21 +176,21 @@ class WakingConsumer(_RedisConsumer):
         between the end of a job and its ack always did)."""
         redis_id = message.options["redis_message_id"]
         ack_and_release = getattr(message, ON_ACK, None)
-        if ack_and_release is None and self.wake_key is not None:
-            with self.broker.acks_lock:
-                self.acks.append(redis_id)
-            self.queued_message_ids.discard(message.message_id)
-            return
-        if ack_and_release is None:  # a delay queue's: its consumer thread is the one acking
-            super().ack(message)  # type: ignore[no-untyped-call]
-        else:  # the job's per-key slot goes back in the same call, at once (bgjobs.keying)
+        if ack_and_release is not None:  # the job's per-key slot goes back in the same call, at once
             try:
                 ack_and_release(self.queue_name, self.broker.broker_id, redis_id)
             except redis.ConnectionError as e:
                 raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
             finally:
                 self.queued_message_ids.discard(message.message_id)
-        self.in_flight.discard(redis_id)
+            self.in_flight.discard(redis_id)
+        elif self.wake_key is None:  # a delay queue's: its consumer thread is the one acking
+            super().ack(message)  # type: ignore[no-untyped-call]
+            self.in_flight.discard(redis_id)
+        else:
+            with self.broker.acks_lock:
+                self.acks.append(redis_id)
+            self.queued_message_ids.discard(message.message_id)
 
     def nack(self, message: Any) -> None:
         super().nack(message)  # type: ignore[no-untyped-call]
